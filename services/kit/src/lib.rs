@@ -1,1 +1,49 @@
-//! wip
+//! What every Tienda service shares, so each service is its domain and nothing else.
+//!
+//! A service's `main` is three lines: parse its config (which flattens [`CommonConfig`]),
+//! [`telemetry::init`], then `Application::build(config).await?.run_until_stopped().await`.
+//! Its `build` starts a [`Platform`] — database pool with migrations applied under an advisory
+//! lock, NATS with JetStream, metrics registry, readiness checks, shutdown signal — and hands
+//! its API router to [`Application::build`], which adds `/livez`, `/readyz`, `/metrics`,
+//! `/openapi.json`, request ids, trace spans, request metrics, a body limit and problem+json
+//! fallbacks.
+//!
+//! # Layout
+//! - [`app`]: [`Platform`] and [`Application`] (build / port / run_until_stopped)
+//! - [`config`]: [`CommonConfig`], the flags and env vars every service takes
+//! - [`telemetry`]: JSON logs with span fields
+//! - [`metrics`]: Prometheus registry, HTTP request metrics, `/metrics`
+//! - [`health`]: `/livez`, `/readyz` with critical and informational checks
+//! - [`problem`]: RFC 9457 problem documents
+//! - [`json`]: a JSON extractor whose rejections are problems naming the field
+//! - [`shutdown`]: SIGTERM/Ctrl-C and the drain deadline
+//! - [`db`]: PostgreSQL pool and migrations
+//! - [`nats`]: NATS connection and JetStream context
+//! - [`secret`]: values that never reach a log
+//! - `testing` (feature): a fresh database per test, test configuration
+
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod health;
+pub mod json;
+pub mod metrics;
+pub mod nats;
+pub mod problem;
+pub mod secret;
+pub mod shutdown;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use app::{Application, Needs, Platform};
+pub use config::CommonConfig;
+pub use problem::{FieldError, Problem};
+pub use secret::Secret;
+pub use shutdown::Shutdown;
+
+/// Installs rustls' ring provider as the process default. Call first thing in every `main`
+/// (and in test setup): with more than one provider compiled in, rustls cannot choose.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

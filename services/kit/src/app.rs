@@ -1,0 +1,315 @@
+//! The application shape every service has: `build` (connect, migrate, bind) → `port` →
+//! `run_until_stopped` (serve until SIGTERM, then drain with a deadline).
+//!
+//! A service builds a [`Platform`] (database, NATS, metrics, health, shutdown), its API router,
+//! and hands both to [`Application::build`], which adds the operational routes (`/livez`,
+//! `/readyz`, `/metrics`, `/openapi.json`), the standard layers (request id, trace span, metrics,
+//! body limit, panic → 500 problem) and problem+json fallbacks.
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    http::{HeaderName, Request, StatusCode},
+    middleware,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use sqlx::{PgPool, migrate::Migrator};
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+use tower::ServiceBuilder;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+use utoipa::OpenApi;
+
+use crate::{
+    config::CommonConfig, db, health, health::Health, metrics, metrics::Metrics, nats::Nats,
+    problem::Problem, shutdown::Shutdown,
+};
+
+/// The request id header, generated when the client sends none and echoed in the response.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What a service's process runs on. Cheap to clone; handlers get parts of it as state.
+#[derive(Clone, Debug)]
+pub struct Platform {
+    /// The service's name (`products`): metrics label, NATS connection name, log field.
+    pub name: &'static str,
+    /// The shared configuration.
+    pub config: CommonConfig,
+    /// The service's database, when it has one.
+    pub db: Option<PgPool>,
+    /// NATS, when the service uses it.
+    pub nats: Option<Nats>,
+    /// Prometheus registry and HTTP metrics.
+    pub metrics: Metrics,
+    /// Readiness checks.
+    pub health: Health,
+    /// The process's shutdown signal.
+    pub shutdown: Shutdown,
+    /// Background tasks that must finish before the process exits.
+    pub tasks: TaskTracker,
+}
+
+/// What a service needs from the platform.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Needs<'a> {
+    /// A database, migrated with these migrations.
+    pub database: Option<&'a Migrator>,
+    /// A NATS connection.
+    pub nats: bool,
+}
+
+impl Platform {
+    /// Connects what `needs` asks for and registers readiness checks: the database is
+    /// critical, NATS informational.
+    pub async fn start(
+        name: &'static str,
+        config: CommonConfig,
+        needs: Needs<'_>,
+    ) -> anyhow::Result<Self> {
+        let shutdown = Shutdown::new();
+        let mut health = Health::new(shutdown.clone());
+        let db = match needs.database {
+            Some(migrator) => {
+                let url = config.database_url.as_ref().context(
+                    "DATABASE_URL is not set: this service keeps its state in PostgreSQL",
+                )?;
+                let pool = db::connect(url, config.database_max_connections, name).await?;
+                db::migrate(&pool, migrator).await?;
+                let check_pool = pool.clone();
+                health.add("database", true, move || {
+                    let pool = check_pool.clone();
+                    async move { db::ping(&pool).await }
+                });
+                Some(pool)
+            }
+            None => None,
+        };
+        let nats = if needs.nats {
+            let nats = Nats::connect(&config, name).await?;
+            let check = nats.clone();
+            health.add("nats", false, move || {
+                let result = check.check();
+                async move { result }
+            });
+            Some(nats)
+        } else {
+            None
+        };
+        Ok(Self {
+            name,
+            config,
+            db,
+            nats,
+            metrics: Metrics::new(name),
+            health,
+            shutdown,
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    /// The database pool; panics if the service did not ask for one (a programming error).
+    pub fn db(&self) -> &PgPool {
+        self.db
+            .as_ref()
+            .expect("the service declared Needs { database: Some(..) }")
+    }
+
+    /// Runs a background task (relay, consumer) that is awaited on shutdown. It must stop
+    /// when `self.shutdown` triggers.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task);
+    }
+}
+
+/// A bound, ready-to-run service.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    router: Router,
+    platform: Platform,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(health::livez, health::readyz),
+    components(schemas(crate::problem::Problem))
+)]
+struct OperationsApi;
+
+impl Application {
+    /// Adds the operational routes and standard layers to `api` and binds the listener.
+    /// `openapi` describes `api`; the operational routes are added to it.
+    pub async fn build(
+        platform: Platform,
+        api: Router,
+        mut openapi: utoipa::openapi::OpenApi,
+    ) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(platform.config.listen_addr)
+            .await
+            .with_context(|| {
+                format!(
+                    "binding {}: is another process using it?",
+                    platform.config.listen_addr
+                )
+            })?;
+        let port = listener.local_addr()?.port();
+
+        openapi.merge(OperationsApi::openapi());
+        let openapi_json =
+            serde_json::to_value(&openapi).context("serializing the OpenAPI document")?;
+
+        let operations = Router::new()
+            .route("/livez", get(health::livez))
+            .route(
+                "/readyz",
+                get(health::readyz).with_state(platform.health.clone()),
+            )
+            .route(
+                "/metrics",
+                get(metrics::endpoint).with_state(platform.metrics.clone()),
+            )
+            .route(
+                "/openapi.json",
+                get(move || async move { axum::Json(openapi_json.clone()) }),
+            );
+
+        let router = api
+            .merge(operations)
+            .route_layer(middleware::from_fn_with_state(platform.metrics.clone(), metrics::track))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(
+                ServiceBuilder::new()
+                    .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                    .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                        let request_id = request
+                            .headers()
+                            .get(REQUEST_ID)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default();
+                        tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id)
+                    }))
+                    .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                    .layer(CatchPanicLayer::custom(|_| Problem::internal().into_response()))
+                    .layer(DefaultBodyLimit::max(platform.config.max_body_bytes)),
+            );
+        tracing::info!(service = platform.name, port, "listening");
+        Ok(Self {
+            listener,
+            port,
+            router,
+            platform,
+        })
+    }
+
+    /// The port the listener is bound to (tests bind port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The platform, for tests and for spawning background tasks.
+    pub fn platform(&self) -> &Platform {
+        &self.platform
+    }
+
+    /// Serves until the platform's shutdown triggers (SIGTERM, Ctrl-C, or a test), then stops
+    /// accepting, lets in-flight requests and background tasks finish within the shutdown
+    /// timeout, and closes the database pool and NATS connection.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            router,
+            platform,
+            ..
+        } = self;
+        platform.shutdown.trigger_on_signals();
+        let deadline = platform.config.shutdown_timeout();
+        let stop = platform.shutdown.clone();
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.wait().await });
+        let mut server = tokio::spawn(async move { server.await });
+
+        let served = tokio::select! {
+            result = &mut server => Some(result),
+            () = platform.shutdown.wait() => None,
+        };
+        if let Some(result) = served {
+            // The server stopped by itself: that is a failure, not a shutdown.
+            platform.shutdown.trigger();
+            result
+                .context("the HTTP server task panicked")?
+                .context("the HTTP server failed")?;
+            anyhow::bail!("the HTTP server stopped unexpectedly");
+        }
+
+        let started = tokio::time::Instant::now();
+        match tokio::time::timeout(deadline, &mut server).await {
+            Ok(result) => result
+                .context("the HTTP server task panicked")?
+                .context("the HTTP server failed")?,
+            Err(_) => {
+                tracing::warn!(
+                    ?deadline,
+                    "in-flight requests did not finish before the deadline"
+                );
+                server.abort();
+            }
+        }
+        platform.tasks.close();
+        let remaining = deadline
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_secs(1));
+        if tokio::time::timeout(remaining, platform.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks did not finish before the deadline");
+        }
+        if let Some(nats) = &platform.nats
+            && let Err(err) = nats.client.flush().await
+        {
+            tracing::warn!(error = %err, "flushing NATS on shutdown");
+        }
+        if let Some(db) = &platform.db {
+            db.close().await;
+        }
+        tracing::info!(service = platform.name, "stopped");
+        Ok(())
+    }
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    Problem::not_found(format!(
+        "No route for {}; see /openapi.json for the API.",
+        uri.path()
+    ))
+    .into_response()
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+    )
+    .with_detail(format!(
+        "{} does not accept {method}; see /openapi.json.",
+        uri.path()
+    ))
+    .into_response()
+}

@@ -1,0 +1,67 @@
+//! Configuration every service shares; each service flattens [`CommonConfig`] into its own
+//! `clap::Parser` struct. Every field is a flag and an environment variable, so the same
+//! binary runs from a Deployment (env), `tienda up` (env) and a terminal (flags).
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, ValueEnum};
+
+use crate::secret::Secret;
+
+/// What every service needs to start.
+#[derive(Debug, Clone, Args)]
+pub struct CommonConfig {
+    /// Address the HTTP API listens on. Port 0 picks a free port (tests).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen_addr: SocketAddr,
+
+    /// PostgreSQL connection URL of the service's own database (the operator puts it in the
+    /// service's Secret). Services without a database ignore it.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<Secret<String>>,
+
+    /// Largest number of pooled database connections per process (default 10).
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+
+    /// NATS server URL(s), comma-separated (default nats://127.0.0.1:4222).
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// NATS credentials file (JWT + seed); anonymous when absent.
+    #[arg(long, env = "NATS_CREDS_FILE")]
+    pub nats_creds_file: Option<std::path::PathBuf>,
+
+    /// Log line format: `json` (default, one object per line) or `pretty` (for a terminal).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// Log filter in `tracing` env-filter syntax (default `info`).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+
+    /// Seconds to finish in-flight requests and consumers after SIGTERM before exiting
+    /// (default 25, under Kubernetes' 30 s grace period).
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 25)]
+    pub shutdown_timeout_seconds: u64,
+
+    /// Largest request body accepted, in bytes (default 1 MiB).
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+impl CommonConfig {
+    /// The drain deadline.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_seconds)
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, with span fields (for collectors).
+    Json,
+    /// Human-readable, coloured (for a terminal).
+    Pretty,
+}

@@ -1,0 +1,71 @@
+//! PostgreSQL: the pool and embedded migrations applied under an advisory lock.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::{
+    PgPool,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+use crate::secret::Secret;
+
+/// How long startup keeps trying to reach the database before giving up.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Opens a pool, retrying with backoff for up to 30 s so a service started alongside its
+/// database (or by `tienda up`) does not crash-loop.
+pub async fn connect(
+    url: &Secret<String>,
+    max_connections: u32,
+    app_name: &str,
+) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = url.expose().parse().context(
+        "DATABASE_URL is not a valid PostgreSQL URL (postgres://user:password@host:port/db)",
+    )?;
+    let options = options.application_name(app_name);
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let attempt = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.clone())
+            .await;
+        match attempt {
+            Ok(pool) => return Ok(pool),
+            Err(err) if started.elapsed() < CONNECT_PATIENCE => {
+                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "database not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(err) => {
+                return Err(err).context(format!(
+                    "could not reach the database within {CONNECT_PATIENCE:?}: check DATABASE_URL and that PostgreSQL is running"
+                ));
+            }
+        }
+    }
+}
+
+/// Applies `migrator`'s pending migrations. sqlx holds a PostgreSQL advisory lock (keyed by
+/// the database name) while it migrates, so replicas starting together apply each migration
+/// exactly once; a migration that changed after it was applied fails the start loudly.
+pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> anyhow::Result<()> {
+    migrator
+        .run(pool)
+        .await
+        .context("applying database migrations")?;
+    Ok(())
+}
+
+/// The readiness check: one round trip.
+pub async fn ping(pool: &PgPool) -> Result<String, String> {
+    sqlx::query_scalar::<_, i32>("SELECT 1")
+        .fetch_one(pool)
+        .await
+        .map(|_| format!("{} connections, {} idle", pool.size(), pool.num_idle()))
+        .map_err(|e| e.to_string())
+}

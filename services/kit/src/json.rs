@@ -1,0 +1,201 @@
+//! A JSON body extractor whose rejections are problem documents naming the field at fault.
+//!
+//! axum's own `Json` rejects with plain text. This one answers 415 without a JSON content
+//! type, 413 over the body limit, 400 for malformed JSON, and 422 with `errors[].field` for a
+//! body of the wrong shape — including unknown fields, which request types reject with
+//! `#[serde(deny_unknown_fields)]`.
+
+use axum::{
+    extract::{FromRequest, Request},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::problem::Problem;
+
+/// JSON request body (extractor) or response body (response).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<mime_type::Essence>().ok())
+            .is_some_and(|m| m.is_json());
+        if !is_json {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            )
+            .with_detail("Send the body as JSON with `Content-Type: application/json`."));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            let status = rejection.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(status, "payload-too-large", "Request body too large")
+                    .with_detail(rejection.body_text())
+            } else {
+                Problem::bad_request(rejection.body_text())
+            }
+        })?;
+        from_slice(&bytes).map(Json)
+    }
+}
+
+/// Parses JSON, mapping errors to problems as the extractor does.
+pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let message = strip_position(&inner.to_string());
+                let field = field_of(&path, &message);
+                Problem::validation(format!("{field}: {message}")).with_field(field, message)
+            }
+            serde_json::error::Category::Eof | serde_json::error::Category::Syntax => {
+                Problem::bad_request(format!("The body is not valid JSON: {inner}"))
+            }
+            serde_json::error::Category::Io => Problem::bad_request(inner.to_string()),
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|err| Problem::bad_request(format!("Trailing data after the JSON body: {err}")))?;
+    Ok(value)
+}
+
+/// serde's messages end with "at line 1 column 42"; clients need the field, not the column.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// The path of the field at fault. For a missing field the path is the parent's and the
+/// field's own name is in the message.
+fn field_of(path: &str, message: &str) -> String {
+    let named = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next());
+    let parent = if path == "." { "" } else { path };
+    match named {
+        // For an unknown field the path already ends with it.
+        Some(name) if parent == name || parent.ends_with(&format!(".{name}")) => parent.to_owned(),
+        Some(name) if parent.is_empty() => name.to_owned(),
+        Some(name) => format!("{parent}.{name}"),
+        None if parent.is_empty() => "body".to_owned(),
+        None => parent.to_owned(),
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+mod mime_type {
+    /// The `type/subtype` of a content type, without parameters.
+    pub struct Essence(String);
+
+    impl std::str::FromStr for Essence {
+        type Err = ();
+
+        fn from_str(s: &str) -> Result<Self, ()> {
+            let essence = s
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            if essence.contains('/') {
+                Ok(Self(essence))
+            } else {
+                Err(())
+            }
+        }
+    }
+
+    impl Essence {
+        /// `application/json` or any `+json` type.
+        pub fn is_json(&self) -> bool {
+            self.0 == "application/json"
+                || (self.0.starts_with("application/") && self.0.ends_with("+json"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        variants: Vec<Variant>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Variant {
+        sku: String,
+        price: i64,
+    }
+
+    #[test]
+    fn an_unknown_field_is_named_with_its_path() {
+        let p = from_slice::<Body>(
+            br#"{"name":"x","variants":[{"sku":"a","price":1,"colour":"red"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(p.status, 422);
+        assert_eq!(p.errors[0].field, "variants[0].colour");
+        assert!(
+            p.errors[0].message.starts_with("unknown field `colour`"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_field_is_named() {
+        let p = from_slice::<Body>(br#"{"variants":[]}"#).unwrap_err();
+        assert_eq!(p.errors[0].field, "name");
+    }
+
+    #[test]
+    fn a_wrong_type_is_named_at_its_path() {
+        let p = from_slice::<Body>(br#"{"name":"x","variants":[{"sku":"a","price":"1"}]}"#)
+            .unwrap_err();
+        assert_eq!(p.errors[0].field, "variants[0].price");
+        assert!(!p.errors[0].message.contains("line"), "no positions: {p:?}");
+    }
+
+    #[test]
+    fn malformed_json_is_a_bad_request() {
+        let p = from_slice::<Body>(br#"{"name": "#).unwrap_err();
+        assert_eq!(p.status, 400);
+        let p = from_slice::<Body>(br#"{"name":"x","variants":[]} trailing"#).unwrap_err();
+        assert_eq!(p.status, 400);
+    }
+}

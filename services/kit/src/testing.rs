@@ -1,0 +1,132 @@
+//! Helpers for service tests (feature `testing`): a fresh database per test and the NATS URL,
+//! both from the servers `tests/run` starts (`DATABASE_URL` is an admin connection there).
+
+use std::net::SocketAddr;
+
+use sqlx::{Connection, PgConnection};
+
+use crate::{
+    config::{CommonConfig, LogFormat},
+    secret::Secret,
+};
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: run the tests with `tests/run`, which starts PostgreSQL and \
+             nats-server (or set DATABASE_URL to an admin connection and NATS_URL yourself)"
+        )
+    })
+}
+
+/// The admin connection URL of the test PostgreSQL server.
+pub fn admin_database_url() -> String {
+    env("DATABASE_URL")
+}
+
+/// The test NATS server.
+pub fn nats_url() -> String {
+    env("NATS_URL")
+}
+
+/// A database created for one test and dropped when the value is dropped.
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// Its name, `test_<uuid>`.
+    pub name: String,
+    /// A URL connecting to it with the admin role.
+    pub url: String,
+}
+
+impl TestDatabase {
+    /// Creates an empty database.
+    pub async fn create() -> Self {
+        let admin = admin_database_url();
+        let name = format!("test_{}", uuid::Uuid::now_v7().simple());
+        let mut conn = PgConnection::connect(&admin)
+            .await
+            .expect("connecting to the test PostgreSQL");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await
+            .expect("creating a test database");
+        conn.close().await.ok();
+        let url = with_database(&admin, &name);
+        Self { name, url }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let admin = admin_database_url();
+        let name = self.name.clone();
+        // Drop runs outside async; a short-lived thread with its own runtime does the work.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut conn = PgConnection::connect(&admin).await.ok()?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await
+                .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// `postgres://u@h:p/admin_db?x` → the same with `database` as the path.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{database}?{q}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+/// Configuration for a test instance: port 0 on loopback, the given database, the test NATS,
+/// pretty logs, a short drain deadline.
+pub fn config(database_url: Option<&str>) -> CommonConfig {
+    CommonConfig {
+        listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        database_url: database_url.map(|u| Secret::new(u.to_owned())),
+        database_max_connections: 5,
+        nats_url: std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        nats_creds_file: None,
+        log_format: LogFormat::Pretty,
+        log_filter: "warn".into(),
+        shutdown_timeout_seconds: 5,
+        max_body_bytes: 64 * 1024,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_url_is_pointed_at_another_database() {
+        assert_eq!(
+            with_database("postgres://a@h:1/postgres", "x"),
+            "postgres://a@h:1/x"
+        );
+        assert_eq!(with_database("postgres://a@h:1", "x"), "postgres://a@h:1/x");
+        assert_eq!(
+            with_database("postgres://a:b@h/postgres?sslmode=disable", "x"),
+            "postgres://a:b@h/x?sslmode=disable"
+        );
+    }
+}
