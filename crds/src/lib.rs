@@ -23,6 +23,9 @@
 //! - [`crd_yaml`]: the CRDs as the YAML committed under `crds/yaml/`
 //! - [`validation`]: schema + CEL validation of a resource without an API server
 
+// kube-derive's repeated `printcolumn(type_ = ..)` reads to clippy as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod circuit_policy;
 pub mod component;
 pub mod crd_yaml;
