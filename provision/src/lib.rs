@@ -1,0 +1,14 @@
+//! Provisioning of a `Service`'s external state, in one place for both callers: the operator
+//! (`tienda run`) and `tienda up`. Services never create streams or consumers themselves.
+//!
+//! Everything here is idempotent: a second run against an unchanged spec changes nothing and
+//! says so ([`Outcome::Unchanged`]). A change NATS cannot apply in place (a stream's storage or
+//! retention, a consumer's deliver policy) is an error naming the field, never silently
+//! ignored: the caller reports it in a condition.
+//!
+//! # Layout
+//! - [`streams`]: streams and durable pull consumers from the spec, the dead-letter stream
+
+pub mod streams;
+
+pub use streams::{Outcome, ProvisionError};

@@ -1,0 +1,543 @@
+//! JetStream streams and durable pull consumers, from a `Service` spec.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    consumer::{self, pull},
+    stream,
+};
+use tienda_crds::service::{self as spec, ConsumerSpec, ServiceSpec, StreamSpec};
+
+/// How long a dead letter is kept before JetStream drops it.
+pub const DEAD_LETTER_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// What provisioning did to one stream or consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It did not exist and was created.
+    Created,
+    /// It existed with other settings and was updated; the changed fields are listed.
+    Updated(Vec<String>),
+    /// It existed with the desired settings.
+    Unchanged,
+}
+
+/// Why a stream or consumer could not be provisioned.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    /// The spec changes a setting NATS cannot change in place.
+    #[error(
+        "{kind} {name}: {field} cannot change from {current} to {desired}; delete and recreate it to change it"
+    )]
+    Immutable {
+        /// `stream` or `consumer`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// The field.
+        field: &'static str,
+        /// The server's value.
+        current: String,
+        /// The spec's value.
+        desired: String,
+    },
+    /// A consumer names a stream that does not exist (yet).
+    #[error(
+        "consumer {consumer}: stream {stream} does not exist; the Service that owns it must be provisioned first"
+    )]
+    MissingStream {
+        /// The consumer.
+        consumer: String,
+        /// The stream it reads.
+        stream: String,
+    },
+    /// NATS refused or did not answer.
+    #[error("{what}: {source}")]
+    Nats {
+        /// What was being done.
+        what: String,
+        /// NATS' error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl ProvisionError {
+    /// A short reason for conditions and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProvisionError::Immutable { .. } => "ImmutableFieldChanged",
+            ProvisionError::MissingStream { .. } => "StreamMissing",
+            ProvisionError::Nats { .. } => "NatsError",
+        }
+    }
+
+    fn nats(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        ProvisionError::Nats {
+            what: what.into(),
+            source: Box::new(source),
+        }
+    }
+}
+
+/// The dead-letter stream of a component: `DLQ_<COMPONENT>`.
+pub fn dead_letter_stream(component: &str) -> String {
+    format!("DLQ_{}", component.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// The subject a consumer's dead letters are published on: `tienda.dlq.<component>.<consumer>`.
+pub fn dead_letter_subject(component: &str, consumer: &str) -> String {
+    format!("tienda.dlq.{component}.{consumer}")
+}
+
+/// The desired stream configuration for a spec (pure).
+pub fn stream_config(spec: &StreamSpec, default_replicas: i32) -> stream::Config {
+    stream::Config {
+        name: spec.name.clone(),
+        subjects: spec.subjects.clone(),
+        retention: match spec.retention {
+            spec::Retention::Limits => stream::RetentionPolicy::Limits,
+            spec::Retention::Interest => stream::RetentionPolicy::Interest,
+            spec::Retention::WorkQueue => stream::RetentionPolicy::WorkQueue,
+        },
+        storage: match spec.storage {
+            spec::Storage::File => stream::StorageType::File,
+            spec::Storage::Memory => stream::StorageType::Memory,
+        },
+        discard: match spec.discard {
+            spec::Discard::Old => stream::DiscardPolicy::Old,
+            spec::Discard::New => stream::DiscardPolicy::New,
+        },
+        max_age: spec.max_age.as_ref().map(|d| d.get()).unwrap_or_default(),
+        max_bytes: spec.max_bytes.unwrap_or(-1),
+        max_messages: spec.max_msgs.unwrap_or(-1),
+        num_replicas: spec.replicas.unwrap_or(default_replicas).max(1) as usize,
+        duplicate_window: spec.duplicate_window.get(),
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// The dead-letter stream's configuration (pure): file storage, kept 14 days.
+pub fn dead_letter_stream_config(component: &str, replicas: i32) -> stream::Config {
+    stream::Config {
+        name: dead_letter_stream(component),
+        subjects: vec![format!("tienda.dlq.{component}.>")],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: DEAD_LETTER_MAX_AGE,
+        max_bytes: -1,
+        max_messages: -1,
+        num_replicas: replicas.max(1) as usize,
+        duplicate_window: Duration::from_secs(120),
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// The desired durable pull consumer configuration for a spec (pure).
+pub fn consumer_config(spec: &ConsumerSpec) -> pull::Config {
+    pull::Config {
+        durable_name: Some(spec.name.clone()),
+        deliver_policy: match spec.deliver_policy {
+            spec::DeliverPolicy::All => consumer::DeliverPolicy::All,
+            spec::DeliverPolicy::New => consumer::DeliverPolicy::New,
+            spec::DeliverPolicy::Last => consumer::DeliverPolicy::Last,
+            spec::DeliverPolicy::LastPerSubject => consumer::DeliverPolicy::LastPerSubject,
+        },
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: spec.ack_wait.get(),
+        max_deliver: i64::from(spec.max_deliver),
+        filter_subjects: spec.filter_subjects.clone(),
+        max_ack_pending: i64::from(spec.max_ack_pending),
+        backoff: spec.backoff.iter().map(|d| d.get()).collect(),
+        ..Default::default()
+    }
+}
+
+fn changed<T: PartialEq + std::fmt::Debug>(
+    out: &mut Vec<(&'static str, String, String)>,
+    field: &'static str,
+    current: &T,
+    desired: &T,
+) {
+    if current != desired {
+        out.push((field, format!("{current:?}"), format!("{desired:?}")));
+    }
+}
+
+/// Differences between the server's stream config and the desired one, split into fields
+/// NATS cannot change in place and fields it can (pure).
+pub fn stream_diff(current: &stream::Config, desired: &stream::Config) -> Diff {
+    let mut immutable = Vec::new();
+    changed(
+        &mut immutable,
+        "storage",
+        &current.storage,
+        &desired.storage,
+    );
+    changed(
+        &mut immutable,
+        "retention",
+        &current.retention,
+        &desired.retention,
+    );
+    let mut mutable = Vec::new();
+    let mut subjects = (current.subjects.clone(), desired.subjects.clone());
+    subjects.0.sort();
+    subjects.1.sort();
+    changed(&mut mutable, "subjects", &subjects.0, &subjects.1);
+    changed(&mut mutable, "discard", &current.discard, &desired.discard);
+    changed(&mut mutable, "maxAge", &current.max_age, &desired.max_age);
+    changed(
+        &mut mutable,
+        "maxBytes",
+        &current.max_bytes,
+        &desired.max_bytes,
+    );
+    changed(
+        &mut mutable,
+        "maxMsgs",
+        &current.max_messages,
+        &desired.max_messages,
+    );
+    changed(
+        &mut mutable,
+        "replicas",
+        &current.num_replicas,
+        &desired.num_replicas,
+    );
+    changed(
+        &mut mutable,
+        "duplicateWindow",
+        &current.duplicate_window,
+        &desired.duplicate_window,
+    );
+    changed(
+        &mut mutable,
+        "allowDirect",
+        &current.allow_direct,
+        &desired.allow_direct,
+    );
+    Diff { immutable, mutable }
+}
+
+/// Differences between the server's consumer config and the desired one (pure).
+pub fn consumer_diff(current: &consumer::Config, desired: &pull::Config) -> Diff {
+    let mut immutable = Vec::new();
+    changed(
+        &mut immutable,
+        "deliverPolicy",
+        &current.deliver_policy,
+        &desired.deliver_policy,
+    );
+    changed(
+        &mut immutable,
+        "ackPolicy",
+        &current.ack_policy,
+        &desired.ack_policy,
+    );
+    let mut mutable = Vec::new();
+    changed(
+        &mut mutable,
+        "ackWait",
+        &current.ack_wait,
+        &desired.ack_wait,
+    );
+    changed(
+        &mut mutable,
+        "maxDeliver",
+        &current.max_deliver,
+        &desired.max_deliver,
+    );
+    let mut filters = (
+        current.filter_subjects.clone(),
+        desired.filter_subjects.clone(),
+    );
+    if !current.filter_subject.is_empty() {
+        filters.0.push(current.filter_subject.clone());
+    }
+    filters.0.sort();
+    filters.1.sort();
+    changed(&mut mutable, "filterSubjects", &filters.0, &filters.1);
+    changed(
+        &mut mutable,
+        "maxAckPending",
+        &current.max_ack_pending,
+        &desired.max_ack_pending,
+    );
+    changed(&mut mutable, "backoff", &current.backoff, &desired.backoff);
+    Diff { immutable, mutable }
+}
+
+/// Fields that differ: `(field, current, desired)`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Diff {
+    /// Fields NATS refuses to change in place.
+    pub immutable: Vec<(&'static str, String, String)>,
+    /// Fields an update changes.
+    pub mutable: Vec<(&'static str, String, String)>,
+}
+
+fn stream_not_found(err: &jetstream::context::GetStreamError) -> bool {
+    matches!(err.kind(), jetstream::context::GetStreamErrorKind::JetStream(e)
+        if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
+fn consumer_not_found(err: &jetstream::context::ConsumerInfoError) -> bool {
+    use jetstream::context::ConsumerInfoErrorKind as Kind;
+    match err.kind() {
+        Kind::NotFound => true,
+        Kind::JetStream(e) => e.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND,
+        _ => false,
+    }
+}
+
+/// Creates the stream, or updates it to the desired config. Two provisioners racing (two
+/// operator replicas during a handover, parallel tests) both succeed.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    desired: stream::Config,
+) -> Result<Outcome, ProvisionError> {
+    match ensure_stream_once(js, desired.clone()).await {
+        Err(ProvisionError::Nats { source, .. })
+            if source.to_string().contains("already in use") =>
+        {
+            ensure_stream_once(js, desired).await
+        }
+        other => other,
+    }
+}
+
+async fn ensure_stream_once(
+    js: &jetstream::Context,
+    desired: stream::Config,
+) -> Result<Outcome, ProvisionError> {
+    let name = desired.name.clone();
+    match js.get_stream(&name).await {
+        Ok(mut existing) => {
+            let current = existing
+                .info()
+                .await
+                .map_err(|e| ProvisionError::nats(format!("reading stream {name}"), e))?
+                .config
+                .clone();
+            let diff = stream_diff(&current, &desired);
+            if let Some((field, current, desired)) = diff.immutable.into_iter().next() {
+                return Err(ProvisionError::Immutable {
+                    kind: "stream",
+                    name,
+                    field,
+                    current,
+                    desired,
+                });
+            }
+            if diff.mutable.is_empty() {
+                return Ok(Outcome::Unchanged);
+            }
+            js.update_stream(&desired)
+                .await
+                .map_err(|e| ProvisionError::nats(format!("updating stream {name}"), e))?;
+            let fields = diff
+                .mutable
+                .into_iter()
+                .map(|(f, _, _)| f.to_owned())
+                .collect();
+            tracing::info!(stream = %name, ?fields, "stream updated");
+            Ok(Outcome::Updated(fields))
+        }
+        Err(err) if stream_not_found(&err) => {
+            js.create_stream(desired)
+                .await
+                .map_err(|e| ProvisionError::nats(format!("creating stream {name}"), e))?;
+            tracing::info!(stream = %name, "stream created");
+            Ok(Outcome::Created)
+        }
+        Err(err) => Err(ProvisionError::nats(
+            format!("looking up stream {name}"),
+            err,
+        )),
+    }
+}
+
+/// Creates the durable consumer on `stream`, or updates it to the desired config.
+pub async fn ensure_consumer(
+    js: &jetstream::Context,
+    stream_name: &str,
+    desired: pull::Config,
+) -> Result<Outcome, ProvisionError> {
+    let name = desired.durable_name.clone().unwrap_or_default();
+    let stream = match js.get_stream(stream_name).await {
+        Ok(stream) => stream,
+        Err(err) if stream_not_found(&err) => {
+            return Err(ProvisionError::MissingStream {
+                consumer: name,
+                stream: stream_name.to_owned(),
+            });
+        }
+        Err(err) => {
+            return Err(ProvisionError::nats(
+                format!("looking up stream {stream_name}"),
+                err,
+            ));
+        }
+    };
+    match stream.consumer_info(&name).await {
+        Ok(info) => {
+            let diff = consumer_diff(&info.config, &desired);
+            if let Some((field, current, desired)) = diff.immutable.into_iter().next() {
+                return Err(ProvisionError::Immutable {
+                    kind: "consumer",
+                    name,
+                    field,
+                    current,
+                    desired,
+                });
+            }
+            if diff.mutable.is_empty() {
+                return Ok(Outcome::Unchanged);
+            }
+            stream.update_consumer(desired).await.map_err(|e| {
+                ProvisionError::nats(format!("updating consumer {stream_name}/{name}"), e)
+            })?;
+            let fields = diff
+                .mutable
+                .into_iter()
+                .map(|(f, _, _)| f.to_owned())
+                .collect();
+            tracing::info!(stream = %stream_name, consumer = %name, ?fields, "consumer updated");
+            Ok(Outcome::Updated(fields))
+        }
+        Err(err) if consumer_not_found(&err) => {
+            stream.create_consumer(desired).await.map_err(|e| {
+                ProvisionError::nats(format!("creating consumer {stream_name}/{name}"), e)
+            })?;
+            tracing::info!(stream = %stream_name, consumer = %name, "consumer created");
+            Ok(Outcome::Created)
+        }
+        Err(err) => Err(ProvisionError::nats(
+            format!("looking up consumer {stream_name}/{name}"),
+            err,
+        )),
+    }
+}
+
+/// The result for one stream or consumer of a Service.
+#[derive(Debug)]
+pub struct ItemReport {
+    /// The stream name, or `<stream>/<consumer>`.
+    pub name: String,
+    /// What happened.
+    pub result: Result<Outcome, ProvisionError>,
+}
+
+/// Provisions everything a Service declares: its streams, its dead-letter stream (when it
+/// has consumers), then its consumers. Every item is attempted; one failure does not hide
+/// the state of the others.
+pub async fn provision_service(
+    js: &jetstream::Context,
+    service: &ServiceSpec,
+    default_replicas: i32,
+) -> Vec<ItemReport> {
+    let mut report = Vec::new();
+    for stream in &service.streams {
+        let result = ensure_stream(js, stream_config(stream, default_replicas)).await;
+        report.push(ItemReport {
+            name: stream.name.clone(),
+            result,
+        });
+    }
+    if !service.consumers.is_empty() {
+        let component = service.component.as_str();
+        let result =
+            ensure_stream(js, dead_letter_stream_config(component, default_replicas)).await;
+        report.push(ItemReport {
+            name: dead_letter_stream(component),
+            result,
+        });
+    }
+    for consumer in &service.consumers {
+        let result = ensure_consumer(js, &consumer.stream, consumer_config(consumer)).await;
+        report.push(ItemReport {
+            name: format!("{}/{}", consumer.stream, consumer.name),
+            result,
+        });
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream_spec(yaml: serde_json::Value) -> StreamSpec {
+        serde_json::from_value(yaml).unwrap()
+    }
+
+    #[test]
+    fn a_stream_spec_maps_to_its_nats_config_with_defaults() {
+        let config = stream_config(
+            &stream_spec(serde_json::json!({"name": "ORDERS", "subjects": ["tienda.orders.>"]})),
+            3,
+        );
+        assert_eq!(config.name, "ORDERS");
+        assert_eq!(config.storage, stream::StorageType::File);
+        assert_eq!(config.num_replicas, 3);
+        assert_eq!(config.duplicate_window, Duration::from_secs(120));
+        assert_eq!(config.max_bytes, -1);
+        assert_eq!(config.max_age, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_storage_change_is_immutable_and_a_max_age_change_is_not() {
+        let base = stream_config(
+            &stream_spec(serde_json::json!({"name": "S", "subjects": ["a.>"]})),
+            1,
+        );
+        let memory = stream_config(
+            &stream_spec(
+                serde_json::json!({"name": "S", "subjects": ["a.>"], "storage": "Memory", "maxAge": "1h"}),
+            ),
+            1,
+        );
+        let diff = stream_diff(&base, &memory);
+        assert_eq!(diff.immutable[0].0, "storage");
+        assert_eq!(diff.mutable[0].0, "maxAge");
+        assert_eq!(stream_diff(&base, &base), Diff::default());
+    }
+
+    #[test]
+    fn a_consumer_spec_maps_to_an_explicit_ack_durable_pull_consumer() {
+        let spec: ConsumerSpec = serde_json::from_value(serde_json::json!({
+            "name": "orders-payments", "stream": "PAYMENTS", "maxDeliver": 4, "backoff": ["1s", "5s"],
+            "filterSubjects": ["tienda.payments.authorized"]
+        }))
+        .unwrap();
+        let config = consumer_config(&spec);
+        assert_eq!(config.durable_name.as_deref(), Some("orders-payments"));
+        assert_eq!(config.ack_policy, consumer::AckPolicy::Explicit);
+        assert_eq!(config.max_deliver, 4);
+        assert_eq!(config.ack_wait, Duration::from_secs(30));
+        assert_eq!(
+            config.backoff,
+            vec![Duration::from_secs(1), Duration::from_secs(5)]
+        );
+    }
+
+    #[test]
+    fn dead_letters_have_their_own_stream_per_component() {
+        assert_eq!(dead_letter_stream("orders"), "DLQ_ORDERS");
+        assert_eq!(
+            dead_letter_subject("orders", "orders-payments"),
+            "tienda.dlq.orders.orders-payments"
+        );
+        assert_eq!(
+            dead_letter_stream_config("orders", 1).subjects,
+            vec!["tienda.dlq.orders.>"]
+        );
+    }
+}
