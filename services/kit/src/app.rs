@@ -30,7 +30,7 @@ use utoipa::OpenApi;
 
 use crate::{
     config::CommonConfig, db, health, health::Health, metrics, metrics::Metrics, nats::Nats,
-    problem::Problem, shutdown::Shutdown,
+    problem::Problem, shutdown::Shutdown, trace_context, trace_context::TraceContext,
 };
 
 /// The request id header, generated when the client sends none and echoed in the response.
@@ -82,7 +82,7 @@ impl Platform {
                     "DATABASE_URL is not set: this service keeps its state in PostgreSQL",
                 )?;
                 let pool = db::connect(url, config.database_max_connections, name).await?;
-                db::migrate(&pool, migrator).await?;
+                db::migrate_all(&pool, migrator).await?;
                 let check_pool = pool.clone();
                 health.add("database", true, move || {
                     let pool = check_pool.clone();
@@ -193,13 +193,19 @@ impl Application {
             .layer(
                 ServiceBuilder::new()
                     .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                    .layer(middleware::from_fn(trace_context::layer))
                     .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                         let request_id = request
                             .headers()
                             .get(REQUEST_ID)
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or_default();
-                        tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id)
+                        let trace_id = request
+                            .extensions()
+                            .get::<TraceContext>()
+                            .map(TraceContext::trace_id)
+                            .unwrap_or_default();
+                        tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id, trace_id)
                     }))
                     .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                     .layer(CatchPanicLayer::custom(|_| Problem::internal().into_response()))

@@ -61,6 +61,20 @@ pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The kit's own tables (outbox, inbox), tracked in `_tienda_kit_migrations` so they never
+/// collide with a service's `_sqlx_migrations`.
+static KIT_MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// Applies the kit's migrations, then the service's, each under sqlx's advisory lock.
+pub async fn migrate_all(pool: &PgPool, service: &Migrator) -> anyhow::Result<()> {
+    let mut kit = Migrator::with_migrations(KIT_MIGRATIONS.migrations.to_vec());
+    kit.dangerous_set_table_name("_tienda_kit_migrations");
+    kit.run(pool)
+        .await
+        .context("applying the kit's migrations (outbox, inbox)")?;
+    migrate(pool, service).await
+}
+
 /// The readiness check: one round trip.
 pub async fn ping(pool: &PgPool) -> Result<String, String> {
     sqlx::query_scalar::<_, i32>("SELECT 1")

@@ -19,22 +19,30 @@
 //! - [`shutdown`]: SIGTERM/Ctrl-C and the drain deadline
 //! - [`db`]: PostgreSQL pool and migrations
 //! - [`nats`]: NATS connection and JetStream context
+//! - [`consumer`]: durable pull consumers applied exactly once through the inbox
+//! - [`dead_letter`]: the dead-letter stream and its admin API
+//! - [`outbox`]: `enqueue` in the caller's transaction, and the relay that publishes
+//! - [`trace_context`]: W3C `traceparent` from request to outbox to consumer
 //! - [`secret`]: values that never reach a log
 //! - `testing` (feature): a fresh database per test, test configuration
 
 pub mod app;
 pub mod config;
+pub mod consumer;
 pub mod db;
+pub mod dead_letter;
 pub mod health;
 pub mod json;
 pub mod metrics;
 pub mod nats;
+pub mod outbox;
 pub mod problem;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace_context;
 
 pub use app::{Application, Needs, Platform};
 pub use config::CommonConfig;

@@ -1,5 +1,6 @@
 //! The kit against the real PostgreSQL and nats-server, through a small example service.
 
+mod backbone;
 mod example;
 mod http;
 mod platform;

@@ -1,0 +1,574 @@
+//! The consumer runtime: reads a durable pull consumer, applies each message exactly once.
+//!
+//! For each message: begin a transaction; record the message id in the inbox (a repeat finds
+//! it there and is acknowledged without running the handler); run the handler in the same
+//! transaction; commit; then `double_ack`. A transient failure rolls back and `nak`s with a
+//! growing delay; a permanent failure — or a transient one on the last allowed delivery — rolls
+//! back, copies the message with its headers and the reason to the component's dead-letter
+//! stream, and `term`s it. A message that never gets an answer (handler hung, process killed)
+//! and exhausts `max_deliver` is caught from JetStream's max-deliveries advisory and
+//! dead-lettered too. Long handlers send `in_progress` so the ack wait does not expire.
+//!
+//! Streams and consumers are provisioned by the operator or `tienda up`; a missing consumer is
+//! a startup error that says so.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use async_nats::{
+    HeaderMap,
+    jetstream::{self, AckKind, consumer::PullConsumer},
+};
+use bytes::Bytes;
+use futures::StreamExt;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use serde::Deserialize;
+use sqlx::{PgConnection, PgPool};
+use tienda_events::{Envelope, Message, header};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::{dead_letter, outbox::backoff, shutdown::Shutdown, trace_context::TraceContext};
+
+/// Header carrying the event id the inbox keys on; survives a replay (which needs a fresh
+/// `Nats-Msg-Id` to pass the stream's de-duplication).
+pub const EVENT_ID_HEADER: &str = "Tienda-Event-Id";
+
+/// A message as the handler sees it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The subject it was published on.
+    pub subject: String,
+    /// The bytes (an [`Envelope`] as JSON for Tienda's own messages).
+    pub payload: Bytes,
+    /// Its NATS headers.
+    pub headers: HeaderMap,
+    /// The id the inbox keys on.
+    pub message_id: String,
+    /// Its sequence in the stream.
+    pub stream_sequence: u64,
+    /// Which delivery this is (1 for the first).
+    pub delivered: i64,
+}
+
+impl Delivery {
+    /// Decodes the payload as contract `T`; a payload that does not decode is permanent
+    /// (retrying cannot fix it), so it is dead-lettered at once.
+    pub fn envelope<T: Message>(&self) -> Result<Envelope<T>, HandlerError> {
+        let raw: Envelope<serde_json::Value> = serde_json::from_slice(&self.payload)
+            .map_err(|e| HandlerError::Permanent(anyhow::anyhow!("not a Tienda envelope: {e}")))?;
+        raw.decode::<T>()
+            .map_err(|e| HandlerError::Permanent(e.into()))
+    }
+}
+
+/// How a handler failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth retrying (a dependency was down, a lock timed out): the message is redelivered
+    /// after a delay, and dead-lettered after the last allowed delivery.
+    #[error("transient: {0:#}")]
+    Transient(anyhow::Error),
+    /// Retrying cannot help (malformed, violates a rule): dead-lettered at once.
+    #[error("permanent: {0:#}")]
+    Permanent(anyhow::Error),
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(err: sqlx::Error) -> Self {
+        HandlerError::Transient(err.into())
+    }
+}
+
+/// What a service does with one message. The work must go through `conn` (the transaction the
+/// inbox row is in) for exactly-once effects; events it emits go through
+/// [`crate::outbox::enqueue`] on the same connection.
+pub trait Handler: Send + Sync + 'static {
+    /// Applies one message.
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        delivery: &'a Delivery,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a;
+}
+
+/// Which consumer to run and how.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The stream.
+    pub stream: String,
+    /// The durable consumer's name (as provisioned).
+    pub durable: String,
+    /// The component running it (names its dead-letter stream `DLQ_<COMPONENT>`).
+    pub component: String,
+    /// Messages handled at once (default 16). Use 1 where one subject's order matters.
+    pub concurrency: usize,
+    /// First redelivery delay after a transient failure; doubles per delivery (default 1 s).
+    pub retry_base: Duration,
+    /// Longest redelivery delay (default 1 min).
+    pub retry_max: Duration,
+    /// Send `in_progress` while a handler runs, so long handlers keep their message.
+    pub progress_heartbeat: bool,
+}
+
+impl ConsumerConfig {
+    /// Defaults for `durable` on `stream`, run by `component`.
+    pub fn new(component: &str, stream: &str, durable: &str) -> Self {
+        Self {
+            stream: stream.to_owned(),
+            durable: durable.to_owned(),
+            component: component.to_owned(),
+            concurrency: 16,
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            progress_heartbeat: true,
+        }
+    }
+}
+
+/// Consumer metrics, registered in the service's registry.
+#[derive(Clone, Debug)]
+pub struct ConsumerMetrics {
+    messages: IntCounterVec,
+    redeliveries: IntCounterVec,
+    duration: HistogramVec,
+    pending: IntGaugeVec,
+}
+
+impl ConsumerMetrics {
+    /// Registers (or reuses) the consumer metrics.
+    pub fn new(registry: &Registry) -> Self {
+        let messages = IntCounterVec::new(
+            Opts::new(
+                "consumer_messages_total",
+                "Messages handled, by outcome: processed, duplicate, retried, dead_lettered",
+            ),
+            &["consumer", "outcome"],
+        )
+        .unwrap();
+        let redeliveries = IntCounterVec::new(
+            Opts::new(
+                "consumer_redeliveries_total",
+                "Messages received more than once",
+            ),
+            &["consumer"],
+        )
+        .unwrap();
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "consumer_handler_duration_seconds",
+                "Time to handle and commit a message",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
+            ]),
+            &["consumer"],
+        )
+        .unwrap();
+        let pending = IntGaugeVec::new(
+            Opts::new(
+                "consumer_pending_messages",
+                "Messages in the stream the consumer has not received yet (lag)",
+            ),
+            &["consumer"],
+        )
+        .unwrap();
+        for metric in [
+            Box::new(messages.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(redeliveries.clone()),
+            Box::new(duration.clone()),
+            Box::new(pending.clone()),
+        ] {
+            let _ = registry.register(metric);
+        }
+        Self {
+            messages,
+            redeliveries,
+            duration,
+            pending,
+        }
+    }
+}
+
+/// A running consumer's parts.
+pub struct Consumer<H> {
+    pool: PgPool,
+    jetstream: jetstream::Context,
+    client: async_nats::Client,
+    config: ConsumerConfig,
+    handler: Arc<H>,
+    metrics: ConsumerMetrics,
+}
+
+impl<H> std::fmt::Debug for Consumer<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared<H> {
+    pool: PgPool,
+    jetstream: jetstream::Context,
+    config: ConsumerConfig,
+    handler: Arc<H>,
+    metrics: ConsumerMetrics,
+    max_deliver: i64,
+    ack_wait: Duration,
+}
+
+impl<H: Handler> Consumer<H> {
+    /// A consumer over `pool` and the NATS `client`.
+    pub fn new(
+        pool: PgPool,
+        client: async_nats::Client,
+        config: ConsumerConfig,
+        handler: H,
+        registry: &Registry,
+    ) -> Self {
+        Self {
+            pool,
+            jetstream: jetstream::new(client.clone()),
+            client,
+            config,
+            handler: Arc::new(handler),
+            metrics: ConsumerMetrics::new(registry),
+        }
+    }
+
+    /// Binds to the durable consumer (an error if it is not provisioned) and handles messages
+    /// until `shutdown`; then stops pulling and waits for the handlers in flight.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let Self {
+            pool,
+            jetstream,
+            client,
+            config,
+            handler,
+            metrics,
+        } = self;
+        let name = format!("{}/{}", config.stream, config.durable);
+        let stream = jetstream
+            .get_stream(&config.stream)
+            .await
+            .with_context(|| {
+                format!(
+                    "stream {} not found: provisioning (the operator or `tienda up`) creates it",
+                    config.stream
+                )
+            })?;
+        let consumer: PullConsumer = stream.get_consumer(&config.durable).await.map_err(|err| {
+            anyhow::anyhow!(
+                "consumer {name} not found ({err}): provisioning (the operator or `tienda up`) creates it"
+            )
+        })?;
+        let info = consumer.cached_info().config.clone();
+        let shared = Arc::new(Shared {
+            pool,
+            jetstream: jetstream.clone(),
+            config: config.clone(),
+            handler,
+            metrics: metrics.clone(),
+            max_deliver: info.max_deliver,
+            ack_wait: info.ack_wait,
+        });
+
+        let advisories = tokio::spawn(dead_letter::watch_max_deliveries(
+            client,
+            jetstream.clone(),
+            config.clone(),
+            shutdown.clone(),
+        ));
+        let lag = tokio::spawn(track_lag(
+            consumer.clone(),
+            metrics.pending.with_label_values(&[&name]),
+            shutdown.clone(),
+        ));
+
+        let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut failures = 0u32;
+        'outer: while !shutdown.is_triggered() {
+            let mut messages = match consumer
+                .stream()
+                .max_messages_per_batch(config.concurrency.max(1))
+                .heartbeat(Duration::from_secs(5))
+                .messages()
+                .await
+            {
+                Ok(messages) => {
+                    failures = 0;
+                    messages
+                }
+                Err(err) => {
+                    failures += 1;
+                    let delay = backoff(
+                        Duration::from_millis(200),
+                        Duration::from_secs(10),
+                        failures,
+                    );
+                    tracing::warn!(consumer = %name, error = %err, "cannot pull; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => continue,
+                        () = shutdown.wait() => break,
+                    }
+                }
+            };
+            loop {
+                let permit = tokio::select! {
+                    permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                    () = shutdown.wait() => break 'outer,
+                };
+                let next = tokio::select! {
+                    next = messages.next() => next,
+                    () = shutdown.wait() => break 'outer,
+                };
+                while in_flight.try_join_next().is_some() {}
+                match next {
+                    Some(Ok(message)) => {
+                        let shared = shared.clone();
+                        in_flight.spawn(async move {
+                            process(&shared, message).await;
+                            drop(permit);
+                        });
+                    }
+                    Some(Err(err)) => {
+                        tracing::warn!(consumer = %name, error = %err, "pull failed; re-subscribing");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        // Drain: no new pulls; messages already handed to handlers finish. Messages the client
+        // buffered but never started are redelivered after their ack wait.
+        while in_flight.join_next().await.is_some() {}
+        advisories.abort();
+        lag.abort();
+        tracing::info!(consumer = %name, "consumer stopped");
+        Ok(())
+    }
+}
+
+async fn track_lag(mut consumer: PullConsumer, gauge: prometheus::IntGauge, shutdown: Shutdown) {
+    while !shutdown.is_triggered() {
+        if let Ok(info) = consumer.info().await {
+            gauge.set(info.num_pending as i64);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            () = shutdown.wait() => {}
+        }
+    }
+}
+
+fn message_id(headers: &HeaderMap, stream: &str, sequence: u64) -> String {
+    headers
+        .get(EVENT_ID_HEADER)
+        .or_else(|| headers.get(header::MSG_ID))
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| format!("{stream}:{sequence}"))
+}
+
+async fn process<H: Handler>(shared: &Shared<H>, message: jetstream::Message) {
+    let consumer_label = format!("{}/{}", shared.config.stream, shared.config.durable);
+    let (sequence, delivered) = match message.info() {
+        Ok(info) => (info.stream_sequence, info.delivered),
+        Err(err) => {
+            tracing::warn!(error = %err, "message without JetStream metadata; terminating it");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let headers = message.headers.clone().unwrap_or_default();
+    let delivery = Delivery {
+        subject: message.subject.to_string(),
+        payload: message.payload.clone(),
+        message_id: message_id(&headers, &shared.config.stream, sequence),
+        headers,
+        stream_sequence: sequence,
+        delivered,
+    };
+    if delivered > 1 {
+        shared
+            .metrics
+            .redeliveries
+            .with_label_values(&[&consumer_label])
+            .inc();
+    }
+    let context = delivery
+        .headers
+        .get(header::TRACEPARENT)
+        .and_then(|v| TraceContext::parse(v.as_str()))
+        .map(|parent| parent.child())
+        .unwrap_or_else(TraceContext::new_root);
+    let span = tracing::info_span!(
+        "consume",
+        consumer = %consumer_label,
+        subject = %delivery.subject,
+        message_id = %delivery.message_id,
+        delivered,
+        trace_id = %context.trace_id(),
+    );
+    let started = std::time::Instant::now();
+    let outcome = context
+        .scope(apply(shared, &message, &delivery).instrument(span.clone()))
+        .await;
+    shared
+        .metrics
+        .duration
+        .with_label_values(&[&consumer_label])
+        .observe(started.elapsed().as_secs_f64());
+
+    let _enter = span.enter();
+    let result = match outcome {
+        Applied::Processed | Applied::Duplicate => {
+            let label = if matches!(outcome, Applied::Processed) {
+                "processed"
+            } else {
+                "duplicate"
+            };
+            shared
+                .metrics
+                .messages
+                .with_label_values(&[&consumer_label, label])
+                .inc();
+            message.double_ack().await
+        }
+        Applied::Failed(HandlerError::Transient(err))
+            if shared.max_deliver <= 0 || delivered < shared.max_deliver =>
+        {
+            let delay = backoff(
+                shared.config.retry_base,
+                shared.config.retry_max,
+                delivered as u32,
+            );
+            tracing::warn!(error = %format!("{err:#}"), retry_in_ms = delay.as_millis() as u64, "handler failed; will retry");
+            shared
+                .metrics
+                .messages
+                .with_label_values(&[&consumer_label, "retried"])
+                .inc();
+            message.ack_with(AckKind::Nak(Some(delay))).await
+        }
+        Applied::Failed(err) => {
+            let reason = match &err {
+                HandlerError::Permanent(e) => format!("permanent failure: {e:#}"),
+                HandlerError::Transient(e) => {
+                    format!(
+                        "failed on the last of {} deliveries: {e:#}",
+                        shared.max_deliver
+                    )
+                }
+            };
+            let copy = dead_letter::Letter {
+                stream: &shared.config.stream,
+                consumer: &shared.config.durable,
+                subject: &delivery.subject,
+                sequence,
+                deliveries: delivered,
+                reason: &reason,
+                headers: &delivery.headers,
+                payload: delivery.payload.clone(),
+            };
+            match dead_letter::publish(&shared.jetstream, &shared.config.component, copy).await {
+                Ok(()) => {
+                    tracing::error!(%reason, "message dead-lettered");
+                    shared
+                        .metrics
+                        .messages
+                        .with_label_values(&[&consumer_label, "dead_lettered"])
+                        .inc();
+                    message.ack_with(AckKind::Term).await
+                }
+                Err(dlq_err) => {
+                    // Never drop a message we could not park: retry it instead.
+                    tracing::error!(error = %dlq_err, %reason, "cannot dead-letter; retrying the message");
+                    shared
+                        .metrics
+                        .messages
+                        .with_label_values(&[&consumer_label, "retried"])
+                        .inc();
+                    message
+                        .ack_with(AckKind::Nak(Some(shared.config.retry_max)))
+                        .await
+                }
+            }
+        }
+    };
+    if let Err(err) = result {
+        // The message will be redelivered; the inbox makes that harmless.
+        tracing::warn!(error = %err, "acknowledging failed");
+    }
+}
+
+enum Applied {
+    Processed,
+    Duplicate,
+    Failed(HandlerError),
+}
+
+async fn apply<H: Handler>(
+    shared: &Shared<H>,
+    message: &jetstream::Message,
+    delivery: &Delivery,
+) -> Applied {
+    let work = async {
+        let mut tx = shared.pool.begin().await?;
+        let fresh = sqlx::query(
+            "INSERT INTO tienda_inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(&shared.config.durable)
+        .bind(&delivery.message_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            tx.commit().await?;
+            return Ok::<_, sqlx::Error>(Applied::Duplicate);
+        }
+        match shared.handler.handle(&mut tx, delivery).await {
+            Ok(()) => {
+                tx.commit().await?;
+                Ok(Applied::Processed)
+            }
+            Err(err) => {
+                tx.rollback().await.ok();
+                Ok(Applied::Failed(err))
+            }
+        }
+    };
+    let work = async {
+        match work.await {
+            Ok(applied) => applied,
+            Err(err) => Applied::Failed(HandlerError::from(err)),
+        }
+    };
+    if !shared.config.progress_heartbeat {
+        return work.await;
+    }
+    let every = (shared.ack_wait / 3).max(Duration::from_millis(100));
+    let heartbeat = async {
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(err) = message.ack_with(AckKind::Progress).await {
+                tracing::debug!(error = %err, "in_progress failed");
+            }
+        }
+    };
+    tokio::select! {
+        applied = work => applied,
+        never = heartbeat => never,
+    }
+}
+
+/// JetStream's max-deliveries advisory payload (the fields we use).
+#[derive(Debug, Deserialize)]
+pub(crate) struct MaxDeliveriesAdvisory {
+    pub stream: String,
+    pub consumer: String,
+    pub stream_seq: u64,
+    pub deliveries: i64,
+}

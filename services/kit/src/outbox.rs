@@ -1,0 +1,419 @@
+//! The transactional outbox: [`enqueue`] writes an event in the caller's transaction; the
+//! [`Relay`] publishes committed rows to JetStream and marks them published.
+//!
+//! Guarantees:
+//! - An event of a committed transaction is published at least once, and — because its
+//!   `Nats-Msg-Id` is the row id and streams drop repeats within their duplicate window — lands
+//!   in the stream exactly once, even when a relay dies between publishing and marking.
+//! - An event of a rolled-back transaction never exists, so it is never published.
+//! - Events of one aggregate are published in the order they were written: only the oldest
+//!   pending row of each aggregate can be claimed, so a row waiting on a retry holds back the
+//!   rows behind it, and two relays never publish one aggregate's rows concurrently.
+//! - Several replicas can run the relay: rows are claimed with `FOR UPDATE SKIP LOCKED`.
+//! - Nothing is published from a request path; the relay wakes on `NOTIFY tienda_outbox` (sent
+//!   at commit) and also polls, so a lost notification only delays.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use async_nats::{HeaderMap, jetstream};
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool, Row, postgres::PgListener};
+use tienda_events::{Envelope, Message, header};
+use uuid::Uuid;
+
+use crate::{shutdown::Shutdown, trace_context::TraceContext};
+
+/// The channel the relay listens on.
+pub const CHANNEL: &str = "tienda_outbox";
+
+/// Writes `envelope` to the outbox inside the caller's transaction. It is published after the
+/// transaction commits, and never if it rolls back. The current trace context (if any) goes
+/// with it as a `traceparent` header.
+pub async fn enqueue<T: Message + Serialize>(
+    conn: &mut PgConnection,
+    envelope: Envelope<T>,
+) -> Result<(), sqlx::Error> {
+    let subject = envelope.subject();
+    let mut headers = BTreeMap::new();
+    headers.insert(header::TYPE.to_owned(), envelope.message_type.clone());
+    headers.insert(header::VERSION.to_owned(), envelope.version.to_string());
+    headers.insert(header::SOURCE.to_owned(), envelope.source.clone());
+    headers.insert(
+        header::CORRELATION_ID.to_owned(),
+        envelope.correlation_id.to_string(),
+    );
+    if let Some(context) = TraceContext::current() {
+        headers.insert(header::TRACEPARENT.to_owned(), context.child().to_header());
+    }
+    let envelope = envelope.into_json();
+    sqlx::query(
+        "INSERT INTO tienda_outbox (id, aggregate_id, subject, message_type, payload, headers) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(envelope.id)
+    .bind(&envelope.aggregate_id)
+    .bind(&subject)
+    .bind(&envelope.message_type)
+    .bind(sqlx::types::Json(&envelope))
+    .bind(sqlx::types::Json(&headers))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// How the relay behaves.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Rows claimed per round (default 256).
+    pub batch_size: i64,
+    /// Longest sleep without a notification (default 1 s).
+    pub poll_interval: Duration,
+    /// First retry delay of a row that failed to publish; doubles per attempt (default 250 ms).
+    pub retry_base: Duration,
+    /// Longest retry delay (default 30 s).
+    pub retry_max: Duration,
+    /// How long to wait for a batch's acknowledgements (default 10 s).
+    pub ack_timeout: Duration,
+    /// How long published rows are kept before pruning (default 7 days). Keep it above the
+    /// streams' duplicate window.
+    pub retention: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 256,
+            poll_interval: Duration::from_secs(1),
+            retry_base: Duration::from_millis(250),
+            retry_max: Duration::from_secs(30),
+            ack_timeout: Duration::from_secs(10),
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Relay metrics, registered in the service's registry.
+#[derive(Clone, Debug)]
+pub struct RelayMetrics {
+    pending: IntGauge,
+    oldest_age: Gauge,
+    published: IntCounter,
+    failures: IntCounter,
+    duplicates: IntCounter,
+    ack_latency: Histogram,
+}
+
+impl RelayMetrics {
+    /// Registers the relay's metrics.
+    pub fn new(registry: &Registry) -> Self {
+        let pending =
+            IntGauge::new("outbox_pending_messages", "Outbox rows not yet published").unwrap();
+        let oldest_age = Gauge::new(
+            "outbox_oldest_pending_age_seconds",
+            "Age of the oldest unpublished outbox row (0 when none)",
+        )
+        .unwrap();
+        let published = IntCounter::new(
+            "outbox_published_total",
+            "Outbox rows published and acknowledged",
+        )
+        .unwrap();
+        let failures = IntCounter::new(
+            "outbox_publish_failures_total",
+            "Outbox publish attempts that failed",
+        )
+        .unwrap();
+        let duplicates = IntCounter::new(
+            "outbox_duplicates_total",
+            "Rows published again after a relay stopped before marking them; the stream dropped the repeat",
+        )
+        .unwrap();
+        let ack_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "outbox_publish_duration_seconds",
+                "Time from publishing a batch to its last ack",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+            ]),
+        )
+        .unwrap();
+        for metric in [
+            Box::new(pending.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(oldest_age.clone()),
+            Box::new(published.clone()),
+            Box::new(failures.clone()),
+            Box::new(duplicates.clone()),
+            Box::new(ack_latency.clone()),
+        ] {
+            // A second relay in one process (tests) shares the first one's series.
+            let _ = registry.register(metric);
+        }
+        Self {
+            pending,
+            oldest_age,
+            published,
+            failures,
+            duplicates,
+            ack_latency,
+        }
+    }
+}
+
+/// Publishes committed outbox rows to JetStream.
+#[derive(Clone, Debug)]
+pub struct Relay {
+    pool: PgPool,
+    jetstream: jetstream::Context,
+    config: RelayConfig,
+    metrics: RelayMetrics,
+}
+
+struct Claimed {
+    id: Uuid,
+    subject: String,
+    payload: Vec<u8>,
+    headers: BTreeMap<String, String>,
+    attempts: i32,
+}
+
+impl Relay {
+    /// A relay over `pool`'s outbox.
+    pub fn new(
+        pool: PgPool,
+        jetstream: jetstream::Context,
+        config: RelayConfig,
+        registry: &Registry,
+    ) -> Self {
+        Self {
+            pool,
+            jetstream,
+            config,
+            metrics: RelayMetrics::new(registry),
+        }
+    }
+
+    /// Runs until `shutdown` triggers: publish while rows are pending, then wait for a
+    /// notification or the poll interval. Errors are logged and retried with backoff; the
+    /// relay never gives up while the process lives.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut listener = match PgListener::connect_with(&self.pool).await {
+            Ok(mut listener) => match listener.listen(CHANNEL).await {
+                Ok(()) => Some(listener),
+                Err(err) => {
+                    tracing::warn!(error = %err, "outbox relay cannot LISTEN; polling only");
+                    None
+                }
+            },
+            Err(err) => {
+                tracing::warn!(error = %err, "outbox relay cannot LISTEN; polling only");
+                None
+            }
+        };
+        let mut failures = 0u32;
+        let mut last_housekeeping = tokio::time::Instant::now() - Duration::from_secs(3600);
+        while !shutdown.is_triggered() {
+            if last_housekeeping.elapsed() >= Duration::from_secs(5) {
+                last_housekeeping = tokio::time::Instant::now();
+                if let Err(err) = self.housekeeping().await {
+                    tracing::warn!(error = %err, "outbox housekeeping failed");
+                }
+            }
+            match self.publish_batch().await {
+                Ok(n) if n as i64 >= self.config.batch_size => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(_) => {
+                    failures = 0;
+                    let notified = async {
+                        match listener.as_mut() {
+                            Some(l) => {
+                                let _ = l.recv().await;
+                            }
+                            None => std::future::pending::<()>().await,
+                        }
+                    };
+                    tokio::select! {
+                        () = notified => {}
+                        () = tokio::time::sleep(self.config.poll_interval) => {}
+                        () = shutdown.wait() => {}
+                    }
+                }
+                Err(err) => {
+                    failures += 1;
+                    let delay = backoff(self.config.retry_base, self.config.retry_max, failures);
+                    tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "outbox relay round failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = shutdown.wait() => {}
+                    }
+                }
+            }
+        }
+        tracing::info!("outbox relay stopped");
+    }
+
+    /// One round: claim up to `batch_size` rows (the oldest pending row of each aggregate),
+    /// publish them, wait for the acks, mark the acknowledged rows published and schedule a
+    /// retry for the others, all in one transaction. Returns how many rows were claimed.
+    pub async fn publish_batch(&self) -> Result<usize, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT o.id, o.subject, o.payload::text AS payload, o.headers, o.attempts \
+             FROM tienda_outbox o \
+             WHERE o.published_at IS NULL AND o.next_attempt_at <= now() \
+               AND NOT EXISTS (SELECT 1 FROM tienda_outbox e \
+                               WHERE e.aggregate_id = o.aggregate_id AND e.published_at IS NULL AND e.seq < o.seq) \
+             ORDER BY o.seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(self.config.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let claimed: Vec<Claimed> = rows
+            .into_iter()
+            .map(|row| {
+                let payload: String = row.get("payload");
+                let headers: sqlx::types::Json<BTreeMap<String, String>> = row.get("headers");
+                Claimed {
+                    id: row.get("id"),
+                    subject: row.get("subject"),
+                    payload: payload.into_bytes(),
+                    headers: headers.0,
+                    attempts: row.get("attempts"),
+                }
+            })
+            .collect();
+
+        let started = std::time::Instant::now();
+        let mut pending_acks = Vec::with_capacity(claimed.len());
+        for row in &claimed {
+            let mut headers = HeaderMap::new();
+            for (name, value) in &row.headers {
+                headers.insert(name.as_str(), value.as_str());
+            }
+            let id = row.id.to_string();
+            headers.insert(header::MSG_ID, id.as_str());
+            let sent = self
+                .jetstream
+                .publish_with_headers(row.subject.clone(), headers, row.payload.clone().into())
+                .await;
+            pending_acks.push(sent);
+        }
+        let acks = futures::future::join_all(pending_acks.into_iter().map(|sent| async move {
+            match sent {
+                Ok(ack) => match tokio::time::timeout(self.config.ack_timeout, ack).await {
+                    Ok(Ok(ack)) => {
+                        if ack.duplicate {
+                            self.metrics.duplicates.inc();
+                        }
+                        Ok(())
+                    }
+                    Ok(Err(err)) => Err(err.to_string()),
+                    Err(_) => Err("no acknowledgement in time".to_owned()),
+                },
+                Err(err) => Err(err.to_string()),
+            }
+        }))
+        .await;
+        self.metrics
+            .ack_latency
+            .observe(started.elapsed().as_secs_f64());
+
+        let mut published = Vec::new();
+        for (row, ack) in claimed.iter().zip(acks) {
+            match ack {
+                Ok(()) => published.push(row.id),
+                Err(error) => {
+                    self.metrics.failures.inc();
+                    let delay = backoff(
+                        self.config.retry_base,
+                        self.config.retry_max,
+                        row.attempts as u32 + 1,
+                    );
+                    tracing::warn!(id = %row.id, subject = %row.subject, %error, retry_in_ms = delay.as_millis() as u64, "outbox publish failed");
+                    sqlx::query(
+                        "UPDATE tienda_outbox SET attempts = attempts + 1, last_error = $2, \
+                         next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
+                    )
+                    .bind(row.id)
+                    .bind(&error)
+                    .bind(delay.as_secs_f64())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        if !published.is_empty() {
+            sqlx::query(
+                "UPDATE tienda_outbox SET published_at = now(), attempts = attempts + 1, last_error = NULL \
+                 WHERE id = ANY($1)",
+            )
+            .bind(&published)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.metrics.published.inc_by(published.len() as u64);
+        Ok(claimed.len())
+    }
+
+    /// Refreshes the pending gauges and prunes published rows past the retention period.
+    pub async fn housekeeping(&self) -> Result<(), sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT count(*) AS pending, \
+                    COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS oldest \
+             FROM tienda_outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        self.metrics.pending.set(row.get::<i64, _>("pending"));
+        self.metrics.oldest_age.set(row.get::<f64, _>("oldest"));
+        sqlx::query(
+            "DELETE FROM tienda_outbox WHERE id IN (SELECT id FROM tienda_outbox \
+             WHERE published_at < now() - make_interval(secs => $1) LIMIT 10000)",
+        )
+        .bind(self.config.retention.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Exponential backoff with full jitter: a random delay in `[0, min(max, base·2^(n-1))]`, at
+/// least 1 ms.
+pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let ceiling = base
+        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20)))
+        .min(max);
+    let fraction = f64::from(uuid::Uuid::new_v4().as_u128() as u32) / f64::from(u32::MAX);
+    ceiling.mul_f64(fraction).max(Duration::from_millis(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_within_its_cap() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(2);
+        for attempt in 1..30 {
+            let d = backoff(base, max, attempt);
+            let ceiling = (base * 2u32.pow((attempt - 1).min(20))).min(max);
+            assert!(
+                d <= ceiling && d >= Duration::from_millis(1),
+                "attempt {attempt}: {d:?}"
+            );
+        }
+    }
+}
