@@ -29,8 +29,18 @@ use tower_http::{
 use utoipa::OpenApi;
 
 use crate::{
-    config::CommonConfig, db, health, health::Health, metrics, metrics::Metrics, nats::Nats,
-    problem::Problem, shutdown::Shutdown, trace_context, trace_context::TraceContext,
+    config::CommonConfig,
+    consumer::{Consumer, ConsumerConfig, Handler},
+    db, health,
+    health::Health,
+    metrics,
+    metrics::Metrics,
+    nats::Nats,
+    outbox::{Relay, RelayConfig, backoff},
+    problem::Problem,
+    shutdown::Shutdown,
+    trace_context,
+    trace_context::TraceContext,
 };
 
 /// The request id header, generated when the client sends none and echoed in the response.
@@ -120,6 +130,57 @@ impl Platform {
         self.db
             .as_ref()
             .expect("the service declared Needs { database: Some(..) }")
+    }
+
+    /// The NATS connection; an error if the service did not ask for one.
+    pub fn nats(&self) -> anyhow::Result<&Nats> {
+        self.nats
+            .as_ref()
+            .context("this service did not declare Needs { nats: true }")
+    }
+
+    /// Starts the outbox relay in the background; it stops on shutdown, before the pool closes.
+    pub fn start_relay(&self, config: RelayConfig) -> anyhow::Result<()> {
+        let relay = Relay::new(
+            self.db().clone(),
+            self.nats()?.jetstream.clone(),
+            config,
+            &self.metrics.registry,
+        );
+        self.spawn(relay.run(self.shutdown.clone()));
+        Ok(())
+    }
+
+    /// Starts a consumer in the background. If it cannot bind (not provisioned yet, NATS
+    /// down) it logs why and tries again with backoff until shutdown.
+    pub fn start_consumer<H: Handler + Clone>(
+        &self,
+        config: ConsumerConfig,
+        handler: H,
+    ) -> anyhow::Result<()> {
+        let pool = self.db().clone();
+        let client = self.nats()?.client.clone();
+        let registry = self.metrics.registry.clone();
+        let shutdown = self.shutdown.clone();
+        self.spawn(async move {
+            let mut attempt = 0u32;
+            while !shutdown.is_triggered() {
+                let consumer = Consumer::new(pool.clone(), client.clone(), config.clone(), handler.clone(), &registry);
+                match consumer.run(shutdown.clone()).await {
+                    Ok(()) => return,
+                    Err(err) => {
+                        attempt += 1;
+                        let delay = backoff(Duration::from_millis(500), Duration::from_secs(30), attempt);
+                        tracing::error!(error = %format!("{err:#}"), retry_in_ms = delay.as_millis() as u64, "consumer cannot run");
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = shutdown.wait() => {}
+                        }
+                    }
+                }
+            }
+        });
+        Ok(())
     }
 
     /// Runs a background task (relay, consumer) that is awaited on shutdown. It must stop

@@ -10,7 +10,10 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, migrate::Migrator};
-use tienda_kit::{Application, CommonConfig, Needs, Platform, Problem, json::Json, testing};
+use tienda_events::{Envelope, inventory::InventoryAdjusted};
+use tienda_kit::{
+    Application, CommonConfig, Needs, Platform, Problem, json::Json, outbox, testing,
+};
 use uuid::Uuid;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("tests/migrations");
@@ -37,12 +40,24 @@ async fn create(
         );
     }
     let id = Uuid::now_v7();
+    // The change and its event commit together, or neither does.
+    let mut tx = db.begin().await.map_err(|_| Problem::internal())?;
     sqlx::query("INSERT INTO items (id, name) VALUES ($1, $2)")
         .bind(id)
         .bind(&body.name)
-        .execute(&db)
+        .execute(&mut *tx)
         .await
         .map_err(|_| Problem::internal())?;
+    let event = InventoryAdjusted {
+        sku: body.name.clone(),
+        on_hand: 1,
+        delta: 1,
+        reason: "created".into(),
+    };
+    outbox::enqueue(&mut tx, Envelope::new("example", event))
+        .await
+        .map_err(|_| Problem::internal())?;
+    tx.commit().await.map_err(|_| Problem::internal())?;
     Ok((
         StatusCode::CREATED,
         Json(Item {

@@ -227,3 +227,44 @@ async fn request_metrics_are_labelled_by_route_template_and_status() {
     assert!(metrics.contains("http_request_duration_seconds_bucket"));
     assert!(metrics.contains("http_requests_in_flight"));
 }
+
+#[tokio::test]
+async fn the_callers_trace_continues_into_the_outbox_row_written_by_the_request() {
+    let app = spawn().await;
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let created = app
+        .http
+        .post(app.url("/v1/items"))
+        .header("traceparent", traceparent)
+        .json(&json!({"name": "traced"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let headers: sqlx::types::Json<std::collections::BTreeMap<String, String>> =
+        sqlx::query_scalar("SELECT headers FROM tienda_outbox")
+            .fetch_one(app.platform.db())
+            .await
+            .unwrap();
+    let stored = tienda_kit::trace_context::TraceContext::parse(&headers.0["traceparent"]).unwrap();
+    assert_eq!(stored.trace_id(), "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(headers.0["Tienda-Type"], "inventory.adjusted");
+}
+
+#[tokio::test]
+async fn a_rejected_request_writes_no_event() {
+    let app = spawn().await;
+    let rejected = app
+        .http
+        .post(app.url("/v1/items"))
+        .json(&json!({"name": " "}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rejected.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM tienda_outbox")
+        .fetch_one(app.platform.db())
+        .await
+        .unwrap();
+    assert_eq!(events, 0);
+}
