@@ -7,8 +7,10 @@
 //! ignored: the caller reports it in a condition.
 //!
 //! # Layout
+//! - [`database`]: the component's database and login role, grants, extensions; drop
 //! - [`streams`]: streams and durable pull consumers from the spec, the dead-letter stream
 
+pub mod database;
 pub mod streams;
 
 pub use streams::{Outcome, ProvisionError};

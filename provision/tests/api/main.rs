@@ -1,3 +1,5 @@
-//! Provisioning against the real nats-server (`NATS_URL`, started by `tests/run`).
+//! Provisioning against the real PostgreSQL (`DATABASE_URL`) and nats-server (`NATS_URL`),
+//! started by `tests/run`.
 
+mod database;
 mod streams;

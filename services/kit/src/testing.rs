@@ -119,12 +119,19 @@ pub fn config(database_url: Option<&str>) -> CommonConfig {
 pub struct NatsServer {
     port: u16,
     dir: std::path::PathBuf,
+    sync_always: bool,
     child: Option<std::process::Child>,
 }
 
 impl NatsServer {
     /// Starts a server on a free loopback port with a fresh store directory.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Like [`Self::start`]; `sync_always` fsyncs every write, as the chart configures NATS
+    /// in production (benchmarks measure both).
+    pub fn start_with(sync_always: bool) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -135,6 +142,7 @@ impl NatsServer {
         let mut server = Self {
             port,
             dir,
+            sync_always,
             child: None,
         };
         server.restart();
@@ -158,16 +166,24 @@ impl NatsServer {
     pub fn restart(&mut self) {
         self.stop();
         let binary = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+        let config = self.dir.join("nats.conf");
+        let sync = if self.sync_always {
+            "sync_interval: always"
+        } else {
+            ""
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{}\njetstream {{\n  store_dir: {:?}\n  {sync}\n}}\n",
+                self.port,
+                self.dir.join("data")
+            ),
+        )
+        .expect("writing nats.conf");
         let child = std::process::Command::new(&binary)
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(&self.dir)
+            .arg("-c")
+            .arg(&config)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

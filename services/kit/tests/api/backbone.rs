@@ -839,20 +839,30 @@ async fn a_consumer_that_was_not_provisioned_fails_to_start_with_a_hint() {
 #[tokio::test]
 async fn a_request_reaches_a_consumer_through_the_platforms_relay_and_everything_stops_cleanly() {
     let env = env().await;
-    provision(&env, json!({"name": "products-inventory", "stream": "INVENTORY"})).await;
+    provision(
+        &env,
+        json!({"name": "products-inventory", "stream": "INVENTORY"}),
+    )
+    .await;
     let db = TestDatabase::create().await;
     let mut config = tienda_kit::testing::config(Some(&db.url));
     config.nats_url = env.nats.url();
     let platform = tienda_kit::Platform::start(
         "products",
         config,
-        tienda_kit::Needs { database: Some(&MIGRATOR), nats: true },
+        tienda_kit::Needs {
+            database: Some(&MIGRATOR),
+            nats: true,
+        },
     )
     .await
     .unwrap();
     platform.start_relay(RelayConfig::default()).unwrap();
     platform
-        .start_consumer(ConsumerConfig::new("products", "INVENTORY", "products-inventory"), Recorder::default())
+        .start_consumer(
+            ConsumerConfig::new("products", "INVENTORY", "products-inventory"),
+            Recorder::default(),
+        )
         .unwrap();
     let app = crate::example::spawn_app(crate::example::build_with(platform).await.unwrap(), db);
 
@@ -864,10 +874,14 @@ async fn a_request_reaches_a_consumer_through_the_platforms_relay_and_everything
         .unwrap();
     assert_eq!(created.status(), 201);
     let pool = app.platform.db().clone();
-    eventually("the consumer applied the request's event", Duration::from_secs(20), || {
-        let pool = pool.clone();
-        async move { effects(&pool).await == 1 }
-    })
+    eventually(
+        "the consumer applied the request's event",
+        Duration::from_secs(20),
+        || {
+            let pool = pool.clone();
+            async move { effects(&pool).await == 1 }
+        },
+    )
     .await;
 
     app.platform.shutdown.trigger();

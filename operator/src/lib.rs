@@ -1,0 +1,12 @@
+//! The Tienda operator as a library: desired state computed by pure functions, and (with the
+//! operator issue) the controllers that apply it. `tienda up` reuses the same functions to run
+//! a shop without a cluster.
+//!
+//! # Layout
+//! - [`shop`]: a Shop's desired Service resources, names, labels, database names
+//! - [`topology`]: which streams and consumers each component has
+//! - [`workload`]: a Service's Deployment, Kubernetes Service, ServiceAccount, PDB, Secret
+
+pub mod shop;
+pub mod topology;
+pub mod workload;

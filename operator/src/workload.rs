@@ -1,0 +1,560 @@
+//! A Service resource's desired Kubernetes objects (pure): Deployment, Kubernetes Service,
+//! ServiceAccount, PodDisruptionBudget, and the credentials Secret's contents.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    ByteString,
+    api::{
+        apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
+        core::v1::{
+            Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+            HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
+            Probe, SeccompProfile, Secret, SecretKeySelector, SecretVolumeSource, SecurityContext,
+            Service as KubeService, ServiceAccount, ServicePort, ServiceSpec as KubeServiceSpec,
+            Volume, VolumeMount,
+        },
+        policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
+    },
+    apimachinery::pkg::{
+        apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
+        util::intstr::IntOrString,
+    },
+};
+use kube::{Resource, ResourceExt};
+use tienda_crds::{Service, Shop, shop::SslMode};
+
+use crate::shop::{component_labels, labels};
+
+/// Where the NATS credentials Secret is mounted.
+pub const NATS_CREDS_DIR: &str = "/var/run/tienda/nats";
+/// The non-root user the images run as (distroless `nonroot`).
+pub const RUN_AS_USER: i64 = 65532;
+/// Pod template annotation whose change rolls the Deployment when config or credentials change.
+pub const CONFIG_HASH_ANNOTATION: &str = "tienda.dev/config-hash";
+
+/// The credentials Secret of a Service: `<service>-db`.
+pub fn credentials_secret_name(service: &Service) -> String {
+    format!("{}-db", service.name_any())
+}
+
+fn owner(service: &Service) -> OwnerReference {
+    service
+        .controller_owner_ref(&())
+        .expect("a stored Service has a name and uid")
+}
+
+fn meta(service: &Service, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: service.namespace(),
+        labels: Some(component_labels(&service.spec.shop, service.spec.component)),
+        owner_references: Some(vec![owner(service)]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The pod selector: shop and component (stable across upgrades; selectors are immutable).
+pub fn selector(service: &Service) -> BTreeMap<String, String> {
+    [
+        (labels::INSTANCE.to_owned(), service.spec.shop.clone()),
+        (
+            labels::COMPONENT.to_owned(),
+            service.spec.component.to_string(),
+        ),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// The data of a new credentials Secret: `username`, `password`, `DATABASE_URL`. Created once;
+/// the password is never regenerated.
+pub fn credentials_secret(service: &Service, shop: &Shop, password: &str) -> Option<Secret> {
+    let database = service.spec.database.as_ref()?;
+    let pg = &shop.spec.postgres;
+    let sslmode = match pg.ssl_mode {
+        SslMode::Disable => "disable",
+        SslMode::Prefer => "prefer",
+        SslMode::Require => "require",
+        SslMode::VerifyCa => "verify-ca",
+        SslMode::VerifyFull => "verify-full",
+    };
+    let url = format!(
+        "postgres://{user}:{password}@{host}:{port}/{db}?sslmode={sslmode}",
+        user = database.name,
+        host = pg.host,
+        port = pg.port,
+        db = database.name,
+    );
+    let data = [
+        ("username", database.name.clone()),
+        ("password", password.to_owned()),
+        ("DATABASE_URL", url),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
+    .collect();
+    Some(Secret {
+        metadata: meta(service, credentials_secret_name(service)),
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Secret::default()
+    })
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn env_from_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                api_version: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+/// The environment the operator gives a component (the user's `env` comes after it).
+pub fn environment(service: &Service, shop: &Shop) -> Vec<EnvVar> {
+    let mut vars = vec![
+        env("LISTEN_ADDR", format!("0.0.0.0:{}", service.spec.port)),
+        env("LOG_FORMAT", "json"),
+        env("NATS_URL", shop.spec.nats.url.clone()),
+        env("TIENDA_SHOP", service.spec.shop.clone()),
+        env("TIENDA_COMPONENT", service.spec.component.to_string()),
+        env("TIENDA_POLICY_SOURCE", "kubernetes"),
+        env_from_field("POD_NAME", "metadata.name"),
+        env_from_field("POD_NAMESPACE", "metadata.namespace"),
+    ];
+    if service.spec.database.is_some() {
+        vars.push(EnvVar {
+            name: "DATABASE_URL".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: credentials_secret_name(service),
+                    key: "DATABASE_URL".into(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+        });
+    }
+    if shop.spec.nats.credentials_secret_ref.is_some() {
+        vars.push(env(
+            "NATS_CREDS_FILE",
+            format!("{NATS_CREDS_DIR}/nats.creds"),
+        ));
+    }
+    if let Some(telemetry) = &shop.spec.telemetry {
+        vars.push(env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            telemetry.otlp_endpoint.clone(),
+        ));
+        vars.push(env(
+            "OTEL_SERVICE_NAME",
+            format!("tienda-{}", service.spec.component),
+        ));
+    }
+    vars.extend(service.spec.env.iter().cloned());
+    vars
+}
+
+fn probe(path: &str, port: i32, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(port),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    }
+}
+
+/// The Deployment. `config_hash` (of the credentials and the Shop settings the pods read) is
+/// an annotation of the pod template, so a change rolls the pods.
+pub fn deployment(service: &Service, shop: &Shop, config_hash: &str) -> Deployment {
+    let name = service.name_any();
+    let port = service.spec.port;
+    let mut pod_labels = component_labels(&service.spec.shop, service.spec.component);
+    pod_labels.extend(selector(service));
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..VolumeMount::default()
+    }];
+    if let Some(creds) = &shop.spec.nats.credentials_secret_ref {
+        volumes.push(Volume {
+            name: "nats-creds".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(creds.name.clone()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: "nats-creds".into(),
+            mount_path: NATS_CREDS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    let container = Container {
+        name: service.spec.component.to_string(),
+        image: Some(service.spec.image.clone()),
+        image_pull_policy: service.spec.image_pull_policy.map(|p| format!("{p:?}")),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: port,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        env: Some(environment(service, shop)),
+        resources: service.spec.resources.clone(),
+        startup_probe: Some(probe("/livez", port, 2, 30)),
+        liveness_probe: Some(probe("/livez", port, 10, 3)),
+        readiness_probe: Some(probe("/readyz", port, 5, 2)),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+    let image_pull_secrets = (!shop.spec.image_pull_secrets.is_empty()).then(|| {
+        shop.spec
+            .image_pull_secrets
+            .iter()
+            .map(|name| k8s_openapi::api::core::v1::LocalObjectReference { name: name.clone() })
+            .collect()
+    });
+    Deployment {
+        metadata: meta(service, name.clone()),
+        spec: DeploymentSpec {
+            replicas: Some(service.spec.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector(service)),
+                match_expressions: None,
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(
+                        [(CONFIG_HASH_ANNOTATION.to_owned(), config_hash.to_owned())].into(),
+                    ),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(name),
+                    automount_service_account_token: Some(
+                        service.spec.component == tienda_crds::Component::Gateway,
+                    ),
+                    termination_grace_period_seconds: Some(30),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS_USER),
+                        run_as_group: Some(RUN_AS_USER),
+                        fs_group: Some(RUN_AS_USER),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    image_pull_secrets,
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        },
+        status: None,
+    }
+}
+
+/// The Kubernetes Service in front of the pods (named like the Service resource).
+pub fn kube_service(service: &Service) -> KubeService {
+    KubeService {
+        metadata: meta(service, service.name_any()),
+        spec: Some(KubeServiceSpec {
+            selector: Some(selector(service)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                app_protocol: Some("http".into()),
+                ..ServicePort::default()
+            }]),
+            type_: Some("ClusterIP".into()),
+            ..KubeServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The pods' ServiceAccount. Only the gateway's token is mounted (it watches policies and
+/// EndpointSlices); the RBAC for it comes with the gateway.
+pub fn service_account(service: &Service) -> ServiceAccount {
+    ServiceAccount {
+        metadata: meta(service, service.name_any()),
+        ..ServiceAccount::default()
+    }
+}
+
+/// Lets voluntary disruptions (node drains) take one pod at a time: with several replicas the
+/// others keep serving; with one, a drain is not blocked forever.
+pub fn pod_disruption_budget(service: &Service) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta(service, service.name_any()),
+        spec: Some(PodDisruptionBudgetSpec {
+            selector: Some(LabelSelector {
+                match_labels: Some(selector(service)),
+                match_expressions: None,
+            }),
+            max_unavailable: Some(IntOrString::Int(1)),
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// A stable hash (FNV-1a, hex) of everything the pods read at start, for the rollout annotation.
+pub fn config_hash(parts: &[&[u8]]) -> String {
+    let mut hash = 0xcbf29ce484222325u64;
+    for part in parts {
+        for byte in part.iter().chain(&[0xff]) {
+            hash = (hash ^ u64::from(*byte)).wrapping_mul(0x100000001b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::EnvVar;
+    use serde_json::json;
+
+    use super::*;
+
+    fn shop() -> Shop {
+        let mut shop: Shop = serde_json::from_value(json!({
+            "apiVersion": "tienda.dev/v1alpha1", "kind": "Shop",
+            "metadata": {"name": "demo", "namespace": "shops", "uid": "shop-uid"},
+            "spec": {"version": "0.1.0", "postgres": {"host": "pg.db", "adminSecretRef": {"name": "pg"}, "sslMode": "Require"},
+                     "nats": {"url": "nats://nats:4222", "credentialsSecretRef": {"name": "nats-creds"}},
+                     "telemetry": {"otlpEndpoint": "http://otel:4317"}}
+        }))
+        .unwrap();
+        shop.metadata.uid = Some("shop-uid".into());
+        shop
+    }
+
+    fn service() -> Service {
+        let mut service = crate::shop::desired_services(&shop())
+            .into_iter()
+            .find(|s| s.spec.component == tienda_crds::Component::Orders)
+            .unwrap();
+        service.metadata.uid = Some("svc-uid".into());
+        service.spec.env.push(EnvVar {
+            name: "EXTRA".into(),
+            value: Some("1".into()),
+            value_from: None,
+        });
+        service
+    }
+
+    fn var<'a>(env: &'a [EnvVar], name: &str) -> &'a EnvVar {
+        env.iter()
+            .find(|v| v.name == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    }
+
+    #[test]
+    fn the_deployment_gets_the_environment_a_service_needs() {
+        let d = deployment(&service(), &shop(), "abc");
+        let container = &d.spec.template.spec.as_ref().unwrap().containers[0];
+        let env = container.env.as_ref().unwrap();
+        assert_eq!(
+            var(env, "LISTEN_ADDR").value.as_deref(),
+            Some("0.0.0.0:8080")
+        );
+        assert_eq!(
+            var(env, "NATS_URL").value.as_deref(),
+            Some("nats://nats:4222")
+        );
+        assert_eq!(
+            var(env, "NATS_CREDS_FILE").value.as_deref(),
+            Some("/var/run/tienda/nats/nats.creds")
+        );
+        assert_eq!(
+            var(env, "TIENDA_POLICY_SOURCE").value.as_deref(),
+            Some("kubernetes")
+        );
+        assert_eq!(
+            var(env, "OTEL_EXPORTER_OTLP_ENDPOINT").value.as_deref(),
+            Some("http://otel:4317")
+        );
+        let db = var(env, "DATABASE_URL")
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (db.name.as_str(), db.key.as_str()),
+            ("demo-orders-db", "DATABASE_URL")
+        );
+        assert_eq!(
+            env.last().unwrap().name,
+            "EXTRA",
+            "the user's env comes last"
+        );
+    }
+
+    #[test]
+    fn the_deployment_probes_livez_and_readyz_and_runs_locked_down() {
+        let d = deployment(&service(), &shop(), "abc");
+        let pod = d.spec.template.spec.as_ref().unwrap();
+        let c = &pod.containers[0];
+        let path = |p: &Option<Probe>| {
+            p.as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .clone()
+                .unwrap()
+        };
+        assert_eq!(path(&c.liveness_probe), "/livez");
+        assert_eq!(path(&c.readiness_probe), "/readyz");
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            pod.security_context.as_ref().unwrap().run_as_user,
+            Some(RUN_AS_USER)
+        );
+        assert_eq!(pod.automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn a_changed_config_hash_changes_the_pod_template() {
+        let a = deployment(&service(), &shop(), &config_hash(&[b"secret-v1"]));
+        let b = deployment(&service(), &shop(), &config_hash(&[b"secret-v2"]));
+        let annotation = |d: &Deployment| {
+            d.spec
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .annotations
+                .as_ref()
+                .unwrap()[CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        assert_ne!(annotation(&a), annotation(&b));
+        assert_eq!(config_hash(&[b"a", b"bc"]), config_hash(&[b"a", b"bc"]));
+        assert_ne!(
+            config_hash(&[b"ab", b"c"]),
+            config_hash(&[b"a", b"bc"]),
+            "parts are delimited"
+        );
+    }
+
+    #[test]
+    fn every_child_is_labelled_and_owned_by_the_service() {
+        let s = service();
+        let metas = [
+            deployment(&s, &shop(), "h").metadata,
+            kube_service(&s).metadata,
+            service_account(&s).metadata,
+            pod_disruption_budget(&s).metadata,
+            credentials_secret(&s, &shop(), "pw").unwrap().metadata,
+        ];
+        for m in metas {
+            let owner = &m.owner_references.as_ref().unwrap()[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+                ("Service", "demo-orders", "svc-uid")
+            );
+            assert_eq!(owner.api_version, "tienda.dev/v1alpha1");
+            assert_eq!(m.labels.as_ref().unwrap()[labels::COMPONENT], "orders");
+            assert_eq!(m.namespace.as_deref(), Some("shops"));
+        }
+    }
+
+    #[test]
+    fn the_credentials_secret_holds_a_database_url_for_the_role() {
+        let secret = credentials_secret(&service(), &shop(), "s3cret").unwrap();
+        let data = secret.data.unwrap();
+        let url = String::from_utf8(data["DATABASE_URL"].0.clone()).unwrap();
+        assert_eq!(
+            url,
+            "postgres://shops_demo_orders:s3cret@pg.db:5432/shops_demo_orders?sslmode=require"
+        );
+        assert_eq!(data["username"].0, b"shops_demo_orders");
+        let mut gateway = service();
+        gateway.spec.database = None;
+        assert!(
+            credentials_secret(&gateway, &shop(), "x").is_none(),
+            "no database, no Secret"
+        );
+    }
+
+    #[test]
+    fn the_service_selects_the_pods_and_the_pdb_never_blocks_a_single_replica() {
+        let s = service();
+        let svc = kube_service(&s);
+        let pod_labels = deployment(&s, &shop(), "h")
+            .spec
+            .template
+            .metadata
+            .unwrap()
+            .labels
+            .unwrap();
+        for (k, v) in svc.spec.unwrap().selector.unwrap() {
+            assert_eq!(pod_labels[&k], v);
+        }
+        assert_eq!(
+            pod_disruption_budget(&s).spec.unwrap().max_unavailable,
+            Some(IntOrString::Int(1))
+        );
+    }
+}

@@ -1,0 +1,304 @@
+//! PostgreSQL: a component's database and the login role that owns it.
+//!
+//! Run with an administrative connection (the Shop's admin Secret). Idempotent: a second run
+//! against the same spec and password changes nothing. The password comes from the Service's
+//! credentials Secret (created once by the caller, never regenerated); a role whose password
+//! drifted is set back to it.
+
+use sqlx::{Connection, PgConnection, PgPool, Row, postgres::PgConnectOptions};
+use tienda_crds::service::DatabaseSpec;
+
+use crate::Outcome;
+
+/// Why a database could not be provisioned or dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    /// The name is not a safe PostgreSQL identifier (the CRD pattern forbids this; a
+    /// hand-made object might not).
+    #[error(
+        "{0:?} is not a valid database or role name: use lower-case letters, digits and _ (at most 63)"
+    )]
+    InvalidName(String),
+    /// PostgreSQL refused.
+    #[error("{what}: {source}")]
+    Postgres {
+        /// What was being done.
+        what: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+impl DatabaseError {
+    /// A short reason for conditions and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DatabaseError::InvalidName(_) => "InvalidName",
+            DatabaseError::Postgres { .. } => "PostgresError",
+        }
+    }
+}
+
+fn pg(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DatabaseError {
+    let what = what.into();
+    move |source| DatabaseError::Postgres { what, source }
+}
+
+/// `name` if it is a plain lower-case identifier, quoted for SQL.
+fn ident(name: &str) -> Result<String, DatabaseError> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(format!("\"{name}\""))
+    } else {
+        Err(DatabaseError::InvalidName(name.to_owned()))
+    }
+}
+
+/// A SQL string literal.
+fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// A new random password: 64 hex characters (244 bits) from the OS's randomness.
+pub fn generate_password() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+async fn exec(admin: &PgPool, sql: String, what: &str) -> Result<(), DatabaseError> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(admin)
+        .await
+        .map_err(pg(what))?;
+    Ok(())
+}
+
+/// Creates (or repairs) the role and the database, grants, and extensions. The role is named
+/// after the database, may log in with `password`, owns the database and its `public` schema,
+/// and no other role may connect to it.
+pub async fn ensure_database(
+    admin: &PgPool,
+    admin_options: &PgConnectOptions,
+    spec: &DatabaseSpec,
+    password: &str,
+) -> Result<Outcome, DatabaseError> {
+    let name = ident(&spec.name)?;
+    let mut changed = Vec::new();
+
+    let role = sqlx::query("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1")
+        .bind(&spec.name)
+        .fetch_optional(admin)
+        .await
+        .map_err(pg("looking up the role"))?;
+    let limit = spec.connection_limit.unwrap_or(-1);
+    match role {
+        None => {
+            exec(
+                admin,
+                format!(
+                    "CREATE ROLE {name} LOGIN PASSWORD {} CONNECTION LIMIT {limit}",
+                    literal(password)
+                ),
+                "creating the role",
+            )
+            .await?;
+            changed.push("role".to_owned());
+        }
+        Some(row) => {
+            if !password_matches(admin_options, &spec.name, password).await {
+                exec(
+                    admin,
+                    format!("ALTER ROLE {name} LOGIN PASSWORD {}", literal(password)),
+                    "resetting the role's password",
+                )
+                .await?;
+                changed.push("password".to_owned());
+            }
+            if row.get::<i32, _>("rolconnlimit") != limit {
+                exec(
+                    admin,
+                    format!("ALTER ROLE {name} CONNECTION LIMIT {limit}"),
+                    "setting the connection limit",
+                )
+                .await?;
+                changed.push("connectionLimit".to_owned());
+            }
+        }
+    }
+
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&spec.name)
+            .fetch_one(admin)
+            .await
+            .map_err(pg("looking up the database"))?;
+    if !exists {
+        // One statement per call: CREATE DATABASE cannot run in a transaction block.
+        exec(
+            admin,
+            format!("CREATE DATABASE {name} OWNER {name}"),
+            "creating the database",
+        )
+        .await?;
+        exec(
+            admin,
+            format!("REVOKE ALL ON DATABASE {name} FROM PUBLIC"),
+            "revoking public access",
+        )
+        .await?;
+        exec(
+            admin,
+            format!("GRANT CONNECT, TEMPORARY ON DATABASE {name} TO {name}"),
+            "granting access",
+        )
+        .await?;
+        changed.push("database".to_owned());
+    }
+
+    // Inside the database: the role owns the public schema; extensions exist.
+    let mut conn = PgConnection::connect_with(&admin_options.clone().database(&spec.name))
+        .await
+        .map_err(pg("connecting to the new database"))?;
+    let schema_owner: String = sqlx::query_scalar(
+        "SELECT pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = 'public'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .map_err(pg("reading the public schema"))?;
+    if schema_owner != spec.name {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "ALTER SCHEMA public OWNER TO {name}"
+        )))
+        .execute(&mut conn)
+        .await
+        .map_err(pg("handing the public schema to the role"))?;
+        if exists {
+            changed.push("schemaOwner".to_owned());
+        }
+    }
+    for extension in &spec.extensions {
+        let installed: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = $1)")
+                .bind(extension)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(pg("looking up extensions"))?;
+        if !installed {
+            let quoted = format!("\"{}\"", extension.replace('"', ""));
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "CREATE EXTENSION IF NOT EXISTS {quoted}"
+            )))
+            .execute(&mut conn)
+            .await
+            .map_err(pg(format!(
+                "creating extension {extension} (is postgresql-contrib installed?)"
+            )))?;
+            changed.push(format!("extension {extension}"));
+        }
+    }
+    conn.close().await.ok();
+
+    Ok(match (role_is_new(&changed), exists) {
+        (true, false) => Outcome::Created,
+        _ if changed.is_empty() => Outcome::Unchanged,
+        _ => Outcome::Updated(changed),
+    })
+}
+
+fn role_is_new(changed: &[String]) -> bool {
+    changed.first().is_some_and(|c| c == "role")
+}
+
+/// Whether the role can log in with `password` (checked by logging in: PostgreSQL keeps only
+/// a SCRAM verifier).
+async fn password_matches(admin_options: &PgConnectOptions, role: &str, password: &str) -> bool {
+    let options = admin_options
+        .clone()
+        .username(role)
+        .password(password)
+        .database("postgres");
+    match PgConnection::connect_with(&options).await {
+        Ok(conn) => {
+            conn.close().await.ok();
+            true
+        }
+        Err(sqlx::Error::Database(err)) => {
+            // 28P01: wrong password. Anything else (e.g. no CONNECT on `postgres`) means the
+            // password itself was accepted.
+            err.code().as_deref() != Some("28P01")
+        }
+        Err(_) => false,
+    }
+}
+
+/// Whether the database exists.
+pub async fn database_exists(admin: &PgPool, name: &str) -> Result<bool, DatabaseError> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(admin)
+        .await
+        .map_err(pg("looking up the database"))
+}
+
+/// Drops the database (terminating its connections first) and its role. For reclaim policy
+/// `Delete` only; a missing database or role is not an error.
+pub async fn drop_database(admin: &PgPool, name: &str) -> Result<(), DatabaseError> {
+    let quoted = ident(name)?;
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+        .bind(name)
+        .fetch_all(admin)
+        .await
+        .map_err(pg("terminating connections"))?;
+    exec(
+        admin,
+        format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"),
+        "dropping the database",
+    )
+    .await?;
+    exec(
+        admin,
+        format!("DROP ROLE IF EXISTS {quoted}"),
+        "dropping the role",
+    )
+    .await?;
+    tracing::info!(database = name, "database and role dropped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_lower_case_identifiers_are_accepted() {
+        assert_eq!(ident("orders").unwrap(), "\"orders\"");
+        assert_eq!(ident("shop_1_orders").unwrap(), "\"shop_1_orders\"");
+        for bad in [
+            "",
+            "Orders",
+            "1orders",
+            "orders;drop",
+            "o\"x",
+            &"a".repeat(64),
+        ] {
+            assert!(ident(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn literals_escape_quotes_and_passwords_are_long_and_random() {
+        assert_eq!(literal("it's"), "'it''s'");
+        let (a, b) = (generate_password(), generate_password());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,164 @@
+use sqlx::{Connection, PgConnection, PgPool, postgres::PgConnectOptions};
+use tienda_crds::service::DatabaseSpec;
+use tienda_provision::{
+    Outcome,
+    database::{database_exists, drop_database, ensure_database, generate_password},
+};
+
+fn admin_url() -> String {
+    std::env::var("DATABASE_URL").expect("DATABASE_URL is not set: run the tests with tests/run")
+}
+
+async fn admin() -> (PgPool, PgConnectOptions) {
+    let options: PgConnectOptions = admin_url().parse().unwrap();
+    (
+        PgPool::connect_with(options.clone()).await.unwrap(),
+        options,
+    )
+}
+
+fn spec(extensions: &[&str]) -> DatabaseSpec {
+    let name = format!("svc_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    serde_json::from_value(serde_json::json!({"name": name, "extensions": extensions})).unwrap()
+}
+
+async fn login(
+    options: &PgConnectOptions,
+    database: &str,
+    user: &str,
+    password: &str,
+) -> Result<PgConnection, sqlx::Error> {
+    PgConnection::connect_with(
+        &options
+            .clone()
+            .database(database)
+            .username(user)
+            .password(password),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_database_and_role_are_created_once_and_usable_with_the_credentials() {
+    let (admin, options) = admin().await;
+    let spec = spec(&["pg_trgm"]);
+    let password = generate_password();
+    assert_eq!(
+        ensure_database(&admin, &options, &spec, &password)
+            .await
+            .unwrap(),
+        Outcome::Created
+    );
+    assert_eq!(
+        ensure_database(&admin, &options, &spec, &password)
+            .await
+            .unwrap(),
+        Outcome::Unchanged
+    );
+
+    let mut conn = login(&options, &spec.name, &spec.name, &password)
+        .await
+        .expect("the role logs in");
+    sqlx::raw_sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        .execute(&mut conn)
+        .await
+        .expect("the role owns its schema");
+    let similarity: f32 = sqlx::query_scalar("SELECT similarity('tienda', 'tineda')")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(similarity > 0.0, "pg_trgm is installed");
+    conn.close().await.unwrap();
+
+    assert!(
+        login(&options, &spec.name, &spec.name, "wrong")
+            .await
+            .is_err()
+    );
+    drop_database(&admin, &spec.name).await.unwrap();
+}
+
+#[tokio::test]
+async fn another_role_cannot_connect_to_a_components_database() {
+    let (admin, options) = admin().await;
+    let (mine, theirs) = (spec(&[]), spec(&[]));
+    let (p1, p2) = (generate_password(), generate_password());
+    ensure_database(&admin, &options, &mine, &p1).await.unwrap();
+    ensure_database(&admin, &options, &theirs, &p2)
+        .await
+        .unwrap();
+
+    let err = login(&options, &mine.name, &theirs.name, &p2)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    drop_database(&admin, &mine.name).await.unwrap();
+    drop_database(&admin, &theirs.name).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_drifted_password_is_set_back_to_the_secrets() {
+    let (admin, options) = admin().await;
+    let spec = spec(&[]);
+    let password = generate_password();
+    ensure_database(&admin, &options, &spec, &password)
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER ROLE \"{}\" PASSWORD 'changed-by-hand'",
+        spec.name
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let outcome = ensure_database(&admin, &options, &spec, &password)
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Updated(vec!["password".into()]));
+    login(&options, &spec.name, &spec.name, &password)
+        .await
+        .expect("the Secret's password works again");
+    drop_database(&admin, &spec.name).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_database_dropped_out_of_band_is_recreated_and_delete_terminates_connections() {
+    let (admin, options) = admin().await;
+    let spec = spec(&[]);
+    let password = generate_password();
+    ensure_database(&admin, &options, &spec, &password)
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE \"{}\"",
+        spec.name
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    assert!(!database_exists(&admin, &spec.name).await.unwrap());
+
+    let outcome = ensure_database(&admin, &options, &spec, &password)
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Updated(vec!["database".into()]));
+    assert!(database_exists(&admin, &spec.name).await.unwrap());
+
+    // An open session does not stop a Delete.
+    let open = login(&options, &spec.name, &spec.name, &password)
+        .await
+        .unwrap();
+    drop_database(&admin, &spec.name).await.unwrap();
+    assert!(!database_exists(&admin, &spec.name).await.unwrap());
+    let role: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+            .bind(&spec.name)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+    assert!(!role, "the role went with the database");
+    drop(open);
+    drop_database(&admin, &spec.name)
+        .await
+        .expect("dropping twice is fine");
+}
