@@ -3,10 +3,12 @@
 //! a shop without a cluster.
 //!
 //! # Layout
+//! - [`conditions`]: standard conditions with honest transition times
 //! - [`shop`]: a Shop's desired Service resources, names, labels, database names
 //! - [`topology`]: which streams and consumers each component has
 //! - [`workload`]: a Service's Deployment, Kubernetes Service, ServiceAccount, PDB, Secret
 
+pub mod conditions;
 pub mod shop;
 pub mod topology;
 pub mod workload;

@@ -47,9 +47,12 @@ pub async fn enqueue<T: Message + Serialize>(
         headers.insert(header::TRACEPARENT.to_owned(), context.child().to_header());
     }
     let envelope = envelope.into_json();
+    // One round trip: the insert and the notification (delivered at commit, dropped on
+    // rollback; PostgreSQL folds repeats within a transaction into one).
     sqlx::query(
-        "INSERT INTO tienda_outbox (id, aggregate_id, subject, message_type, payload, headers) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "WITH row AS (INSERT INTO tienda_outbox (id, aggregate_id, subject, message_type, payload, headers) \
+                      VALUES ($1, $2, $3, $4, $5, $6) RETURNING 1) \
+         SELECT pg_notify($7, '') FROM row",
     )
     .bind(envelope.id)
     .bind(&envelope.aggregate_id)
@@ -57,12 +60,9 @@ pub async fn enqueue<T: Message + Serialize>(
     .bind(&envelope.message_type)
     .bind(sqlx::types::Json(&envelope))
     .bind(sqlx::types::Json(&headers))
+    .bind(CHANNEL)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(CHANNEL)
-        .execute(&mut *conn)
-        .await?;
     Ok(())
 }
 
