@@ -61,7 +61,9 @@ pub fn set(
 
 /// Whether condition `type_` is `True`.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
 }
 
 #[cfg(test)]
@@ -74,13 +76,41 @@ mod tests {
         let t1: Timestamp = "2026-11-29T11:00:00Z".parse().unwrap();
         let t2: Timestamp = "2026-11-29T12:00:00Z".parse().unwrap();
         let mut conditions = Vec::new();
-        set(&mut conditions, "Ready", Status::False, "Provisioning", "creating the database", Some(1), t0);
-        set(&mut conditions, "Ready", Status::False, "Provisioning", "creating streams", Some(2), t1);
+        set(
+            &mut conditions,
+            "Ready",
+            Status::False,
+            "Provisioning",
+            "creating the database",
+            Some(1),
+            t0,
+        );
+        set(
+            &mut conditions,
+            "Ready",
+            Status::False,
+            "Provisioning",
+            "creating streams",
+            Some(2),
+            t1,
+        );
         assert_eq!(conditions.len(), 1);
-        assert_eq!(conditions[0].last_transition_time, Time(t0), "same status: time kept");
+        assert_eq!(
+            conditions[0].last_transition_time,
+            Time(t0),
+            "same status: time kept"
+        );
         assert_eq!(conditions[0].message, "creating streams");
         assert_eq!(conditions[0].observed_generation, Some(2));
-        set(&mut conditions, "Ready", Status::True, "Ready", "", Some(2), t2);
+        set(
+            &mut conditions,
+            "Ready",
+            Status::True,
+            "Ready",
+            "",
+            Some(2),
+            t2,
+        );
         assert_eq!(conditions[0].last_transition_time, Time(t2));
         assert!(is_true(&conditions, "Ready"));
         assert!(!is_true(&conditions, "Available"));
