@@ -3,12 +3,16 @@
 //! a shop without a cluster.
 //!
 //! # Layout
+//! - [`controller`]: the Shop and Service controllers, their context and errors
+//! - [`run`]: `tienda run`: controllers, probes, metrics
 //! - [`conditions`]: standard conditions with honest transition times
 //! - [`shop`]: a Shop's desired Service resources, names, labels, database names
 //! - [`topology`]: which streams and consumers each component has
 //! - [`workload`]: a Service's Deployment, Kubernetes Service, ServiceAccount, PDB, Secret
 
 pub mod conditions;
+pub mod controller;
+pub mod run;
 pub mod shop;
 pub mod topology;
 pub mod workload;

@@ -1,0 +1,310 @@
+//! What every reconcile gets: the Kubernetes client, the event recorder, metrics, connections
+//! to the shops' PostgreSQL servers and NATS clusters (cached), and per-object error counts
+//! for backoff.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, Resource,
+    runtime::{
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+    },
+};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions, PgSslMode},
+};
+use tienda_crds::{Shop, shop::SslMode};
+
+use super::error::{Error, Result};
+
+/// Reconcile metrics.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// Reconciles by kind.
+    pub reconciles: IntCounterVec,
+    /// Failed reconciles by kind and reason.
+    pub failures: IntCounterVec,
+    /// Reconcile duration by kind.
+    pub duration: HistogramVec,
+}
+
+impl Metrics {
+    /// Registers the metrics in `registry`.
+    pub fn new(registry: &Registry) -> Self {
+        let reconciles = IntCounterVec::new(
+            Opts::new("tienda_operator_reconciles_total", "Reconciles run"),
+            &["kind"],
+        )
+        .unwrap();
+        let failures = IntCounterVec::new(
+            Opts::new(
+                "tienda_operator_reconcile_failures_total",
+                "Reconciles that failed, by reason",
+            ),
+            &["kind", "reason"],
+        )
+        .unwrap();
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "tienda_operator_reconcile_duration_seconds",
+                "Time to reconcile one object",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            &["kind"],
+        )
+        .unwrap();
+        for metric in [
+            Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(failures.clone()),
+            Box::new(duration.clone()),
+        ] {
+            let _ = registry.register(metric);
+        }
+        Self {
+            reconciles,
+            failures,
+            duration,
+        }
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+    /// Reconcile metrics.
+    pub metrics: Metrics,
+    /// Admin pools per PostgreSQL server (host, port, user, database).
+    pools: Mutex<HashMap<String, PgPool>>,
+    /// Clients per NATS URL.
+    nats: tokio::sync::Mutex<HashMap<String, async_nats::Client>>,
+    /// Consecutive failures per object, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").finish_non_exhaustive()
+    }
+}
+
+/// The periodic requeue that corrects drift (a database or stream deleted out of band comes
+/// back): 5 minutes, ±20 % so objects do not reconcile in lockstep.
+pub fn periodic_requeue() -> Action {
+    Action::requeue(jitter(Duration::from_secs(300), 0.2))
+}
+
+fn jitter(base: Duration, spread: f64) -> Duration {
+    let unit = f64::from(uuid::Uuid::new_v4().as_u128() as u32) / f64::from(u32::MAX); // [0, 1]
+    base.mul_f64(1.0 - spread + 2.0 * spread * unit)
+}
+
+/// Backoff after `failures` consecutive errors: 1 s doubling to 5 min, with ±20 % jitter.
+pub fn error_backoff(failures: u32) -> Duration {
+    let base = Duration::from_secs(1)
+        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(9)));
+    jitter(base.min(Duration::from_secs(300)), 0.2)
+}
+
+impl Context {
+    /// A context around `client`, its metrics registered in `registry`.
+    pub fn new(client: Client, registry: &Registry) -> Self {
+        let reporter = Reporter {
+            controller: super::FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics: Metrics::new(registry),
+            pools: Mutex::default(),
+            nats: tokio::sync::Mutex::default(),
+            failures: Mutex::default(),
+        }
+    }
+
+    /// Records a failure of `key` and returns how long to wait before retrying.
+    pub fn failed(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().expect("not poisoned");
+        let count = failures.entry(key.to_owned()).or_insert(0);
+        *count += 1;
+        error_backoff(*count)
+    }
+
+    /// Forgets the failures of `key` after a successful reconcile.
+    pub fn succeeded(&self, key: &str) {
+        self.failures.lock().expect("not poisoned").remove(key);
+    }
+
+    /// Publishes an event about `object`; a failure to publish is logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(error = %err, reason, "cannot publish event");
+        }
+    }
+
+    /// The admin connection options of a Shop's PostgreSQL server, from its admin Secret.
+    pub async fn postgres_admin(
+        &self,
+        shop: &Shop,
+        namespace: &str,
+    ) -> Result<(PgPool, PgConnectOptions)> {
+        let pg = &shop.spec.postgres;
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let secret = secrets.get(&pg.admin_secret_ref.name).await?;
+        let key = |key: &str| -> Result<String> {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+                .ok_or_else(|| Error::SecretKey {
+                    secret: pg.admin_secret_ref.name.clone(),
+                    key: key.into(),
+                    hint: "the Shop's admin Secret needs `username` and `password` of a role with CREATEDB and CREATEROLE",
+                })
+        };
+        let (user, password) = (key("username")?, key("password")?);
+        let options = PgConnectOptions::new()
+            .host(&pg.host)
+            .port(pg.port as u16)
+            .username(&user)
+            .password(&password)
+            .database(&pg.admin_database)
+            .application_name("tienda-operator")
+            .ssl_mode(match pg.ssl_mode {
+                SslMode::Disable => PgSslMode::Disable,
+                SslMode::Prefer => PgSslMode::Prefer,
+                SslMode::Require => PgSslMode::Require,
+                SslMode::VerifyCa => PgSslMode::VerifyCa,
+                SslMode::VerifyFull => PgSslMode::VerifyFull,
+            });
+        let key = format!(
+            "{user}@{}:{}/{}#{}",
+            pg.host,
+            pg.port,
+            pg.admin_database,
+            password.len()
+        );
+        if let Some(pool) = self.pools.lock().expect("not poisoned").get(&key) {
+            return Ok((pool.clone(), options));
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await
+            .map_err(|source| Error::PostgresConnect {
+                host: format!("{}:{}", pg.host, pg.port),
+                source,
+            })?;
+        self.pools
+            .lock()
+            .expect("not poisoned")
+            .insert(key, pool.clone());
+        Ok((pool, options))
+    }
+
+    /// A JetStream context for a Shop's NATS cluster (credentials from its Secret, if any).
+    pub async fn jetstream(
+        &self,
+        shop: &Shop,
+        namespace: &str,
+    ) -> Result<async_nats::jetstream::Context> {
+        let nats = &shop.spec.nats;
+        let mut clients = self.nats.lock().await;
+        if let Some(client) = clients.get(&nats.url) {
+            return Ok(async_nats::jetstream::new(client.clone()));
+        }
+        let mut options = async_nats::ConnectOptions::new().name("tienda-operator");
+        if let Some(creds) = &nats.credentials_secret_ref {
+            let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+            let secret = secrets.get(&creds.name).await?;
+            let data = secret.data.unwrap_or_default();
+            let text = |k: &str| {
+                data.get(k)
+                    .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            };
+            options = if let Some(creds_file) = text("nats.creds") {
+                async_nats::ConnectOptions::with_credentials(&creds_file)
+                    .map_err(|e| Error::NatsConnect {
+                        url: nats.url.clone(),
+                        message: e.to_string(),
+                    })?
+                    .name("tienda-operator")
+            } else if let (Some(user), Some(password)) = (text("username"), text("password")) {
+                options.user_and_password(user, password)
+            } else if let Some(token) = text("token") {
+                options.token(token)
+            } else {
+                return Err(Error::SecretKey {
+                    secret: creds.name.clone(),
+                    key: "nats.creds".into(),
+                    hint: "the NATS credentials Secret needs `nats.creds`, `username`+`password` or `token`",
+                });
+            };
+        }
+        let client = options
+            .connection_timeout(Duration::from_secs(5))
+            .connect(nats.url.as_str())
+            .await
+            .map_err(|e| Error::NatsConnect {
+                url: nats.url.clone(),
+                message: e.to_string(),
+            })?;
+        clients.insert(nats.url.clone(), client.clone());
+        Ok(async_nats::jetstream::new(client))
+    }
+}
+
+/// Cheap access for reconcilers.
+pub type Ctx = Arc<Context>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_backoff_doubles_with_jitter_up_to_five_minutes() {
+        for failures in 1..20 {
+            let d = error_backoff(failures);
+            let nominal =
+                Duration::from_secs(1 << (failures - 1).min(9)).min(Duration::from_secs(300));
+            assert!(
+                d >= nominal.mul_f64(0.8) && d <= nominal.mul_f64(1.2),
+                "{failures}: {d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn periodic_requeues_are_spread() {
+        let a: Vec<_> = (0..20)
+            .map(|_| format!("{:?}", periodic_requeue()))
+            .collect();
+        assert!(a.iter().any(|x| x != &a[0]), "jittered");
+    }
+}

@@ -1,0 +1,460 @@
+//! The Service controller: credentials Secret (once), database and role, streams and
+//! consumers, then Deployment, Kubernetes Service, ServiceAccount and PodDisruptionBudget by
+//! server-side apply (skipped when unchanged), then status. Deletion honours the reclaim
+//! policy.
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        core::v1::{Secret, Service as KubeService, ServiceAccount},
+        policy::v1::PodDisruptionBudget,
+    },
+    jiff::Timestamp,
+};
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+    runtime::{
+        controller::Action,
+        events::EventType,
+        finalizer::{Event as Finalizer, finalizer},
+    },
+};
+use tienda_crds::{
+    Service, ServiceStatus, Shop,
+    service::{ReclaimPolicy, StreamStatus},
+    status::condition,
+};
+use tienda_provision::{Outcome, database, streams};
+
+use super::{
+    FIELD_MANAGER, apply_child,
+    context::{Ctx, periodic_requeue},
+    error::{Error, Result},
+};
+use crate::{
+    conditions::{self, Status},
+    workload,
+};
+
+/// The finalizer that guards external state (database, streams).
+pub const FINALIZER: &str = "tienda.dev/external-state";
+
+/// Reconciles one Service: metrics, then the finalizer helper (deletion first).
+pub async fn reconcile(service: Arc<Service>, ctx: Ctx) -> Result<Action> {
+    let _timer = ctx
+        .metrics
+        .duration
+        .with_label_values(&["Service"])
+        .start_timer();
+    ctx.metrics.reconciles.with_label_values(&["Service"]).inc();
+    let namespace = service.namespace().unwrap_or_default();
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
+    let key = format!("Service/{namespace}/{}", service.name_any());
+    let result = finalizer(&api, FINALIZER, service, |event| async {
+        match event {
+            Finalizer::Apply(service) => apply(service, &ctx).await,
+            Finalizer::Cleanup(service) => cleanup(service, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if result.is_ok() {
+        ctx.succeeded(&key);
+    }
+    result
+}
+
+/// Error policy: count the failure and back off exponentially (with jitter) per object.
+pub fn error_policy(service: Arc<Service>, error: &Error, ctx: Ctx) -> Action {
+    let key = format!(
+        "Service/{}/{}",
+        service.namespace().unwrap_or_default(),
+        service.name_any()
+    );
+    ctx.metrics
+        .failures
+        .with_label_values(&["Service", error.reason()])
+        .inc();
+    let delay = ctx.failed(&key);
+    tracing::warn!(service = %key, reason = error.reason(), error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()?
+        .get(key)
+        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+}
+
+async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
+    let namespace = service.namespace().unwrap_or_default();
+    let client = ctx.client.clone();
+    let generation = service.metadata.generation;
+    let now = Timestamp::now();
+    let old_status = service.status.clone().unwrap_or_default();
+    let mut status = ServiceStatus {
+        observed_generation: generation,
+        ..old_status.clone()
+    };
+    let set =
+        |status: &mut ServiceStatus, type_: &str, s: Status, reason: &str, message: String| {
+            conditions::set(
+                &mut status.conditions,
+                type_,
+                s,
+                reason,
+                message,
+                generation,
+                now,
+            );
+        };
+
+    let shops: Api<Shop> = Api::namespaced(client.clone(), &namespace);
+    let Some(shop) = shops.get_opt(&service.spec.shop).await? else {
+        set(
+            &mut status,
+            condition::READY,
+            Status::False,
+            "ShopNotFound",
+            format!("Shop {} does not exist", service.spec.shop),
+        );
+        patch_status(ctx, &service, &old_status, status).await?;
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    };
+
+    // 1. Credentials (created once, never regenerated) and the database.
+    let mut config: Vec<Vec<u8>> = vec![serde_json::to_vec(&shop.spec.nats).unwrap_or_default()];
+    if let Some(db) = &service.spec.database {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+        let name = workload::credentials_secret_name(&service);
+        let credentials = match secrets.get_opt(&name).await? {
+            Some(secret) => secret,
+            None => {
+                let secret =
+                    workload::credentials_secret(&service, &shop, &database::generate_password())
+                        .expect("a Service with a database has a credentials Secret");
+                match secrets
+                    .create(
+                        &PostParams {
+                            field_manager: Some(FIELD_MANAGER.into()),
+                            ..PostParams::default()
+                        },
+                        &secret,
+                    )
+                    .await
+                {
+                    Ok(created) => created,
+                    Err(kube::Error::Api(e)) if e.code == 409 => secrets.get(&name).await?,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let password = secret_text(&credentials, "password").ok_or_else(|| Error::SecretKey {
+            secret: name.clone(),
+            key: "password".into(),
+            hint: "the credentials Secret was edited by hand; restore `password` or delete the Secret to have a new one made",
+        })?;
+        config.push(
+            secret_text(&credentials, "DATABASE_URL")
+                .unwrap_or_default()
+                .into_bytes(),
+        );
+        status.credentials_secret = Some(name);
+        let result = async {
+            let (pool, options) = ctx.postgres_admin(&shop, &namespace).await?;
+            Ok::<_, Error>(database::ensure_database(&pool, &options, db, &password).await?)
+        }
+        .await;
+        match result {
+            Ok(outcome) => {
+                if outcome != Outcome::Unchanged {
+                    ctx.event(
+                        &*service,
+                        EventType::Normal,
+                        "DatabaseProvisioned",
+                        format!("database {}: {outcome:?}", db.name),
+                    )
+                    .await;
+                }
+                set(
+                    &mut status,
+                    condition::DATABASE_READY,
+                    Status::True,
+                    "Provisioned",
+                    format!("database {} is ready", db.name),
+                );
+            }
+            Err(err) => {
+                set(
+                    &mut status,
+                    condition::DATABASE_READY,
+                    Status::False,
+                    err.reason(),
+                    err.to_string(),
+                );
+                set(
+                    &mut status,
+                    condition::READY,
+                    Status::False,
+                    err.reason(),
+                    err.to_string(),
+                );
+                patch_status(ctx, &service, &old_status, status).await?;
+                return Err(err);
+            }
+        }
+    }
+
+    // 2. Streams and consumers: every item is attempted and reported.
+    if !service.spec.streams.is_empty() || !service.spec.consumers.is_empty() {
+        match ctx.jetstream(&shop, &namespace).await {
+            Ok(js) => {
+                let report =
+                    streams::provision_service(&js, &service.spec, shop.spec.nats.stream_replicas)
+                        .await;
+                status.streams = report
+                    .iter()
+                    .map(|item| StreamStatus {
+                        name: item.name.clone(),
+                        ready: item.result.is_ok(),
+                        message: item.result.as_ref().err().map(|e| e.to_string()),
+                    })
+                    .collect();
+                let failed: Vec<_> = report
+                    .iter()
+                    .filter_map(|i| i.result.as_ref().err())
+                    .collect();
+                if let Some(first) = failed.first() {
+                    let message = failed
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    set(
+                        &mut status,
+                        condition::STREAMS_READY,
+                        Status::False,
+                        first.reason(),
+                        message,
+                    );
+                } else {
+                    if report
+                        .iter()
+                        .any(|i| matches!(i.result, Ok(Outcome::Created | Outcome::Updated(_))))
+                    {
+                        ctx.event(
+                            &*service,
+                            EventType::Normal,
+                            "StreamsProvisioned",
+                            format!("{} streams and consumers in place", report.len()),
+                        )
+                        .await;
+                    }
+                    set(
+                        &mut status,
+                        condition::STREAMS_READY,
+                        Status::True,
+                        "Provisioned",
+                        format!("{} streams and consumers ready", report.len()),
+                    );
+                }
+            }
+            Err(err) => set(
+                &mut status,
+                condition::STREAMS_READY,
+                Status::False,
+                err.reason(),
+                err.to_string(),
+            ),
+        }
+    }
+
+    // 3. Workload, by server-side apply.
+    let hash = workload::config_hash(&config.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    apply_child(
+        &Api::<ServiceAccount>::namespaced(client.clone(), &namespace),
+        workload::service_account(&service),
+    )
+    .await?;
+    apply_child(
+        &Api::<KubeService>::namespaced(client.clone(), &namespace),
+        workload::kube_service(&service),
+    )
+    .await?;
+    let deployment = apply_child(
+        &Api::<Deployment>::namespaced(client.clone(), &namespace),
+        workload::deployment(&service, &shop, &hash),
+    )
+    .await?;
+    apply_child(
+        &Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace),
+        workload::pod_disruption_budget(&service),
+    )
+    .await?;
+
+    // 4. Status.
+    let ready_replicas = deployment
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    status.ready_replicas = Some(ready_replicas);
+    status.endpoint = Some(format!("http://{}.{namespace}.svc", service.name_any()));
+    let wanted = service.spec.replicas;
+    if wanted == 0 || ready_replicas >= 1 {
+        set(
+            &mut status,
+            condition::AVAILABLE,
+            Status::True,
+            "MinimumReplicasAvailable",
+            format!("{ready_replicas}/{wanted} pods ready"),
+        );
+    } else {
+        set(
+            &mut status,
+            condition::AVAILABLE,
+            Status::False,
+            "NoPodReady",
+            format!("0/{wanted} pods ready"),
+        );
+    }
+    let problems: Vec<String> = [
+        condition::DATABASE_READY,
+        condition::STREAMS_READY,
+        condition::AVAILABLE,
+    ]
+    .iter()
+    .filter_map(|t| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == *t && c.status != "True")
+    })
+    .map(|c| format!("{}: {}", c.type_, c.message))
+    .collect();
+    let was_ready = conditions::is_true(&old_status.conditions, condition::READY);
+    if problems.is_empty() {
+        set(
+            &mut status,
+            condition::READY,
+            Status::True,
+            "Ready",
+            "every part of the service is ready".into(),
+        );
+        if !was_ready {
+            ctx.event(
+                &*service,
+                EventType::Normal,
+                "Ready",
+                "the service is ready".into(),
+            )
+            .await;
+        }
+    } else {
+        set(
+            &mut status,
+            condition::READY,
+            Status::False,
+            "NotReady",
+            problems.join("; "),
+        );
+        if was_ready {
+            ctx.event(
+                &*service,
+                EventType::Warning,
+                "NotReady",
+                problems.join("; "),
+            )
+            .await;
+        }
+    }
+    patch_status(ctx, &service, &old_status, status).await?;
+    Ok(periodic_requeue())
+}
+
+/// Patches the status subresource, unless nothing changed.
+async fn patch_status(
+    ctx: &Ctx,
+    service: &Service,
+    old: &ServiceStatus,
+    new: ServiceStatus,
+) -> Result<()> {
+    if *old == new && service.status.is_some() {
+        return Ok(());
+    }
+    let api: Api<Service> =
+        Api::namespaced(ctx.client.clone(), &service.namespace().unwrap_or_default());
+    let patch = Patch::Merge(serde_json::json!({ "status": new }));
+    api.patch_status(&service.name_any(), &PatchParams::default(), &patch)
+        .await?;
+    Ok(())
+}
+
+async fn cleanup(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
+    let namespace = service.namespace().unwrap_or_default();
+    let delete = service
+        .spec
+        .database
+        .as_ref()
+        .is_some_and(|db| db.reclaim_policy == ReclaimPolicy::Delete);
+    if delete {
+        let shops: Api<Shop> = Api::namespaced(ctx.client.clone(), &namespace);
+        match shops.get_opt(&service.spec.shop).await? {
+            Some(shop) => {
+                let db = service.spec.database.as_ref().expect("checked above");
+                let (pool, _) = ctx.postgres_admin(&shop, &namespace).await?;
+                database::drop_database(&pool, &db.name).await?;
+                if !service.spec.streams.is_empty() {
+                    let js = ctx.jetstream(&shop, &namespace).await?;
+                    for stream in &service.spec.streams {
+                        match js.delete_stream(&stream.name).await {
+                            Ok(_) => {}
+                            Err(e) if e.to_string().contains("not found") => {}
+                            Err(e) => {
+                                return Err(Error::NatsConnect {
+                                    url: shop.spec.nats.url.clone(),
+                                    message: e.to_string(),
+                                });
+                            }
+                        }
+                    }
+                }
+                ctx.event(
+                    &*service,
+                    EventType::Normal,
+                    "Deleted",
+                    format!(
+                        "database {} and streams dropped (reclaimPolicy Delete)",
+                        db.name
+                    ),
+                )
+                .await;
+            }
+            None => {
+                // Without the Shop there are no credentials to reach the server: keep the data
+                // (the safe side) and say so.
+                ctx.event(
+                    &*service,
+                    EventType::Warning,
+                    "Retained",
+                    "Shop is gone; database and streams were kept".into(),
+                )
+                .await;
+            }
+        }
+    } else {
+        ctx.event(
+            &*service,
+            EventType::Normal,
+            "Retained",
+            "reclaimPolicy Retain: database and streams kept".into(),
+        )
+        .await;
+    }
+    Ok(Action::await_change())
+}

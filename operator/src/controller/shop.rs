@@ -1,0 +1,256 @@
+//! The Shop controller: one Service resource per listed component (server-side apply), those
+//! no longer listed deleted, readiness aggregated into the Shop's status. On deletion it
+//! deletes its Services and waits until their own cleanup (reclaim policy) is done, so they
+//! still find the Shop's admin Secret while they clean up.
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::EventType,
+        finalizer::{Event as Finalizer, finalizer},
+    },
+};
+use tienda_crds::{Component, Service, Shop, ShopStatus, shop::ComponentStatus, status::condition};
+
+use super::{
+    apply_child,
+    context::{Ctx, periodic_requeue},
+    error::{Error, Result},
+};
+use crate::{
+    conditions::{self, Status},
+    shop::{desired_services, labels, service_name},
+};
+
+/// The finalizer that keeps a Shop until its Services have cleaned up.
+pub const FINALIZER: &str = "tienda.dev/services";
+
+/// Reconciles one Shop.
+pub async fn reconcile(shop: Arc<Shop>, ctx: Ctx) -> Result<Action> {
+    let _timer = ctx
+        .metrics
+        .duration
+        .with_label_values(&["Shop"])
+        .start_timer();
+    ctx.metrics.reconciles.with_label_values(&["Shop"]).inc();
+    let namespace = shop.namespace().unwrap_or_default();
+    let api: Api<Shop> = Api::namespaced(ctx.client.clone(), &namespace);
+    let key = format!("Shop/{namespace}/{}", shop.name_any());
+    let result = finalizer(&api, FINALIZER, shop, |event| async {
+        match event {
+            Finalizer::Apply(shop) => apply(shop, &ctx).await,
+            Finalizer::Cleanup(shop) => cleanup(shop, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if result.is_ok() {
+        ctx.succeeded(&key);
+    }
+    result
+}
+
+/// Error policy: per-object exponential backoff with jitter.
+pub fn error_policy(shop: Arc<Shop>, error: &Error, ctx: Ctx) -> Action {
+    let key = format!(
+        "Shop/{}/{}",
+        shop.namespace().unwrap_or_default(),
+        shop.name_any()
+    );
+    ctx.metrics
+        .failures
+        .with_label_values(&["Shop", error.reason()])
+        .inc();
+    let delay = ctx.failed(&key);
+    tracing::warn!(shop = %key, reason = error.reason(), error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+fn selector(shop: &Shop) -> ListParams {
+    ListParams::default().labels(&format!("{}={}", labels::SHOP, shop.name_any()))
+}
+
+/// Where the gateway answers.
+pub fn gateway_address(shop: &Shop) -> Option<String> {
+    if !shop
+        .spec
+        .components
+        .iter()
+        .any(|c| c.name == Component::Gateway)
+    {
+        return None;
+    }
+    let exposure = shop.spec.gateway.as_ref();
+    if let Some(ingress) = exposure.and_then(|g| g.ingress.as_ref()) {
+        let scheme = if ingress.tls_secret_name.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        return Some(format!("{scheme}://{}", ingress.host));
+    }
+    if let Some(host) = exposure
+        .and_then(|g| g.http_route.as_ref())
+        .and_then(|r| r.hostnames.first())
+    {
+        return Some(format!("http://{host}"));
+    }
+    Some(format!(
+        "http://{}.{}.svc",
+        service_name(&shop.name_any(), Component::Gateway),
+        shop.namespace().unwrap_or_default()
+    ))
+}
+
+async fn apply(shop: Arc<Shop>, ctx: &Ctx) -> Result<Action> {
+    let namespace = shop.namespace().unwrap_or_default();
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
+    let desired = desired_services(&shop);
+    let mut current = Vec::new();
+    for service in desired.iter().cloned() {
+        current.push(apply_child(&services, service).await?);
+    }
+    // Prune Services of components no longer listed.
+    let wanted: Vec<String> = desired.iter().map(|s| s.name_any()).collect();
+    for existing in services.list(&selector(&shop)).await? {
+        if !wanted.contains(&existing.name_any()) && existing.metadata.deletion_timestamp.is_none()
+        {
+            services
+                .delete(&existing.name_any(), &DeleteParams::default())
+                .await?;
+            ctx.event(
+                &*shop,
+                EventType::Normal,
+                "ServiceRemoved",
+                format!("{} is no longer listed", existing.name_any()),
+            )
+            .await;
+        }
+    }
+
+    let generation = shop.metadata.generation;
+    let now = Timestamp::now();
+    let old = shop.status.clone().unwrap_or_default();
+    let mut status = ShopStatus {
+        observed_generation: generation,
+        ..old.clone()
+    };
+    status.components = current
+        .iter()
+        .map(|s| {
+            let ready_condition = s
+                .status
+                .as_ref()
+                .and_then(|st| st.conditions.iter().find(|c| c.type_ == condition::READY));
+            ComponentStatus {
+                name: s.spec.component,
+                service: s.name_any(),
+                ready: ready_condition.is_some_and(|c| c.status == "True"),
+                message: ready_condition
+                    .filter(|c| c.status != "True")
+                    .map(|c| c.message.clone()),
+            }
+        })
+        .collect();
+    let ready = status.components.iter().filter(|c| c.ready).count();
+    let total = status.components.len();
+    status.services_ready = Some(format!("{ready}/{total}"));
+    status.gateway_address = gateway_address(&shop);
+    let not_ready: Vec<String> = status
+        .components
+        .iter()
+        .filter(|c| !c.ready)
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c.name,
+                c.message.clone().unwrap_or_else(|| "not ready yet".into())
+            )
+        })
+        .collect();
+    if not_ready.is_empty() {
+        conditions::set(
+            &mut status.conditions,
+            condition::READY,
+            Status::True,
+            "AllServicesReady",
+            format!("{total} services ready"),
+            generation,
+            now,
+        );
+        conditions::set(
+            &mut status.conditions,
+            condition::PROGRESSING,
+            Status::False,
+            "Done",
+            String::new(),
+            generation,
+            now,
+        );
+        if !conditions::is_true(&old.conditions, condition::READY) {
+            ctx.event(
+                &*shop,
+                EventType::Normal,
+                "Ready",
+                format!("all {total} services are ready"),
+            )
+            .await;
+        }
+    } else {
+        conditions::set(
+            &mut status.conditions,
+            condition::READY,
+            Status::False,
+            "ServicesNotReady",
+            not_ready.join("; "),
+            generation,
+            now,
+        );
+        conditions::set(
+            &mut status.conditions,
+            condition::PROGRESSING,
+            Status::True,
+            "Reconciling",
+            format!("{ready}/{total} services ready"),
+            generation,
+            now,
+        );
+    }
+    if status != old || shop.status.is_none() {
+        let api: Api<Shop> = Api::namespaced(ctx.client.clone(), &namespace);
+        api.patch_status(
+            &shop.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": status })),
+        )
+        .await?;
+    }
+    if ready < total {
+        Ok(Action::requeue(Duration::from_secs(15)))
+    } else {
+        Ok(periodic_requeue())
+    }
+}
+
+async fn cleanup(shop: Arc<Shop>, ctx: &Ctx) -> Result<Action> {
+    let services: Api<Service> =
+        Api::namespaced(ctx.client.clone(), &shop.namespace().unwrap_or_default());
+    let remaining = services.list(&selector(&shop)).await?;
+    if remaining.items.is_empty() {
+        return Ok(Action::await_change());
+    }
+    for service in &remaining {
+        if service.metadata.deletion_timestamp.is_none() {
+            services
+                .delete(&service.name_any(), &DeleteParams::default())
+                .await?;
+        }
+    }
+    // Requeue until every Service finished its own cleanup.
+    Ok(Action::requeue(Duration::from_secs(2)))
+}

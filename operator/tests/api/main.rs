@@ -1,0 +1,7 @@
+//! The controllers against a mocked Kubernetes API server (the controller-rs
+//! `ApiServerVerifier` pattern: every request's method, path, query and body is checked) and
+//! the real PostgreSQL and nats-server for the external state.
+
+mod service_controller;
+mod shop_controller;
+mod verifier;

@@ -1,0 +1,397 @@
+use std::sync::Arc;
+
+use k8s_openapi::{
+    ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use kube::{ResourceExt, runtime::controller::Action};
+use pretty_assertions::assert_eq;
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection, postgres::PgConnectOptions};
+use tienda_crds::{Component, Service, Shop};
+use tienda_kit::testing::NatsServer;
+use tienda_operator::{
+    controller::service::{FINALIZER, reconcile},
+    shop::desired_services,
+};
+
+use crate::verifier::{Answer, apply, context, event, get, get_missing, patch, post, serve};
+
+const NS: &str = "shops";
+
+/// The test PostgreSQL server as the Shop names it: host, port, admin user and password.
+struct Pg {
+    host: String,
+    port: u16,
+    user: String,
+    password: String,
+}
+
+fn pg() -> Pg {
+    let url = std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL is not set: run the tests with tests/run");
+    let options: PgConnectOptions = url.parse().unwrap();
+    let rest = url.split("://").nth(1).unwrap();
+    let (userinfo, _) = rest.split_once('@').unwrap();
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    Pg {
+        host: options.get_host().to_owned(),
+        port: options.get_port(),
+        user: user.into(),
+        password: password.into(),
+    }
+}
+
+/// A unique shop name per test, so databases do not collide on the shared server.
+fn shop_name() -> String {
+    format!("s{}", &uuid::Uuid::now_v7().simple().to_string()[22..])
+}
+
+fn shop(name: &str, pg: &Pg, nats: &NatsServer) -> Shop {
+    let mut shop: Shop = serde_json::from_value(json!({
+        "apiVersion": "tienda.dev/v1alpha1", "kind": "Shop",
+        "metadata": {"name": name, "namespace": NS, "uid": "shop-uid", "generation": 1},
+        "spec": {"version": "0.1.0",
+                 "postgres": {"host": pg.host, "port": pg.port, "adminSecretRef": {"name": "pg-admin"}, "sslMode": "Disable"},
+                 "nats": {"url": nats.url()},
+                 "components": [{"name": "auth"}]}
+    }))
+    .unwrap();
+    shop.metadata.uid = Some("shop-uid".into());
+    shop
+}
+
+fn admin_secret(pg: &Pg) -> Value {
+    serde_json::to_value(Secret {
+        metadata: ObjectMeta {
+            name: Some("pg-admin".into()),
+            namespace: Some(NS.into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(
+            [("username", &pg.user), ("password", &pg.password)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), ByteString(v.clone().into_bytes())))
+                .collect(),
+        ),
+        ..Secret::default()
+    })
+    .unwrap()
+}
+
+fn auth_service(shop: &Shop) -> Service {
+    let mut service = desired_services(shop)
+        .into_iter()
+        .find(|s| s.spec.component == Component::Auth)
+        .unwrap();
+    service.metadata.uid = Some("svc-uid".into());
+    service.metadata.generation = Some(1);
+    service.metadata.resource_version = Some("1".into());
+    service
+}
+
+fn finalized(mut service: Service) -> Service {
+    service.finalizers_mut().push(FINALIZER.into());
+    service
+}
+
+fn base(kind: &str, shop: &str) -> String {
+    match kind {
+        "shop" => format!("/apis/tienda.dev/v1alpha1/namespaces/{NS}/shops/{shop}"),
+        "service" => {
+            format!("/apis/tienda.dev/v1alpha1/namespaces/{NS}/tiendaservices/{shop}-auth")
+        }
+        "secret" => format!("/api/v1/namespaces/{NS}/secrets/{shop}-auth-db"),
+        "admin" => format!("/api/v1/namespaces/{NS}/secrets/pg-admin"),
+        "sa" => format!("/api/v1/namespaces/{NS}/serviceaccounts/{shop}-auth"),
+        "svc" => format!("/api/v1/namespaces/{NS}/services/{shop}-auth"),
+        "deploy" => format!("/apis/apps/v1/namespaces/{NS}/deployments/{shop}-auth"),
+        "pdb" => format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/{shop}-auth"),
+        other => panic!("{other}"),
+    }
+}
+
+async fn database_exists(pg: &Pg, name: &str) -> bool {
+    let url = std::env::var("DATABASE_URL").unwrap();
+    let _ = pg;
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_new_service_gets_its_finalizer_first() {
+    let (pg, nats, name) = (pg(), NatsServer::start(), shop_name());
+    let service = auth_service(&shop(&name, &pg, &nats));
+    let (ctx, handle) = context();
+    let server = serve(
+        handle,
+        vec![patch(
+            &format!("{}?", base("service", &name)),
+            Answer::Json(serde_json::to_value(finalized(service.clone())).unwrap()),
+        )],
+    );
+
+    let action = reconcile(Arc::new(service), ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    drop(ctx);
+    let seen = server.await.unwrap();
+    assert_eq!(
+        seen[0].body[1],
+        json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})
+    );
+}
+
+/// The script of a first full reconcile of `<shop>-auth`.
+fn first_reconcile_script(
+    name: &str,
+    shop: &Shop,
+    pg: &Pg,
+    stored: &Service,
+) -> Vec<crate::verifier::Exchange> {
+    vec![
+        get(&base("shop", name), serde_json::to_value(shop).unwrap()),
+        get_missing(&base("secret", name)),
+        post(&format!(
+            "/api/v1/namespaces/{NS}/secrets?fieldManager=tienda-operator"
+        )),
+        get(&base("admin", name), admin_secret(pg)),
+        event(NS),
+        event(NS),
+        get_missing(&base("sa", name)),
+        apply(&base("sa", name)),
+        get_missing(&base("svc", name)),
+        apply(&base("svc", name)),
+        get_missing(&base("deploy", name)),
+        apply(&base("deploy", name)),
+        get_missing(&base("pdb", name)),
+        apply(&base("pdb", name)),
+        patch(
+            &format!("{}/status?", base("service", name)),
+            Answer::MergeInto(serde_json::to_value(stored).unwrap()),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn a_new_service_gets_its_secret_database_streams_workload_and_status_and_a_second_reconcile_applies_nothing()
+ {
+    let (pg, nats, name) = (pg(), NatsServer::start(), shop_name());
+    let shop = shop(&name, &pg, &nats);
+    let service = finalized(auth_service(&shop));
+    let (ctx, handle) = context();
+    let server = serve(handle, first_reconcile_script(&name, &shop, &pg, &service));
+    reconcile(Arc::new(service.clone()), ctx.clone())
+        .await
+        .unwrap();
+    drop(ctx);
+    let seen = server.await.unwrap();
+
+    // The credentials Secret: created once, with a DATABASE_URL for the component's role.
+    let secret: Secret = serde_json::from_value(seen[2].body.clone()).unwrap();
+    let data = secret.data.clone().unwrap();
+    let database = format!("shops_{name}_auth");
+    let password = String::from_utf8(data["password"].0.clone()).unwrap();
+    let url = String::from_utf8(data["DATABASE_URL"].0.clone()).unwrap();
+    assert_eq!(
+        url,
+        format!(
+            "postgres://{database}:{password}@{}:{}/{database}?sslmode=disable",
+            pg.host, pg.port
+        )
+    );
+    assert_eq!(secret.owner_references()[0].kind, "Service");
+
+    // The database exists and the Secret's credentials open it; the stream exists.
+    let mut conn = PgConnection::connect(&url)
+        .await
+        .expect("the Secret's DATABASE_URL works");
+    sqlx::query("CREATE TABLE t (x int)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    async_nats::jetstream::new(client)
+        .get_stream("USER")
+        .await
+        .expect("the USER stream exists");
+
+    // Server-side apply of each child, owned by the Service, with the applied hash.
+    for (i, kind) in [
+        (7, "ServiceAccount"),
+        (9, "Service"),
+        (11, "Deployment"),
+        (13, "PodDisruptionBudget"),
+    ] {
+        assert_eq!(seen[i].body["kind"], kind);
+        assert_eq!(
+            seen[i].body["metadata"]["ownerReferences"][0]["uid"],
+            "svc-uid"
+        );
+        assert!(
+            seen[i].body["metadata"]["annotations"]["tienda.dev/applied-hash"].is_string(),
+            "{kind}"
+        );
+    }
+    let container = &seen[11].body["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "ghcr.io/tienda-dev/tienda-auth:0.1.0");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let env: Vec<&str> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        env.contains(&"DATABASE_URL") && env.contains(&"NATS_URL"),
+        "{env:?}"
+    );
+
+    // Status: observedGeneration and the conditions.
+    let status = &seen[14].body["status"];
+    assert_eq!(status["observedGeneration"], 1);
+    let condition = |t: &str| {
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .unwrap_or_else(|| panic!("no {t}"))
+            .clone()
+    };
+    assert_eq!(condition("DatabaseReady")["status"], "True");
+    assert_eq!(condition("StreamsReady")["status"], "True");
+    assert_eq!(
+        condition("Available")["status"],
+        "False",
+        "no pod is ready in a mocked cluster"
+    );
+    assert_eq!(condition("Ready")["status"], "False");
+    assert_eq!(status["credentialsSecret"], format!("{name}-auth-db"));
+
+    // Second reconcile of the unchanged Service: reads only, no apply, no status patch.
+    let mut stored = service.clone();
+    stored.status = Some(serde_json::from_value(status.clone()).unwrap());
+    let children = [7, 9, 11, 13].map(|i| seen[i].body.clone());
+    let (ctx, handle) = context();
+    let server = serve(
+        handle,
+        vec![
+            get(&base("shop", &name), serde_json::to_value(&shop).unwrap()),
+            get(&base("secret", &name), seen[2].body.clone()),
+            get(&base("admin", &name), admin_secret(&pg)),
+            get(&base("sa", &name), children[0].clone()),
+            get(&base("svc", &name), children[1].clone()),
+            get(&base("deploy", &name), children[2].clone()),
+            get(&base("pdb", &name), children[3].clone()),
+        ],
+    );
+    reconcile(Arc::new(stored), ctx.clone()).await.unwrap();
+    drop(ctx);
+    let again = server.await.unwrap();
+    assert!(
+        again.iter().all(|r| r.method == http::Method::GET),
+        "only reads: {again:#?}"
+    );
+    assert!(database_exists(&pg, &database).await);
+}
+
+fn deleting(mut service: Service) -> Service {
+    service.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    service
+}
+
+async fn provision_first(name: &str, shop: &Shop, pg: &Pg) -> Service {
+    let service = finalized(auth_service(shop));
+    let (ctx, handle) = context();
+    let server = serve(handle, first_reconcile_script(name, shop, pg, &service));
+    reconcile(Arc::new(service.clone()), ctx.clone())
+        .await
+        .unwrap();
+    drop(ctx);
+    server.await.unwrap();
+    service
+}
+
+#[tokio::test]
+async fn deleting_a_service_with_retain_keeps_its_database_and_streams() {
+    let (pg, nats, name) = (pg(), NatsServer::start(), shop_name());
+    let shop = shop(&name, &pg, &nats);
+    let service = provision_first(&name, &shop, &pg).await;
+
+    let (ctx, handle) = context();
+    let mut released = service.clone();
+    released.finalizers_mut().clear();
+    let server = serve(
+        handle,
+        vec![
+            event(NS),
+            patch(
+                &format!("{}?", base("service", &name)),
+                Answer::Json(serde_json::to_value(&released).unwrap()),
+            ),
+        ],
+    );
+    reconcile(Arc::new(deleting(service)), ctx.clone())
+        .await
+        .unwrap();
+    drop(ctx);
+    let seen = server.await.unwrap();
+    assert_eq!(seen[0].body["reason"], "Retained");
+    assert_eq!(
+        seen[1].body[0]["op"], "test",
+        "the finalizer is removed with a guarded JSON patch"
+    );
+    assert!(
+        database_exists(&pg, &format!("shops_{name}_auth")).await,
+        "Retain keeps the database"
+    );
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    js.get_stream("USER")
+        .await
+        .expect("Retain keeps the stream");
+}
+
+#[tokio::test]
+async fn deleting_a_service_with_delete_drops_its_database_and_streams() {
+    let (pg, nats, name) = (pg(), NatsServer::start(), shop_name());
+    let mut shop = shop(&name, &pg, &nats);
+    shop.spec.reclaim_policy = tienda_crds::service::ReclaimPolicy::Delete;
+    let service = provision_first(&name, &shop, &pg).await;
+    assert!(database_exists(&pg, &format!("shops_{name}_auth")).await);
+
+    let (ctx, handle) = context();
+    let mut released = service.clone();
+    released.finalizers_mut().clear();
+    let server = serve(
+        handle,
+        vec![
+            get(&base("shop", &name), serde_json::to_value(&shop).unwrap()),
+            get(&base("admin", &name), admin_secret(&pg)),
+            event(NS),
+            patch(
+                &format!("{}?", base("service", &name)),
+                Answer::Json(serde_json::to_value(&released).unwrap()),
+            ),
+        ],
+    );
+    reconcile(Arc::new(deleting(service)), ctx.clone())
+        .await
+        .unwrap();
+    drop(ctx);
+    let seen = server.await.unwrap();
+    assert_eq!(seen[2].body["reason"], "Deleted");
+    assert!(
+        !database_exists(&pg, &format!("shops_{name}_auth")).await,
+        "Delete drops the database"
+    );
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    assert!(
+        js.get_stream("USER").await.is_err(),
+        "Delete drops the stream"
+    );
+}

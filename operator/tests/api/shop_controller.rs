@@ -1,0 +1,119 @@
+use std::sync::Arc;
+
+use kube::ResourceExt;
+use pretty_assertions::assert_eq;
+use serde_json::json;
+use tienda_crds::Shop;
+use tienda_operator::controller::shop::{FINALIZER, reconcile};
+
+use crate::verifier::{Answer, apply, context, get, get_missing, patch, serve};
+
+fn shop() -> Shop {
+    let mut shop: Shop = serde_json::from_value(json!({
+        "apiVersion": "tienda.dev/v1alpha1", "kind": "Shop",
+        "metadata": {"name": "demo", "namespace": "shops", "uid": "shop-uid", "generation": 3,
+                     "finalizers": [FINALIZER]},
+        "spec": {"version": "0.1.0", "postgres": {"host": "pg", "adminSecretRef": {"name": "pg-admin"}},
+                 "nats": {"url": "nats://nats:4222"}}
+    }))
+    .unwrap();
+    shop.metadata.uid = Some("shop-uid".into());
+    shop
+}
+
+#[tokio::test]
+async fn a_new_shop_creates_one_service_per_component_and_reports_progress() {
+    let shop = shop();
+    let base = "/apis/tienda.dev/v1alpha1/namespaces/shops/tiendaservices";
+    let mut script = Vec::new();
+    for component in [
+        "auth",
+        "products",
+        "orders",
+        "payments",
+        "notifications",
+        "gateway",
+    ] {
+        script.push(get_missing(&format!("{base}/demo-{component}")));
+        script.push(apply(&format!("{base}/demo-{component}")));
+    }
+    script.push(get(
+        &format!("{base}?labelSelector=tienda.dev%2Fshop%3Ddemo"),
+        json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "ServiceList", "metadata": {}, "items": []}),
+    ));
+    script.push(patch(
+        "/apis/tienda.dev/v1alpha1/namespaces/shops/shops/demo/status?",
+        Answer::MergeInto(serde_json::to_value(&shop).unwrap()),
+    ));
+    let (ctx, handle) = context();
+    let server = serve(handle, script);
+    reconcile(Arc::new(shop), ctx.clone()).await.unwrap();
+    drop(ctx);
+    let seen = server.await.unwrap();
+
+    let applied = &seen[1].body;
+    assert_eq!(applied["kind"], "Service");
+    assert_eq!(applied["apiVersion"], "tienda.dev/v1alpha1");
+    assert_eq!(applied["metadata"]["ownerReferences"][0]["kind"], "Shop");
+    assert_eq!(
+        applied["metadata"]["ownerReferences"][0]["controller"],
+        true
+    );
+    assert_eq!(applied["spec"]["component"], "auth");
+    assert_eq!(applied["spec"]["database"]["name"], "shops_demo_auth");
+
+    let status = &seen[13].body["status"];
+    assert_eq!(status["observedGeneration"], 3);
+    assert_eq!(status["servicesReady"], "0/6");
+    assert_eq!(status["gatewayAddress"], "http://demo-gateway.shops.svc");
+    let ready = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap();
+    assert_eq!(ready["status"], "False");
+}
+
+#[tokio::test]
+async fn a_component_no_longer_listed_is_deleted() {
+    let mut shop = shop();
+    shop.spec
+        .components
+        .retain(|c| c.name == tienda_crds::Component::Auth);
+    let base = "/apis/tienda.dev/v1alpha1/namespaces/shops/tiendaservices";
+    let stale = json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "Service",
+        "metadata": {"name": "demo-orders", "namespace": "shops", "labels": {"tienda.dev/shop": "demo"}},
+        "spec": {"shop": "demo", "component": "orders", "image": "x"}});
+    let (ctx, handle) = context();
+    let server = serve(
+        handle,
+        vec![
+            get_missing(&format!("{base}/demo-auth")),
+            apply(&format!("{base}/demo-auth")),
+            get(
+                &format!("{base}?labelSelector=tienda.dev%2Fshop%3Ddemo"),
+                json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "ServiceList", "metadata": {}, "items": [stale.clone()]}),
+            ),
+            crate::verifier::Exchange {
+                method: http::Method::DELETE,
+                uri: format!("{base}/demo-orders?"),
+                status: http::StatusCode::OK,
+                answer: Answer::Json(stale),
+            },
+            crate::verifier::event("shops"),
+            patch(
+                "/apis/tienda.dev/v1alpha1/namespaces/shops/shops/demo/status?",
+                Answer::MergeInto(serde_json::to_value(&shop).unwrap()),
+            ),
+        ],
+    );
+    reconcile(Arc::new(shop.clone()), ctx.clone())
+        .await
+        .unwrap();
+    drop(ctx);
+    let seen = server.await.unwrap();
+    assert_eq!(seen[4].body["reason"], "ServiceRemoved");
+    assert_eq!(seen[5].body["status"]["servicesReady"], "0/1");
+    assert_eq!(shop.name_any(), "demo");
+}

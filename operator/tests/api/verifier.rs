@@ -1,0 +1,186 @@
+//! A scripted Kubernetes API server: the test lists the requests it expects, in order, with the
+//! answer to each; the verifier checks method, path and query, records bodies, and fails on any
+//! request beyond the script.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use http::{Method, Request, Response, StatusCode};
+use kube::{Client, client::Body};
+use prometheus::Registry;
+use serde_json::{Value, json};
+use tienda_operator::controller::Context;
+use tower_test::mock::{self, Handle};
+
+/// One expected request and its answer.
+pub struct Exchange {
+    pub method: Method,
+    /// Path and query, e.g. `/api/v1/namespaces/ns/secrets/x` or
+    /// `/apis/apps/v1/namespaces/ns/deployments/d?fieldManager=tienda-operator&force=true`.
+    /// Query parameters are compared as a set.
+    pub uri: String,
+    pub status: StatusCode,
+    /// The answer; `Echo` answers with the request's own body (what the server would store).
+    pub answer: Answer,
+}
+
+pub enum Answer {
+    Json(Value),
+    Echo,
+    /// Echo the body merged into this object (e.g. a status patch onto the stored object).
+    MergeInto(Value),
+}
+
+pub fn get(uri: &str, answer: Value) -> Exchange {
+    Exchange {
+        method: Method::GET,
+        uri: uri.into(),
+        status: StatusCode::OK,
+        answer: Answer::Json(answer),
+    }
+}
+
+pub fn get_missing(uri: &str) -> Exchange {
+    let name = uri.rsplit('/').next().unwrap_or_default();
+    Exchange {
+        method: Method::GET,
+        uri: uri.into(),
+        status: StatusCode::NOT_FOUND,
+        answer: Answer::Json(json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("\"{name}\" not found"), "reason": "NotFound", "code": 404
+        })),
+    }
+}
+
+pub fn apply(uri: &str) -> Exchange {
+    Exchange {
+        method: Method::PATCH,
+        uri: format!("{uri}?fieldManager=tienda-operator&force=true"),
+        status: StatusCode::OK,
+        answer: Answer::Echo,
+    }
+}
+
+pub fn post(uri: &str) -> Exchange {
+    Exchange {
+        method: Method::POST,
+        uri: uri.into(),
+        status: StatusCode::CREATED,
+        answer: Answer::Echo,
+    }
+}
+
+pub fn event(namespace: &str) -> Exchange {
+    post(&format!(
+        "/apis/events.k8s.io/v1/namespaces/{namespace}/events"
+    ))
+}
+
+pub fn patch(uri: &str, answer: Answer) -> Exchange {
+    Exchange {
+        method: Method::PATCH,
+        uri: uri.into(),
+        status: StatusCode::OK,
+        answer,
+    }
+}
+
+/// A request the verifier saw.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    pub uri: String,
+    pub body: Value,
+}
+
+fn split(uri: &str) -> (String, BTreeSet<String>) {
+    match uri.split_once('?') {
+        Some((path, query)) => (
+            path.to_owned(),
+            query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ),
+        None => (uri.to_owned(), BTreeSet::new()),
+    }
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+/// A context around a mocked client, and the handle that plays the API server.
+pub fn context() -> (Arc<Context>, Handle<Request<Body>, Response<Body>>) {
+    tienda_kit::install_crypto_provider();
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    (Arc::new(Context::new(client, &Registry::new())), handle)
+}
+
+/// Plays the script; returns what was sent. After the script, any further request fails the
+/// test (the test drops the context first, which ends the stream of requests).
+pub fn serve(
+    mut handle: Handle<Request<Body>, Response<Body>>,
+    script: Vec<Exchange>,
+) -> tokio::task::JoinHandle<Vec<Recorded>> {
+    tokio::spawn(async move {
+        let mut seen = Vec::new();
+        for (i, expected) in script.into_iter().enumerate() {
+            let (request, send) = handle.next_request().await.unwrap_or_else(|| {
+                panic!(
+                    "request #{i} ({} {}) was never sent; sent so far: {seen:#?}",
+                    expected.method, expected.uri
+                )
+            });
+            let method = request.method().clone();
+            let uri = request.uri().to_string();
+            let body = request.into_body().collect_bytes().await.unwrap();
+            let body: Value = if body.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&body).unwrap()
+            };
+            assert_eq!(
+                (&method, split(&uri)),
+                (&expected.method, split(&expected.uri)),
+                "request #{i}: expected {} {}, got {method} {uri}\nbody: {body}",
+                expected.method,
+                expected.uri
+            );
+            let answer = match expected.answer {
+                Answer::Json(v) => v,
+                Answer::Echo => body.clone(),
+                Answer::MergeInto(mut stored) => {
+                    merge(&mut stored, &body);
+                    stored
+                }
+            };
+            seen.push(Recorded { method, uri, body });
+            let _ = &seen.last().map(|r| &r.uri);
+            send.send_response(
+                Response::builder()
+                    .status(expected.status)
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                    .unwrap(),
+            );
+        }
+        if let Some((request, _)) = handle.next_request().await {
+            panic!(
+                "unexpected request beyond the script: {} {}",
+                request.method(),
+                request.uri()
+            );
+        }
+        seen
+    })
+}
