@@ -22,9 +22,9 @@ use kube::{
     runtime::{Controller, watcher},
 };
 use prometheus::{Encoder, Registry, TextEncoder};
-use tienda_crds::{Service, Shop};
+use tienda_crds::{CircuitPolicy, RateLimitPolicy, Service, Shop};
 
-use crate::controller::{Context, service, shop};
+use crate::controller::{Context, policy, service, shop};
 
 #[derive(Clone)]
 struct Probe {
@@ -105,6 +105,17 @@ pub async fn run(metrics_addr: SocketAddr) -> anyhow::Result<()> {
     )
     .owns(
         Api::<Secret>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal();
+
+    let rate_limits = Controller::new(
+        Api::<RateLimitPolicy>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal();
+    let circuits = Controller::new(
+        Api::<CircuitPolicy>::all(client.clone()),
         watcher::Config::default(),
     )
     .shutdown_on_signal();

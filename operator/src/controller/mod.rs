@@ -7,6 +7,7 @@
 
 pub mod context;
 pub mod error;
+pub mod policy;
 pub mod service;
 pub mod shop;
 

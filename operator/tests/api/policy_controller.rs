@@ -1,0 +1,132 @@
+use std::sync::Arc;
+
+use pretty_assertions::assert_eq;
+use serde_json::json;
+use tienda_crds::{CircuitPolicy, RateLimitPolicy};
+use tienda_operator::controller::policy::reconcile;
+
+use crate::verifier::{Answer, context, event, get, get_missing, patch, serve};
+
+fn rate_limit() -> serde_json::Value {
+    json!({
+        "apiVersion": "tienda.dev/v1alpha1", "kind": "RateLimitPolicy",
+        "metadata": {"name": "browse", "namespace": "shops", "generation": 2, "uid": "p-uid",
+                     "creationTimestamp": "2026-11-29T10:00:00Z"},
+        "spec": {"targetRef": {"kind": "Service", "name": "demo-products"},
+                 "rules": [{"name": "browse", "clientKey": {"type": "ClientIP"}, "requests": 100, "period": "1m"}]}
+    })
+}
+
+#[tokio::test]
+async fn a_policy_targeting_a_missing_service_gets_target_not_found() {
+    let policy: RateLimitPolicy = serde_json::from_value(rate_limit()).unwrap();
+    let (ctx, handle) = context();
+    let server = serve(
+        handle,
+        vec![
+            get_missing("/apis/tienda.dev/v1alpha1/namespaces/shops/tiendaservices/demo-products"),
+            get(
+                "/apis/tienda.dev/v1alpha1/namespaces/shops/ratelimitpolicies?",
+                json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "RateLimitPolicyList", "metadata": {}, "items": [rate_limit()]}),
+            ),
+            event("shops"),
+            patch(
+                "/apis/tienda.dev/v1alpha1/namespaces/shops/ratelimitpolicies/browse/status?",
+                Answer::MergeInto(rate_limit()),
+            ),
+        ],
+    );
+    reconcile(Arc::new(policy), ctx.clone()).await.unwrap();
+    drop(ctx);
+    let seen = server.await.unwrap();
+    assert_eq!(seen[2].body["reason"], "TargetNotFound");
+    assert_eq!(seen[2].body["type"], "Warning");
+    let status = &seen[3].body["status"];
+    assert_eq!(status["observedGeneration"], 2);
+    let accepted = &status["conditions"][0];
+    assert_eq!(
+        (
+            accepted["type"].as_str(),
+            accepted["status"].as_str(),
+            accepted["reason"].as_str()
+        ),
+        (Some("Accepted"), Some("False"), Some("TargetNotFound"))
+    );
+    assert!(
+        accepted["message"]
+            .as_str()
+            .unwrap()
+            .contains("Service demo-products does not exist")
+    );
+}
+
+#[tokio::test]
+async fn a_policy_on_an_existing_service_is_accepted_with_its_resolved_target() {
+    let policy: RateLimitPolicy = serde_json::from_value(rate_limit()).unwrap();
+    let service = json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "Service",
+        "metadata": {"name": "demo-products", "namespace": "shops"},
+        "spec": {"shop": "demo", "component": "products", "image": "x"}});
+    let (ctx, handle) = context();
+    let server = serve(
+        handle,
+        vec![
+            get(
+                "/apis/tienda.dev/v1alpha1/namespaces/shops/tiendaservices/demo-products",
+                service,
+            ),
+            get(
+                "/apis/tienda.dev/v1alpha1/namespaces/shops/ratelimitpolicies?",
+                json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "RateLimitPolicyList", "metadata": {}, "items": [rate_limit()]}),
+            ),
+            event("shops"),
+            patch(
+                "/apis/tienda.dev/v1alpha1/namespaces/shops/ratelimitpolicies/browse/status?",
+                Answer::MergeInto(rate_limit()),
+            ),
+        ],
+    );
+    reconcile(Arc::new(policy), ctx.clone()).await.unwrap();
+    drop(ctx);
+    let seen = server.await.unwrap();
+    let status = &seen[3].body["status"];
+    assert_eq!(status["targets"], json!(["demo-products"]));
+    assert_eq!(status["conditions"][0]["status"], "True");
+}
+
+#[tokio::test]
+async fn the_newer_of_two_circuit_policies_for_one_destination_is_conflicted() {
+    let make = |name: &str, created: &str| {
+        json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "CircuitPolicy",
+            "metadata": {"name": name, "namespace": "shops", "generation": 1, "uid": name, "creationTimestamp": created},
+            "spec": {"targetRef": {"kind": "External", "name": "stripe"}, "timeout": "2s"}})
+    };
+    let (older, newer) = (
+        make("stripe-a", "2026-11-01T00:00:00Z"),
+        make("stripe-b", "2026-11-02T00:00:00Z"),
+    );
+    let policy: CircuitPolicy = serde_json::from_value(newer.clone()).unwrap();
+    let (ctx, handle) = context();
+    let server = serve(
+        handle,
+        vec![
+            get(
+                "/apis/tienda.dev/v1alpha1/namespaces/shops/circuitpolicies?",
+                json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "CircuitPolicyList", "metadata": {}, "items": [older, newer.clone()]}),
+            ),
+            event("shops"),
+            patch(
+                "/apis/tienda.dev/v1alpha1/namespaces/shops/circuitpolicies/stripe-b/status?",
+                Answer::MergeInto(newer),
+            ),
+        ],
+    );
+    reconcile(Arc::new(policy), ctx.clone()).await.unwrap();
+    drop(ctx);
+    let seen = server.await.unwrap();
+    let condition = &seen[2].body["status"]["conditions"][0];
+    assert_eq!(condition["reason"], "Conflicted");
+    assert!(
+        condition["message"].as_str().unwrap().contains("stripe-a"),
+        "{condition}"
+    );
+}
