@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`controller`]: the Shop and Service controllers, their context and errors
+//! - [`leader`]: leader election on a coordination.k8s.io Lease
 //! - [`run`]: `tienda run`: controllers, probes, metrics
 //! - [`conditions`]: standard conditions with honest transition times
 //! - [`shop`]: a Shop's desired Service resources, names, labels, database names
@@ -12,6 +13,7 @@
 
 pub mod conditions;
 pub mod controller;
+pub mod leader;
 pub mod run;
 pub mod shop;
 pub mod topology;

@@ -24,7 +24,17 @@ use kube::{
 use prometheus::{Encoder, Registry, TextEncoder};
 use tienda_crds::{CircuitPolicy, RateLimitPolicy, Service, Shop};
 
-use crate::controller::{Context, policy, service, shop};
+use crate::{
+    controller::{Context, policy, service, shop},
+    leader::LeaseLock,
+};
+
+/// The Lease the replicas compete for.
+pub const LEASE_NAME: &str = "tienda-operator";
+/// How long a leader's Lease lasts without renewal.
+pub const LEASE_DURATION: std::time::Duration = std::time::Duration::from_secs(15);
+/// How often the leader renews and followers retry.
+pub const RETRY_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Clone)]
 struct Probe {
@@ -131,14 +141,63 @@ pub async fn run(metrics_addr: SocketAddr) -> anyhow::Result<()> {
         }
     });
 
+    // Leader election: controllers run in one replica at a time.
+    let namespace =
+        std::env::var("POD_NAMESPACE").unwrap_or_else(|_| client.default_namespace().to_owned());
+    let identity = std::env::var("POD_NAME")
+        .unwrap_or_else(|_| format!("tienda-operator-{}", uuid::Uuid::new_v4().simple()));
+    let lock = LeaseLock::new(
+        Api::namespaced(client.clone(), &namespace),
+        LEASE_NAME,
+        &identity,
+        LEASE_DURATION,
+    );
+    let leader_gauge =
+        prometheus::IntGauge::new("tienda_operator_leader", "1 while this replica leads").unwrap();
+    let _ = probe.registry.register(Box::new(leader_gauge.clone()));
+    tracing::info!(%identity, lease = LEASE_NAME, %namespace, "waiting for leadership");
+    // A standby replica is ready (it must not block rollouts); the leader is ready once its
+    // watch caches are synced.
+    probe.ready.store(true, Ordering::Relaxed);
+    lock.acquire(RETRY_PERIOD).await;
+    probe.ready.store(false, Ordering::Relaxed);
+    leader_gauge.set(1);
+    tracing::info!(%identity, "leading");
+
     tracing::info!(%metrics_addr, "tienda operator starting");
     let shops = shops
         .run(shop::reconcile, shop::error_policy, ctx.clone())
         .for_each(|_| async {});
     let services = services
-        .run(service::reconcile, service::error_policy, ctx)
+        .run(service::reconcile, service::error_policy, ctx.clone())
         .for_each(|_| async {});
-    tokio::join!(shops, services);
-    tracing::info!("tienda operator stopped");
-    Ok(())
+    let rate_limits = rate_limits
+        .run(
+            policy::reconcile::<RateLimitPolicy>,
+            policy::error_policy::<RateLimitPolicy>,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+    let circuits = circuits
+        .run(
+            policy::reconcile::<CircuitPolicy>,
+            policy::error_policy::<CircuitPolicy>,
+            ctx,
+        )
+        .for_each(|_| async {});
+    let controllers = async { tokio::join!(shops, services, rate_limits, circuits) };
+    tokio::select! {
+        _ = controllers => {
+            tracing::info!("controllers stopped; releasing the lease");
+            if let Err(err) = lock.release().await {
+                tracing::warn!(error = %err, "cannot release the lease; a successor waits for it to expire");
+            }
+            leader_gauge.set(0);
+            Ok(())
+        }
+        () = lock.hold(RETRY_PERIOD) => {
+            leader_gauge.set(0);
+            anyhow::bail!("leadership lost: exiting so a fresh replica can wait its turn")
+        }
+    }
 }
