@@ -41,6 +41,10 @@ pub enum Error {
     /// Stream or consumer provisioning failed.
     #[error(transparent)]
     Streams(#[from] ProvisionError),
+    /// Deletion is waiting for something else to finish first (kube's finalizer helper keeps
+    /// the finalizer only when cleanup fails, so waiting is an error that retries soon).
+    #[error("waiting: {0}")]
+    Waiting(String),
     /// The finalizer helper failed.
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -56,11 +60,27 @@ impl Error {
             Error::Database(e) => e.reason(),
             Error::NatsConnect { .. } => "NatsUnreachable",
             Error::Streams(e) => e.reason(),
+            Error::Waiting(_) => "Waiting",
             Error::Finalizer(e) => match e.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(inner)
                 | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.reason(),
                 _ => "FinalizerError",
             },
+        }
+    }
+}
+
+impl Error {
+    /// Whether this is a wait rather than a failure (retried after a short fixed delay).
+    pub fn is_waiting(&self) -> bool {
+        match self {
+            Error::Waiting(_) => true,
+            Error::Finalizer(e) => matches!(
+                e.as_ref(),
+                kube::runtime::finalizer::Error::CleanupFailed(inner) | kube::runtime::finalizer::Error::ApplyFailed(inner)
+                    if inner.is_waiting()
+            ),
+            _ => false,
         }
     }
 }

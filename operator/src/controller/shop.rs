@@ -57,6 +57,10 @@ pub async fn reconcile(shop: Arc<Shop>, ctx: Ctx) -> Result<Action> {
 
 /// Error policy: per-object exponential backoff with jitter.
 pub fn error_policy(shop: Arc<Shop>, error: &Error, ctx: Ctx) -> Action {
+    if error.is_waiting() {
+        tracing::info!(shop = %shop.name_any(), %error, "deletion in progress");
+        return Action::requeue(Duration::from_secs(2));
+    }
     let key = format!(
         "Shop/{}/{}",
         shop.namespace().unwrap_or_default(),
@@ -251,6 +255,10 @@ async fn cleanup(shop: Arc<Shop>, ctx: &Ctx) -> Result<Action> {
                 .await?;
         }
     }
-    // Requeue until every Service finished its own cleanup.
-    Ok(Action::requeue(Duration::from_secs(2)))
+    // Keep the finalizer (and so the Shop its Services read their admin Secret from) until
+    // every Service has finished its own cleanup.
+    Err(Error::Waiting(format!(
+        "{} services are still cleaning up",
+        remaining.items.len()
+    )))
 }

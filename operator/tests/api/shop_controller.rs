@@ -117,3 +117,71 @@ async fn a_component_no_longer_listed_is_deleted() {
     assert_eq!(seen[5].body["status"]["servicesReady"], "0/1");
     assert_eq!(shop.name_any(), "demo");
 }
+
+#[tokio::test]
+async fn a_deleted_shop_deletes_its_services_and_waits_for_them_before_letting_go() {
+    let mut shop = shop();
+    shop.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    let base = "/apis/tienda.dev/v1alpha1/namespaces/shops/tiendaservices";
+    let list = "/apis/tienda.dev/v1alpha1/namespaces/shops/tiendaservices?labelSelector=tienda.dev%2Fshop%3Ddemo";
+    let child = json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "Service",
+        "metadata": {"name": "demo-auth", "namespace": "shops", "labels": {"tienda.dev/shop": "demo"}},
+        "spec": {"shop": "demo", "component": "auth", "image": "x"}});
+
+    // Services remain: delete them and come back.
+    let (ctx, handle) = context();
+    let server = serve(
+        handle,
+        vec![
+            get(
+                list,
+                json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "ServiceList", "metadata": {}, "items": [child.clone()]}),
+            ),
+            crate::verifier::Exchange {
+                method: http::Method::DELETE,
+                uri: format!("{base}/demo-auth?"),
+                status: http::StatusCode::OK,
+                answer: Answer::Json(child),
+            },
+        ],
+    );
+    let err = reconcile(Arc::new(shop.clone()), ctx.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_waiting(),
+        "the finalizer stays while Services clean up: {err}"
+    );
+    let action =
+        tienda_operator::controller::shop::error_policy(Arc::new(shop.clone()), &err, ctx.clone());
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(2))
+    );
+    drop(ctx);
+    server.await.unwrap();
+
+    // They are gone: the finalizer goes.
+    let mut released = serde_json::to_value(&shop).unwrap();
+    released["metadata"]["finalizers"] = json!([]);
+    let (ctx, handle) = context();
+    let server = serve(
+        handle,
+        vec![
+            get(
+                list,
+                json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "ServiceList", "metadata": {}, "items": []}),
+            ),
+            patch(
+                "/apis/tienda.dev/v1alpha1/namespaces/shops/shops/demo?",
+                Answer::Json(released),
+            ),
+        ],
+    );
+    reconcile(Arc::new(shop), ctx.clone()).await.unwrap();
+    drop(ctx);
+    let seen = server.await.unwrap();
+    assert_eq!(seen[1].body[1]["op"], "remove", "the finalizer is removed");
+}
