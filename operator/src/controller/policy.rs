@@ -247,19 +247,7 @@ pub async fn reconcile<P: Policy>(policy: Arc<P>, ctx: Ctx) -> Result<Action> {
 
 /// Error policy: per-object exponential backoff with jitter.
 pub fn error_policy<P: Policy>(policy: Arc<P>, error: &Error, ctx: Ctx) -> Action {
-    let key = format!(
-        "{}/{}/{}",
-        P::KIND,
-        policy.namespace().unwrap_or_default(),
-        policy.name_any()
-    );
-    ctx.metrics
-        .failures
-        .with_label_values(&[P::KIND, error.reason()])
-        .inc();
-    let delay = ctx.failed(&key);
-    tracing::warn!(policy = %key, reason = error.reason(), error = %error, "reconcile failed");
-    Action::requeue(delay)
+    super::backoff_on_error(P::KIND, &*policy, error, &ctx)
 }
 
 #[cfg(test)]

@@ -16,11 +16,7 @@ use k8s_openapi::{
 use kube::{
     Api, ResourceExt,
     api::{Patch, PatchParams, PostParams},
-    runtime::{
-        controller::Action,
-        events::EventType,
-        finalizer::{Event as Finalizer, finalizer},
-    },
+    runtime::{controller::Action, events::EventType},
 };
 use tienda_crds::{
     Service, ServiceStatus, Shop,
@@ -30,9 +26,10 @@ use tienda_crds::{
 use tienda_provision::{Outcome, database, streams};
 
 use super::{
-    FIELD_MANAGER, apply_child,
+    FIELD_MANAGER, apply_child, backoff_on_error,
     context::{Ctx, periodic_requeue},
     error::{Error, Result},
+    with_finalizer,
 };
 use crate::{
     conditions::{self, Status},
@@ -44,43 +41,20 @@ pub const FINALIZER: &str = "tienda.dev/external-state";
 
 /// Reconciles one Service: metrics, then the finalizer helper (deletion first).
 pub async fn reconcile(service: Arc<Service>, ctx: Ctx) -> Result<Action> {
-    let _timer = ctx
-        .metrics
-        .duration
-        .with_label_values(&["Service"])
-        .start_timer();
-    ctx.metrics.reconciles.with_label_values(&["Service"]).inc();
-    let namespace = service.namespace().unwrap_or_default();
-    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
-    let key = format!("Service/{namespace}/{}", service.name_any());
-    let result = finalizer(&api, FINALIZER, service, |event| async {
-        match event {
-            Finalizer::Apply(service) => apply(service, &ctx).await,
-            Finalizer::Cleanup(service) => cleanup(service, &ctx).await,
-        }
-    })
+    with_finalizer(
+        "Service",
+        FINALIZER,
+        service,
+        &ctx,
+        |s| apply(s, &ctx),
+        |s| cleanup(s, &ctx),
+    )
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    if result.is_ok() {
-        ctx.succeeded(&key);
-    }
-    result
 }
 
-/// Error policy: count the failure and back off exponentially (with jitter) per object.
+/// Error policy: per-object exponential backoff with jitter.
 pub fn error_policy(service: Arc<Service>, error: &Error, ctx: Ctx) -> Action {
-    let key = format!(
-        "Service/{}/{}",
-        service.namespace().unwrap_or_default(),
-        service.name_any()
-    );
-    ctx.metrics
-        .failures
-        .with_label_values(&["Service", error.reason()])
-        .inc();
-    let delay = ctx.failed(&key);
-    tracing::warn!(service = %key, reason = error.reason(), error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
-    Action::requeue(delay)
+    backoff_on_error("Service", &*service, error, &ctx)
 }
 
 fn secret_text(secret: &Secret, key: &str) -> Option<String> {

@@ -9,18 +9,15 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams},
-    runtime::{
-        controller::Action,
-        events::EventType,
-        finalizer::{Event as Finalizer, finalizer},
-    },
+    runtime::{controller::Action, events::EventType},
 };
 use tienda_crds::{Component, Service, Shop, ShopStatus, shop::ComponentStatus, status::condition};
 
 use super::{
-    apply_child,
+    apply_child, backoff_on_error,
     context::{Ctx, periodic_requeue},
     error::{Error, Result},
+    with_finalizer,
 };
 use crate::{
     conditions::{self, Status},
@@ -30,49 +27,22 @@ use crate::{
 /// The finalizer that keeps a Shop until its Services have cleaned up.
 pub const FINALIZER: &str = "tienda.dev/services";
 
-/// Reconciles one Shop.
+/// Reconciles one Shop: metrics, then the finalizer helper (deletion first).
 pub async fn reconcile(shop: Arc<Shop>, ctx: Ctx) -> Result<Action> {
-    let _timer = ctx
-        .metrics
-        .duration
-        .with_label_values(&["Shop"])
-        .start_timer();
-    ctx.metrics.reconciles.with_label_values(&["Shop"]).inc();
-    let namespace = shop.namespace().unwrap_or_default();
-    let api: Api<Shop> = Api::namespaced(ctx.client.clone(), &namespace);
-    let key = format!("Shop/{namespace}/{}", shop.name_any());
-    let result = finalizer(&api, FINALIZER, shop, |event| async {
-        match event {
-            Finalizer::Apply(shop) => apply(shop, &ctx).await,
-            Finalizer::Cleanup(shop) => cleanup(shop, &ctx).await,
-        }
-    })
+    with_finalizer(
+        "Shop",
+        FINALIZER,
+        shop,
+        &ctx,
+        |s| apply(s, &ctx),
+        |s| cleanup(s, &ctx),
+    )
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    if result.is_ok() {
-        ctx.succeeded(&key);
-    }
-    result
 }
 
-/// Error policy: per-object exponential backoff with jitter.
+/// Error policy: a wait for Services retries in 2 s; failures back off per object.
 pub fn error_policy(shop: Arc<Shop>, error: &Error, ctx: Ctx) -> Action {
-    if error.is_waiting() {
-        tracing::info!(shop = %shop.name_any(), %error, "deletion in progress");
-        return Action::requeue(Duration::from_secs(2));
-    }
-    let key = format!(
-        "Shop/{}/{}",
-        shop.namespace().unwrap_or_default(),
-        shop.name_any()
-    );
-    ctx.metrics
-        .failures
-        .with_label_values(&["Shop", error.reason()])
-        .inc();
-    let delay = ctx.failed(&key);
-    tracing::warn!(shop = %key, reason = error.reason(), error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
-    Action::requeue(delay)
+    backoff_on_error("Shop", &*shop, error, &ctx)
 }
 
 fn selector(shop: &Shop) -> ListParams {
