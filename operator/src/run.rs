@@ -14,7 +14,7 @@ use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, rou
 use futures::StreamExt;
 use k8s_openapi::api::{
     apps::v1::Deployment,
-    core::v1::{Secret, Service as KubeService, ServiceAccount},
+    core::v1::{Service as KubeService, ServiceAccount},
     policy::v1::PodDisruptionBudget,
 };
 use kube::{
@@ -93,30 +93,18 @@ pub async fn run(metrics_addr: SocketAddr) -> anyhow::Result<()> {
             watcher::Config::default(),
         )
         .shutdown_on_signal();
+    // Children are watched by the operator's label only, so the caches hold Tienda's objects,
+    // not the cluster's. Secrets are not watched at all: the credentials Secret is created once
+    // and read on each reconcile (the periodic requeue notices a hand edit).
+    let ours = || watcher::Config::default().labels("app.kubernetes.io/managed-by=tienda-operator");
     let services = Controller::new(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(
-        Api::<Deployment>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
-        Api::<KubeService>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
-        Api::<ServiceAccount>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
-        Api::<PodDisruptionBudget>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
-        Api::<Secret>::all(client.clone()),
-        watcher::Config::default(),
-    )
+    .owns(Api::<Deployment>::all(client.clone()), ours())
+    .owns(Api::<KubeService>::all(client.clone()), ours())
+    .owns(Api::<ServiceAccount>::all(client.clone()), ours())
+    .owns(Api::<PodDisruptionBudget>::all(client.clone()), ours())
     .shutdown_on_signal();
 
     let rate_limits = Controller::new(
