@@ -24,6 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::{
     consumer::{ConsumerConfig, EVENT_ID_HEADER, MaxDeliveriesAdvisory},
     json::Json,
+    jwt::{RequireRole, Verifier, require_role},
     problem::Problem,
     shutdown::Shutdown,
 };
@@ -450,9 +451,9 @@ pub async fn discard(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The admin router. Mount it behind the service's admin authorization (a `route_layer` that
-/// rejects non-admins): it exposes message contents.
-pub fn router(state: DeadLetters) -> Router {
+/// The admin router: every route needs an access token with the `admin` role (message
+/// contents are exposed), verified by `verifier` against auth's keys.
+pub fn router(state: DeadLetters, verifier: Verifier) -> Router {
     Router::new()
         .route("/admin/dead-letters", get(list))
         .route(
@@ -460,6 +461,13 @@ pub fn router(state: DeadLetters) -> Router {
             get(inspect).delete(discard),
         )
         .route("/admin/dead-letters/{sequence}/replay", post(replay))
+        .route_layer(axum::middleware::from_fn_with_state(
+            RequireRole {
+                verifier,
+                role: "admin",
+            },
+            require_role,
+        ))
         .with_state(state)
 }
 

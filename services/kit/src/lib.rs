@@ -15,6 +15,7 @@
 //! - [`metrics`]: Prometheus registry, HTTP request metrics, `/metrics`
 //! - [`health`]: `/livez`, `/readyz` with critical and informational checks
 //! - [`problem`]: RFC 9457 problem documents
+//! - [`jwt`]: access-token verification against auth's JWKS, `require_role` middleware
 //! - [`json`]: a JSON extractor whose rejections are problems naming the field
 //! - [`shutdown`]: SIGTERM/Ctrl-C and the drain deadline
 //! - [`db`]: PostgreSQL pool and migrations
@@ -33,6 +34,7 @@ pub mod db;
 pub mod dead_letter;
 pub mod health;
 pub mod json;
+pub mod jwt;
 pub mod metrics;
 pub mod nats;
 pub mod outbox;

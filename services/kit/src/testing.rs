@@ -210,6 +210,113 @@ impl Drop for NatsServer {
     }
 }
 
+/// A stand-in for auth in tests of other components: a real Ed25519 key, its JWKS served over
+/// real HTTP, and tokens signed with it (the access-token profile auth issues).
+pub struct TokenIssuer {
+    /// Where the JWKS is served.
+    pub jwks_url: String,
+    /// The `kid` of the signing key.
+    pub kid: String,
+    pkcs8: Vec<u8>,
+    /// Public keys served (tests add rotated keys).
+    pub jwks: std::sync::Arc<std::sync::Mutex<serde_json::Value>>,
+    /// How many times the JWKS was fetched.
+    pub fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl std::fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenIssuer")
+            .field("jwks_url", &self.jwks_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The issuer test tokens carry.
+pub const ISSUER: &str = "https://auth.tienda.test";
+/// The audience test tokens carry.
+pub const AUDIENCE: &str = "tienda";
+
+impl TokenIssuer {
+    /// A new key and a JWKS endpoint on a loopback port.
+    pub async fn start() -> Self {
+        use base64::Engine as _;
+        use ring::signature::KeyPair as _;
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+            .expect("key generation")
+            .as_ref()
+            .to_vec();
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8).expect("a valid key");
+        let kid = format!("test-{}", uuid::Uuid::now_v7().simple());
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+        let jwks = std::sync::Arc::new(std::sync::Mutex::new(serde_json::json!({"keys": [
+            {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"}
+        ]})));
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (served, counted) = (jwks.clone(), fetches.clone());
+        let app = axum::Router::new().route(
+            "/.well-known/jwks.json",
+            axum::routing::get(move || {
+                let (served, counted) = (served.clone(), counted.clone());
+                async move {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    axum::Json(served.lock().expect("not poisoned").clone())
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let jwks_url = format!(
+            "http://{}/.well-known/jwks.json",
+            listener.local_addr().expect("bound")
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            jwks_url,
+            kid,
+            pkcs8,
+            jwks,
+            fetches,
+        }
+    }
+
+    /// A verifier pointed at this issuer's JWKS.
+    pub fn verifier(&self) -> crate::jwt::Verifier {
+        crate::jwt::Verifier::new(crate::jwt::VerifierConfig {
+            jwks_url: self.jwks_url.clone(),
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            min_refresh_interval: std::time::Duration::from_secs(30),
+            leeway_seconds: 0,
+        })
+    }
+
+    /// Signs `claims` (a JSON object) with this issuer's key and the given header fields.
+    pub fn sign(&self, claims: &serde_json::Value, kid: Option<&str>, typ: Option<&str>) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = kid.map(str::to_owned);
+        header.typ = typ.map(str::to_owned);
+        let key = jsonwebtoken::EncodingKey::from_ed_der(&self.pkcs8);
+        jsonwebtoken::encode(&header, claims, &key).expect("signing")
+    }
+
+    /// Claims of a valid access token for `sub` with `roles`, valid for 15 minutes.
+    pub fn claims(&self, sub: &str, roles: &[&str]) -> serde_json::Value {
+        let now = chrono::Utc::now().timestamp();
+        serde_json::json!({
+            "sub": sub, "iss": ISSUER, "aud": AUDIENCE, "exp": now + 900, "nbf": now - 5, "iat": now - 5,
+            "jti": uuid::Uuid::now_v7().to_string(), "roles": roles, "scope": ""
+        })
+    }
+
+    /// A valid access token.
+    pub fn token(&self, sub: &str, roles: &[&str]) -> String {
+        self.sign(&self.claims(sub, roles), Some(&self.kid), Some("at+jwt"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -492,15 +492,45 @@ fn metric(registry: &Registry, name: &str, label_value: &str) -> f64 {
         .sum()
 }
 
-async fn serve_dead_letters(env: &Env) -> String {
-    let router = dead_letter::router(DeadLetters {
-        jetstream: env.js.clone(),
-        component: "products".into(),
-    });
+/// The dead-letter admin API on a loopback port, and an admin token for it.
+async fn serve_dead_letters(env: &Env) -> (String, reqwest::Client) {
+    let issuer = tienda_kit::testing::TokenIssuer::start().await;
+    let router = dead_letter::router(
+        DeadLetters {
+            jetstream: env.js.clone(),
+            component: "products".into(),
+        },
+        issuer.verifier(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await });
-    base
+
+    // Admin only: no token is 401, a customer's is 403.
+    let anonymous = reqwest::get(format!("{base}/admin/dead-letters"))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let customer = reqwest::Client::new()
+        .get(format!("{base}/admin/dead-letters"))
+        .bearer_auth(issuer.token("u1", &["customer"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(customer.status(), 403);
+
+    let mut headers = reqwest::header::HeaderMap::new();
+    let token = issuer.token("admin-1", &["admin"]);
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    let admin = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    std::mem::forget(issuer); // its JWKS server lives as long as the test
+    (base, admin)
 }
 
 async fn dead_letter_count(js: &jetstream::Context) -> u64 {
@@ -543,8 +573,7 @@ async fn a_poison_message_is_dead_lettered_with_its_headers_and_reason_and_a_rep
     );
     assert_eq!(effects(&env.pool).await, 0);
 
-    let base = serve_dead_letters(&env).await;
-    let http = reqwest::Client::new();
+    let (base, http) = serve_dead_letters(&env).await;
     let page: Value = http
         .get(format!("{base}/admin/dead-letters"))
         .send()
@@ -655,8 +684,7 @@ async fn an_undecodable_message_is_dead_lettered_at_once_and_can_be_discarded() 
         "a permanent failure is not retried"
     );
 
-    let base = serve_dead_letters(&env).await;
-    let http = reqwest::Client::new();
+    let (base, http) = serve_dead_letters(&env).await;
     let page: Value = http
         .get(format!("{base}/admin/dead-letters"))
         .send()
@@ -720,8 +748,10 @@ async fn a_message_that_exhausts_its_deliveries_without_an_answer_is_dead_letter
         },
     )
     .await;
-    let base = serve_dead_letters(&env).await;
-    let page: Value = reqwest::get(format!("{base}/admin/dead-letters"))
+    let (base, http) = serve_dead_letters(&env).await;
+    let page: Value = http
+        .get(format!("{base}/admin/dead-letters"))
+        .send()
         .await
         .unwrap()
         .json()

@@ -3,5 +3,6 @@
 mod backbone;
 mod example;
 mod http;
+mod jwt;
 mod platform;
 mod shutdown;
