@@ -60,6 +60,9 @@ pub struct Claims {
     /// Space-separated permissions.
     #[serde(default)]
     pub scope: String,
+    /// The session (refresh-token family) the token belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 impl Claims {
@@ -100,11 +103,39 @@ struct Cache {
     fetched_at: Option<Instant>,
 }
 
+/// Where the public keys come from: auth's JWKS over HTTP, or (inside auth itself) its own
+/// key store.
+pub trait JwksSource: Send + Sync + 'static {
+    /// The current key set.
+    fn fetch(&self) -> futures::future::BoxFuture<'_, Result<JwkSet, String>>;
+}
+
+struct HttpJwks {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl JwksSource for HttpJwks {
+    fn fetch(&self) -> futures::future::BoxFuture<'_, Result<JwkSet, String>> {
+        Box::pin(async move {
+            self.http
+                .get(&self.url)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
 /// Verifies access tokens. Cheap to clone.
 #[derive(Clone)]
 pub struct Verifier {
     config: Arc<VerifierConfig>,
-    http: reqwest::Client,
+    source: Arc<dyn JwksSource>,
     cache: Arc<RwLock<Cache>>,
     refreshing: Arc<Mutex<()>>,
 }
@@ -128,9 +159,18 @@ impl Verifier {
             .timeout(Duration::from_secs(5))
             .build()
             .expect("an HTTP client builds");
+        let source = HttpJwks {
+            url: config.jwks_url.clone(),
+            http,
+        };
+        Self::with_source(config, Arc::new(source))
+    }
+
+    /// A verifier reading keys from `source` (auth verifies its own tokens this way).
+    pub fn with_source(config: VerifierConfig, source: Arc<dyn JwksSource>) -> Self {
         Self {
             config: Arc::new(config),
-            http,
+            source,
             cache: Arc::default(),
             refreshing: Arc::default(),
         }
@@ -144,16 +184,7 @@ impl Verifier {
             return Ok(());
         }
         let result = async {
-            let set: JwkSet = self
-                .http
-                .get(&self.config.jwks_url)
-                .send()
-                .await
-                .and_then(|r| r.error_for_status())
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
+            let set = self.source.fetch().await?;
             let mut keys = HashMap::new();
             for jwk in &set.keys {
                 let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk))
@@ -301,6 +332,23 @@ pub async fn require_role(
             Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
                 .with_detail(format!("This needs the {} role.", rule.role))
                 .into_response()
+        }
+        Err(error) => unauthorized(&error),
+    }
+}
+
+/// Middleware (`from_fn_with_state(verifier, authenticate)`): 401 without a valid token; the
+/// claims go into the request's extensions (`Extension<Claims>` in handlers).
+pub async fn authenticate(
+    State(verifier): State<Verifier>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let verified = verifier.verify_headers(request.headers()).await;
+    match verified {
+        Ok(claims) => {
+            request.extensions_mut().insert(claims);
+            next.run(request).await
         }
         Err(error) => unauthorized(&error),
     }

@@ -1,0 +1,47 @@
+//! The auth service's configuration: the common flags plus token and key settings.
+
+use clap::Parser;
+use tienda_kit::{CommonConfig, Secret};
+
+/// `tienda-auth`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "tienda-auth", version, about = "Tienda's auth service")]
+pub struct Config {
+    /// Flags every service takes.
+    #[command(flatten)]
+    pub common: CommonConfig,
+
+    /// `iss` of the tokens; also what other services expect (default http://127.0.0.1:3001).
+    #[arg(long, env = "AUTH_ISSUER", default_value = "http://127.0.0.1:3001")]
+    pub issuer: String,
+
+    /// `aud` of the access tokens (default `tienda`).
+    #[arg(long, env = "AUTH_AUDIENCE", default_value = "tienda")]
+    pub audience: String,
+
+    /// Access-token lifetime in seconds, at most 900 (default 600).
+    #[arg(long, env = "AUTH_ACCESS_TOKEN_TTL_SECONDS", default_value_t = 600,
+          value_parser = clap::value_parser!(u32).range(30..=900))]
+    pub access_token_ttl_seconds: u32,
+
+    /// Refresh-token lifetime in seconds (default 30 days).
+    #[arg(long, env = "AUTH_REFRESH_TOKEN_TTL_SECONDS", default_value_t = 30 * 24 * 3600)]
+    pub refresh_token_ttl_seconds: u32,
+
+    /// How long a signing key signs before a new one takes over, in seconds (default 30 days).
+    #[arg(long, env = "AUTH_KEY_ROTATION_SECONDS", default_value_t = 30 * 24 * 3600)]
+    pub key_rotation_seconds: u32,
+
+    /// 32 bytes, base64: encrypts the signing keys at rest. Every replica needs the same one;
+    /// the operator puts it in the service's Secret.
+    #[arg(long, env = "AUTH_KEY_ENCRYPTION_KEY", hide_env_values = true)]
+    pub key_encryption_key: Secret<String>,
+
+    /// Email of the first admin account, created at start when absent.
+    #[arg(long, env = "TIENDA_ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+
+    /// Password of the first admin account.
+    #[arg(long, env = "TIENDA_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<Secret<String>>,
+}

@@ -1,0 +1,280 @@
+//! Registration, login, refresh with rotation and reuse detection, logout, me.
+
+use axum::{
+    Extension,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use tienda_events::{Envelope, user::UserRegistered};
+use tienda_kit::{Problem, json::Json, jwt::Claims, outbox};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::AppState;
+use crate::{
+    error::Error,
+    password,
+    store::{self, User},
+    tokens,
+};
+
+/// `POST /v1/auth/register`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// Email address; also the login.
+    pub email: String,
+    /// At least 10 characters, strong (zxcvbn score ≥ 3), not containing the email.
+    pub password: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// The account as its owner sees it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Me {
+    /// Id (UUIDv7).
+    pub id: Uuid,
+    /// Email.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Whether TOTP is on.
+    pub mfa_enabled: bool,
+}
+
+/// `POST /v1/auth/login`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// Email.
+    pub email: String,
+    /// Password.
+    pub password: String,
+}
+
+/// `POST /v1/auth/refresh` (and logout).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The refresh token from the last login or refresh.
+    pub refresh_token: String,
+}
+
+/// A new pair of tokens.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenPair {
+    /// JWT access token (EdDSA, `typ: at+jwt`).
+    pub access_token: String,
+    /// Opaque, single-use refresh token.
+    pub refresh_token: String,
+    /// `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u32,
+}
+
+fn normalize_email(email: &str) -> Result<String, Error> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
+        && !email.chars().any(char::is_whitespace);
+    if valid {
+        Ok(email)
+    } else {
+        Err(Error::Invalid(vec![(
+            "email".into(),
+            "is not an email address".into(),
+        )]))
+    }
+}
+
+fn profile(user: &User) -> Me {
+    Me {
+        id: user.id,
+        email: user.email.clone(),
+        name: user.name.clone(),
+        roles: user.roles.clone(),
+        mfa_enabled: false,
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// Creates an account.
+#[utoipa::path(post, path = "/v1/auth/register", tag = "accounts", request_body = RegisterRequest,
+    responses((status = 201, body = Me), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn register(
+    State(state): State<AppState>,
+    Json(body): Json<RegisterRequest>,
+) -> Result<(StatusCode, Json<Me>), Error> {
+    let email = normalize_email(&body.email)?;
+    let name = body.name.trim().to_owned();
+    let mut invalid = Vec::new();
+    if name.is_empty() || name.chars().count() > 100 {
+        invalid.push(("name".to_owned(), "must be 1 to 100 characters".to_owned()));
+    }
+    invalid.extend(
+        password::violations(&body.password, &email, &name)
+            .into_iter()
+            .map(|m| ("password".to_owned(), m)),
+    );
+    if !invalid.is_empty() {
+        return Err(Error::Invalid(invalid));
+    }
+    let plain = body.password;
+    let hash = blocking(move || password::hash(&plain)).await?;
+    let user = User {
+        id: Uuid::now_v7(),
+        email,
+        name,
+        password_hash: Some(hash),
+        roles: vec!["customer".into()],
+    };
+    let mut tx = state.db.begin().await?;
+    store::create_user(&mut tx, &user).await?;
+    let event = UserRegistered {
+        user_id: user.id,
+        email: user.email.clone(),
+        name: user.name.clone(),
+        roles: user.roles.clone(),
+    };
+    outbox::enqueue(&mut tx, Envelope::new("auth", event)).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(profile(&user))))
+}
+
+async fn issue(
+    state: &AppState,
+    conn: &mut sqlx::PgConnection,
+    user: &User,
+    session: Uuid,
+) -> Result<TokenPair, Error> {
+    let key = state.keys.active().await?;
+    let (access_token, expires_in) = tokens::access_token(
+        &key,
+        &state.config.issuer,
+        &state.config.audience,
+        state.config.access_token_ttl_seconds,
+        user,
+        session,
+    );
+    let (refresh_token, hash) = tokens::refresh_token();
+    let expires_at =
+        Utc::now() + chrono::Duration::seconds(i64::from(state.config.refresh_token_ttl_seconds));
+    store::insert_refresh_token(conn, session, &hash, expires_at).await?;
+    Ok(TokenPair {
+        access_token,
+        refresh_token,
+        token_type: "Bearer".into(),
+        expires_in,
+    })
+}
+
+/// Signs in with email and password.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "accounts", request_body = LoginRequest,
+    responses((status = 200, body = TokenPair), (status = 401, body = Problem)))]
+pub async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<LoginRequest>,
+) -> Result<Json<TokenPair>, Error> {
+    let email = body.email.trim().to_lowercase();
+    let mut conn = state.db.acquire().await?;
+    let user = store::user_by_email(&mut conn, &email).await?;
+    // Unknown emails verify against a dummy hash: same path, same time as a wrong password.
+    let stored = user
+        .as_ref()
+        .and_then(|u| u.password_hash.clone())
+        .unwrap_or_else(|| state.dummy_hash.to_string());
+    let plain = body.password;
+    let matches = blocking(move || password::verify(&stored, &plain)).await?;
+    let user = match user {
+        Some(user) if matches && user.password_hash.is_some() => user,
+        _ => return Err(Error::InvalidCredentials),
+    };
+    let agent = headers.get("user-agent").and_then(|v| v.to_str().ok());
+    let mut tx = state.db.begin().await?;
+    let session = store::create_session(&mut tx, user.id, agent, None).await?;
+    let pair = issue(&state, &mut tx, &user, session).await?;
+    tx.commit().await?;
+    Ok(Json(pair))
+}
+
+/// Trades a refresh token for a new pair. A token is single use: presenting one again means it
+/// was stolen (or copied), so its whole session is revoked and the answer is 401.
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "accounts", request_body = RefreshRequest,
+    responses((status = 200, body = TokenPair), (status = 401, body = Problem)))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    Json(body): Json<RefreshRequest>,
+) -> Result<Json<TokenPair>, Error> {
+    let hash = tokens::hash_refresh_token(body.refresh_token.trim());
+    let mut tx = state.db.begin().await?;
+    let Some(token) = store::lock_refresh_token(&mut tx, &hash).await? else {
+        return Err(Error::InvalidRefreshToken);
+    };
+    if token.session_revoked {
+        return Err(Error::InvalidRefreshToken);
+    }
+    if token.used_at.is_some() {
+        store::revoke_session(&mut tx, token.session_id, "refresh token reused").await?;
+        tx.commit().await?;
+        tracing::warn!(session = %token.session_id, user = %token.user_id, "refresh token reuse: session revoked");
+        return Err(Error::InvalidRefreshToken);
+    }
+    if token.expires_at <= Utc::now() {
+        return Err(Error::InvalidRefreshToken);
+    }
+    let Some(user) = store::user_by_id(&mut tx, token.user_id).await? else {
+        return Err(Error::InvalidRefreshToken);
+    };
+    store::mark_used(&mut tx, token.id).await?;
+    store::touch_session(&mut tx, token.session_id).await?;
+    let pair = issue(&state, &mut tx, &user, token.session_id).await?;
+    tx.commit().await?;
+    Ok(Json(pair))
+}
+
+/// Ends the current session: its refresh tokens stop working.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "accounts",
+    responses((status = 204), (status = 401, body = Problem)), security(("bearer" = [])))]
+pub async fn logout(
+    State(state): State<AppState>,
+    Extension(claims): Extension<Claims>,
+) -> Result<StatusCode, Error> {
+    let session = claims.sid.as_deref().and_then(|s| s.parse::<Uuid>().ok());
+    if let Some(session) = session {
+        let mut conn = state.db.acquire().await?;
+        store::revoke_session(&mut conn, session, "logout").await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The signed-in account.
+#[utoipa::path(get, path = "/v1/auth/me", tag = "accounts",
+    responses((status = 200, body = Me), (status = 401, body = Problem)), security(("bearer" = [])))]
+pub async fn me(
+    State(state): State<AppState>,
+    Extension(claims): Extension<Claims>,
+) -> Result<Json<Me>, Error> {
+    let id: Uuid = claims.sub.parse().map_err(|_| Error::InvalidCredentials)?;
+    let mut conn = state.db.acquire().await?;
+    let user = store::user_by_id(&mut conn, id)
+        .await?
+        .ok_or(Error::InvalidCredentials)?;
+    Ok(Json(profile(&user)))
+}

@@ -1,0 +1,179 @@
+//! SQL. Every function takes the connection (or transaction) it runs on.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// An account.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Id.
+    pub id: Uuid,
+    /// Lower-cased email.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Argon2id hash, if the account has a password.
+    pub password_hash: Option<String>,
+    /// Roles.
+    pub roles: Vec<String>,
+}
+
+fn user(row: &sqlx::postgres::PgRow) -> User {
+    User {
+        id: row.get("id"),
+        email: row.get("email"),
+        name: row.get("name"),
+        password_hash: row.get("password_hash"),
+        roles: row.get("roles"),
+    }
+}
+
+/// Inserts an account; a taken email is [`Error::EmailTaken`].
+pub async fn create_user(conn: &mut PgConnection, user: &User) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO users (id, email, name, password_hash, roles) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(user.id)
+    .bind(&user.email)
+    .bind(&user.name)
+    .bind(&user.password_hash)
+    .bind(&user.roles)
+    .execute(conn)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some("users_email_key") => {
+            Error::EmailTaken
+        }
+        _ => Error::Database(e),
+    })?;
+    Ok(())
+}
+
+/// An account by email.
+pub async fn user_by_email(conn: &mut PgConnection, email: &str) -> Result<Option<User>> {
+    Ok(
+        sqlx::query("SELECT id, email, name, password_hash, roles FROM users WHERE email = $1")
+            .bind(email)
+            .fetch_optional(conn)
+            .await?
+            .as_ref()
+            .map(user),
+    )
+}
+
+/// An account by id.
+pub async fn user_by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<User>> {
+    Ok(
+        sqlx::query("SELECT id, email, name, password_hash, roles FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?
+            .as_ref()
+            .map(user),
+    )
+}
+
+/// Opens a session (a refresh-token family).
+pub async fn create_session(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    user_agent: Option<&str>,
+    ip: Option<&str>,
+) -> Result<Uuid> {
+    let id = Uuid::now_v7();
+    sqlx::query("INSERT INTO sessions (id, user_id, user_agent, ip) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(user_id)
+        .bind(user_agent)
+        .bind(ip)
+        .execute(conn)
+        .await?;
+    Ok(id)
+}
+
+/// Stores a refresh token's hash.
+pub async fn insert_refresh_token(
+    conn: &mut PgConnection,
+    session_id: Uuid,
+    hash: &[u8],
+    expires_at: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query("INSERT INTO refresh_tokens (id, session_id, token_hash, expires_at) VALUES ($1, $2, $3, $4)")
+        .bind(Uuid::now_v7())
+        .bind(session_id)
+        .bind(hash)
+        .bind(expires_at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A presented refresh token, locked for the rest of the transaction.
+#[derive(Debug)]
+pub struct PresentedToken {
+    /// Row id.
+    pub id: Uuid,
+    /// Its session.
+    pub session_id: Uuid,
+    /// Its user.
+    pub user_id: Uuid,
+    /// When it was used, if it was.
+    pub used_at: Option<DateTime<Utc>>,
+    /// When it expires.
+    pub expires_at: DateTime<Utc>,
+    /// Whether its session is revoked.
+    pub session_revoked: bool,
+}
+
+/// Finds a refresh token by hash and locks it and its session.
+pub async fn lock_refresh_token(
+    conn: &mut PgConnection,
+    hash: &[u8],
+) -> Result<Option<PresentedToken>> {
+    Ok(sqlx::query(
+        "SELECT t.id, t.session_id, s.user_id, t.used_at, t.expires_at, s.revoked_at IS NOT NULL AS revoked \
+         FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = $1 FOR UPDATE",
+    )
+    .bind(hash)
+    .fetch_optional(conn)
+    .await?
+    .map(|row| PresentedToken {
+        id: row.get("id"),
+        session_id: row.get("session_id"),
+        user_id: row.get("user_id"),
+        used_at: row.get("used_at"),
+        expires_at: row.get("expires_at"),
+        session_revoked: row.get("revoked"),
+    }))
+}
+
+/// Marks a refresh token used (it can never be used again).
+pub async fn mark_used(conn: &mut PgConnection, token_id: Uuid) -> Result<()> {
+    sqlx::query("UPDATE refresh_tokens SET used_at = now() WHERE id = $1")
+        .bind(token_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Revokes a session, so every refresh token of its family stops working.
+pub async fn revoke_session(conn: &mut PgConnection, session_id: Uuid, reason: &str) -> Result<()> {
+    sqlx::query("UPDATE sessions SET revoked_at = now(), revoke_reason = $2 WHERE id = $1 AND revoked_at IS NULL")
+        .bind(session_id)
+        .bind(reason)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records that a session was used.
+pub async fn touch_session(conn: &mut PgConnection, session_id: Uuid) -> Result<()> {
+    sqlx::query("UPDATE sessions SET last_used_at = now() WHERE id = $1")
+        .bind(session_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! The auth service over real HTTP against a fresh database per test.
+
+mod accounts;
+mod helpers;
