@@ -21,6 +21,9 @@ pub enum Error {
     /// A refresh token that is unknown, expired, revoked — or reused (then its session is revoked).
     #[error("invalid refresh token")]
     InvalidRefreshToken,
+    /// Too many failed sign-ins for this account or client: locked until then.
+    #[error("locked until {0}")]
+    Locked(chrono::DateTime<chrono::Utc>),
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -60,6 +63,21 @@ impl From<Error> for Problem {
                 "Invalid refresh token",
             )
             .with_detail("Sign in again."),
+            Error::Locked(until) => {
+                let seconds = (until - chrono::Utc::now()).num_seconds().max(1);
+                Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "locked",
+                    "Too many failed sign-ins",
+                )
+                .with_detail(format!(
+                    "Sign-in is locked for {seconds} s after repeated failures."
+                ))
+                .with_header(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_str(&seconds.to_string()).expect("digits"),
+                )
+            }
             Error::Database(err) => {
                 tracing::error!(error = %err, "database error");
                 Problem::internal()

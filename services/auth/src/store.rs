@@ -177,3 +177,174 @@ pub async fn touch_session(conn: &mut PgConnection, session_id: Uuid) -> Result<
         .await?;
     Ok(())
 }
+
+/// A session as its owner sees it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct SessionRow {
+    /// Session id (the `sid` claim of its access tokens).
+    pub id: Uuid,
+    /// When it started.
+    pub created_at: DateTime<Utc>,
+    /// When a token of it was last refreshed.
+    pub last_used_at: DateTime<Utc>,
+    /// The client's User-Agent at login.
+    pub user_agent: Option<String>,
+}
+
+/// A user's live sessions, newest first.
+pub async fn sessions(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<SessionRow>> {
+    Ok(sqlx::query(
+        "SELECT id, created_at, last_used_at, user_agent FROM sessions \
+         WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC",
+    )
+    .bind(user_id)
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(|row| SessionRow {
+        id: row.get("id"),
+        created_at: row.get("created_at"),
+        last_used_at: row.get("last_used_at"),
+        user_agent: row.get("user_agent"),
+    })
+    .collect())
+}
+
+/// Revokes one of a user's sessions; false when it is not theirs or not live.
+pub async fn revoke_own_session(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    session_id: Uuid,
+    reason: &str,
+) -> Result<bool> {
+    Ok(sqlx::query("UPDATE sessions SET revoked_at = now(), revoke_reason = $3 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL")
+        .bind(session_id)
+        .bind(user_id)
+        .bind(reason)
+        .execute(conn)
+        .await?
+        .rows_affected()
+        == 1)
+}
+
+/// Revokes every live session of a user except `keep`; returns how many.
+pub async fn revoke_other_sessions(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+    reason: &str,
+) -> Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE sessions SET revoked_at = now(), revoke_reason = $3 \
+         WHERE user_id = $1 AND revoked_at IS NULL AND ($2::uuid IS NULL OR id <> $2)",
+    )
+    .bind(user_id)
+    .bind(keep)
+    .bind(reason)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
+/// Replaces a user's roles.
+pub async fn set_roles(conn: &mut PgConnection, user_id: Uuid, roles: &[String]) -> Result<bool> {
+    Ok(
+        sqlx::query("UPDATE users SET roles = $2, updated_at = now() WHERE id = $1")
+            .bind(user_id)
+            .bind(roles)
+            .execute(conn)
+            .await?
+            .rows_affected()
+            == 1,
+    )
+}
+
+/// Sets a user's password hash.
+pub async fn set_password(conn: &mut PgConnection, user_id: Uuid, hash: &str) -> Result<()> {
+    sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
+        .bind(user_id)
+        .bind(hash)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Stores a password-reset token's hash.
+pub async fn insert_reset(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    hash: &[u8],
+    expires_at: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO password_resets (token_hash, user_id, expires_at) VALUES ($1, $2, $3)",
+    )
+    .bind(hash)
+    .bind(user_id)
+    .bind(expires_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Consumes a live reset token: returns its user, or None if unknown, used or expired.
+pub async fn consume_reset(conn: &mut PgConnection, hash: &[u8]) -> Result<Option<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE password_resets SET used_at = now() \
+         WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() RETURNING user_id",
+    )
+    .bind(hash)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// When `key` (an account or an IP) is locked until, if it is now.
+pub async fn locked_until(conn: &mut PgConnection, key: &str) -> Result<Option<DateTime<Utc>>> {
+    Ok(sqlx::query_scalar(
+        "SELECT locked_until FROM login_failures WHERE key = $1 AND locked_until > now()",
+    )
+    .bind(key)
+    .fetch_optional(conn)
+    .await?
+    .flatten())
+}
+
+/// Counts a failed login for `key`; from `threshold` failures on, locks it for
+/// `base_seconds · 2^(failures - threshold)` (capped at an hour). Returns (failures, lock).
+pub async fn record_failure(
+    conn: &mut PgConnection,
+    key: &str,
+    threshold: i32,
+    base_seconds: i32,
+) -> Result<(i32, Option<DateTime<Utc>>)> {
+    let row = sqlx::query(
+        "INSERT INTO login_failures (key, failures) VALUES ($1, 1) \
+         ON CONFLICT (key) DO UPDATE SET failures = login_failures.failures + 1, updated_at = now() \
+         RETURNING failures",
+    )
+    .bind(key)
+    .fetch_one(&mut *conn)
+    .await?;
+    let failures: i32 = row.get("failures");
+    if failures < threshold {
+        return Ok((failures, None));
+    }
+    let seconds = (i64::from(base_seconds) << (failures - threshold).min(12)).min(3600);
+    let until: DateTime<Utc> = sqlx::query_scalar(
+        "UPDATE login_failures SET locked_until = now() + make_interval(secs => $2) WHERE key = $1 RETURNING locked_until",
+    )
+    .bind(key)
+    .bind(seconds as f64)
+    .fetch_one(conn)
+    .await?;
+    Ok((failures, Some(until)))
+}
+
+/// Forgets the failures of `key` after a successful login.
+pub async fn clear_failures(conn: &mut PgConnection, key: &str) -> Result<()> {
+    sqlx::query("DELETE FROM login_failures WHERE key = $1")
+        .bind(key)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -46,6 +46,7 @@ impl TestDatabase {
         let mut conn = PgConnection::connect(&admin)
             .await
             .expect("connecting to the test PostgreSQL");
+        Self::collect_garbage(&mut conn).await;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&mut conn)
             .await
@@ -56,12 +57,48 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// Drops test databases left behind by earlier runs (older than an hour, judged by the
+    /// UUIDv7 timestamp in their names), so a shared server does not fill up.
+    async fn collect_garbage(conn: &mut PgConnection) {
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'test\\_%'")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap_or_default();
+        let hour_ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default()
+            .saturating_sub(3_600_000);
+        for name in names {
+            let created_ms = name
+                .strip_prefix("test_")
+                .and_then(|hex| uuid::Uuid::parse_str(hex).ok())
+                .and_then(|id| id.get_timestamp())
+                .map(|ts| {
+                    let (secs, nanos) = ts.to_unix();
+                    secs * 1000 + u64::from(nanos) / 1_000_000
+                });
+            if created_ms.is_some_and(|ms| ms < hour_ago) {
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut *conn)
+                .await;
+            }
+        }
+    }
+}
+
 impl Drop for TestDatabase {
+    /// Drops the database on a detached thread. Not joined: joining would block the test's
+    /// runtime while PostgreSQL terminates that runtime's own connections (seen to stall a
+    /// minute). Anything a killed process leaves behind is collected by a later `create`.
     fn drop(&mut self) {
         let admin = admin_database_url();
         let name = self.name.clone();
-        // Drop runs outside async; a short-lived thread with its own runtime does the work.
-        let _ = std::thread::spawn(move || {
+        std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -75,8 +112,7 @@ impl Drop for TestDatabase {
                 .await
                 .ok()
             })
-        })
-        .join();
+        });
     }
 }
 

@@ -1,13 +1,18 @@
 //! Registration, login, refresh with rotation and reuse detection, logout, me.
 
+use std::net::SocketAddr;
+
 use axum::{
     Extension,
-    extract::State,
+    extract::{ConnectInfo, State},
     http::{HeaderMap, StatusCode},
 };
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use tienda_events::{Envelope, user::UserRegistered};
+use tienda_events::{
+    Envelope,
+    user::{UserLocked, UserRegistered},
+};
 use tienda_kit::{Problem, json::Json, jwt::Claims, outbox};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -19,6 +24,13 @@ use crate::{
     store::{self, User},
     tokens,
 };
+
+/// Failed sign-ins in a row that lock an account (exponentially longer each further failure).
+pub const ACCOUNT_LOCK_THRESHOLD: i32 = 5;
+/// Failed sign-ins from one client IP, across accounts, that lock the IP.
+pub const IP_LOCK_THRESHOLD: i32 = 20;
+/// The first lock's length in seconds; it doubles with each further failure, up to an hour.
+pub const LOCK_BASE_SECONDS: i32 = 30;
 
 /// `POST /v1/auth/register`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -186,14 +198,23 @@ async fn issue(
 
 /// Signs in with email and password.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "accounts", request_body = LoginRequest,
-    responses((status = 200, body = TokenPair), (status = 401, body = Problem)))]
+    responses((status = 200, body = TokenPair), (status = 401, body = Problem), (status = 429, body = Problem)))]
 pub async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Json(body): Json<LoginRequest>,
 ) -> Result<Json<TokenPair>, Error> {
     let email = body.email.trim().to_lowercase();
+    // Lock keys exist for any email, registered or not: a lock says nothing about existence.
+    let account_key = format!("account:{email}");
+    let ip_key = format!("ip:{}", peer.ip());
     let mut conn = state.db.acquire().await?;
+    for key in [&account_key, &ip_key] {
+        if let Some(until) = store::locked_until(&mut conn, key).await? {
+            return Err(Error::Locked(until));
+        }
+    }
     let user = store::user_by_email(&mut conn, &email).await?;
     // Unknown emails verify against a dummy hash: same path, same time as a wrong password.
     let stored = user
@@ -204,11 +225,35 @@ pub async fn login(
     let matches = blocking(move || password::verify(&stored, &plain)).await?;
     let user = match user {
         Some(user) if matches && user.password_hash.is_some() => user,
-        _ => return Err(Error::InvalidCredentials),
+        user => {
+            let mut tx = state.db.begin().await?;
+            let (failures, lock) = store::record_failure(
+                &mut tx,
+                &account_key,
+                ACCOUNT_LOCK_THRESHOLD,
+                LOCK_BASE_SECONDS,
+            )
+            .await?;
+            store::record_failure(&mut tx, &ip_key, IP_LOCK_THRESHOLD, LOCK_BASE_SECONDS).await?;
+            if let (Some(user), Some(until), true) =
+                (user, lock, failures == ACCOUNT_LOCK_THRESHOLD)
+            {
+                let event = UserLocked {
+                    user_id: user.id,
+                    until,
+                    failed_attempts: failures as u32,
+                };
+                outbox::enqueue(&mut tx, Envelope::new("auth", event)).await?;
+            }
+            tx.commit().await?;
+            return Err(Error::InvalidCredentials);
+        }
     };
+    store::clear_failures(&mut conn, &account_key).await?;
     let agent = headers.get("user-agent").and_then(|v| v.to_str().ok());
     let mut tx = state.db.begin().await?;
-    let session = store::create_session(&mut tx, user.id, agent, None).await?;
+    let session =
+        store::create_session(&mut tx, user.id, agent, Some(&peer.ip().to_string())).await?;
     let pair = issue(&state, &mut tx, &user, session).await?;
     tx.commit().await?;
     Ok(Json(pair))

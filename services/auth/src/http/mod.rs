@@ -2,15 +2,18 @@
 
 pub mod accounts;
 pub mod jwks;
+pub mod passwords;
+pub mod sessions;
+pub mod users;
 
 use std::sync::Arc;
 
 use axum::{
     Router, middleware,
-    routing::{get, post},
+    routing::{delete, get, post, put},
 };
 use sqlx::PgPool;
-use tienda_kit::jwt::{Verifier, authenticate};
+use tienda_kit::jwt::{RequireRole, Verifier, authenticate, require_role};
 use utoipa::OpenApi;
 
 use crate::{config::Config, keys::KeyRing};
@@ -36,16 +39,37 @@ pub fn router(state: AppState) -> Router {
     let authenticated = Router::new()
         .route("/v1/auth/me", get(accounts::me))
         .route("/v1/auth/logout", post(accounts::logout))
+        .route(
+            "/v1/auth/sessions",
+            get(sessions::list).delete(sessions::end_others),
+        )
+        .route("/v1/auth/sessions/{id}", delete(sessions::end))
+        .route("/v1/auth/password", post(passwords::change))
         .route_layer(middleware::from_fn_with_state(
             state.verifier.clone(),
             authenticate,
+        ));
+    let admin = Router::new()
+        .route("/v1/auth/users/{id}/roles", put(users::set_roles))
+        .route_layer(middleware::from_fn_with_state(
+            RequireRole {
+                verifier: state.verifier.clone(),
+                role: "admin",
+            },
+            require_role,
         ));
     Router::new()
         .route("/v1/auth/register", post(accounts::register))
         .route("/v1/auth/login", post(accounts::login))
         .route("/v1/auth/refresh", post(accounts::refresh))
+        .route("/v1/auth/password/reset", post(passwords::request_reset))
+        .route(
+            "/v1/auth/password/reset/confirm",
+            post(passwords::confirm_reset),
+        )
         .route("/.well-known/jwks.json", get(jwks::jwks))
         .merge(authenticated)
+        .merge(admin)
         .with_state(state)
 }
 
