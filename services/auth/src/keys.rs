@@ -66,7 +66,25 @@ impl KeyRing {
         })
     }
 
-    fn open(&self, kid: &str, nonce: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
+    /// Encrypts `plain` under the key-encryption key, bound to `aad`; returns (nonce, sealed).
+    pub fn seal(&self, aad: &str, plain: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| Error::Internal("randomness".into()))?;
+        let mut sealed = plain.to_vec();
+        self.kek
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad.as_bytes()),
+                &mut sealed,
+            )
+            .map_err(|_| Error::Internal("encrypting".into()))?;
+        Ok((nonce.to_vec(), sealed))
+    }
+
+    /// Decrypts what [`Self::seal`] sealed with the same `aad`.
+    pub fn open(&self, kid: &str, nonce: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
         let nonce = Nonce::try_assume_unique_for_key(nonce)
             .map_err(|_| Error::Internal("bad nonce".into()))?;
         let mut buffer = sealed.to_vec();

@@ -6,6 +6,7 @@
 //! - [`config`]: flags and environment
 //! - [`http`]: the API (accounts, JWKS)
 //! - [`keys`]: signing keys, encrypted at rest, rotated
+//! - [`mfa`]: TOTP and recovery codes
 //! - [`password`]: policy (zxcvbn) and Argon2id
 //! - [`tokens`]: access and refresh tokens
 //! - [`store`]: the SQL queries
@@ -15,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod keys;
+pub mod mfa;
 pub mod password;
 pub mod store;
 pub mod tokens;

@@ -69,6 +69,21 @@ pub struct LoginRequest {
     pub password: String,
 }
 
+/// The answer to a password login: tokens, or a challenge for the second factor.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum LoginResponse {
+    /// Signed in.
+    Tokens(TokenPair),
+    /// TOTP is on: send a code with this token to `POST /v1/auth/login/mfa` within 5 minutes.
+    MfaRequired {
+        /// Always true.
+        mfa_required: bool,
+        /// Single-use challenge.
+        mfa_token: String,
+    },
+}
+
 /// `POST /v1/auth/refresh` (and logout).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -169,7 +184,7 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(profile(&user))))
 }
 
-async fn issue(
+pub(crate) async fn issue(
     state: &AppState,
     conn: &mut sqlx::PgConnection,
     user: &User,
@@ -198,13 +213,13 @@ async fn issue(
 
 /// Signs in with email and password.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "accounts", request_body = LoginRequest,
-    responses((status = 200, body = TokenPair), (status = 401, body = Problem), (status = 429, body = Problem)))]
+    responses((status = 200, body = LoginResponse), (status = 401, body = Problem), (status = 429, body = Problem)))]
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Json(body): Json<LoginRequest>,
-) -> Result<Json<TokenPair>, Error> {
+) -> Result<Json<LoginResponse>, Error> {
     let email = body.email.trim().to_lowercase();
     // Lock keys exist for any email, registered or not: a lock says nothing about existence.
     let account_key = format!("account:{email}");
@@ -250,13 +265,22 @@ pub async fn login(
         }
     };
     store::clear_failures(&mut conn, &account_key).await?;
+    if store::mfa_enabled(&mut conn, user.id).await? {
+        let (token, hash) = tokens::refresh_token();
+        let expires_at = Utc::now() + chrono::Duration::minutes(5);
+        store::insert_challenge(&mut conn, user.id, &hash, expires_at).await?;
+        return Ok(Json(LoginResponse::MfaRequired {
+            mfa_required: true,
+            mfa_token: token,
+        }));
+    }
     let agent = headers.get("user-agent").and_then(|v| v.to_str().ok());
     let mut tx = state.db.begin().await?;
     let session =
         store::create_session(&mut tx, user.id, agent, Some(&peer.ip().to_string())).await?;
     let pair = issue(&state, &mut tx, &user, session).await?;
     tx.commit().await?;
-    Ok(Json(pair))
+    Ok(Json(LoginResponse::Tokens(pair)))
 }
 
 /// Trades a refresh token for a new pair. A token is single use: presenting one again means it
@@ -321,5 +345,7 @@ pub async fn me(
     let user = store::user_by_id(&mut conn, id)
         .await?
         .ok_or(Error::InvalidCredentials)?;
-    Ok(Json(profile(&user)))
+    let mut me = profile(&user);
+    me.mfa_enabled = store::mfa_enabled(&mut conn, id).await?;
+    Ok(Json(me))
 }

@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod jwks;
+pub mod mfa;
 pub mod passwords;
 pub mod sessions;
 pub mod users;
@@ -45,6 +46,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/auth/sessions/{id}", delete(sessions::end))
         .route("/v1/auth/password", post(passwords::change))
+        .route("/v1/auth/mfa/totp", post(mfa::enroll).delete(mfa::disable))
+        .route("/v1/auth/mfa/totp/verify", post(mfa::verify))
         .route_layer(middleware::from_fn_with_state(
             state.verifier.clone(),
             authenticate,
@@ -61,6 +64,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/auth/register", post(accounts::register))
         .route("/v1/auth/login", post(accounts::login))
+        .route("/v1/auth/login/mfa", post(mfa::login))
         .route("/v1/auth/refresh", post(accounts::refresh))
         .route("/v1/auth/password/reset", post(passwords::request_reset))
         .route(

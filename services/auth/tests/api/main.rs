@@ -2,4 +2,5 @@
 
 mod accounts;
 mod helpers;
+mod mfa;
 mod security;
