@@ -2,6 +2,7 @@
 //! `ApiServerVerifier` pattern: every request's method, path, query and body is checked) and
 //! the real PostgreSQL and nats-server for the external state.
 
+mod cluster;
 mod leader_election;
 mod policy_controller;
 mod service_controller;

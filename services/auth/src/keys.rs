@@ -20,6 +20,8 @@ use crate::error::{Error, Result};
 
 /// The key ring.
 pub struct KeyRing {
+    /// The active key, kept a minute so signing needs no database round trip.
+    cached: std::sync::Mutex<Option<(std::time::Instant, std::sync::Arc<SigningKey>)>>,
     pool: PgPool,
     kek: LessSafeKey,
     rotation: Duration,
@@ -59,6 +61,7 @@ impl KeyRing {
             anyhow::anyhow!("AUTH_KEY_ENCRYPTION_KEY must be 32 bytes (base64 of 32 random bytes)")
         })?;
         Ok(Self {
+            cached: std::sync::Mutex::new(None),
             pool,
             kek: LessSafeKey::new(unbound),
             rotation,
@@ -95,8 +98,19 @@ impl KeyRing {
         Ok(plain.to_vec())
     }
 
-    /// The active signing key, creating one when none signs anymore.
-    pub async fn active(&self) -> Result<SigningKey> {
+    /// The active signing key (cached for a minute), creating one when none signs anymore.
+    pub async fn active(&self) -> Result<std::sync::Arc<SigningKey>> {
+        if let Some((at, key)) = self.cached.lock().expect("not poisoned").as_ref()
+            && at.elapsed() < Duration::from_secs(60)
+        {
+            return Ok(key.clone());
+        }
+        let key = std::sync::Arc::new(self.load_or_create().await?);
+        *self.cached.lock().expect("not poisoned") = Some((std::time::Instant::now(), key.clone()));
+        Ok(key)
+    }
+
+    async fn load_or_create(&self) -> Result<SigningKey> {
         let mut tx = self.pool.begin().await?;
         // Replicas starting together create one key, not several.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('tienda-auth-signing-key'))")

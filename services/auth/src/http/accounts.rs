@@ -20,6 +20,7 @@ use uuid::Uuid;
 use super::AppState;
 use crate::{
     error::Error,
+    keys::SigningKey,
     password,
     store::{self, User},
     tokens,
@@ -184,15 +185,18 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(profile(&user))))
 }
 
+/// Signs an access token and stores a new refresh token in `conn`'s transaction. The signing
+/// key is fetched by the caller before the transaction opens, so a request never holds one
+/// pooled connection while waiting for another.
 pub(crate) async fn issue(
     state: &AppState,
+    key: &SigningKey,
     conn: &mut sqlx::PgConnection,
     user: &User,
     session: Uuid,
 ) -> Result<TokenPair, Error> {
-    let key = state.keys.active().await?;
     let (access_token, expires_in) = tokens::access_token(
-        &key,
+        key,
         &state.config.issuer,
         &state.config.audience,
         state.config.access_token_ttl_seconds,
@@ -224,13 +228,16 @@ pub async fn login(
     // Lock keys exist for any email, registered or not: a lock says nothing about existence.
     let account_key = format!("account:{email}");
     let ip_key = format!("ip:{}", peer.ip());
-    let mut conn = state.db.acquire().await?;
-    for key in [&account_key, &ip_key] {
-        if let Some(until) = store::locked_until(&mut conn, key).await? {
-            return Err(Error::Locked(until));
+    let user = {
+        let mut conn = state.db.acquire().await?;
+        for key in [&account_key, &ip_key] {
+            if let Some(until) = store::locked_until(&mut conn, key).await? {
+                return Err(Error::Locked(until));
+            }
         }
-    }
-    let user = store::user_by_email(&mut conn, &email).await?;
+        store::user_by_email(&mut conn, &email).await?
+        // The connection goes back to the pool before the slow hash.
+    };
     // Unknown emails verify against a dummy hash: same path, same time as a wrong password.
     let stored = user
         .as_ref()
@@ -264,21 +271,23 @@ pub async fn login(
             return Err(Error::InvalidCredentials);
         }
     };
-    store::clear_failures(&mut conn, &account_key).await?;
-    if store::mfa_enabled(&mut conn, user.id).await? {
+    let key = state.keys.active().await?;
+    let mut tx = state.db.begin().await?;
+    store::clear_failures(&mut tx, &account_key).await?;
+    if store::mfa_enabled(&mut tx, user.id).await? {
         let (token, hash) = tokens::refresh_token();
         let expires_at = Utc::now() + chrono::Duration::minutes(5);
-        store::insert_challenge(&mut conn, user.id, &hash, expires_at).await?;
+        store::insert_challenge(&mut tx, user.id, &hash, expires_at).await?;
+        tx.commit().await?;
         return Ok(Json(LoginResponse::MfaRequired {
             mfa_required: true,
             mfa_token: token,
         }));
     }
     let agent = headers.get("user-agent").and_then(|v| v.to_str().ok());
-    let mut tx = state.db.begin().await?;
     let session =
         store::create_session(&mut tx, user.id, agent, Some(&peer.ip().to_string())).await?;
-    let pair = issue(&state, &mut tx, &user, session).await?;
+    let pair = issue(&state, &key, &mut tx, &user, session).await?;
     tx.commit().await?;
     Ok(Json(LoginResponse::Tokens(pair)))
 }
@@ -292,6 +301,7 @@ pub async fn refresh(
     Json(body): Json<RefreshRequest>,
 ) -> Result<Json<TokenPair>, Error> {
     let hash = tokens::hash_refresh_token(body.refresh_token.trim());
+    let key = state.keys.active().await?;
     let mut tx = state.db.begin().await?;
     let Some(token) = store::lock_refresh_token(&mut tx, &hash).await? else {
         return Err(Error::InvalidRefreshToken);
@@ -313,7 +323,7 @@ pub async fn refresh(
     };
     store::mark_used(&mut tx, token.id).await?;
     store::touch_session(&mut tx, token.session_id).await?;
-    let pair = issue(&state, &mut tx, &user, token.session_id).await?;
+    let pair = issue(&state, &key, &mut tx, &user, token.session_id).await?;
     tx.commit().await?;
     Ok(Json(pair))
 }

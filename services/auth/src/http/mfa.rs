@@ -166,6 +166,7 @@ pub async fn login(
     State(state): State<AppState>,
     Json(body): Json<MfaLogin>,
 ) -> Result<Json<TokenPair>, Error> {
+    let key = state.keys.active().await?;
     let mut tx = state.db.begin().await?;
     let Some(id) =
         store::consume_challenge(&mut tx, &tokens::hash_refresh_token(body.mfa_token.trim()))
@@ -182,7 +183,7 @@ pub async fn login(
         return Err(Error::InvalidCredentials);
     }
     let session = store::create_session(&mut tx, user.id, None, None).await?;
-    let pair = super::accounts::issue(&state, &mut tx, &user, session).await?;
+    let pair = super::accounts::issue(&state, &key, &mut tx, &user, session).await?;
     tx.commit().await?;
     Ok(Json(pair))
 }
