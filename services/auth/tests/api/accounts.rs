@@ -277,3 +277,79 @@ async fn signing_keys_are_stored_encrypted_and_shared_by_replicas() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_rotated_key_signs_new_tokens_while_the_old_one_still_verifies() {
+    let app = spawn_app().await;
+    app.register("ada@example.com").await;
+    let before: Value = app
+        .login("ada@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let old_kid = jsonwebtoken::decode_header(before["access_token"].as_str().unwrap())
+        .unwrap()
+        .kid
+        .unwrap();
+
+    // The rotation period is over; a replica starting now (or after its minute of caching)
+    // creates the next key.
+    sqlx::query("UPDATE signing_keys SET signs_until = now() - interval '1 second'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let replica = crate::helpers::spawn_replica(&app).await;
+    let after: Value = app
+        .http
+        .post(format!("{replica}/v1/auth/login"))
+        .json(&json!({"email": "ada@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let new_kid = jsonwebtoken::decode_header(after["access_token"].as_str().unwrap())
+        .unwrap()
+        .kid
+        .unwrap();
+    assert_ne!(new_kid, old_kid);
+
+    let jwks: Value = app
+        .http
+        .get(format!("{replica}/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(
+        kids.contains(&old_kid.as_str()) && kids.contains(&new_kid.as_str()),
+        "{kids:?}"
+    );
+    let verifier = app.verifier();
+    verifier
+        .verify(after["access_token"].as_str().unwrap())
+        .await
+        .expect("new tokens verify");
+    verifier
+        .verify(before["access_token"].as_str().unwrap())
+        .await
+        .expect("old tokens verify until they expire");
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM signing_keys")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys, 2,
+        "replicas share keys instead of each making its own"
+    );
+}

@@ -16,11 +16,33 @@ pub struct TestApp {
 pub async fn spawn_app() -> TestApp {
     tienda_kit::install_crypto_provider();
     let database = TestDatabase::create().await;
+    let (base, db) = start(&database.url).await;
+    TestApp {
+        base,
+        http: reqwest::Client::new(),
+        db,
+        _database: database,
+    }
+}
+
+/// Another replica (or a restarted process) on the same database.
+pub async fn spawn_replica(of: &TestApp) -> String {
+    let url: String = sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(&of.db)
+        .await
+        .unwrap();
+    let admin = tienda_kit::testing::admin_database_url();
+    start(&tienda_kit::testing::with_database(&admin, &url))
+        .await
+        .0
+}
+
+async fn start(database_url: &str) -> (String, sqlx::PgPool) {
     let nats = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let config = Config::parse_from([
         "tienda-auth",
         "--listen-addr=127.0.0.1:0",
-        &format!("--database-url={}", database.url),
+        &format!("--database-url={database_url}"),
         &format!("--nats-url={nats}"),
         "--log-format=pretty",
         "--log-filter=warn",
@@ -33,12 +55,7 @@ pub async fn spawn_app() -> TestApp {
     let base = format!("http://127.0.0.1:{}", app.port());
     let db = app.platform().db().clone();
     tokio::spawn(app.run_until_stopped());
-    TestApp {
-        base,
-        http: reqwest::Client::new(),
-        db,
-        _database: database,
-    }
+    (base, db)
 }
 
 impl TestApp {
