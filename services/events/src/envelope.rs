@@ -118,9 +118,9 @@ impl<T: Message> Envelope<T> {
     }
 }
 
-impl<T: Serialize> Envelope<T> {
-    /// The envelope with its payload as plain JSON, the form the outbox stores.
-    pub fn into_json(self) -> Envelope<serde_json::Value> {
+impl<T> Envelope<T> {
+    /// The same envelope around another payload.
+    fn with_data<U>(self, data: U) -> Envelope<U> {
         Envelope {
             id: self.id,
             message_type: self.message_type,
@@ -130,8 +130,16 @@ impl<T: Serialize> Envelope<T> {
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,
             aggregate_id: self.aggregate_id,
-            data: serde_json::to_value(self.data).expect("contracts serialize to JSON"),
+            data,
         }
+    }
+}
+
+impl<T: Serialize> Envelope<T> {
+    /// The envelope with its payload as plain JSON, the form the outbox stores.
+    pub fn into_json(self) -> Envelope<serde_json::Value> {
+        let data = serde_json::to_value(&self.data).expect("contracts serialize to JSON");
+        self.with_data(data)
     }
 }
 
@@ -162,7 +170,7 @@ pub enum DecodeError {
 
 impl Envelope<serde_json::Value> {
     /// Decodes the payload as contract `T`, checking type and version first.
-    pub fn decode<T: Message>(self) -> Result<Envelope<T>, DecodeError> {
+    pub fn decode<T: Message>(mut self) -> Result<Envelope<T>, DecodeError> {
         if self.message_type != T::message_type() || self.version != T::VERSION {
             return Err(DecodeError::WrongType {
                 expected_type: T::message_type(),
@@ -171,21 +179,12 @@ impl Envelope<serde_json::Value> {
                 actual_version: self.version,
             });
         }
-        let data = serde_json::from_value(self.data).map_err(|source| DecodeError::Invalid {
+        let raw = std::mem::take(&mut self.data);
+        let data = serde_json::from_value(raw).map_err(|source| DecodeError::Invalid {
             message_type: T::message_type(),
             source,
         })?;
-        Ok(Envelope {
-            id: self.id,
-            message_type: self.message_type,
-            version: self.version,
-            source: self.source,
-            time: self.time,
-            correlation_id: self.correlation_id,
-            causation_id: self.causation_id,
-            aggregate_id: self.aggregate_id,
-            data,
-        })
+        Ok(self.with_data(data))
     }
 }
 
