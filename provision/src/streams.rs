@@ -8,6 +8,7 @@ use async_nats::jetstream::{
     stream,
 };
 use tienda_crds::service::{self as spec, ConsumerSpec, ServiceSpec, StreamSpec};
+use tienda_events::dead_letter;
 
 /// How long a dead letter is kept before JetStream drops it.
 pub const DEAD_LETTER_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
@@ -84,16 +85,6 @@ impl ProvisionError {
     }
 }
 
-/// The dead-letter stream of a component: `DLQ_<COMPONENT>`.
-pub fn dead_letter_stream(component: &str) -> String {
-    format!("DLQ_{}", component.to_ascii_uppercase().replace('-', "_"))
-}
-
-/// The subject a consumer's dead letters are published on: `tienda.dlq.<component>.<consumer>`.
-pub fn dead_letter_subject(component: &str, consumer: &str) -> String {
-    format!("tienda.dlq.{component}.{consumer}")
-}
-
 /// The desired stream configuration for a spec (pure).
 pub fn stream_config(spec: &StreamSpec, default_replicas: i32) -> stream::Config {
     stream::Config {
@@ -125,8 +116,8 @@ pub fn stream_config(spec: &StreamSpec, default_replicas: i32) -> stream::Config
 /// The dead-letter stream's configuration (pure): file storage, kept 14 days.
 pub fn dead_letter_stream_config(component: &str, replicas: i32) -> stream::Config {
     stream::Config {
-        name: dead_letter_stream(component),
-        subjects: vec![format!("tienda.dlq.{component}.>")],
+        name: dead_letter::stream(component),
+        subjects: vec![dead_letter::all_subjects(component)],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         max_age: DEAD_LETTER_MAX_AGE,
@@ -456,7 +447,7 @@ pub async fn provision_service(
         let result =
             ensure_stream(js, dead_letter_stream_config(component, default_replicas)).await;
         report.push(ItemReport {
-            name: dead_letter_stream(component),
+            name: dead_letter::stream(component),
             result,
         });
     }
@@ -529,12 +520,9 @@ mod tests {
     }
 
     #[test]
-    fn dead_letters_have_their_own_stream_per_component() {
-        assert_eq!(dead_letter_stream("orders"), "DLQ_ORDERS");
-        assert_eq!(
-            dead_letter_subject("orders", "orders-payments"),
-            "tienda.dlq.orders.orders-payments"
-        );
+    fn the_dead_letter_stream_captures_every_consumer_of_the_component() {
+        let config = dead_letter_stream_config("orders", 1);
+        assert_eq!(config.name, "DLQ_ORDERS");
         assert_eq!(
             dead_letter_stream_config("orders", 1).subjects,
             vec!["tienda.dlq.orders.>"]

@@ -9,6 +9,9 @@ pub mod header {
     /// JetStream de-duplication id: the envelope id (the outbox row id), so a re-published row
     /// is dropped by the stream within its duplicate window.
     pub const MSG_ID: &str = "Nats-Msg-Id";
+    /// The event id a consumer's inbox keys on when it differs from `Nats-Msg-Id` (a replayed
+    /// dead letter needs a fresh `Nats-Msg-Id` to pass the stream's de-duplication).
+    pub const EVENT_ID: &str = "Tienda-Event-Id";
     /// The envelope's `type`, so consumers and tools can route without decoding the body.
     pub const TYPE: &str = "Tienda-Type";
     /// The envelope's `version`.

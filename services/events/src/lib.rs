@@ -18,12 +18,14 @@
 //!
 //! # Layout
 //! - [`envelope`]: the envelope, the [`Message`] trait, NATS header names
+//! - [`dead_letter`]: names of a component's dead-letter stream and subjects
 //! - [`money`]: integer minor units with a currency
 //! - [`user`]: account events (auth)
 //! - [`catalog`]: product events (products)
 //! - [`inventory`]: inventory events and the saga's inventory commands (products)
 
 pub mod catalog;
+pub mod dead_letter;
 pub mod envelope;
 pub mod inventory;
 pub mod money;

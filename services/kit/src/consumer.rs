@@ -30,10 +30,6 @@ use tracing::Instrument;
 
 use crate::{dead_letter, outbox::backoff, shutdown::Shutdown, trace_context::TraceContext};
 
-/// Header carrying the event id the inbox keys on; survives a replay (which needs a fresh
-/// `Nats-Msg-Id` to pass the stream's de-duplication).
-pub const EVENT_ID_HEADER: &str = "Tienda-Event-Id";
-
 /// A message as the handler sees it.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -365,7 +361,7 @@ async fn track_lag(mut consumer: PullConsumer, gauge: prometheus::IntGauge, shut
 
 fn message_id(headers: &HeaderMap, stream: &str, sequence: u64) -> String {
     headers
-        .get(EVENT_ID_HEADER)
+        .get(header::EVENT_ID)
         .or_else(|| headers.get(header::MSG_ID))
         .map(|v| v.to_string())
         .unwrap_or_else(|| format!("{stream}:{sequence}"))

@@ -18,11 +18,11 @@ use base64::Engine as _;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tienda_events::header;
+use tienda_events::{dead_letter as names, header};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::{
-    consumer::{ConsumerConfig, EVENT_ID_HEADER, MaxDeliveriesAdvisory},
+    consumer::{ConsumerConfig, MaxDeliveriesAdvisory},
     json::Json,
     jwt::{RequireRole, Verifier, require_role},
     problem::Problem,
@@ -43,11 +43,6 @@ pub mod dlq_header {
     pub const DELIVERIES: &str = "Tienda-Dlq-Deliveries";
     /// Why it was given up on.
     pub const REASON: &str = "Tienda-Dlq-Reason";
-}
-
-/// The dead-letter stream of a component.
-pub fn stream_name(component: &str) -> String {
-    format!("DLQ_{}", component.to_ascii_uppercase().replace('-', "_"))
 }
 
 /// What to park.
@@ -95,14 +90,14 @@ pub async fn publish(
         dlq_header::REASON,
         letter.reason.replace(['\r', '\n'], " ").as_str(),
     );
-    let subject = format!("tienda.dlq.{component}.{}", letter.consumer);
+    let subject = names::subject(component, letter.consumer);
     js.publish_with_headers(subject, headers, letter.payload)
         .await?
         .await
         .map_err(|e| {
             anyhow::anyhow!(
                 "dead-letter stream {} did not acknowledge: {e}",
-                stream_name(component)
+                names::stream(component)
             )
         })?;
     Ok(())
@@ -303,7 +298,7 @@ fn unavailable(err: impl std::fmt::Display) -> Problem {
 impl DeadLetters {
     async fn stream(&self) -> Result<jetstream::stream::Stream, Problem> {
         self.jetstream
-            .get_stream(stream_name(&self.component))
+            .get_stream(names::stream(&self.component))
             .await
             .map_err(unavailable)
     }
@@ -350,7 +345,7 @@ pub async fn list(
     let mut items = Vec::new();
     while items.len() < limit && from <= last {
         match stream
-            .direct_get_next_for_subject(format!("tienda.dlq.{}.>", state.component), Some(from))
+            .direct_get_next_for_subject(names::all_subjects(&state.component), Some(from))
             .await
         {
             Ok(message) => {
@@ -401,16 +396,16 @@ pub async fn replay(
             headers.append(name.as_str(), value.as_str());
         }
     }
-    if headers.get(EVENT_ID_HEADER).is_none()
+    if headers.get(header::EVENT_ID).is_none()
         && let Some(original) = letter.headers.get(header::MSG_ID)
         && !original.as_str().starts_with("dlq-")
     {
-        headers.insert(EVENT_ID_HEADER, original.as_str());
+        headers.insert(header::EVENT_ID, original.as_str());
     }
     // A fresh de-duplication id: the original one may still be inside the duplicate window.
     headers.insert(
         header::MSG_ID,
-        format!("replay-{}-{}", stream_name(&state.component), sequence).as_str(),
+        format!("replay-{}-{}", names::stream(&state.component), sequence).as_str(),
     );
     let ack = state
         .jetstream
