@@ -8,6 +8,7 @@
 //! - [`run`]: `tienda run`: controllers, probes, metrics
 //! - [`conditions`]: standard conditions with honest transition times
 //! - [`shop`]: a Shop's desired Service resources, names, labels, database names
+//! - [`stable_hash`]: FNV-1a for names and annotations that must stay stable
 //! - [`topology`]: which streams and consumers each component has
 //! - [`workload`]: a Service's Deployment, Kubernetes Service, ServiceAccount, PDB, Secret
 
@@ -16,5 +17,6 @@ pub mod controller;
 pub mod leader;
 pub mod run;
 pub mod shop;
+pub mod stable_hash;
 pub mod topology;
 pub mod workload;

@@ -68,10 +68,7 @@ pub fn database_name(namespace: &str, shop: &str, component: Component) -> Strin
     if full.len() <= 63 {
         return full;
     }
-    // FNV-1a: stable across releases (std's hasher is not).
-    let hash = full.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-    });
+    let hash = crate::stable_hash::fnv1a(full.bytes());
     format!("{}_{:08x}", &full[..54], hash as u32)
 }
 

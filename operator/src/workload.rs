@@ -354,12 +354,9 @@ pub fn pod_disruption_budget(service: &Service) -> PodDisruptionBudget {
 
 /// A stable hash (FNV-1a, hex) of everything the pods read at start, for the rollout annotation.
 pub fn config_hash(parts: &[&[u8]]) -> String {
-    let mut hash = 0xcbf29ce484222325u64;
-    for part in parts {
-        for byte in part.iter().chain(&[0xff]) {
-            hash = (hash ^ u64::from(*byte)).wrapping_mul(0x100000001b3);
-        }
-    }
+    // Each part is followed by 0xff (not valid UTF-8), so ["ab","c"] and ["a","bc"] differ.
+    let hash =
+        crate::stable_hash::fnv1a(parts.iter().flat_map(|p| p.iter().copied().chain([0xff])));
     format!("{hash:016x}")
 }
 

@@ -202,12 +202,14 @@ impl Context {
                 SslMode::VerifyCa => PgSslMode::VerifyCa,
                 SslMode::VerifyFull => PgSslMode::VerifyFull,
             });
+        // The password's hash is part of the key: a rotated admin password gets a new pool
+        // instead of reusing connections opened with the old one.
         let key = format!(
-            "{user}@{}:{}/{}#{}",
+            "{user}@{}:{}/{}#{:016x}",
             pg.host,
             pg.port,
             pg.admin_database,
-            password.len()
+            crate::stable_hash::fnv1a(password.bytes())
         );
         if let Some(pool) = self.pools.lock().expect("not poisoned").get(&key) {
             return Ok((pool.clone(), options));
