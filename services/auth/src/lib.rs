@@ -84,8 +84,7 @@ impl Application {
             },
             Arc::new(OwnKeys(keys.clone())),
         );
-        let dummy_hash =
-            tokio::task::spawn_blocking(|| password::hash("not a password anyone has")).await?;
+        let dummy_hash = password::hash_off_thread("not a password anyone has".into()).await?;
         let state = http::AppState {
             db: platform.db().clone(),
             keys,
@@ -130,7 +129,7 @@ async fn ensure_admin(state: &http::AppState, email: &str, password: &str) -> an
         return Ok(());
     }
     let plain = password.to_owned();
-    let hash = tokio::task::spawn_blocking(move || password::hash(&plain)).await?;
+    let hash = password::hash_off_thread(plain).await?;
     let user = store::User {
         id: uuid::Uuid::now_v7(),
         email,

@@ -45,7 +45,7 @@ pub fn violations(password: &str, email: &str, name: &str) -> Vec<String> {
     problems
 }
 
-/// Hashes a password (CPU-heavy: call from `spawn_blocking`).
+/// Hashes a password (CPU-heavy: from async code use [`hash_off_thread`]).
 pub fn hash(password: &str) -> String {
     let mut salt = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt)
@@ -63,6 +63,23 @@ pub fn verify(stored: &str, password: &str) -> bool {
             .verify_password(password.as_bytes(), &parsed)
             .is_ok()
     })
+}
+
+/// [`hash`] on the blocking pool, so the async workers keep serving.
+pub async fn hash_off_thread(password: String) -> Result<String, crate::error::Error> {
+    tokio::task::spawn_blocking(move || hash(&password))
+        .await
+        .map_err(|e| crate::error::Error::Internal(e.to_string()))
+}
+
+/// [`verify`] on the blocking pool.
+pub async fn verify_off_thread(
+    stored: String,
+    password: String,
+) -> Result<bool, crate::error::Error> {
+    tokio::task::spawn_blocking(move || verify(&stored, &password))
+        .await
+        .map_err(|e| crate::error::Error::Internal(e.to_string()))
 }
 
 #[cfg(test)]

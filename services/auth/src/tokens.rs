@@ -79,19 +79,20 @@ pub fn access_token(
     )
 }
 
-/// A new opaque refresh token (256 random bits) and the hash that is stored.
-pub fn refresh_token() -> (String, Vec<u8>) {
+/// A new opaque token (256 random bits) and the hash that is stored: refresh tokens, password
+/// reset tokens and MFA challenges.
+pub fn opaque_token() -> (String, Vec<u8>) {
     let mut bytes = [0u8; 32];
     SystemRandom::new()
         .fill(&mut bytes)
         .expect("the OS has randomness");
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    let hash = hash_refresh_token(&token);
+    let hash = hash_opaque_token(&token);
     (token, hash)
 }
 
-/// SHA-256 of a refresh token, as stored.
-pub fn hash_refresh_token(token: &str) -> Vec<u8> {
+/// SHA-256 of an opaque token, as stored.
+pub fn hash_opaque_token(token: &str) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
         .as_ref()
         .to_vec()
@@ -110,10 +111,10 @@ mod tests {
 
     #[test]
     fn refresh_tokens_are_random_and_only_their_hash_is_kept() {
-        let (a, hash) = refresh_token();
-        let (b, _) = refresh_token();
+        let (a, hash) = opaque_token();
+        let (b, _) = opaque_token();
         assert_ne!(a, b);
-        assert_eq!(hash, hash_refresh_token(&a));
+        assert_eq!(hash, hash_opaque_token(&a));
         assert_eq!(hash.len(), 32);
     }
 }

@@ -136,12 +136,6 @@ fn profile(user: &User) -> Me {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))
-}
-
 /// Creates an account.
 #[utoipa::path(post, path = "/v1/auth/register", tag = "accounts", request_body = RegisterRequest,
     responses((status = 201, body = Me), (status = 409, body = Problem), (status = 422, body = Problem)))]
@@ -164,7 +158,7 @@ pub async fn register(
         return Err(Error::Invalid(invalid));
     }
     let plain = body.password;
-    let hash = blocking(move || password::hash(&plain)).await?;
+    let hash = password::hash_off_thread(plain).await?;
     let user = User {
         id: Uuid::now_v7(),
         email,
@@ -203,7 +197,7 @@ pub(crate) async fn issue(
         user,
         session,
     );
-    let (refresh_token, hash) = tokens::refresh_token();
+    let (refresh_token, hash) = tokens::opaque_token();
     let expires_at =
         Utc::now() + chrono::Duration::seconds(i64::from(state.config.refresh_token_ttl_seconds));
     store::insert_refresh_token(conn, session, &hash, expires_at).await?;
@@ -244,7 +238,7 @@ pub async fn login(
         .and_then(|u| u.password_hash.clone())
         .unwrap_or_else(|| state.dummy_hash.to_string());
     let plain = body.password;
-    let matches = blocking(move || password::verify(&stored, &plain)).await?;
+    let matches = password::verify_off_thread(stored, plain).await?;
     let user = match user {
         Some(user) if matches && user.password_hash.is_some() => user,
         user => {
@@ -275,7 +269,7 @@ pub async fn login(
     let mut tx = state.db.begin().await?;
     store::clear_failures(&mut tx, &account_key).await?;
     if store::mfa_enabled(&mut tx, user.id).await? {
-        let (token, hash) = tokens::refresh_token();
+        let (token, hash) = tokens::opaque_token();
         let expires_at = Utc::now() + chrono::Duration::minutes(5);
         store::insert_challenge(&mut tx, user.id, &hash, expires_at).await?;
         tx.commit().await?;
@@ -300,7 +294,7 @@ pub async fn refresh(
     State(state): State<AppState>,
     Json(body): Json<RefreshRequest>,
 ) -> Result<Json<TokenPair>, Error> {
-    let hash = tokens::hash_refresh_token(body.refresh_token.trim());
+    let hash = tokens::hash_opaque_token(body.refresh_token.trim());
     let key = state.keys.active().await?;
     let mut tx = state.db.begin().await?;
     let Some(token) = store::lock_refresh_token(&mut tx, &hash).await? else {

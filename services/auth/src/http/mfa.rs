@@ -169,7 +169,7 @@ pub async fn login(
     let key = state.keys.active().await?;
     let mut tx = state.db.begin().await?;
     let Some(id) =
-        store::consume_challenge(&mut tx, &tokens::hash_refresh_token(body.mfa_token.trim()))
+        store::consume_challenge(&mut tx, &tokens::hash_opaque_token(body.mfa_token.trim()))
             .await?
     else {
         return Err(Error::InvalidCredentials);

@@ -42,12 +42,6 @@ pub struct ResetConfirm {
     pub password: String,
 }
 
-async fn new_hash(password: String) -> Result<String, Error> {
-    tokio::task::spawn_blocking(move || password::hash(&password))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))
-}
-
 /// Changes the password; every other session is signed out.
 #[utoipa::path(post, path = "/v1/auth/password", tag = "passwords", request_body = ChangePassword,
     responses((status = 204), (status = 401, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
@@ -66,9 +60,7 @@ pub async fn change(
         .clone()
         .unwrap_or_else(|| state.dummy_hash.to_string());
     let current = body.current_password;
-    let ok = tokio::task::spawn_blocking(move || password::verify(&stored, &current))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let ok = password::verify_off_thread(stored, current).await?;
     if !ok {
         return Err(Error::Invalid(vec![(
             "current_password".into(),
@@ -84,7 +76,7 @@ pub async fn change(
                 .collect(),
         ));
     }
-    let hash = new_hash(body.new_password).await?;
+    let hash = password::hash_off_thread(body.new_password).await?;
     let mut tx = state.db.begin().await?;
     store::set_password(&mut tx, id, &hash).await?;
     let keep = claims.sid.as_deref().and_then(|s| s.parse().ok());
@@ -104,7 +96,7 @@ pub async fn request_reset(
     let email = body.email.trim().to_lowercase();
     let mut tx = state.db.begin().await?;
     if let Some(user) = store::user_by_email(&mut tx, &email).await? {
-        let (token, hash) = tokens::refresh_token();
+        let (token, hash) = tokens::opaque_token();
         let expires_at = Utc::now() + chrono::Duration::minutes(RESET_TTL_MINUTES);
         store::insert_reset(&mut tx, user.id, &hash, expires_at).await?;
         let event = UserPasswordResetRequested {
@@ -126,7 +118,7 @@ pub async fn confirm_reset(
     State(state): State<AppState>,
     Json(body): Json<ResetConfirm>,
 ) -> Result<StatusCode, Problem> {
-    let hash = tokens::hash_refresh_token(body.token.trim());
+    let hash = tokens::hash_opaque_token(body.token.trim());
     let invalid = || {
         Problem::new(
             StatusCode::BAD_REQUEST,
@@ -153,7 +145,7 @@ pub async fn confirm_reset(
         )
         .into());
     }
-    let new = new_hash(body.password).await?;
+    let new = password::hash_off_thread(body.password).await?;
     store::set_password(&mut tx, user_id, &new).await?;
     store::revoke_other_sessions(&mut tx, user_id, None, "password reset").await?;
     tx.commit().await.map_err(Error::from)?;
