@@ -37,6 +37,17 @@ pub struct Config {
     #[arg(long, env = "AUTH_KEY_ENCRYPTION_KEY", hide_env_values = true)]
     pub key_encryption_key: Secret<String>,
 
+    /// OpenID Connect providers, a JSON array of `{name, issuer, client_id, client_secret?,
+    /// redirect_uri?, scopes?}` (default: none). `redirect_uri` defaults to
+    /// `<AUTH_ISSUER>/v1/auth/oidc/<name>/callback`.
+    #[arg(
+        long,
+        env = "AUTH_OIDC_PROVIDERS",
+        default_value = "[]",
+        hide_env_values = true
+    )]
+    pub oidc_providers: String,
+
     /// Email of the first admin account, created at start when absent.
     #[arg(long, env = "TIENDA_ADMIN_EMAIL")]
     pub admin_email: Option<String>,

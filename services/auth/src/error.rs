@@ -24,6 +24,18 @@ pub enum Error {
     /// Too many failed sign-ins for this account or client: locked until then.
     #[error("locked until {0}")]
     Locked(chrono::DateTime<chrono::Utc>),
+    /// No OIDC provider of that name is configured.
+    #[error("unknown OIDC provider {0}")]
+    UnknownProvider(String),
+    /// An OIDC provider could not be reached or answered nonsense.
+    #[error("OIDC provider unavailable: {0}")]
+    ProviderUnavailable(String),
+    /// An OIDC sign-in was refused: the slug says at which step, the detail what to do.
+    #[error("OIDC sign-in refused: {0}: {1}")]
+    OidcRejected(&'static str, String),
+    /// The provider did not vouch for the email, so it can neither link nor create an account.
+    #[error("OIDC email not verified")]
+    OidcEmailUnverified,
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -78,6 +90,33 @@ impl From<Error> for Problem {
                     axum::http::HeaderValue::from_str(&seconds.to_string()).expect("digits"),
                 )
             }
+            Error::UnknownProvider(name) => Problem::not_found(format!(
+                "No OIDC provider named {name:?} is configured (AUTH_OIDC_PROVIDERS)."
+            )),
+            Error::ProviderUnavailable(message) => {
+                tracing::warn!(%message, "OIDC provider unavailable");
+                Problem::new(
+                    StatusCode::BAD_GATEWAY,
+                    "oidc-provider-unavailable",
+                    "The sign-in provider is unavailable",
+                )
+                .with_detail(format!(
+                    "{message}. Try again later or sign in with a password."
+                ))
+            }
+            Error::OidcRejected(slug, detail) => {
+                Problem::new(StatusCode::UNAUTHORIZED, slug, "Sign-in refused").with_detail(detail)
+            }
+            Error::OidcEmailUnverified => Problem::new(
+                StatusCode::FORBIDDEN,
+                "oidc-email-unverified",
+                "Email not verified by the provider",
+            )
+            .with_detail(
+                "The provider did not verify this account's email address, so it can neither \
+                 sign in to nor create a Tienda account. Verify the email with the provider, \
+                 or register with a password.",
+            ),
             Error::Database(err) => {
                 tracing::error!(error = %err, "database error");
                 Problem::internal()

@@ -7,6 +7,7 @@
 //! - [`http`]: the API (accounts, JWKS)
 //! - [`keys`]: signing keys, encrypted at rest, rotated
 //! - [`mfa`]: TOTP and recovery codes
+//! - [`oidc`]: OpenID Connect providers
 //! - [`password`]: policy (zxcvbn) and Argon2id
 //! - [`tokens`]: access and refresh tokens
 //! - [`store`]: the SQL queries
@@ -17,6 +18,7 @@ pub mod error;
 pub mod http;
 pub mod keys;
 pub mod mfa;
+pub mod oidc;
 pub mod password;
 pub mod store;
 pub mod tokens;
@@ -31,7 +33,6 @@ use tienda_kit::{
     jwt::{JwksSource, Verifier, VerifierConfig},
     outbox::RelayConfig,
 };
-use utoipa::OpenApi;
 
 use crate::{config::Config, keys::KeyRing};
 
@@ -84,6 +85,10 @@ impl Application {
             },
             Arc::new(OwnKeys(keys.clone())),
         );
+        let oidc = oidc::Providers::new(
+            oidc::parse_providers(&config.oidc_providers).map_err(anyhow::Error::msg)?,
+            &config.issuer,
+        )?;
         let dummy_hash = password::hash_off_thread("not a password anyone has".into()).await?;
         let state = http::AppState {
             db: platform.db().clone(),
@@ -91,6 +96,7 @@ impl Application {
             config: Arc::new(config.clone()),
             verifier,
             dummy_hash: Arc::new(dummy_hash),
+            oidc,
         };
         if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
             ensure_admin(&state, email, password.expose())
@@ -98,9 +104,8 @@ impl Application {
                 .context("creating the first admin")?;
         }
         platform.start_relay(RelayConfig::default())?;
-        let app =
-            tienda_kit::Application::build(platform, http::router(state), http::ApiDoc::openapi())
-                .await?;
+        let (router, openapi) = http::router(state);
+        let app = tienda_kit::Application::build(platform, router, openapi).await?;
         Ok(Self(app))
     }
 

@@ -26,7 +26,13 @@ use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     trace::TraceLayer,
 };
-use utoipa::OpenApi;
+use utoipa::{
+    OpenApi,
+    openapi::{
+        RefOr,
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    },
+};
 
 use crate::{
     config::CommonConfig,
@@ -228,6 +234,21 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         openapi.merge(OperationsApi::openapi());
+        // Operations marked `security(("bearer" = []))` need the scheme they name.
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .security_schemes
+            .entry("bearer".into())
+            .or_insert_with(|| {
+                RefOr::T(SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT")
+                        .description(Some("An access token from the auth service"))
+                        .build(),
+                ))
+            });
         let openapi_json =
             serde_json::to_value(&openapi).context("serializing the OpenAPI document")?;
 

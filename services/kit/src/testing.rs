@@ -353,6 +353,73 @@ impl TokenIssuer {
     }
 }
 
+/// Checks what a client or fuzzer of `/openapi.json` relies on and returns the document's
+/// operations as `"METHOD /path"`: every `$ref` resolves, every security requirement names a
+/// defined scheme, every path parameter is declared, and every operation answers something.
+pub fn check_openapi(doc: &serde_json::Value) -> Vec<String> {
+    use serde_json::Value;
+    fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get("$ref") {
+                    out.push(r);
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "an OpenAPI 3 document"
+    );
+    let mut found = Vec::new();
+    refs(doc, &mut found);
+    for r in found {
+        let pointer = r
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("{r}: only local references"));
+        assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+    }
+    let schemes = &doc["components"]["securitySchemes"];
+    let mut operations = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            if method == "parameters" {
+                continue;
+            }
+            operations.push(format!("{} {path}", method.to_uppercase()));
+            for requirement in op["security"].as_array().into_iter().flatten() {
+                for name in requirement.as_object().expect("requirement").keys() {
+                    assert!(
+                        schemes.get(name).is_some(),
+                        "{method} {path}: security scheme {name:?} is not defined"
+                    );
+                }
+            }
+            for segment in path.split('/').filter(|s| s.starts_with('{')) {
+                let name = segment.trim_matches(|c| c == '{' || c == '}');
+                let declared = op["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["in"] == "path" && p["name"] == name);
+                assert!(
+                    declared,
+                    "{method} {path}: path parameter {name} is not declared"
+                );
+            }
+            assert!(
+                op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+                "{method} {path}: no responses"
+            );
+        }
+    }
+    operations.sort();
+    operations
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

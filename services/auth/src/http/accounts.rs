@@ -268,22 +268,34 @@ pub async fn login(
     let key = state.keys.active().await?;
     let mut tx = state.db.begin().await?;
     store::clear_failures(&mut tx, &account_key).await?;
-    if store::mfa_enabled(&mut tx, user.id).await? {
+    let agent = headers.get("user-agent").and_then(|v| v.to_str().ok());
+    let answer = sign_in(&state, &mut tx, &key, &user, agent, &peer.ip().to_string()).await?;
+    tx.commit().await?;
+    Ok(Json(answer))
+}
+
+/// After the first factor (a password, or an OIDC provider): a new session with tokens, or,
+/// with TOTP on, a challenge for the code. Runs in the caller's transaction.
+pub(crate) async fn sign_in(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    key: &SigningKey,
+    user: &User,
+    agent: Option<&str>,
+    ip: &str,
+) -> Result<LoginResponse, Error> {
+    if store::mfa_enabled(tx, user.id).await? {
         let (token, hash) = tokens::opaque_token();
         let expires_at = Utc::now() + chrono::Duration::minutes(5);
-        store::insert_challenge(&mut tx, user.id, &hash, expires_at).await?;
-        tx.commit().await?;
-        return Ok(Json(LoginResponse::MfaRequired {
+        store::insert_challenge(tx, user.id, &hash, expires_at).await?;
+        return Ok(LoginResponse::MfaRequired {
             mfa_required: true,
             mfa_token: token,
-        }));
+        });
     }
-    let agent = headers.get("user-agent").and_then(|v| v.to_str().ok());
-    let session =
-        store::create_session(&mut tx, user.id, agent, Some(&peer.ip().to_string())).await?;
-    let pair = issue(&state, &key, &mut tx, &user, session).await?;
-    tx.commit().await?;
-    Ok(Json(LoginResponse::Tokens(pair)))
+    let session = store::create_session(tx, user.id, agent, Some(ip)).await?;
+    let pair = issue(state, key, tx, user, session).await?;
+    Ok(LoginResponse::Tokens(pair))
 }
 
 /// Trades a refresh token for a new pair. A token is single use: presenting one again means it

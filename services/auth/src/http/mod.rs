@@ -3,19 +3,18 @@
 pub mod accounts;
 pub mod jwks;
 pub mod mfa;
+pub mod oidc;
 pub mod passwords;
 pub mod sessions;
 pub mod users;
 
 use std::sync::Arc;
 
-use axum::{
-    Router, middleware,
-    routing::{delete, get, post, put},
-};
+use axum::{Router, middleware};
 use sqlx::PgPool;
 use tienda_kit::jwt::{RequireRole, Verifier, authenticate, require_role};
 use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{config::Config, keys::KeyRing};
 
@@ -33,27 +32,26 @@ pub struct AppState {
     /// An Argon2id hash checked for unknown emails, so they take the same time as wrong
     /// passwords.
     pub dummy_hash: Arc<String>,
+    /// The configured OpenID Connect providers.
+    pub oidc: crate::oidc::Providers,
 }
 
-/// The API.
-pub fn router(state: AppState) -> Router {
-    let authenticated = Router::new()
-        .route("/v1/auth/me", get(accounts::me))
-        .route("/v1/auth/logout", post(accounts::logout))
-        .route(
-            "/v1/auth/sessions",
-            get(sessions::list).delete(sessions::end_others),
-        )
-        .route("/v1/auth/sessions/{id}", delete(sessions::end))
-        .route("/v1/auth/password", post(passwords::change))
-        .route("/v1/auth/mfa/totp", post(mfa::enroll).delete(mfa::disable))
-        .route("/v1/auth/mfa/totp/verify", post(mfa::verify))
+/// The API and its OpenAPI document, both from one list of handlers.
+pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let authenticated = OpenApiRouter::new()
+        .routes(routes!(accounts::me))
+        .routes(routes!(accounts::logout))
+        .routes(routes!(sessions::list, sessions::end_others))
+        .routes(routes!(sessions::end))
+        .routes(routes!(passwords::change))
+        .routes(routes!(mfa::enroll, mfa::disable))
+        .routes(routes!(mfa::verify))
         .route_layer(middleware::from_fn_with_state(
             state.verifier.clone(),
             authenticate,
         ));
-    let admin = Router::new()
-        .route("/v1/auth/users/{id}/roles", put(users::set_roles))
+    let admin = OpenApiRouter::new()
+        .routes(routes!(users::set_roles))
         .route_layer(middleware::from_fn_with_state(
             RequireRole {
                 verifier: state.verifier.clone(),
@@ -61,41 +59,29 @@ pub fn router(state: AppState) -> Router {
             },
             require_role,
         ));
-    Router::new()
-        .route("/v1/auth/register", post(accounts::register))
-        .route("/v1/auth/login", post(accounts::login))
-        .route("/v1/auth/login/mfa", post(mfa::login))
-        .route("/v1/auth/refresh", post(accounts::refresh))
-        .route("/v1/auth/password/reset", post(passwords::request_reset))
-        .route(
-            "/v1/auth/password/reset/confirm",
-            post(passwords::confirm_reset),
-        )
-        .route("/.well-known/jwks.json", get(jwks::jwks))
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(accounts::register))
+        .routes(routes!(accounts::login))
+        .routes(routes!(mfa::login))
+        .routes(routes!(accounts::refresh))
+        .routes(routes!(passwords::request_reset))
+        .routes(routes!(passwords::confirm_reset))
+        .routes(routes!(oidc::start))
+        .routes(routes!(oidc::callback))
+        .routes(routes!(jwks::jwks))
         .merge(authenticated)
         .merge(admin)
         .with_state(state)
+        .split_for_parts()
 }
 
-/// The OpenAPI document of [`router`].
+/// The document's head; the operations come from [`router`].
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Tienda auth", description = "Accounts, tokens and keys"),
-    paths(
-        accounts::register,
-        accounts::login,
-        accounts::refresh,
-        accounts::logout,
-        accounts::me,
-        jwks::jwks
+    info(
+        title = "Tienda auth",
+        description = "Accounts, sessions, passwords, TOTP, OpenID Connect sign-in, signing keys"
     ),
-    components(schemas(
-        accounts::RegisterRequest,
-        accounts::LoginRequest,
-        accounts::RefreshRequest,
-        accounts::TokenPair,
-        accounts::Me,
-        tienda_kit::Problem
-    ))
+    components(schemas(tienda_kit::Problem))
 )]
 pub struct ApiDoc;

@@ -40,6 +40,7 @@ pub async fn list(
 
 /// Ends one session (its refresh tokens stop working; its access tokens expire on their own).
 #[utoipa::path(delete, path = "/v1/auth/sessions/{id}", tag = "sessions",
+    params(("id" = Uuid, Path, description = "The session's id")),
     responses((status = 204), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn end(
     State(state): State<AppState>,

@@ -24,6 +24,7 @@ pub struct SetRoles {
 /// Replaces an account's roles (admin only). New tokens carry them; the account's current
 /// access tokens keep the old roles until they expire (at most 15 minutes).
 #[utoipa::path(put, path = "/v1/auth/users/{id}/roles", tag = "users", request_body = SetRoles,
+    params(("id" = Uuid, Path, description = "The account's id")),
     responses((status = 200, body = Me), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 pub async fn set_roles(

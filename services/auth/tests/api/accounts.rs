@@ -353,3 +353,46 @@ async fn a_rotated_key_signs_new_tokens_while_the_old_one_still_verifies() {
         "replicas share keys instead of each making its own"
     );
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let operations = tienda_kit::testing::check_openapi(&doc);
+    for expected in [
+        "POST /v1/auth/register",
+        "POST /v1/auth/login",
+        "POST /v1/auth/login/mfa",
+        "POST /v1/auth/refresh",
+        "POST /v1/auth/logout",
+        "GET /v1/auth/me",
+        "GET /v1/auth/sessions",
+        "DELETE /v1/auth/sessions",
+        "DELETE /v1/auth/sessions/{id}",
+        "POST /v1/auth/password",
+        "POST /v1/auth/password/reset",
+        "POST /v1/auth/password/reset/confirm",
+        "POST /v1/auth/mfa/totp",
+        "DELETE /v1/auth/mfa/totp",
+        "POST /v1/auth/mfa/totp/verify",
+        "PUT /v1/auth/users/{id}/roles",
+        "GET /v1/auth/oidc/{provider}/start",
+        "GET /v1/auth/oidc/{provider}/callback",
+        "GET /.well-known/jwks.json",
+        "GET /livez",
+        "GET /readyz",
+    ] {
+        assert!(
+            operations.iter().any(|o| o == expected),
+            "{expected} missing: {operations:?}"
+        );
+    }
+}

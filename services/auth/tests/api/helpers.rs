@@ -14,9 +14,14 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with("127.0.0.1:0", &[]).await
+}
+
+/// An app listening on `listen_addr` with more flags.
+pub async fn spawn_app_with(listen_addr: &str, flags: &[String]) -> TestApp {
     tienda_kit::install_crypto_provider();
     let database = TestDatabase::create().await;
-    let (base, db) = start(&database.url).await;
+    let (base, db) = start(&database.url, listen_addr, flags).await;
     TestApp {
         base,
         http: reqwest::Client::new(),
@@ -32,25 +37,31 @@ pub async fn spawn_replica(of: &TestApp) -> String {
         .await
         .unwrap();
     let admin = tienda_kit::testing::admin_database_url();
-    start(&tienda_kit::testing::with_database(&admin, &url))
-        .await
-        .0
+    start(
+        &tienda_kit::testing::with_database(&admin, &url),
+        "127.0.0.1:0",
+        &[],
+    )
+    .await
+    .0
 }
 
-async fn start(database_url: &str) -> (String, sqlx::PgPool) {
+async fn start(database_url: &str, listen_addr: &str, flags: &[String]) -> (String, sqlx::PgPool) {
     let nats = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let config = Config::parse_from([
-        "tienda-auth",
-        "--listen-addr=127.0.0.1:0",
-        &format!("--database-url={database_url}"),
-        &format!("--nats-url={nats}"),
-        "--log-format=pretty",
-        "--log-filter=warn",
-        "--issuer=http://auth.test",
-        "--key-encryption-key=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
-        &format!("--admin-email={ADMIN_EMAIL}"),
-        &format!("--admin-password={ADMIN_PASSWORD}"),
-    ]);
+    let mut args = vec![
+        "tienda-auth".to_owned(),
+        format!("--listen-addr={listen_addr}"),
+        format!("--database-url={database_url}"),
+        format!("--nats-url={nats}"),
+        "--log-format=pretty".into(),
+        "--log-filter=warn".into(),
+        "--issuer=http://auth.test".into(),
+        "--key-encryption-key=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into(),
+        format!("--admin-email={ADMIN_EMAIL}"),
+        format!("--admin-password={ADMIN_PASSWORD}"),
+    ];
+    args.extend(flags.iter().cloned());
+    let config = Config::parse_from(args);
     let app = Application::build(config).await.expect("auth builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let db = app.platform().db().clone();

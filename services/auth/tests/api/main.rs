@@ -3,4 +3,5 @@
 mod accounts;
 mod helpers;
 mod mfa;
+mod oidc;
 mod security;

@@ -45,6 +45,7 @@ const provider = new Provider(issuer, {
   },
   features: { devInteractions: { enabled: true } },
   pkce: { required: () => true, methods: ['S256'] },
+  ttl: { Interaction: 600, Session: 3600, Grant: 3600, AuthorizationCode: 60, AccessToken: 600, IdToken: 600 },
   async findAccount(_ctx, id) {
     const account = accounts[id];
     if (!account) return undefined;
