@@ -9,7 +9,6 @@
 //! - [`conditions`]: standard conditions with honest transition times
 //! - [`shop`]: a Shop's desired Service resources, names, labels, database names
 //! - [`stable_hash`]: FNV-1a for names and annotations that must stay stable
-//! - [`topology`]: which streams and consumers each component has
 //! - [`workload`]: a Service's Deployment, Kubernetes Service, ServiceAccount, PDB, Secret
 
 pub mod conditions;
@@ -18,5 +17,4 @@ pub mod leader;
 pub mod run;
 pub mod shop;
 pub mod stable_hash;
-pub mod topology;
 pub mod workload;

@@ -8,7 +8,7 @@ use tienda_crds::{
     Component, Service, ServiceSpec, Shop, service::DatabaseSpec, shop::ShopComponent,
 };
 
-use crate::topology;
+use tienda_provision::topology;
 
 /// Label keys every child carries.
 pub mod labels {

@@ -9,8 +9,10 @@
 //! # Layout
 //! - [`database`]: the component's database and login role, grants, extensions; drop
 //! - [`streams`]: streams and durable pull consumers from the spec, the dead-letter stream
+//! - [`topology`]: which streams, consumers and extensions each component has
 
 pub mod database;
 pub mod streams;
+pub mod topology;
 
 pub use streams::{Outcome, ProvisionError};

@@ -7,6 +7,7 @@ use crate::{contract, money::Money};
 
 /// Lifecycle state of a product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ProductStatus {
     /// Not visible to customers.

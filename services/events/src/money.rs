@@ -6,10 +6,12 @@ use serde::{Deserialize, Serialize};
 
 /// An amount in the currency's minor unit (cents for EUR): `{"amount": 1999, "currency": "EUR"}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Money {
     /// Minor units; negative only for refunds and adjustments.
     pub amount: i64,
     /// ISO 4217 code.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "EUR"))]
     pub currency: Currency,
 }
 

@@ -65,3 +65,45 @@ pub enum LogFormat {
     /// Human-readable, coloured (for a terminal).
     Pretty,
 }
+
+/// How a service checks access tokens: flattened into the configuration of every service
+/// that has authenticated routes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenConfig {
+    /// auth's JWKS (default http://127.0.0.1:3001/.well-known/jwks.json).
+    #[arg(
+        long = "auth-jwks-url",
+        env = "AUTH_JWKS_URL",
+        default_value = "http://127.0.0.1:3001/.well-known/jwks.json"
+    )]
+    pub jwks_url: String,
+
+    /// The `iss` tokens must carry: auth's AUTH_ISSUER (default http://127.0.0.1:3001).
+    #[arg(
+        long = "auth-issuer",
+        env = "AUTH_ISSUER",
+        default_value = "http://127.0.0.1:3001"
+    )]
+    pub issuer: String,
+
+    /// The `aud` tokens must include (default `tienda`).
+    #[arg(
+        long = "auth-audience",
+        env = "AUTH_AUDIENCE",
+        default_value = "tienda"
+    )]
+    pub audience: String,
+}
+
+impl TokenConfig {
+    /// A verifier for these settings (JWKS refetched at most every 5 s; 30 s clock leeway).
+    pub fn verifier(&self) -> crate::jwt::Verifier {
+        crate::jwt::Verifier::new(crate::jwt::VerifierConfig {
+            jwks_url: self.jwks_url.clone(),
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            min_refresh_interval: std::time::Duration::from_secs(5),
+            leeway_seconds: 30,
+        })
+    }
+}

@@ -47,7 +47,7 @@ pub mod testing;
 pub mod trace_context;
 
 pub use app::{Application, Needs, Platform};
-pub use config::CommonConfig;
+pub use config::{CommonConfig, TokenConfig};
 pub use problem::{FieldError, Problem};
 pub use secret::Secret;
 pub use shutdown::Shutdown;

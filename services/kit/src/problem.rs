@@ -36,6 +36,11 @@ pub struct Problem {
     #[serde(skip)]
     #[schema(ignore)]
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Members beyond the standard ones (RFC 9457 §3.2), e.g. `shortages` on a failed
+    /// reservation.
+    #[serde(flatten, default, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[schema(ignore)]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One field of the request that is at fault.
@@ -57,7 +62,14 @@ impl Problem {
             detail: None,
             errors: Vec::new(),
             headers: Vec::new(),
+            extensions: serde_json::Map::new(),
         }
+    }
+
+    /// Adds an extension member.
+    pub fn with_extension(mut self, name: &str, value: serde_json::Value) -> Self {
+        self.extensions.insert(name.to_owned(), value);
+        self
     }
 
     /// Adds the occurrence-specific explanation.

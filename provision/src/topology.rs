@@ -97,6 +97,36 @@ pub fn extensions(component: Component) -> Vec<String> {
     }
 }
 
+/// A component's provisioning as a `Service` spec (streams, consumers, its database with
+/// extensions) for callers without a cluster: `tienda up` and tests. `image` is only a label.
+pub fn service_spec(shop: &str, component: Component, database: &str) -> tienda_crds::ServiceSpec {
+    serde_json::from_value(json!({
+        "shop": shop,
+        "component": component,
+        "image": format!("tienda-{component}"),
+        "streams": streams(component),
+        "consumers": consumers(component),
+        "database": {"name": database, "extensions": extensions(component)},
+    }))
+    .expect("a valid service spec")
+}
+
+/// Provisions the whole shop's topology without a cluster (`tienda up`, tests): every
+/// component's streams first, then the consumers, which read streams other components own.
+pub async fn provision_all(js: &async_nats::jetstream::Context) -> Vec<crate::streams::ItemReport> {
+    let mut report = Vec::new();
+    for with_consumers in [false, true] {
+        for component in Component::ALL {
+            let mut spec = service_spec("local", component, "unused");
+            if !with_consumers {
+                spec.consumers.clear();
+            }
+            report.extend(crate::streams::provision_service(js, &spec, 1).await);
+        }
+    }
+    report
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;

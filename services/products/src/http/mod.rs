@@ -1,0 +1,121 @@
+//! The HTTP API: products, categories, inventory.
+
+pub mod categories;
+pub mod inventory;
+pub mod products;
+
+use axum::{
+    Router,
+    http::{HeaderMap, HeaderValue, header},
+    middleware,
+};
+use sqlx::PgPool;
+use tienda_kit::jwt::{RequireRole, Verifier, require_role};
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{cache::ProductCache, error::Error};
+
+/// What handlers share.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The database.
+    pub db: PgPool,
+    /// The read cache of single products.
+    pub cache: ProductCache,
+    /// Checks access tokens.
+    pub verifier: Verifier,
+}
+
+impl AppState {
+    /// Whether the request carries a valid admin token (for what admins see beyond others).
+    pub async fn is_admin(&self, headers: &HeaderMap) -> bool {
+        if !headers.contains_key(header::AUTHORIZATION) {
+            return false;
+        }
+        self.verifier
+            .verify_headers(headers)
+            .await
+            .is_ok_and(|c| c.has_role("admin"))
+    }
+}
+
+/// The API and its OpenAPI document, from one list of handlers.
+pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let admin = OpenApiRouter::new()
+        .routes(routes!(products::create))
+        .routes(routes!(products::update, products::delete))
+        .routes(routes!(categories::create))
+        .routes(routes!(categories::update, categories::delete))
+        .routes(routes!(inventory::adjust))
+        .routes(routes!(inventory::reserve))
+        .routes(routes!(inventory::reservation))
+        .routes(routes!(inventory::commit))
+        .routes(routes!(inventory::release))
+        .route_layer(middleware::from_fn_with_state(
+            RequireRole {
+                verifier: state.verifier.clone(),
+                role: "admin",
+            },
+            require_role,
+        ));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(products::list))
+        .routes(routes!(products::get))
+        .routes(routes!(categories::list))
+        .routes(routes!(categories::get))
+        .routes(routes!(inventory::stock))
+        .merge(admin)
+        .with_state(state)
+        .split_for_parts()
+}
+
+/// The document's head; the operations come from [`router`].
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tienda products",
+        description = "Catalog, categories, search, inventory and reservations"
+    ),
+    components(schemas(tienda_kit::Problem))
+)]
+pub struct ApiDoc;
+
+/// `"<version>"`.
+pub fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+/// The header value of an ETag.
+pub fn etag_header(version: i64) -> HeaderValue {
+    HeaderValue::from_str(&etag(version)).expect("quoted digits")
+}
+
+/// The version `If-Match` names; required on changes.
+pub fn if_match(headers: &HeaderMap) -> Result<i64, Error> {
+    let raw = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(Error::PreconditionRequired)?;
+    raw.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .parse()
+        .map_err(|_| {
+            Error::Invalid(vec![(
+                "If-Match".into(),
+                "must be an ETag from this API, such as \"3\"".into(),
+            )])
+        })
+}
+
+/// Fails with 412 unless `expected` is the current version.
+pub fn check_version(expected: i64, current: i64) -> Result<(), Error> {
+    if expected == current {
+        Ok(())
+    } else {
+        Err(Error::Stale {
+            current: etag(current),
+        })
+    }
+}

@@ -1,0 +1,592 @@
+//! Stock and reservations. Sellable stock is `on_hand - reserved`; a reservation takes it with
+//! one conditional `UPDATE` over all its lines inside a savepoint, and is rolled back whole when
+//! any line is short — so stock is never oversold and never partially held, whatever runs at
+//! the same time. Table constraints (`0 <= reserved <= on_hand`) back this up.
+//!
+//! Every function takes the connection it runs on: HTTP handlers pass a transaction, the saga
+//! command consumer passes the transaction its inbox row is in.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{Acquire, PgConnection, PgPool, Row};
+use tienda_events::{
+    Envelope,
+    inventory::{
+        InventoryAdjusted, InventoryCommitted, InventoryLowStock, InventoryReleased,
+        InventoryReserved, Line, ReleaseReason, Shortage,
+    },
+};
+use tienda_kit::outbox;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{
+    catalog::valid_sku,
+    error::{Error, Fields},
+};
+
+const SOURCE: &str = "products";
+
+/// A SKU's stock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Stock {
+    /// Stock keeping unit.
+    pub sku: String,
+    /// Units in the warehouse.
+    pub on_hand: i64,
+    /// Units held by reservations.
+    pub reserved: i64,
+    /// Units that can be reserved: `on_hand - reserved`.
+    pub available: i64,
+}
+
+/// `PUT /v1/inventory/{sku}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Adjustment {
+    /// The counted on-hand stock.
+    pub on_hand: i64,
+    /// Why (recorded in the stock ledger): 1-200 characters.
+    pub reason: String,
+    /// Optional new threshold for `inventory.low_stock`.
+    #[serde(default)]
+    pub low_stock_threshold: Option<i64>,
+}
+
+/// A line of a reservation request.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ItemRequest {
+    /// Stock keeping unit.
+    pub sku: String,
+    /// Units, 1 to 1,000,000.
+    pub quantity: i64,
+}
+
+/// `POST /v1/inventory/reservations` (and the `reserve` command).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationRequest {
+    /// Chosen by the caller (UUID); repeating a request with it never reserves twice.
+    pub reservation_id: Uuid,
+    /// The order it is for, if any.
+    #[serde(default)]
+    pub order_id: Option<Uuid>,
+    /// 1-100 lines with distinct SKUs: all are held, or none.
+    pub items: Vec<ItemRequest>,
+    /// Seconds until an uncommitted reservation is released, 1 to 86,400.
+    pub ttl_seconds: i64,
+}
+
+/// A reservation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Reservation {
+    /// Its id.
+    pub reservation_id: Uuid,
+    /// The order, if any.
+    pub order_id: Option<Uuid>,
+    /// `held`, `committed`, `released` or `expired`.
+    pub status: String,
+    /// What it holds (or held), by SKU.
+    pub items: Vec<ReservedItem>,
+    /// When a held reservation is released unless committed.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A reserved line.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+pub struct ReservedItem {
+    /// Stock keeping unit.
+    pub sku: String,
+    /// Units.
+    pub quantity: i64,
+}
+
+impl ReservationRequest {
+    /// Checks the request; the lines come back sorted by SKU (the canonical form).
+    pub fn validate(&self) -> Result<Vec<ReservedItem>, Error> {
+        let mut fields = Fields::default();
+        if self.items.is_empty() || self.items.len() > 100 {
+            fields.add("items", "must hold 1 to 100 lines");
+        }
+        if !(1..=86_400).contains(&self.ttl_seconds) {
+            fields.add("ttl_seconds", "must be 1 to 86400");
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, item) in self.items.iter().enumerate() {
+            if !valid_sku(&item.sku) {
+                fields.add(format!("items[{i}].sku"), "is not a SKU");
+            } else if !seen.insert(item.sku.as_str()) {
+                fields.add(format!("items[{i}].sku"), "appears twice");
+            }
+            if !(1..=1_000_000).contains(&item.quantity) {
+                fields.add(format!("items[{i}].quantity"), "must be 1 to 1000000");
+            }
+        }
+        fields.into_result()?;
+        let mut items: Vec<ReservedItem> = self
+            .items
+            .iter()
+            .map(|i| ReservedItem {
+                sku: i.sku.clone(),
+                quantity: i.quantity,
+            })
+            .collect();
+        items.sort();
+        Ok(items)
+    }
+}
+
+pub(crate) fn lines(items: &[ReservedItem]) -> Vec<Line> {
+    items
+        .iter()
+        .map(|i| Line {
+            sku: i.sku.clone(),
+            quantity: u32::try_from(i.quantity).unwrap_or(u32::MAX),
+        })
+        .collect()
+}
+
+/// The stock of a SKU.
+pub async fn stock(conn: &mut PgConnection, sku: &str) -> Result<Option<Stock>, Error> {
+    let row = sqlx::query("SELECT sku, on_hand, reserved FROM inventory WHERE sku = $1")
+        .bind(sku)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(|r| {
+        let on_hand: i64 = r.get("on_hand");
+        let reserved: i64 = r.get("reserved");
+        Stock {
+            sku: r.get("sku"),
+            on_hand,
+            reserved,
+            available: on_hand - reserved,
+        }
+    }))
+}
+
+/// Sets a SKU's on-hand stock after a count, with a ledger entry and `inventory.adjusted`.
+pub async fn adjust(
+    conn: &mut PgConnection,
+    sku: &str,
+    adjustment: &Adjustment,
+    actor: &str,
+) -> Result<Stock, Error> {
+    let mut fields = Fields::default();
+    if adjustment.on_hand < 0 {
+        fields.add("on_hand", "must not be negative");
+    }
+    let reason = adjustment.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 200 {
+        fields.add("reason", "must be 1 to 200 characters");
+    }
+    if adjustment.low_stock_threshold.is_some_and(|t| t < 0) {
+        fields.add("low_stock_threshold", "must not be negative");
+    }
+    fields.into_result()?;
+    let mut tx = conn.begin().await?;
+    let row = sqlx::query(
+        "SELECT on_hand, reserved, low_stock_threshold FROM inventory WHERE sku = $1 FOR UPDATE",
+    )
+    .bind(sku)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| Error::NotFound(format!("No SKU {sku} in the catalog.")))?;
+    let (old, reserved): (i64, i64) = (row.get("on_hand"), row.get("reserved"));
+    let threshold = adjustment
+        .low_stock_threshold
+        .unwrap_or_else(|| row.get("low_stock_threshold"));
+    if adjustment.on_hand < reserved {
+        return Err(Error::Conflict(format!(
+            "{reserved} units of {sku} are reserved; on_hand cannot go below that. Release \
+             reservations first."
+        )));
+    }
+    sqlx::query(
+        "UPDATE inventory SET on_hand = $2, low_stock_threshold = $3, updated_at = now() \
+         WHERE sku = $1",
+    )
+    .bind(sku)
+    .bind(adjustment.on_hand)
+    .bind(threshold)
+    .execute(&mut *tx)
+    .await?;
+    let delta = adjustment.on_hand - old;
+    ledger(
+        &mut tx,
+        sku,
+        delta,
+        adjustment.on_hand,
+        reason,
+        Some(actor),
+        None,
+    )
+    .await?;
+    let event = InventoryAdjusted {
+        sku: sku.to_owned(),
+        on_hand: adjustment.on_hand,
+        delta,
+        reason: reason.to_owned(),
+    };
+    outbox::enqueue(&mut tx, Envelope::new(SOURCE, event)).await?;
+    let available = adjustment.on_hand - reserved;
+    low_stock(&mut tx, sku, available - delta, available, threshold).await?;
+    tx.commit().await?;
+    Ok(Stock {
+        sku: sku.to_owned(),
+        on_hand: adjustment.on_hand,
+        reserved,
+        available,
+    })
+}
+
+async fn ledger(
+    conn: &mut PgConnection,
+    sku: &str,
+    delta: i64,
+    on_hand_after: i64,
+    reason: &str,
+    actor: Option<&str>,
+    reservation: Option<Uuid>,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO stock_ledger (sku, delta, on_hand_after, reason, actor, reservation_id) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(sku)
+    .bind(delta)
+    .bind(on_hand_after)
+    .bind(reason)
+    .bind(actor)
+    .bind(reservation)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `inventory.low_stock` when available stock crossed the threshold downwards.
+async fn low_stock(
+    conn: &mut PgConnection,
+    sku: &str,
+    before: i64,
+    after: i64,
+    threshold: i64,
+) -> Result<(), Error> {
+    if after <= threshold && before > threshold {
+        let event = InventoryLowStock {
+            sku: sku.to_owned(),
+            available: after,
+            threshold,
+        };
+        outbox::enqueue(conn, Envelope::new(SOURCE, event)).await?;
+    }
+    Ok(())
+}
+
+/// Holds stock for every line, or for none. Returns the reservation and whether this call
+/// made it (`false`: it existed — a retry — and nothing more was reserved).
+pub async fn reserve(
+    conn: &mut PgConnection,
+    request: &ReservationRequest,
+) -> Result<(Reservation, bool), Error> {
+    let items = request.validate()?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match try_reserve(conn, request, &items).await {
+            // Two reservations locking the same SKUs in different orders: PostgreSQL aborts
+            // one; nothing was held, so it runs again.
+            Err(Error::Database(sqlx::Error::Database(e)))
+                if e.code().as_deref() == Some("40P01") && attempt < 5 =>
+            {
+                tracing::debug!(reservation = %request.reservation_id, "deadlock; retrying");
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn try_reserve(
+    conn: &mut PgConnection,
+    request: &ReservationRequest,
+    items: &[ReservedItem],
+) -> Result<(Reservation, bool), Error> {
+    let mut tx = conn.begin().await?;
+    let canonical = sqlx::types::Json(items);
+    let expires_at: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "INSERT INTO reservations (id, order_id, status, items, expires_at) \
+         VALUES ($1, $2, 'held', $3, now() + make_interval(secs => $4)) \
+         ON CONFLICT (id) DO NOTHING RETURNING expires_at",
+    )
+    .bind(request.reservation_id)
+    .bind(request.order_id)
+    .bind(canonical)
+    .bind(request.ttl_seconds as f64)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(expires_at) = expires_at else {
+        // A retry (or a concurrent duplicate, which waited for the first to commit).
+        let existing = load(&mut tx, request.reservation_id)
+            .await?
+            .expect("the conflicting row is committed");
+        tx.rollback().await?;
+        if existing.items != items {
+            return Err(Error::IdempotencyMismatch(format!(
+                "Reservation {} exists with other items; use a new reservation_id.",
+                request.reservation_id
+            )));
+        }
+        return Ok((existing, false));
+    };
+
+    let skus: Vec<&str> = items.iter().map(|i| i.sku.as_str()).collect();
+    let quantities: Vec<i64> = items.iter().map(|i| i.quantity).collect();
+    // The one conditional update: a line is taken only if its SKU is sellable and has the
+    // units; PostgreSQL re-checks the condition on the newest row version after waiting for
+    // a concurrent update of the same row.
+    let taken = sqlx::query(
+        "UPDATE inventory i SET reserved = i.reserved + r.qty, updated_at = now() \
+         FROM unnest($1::text[], $2::bigint[]) AS r(sku, qty) \
+         WHERE i.sku = r.sku AND i.on_hand - i.reserved >= r.qty \
+           AND EXISTS (SELECT 1 FROM variants v JOIN products p ON p.id = v.product_id \
+                       WHERE v.sku = i.sku AND v.removed_at IS NULL \
+                         AND p.deleted_at IS NULL AND p.status = 'active') \
+         RETURNING i.sku, i.on_hand - i.reserved AS available, i.low_stock_threshold, r.qty",
+    )
+    .bind(&skus)
+    .bind(&quantities)
+    .fetch_all(&mut *tx)
+    .await?;
+    if taken.len() < items.len() {
+        tx.rollback().await?;
+        return Err(Error::Insufficient(shortages(conn, items).await?));
+    }
+    for row in &taken {
+        let available: i64 = row.get("available");
+        let qty: i64 = row.get("qty");
+        let sku: String = row.get("sku");
+        low_stock(
+            &mut tx,
+            &sku,
+            available + qty,
+            available,
+            row.get("low_stock_threshold"),
+        )
+        .await?;
+    }
+    let event = InventoryReserved {
+        reservation_id: request.reservation_id,
+        order_id: request.order_id,
+        items: lines(items),
+        expires_at,
+    };
+    outbox::enqueue(&mut tx, Envelope::new(SOURCE, event)).await?;
+    tx.commit().await?;
+    Ok((
+        Reservation {
+            reservation_id: request.reservation_id,
+            order_id: request.order_id,
+            status: "held".into(),
+            items: items.to_vec(),
+            expires_at,
+        },
+        true,
+    ))
+}
+
+/// What each line lacked (available now; 0 for SKUs that are not sellable).
+async fn shortages(
+    conn: &mut PgConnection,
+    items: &[ReservedItem],
+) -> Result<Vec<Shortage>, Error> {
+    let skus: Vec<&str> = items.iter().map(|i| i.sku.as_str()).collect();
+    let rows = sqlx::query(
+        "SELECT i.sku, i.on_hand - i.reserved AS available FROM inventory i \
+         JOIN variants v ON v.sku = i.sku JOIN products p ON p.id = v.product_id \
+         WHERE i.sku = ANY($1) AND v.removed_at IS NULL AND p.deleted_at IS NULL \
+           AND p.status = 'active'",
+    )
+    .bind(&skus)
+    .fetch_all(conn)
+    .await?;
+    let available = |sku: &str| {
+        rows.iter()
+            .find(|r| r.get::<&str, _>("sku") == sku)
+            .map_or(0, |r| r.get::<i64, _>("available"))
+    };
+    Ok(items
+        .iter()
+        .filter(|i| available(&i.sku) < i.quantity)
+        .map(|i| Shortage {
+            sku: i.sku.clone(),
+            requested: u32::try_from(i.quantity).unwrap_or(u32::MAX),
+            available: u32::try_from(available(&i.sku).max(0)).unwrap_or(u32::MAX),
+        })
+        .collect())
+}
+
+/// A reservation by id.
+pub async fn load(conn: &mut PgConnection, id: Uuid) -> Result<Option<Reservation>, Error> {
+    load_with(conn, id, "").await
+}
+
+async fn load_with(
+    conn: &mut PgConnection,
+    id: Uuid,
+    lock: &str,
+) -> Result<Option<Reservation>, Error> {
+    let sql = format!(
+        "SELECT id, order_id, status, items, expires_at FROM reservations WHERE id = $1 {lock}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(|r| {
+        let items: sqlx::types::Json<Vec<ReservedItem>> = r.get("items");
+        Reservation {
+            reservation_id: r.get("id"),
+            order_id: r.get("order_id"),
+            status: r.get("status"),
+            items: items.0,
+            expires_at: r.get("expires_at"),
+        }
+    }))
+}
+
+/// Turns a held reservation into a sale: its units leave on-hand (ledger: `sale`). Committing
+/// again is a no-op; a released or expired reservation cannot be committed.
+pub async fn commit(conn: &mut PgConnection, id: Uuid) -> Result<(Reservation, bool), Error> {
+    let mut tx = conn.begin().await?;
+    let mut reservation = load_with(&mut tx, id, "FOR UPDATE")
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("No reservation {id}.")))?;
+    match reservation.status.as_str() {
+        "committed" => return Ok((reservation, false)),
+        "held" if reservation.expires_at <= Utc::now() => {
+            settle(&mut tx, &mut reservation, ReleaseReason::Expired).await?;
+            tx.commit().await?;
+            return Err(Error::Conflict(format!(
+                "Reservation {id} expired before it was committed; its stock was released."
+            )));
+        }
+        "held" => {}
+        other => {
+            return Err(Error::Conflict(format!(
+                "Reservation {id} is {other}; it cannot be committed."
+            )));
+        }
+    }
+    let skus: Vec<&str> = reservation.items.iter().map(|i| i.sku.as_str()).collect();
+    let quantities: Vec<i64> = reservation.items.iter().map(|i| i.quantity).collect();
+    let rows = sqlx::query(
+        "UPDATE inventory i SET on_hand = i.on_hand - r.qty, reserved = i.reserved - r.qty, \
+                updated_at = now() \
+         FROM unnest($1::text[], $2::bigint[]) AS r(sku, qty) WHERE i.sku = r.sku \
+         RETURNING i.sku, i.on_hand, r.qty",
+    )
+    .bind(&skus)
+    .bind(&quantities)
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in rows {
+        let qty: i64 = row.get("qty");
+        ledger(
+            &mut tx,
+            row.get("sku"),
+            -qty,
+            row.get("on_hand"),
+            "sale",
+            None,
+            Some(id),
+        )
+        .await?;
+    }
+    sqlx::query("UPDATE reservations SET status = 'committed', settled_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    let event = InventoryCommitted {
+        reservation_id: id,
+        items: lines(&reservation.items),
+    };
+    outbox::enqueue(&mut tx, Envelope::new(SOURCE, event)).await?;
+    tx.commit().await?;
+    reservation.status = "committed".into();
+    Ok((reservation, true))
+}
+
+/// Gives a held reservation's units back. Releasing again is a no-op; a committed
+/// reservation cannot be released.
+pub async fn release(conn: &mut PgConnection, id: Uuid) -> Result<(Reservation, bool), Error> {
+    let mut tx = conn.begin().await?;
+    let mut reservation = load_with(&mut tx, id, "FOR UPDATE")
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("No reservation {id}.")))?;
+    match reservation.status.as_str() {
+        "released" | "expired" => return Ok((reservation, false)),
+        "committed" => {
+            return Err(Error::Conflict(format!(
+                "Reservation {id} is committed (sold); it cannot be released."
+            )));
+        }
+        _ => {}
+    }
+    settle(&mut tx, &mut reservation, ReleaseReason::Requested).await?;
+    tx.commit().await?;
+    Ok((reservation, true))
+}
+
+/// Releases a locked, held reservation.
+async fn settle(
+    conn: &mut PgConnection,
+    reservation: &mut Reservation,
+    reason: ReleaseReason,
+) -> Result<(), Error> {
+    let skus: Vec<&str> = reservation.items.iter().map(|i| i.sku.as_str()).collect();
+    let quantities: Vec<i64> = reservation.items.iter().map(|i| i.quantity).collect();
+    sqlx::query(
+        "UPDATE inventory i SET reserved = i.reserved - r.qty, updated_at = now() \
+         FROM unnest($1::text[], $2::bigint[]) AS r(sku, qty) WHERE i.sku = r.sku",
+    )
+    .bind(&skus)
+    .bind(&quantities)
+    .execute(&mut *conn)
+    .await?;
+    let status = match reason {
+        ReleaseReason::Requested => "released",
+        ReleaseReason::Expired => "expired",
+    };
+    sqlx::query("UPDATE reservations SET status = $2, settled_at = now() WHERE id = $1")
+        .bind(reservation.reservation_id)
+        .bind(status)
+        .execute(&mut *conn)
+        .await?;
+    let event = InventoryReleased {
+        reservation_id: reservation.reservation_id,
+        items: lines(&reservation.items),
+        reason,
+    };
+    outbox::enqueue(conn, Envelope::new(SOURCE, event)).await?;
+    reservation.status = status.into();
+    Ok(())
+}
+
+/// Releases up to 100 held reservations whose TTL passed; replicas share the work
+/// (`SKIP LOCKED`). Returns how many.
+pub async fn sweep(pool: &PgPool) -> Result<usize, Error> {
+    let mut tx = pool.begin().await?;
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM reservations WHERE status = 'held' AND expires_at <= now() \
+         ORDER BY expires_at LIMIT 100 FOR UPDATE SKIP LOCKED",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for id in &ids {
+        if let Some(mut reservation) = load(&mut tx, *id).await? {
+            settle(&mut tx, &mut reservation, ReleaseReason::Expired).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(ids.len())
+}

@@ -1,0 +1,8 @@
+//! The products service over real HTTP, against a fresh database and a private nats-server
+//! (provisioned the way the operator does it) per test.
+
+mod catalog;
+mod concurrency;
+mod helpers;
+mod inventory;
+mod search;
