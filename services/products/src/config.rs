@@ -24,6 +24,14 @@ pub struct Config {
     #[arg(long, env = "PRODUCTS_CACHE_TTL_SECONDS", default_value_t = 300)]
     pub cache_ttl_seconds: u64,
 
+    /// Largest import body, in bytes (default 64 MiB).
+    #[arg(long, env = "PRODUCTS_IMPORT_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub import_max_bytes: usize,
+
+    /// Most rows one import takes (default 50,000).
+    #[arg(long, env = "PRODUCTS_IMPORT_MAX_ROWS", default_value_t = 50_000)]
+    pub import_max_rows: usize,
+
     /// How often expired reservations are released, in milliseconds (default 1000).
     #[arg(long, env = "PRODUCTS_SWEEP_INTERVAL_MS", default_value_t = 1000)]
     pub sweep_interval_ms: u64,

@@ -7,16 +7,20 @@
 //! - [`catalog`]: products and variants: shapes, rules, SQL
 //! - [`search`]: full text + trigram search, filters, facets, keyset pages
 //! - [`inventory`]: stock, the ledger, reservations and their sweeper
+//! - [`import`]: bulk import (NDJSON, CSV) and price updates
+//! - [`analytics`]: views and top sellers
 //! - [`commands`]: the saga's inventory commands from JetStream
 //! - [`cache`]: the read cache and its event-driven invalidation
 //! - [`error`]: errors as problem documents
 
+pub mod analytics;
 pub mod cache;
 pub mod catalog;
 pub mod commands;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod import;
 pub mod inventory;
 pub mod search;
 
@@ -67,10 +71,21 @@ impl Application {
             Duration::from_millis(config.sweep_interval_ms.max(10)),
             platform.shutdown.clone(),
         ));
+        let views = std::sync::Arc::new(analytics::Views::default());
+        platform.spawn(views.clone().run(
+            platform.db().clone(),
+            Duration::from_secs(5),
+            platform.shutdown.clone(),
+        ));
         let state = http::AppState {
             db: platform.db().clone(),
             cache,
             verifier: config.tokens.verifier(),
+            limits: http::Limits {
+                import_max_bytes: config.import_max_bytes,
+                import_max_rows: config.import_max_rows,
+            },
+            views,
         };
         let (router, openapi) = http::router(state);
         Ok(Self(

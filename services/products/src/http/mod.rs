@@ -1,5 +1,6 @@
 //! The HTTP API: products, categories, inventory.
 
+pub mod bulk;
 pub mod categories;
 pub mod inventory;
 pub mod products;
@@ -25,6 +26,19 @@ pub struct AppState {
     pub cache: ProductCache,
     /// Checks access tokens.
     pub verifier: Verifier,
+    /// Import limits.
+    pub limits: Limits,
+    /// View counts waiting to be written.
+    pub views: std::sync::Arc<crate::analytics::Views>,
+}
+
+/// Import limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest body.
+    pub import_max_bytes: usize,
+    /// Most rows.
+    pub import_max_rows: usize,
 }
 
 impl AppState {
@@ -47,6 +61,10 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(products::update, products::delete))
         .routes(routes!(categories::create))
         .routes(routes!(categories::update, categories::delete))
+        .routes(routes!(bulk::import))
+        .routes(routes!(bulk::prices))
+        .routes(routes!(bulk::adjustments))
+        .routes(routes!(bulk::analytics))
         .routes(routes!(inventory::adjust))
         .routes(routes!(inventory::reserve))
         .routes(routes!(inventory::reservation))

@@ -76,6 +76,7 @@ pub async fn get(
     if entry.draft && !state.is_admin(&headers).await {
         return Err(not_found(id));
     }
+    state.views.record(id);
     let not_modified = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())

@@ -450,6 +450,10 @@ async fn the_openapi_document_describes_every_route() {
         "GET /v1/inventory/reservations/{id}",
         "POST /v1/inventory/reservations/{id}/commit",
         "POST /v1/inventory/reservations/{id}/release",
+        "POST /v1/inventory/adjustments",
+        "POST /v1/products/import",
+        "POST /v1/products/prices",
+        "GET /v1/products/analytics",
     ] {
         assert!(
             operations.iter().any(|o| o == expected),
