@@ -24,7 +24,9 @@ pub async fn connect(
     let options: PgConnectOptions = url.expose().parse().context(
         "DATABASE_URL is not a valid PostgreSQL URL (postgres://user:password@host:port/db)",
     )?;
-    let options = options.application_name(app_name);
+    // JIT compiles a plan when its cost estimate is high — ranking thousands of search hits
+    // qualifies — and costs 50-300 ms per query to save a few: never worth it for requests.
+    let options = options.application_name(app_name).options([("jit", "off")]);
     let started = std::time::Instant::now();
     let mut delay = Duration::from_millis(100);
     loop {

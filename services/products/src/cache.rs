@@ -28,6 +28,8 @@ pub struct Entry {
 #[derive(Clone)]
 pub struct ProductCache {
     entries: Cache<Uuid, Arc<Entry>>,
+    /// Facet counts of searches; any product change may change them all.
+    pub facets: crate::search::FacetCache,
 }
 
 impl std::fmt::Debug for ProductCache {
@@ -46,6 +48,10 @@ impl ProductCache {
                 .max_capacity(capacity)
                 .time_to_live(ttl)
                 .build(),
+            facets: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl.min(Duration::from_secs(60)))
+                .build(),
         }
     }
 
@@ -62,11 +68,13 @@ impl ProductCache {
     /// Drops `id`.
     pub async fn invalidate(&self, id: Uuid) {
         self.entries.invalidate(&id).await;
+        self.facets.invalidate_all();
     }
 
     /// Drops everything.
     pub fn clear(&self) {
         self.entries.invalidate_all();
+        self.facets.invalidate_all();
     }
 
     /// Follows `product.*` events on the PRODUCT stream until shutdown, dropping the entries

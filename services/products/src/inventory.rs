@@ -343,11 +343,13 @@ async fn try_reserve(
     let quantities: Vec<i64> = items.iter().map(|i| i.quantity).collect();
     // The one conditional update: a line is taken only if its SKU is sellable and has the
     // units; PostgreSQL re-checks the condition on the newest row version after waiting for
-    // a concurrent update of the same row.
+    // a concurrent update of the same row. The rows are locked in SKU order first, so two
+    // reservations of the same SKUs queue instead of deadlocking.
     let taken = sqlx::query(
-        "UPDATE inventory i SET reserved = i.reserved + r.qty, updated_at = now() \
-         FROM unnest($1::text[], $2::bigint[]) AS r(sku, qty) \
-         WHERE i.sku = r.sku AND i.on_hand - i.reserved >= r.qty \
+        "WITH locked AS (SELECT sku FROM inventory WHERE sku = ANY($1) ORDER BY sku FOR UPDATE) \
+         UPDATE inventory i SET reserved = i.reserved + r.qty, updated_at = now() \
+         FROM unnest($1::text[], $2::bigint[]) AS r(sku, qty), locked l \
+         WHERE l.sku = r.sku AND i.sku = r.sku AND i.on_hand - i.reserved >= r.qty \
            AND EXISTS (SELECT 1 FROM variants v JOIN products p ON p.id = v.product_id \
                        WHERE v.sku = i.sku AND v.removed_at IS NULL \
                          AND p.deleted_at IS NULL AND p.status = 'active') \

@@ -53,6 +53,8 @@ pub struct SearchParams {
     pub cursor: Option<String>,
     /// `draft`, `active` (default) or `archived`; other than `active` needs the admin role.
     pub status: Option<String>,
+    /// `true`: include facet counts over all results (cached for up to a minute).
+    pub facets: bool,
     /// `attr.<name>` filters.
     #[param(ignore)]
     pub attributes: BTreeMap<String, String>,
@@ -96,6 +98,11 @@ impl SearchParams {
                     _ => fields.add("limit", "must be 1 to 100"),
                 },
                 "cursor" => params.cursor = Some(value.clone()),
+                "facets" => match value.as_str() {
+                    "true" => params.facets = true,
+                    "false" => params.facets = false,
+                    _ => fields.add("facets", "must be true or false"),
+                },
                 "status" => match value.as_str() {
                     "draft" | "active" | "archived" => params.status = Some(value.clone()),
                     _ => fields.add("status", "must be draft, active or archived"),
@@ -118,6 +125,20 @@ impl SearchParams {
         Ok(params)
     }
 
+    /// What facet counts depend on: the filters, not the page.
+    fn facet_key(&self) -> String {
+        serde_json::to_string(&(
+            &self.q,
+            self.category,
+            self.min_price,
+            self.max_price,
+            self.in_stock,
+            &self.status,
+            &self.attributes,
+        ))
+        .expect("plain data")
+    }
+
     fn sort(&self) -> Sort {
         match (self.sort, &self.q) {
             (Some(Sort::Relevance), None) => Sort::Newest,
@@ -132,6 +153,7 @@ impl SearchParams {
 #[derive(Debug, Serialize, Deserialize)]
 struct Cursor {
     s: Sort,
+    m: Mode,
     k: f64,
     id: Uuid,
 }
@@ -140,6 +162,14 @@ impl Cursor {
     fn encode(&self) -> String {
         base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(serde_json::to_vec(self).expect("plain data"))
+    }
+
+    /// The mode of a cursor (to continue a search in it), if it is one.
+    fn peek_mode(raw: &str) -> Option<Mode> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(raw)
+            .ok()?;
+        serde_json::from_slice::<Cursor>(&bytes).ok().map(|c| c.m)
     }
 
     fn decode(raw: &str, sort: Sort) -> Result<Self, Error> {
@@ -167,13 +197,16 @@ pub struct ProductPage {
     pub items: Vec<Product>,
     /// Pass as `cursor` for the next page; `null` on the last.
     pub next_cursor: Option<String>,
-    /// Counts over all results (first page only: pages after it share them).
+    /// Counts over all results, with `facets=true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub facets: Option<Facets>,
 }
 
+/// Facet counts by filter set; cleared when a product changes, and a minute at most.
+pub type FacetCache = moka::future::Cache<String, std::sync::Arc<Facets>>;
+
 /// Facet counts: how many results fall in each category, price range and attribute value.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Facets {
     /// By category the results are directly in, most first.
     pub categories: Vec<CategoryCount>,
@@ -184,7 +217,7 @@ pub struct Facets {
 }
 
 /// Results in one category.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CategoryCount {
     /// The category.
     pub id: Uuid,
@@ -193,7 +226,7 @@ pub struct CategoryCount {
 }
 
 /// Results in a price range `[min, max)`, minor units.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PriceBucket {
     /// Inclusive.
     pub min: i64,
@@ -204,7 +237,7 @@ pub struct PriceBucket {
 }
 
 /// Results with a variant having one attribute value.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AttributeCount {
     /// Attribute name.
     pub name: String,
@@ -217,29 +250,74 @@ pub struct AttributeCount {
 /// Price range bounds in minor units.
 const PRICE_BOUNDS: [i64; 6] = [1_000, 2_500, 5_000, 10_000, 25_000, 50_000];
 
+/// How `q` matches: by words (full text, stemmed), or — when no product has the words — by
+/// trigram similarity of the name, which forgives typos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Mode {
+    /// No `q`.
+    All,
+    /// Full text: name (weight A) over description (weight B).
+    Words,
+    /// Trigram word similarity on the name.
+    Fuzzy,
+}
+
+/// The words of `q` fuzzy matching looks for: up to 8, of 3 characters or more (shorter ones
+/// are close to everything); the whole query when it has none.
+fn fuzzy_words(q: &str) -> Vec<String> {
+    let words: Vec<String> = q
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 3)
+        .take(8)
+        .map(str::to_lowercase)
+        .collect();
+    if words.is_empty() {
+        vec![q.to_owned()]
+    } else {
+        words
+    }
+}
+
 /// `SELECT id, min_price, rank FROM products p WHERE <filters>` for `params`.
-fn matched(b: &mut QueryBuilder<Postgres>, params: &SearchParams) {
+fn matched(b: &mut QueryBuilder<Postgres>, params: &SearchParams, mode: Mode) {
     b.push("SELECT p.id, p.min_price, ");
-    match &params.q {
-        Some(q) => {
-            b.push("(ts_rank_cd(p.search, websearch_to_tsquery('english', ")
+    let q = params.q.clone().unwrap_or_default();
+    match mode {
+        Mode::Words => {
+            b.push("ts_rank(p.search, websearch_to_tsquery('english', ")
                 .push_bind(q.clone())
-                .push(")) + word_similarity(")
-                .push_bind(q.clone())
-                .push(", p.name))::float8 AS rank");
+                .push("))::float8 AS rank");
         }
-        None => {
+        Mode::Fuzzy => {
+            b.push("(0");
+            for word in fuzzy_words(&q) {
+                b.push(" + word_similarity(")
+                    .push_bind(word)
+                    .push(", p.name)");
+            }
+            b.push(")::float8 AS rank");
+        }
+        Mode::All => {
             b.push("0::float8 AS rank");
         }
     }
     b.push(" FROM products p WHERE p.deleted_at IS NULL AND p.status = ")
         .push_bind(params.status.clone().unwrap_or_else(|| "active".into()));
-    if let Some(q) = &params.q {
-        b.push(" AND (p.search @@ websearch_to_tsquery('english', ")
-            .push_bind(q.clone())
-            .push(") OR ")
-            .push_bind(q.clone())
-            .push(" <% p.name)");
+    match mode {
+        Mode::Words => {
+            b.push(" AND p.search @@ websearch_to_tsquery('english', ")
+                .push_bind(q)
+                .push(")");
+        }
+        Mode::Fuzzy => {
+            // Every word must be close to a word of the name: one trigram index condition
+            // per word, which PostgreSQL intersects (the whole phrase at once is 5x slower).
+            for word in fuzzy_words(&q) {
+                b.push(" AND ").push_bind(word).push(" <% p.name");
+            }
+        }
+        Mode::All => {}
     }
     if let Some(category) = params.category {
         b.push(" AND EXISTS (WITH RECURSIVE tree(id) AS (SELECT id FROM categories WHERE id = ")
@@ -276,22 +354,42 @@ fn matched(b: &mut QueryBuilder<Postgres>, params: &SearchParams) {
 /// words of six letters ("lether" → "Leather" is 0.5; PostgreSQL's default 0.6 misses it).
 const WORD_SIMILARITY: &str = "0.4";
 
-/// One page of results (and, on the first page, the facets).
-pub async fn search(conn: &mut PgConnection, params: &SearchParams) -> Result<ProductPage, Error> {
+/// One page of results (and the facets, when asked for).
+pub async fn search(
+    conn: &mut PgConnection,
+    params: &SearchParams,
+    facet_cache: &FacetCache,
+) -> Result<ProductPage, Error> {
     if params.q.is_none() {
-        return page(conn, params).await;
+        return page(conn, params, Mode::All, facet_cache).await;
     }
     let mut tx = conn.begin().await?;
     sqlx::query("SELECT set_config('pg_trgm.word_similarity_threshold', $1, true)")
         .bind(WORD_SIMILARITY)
         .execute(&mut *tx)
         .await?;
-    let page = page(&mut tx, params).await?;
+    // Later pages keep the first page's mode, so a product added meanwhile cannot switch it.
+    let mode = match params.cursor.as_deref().and_then(Cursor::peek_mode) {
+        Some(mode) => mode,
+        None => {
+            let mut b = QueryBuilder::new("SELECT EXISTS (");
+            matched(&mut b, params, Mode::Words);
+            b.push(")");
+            let any: bool = b.build_query_scalar().fetch_one(&mut *tx).await?;
+            if any { Mode::Words } else { Mode::Fuzzy }
+        }
+    };
+    let page = page(&mut tx, params, mode, facet_cache).await?;
     tx.commit().await?;
     Ok(page)
 }
 
-async fn page(conn: &mut PgConnection, params: &SearchParams) -> Result<ProductPage, Error> {
+async fn page(
+    conn: &mut PgConnection,
+    params: &SearchParams,
+    mode: Mode,
+    facet_cache: &FacetCache,
+) -> Result<ProductPage, Error> {
     let sort = params.sort();
     let cursor = params
         .cursor
@@ -301,7 +399,7 @@ async fn page(conn: &mut PgConnection, params: &SearchParams) -> Result<ProductP
     let limit = params.limit.unwrap_or(20);
 
     let mut b = QueryBuilder::new("WITH matched AS (");
-    matched(&mut b, params);
+    matched(&mut b, params, mode);
     b.push(") SELECT id, min_price, rank FROM matched");
     if let Some(c) = &cursor {
         let (column, op) = match sort {
@@ -340,6 +438,7 @@ async fn page(conn: &mut PgConnection, params: &SearchParams) -> Result<ProductP
             };
             Cursor {
                 s: sort,
+                m: mode,
                 k,
                 id: row.get("id"),
             }
@@ -350,8 +449,18 @@ async fn page(conn: &mut PgConnection, params: &SearchParams) -> Result<ProductP
     };
     let ids: Vec<Uuid> = page.iter().map(|r| r.get("id")).collect();
     let items = catalog::get_many(conn, &ids).await?;
-    let facets = if cursor.is_none() {
-        Some(facets(conn, params).await?)
+    let facets = if params.facets {
+        let key = params.facet_key();
+        match facet_cache.get(&key).await {
+            Some(found) => Some((*found).clone()),
+            None => {
+                let computed = facets(conn, params, mode).await?;
+                facet_cache
+                    .insert(key, std::sync::Arc::new(computed.clone()))
+                    .await;
+                Some(computed)
+            }
+        }
     } else {
         None
     };
@@ -362,9 +471,13 @@ async fn page(conn: &mut PgConnection, params: &SearchParams) -> Result<ProductP
     })
 }
 
-async fn facets(conn: &mut PgConnection, params: &SearchParams) -> Result<Facets, Error> {
+async fn facets(
+    conn: &mut PgConnection,
+    params: &SearchParams,
+    mode: Mode,
+) -> Result<Facets, Error> {
     let mut b = QueryBuilder::new("WITH matched AS (");
-    matched(&mut b, params);
+    matched(&mut b, params, mode);
     b.push(
         ") SELECT pc.category_id AS id, count(*) AS count FROM matched m \
          JOIN product_categories pc ON pc.product_id = m.id \
@@ -382,7 +495,7 @@ async fn facets(conn: &mut PgConnection, params: &SearchParams) -> Result<Facets
         .collect();
 
     let mut b = QueryBuilder::new("WITH matched AS (");
-    matched(&mut b, params);
+    matched(&mut b, params, mode);
     b.push(") SELECT width_bucket(m.min_price, ")
         .push_bind(PRICE_BOUNDS.to_vec())
         .push(") AS bucket, count(*) AS count FROM matched m GROUP BY bucket ORDER BY bucket");
@@ -405,7 +518,7 @@ async fn facets(conn: &mut PgConnection, params: &SearchParams) -> Result<Facets
         .collect();
 
     let mut b = QueryBuilder::new("WITH matched AS (");
-    matched(&mut b, params);
+    matched(&mut b, params, mode);
     b.push(
         ") SELECT kv.key AS name, kv.value AS value, count(DISTINCT m.id) AS count \
          FROM matched m JOIN variants v ON v.product_id = m.id AND v.removed_at IS NULL \
@@ -467,6 +580,7 @@ mod tests {
         assert_eq!(p.sort(), Sort::Newest);
         let cursor = Cursor {
             s: Sort::PriceAsc,
+            m: Mode::All,
             k: 1999.0,
             id: Uuid::nil(),
         }

@@ -42,7 +42,9 @@ pub async fn list(
         );
     }
     let mut conn = state.db.acquire().await.map_err(Error::from)?;
-    Ok(Json(search::search(&mut conn, &params).await?))
+    Ok(Json(
+        search::search(&mut conn, &params, &state.cache.facets).await?,
+    ))
 }
 
 /// One product. Drafts are visible to admins only. Answers `304` to a matching
@@ -136,6 +138,7 @@ pub async fn create(
     outbox::enqueue(&mut tx, Envelope::new(SOURCE, event)).await?;
     let product = catalog::get(&mut tx, id).await?.expect("inserted above");
     tx.commit().await?;
+    state.cache.facets.invalidate_all();
     let mut response = with_etag(StatusCode::CREATED, product);
     response.headers_mut().insert(
         header::LOCATION,

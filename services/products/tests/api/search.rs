@@ -145,7 +145,13 @@ async fn filters_sorts_and_facets() {
         .await;
     assert_eq!(names(&page), ["Suede Boots", "Leather Boots"]);
 
-    let facets = &app.get_json("/v1/products?q=leather").await["facets"];
+    assert!(
+        app.get_json("/v1/products?q=leather")
+            .await
+            .get("facets")
+            .is_none()
+    );
+    let facets = &app.get_json("/v1/products?q=leather&facets=true").await["facets"];
     assert_eq!(
         facets["categories"],
         json!([{"id": footwear["id"], "count": 2}])
