@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`controller`]: the Shop and Service controllers, their context and errors
 //! - [`leader`]: leader election on a coordination.k8s.io Lease
+//! - [`local`]: `tienda up`: the shop as local processes, no cluster
 //! - [`run`]: `tienda run`: controllers, probes, metrics
 //! - [`conditions`]: standard conditions with honest transition times
 //! - [`shop`]: a Shop's desired Service resources, names, labels, database names
@@ -14,6 +15,7 @@
 pub mod conditions;
 pub mod controller;
 pub mod leader;
+pub mod local;
 pub mod run;
 pub mod shop;
 pub mod stable_hash;

@@ -5,7 +5,8 @@
 //!
 //! - `tienda run` runs the controllers (see the crate's `run` module).
 //!
-//! `tienda up` (the shop on one machine) comes with the local-run issue.
+//! - `tienda up [PATH]` runs the shop on this machine (see the crate's `local` module);
+//!   `tienda down --purge` removes its data.
 
 use std::path::PathBuf;
 
@@ -31,6 +32,28 @@ enum Command {
         #[arg(long, env = "RUST_LOG", default_value = "info,kube=warn")]
         log_filter: String,
     },
+    /// Run the shop on this machine: PostgreSQL and NATS (private ones unless DATABASE_URL and
+    /// NATS_URL answer), every built component as a supervised process. Ctrl-C stops it.
+    Up {
+        /// A Shop file, or a directory of YAML files with a Shop and its policies.
+        #[arg(default_value = "examples/local")]
+        path: PathBuf,
+        /// Data, secrets and logs (kept between runs).
+        #[arg(long, env = "TIENDA_DATA_DIR", default_value = ".tienda")]
+        data_dir: PathBuf,
+        /// The gateway's port; the other components take the next five.
+        #[arg(long, env = "TIENDA_BASE_PORT", default_value_t = 3000)]
+        base_port: u16,
+    },
+    /// Remove what `tienda up` keeps (`--purge`: databases, streams, secrets, logs).
+    Down {
+        /// Really delete the data directory.
+        #[arg(long)]
+        purge: bool,
+        /// The data directory.
+        #[arg(long, env = "TIENDA_DATA_DIR", default_value = ".tienda")]
+        data_dir: PathBuf,
+    },
     /// Print the CustomResourceDefinitions (Shop, Service, RateLimitPolicy, CircuitPolicy).
     Crds {
         /// Write one `<plural>.tienda.dev.yaml` file per CRD into this directory instead of
@@ -38,6 +61,59 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+}
+
+async fn up(path: PathBuf, data_dir: PathBuf, base_port: u16) -> anyhow::Result<()> {
+    use tienda_operator::local::{Options, System};
+    let mut options = Options::new(path);
+    options.data_dir = data_dir;
+    options.base_port = base_port;
+    eprintln!("tienda: starting the shop from {}", options.path.display());
+    let mut system = System::start(options.clone()).await?;
+    for component in &system.missing {
+        eprintln!(
+            "tienda: {component} is listed, but there is no tienda-{component} in {} (not built \
+             — run `cargo build --workspace --bins` — or not part of this version yet); skipped",
+            options.bin_dir.display()
+        );
+    }
+    eprintln!();
+    for (component, url) in &system.urls {
+        eprintln!("  {:<14} {url}", component.as_str());
+    }
+    let entry = system
+        .urls
+        .get(&tienda_crds::Component::Gateway)
+        .or_else(|| system.urls.get(&tienda_crds::Component::Products))
+        .cloned()
+        .unwrap_or_default();
+    eprintln!();
+    eprintln!("  admin          {} / {}", system.admin.0, system.admin.1);
+    eprintln!("  data           {}", options.data_dir.display());
+    eprintln!("  PostgreSQL     {}", redact(&system.database_url));
+    eprintln!("  NATS           {}", system.nats_url);
+    eprintln!();
+    eprintln!("  try:  curl {entry}/v1/products");
+    eprintln!("  stop: Ctrl-C");
+    tokio::signal::ctrl_c().await?;
+    eprintln!("tienda: stopping");
+    system.stop().await;
+    eprintln!(
+        "tienda: stopped; data kept in {}",
+        options.data_dir.display()
+    );
+    Ok(())
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +128,35 @@ fn main() -> anyhow::Result<()> {
                 .with_env_filter(tracing_subscriber::EnvFilter::new(log_filter))
                 .init();
             tokio::runtime::Runtime::new()?.block_on(tienda_operator::run::run(metrics_addr))?;
+        }
+        Command::Up {
+            path,
+            data_dir,
+            base_port,
+        } => {
+            tokio::runtime::Runtime::new()?.block_on(up(path, data_dir, base_port))?;
+        }
+        Command::Down { purge, data_dir } => {
+            if !purge {
+                anyhow::bail!(
+                    "tienda down only removes data: run `tienda down --purge` to delete {} \
+                     (stop a running `tienda up` with Ctrl-C first)",
+                    data_dir.display()
+                );
+            }
+            if data_dir.join("pg/postmaster.pid").exists() {
+                anyhow::bail!(
+                    "{} is in use by a running `tienda up` (PostgreSQL is up); stop it first",
+                    data_dir.display()
+                );
+            }
+            match std::fs::remove_dir_all(&data_dir) {
+                Ok(()) => eprintln!("removed {}", data_dir.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    eprintln!("nothing to remove: {} does not exist", data_dir.display())
+                }
+                Err(e) => return Err(e).context(format!("removing {}", data_dir.display())),
+            }
         }
         Command::Crds { out_dir: None } => {
             print!("{}", tienda_crds::crd_yaml::stream());

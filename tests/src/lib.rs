@@ -1,0 +1,141 @@
+//! Whole-system tests' harness: the shop started with `tienda up`'s own code — private
+//! PostgreSQL and nats-server in a scratch data directory, every built service binary as a
+//! supervised process on free ports — and an HTTP client for the journeys.
+//!
+//! The service binaries must be built (`cargo build --workspace --bins`; `tests/run` does).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use tienda_crds::Component;
+use tienda_operator::local::{Options, System, supervisor::Logs};
+
+/// A running shop for one test, and its scratch directory.
+pub struct Shop {
+    /// The system.
+    pub system: System,
+    /// Options it was started with (to start it again on the same data).
+    pub options: Options,
+    /// HTTP.
+    pub http: reqwest::Client,
+    dir: PathBuf,
+}
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the repository")
+        .to_path_buf()
+}
+
+/// Six consecutive free loopback ports, the first of them.
+fn free_base_port() -> u16 {
+    for _ in 0..200 {
+        let base = 20_000 + (uuid::Uuid::new_v4().as_u128() % 40_000) as u16;
+        let all_free = (0..6).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no six consecutive free ports found");
+}
+
+impl Shop {
+    /// Starts the shop of `examples/local` with its own PostgreSQL and NATS.
+    pub async fn start() -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir =
+            std::env::temp_dir().join(format!("tienda-e2e-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        let mut options = Options::new(repo_root().join("examples/local"));
+        options.data_dir = dir.join("data");
+        options.database_url = None;
+        options.nats_url = None;
+        options.base_port = free_base_port();
+        options.logs = Logs::Files(dir.join("logs"));
+        options.admin_email = "admin@e2e.test".into();
+        options.admin_password = Some("an e2e admin passphrase 42".into());
+        for component in [Component::Auth, Component::Products] {
+            let binary = options.bin_dir.join(format!("tienda-{component}"));
+            assert!(
+                binary.exists(),
+                "{} is missing: run `cargo build --workspace --bins` first (tests/run does)",
+                binary.display()
+            );
+        }
+        let system = match System::start(options.clone()).await {
+            Ok(system) => system,
+            Err(e) => panic!(
+                "the shop did not start: {e:#}\nlogs in {}",
+                dir.join("logs").display()
+            ),
+        };
+        Self {
+            system,
+            options,
+            http: reqwest::Client::new(),
+            dir,
+        }
+    }
+
+    /// Stops everything and starts it again on the same data (a second `tienda up`).
+    pub async fn restart(&mut self) {
+        self.system.stop().await;
+        self.system = System::start(self.options.clone())
+            .await
+            .expect("starts again");
+    }
+
+    /// The base URL of a component.
+    pub fn url(&self, component: Component, path: &str) -> String {
+        format!("{}{path}", self.system.urls[&component])
+    }
+
+    /// A component's log so far (for failure messages).
+    pub fn log(&self, component: Component) -> String {
+        std::fs::read_to_string(self.dir.join("logs").join(format!("{component}.log")))
+            .unwrap_or_default()
+    }
+
+    /// POSTs JSON, with a bearer token if given; returns status and body.
+    pub async fn post(&self, url: String, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut request = self.http.post(url).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("the service answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GETs JSON.
+    pub async fn get(&self, url: String, token: Option<&str>) -> (u16, Value) {
+        let mut request = self.http.get(url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("the service answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Signs the first admin in; returns the access token.
+    pub async fn admin_token(&self) -> String {
+        let (status, body) = self
+            .post(
+                self.url(Component::Auth, "/v1/auth/login"),
+                None,
+                json!({"email": self.system.admin.0, "password": self.system.admin.1}),
+            )
+            .await;
+        assert_eq!(status, 200, "admin login: {body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Stops the shop and removes its scratch directory.
+    pub async fn stop(mut self) {
+        self.system.stop().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
