@@ -4,6 +4,8 @@
 //!
 //! The service binaries must be built (`cargo build --workspace --bins`; `tests/run` does).
 
+pub mod load;
+
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};

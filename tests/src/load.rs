@@ -1,0 +1,171 @@
+//! Open-loop load: requests at a fixed rate whatever the answers do, each timed from when it
+//! was due (so a stall counts against every request it delays — no coordinated omission), and
+//! what each process spent: CPU seconds from `/proc/<pid>/stat`, peak RSS from
+//! `/proc/<pid>/status`.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// One request to send.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Method.
+    pub method: reqwest::Method,
+    /// URL.
+    pub url: String,
+    /// Bearer token.
+    pub token: Option<String>,
+    /// JSON body.
+    pub body: Option<serde_json::Value>,
+}
+
+/// What one scenario measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The scenario.
+    pub name: String,
+    /// Requests per second asked for.
+    pub target_rps: u64,
+    /// Requests per second answered.
+    pub achieved_rps: f64,
+    /// Requests sent.
+    pub requests: usize,
+    /// Answers that were not 2xx, or no answer.
+    pub errors: usize,
+    /// Latency percentiles in milliseconds.
+    pub p50_ms: f64,
+    /// 95th.
+    pub p95_ms: f64,
+    /// 99th.
+    pub p99_ms: f64,
+    /// Slowest.
+    pub max_ms: f64,
+    /// CPU seconds per request of each process, by component.
+    pub cpu_ms_per_request: std::collections::BTreeMap<String, f64>,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
+}
+
+/// CPU seconds (user + system) a process has used.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
+        .sum();
+    ticks / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100.0, |t| t as f64)
+}
+
+/// Peak resident memory of a process, in MiB (`VmHWM`).
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Resident memory now, in MiB (`VmRSS`).
+pub fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Sends `requests` (cycled) at `rate` per second for `length`; `pids` are the processes whose
+/// CPU is attributed to the scenario.
+pub async fn open_loop(
+    name: &str,
+    http: &reqwest::Client,
+    requests: &[Request],
+    rate: u64,
+    length: Duration,
+    pids: &[(String, u32)],
+) -> Outcome {
+    let cpu_before: Vec<f64> = pids.iter().map(|(_, p)| cpu_seconds(*p)).collect();
+    let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
+    let total = (length.as_secs_f64() * rate as f64) as usize;
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        let due = started + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let request = requests[i % requests.len()].clone();
+        let http = http.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut builder = http.request(request.method, &request.url);
+            if let Some(token) = &request.token {
+                builder = builder.bearer_auth(token);
+            }
+            if let Some(body) = &request.body {
+                builder = builder.json(body);
+            }
+            let ok = match builder.send().await {
+                Ok(r) => {
+                    let ok = r.status().is_success();
+                    let _ = r.bytes().await;
+                    ok
+                }
+                Err(_) => false,
+            };
+            (due.elapsed(), ok)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total);
+    let mut errors = 0;
+    for task in tasks {
+        let (latency, ok) = task.await.expect("request task");
+        latencies.push(latency);
+        errors += usize::from(!ok);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let cpu_ms_per_request = pids
+        .iter()
+        .zip(cpu_before)
+        .map(|((component, pid), before)| {
+            let used = cpu_seconds(*pid) - before;
+            (component.clone(), used * 1000.0 / total.max(1) as f64)
+        })
+        .collect();
+    Outcome {
+        name: name.to_owned(),
+        target_rps: rate,
+        achieved_rps: total as f64 / elapsed,
+        requests: total,
+        errors,
+        p50_ms: percentile(&latencies, 0.5),
+        p95_ms: percentile(&latencies, 0.95),
+        p99_ms: percentile(&latencies, 0.99),
+        max_ms: latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        cpu_ms_per_request,
+    }
+}
