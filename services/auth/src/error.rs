@@ -50,16 +50,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl From<Error> for Problem {
     fn from(error: Error) -> Self {
         match error {
-            Error::Invalid(fields) => {
-                let detail = fields
-                    .iter()
-                    .map(|(f, m)| format!("{f} {m}"))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                fields
-                    .into_iter()
-                    .fold(Problem::validation(detail), |p, (f, m)| p.with_field(f, m))
-            }
+            Error::Invalid(fields) => Problem::invalid_fields(fields),
             Error::EmailTaken => Problem::conflict(
                 "An account with this email exists; sign in or reset the password.",
             ),

@@ -113,6 +113,18 @@ impl Problem {
         .with_detail(detail)
     }
 
+    /// 422 naming each `(field, message)`; the detail lists them all.
+    pub fn invalid_fields(fields: Vec<(String, String)>) -> Self {
+        let detail = fields
+            .iter()
+            .map(|(f, m)| format!("{f} {m}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        fields
+            .into_iter()
+            .fold(Self::validation(detail), |p, (f, m)| p.with_field(f, m))
+    }
+
     /// 404.
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", "Not found").with_detail(detail)

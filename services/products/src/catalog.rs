@@ -243,6 +243,22 @@ fn parse_status(s: &str) -> ProductStatus {
     }
 }
 
+/// Reads a changed product back and writes `product.updated` for it, in the caller's
+/// transaction.
+pub async fn announce_update(conn: &mut PgConnection, id: Uuid) -> Result<Product, Error> {
+    let product = get(conn, id)
+        .await?
+        .expect("the caller holds the product's lock");
+    let event = tienda_events::catalog::ProductUpdated {
+        product_id: id,
+        version: product.version,
+        status: product.status,
+        variants: summaries(&product.variants),
+    };
+    tienda_kit::outbox::enqueue(conn, tienda_events::Envelope::new("products", event)).await?;
+    Ok(product)
+}
+
 /// Variants as events describe them.
 pub fn summaries(variants: &[Variant]) -> Vec<VariantSummary> {
     variants

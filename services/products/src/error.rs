@@ -62,16 +62,7 @@ impl Fields {
 impl From<Error> for Problem {
     fn from(error: Error) -> Self {
         match error {
-            Error::Invalid(fields) => {
-                let detail = fields
-                    .iter()
-                    .map(|(f, m)| format!("{f} {m}"))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                fields
-                    .into_iter()
-                    .fold(Problem::validation(detail), |p, (f, m)| p.with_field(f, m))
-            }
+            Error::Invalid(fields) => Problem::invalid_fields(fields),
             Error::NotFound(what) => Problem::not_found(what),
             Error::Conflict(detail) => Problem::conflict(detail),
             Error::Stale { current } => Problem::new(

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Acquire, PgConnection};
 use tienda_events::{
     Envelope,
-    catalog::{ProductCreated, ProductStatus, ProductUpdated},
+    catalog::{ProductCreated, ProductStatus},
     money::Money,
 };
 use tienda_kit::outbox;
@@ -324,14 +324,7 @@ pub async fn apply(
                     variants: Some(row.product.variants.clone()),
                 };
                 catalog::update(&mut tx, id, &patch).await?;
-                let product = catalog::get(&mut tx, id).await?.expect("locked above");
-                let event = ProductUpdated {
-                    product_id: id,
-                    version: product.version,
-                    status: product.status,
-                    variants: catalog::summaries(&product.variants),
-                };
-                outbox::enqueue(&mut tx, Envelope::new(SOURCE, event)).await?;
+                catalog::announce_update(&mut tx, id).await?;
                 ("updated", id)
             }
         }
@@ -423,14 +416,7 @@ pub async fn set_price(
     .bind(id)
     .execute(&mut *tx)
     .await?;
-    let product = catalog::get(&mut tx, id).await?.expect("locked above");
-    let event = ProductUpdated {
-        product_id: id,
-        version: product.version,
-        status: product.status,
-        variants: catalog::summaries(&product.variants),
-    };
-    outbox::enqueue(&mut tx, Envelope::new(SOURCE, event)).await?;
+    catalog::announce_update(&mut tx, id).await?;
     tx.commit().await?;
     Ok(("updated", id))
 }

@@ -10,7 +10,7 @@ use axum::{
 use bytes::Bytes;
 use tienda_events::{
     Envelope,
-    catalog::{ProductCreated, ProductDeleted, ProductStatus, ProductUpdated},
+    catalog::{ProductCreated, ProductDeleted, ProductStatus},
 };
 use tienda_kit::{Problem, json::Json, jwt::Claims, outbox};
 use uuid::Uuid;
@@ -171,14 +171,7 @@ pub async fn update(
         .ok_or_else(|| not_found(id))?;
     check_version(expected, current)?;
     catalog::update(&mut tx, id, &patch).await?;
-    let product = catalog::get(&mut tx, id).await?.expect("locked above");
-    let event = ProductUpdated {
-        product_id: id,
-        version: product.version,
-        status: product.status,
-        variants: catalog::summaries(&product.variants),
-    };
-    outbox::enqueue(&mut tx, Envelope::new(SOURCE, event)).await?;
+    let product = catalog::announce_update(&mut tx, id).await?;
     tx.commit().await?;
     state.cache.invalidate(id).await;
     Ok(with_etag(StatusCode::OK, product))
