@@ -151,6 +151,15 @@ pub async fn import(
             report.push(line, outcome);
         }
     }
+    // A large load leaves the planner's statistics stale until autovacuum gets to them, and
+    // search plans go bad meanwhile: refresh them now.
+    if report.created + report.updated >= 1000
+        && let Err(e) = sqlx::query("ANALYZE products, variants, inventory, product_categories")
+            .execute(&mut *conn)
+            .await
+    {
+        tracing::warn!(error = %e, "ANALYZE after the import failed");
+    }
     if let Some((line, message)) = stopped {
         let message = if message.contains("length limit") {
             format!("the body is larger than {max} bytes; the rest was not read")
