@@ -22,9 +22,9 @@ use k8s_openapi::{
     },
 };
 use kube::{Resource, ResourceExt};
-use tienda_crds::{Service, Shop, shop::SslMode};
+use tienda_crds::{Component, Service, Shop, shop::SslMode};
 
-use crate::shop::{component_labels, labels};
+use crate::shop::{component_labels, labels, service_name};
 
 /// Where the NATS credentials Secret is mounted.
 pub const NATS_CREDS_DIR: &str = "/var/run/tienda/nats";
@@ -67,9 +67,15 @@ pub fn selector(service: &Service) -> BTreeMap<String, String> {
     .collect()
 }
 
-/// The data of a new credentials Secret: `username`, `password`, `DATABASE_URL`. Created once;
-/// the password is never regenerated.
-pub fn credentials_secret(service: &Service, shop: &Shop, password: &str) -> Option<Secret> {
+/// The data of a new credentials Secret: `username`, `password`, `DATABASE_URL`, and for auth
+/// `AUTH_KEY_ENCRYPTION_KEY` (`key`: it encrypts auth's signing keys at rest; every replica
+/// needs the same one). Created once; nothing in it is ever regenerated.
+pub fn credentials_secret(
+    service: &Service,
+    shop: &Shop,
+    password: &str,
+    key: &str,
+) -> Option<Secret> {
     let database = service.spec.database.as_ref()?;
     let pg = &shop.spec.postgres;
     let sslmode = match pg.ssl_mode {
@@ -86,12 +92,15 @@ pub fn credentials_secret(service: &Service, shop: &Shop, password: &str) -> Opt
         port = pg.port,
         db = database.name,
     );
+    let auth_key = (service.spec.component == Component::Auth)
+        .then(|| ("AUTH_KEY_ENCRYPTION_KEY", key.to_owned()));
     let data = [
         ("username", database.name.clone()),
         ("password", password.to_owned()),
         ("DATABASE_URL", url),
     ]
     .into_iter()
+    .chain(auth_key)
     .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
     .collect();
     Some(Secret {
@@ -144,6 +153,27 @@ pub fn environment(service: &Service, shop: &Shop) -> Vec<EnvVar> {
                 secret_key_ref: Some(SecretKeySelector {
                     name: credentials_secret_name(service),
                     key: "DATABASE_URL".into(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+        });
+    }
+    // Tokens are checked against auth's JWKS through its Kubernetes Service (same namespace).
+    let auth = service_name(&service.spec.shop, Component::Auth);
+    vars.push(env("AUTH_ISSUER", format!("http://{auth}")));
+    vars.push(env(
+        "AUTH_JWKS_URL",
+        format!("http://{auth}/.well-known/jwks.json"),
+    ));
+    if service.spec.component == Component::Auth {
+        vars.push(EnvVar {
+            name: "AUTH_KEY_ENCRYPTION_KEY".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: credentials_secret_name(service),
+                    key: "AUTH_KEY_ENCRYPTION_KEY".into(),
                     optional: Some(false),
                 }),
                 ..EnvVarSource::default()
@@ -401,6 +431,44 @@ mod tests {
     }
 
     #[test]
+    fn every_component_finds_auth_and_auth_gets_its_key_from_its_secret() {
+        let orders = environment(&service(), &shop());
+        assert_eq!(
+            var(&orders, "AUTH_JWKS_URL").value.as_deref(),
+            Some("http://demo-auth/.well-known/jwks.json")
+        );
+        assert_eq!(
+            var(&orders, "AUTH_ISSUER").value.as_deref(),
+            Some("http://demo-auth")
+        );
+        assert!(orders.iter().all(|v| v.name != "AUTH_KEY_ENCRYPTION_KEY"));
+
+        let mut auth = crate::shop::desired_services(&shop())
+            .into_iter()
+            .find(|s| s.spec.component == tienda_crds::Component::Auth)
+            .unwrap();
+        auth.metadata.uid = Some("auth-uid".into());
+        let env = environment(&auth, &shop());
+        let key = var(&env, "AUTH_KEY_ENCRYPTION_KEY")
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (key.name.as_str(), key.key.as_str()),
+            ("demo-auth-db", "AUTH_KEY_ENCRYPTION_KEY")
+        );
+        let secret = credentials_secret(&auth, &shop(), "pw", "a2V5").unwrap();
+        assert_eq!(
+            secret.data.unwrap()["AUTH_KEY_ENCRYPTION_KEY"].0,
+            b"a2V5".to_vec(),
+            "the key is stored with the credentials, made once"
+        );
+    }
+
+    #[test]
     fn the_deployment_gets_the_environment_a_service_needs() {
         let d = deployment(&service(), &shop(), "abc");
         let container = &d.spec.template.spec.as_ref().unwrap().containers[0];
@@ -503,7 +571,7 @@ mod tests {
             kube_service(&s).metadata,
             service_account(&s).metadata,
             pod_disruption_budget(&s).metadata,
-            credentials_secret(&s, &shop(), "pw").unwrap().metadata,
+            credentials_secret(&s, &shop(), "pw", "k").unwrap().metadata,
         ];
         for m in metas {
             let owner = &m.owner_references.as_ref().unwrap()[0];
@@ -519,7 +587,7 @@ mod tests {
 
     #[test]
     fn the_credentials_secret_holds_a_database_url_for_the_role() {
-        let secret = credentials_secret(&service(), &shop(), "s3cret").unwrap();
+        let secret = credentials_secret(&service(), &shop(), "s3cret", "k").unwrap();
         let data = secret.data.unwrap();
         let url = String::from_utf8(data["DATABASE_URL"].0.clone()).unwrap();
         assert_eq!(
@@ -530,7 +598,7 @@ mod tests {
         let mut gateway = service();
         gateway.spec.database = None;
         assert!(
-            credentials_secret(&gateway, &shop(), "x").is_none(),
+            credentials_secret(&gateway, &shop(), "x", "k").is_none(),
             "no database, no Secret"
         );
     }

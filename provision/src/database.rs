@@ -74,6 +74,16 @@ pub fn generate_password() -> String {
     )
 }
 
+/// A 32-byte secret key, base64 (standard): what `AUTH_KEY_ENCRYPTION_KEY` takes. Drawn from
+/// the OS generator (two v4 UUIDs: 244 random bits).
+pub fn generate_key() -> String {
+    use base64::Engine as _;
+    let mut key = [0u8; 32];
+    key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
+
 async fn exec(admin: &PgPool, sql: String, what: &str) -> Result<(), DatabaseError> {
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
         .execute(admin)

@@ -109,9 +109,13 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
         let credentials = match secrets.get_opt(&name).await? {
             Some(secret) => secret,
             None => {
-                let secret =
-                    workload::credentials_secret(&service, &shop, &database::generate_password())
-                        .expect("a Service with a database has a credentials Secret");
+                let secret = workload::credentials_secret(
+                    &service,
+                    &shop,
+                    &database::generate_password(),
+                    &database::generate_key(),
+                )
+                .expect("a Service with a database has a credentials Secret");
                 match secrets
                     .create(
                         &PostParams {

@@ -112,11 +112,9 @@ impl Secrets {
                 format!("{} is damaged; remove it to start over", path.display())
             });
         }
-        use base64::Engine as _;
-        let key: [u8; 32] = rand_bytes();
         let secrets = Self {
             postgres_password: database::generate_password(),
-            auth_key_encryption_key: base64::engine::general_purpose::STANDARD.encode(key),
+            auth_key_encryption_key: database::generate_key(),
             admin_password: database::generate_password(),
             database_passwords: BTreeMap::new(),
         };
@@ -138,15 +136,6 @@ impl Secrets {
         file.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
         Ok(())
     }
-}
-
-fn rand_bytes() -> [u8; 32] {
-    // uuid v4 draws from the OS generator; two of them are 32 random bytes (minus version bits,
-    // which leaves 244 random bits: plenty for a key-encryption key in a local run).
-    let mut out = [0u8; 32];
-    out[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    out[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    out
 }
 
 /// A running shop.
