@@ -16,6 +16,12 @@ fn totp(secret: &str) -> String {
 #[tokio::test]
 async fn a_customer_signs_up_secures_the_account_and_shops_while_an_admin_stocks_the_catalog() {
     let shop = Shop::start().await;
+    assert!(
+        shop.system
+            .urls
+            .contains_key(&tienda_crds::Component::Gateway),
+        "the journey goes through the gateway"
+    );
 
     // The customer: register, log in, turn on TOTP, log in with it, refresh.
     let email = "ada@e2e.test";

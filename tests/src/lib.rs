@@ -58,7 +58,7 @@ impl Shop {
         options.logs = Logs::Files(dir.join("logs"));
         options.admin_email = "admin@e2e.test".into();
         options.admin_password = Some("an e2e admin passphrase 42".into());
-        for component in [Component::Auth, Component::Products] {
+        for component in [Component::Gateway, Component::Auth, Component::Products] {
             let binary = options.bin_dir.join(format!("tienda-{component}"));
             assert!(
                 binary.exists(),
@@ -89,8 +89,18 @@ impl Shop {
             .expect("starts again");
     }
 
-    /// The base URL of a component.
+    /// Where a request for `component` goes: through the gateway, as users' requests do.
     pub fn url(&self, component: Component, path: &str) -> String {
+        let entry = self
+            .system
+            .urls
+            .get(&Component::Gateway)
+            .unwrap_or(&self.system.urls[&component]);
+        format!("{entry}{path}")
+    }
+
+    /// A component's own address, bypassing the gateway.
+    pub fn direct(&self, component: Component, path: &str) -> String {
         format!("{}{path}", self.system.urls[&component])
     }
 

@@ -138,6 +138,9 @@ impl Secrets {
     }
 }
 
+/// A process's environment.
+type Env = BTreeMap<String, String>;
+
 /// A running shop.
 #[derive(Debug)]
 pub struct System {
@@ -248,7 +251,8 @@ impl System {
             .into_iter()
             .filter(|c| shop.components.contains(c))
             .collect();
-        let mut env_of = BTreeMap::new();
+        // In start order (`Component::ALL`: the gateway last, once what it routes to is up).
+        let mut env_of: Vec<(Component, (PathBuf, Env))> = Vec::new();
         for component in &components {
             let binary = options.bin_dir.join(format!("tienda-{component}"));
             if !binary.exists() {
@@ -288,11 +292,19 @@ impl System {
                 env.insert("TIENDA_ADMIN_EMAIL".into(), self.admin.0.clone());
                 env.insert("TIENDA_ADMIN_PASSWORD".into(), self.admin.1.clone());
             }
-            env_of.insert(*component, (binary, env));
+            env_of.push((*component, (binary, env)));
         }
         admin.close().await;
 
-        for (i, (component, (binary, env))) in env_of.into_iter().enumerate() {
+        for (i, (component, (binary, mut env))) in env_of.into_iter().enumerate() {
+            if component == Component::Gateway {
+                let table: Vec<String> = self
+                    .urls
+                    .iter()
+                    .map(|(c, url)| format!("{c}={url}"))
+                    .collect();
+                env.insert("GATEWAY_UPSTREAMS".into(), table.join(","));
+            }
             let url = format!("http://127.0.0.1:{}", port(options.base_port, component));
             let process = Supervised::start(ProcessSpec {
                 name: component.to_string(),

@@ -5,8 +5,8 @@
 //!
 //!     tests/bench system [--seconds 10] [--products 10000] [--out target/bench/system]
 //!
-//! Until the gateway exists the load goes to each service's own port; the scenarios move
-//! behind the gateway when it lands.
+//! The load goes through the gateway, as users' requests do (routing and token checks only
+//! until the policies land).
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
@@ -39,7 +39,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(seconds: u64, products: usize, out: std::path::PathBuf) -> anyhow::Result<()> {
     let shop = Shop::start().await;
-    let pids: Vec<(String, u32)> = [Auth, Products]
+    let pids: Vec<(String, u32)> = [Component::Gateway, Auth, Products]
         .iter()
         .filter_map(|c| Some((c.to_string(), shop.system.process(*c)?.pid())))
         .collect();
