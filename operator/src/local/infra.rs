@@ -249,6 +249,10 @@ fn allow_traversal(dir: &Path) -> anyhow::Result<()> {
             let mode = meta.permissions().mode();
             if mode & 0o001 == 0 {
                 std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode | 0o011))?;
+                eprintln!(
+                    "tienda: made {} traversable (o+x) so the postgres user reaches its data",
+                    p.display()
+                );
             }
         }
         path = p.parent();

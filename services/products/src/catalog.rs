@@ -255,7 +255,7 @@ pub async fn announce_update(conn: &mut PgConnection, id: Uuid) -> Result<Produc
         status: product.status,
         variants: summaries(&product.variants),
     };
-    tienda_kit::outbox::enqueue(conn, tienda_events::Envelope::new("products", event)).await?;
+    tienda_kit::outbox::enqueue(conn, tienda_events::Envelope::new(crate::SOURCE, event)).await?;
     Ok(product)
 }
 

@@ -18,11 +18,10 @@ use tienda_kit::{
 };
 
 use crate::{
+    SOURCE,
     error::Error,
     inventory::{self, ItemRequest, Reservation, ReservationRequest, lines},
 };
-
-const SOURCE: &str = "products";
 
 /// The consumer's handler.
 #[derive(Debug, Clone, Default)]

@@ -22,12 +22,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
+    SOURCE,
     catalog::{self, NewProduct, ProductPatch, Variant},
     error::Error,
     inventory::{self, Adjustment},
 };
-
-const SOURCE: &str = "products";
 
 /// What happened to one row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

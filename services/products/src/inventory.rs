@@ -21,11 +21,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
+    SOURCE,
     catalog::valid_sku,
     error::{Error, Fields},
 };
-
-const SOURCE: &str = "products";
 
 /// A SKU's stock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

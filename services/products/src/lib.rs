@@ -30,6 +30,9 @@ use tienda_kit::{Needs, Platform, consumer::ConsumerConfig, outbox::RelayConfig}
 
 use crate::{cache::ProductCache, config::Config};
 
+/// The `source` of every envelope products writes.
+pub const SOURCE: &str = "products";
+
 /// The migrations of the products database.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -164,14 +164,6 @@ impl Cursor {
             .encode(serde_json::to_vec(self).expect("plain data"))
     }
 
-    /// The mode of a cursor (to continue a search in it), if it is one.
-    fn peek_mode(raw: &str) -> Option<Mode> {
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(raw)
-            .ok()?;
-        serde_json::from_slice::<Cursor>(&bytes).ok().map(|c| c.m)
-    }
-
     fn decode(raw: &str, sort: Sort) -> Result<Self, Error> {
         let invalid = || {
             Error::Invalid(vec![(
@@ -360,8 +352,13 @@ pub async fn search(
     params: &SearchParams,
     facet_cache: &FacetCache,
 ) -> Result<ProductPage, Error> {
+    let cursor = params
+        .cursor
+        .as_deref()
+        .map(|raw| Cursor::decode(raw, params.sort()))
+        .transpose()?;
     if params.q.is_none() {
-        return page(conn, params, Mode::All, facet_cache).await;
+        return page(conn, params, Mode::All, cursor, facet_cache).await;
     }
     let mut tx = conn.begin().await?;
     sqlx::query("SELECT set_config('pg_trgm.word_similarity_threshold', $1, true)")
@@ -369,8 +366,8 @@ pub async fn search(
         .execute(&mut *tx)
         .await?;
     // Later pages keep the first page's mode, so a product added meanwhile cannot switch it.
-    let mode = match params.cursor.as_deref().and_then(Cursor::peek_mode) {
-        Some(mode) => mode,
+    let mode = match &cursor {
+        Some(c) => c.m,
         None => {
             let mut b = QueryBuilder::new("SELECT EXISTS (");
             matched(&mut b, params, Mode::Words);
@@ -379,7 +376,7 @@ pub async fn search(
             if any { Mode::Words } else { Mode::Fuzzy }
         }
     };
-    let page = page(&mut tx, params, mode, facet_cache).await?;
+    let page = page(&mut tx, params, mode, cursor, facet_cache).await?;
     tx.commit().await?;
     Ok(page)
 }
@@ -388,14 +385,10 @@ async fn page(
     conn: &mut PgConnection,
     params: &SearchParams,
     mode: Mode,
+    cursor: Option<Cursor>,
     facet_cache: &FacetCache,
 ) -> Result<ProductPage, Error> {
     let sort = params.sort();
-    let cursor = params
-        .cursor
-        .as_deref()
-        .map(|raw| Cursor::decode(raw, sort))
-        .transpose()?;
     let limit = params.limit.unwrap_or(20);
 
     let mut b = QueryBuilder::new("WITH matched AS (");

@@ -1,9 +1,6 @@
 //! The gateway over real HTTP in front of real upstream HTTP servers started by the test.
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use axum::{Json, Router, body::Bytes, extract::State, http::HeaderMap, routing::any};
 use clap::Parser;
@@ -73,7 +70,6 @@ async fn setup() -> Setup {
     let app = Application::build(config).await.expect("gateway builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
-    let _: Option<SocketAddr> = None;
     Setup {
         base,
         http: reqwest::Client::new(),

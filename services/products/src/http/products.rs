@@ -17,13 +17,12 @@ use uuid::Uuid;
 
 use super::{AppState, check_version, etag, etag_header, if_match};
 use crate::{
+    SOURCE,
     cache::Entry,
     catalog::{self, NewProduct, Product, ProductPatch},
     error::Error,
     search::{self, ProductPage, SearchParams},
 };
-
-const SOURCE: &str = "products";
 
 /// Searches and lists products.
 #[utoipa::path(get, path = "/v1/products", tag = "products", params(SearchParams),
