@@ -1,9 +1,14 @@
 //! Open-loop load: requests at a fixed rate whatever the answers do, each timed from when it
-//! was due (so a stall counts against every request it delays — no coordinated omission), and
-//! what each process spent: CPU seconds from `/proc/<pid>/stat`, peak RSS from
-//! `/proc/<pid>/status`.
+//! was due (so a stall counts against every request it delays — no coordinated omission);
+//! closed-loop load: a fixed number of connections each sending its next request as soon as
+//! the last is answered (the maximum throughput); and what each process spent: CPU seconds from
+//! `/proc/<pid>/stat`, peak RSS from `/proc/<pid>/status`.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use serde::Serialize;
 
@@ -25,7 +30,7 @@ pub struct Request {
 pub struct Outcome {
     /// The scenario.
     pub name: String,
-    /// Requests per second asked for.
+    /// Requests per second asked for (0 for closed-loop load: as fast as answered).
     pub target_rps: u64,
     /// Requests per second answered.
     pub achieved_rps: f64,
@@ -41,8 +46,8 @@ pub struct Outcome {
     pub p99_ms: f64,
     /// Slowest.
     pub max_ms: f64,
-    /// CPU seconds per request of each process, by component.
-    pub cpu_ms_per_request: std::collections::BTreeMap<String, f64>,
+    /// CPU milliseconds per request of each process, by component.
+    pub cpu_ms_per_request: BTreeMap<String, f64>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -121,21 +126,7 @@ pub async fn open_loop(
         let request = requests[i % requests.len()].clone();
         let http = http.clone();
         tasks.push(tokio::spawn(async move {
-            let mut builder = http.request(request.method, &request.url);
-            if let Some(token) = &request.token {
-                builder = builder.bearer_auth(token);
-            }
-            if let Some(body) = &request.body {
-                builder = builder.json(body);
-            }
-            let ok = match builder.send().await {
-                Ok(r) => {
-                    let ok = r.status().is_success();
-                    let _ = r.bytes().await;
-                    ok
-                }
-                Err(_) => false,
-            };
+            let ok = send(&http, &request).await;
             (due.elapsed(), ok)
         }));
     }
@@ -148,14 +139,7 @@ pub async fn open_loop(
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();
-    let cpu_ms_per_request = pids
-        .iter()
-        .zip(cpu_before)
-        .map(|((component, pid), before)| {
-            let used = cpu_seconds(*pid) - before;
-            (component.clone(), used * 1000.0 / total.max(1) as f64)
-        })
-        .collect();
+    let cpu_ms_per_request = cpu_ms_per_request(pids, &cpu_before, total);
     Outcome {
         name: name.to_owned(),
         target_rps: rate,
@@ -168,4 +152,97 @@ pub async fn open_loop(
         max_ms: latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
         cpu_ms_per_request,
     }
+}
+
+/// Keeps `connections` requests in flight for `length`: each connection sends its next request
+/// (cycling through `requests`) as soon as its last one is answered, so the rate is what the
+/// server sustains. Latency is timed from each send; `pids` as in [`open_loop`].
+pub async fn closed_loop(
+    name: &str,
+    http: &reqwest::Client,
+    requests: &[Request],
+    connections: usize,
+    length: Duration,
+    pids: &[(String, u32)],
+) -> Outcome {
+    let cpu_before: Vec<f64> = pids.iter().map(|(_, p)| cpu_seconds(*p)).collect();
+    let connections = connections.max(1);
+    let requests: Arc<[Request]> = requests.into();
+    let started = Instant::now();
+    let deadline = started + length;
+    let mut tasks = Vec::with_capacity(connections);
+    for connection in 0..connections {
+        let http = http.clone();
+        let requests = Arc::clone(&requests);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            let mut i = connection;
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let ok = send(&http, &requests[i % requests.len()]).await;
+                latencies.push(sent.elapsed());
+                errors += usize::from(!ok);
+                i += connections;
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (mut own, own_errors) = task.await.expect("connection task");
+        latencies.append(&mut own);
+        errors += own_errors;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let total = latencies.len();
+    latencies.sort();
+    let cpu_ms_per_request = cpu_ms_per_request(pids, &cpu_before, total);
+    Outcome {
+        name: name.to_owned(),
+        target_rps: 0,
+        achieved_rps: total as f64 / elapsed,
+        requests: total,
+        errors,
+        p50_ms: percentile(&latencies, 0.5),
+        p95_ms: percentile(&latencies, 0.95),
+        p99_ms: percentile(&latencies, 0.99),
+        max_ms: latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        cpu_ms_per_request,
+    }
+}
+
+/// Sends one request and reads its body to the end; true if it was answered 2xx.
+async fn send(http: &reqwest::Client, request: &Request) -> bool {
+    let mut builder = http.request(request.method.clone(), &request.url);
+    if let Some(token) = &request.token {
+        builder = builder.bearer_auth(token);
+    }
+    if let Some(body) = &request.body {
+        builder = builder.json(body);
+    }
+    match builder.send().await {
+        Ok(r) => {
+            let ok = r.status().is_success();
+            let _ = r.bytes().await;
+            ok
+        }
+        Err(_) => false,
+    }
+}
+
+/// CPU milliseconds per request each of `pids` used since `before` (their CPU seconds then).
+fn cpu_ms_per_request(
+    pids: &[(String, u32)],
+    before: &[f64],
+    requests: usize,
+) -> BTreeMap<String, f64> {
+    pids.iter()
+        .zip(before)
+        .map(|((component, pid), before)| {
+            let used = cpu_seconds(*pid) - before;
+            (component.clone(), used * 1000.0 / requests.max(1) as f64)
+        })
+        .collect()
 }

@@ -1,7 +1,18 @@
 //! The gateway's configuration.
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use tienda_kit::{CommonConfig, TokenConfig};
+
+/// Where policies come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicySource {
+    /// RateLimitPolicy and CircuitPolicy resources in the pod's namespace (in a cluster).
+    Kubernetes,
+    /// YAML files under `TIENDA_POLICY_PATH`, watched (`tienda up`, or a mounted ConfigMap).
+    File,
+    /// None: route and check tokens only.
+    None,
+}
 
 /// `tienda-gateway`.
 #[derive(Debug, Clone, Parser)]
@@ -16,11 +27,77 @@ pub struct Config {
     pub tokens: TokenConfig,
 
     /// The local upstream table (`tienda up`): `component=url[|url...]` pairs separated by
-    /// commas, e.g. `auth=http://127.0.0.1:3001,products=http://127.0.0.1:3002`.
+    /// commas, e.g. `auth=http://127.0.0.1:3001,products=http://127.0.0.1:3002`. Empty in a
+    /// cluster, where endpoints come from the EndpointSlices of the shop's Services.
     #[arg(long, env = "GATEWAY_UPSTREAMS", default_value = "")]
     pub upstreams: String,
 
-    /// Longest wait for an upstream's answer to start, in seconds (default 30).
+    /// Longest wait for an upstream's answer to start when no CircuitPolicy sets a timeout,
+    /// in seconds (default 30).
     #[arg(long, env = "GATEWAY_UPSTREAM_TIMEOUT_SECONDS", default_value_t = 30)]
     pub upstream_timeout_seconds: u64,
+
+    /// The shop this gateway serves: Shop policy targets and `<shop>-<component>` Service
+    /// names resolve against it (default `local`).
+    #[arg(long, env = "TIENDA_SHOP", default_value = "local")]
+    pub shop: String,
+
+    /// Where policies come from: `file` (default when TIENDA_POLICY_PATH is set),
+    /// `kubernetes`, or `none`.
+    #[arg(long, env = "TIENDA_POLICY_SOURCE", value_enum)]
+    pub policy_source: Option<PolicySource>,
+
+    /// A YAML file or directory of them holding RateLimitPolicy and CircuitPolicy documents
+    /// (other kinds are ignored), for the `file` source.
+    #[arg(long, env = "TIENDA_POLICY_PATH")]
+    pub policy_path: Option<std::path::PathBuf>,
+
+    /// How often policy files are checked for changes, in milliseconds (default 250).
+    #[arg(long, env = "GATEWAY_POLICY_POLL_MS", default_value_t = 250)]
+    pub policy_poll_ms: u64,
+
+    /// Gateway replicas that share each rate limit (each enforces `requests / replicas`).
+    /// In a cluster the operator sets it from the Shop (default 1).
+    #[arg(long, env = "GATEWAY_REPLICAS", default_value_t = 1)]
+    pub replicas: u32,
+
+    /// Proxies whose `X-Forwarded-For` is believed, as CIDRs separated by commas (e.g. the
+    /// ingress controller's pod network). Empty: the peer address is the client.
+    #[arg(long, env = "GATEWAY_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+
+    /// Per-route access rules as JSON: `[{"path_prefix": "/v1/orders", "methods": ["POST"],
+    /// "access": "authenticated" | "public" | "role:admin"}]`; the first match decides, no
+    /// match is public (the services check again). Default: none.
+    #[arg(long, env = "GATEWAY_ACCESS_RULES", default_value = "[]")]
+    pub access_rules: String,
+
+    /// Origins allowed by CORS, separated by commas (`*` for any). Empty: no CORS headers.
+    #[arg(long, env = "GATEWAY_CORS_ORIGINS", default_value = "")]
+    pub cors_origins: String,
+
+    /// Seconds between active health checks of every endpoint (`GET /readyz`); 0 disables
+    /// (default 5).
+    #[arg(long, env = "GATEWAY_HEALTH_CHECK_SECONDS", default_value_t = 5)]
+    pub health_check_seconds: u64,
+
+    /// The name this replica reports its applied policy generations under (`POD_NAME` in a
+    /// cluster; default `local`).
+    #[arg(long, env = "POD_NAME", default_value = "local")]
+    pub replica: String,
+
+    /// The namespace to watch policies and EndpointSlices in (`POD_NAMESPACE` in a cluster).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+}
+
+impl Config {
+    /// The effective policy source.
+    pub fn policy_source(&self) -> PolicySource {
+        self.policy_source.unwrap_or(if self.policy_path.is_some() {
+            PolicySource::File
+        } else {
+            PolicySource::None
+        })
+    }
 }

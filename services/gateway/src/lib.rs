@@ -1,51 +1,140 @@
 //! Tienda's gateway: the one public entry. Routes by path prefix to the services, verifies
-//! access tokens locally and forwards the identity in headers clients cannot forge.
-//! Rate limits and circuit breaking from the policy resources are the next step (issue 7).
+//! access tokens locally, applies per-route access rules, and enforces the shop's
+//! RateLimitPolicy and CircuitPolicy resources — taken live from the cluster or from files,
+//! swapped without a restart, with the generation of each reported.
 //!
 //! # Layout
 //! - [`config`]: flags and environment
-//! - [`proxy`]: routing, endpoint choice, header hygiene, forwarding
+//! - [`proxy`]: a request's way through (routing, identity, limits, circuit, forwarding)
+//! - [`access`]: per-route access rules, the client's address behind trusted proxies
+//! - [`policy`]: the compiled policies, their reload, the file source
+//! - [`cluster`]: the Kubernetes sources (policies, EndpointSlices) and status reports
+//! - [`rate_limit`], [`sliding_window`]: RateLimitPolicy rules
+//! - [`circuit`], [`breaker`]: CircuitPolicy (timeouts, retries, budget, breaker, bulkhead)
+//! - [`upstream`]: endpoints, load balancing, health checks, outlier ejection
+//! - [`edge`]: CORS and security headers
+//! - [`metrics`]: per-route and per-upstream metrics
 
+pub mod access;
+pub mod breaker;
+pub mod circuit;
+pub mod cluster;
 pub mod config;
+pub mod edge;
+pub mod metrics;
+pub mod policy;
 pub mod proxy;
+pub mod rate_limit;
+pub mod sliding_window;
+pub mod upstream;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use axum::{Router, routing::any};
+use anyhow::Context;
+use axum::{Json, Router, extract::State, routing::any, routing::get};
+use serde_json::{Value, json};
 use tienda_kit::{Needs, Platform};
 use utoipa::OpenApi;
 
 use crate::{
-    config::Config,
-    proxy::{Proxy, Upstreams, forward},
+    access::{AccessRules, TrustedProxies},
+    config::{Config, PolicySource},
+    policy::{FileSource, Policies},
+    proxy::{Proxy, forward},
+    upstream::Upstreams,
 };
 
-/// The gateway's own document: its operational routes (the services publish their own).
+/// The gateway's own document: its operational routes (each service publishes its own API).
 #[derive(OpenApi)]
-#[openapi(info(
-    title = "Tienda gateway",
-    description = "Routes /v1/* to the services; each service's /openapi.json describes its API"
-))]
+#[openapi(
+    info(
+        title = "Tienda gateway",
+        description = "Routes /v1/* to the services (each service's /openapi.json describes its API) and enforces the shop's policies"
+    ),
+    paths(policies)
+)]
 struct ApiDoc;
+
+/// The policies this replica enforces, with their generations, and the documents it refused.
+#[utoipa::path(
+    get,
+    path = "/policies",
+    tag = "operations",
+    responses((status = 200, description = "Applied and rejected policies", content_type = "application/json"))
+)]
+async fn policies(State(policies): State<Arc<Policies>>) -> Json<Value> {
+    let set = policies.current();
+    Json(json!({
+        "replicas": policies.replicas(),
+        "applied": set.applied,
+        "rejected": set.rejected,
+    }))
+}
 
 /// A built gateway.
 #[derive(Debug)]
 pub struct Application(tienda_kit::Application);
 
 impl Application {
-    /// Reads the upstream table and binds.
+    /// Reads the upstream table and the policies, starts their watchers, and binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let upstreams = Upstreams::parse(&config.upstreams)?;
+        let upstreams = Arc::new(Upstreams::parse(&config.upstreams)?);
+        let access = AccessRules::parse(&config.access_rules)?;
+        let trusted = TrustedProxies::parse(&config.trusted_proxies)?;
         let platform = Platform::start("gateway", config.common.clone(), Needs::default()).await?;
-        let proxy = Proxy::new(
+        let policies = Arc::new(Policies::new(
+            &config.shop,
+            config.replicas,
+            &platform.metrics.registry,
+        ));
+
+        match config.policy_source() {
+            PolicySource::File => {
+                let path = config
+                    .policy_path
+                    .clone()
+                    .context("TIENDA_POLICY_SOURCE=file needs TIENDA_POLICY_PATH (a YAML file or directory)")?;
+                let mut source = FileSource::new(path);
+                // In force before the first request.
+                policies.apply(&source.poll().unwrap_or_default());
+                platform.spawn(policy::watch_files(
+                    source,
+                    policies.clone(),
+                    Duration::from_millis(config.policy_poll_ms.max(10)),
+                    platform.shutdown.clone(),
+                ));
+            }
+            PolicySource::Kubernetes => {
+                cluster::start(&config, &platform, policies.clone(), upstreams.clone()).await?;
+            }
+            PolicySource::None => {}
+        }
+        if config.health_check_seconds > 0 {
+            platform.spawn(upstream::health_checks(
+                upstreams.clone(),
+                Duration::from_secs(config.health_check_seconds),
+                platform.shutdown.clone(),
+            ));
+        }
+        platform.spawn(forget_idle_clients(policies.clone(), platform.shutdown.clone()));
+
+        let proxy = Proxy {
             upstreams,
-            config.tokens.verifier(),
-            Duration::from_secs(config.upstream_timeout_seconds),
-        );
+            policies: policies.clone(),
+            verifier: config.tokens.verifier(),
+            access: Arc::new(access),
+            trusted: Arc::new(trusted),
+            client: proxy::client(),
+            default_timeout: Duration::from_secs(config.upstream_timeout_seconds),
+            max_body_bytes: config.common.max_body_bytes,
+            metrics: metrics::GatewayMetrics::new(&platform.metrics.registry),
+        };
         let router = Router::new()
             .route("/v1/{*rest}", any(forward))
             .route("/.well-known/jwks.json", any(forward))
-            .with_state(proxy);
+            .with_state(proxy)
+            .route("/policies", get(self::policies).with_state(policies));
+        let router = edge::layers(router, &config.cors_origins)?;
         Ok(Self(
             tienda_kit::Application::build(platform, router, ApiDoc::openapi()).await?,
         ))
@@ -59,5 +148,18 @@ impl Application {
     /// Serves until SIGTERM, then drains.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.0.run_until_stopped().await
+    }
+}
+
+/// Every minute, drops rate-limit state of clients that have gone quiet.
+async fn forget_idle_clients(policies: Arc<Policies>, shutdown: tienda_kit::shutdown::Shutdown) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            () = shutdown.wait() => return,
+        }
+        for limit in &policies.current().limits {
+            limit.forget_idle();
+        }
     }
 }

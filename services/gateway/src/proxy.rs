@@ -1,16 +1,19 @@
-//! The reverse proxy: which service a path belongs to, which endpoint of it takes the request
-//! (power of two choices on in-flight requests), and what crosses: bodies streamed both ways,
-//! hop-by-hop headers dropped, `X-Forwarded-*` and `X-Request-Id` set, `traceparent`
-//! continued, the verified identity forwarded in headers clients cannot forge.
+//! The reverse proxy: a request's way through the gateway.
+//!
+//! 1. route: which service the path belongs to (404 when none);
+//! 2. identity: forged identity headers dropped; a bearer token verified locally (401);
+//! 3. access rules: public, authenticated or a role (401/403);
+//! 4. size: a declared body over the limit is refused (413), a streamed one is cut there;
+//! 5. rate limits: every matching RateLimitPolicy rule counts the request (429);
+//! 6. the service's CircuitPolicy: breaker and bulkhead (fallback), then attempts on
+//!    endpoints picked by power of two choices, retried within budget, each outcome fed to
+//!    outlier ejection and the breaker;
+//! 7. the answer streamed back without hop-by-hop headers, with `RateLimit` headers.
 
 use std::{
-    collections::BTreeMap,
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
-    },
-    time::Duration,
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -19,137 +22,85 @@ use axum::{
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
+use http_body_util::{BodyExt, Limited};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use tienda_kit::{Problem, jwt::Verifier, trace_context::TraceContext};
+use tienda_kit::{Problem, jwt::Verifier, outbox::backoff, trace_context::TraceContext};
+
+use crate::{
+    access::{Access, AccessRules, TrustedProxies},
+    breaker::Admission,
+    circuit::{Circuit, Failure, may_retry},
+    metrics::GatewayMetrics,
+    policy::Policies,
+    rate_limit::{self, RequestFacts},
+    upstream::{Pool, Upstreams},
+};
 
 /// The verified user's id, set by the gateway only.
 pub const USER_ID: HeaderName = HeaderName::from_static("x-tienda-user-id");
 /// The verified user's roles (comma-separated), set by the gateway only.
 pub const USER_ROLES: HeaderName = HeaderName::from_static("x-tienda-user-roles");
 
-/// The services behind the gateway.
-pub const SERVICES: [&str; 5] = ["auth", "products", "orders", "payments", "notifications"];
+/// The routes: path prefix → service.
+const ROUTES: [(&str, &str); 10] = [
+    ("/v1/auth", "auth"),
+    ("/.well-known/jwks.json", "auth"),
+    ("/v1/products", "products"),
+    ("/v1/categories", "products"),
+    ("/v1/inventory", "products"),
+    ("/v1/orders", "orders"),
+    ("/v1/cart", "orders"),
+    ("/v1/payments", "payments"),
+    ("/v1/webhooks", "payments"),
+    ("/v1/notifications", "notifications"),
+];
 
-/// The service a path belongs to.
-pub fn route(path: &str) -> Option<&'static str> {
-    let under = |prefix: &str| {
-        path.strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
-    };
-    if under("/v1/auth") || path == "/.well-known/jwks.json" {
-        Some("auth")
-    } else if under("/v1/products") || under("/v1/categories") || under("/v1/inventory") {
-        Some("products")
-    } else if under("/v1/orders") || under("/v1/cart") {
-        Some("orders")
-    } else if under("/v1/payments") || under("/v1/webhooks") {
-        Some("payments")
-    } else if under("/v1/notifications") {
-        Some("notifications")
-    } else {
-        None
-    }
-}
-
-/// One endpoint of a service.
-#[derive(Debug)]
-pub struct Endpoint {
-    /// `http://host:port`.
-    pub base: String,
-    in_flight: AtomicUsize,
-}
-
-/// The endpoints of every service.
-#[derive(Debug, Default)]
-pub struct Upstreams {
-    services: BTreeMap<String, Vec<Endpoint>>,
-    tick: AtomicU64,
-}
-
-impl Upstreams {
-    /// Parses `component=url[|url...]` pairs separated by commas.
-    pub fn parse(table: &str) -> anyhow::Result<Self> {
-        let mut services = BTreeMap::new();
-        for pair in table.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, urls) = pair.split_once('=').ok_or_else(|| {
-                anyhow::anyhow!("GATEWAY_UPSTREAMS: {pair:?} is not component=url")
-            })?;
-            if !SERVICES.contains(&name) {
-                anyhow::bail!(
-                    "GATEWAY_UPSTREAMS: {name:?} is not a service ({})",
-                    SERVICES.join(", ")
-                );
-            }
-            let endpoints = urls
-                .split('|')
-                .map(|u| {
-                    let base = u.trim().trim_end_matches('/').to_owned();
-                    anyhow::ensure!(
-                        base.starts_with("http://"),
-                        "GATEWAY_UPSTREAMS: {base:?} must be an http:// URL"
-                    );
-                    Ok(Endpoint {
-                        base,
-                        in_flight: AtomicUsize::new(0),
-                    })
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            services.insert(name.to_owned(), endpoints);
-        }
-        Ok(Self {
-            services,
-            tick: AtomicU64::new(0),
+/// The route a path belongs to: `(prefix, service)`.
+pub fn route(path: &str) -> Option<(&'static str, &'static str)> {
+    ROUTES
+        .iter()
+        .find(|(prefix, _)| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
         })
-    }
-
-    /// Picks an endpoint of `service`: of two (rotating) candidates, the one with fewer
-    /// requests in flight.
-    fn pick(&self, service: &str) -> Option<&Endpoint> {
-        let endpoints = self.services.get(service)?;
-        match endpoints.len() {
-            0 => None,
-            1 => endpoints.first(),
-            n => {
-                let t = self.tick.fetch_add(1, Ordering::Relaxed) as usize;
-                let (a, b) = (&endpoints[t % n], &endpoints[(t + 1) % n]);
-                let load = |e: &Endpoint| e.in_flight.load(Ordering::Relaxed);
-                Some(if load(b) < load(a) { b } else { a })
-            }
-        }
-    }
+        .copied()
 }
 
 /// What the proxy handler shares.
 #[derive(Clone, Debug)]
 pub struct Proxy {
-    /// The upstream table.
+    /// The endpoints of each service.
     pub upstreams: Arc<Upstreams>,
+    /// The policies in force.
+    pub policies: Arc<Policies>,
     /// Checks access tokens.
     pub verifier: Verifier,
+    /// Per-route access rules.
+    pub access: Arc<AccessRules>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted: Arc<TrustedProxies>,
     /// The HTTP client (pooled connections).
     pub client: Client<HttpConnector, Body>,
-    /// Longest wait for an upstream's answer to start.
-    pub timeout: Duration,
+    /// Deadline when no CircuitPolicy sets one.
+    pub default_timeout: Duration,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Per-route and per-upstream metrics.
+    pub metrics: GatewayMetrics,
 }
 
-impl Proxy {
-    /// A proxy over `upstreams`.
-    pub fn new(upstreams: Upstreams, verifier: Verifier, timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        Self {
-            upstreams: Arc::new(upstreams),
-            verifier,
-            client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build(connector),
-            timeout,
-        }
-    }
+/// An HTTP client for upstreams: pooled keep-alive connections, no Nagle delay.
+pub fn client() -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(connector)
 }
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
@@ -184,14 +135,37 @@ fn problem(status: StatusCode, slug: &str, title: &str, detail: String) -> Respo
         .into_response()
 }
 
+fn with_retry_after(mut response: Response, after: Duration) -> Response {
+    let seconds = after.as_secs_f64().ceil().max(1.0) as u64;
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+fn unauthorized(detail: &str) -> Response {
+    let mut response = problem(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Unauthorized",
+        detail.to_owned(),
+    );
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
 /// Forwards a request to the service its path belongs to.
 pub async fn forward(
     State(proxy): State<Proxy>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut request: Request,
 ) -> Response {
+    let started = Instant::now();
     let path = request.uri().path().to_owned();
-    let Some(service) = route(&path) else {
+    let method = request.method().clone();
+    let Some((prefix, service)) = route(&path) else {
         return problem(
             StatusCode::NOT_FOUND,
             "not-found",
@@ -199,7 +173,108 @@ pub async fn forward(
             format!("No service answers {path}; see /openapi.json of each service."),
         );
     };
-    let Some(endpoint) = proxy.upstreams.pick(service) else {
+
+    let headers = request.headers_mut();
+    // Identity comes from a verified token only.
+    headers.remove(&USER_ID);
+    headers.remove(&USER_ROLES);
+    let client_ip = proxy.trusted.client_ip(peer.ip(), headers);
+    let claims = if headers.contains_key(header::AUTHORIZATION) {
+        match proxy.verifier.verify_headers(headers).await {
+            Ok(claims) => Some(claims),
+            Err(error) => {
+                tracing::info!(%error, "token refused at the gateway");
+                return unauthorized(
+                    "The access token is invalid or expired; sign in again or refresh it.",
+                );
+            }
+        }
+    } else {
+        None
+    };
+    match (proxy.access.needs(&method, &path), &claims) {
+        (Access::Public, _) => {}
+        (_, None) => {
+            return unauthorized(&format!("{method} {path} needs a signed-in user: send a bearer token."));
+        }
+        (Access::Authenticated, Some(_)) => {}
+        (Access::Role(role), Some(c)) => {
+            if !c.has_role(role) {
+                return problem(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "Forbidden",
+                    format!("{method} {path} needs the {role} role."),
+                );
+            }
+        }
+    }
+    if let Some(c) = &claims {
+        if let Ok(v) = HeaderValue::from_str(&c.sub) {
+            headers.insert(USER_ID, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&c.roles.join(",")) {
+            headers.insert(USER_ROLES, v);
+        }
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > proxy.max_body_bytes) {
+        return problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Request body too large",
+            format!("Bodies are limited to {} bytes.", proxy.max_body_bytes),
+        );
+    }
+
+    let policies = proxy.policies.current();
+    let facts = RequestFacts {
+        service,
+        method: &method,
+        path: &path,
+        headers,
+        client_ip: client_ip.to_string(),
+        user: claims.as_ref().map(|c| c.sub.as_str()),
+    };
+    let (verdict, shadowed) = rate_limit::evaluate(&policies.limits, &facts);
+    for s in &shadowed {
+        proxy.metrics.rate_limited(&s.limit.policy, &s.limit.rule.name, true);
+    }
+    let tightest = match verdict {
+        Ok(tightest) => tightest,
+        Err(refused) => {
+            proxy
+                .metrics
+                .rate_limited(&refused.limit.policy, &refused.limit.rule.name, false);
+            let after = refused.retry_after.unwrap_or(Duration::from_secs(1));
+            let mut response = with_retry_after(
+                problem(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate-limited",
+                    "Too many requests",
+                    format!(
+                        "Rule {} of RateLimitPolicy {} allows {} requests per {}; retry after the Retry-After seconds.",
+                        refused.limit.rule.name,
+                        refused.limit.policy,
+                        refused.limit.rule.requests,
+                        refused.limit.rule.period
+                    ),
+                ),
+                after,
+            );
+            rate_limit::headers(&refused, response.headers_mut());
+            proxy.metrics.answered(prefix, service, 429, started);
+            return response;
+        }
+    };
+
+    forward_headers(request.headers_mut(), peer);
+    let circuit = policies.circuits.get(service).cloned();
+    let Some(pool) = proxy.upstreams.pool(service).filter(|p| !p.endpoints.is_empty()) else {
+        proxy.metrics.answered(prefix, service, 503, started);
         return problem(
             StatusCode::SERVICE_UNAVAILABLE,
             "upstream-unavailable",
@@ -207,37 +282,29 @@ pub async fn forward(
             format!("The {service} service is not running here."),
         );
     };
-
-    let headers = request.headers_mut();
-    // Identity comes from a verified token only.
-    headers.remove(&USER_ID);
-    headers.remove(&USER_ROLES);
-    let has_token = headers.contains_key(header::AUTHORIZATION);
-    if has_token {
-        match proxy.verifier.verify_headers(headers).await {
-            Ok(claims) => {
-                if let Ok(v) = HeaderValue::from_str(&claims.sub) {
-                    headers.insert(USER_ID, v);
-                }
-                if let Ok(v) = HeaderValue::from_str(&claims.roles.join(",")) {
-                    headers.insert(USER_ROLES, v);
-                }
-            }
-            Err(error) => {
-                tracing::info!(%error, "token refused at the gateway");
-                let mut response = problem(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "Unauthorized",
-                    "The access token is invalid or expired; sign in again or refresh it.".into(),
-                );
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                return response;
-            }
-        }
+    let (mut response, attempts) = call(&proxy, service, &pool, circuit.as_ref(), request).await;
+    if let Some(outcome) = &tightest {
+        rate_limit::headers(outcome, response.headers_mut());
     }
+    let status = response.status().as_u16();
+    proxy.metrics.answered(prefix, service, status, started);
+    tracing::info!(
+        target: "tienda_gateway::access",
+        method = %method,
+        path,
+        status,
+        upstream = service,
+        client_ip = %client_ip,
+        user = claims.as_ref().map(|c| c.sub.as_str()),
+        attempts,
+        duration_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+/// `X-Forwarded-*` and `traceparent` for the upstream.
+fn forward_headers(headers: &mut HeaderMap, peer: SocketAddr) {
     strip_hop_by_hop(headers);
     let host = headers.get(header::HOST).cloned();
     let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
@@ -251,57 +318,261 @@ pub async fn forward(
     if let Some(host) = host {
         headers.insert("x-forwarded-host", host);
     }
+    headers.remove(header::HOST);
     if let Some(context) = TraceContext::current()
         && let Ok(v) = HeaderValue::from_str(&context.child().to_header())
     {
         headers.insert(tienda_kit::trace_context::HEADER, v);
     }
-    let path_and_query = request
-        .uri()
+}
+
+/// Gives back a half-open probe if the call is dropped before its outcome is known.
+struct ProbeGuard<'a> {
+    circuit: Option<&'a Arc<Circuit>>,
+    admission: Option<Admission>,
+}
+
+impl ProbeGuard<'_> {
+    fn record(&mut self, ok: bool) {
+        if let (Some(c), Some(a)) = (self.circuit, self.admission.take())
+            && let Some(b) = &c.breaker
+        {
+            b.record(a, ok, Instant::now());
+        }
+    }
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if let (Some(c), Some(a)) = (self.circuit, self.admission.take())
+            && let Some(b) = &c.breaker
+        {
+            b.abandon(a);
+        }
+    }
+}
+
+/// The answer when the circuit refuses or the call fails and the policy has a fallback.
+fn fallback(
+    circuit: &Circuit,
+    service: &str,
+    slug: &str,
+    title: &str,
+    detail: String,
+    after: Option<Duration>,
+) -> Response {
+    let (status, detail, after) = match &circuit.fallback {
+        Some(f) => (
+            f.status,
+            f.detail.clone().unwrap_or(detail),
+            f.retry_after.or(after),
+        ),
+        None => (StatusCode::SERVICE_UNAVAILABLE, detail, after),
+    };
+    tracing::debug!(service, slug, "fallback answer");
+    with_retry_after(
+        problem(status, slug, title, detail),
+        after.unwrap_or(Duration::from_secs(1)),
+    )
+}
+
+/// Sends the request under the service's circuit; returns the answer and the attempts made.
+async fn call(
+    proxy: &Proxy,
+    service: &str,
+    pool: &Pool,
+    circuit: Option<&Arc<Circuit>>,
+    request: Request,
+) -> (Response, u32) {
+    let now = Instant::now();
+    let deadline = now + circuit.and_then(|c| c.timeout).unwrap_or(proxy.default_timeout);
+    let _counted = circuit.map(Circuit::start);
+
+    let mut probe = ProbeGuard {
+        circuit,
+        admission: None,
+    };
+    if let Some(c) = circuit
+        && let Some(breaker) = &c.breaker
+    {
+        let admission = breaker.admit(now);
+        proxy.metrics.circuit_state(service, breaker.phase(now));
+        if let Admission::Refused(after) = admission {
+            proxy.metrics.refused(service, "circuit-open");
+            let answer = fallback(
+                c,
+                service,
+                "circuit-open",
+                "Service unavailable",
+                format!("Calls to {service} are paused after repeated failures; retry after the Retry-After seconds."),
+                Some(after),
+            );
+            return (answer, 0);
+        }
+        probe.admission = Some(admission);
+    }
+    let _slot = match circuit.and_then(|c| c.bulkhead.as_ref().map(|b| (c, b))) {
+        Some((c, bulkhead)) => match bulkhead.enter().await {
+            Some(slot) => Some(slot),
+            None => {
+                proxy.metrics.refused(service, "bulkhead-full");
+                // Not the destination's failure: the probe, if any, is given back.
+                let answer = fallback(
+                    c,
+                    service,
+                    "bulkhead-full",
+                    "Service busy",
+                    format!("{service} has as many calls in flight as it may take; retry shortly."),
+                    None,
+                );
+                return (answer, 0);
+            }
+        },
+        None => None,
+    };
+
+    let retry = circuit
+        .and_then(|c| c.retry.as_ref())
+        .filter(|r| r.attempts > 1 && may_retry(request.method(), request.headers()));
+    let (parts, body) = request.into_parts();
+    let mut streamed = None;
+    let mut buffered = None;
+    if retry.is_some() {
+        match Limited::new(body, proxy.max_body_bytes).collect().await {
+            Ok(collected) => buffered = Some(collected.to_bytes()),
+            Err(error) => {
+                return (
+                    problem(
+                        StatusCode::BAD_REQUEST,
+                        "bad-request",
+                        "The request body could not be read",
+                        format!("{error}; bodies are limited to {} bytes.", proxy.max_body_bytes),
+                    ),
+                    0,
+                );
+            }
+        }
+    } else {
+        streamed = Some(Body::new(Limited::new(body, proxy.max_body_bytes)));
+    }
+    let path_and_query = parts
+        .uri
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let uri: Uri = match format!("{}{path_and_query}", endpoint.base).parse() {
-        Ok(uri) => uri,
-        Err(e) => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "bad-request",
-                "The request is malformed",
-                format!("The path cannot be forwarded: {e}"),
-            );
-        }
-    };
-    *request.uri_mut() = uri;
-    request.headers_mut().remove(header::HOST);
+    let outlier = circuit.and_then(|c| c.outlier.as_ref());
 
-    endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
-    let answer = tokio::time::timeout(proxy.timeout, proxy.client.request(request)).await;
-    endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
-    match answer {
-        Ok(Ok(response)) => {
-            let (mut parts, body) = response.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, Body::new(body))
+    let mut attempt = 0u32;
+    let mut avoid = None;
+    let mut _retry_slot = None;
+    loop {
+        attempt += 1;
+        let Some(endpoint) = pool.pick(Instant::now(), avoid.as_ref()) else {
+            return (
+                problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream-unavailable",
+                    "Service unavailable",
+                    format!("The {service} service has no endpoint."),
+                ),
+                attempt,
+            );
+        };
+        let uri: Uri = match format!("{}{path_and_query}", endpoint.base).parse() {
+            Ok(uri) => uri,
+            Err(e) => {
+                return (
+                    problem(
+                        StatusCode::BAD_REQUEST,
+                        "bad-request",
+                        "The request is malformed",
+                        format!("The path cannot be forwarded: {e}"),
+                    ),
+                    attempt,
+                );
+            }
+        };
+        let mut upstream_request = axum::http::Request::new(match &buffered {
+            Some(bytes) => Body::from(bytes.clone()),
+            None => streamed.take().unwrap_or_else(Body::empty),
+        });
+        *upstream_request.method_mut() = parts.method.clone();
+        *upstream_request.uri_mut() = uri;
+        *upstream_request.headers_mut() = parts.headers.clone();
+
+        let left = deadline.saturating_duration_since(Instant::now());
+        let per_try = retry
+            .and_then(|r| r.per_try_timeout)
+            .map_or(left, |t| t.min(left));
+        let sent = Instant::now();
+        let result = {
+            let _in_flight = endpoint.start();
+            tokio::time::timeout(per_try, proxy.client.request(upstream_request)).await
+        };
+        proxy.metrics.upstream_latency(service, sent.elapsed());
+        let failure = match &result {
+            Ok(Ok(response)) => {
+                let s = response.status();
+                (s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS)
+                    .then_some(Failure::Status(s))
+            }
+            Ok(Err(error)) if error.is_connect() => Some(Failure::Connect),
+            Ok(Err(_)) => Some(Failure::Reset),
+            Err(_) => Some(Failure::Timeout),
+        };
+        let against = failure.is_some_and(Failure::counts_against);
+        if pool.report(&endpoint, !against, outlier, Instant::now()) {
+            proxy.metrics.ejected(service);
         }
-        Ok(Err(error)) => {
-            tracing::warn!(service, endpoint = %endpoint.base, error = %error, "upstream failed");
-            problem(
-                StatusCode::BAD_GATEWAY,
-                "upstream-unavailable",
-                "Bad gateway",
-                format!("The {service} service did not answer; retry shortly."),
-            )
+        if let (Some(f), Some(r), Some(c)) = (failure, retry, circuit)
+            && attempt < r.attempts
+            && f.retryable(&r.retry_on)
+        {
+            let pause = backoff(r.base, r.max, attempt);
+            let time_left = deadline.saturating_duration_since(Instant::now());
+            if time_left > pause
+                && let Some(slot) = c.take_retry()
+            {
+                _retry_slot = Some(slot);
+                proxy.metrics.retried(service);
+                tracing::debug!(service, endpoint = %endpoint.base, ?f, attempt, "retrying");
+                tokio::time::sleep(pause).await;
+                avoid = Some(endpoint);
+                continue;
+            }
         }
-        Err(_) => problem(
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream-timeout",
-            "Gateway timeout",
-            format!(
-                "The {service} service did not answer within {} s.",
-                proxy.timeout.as_secs()
-            ),
-        ),
+        probe.record(!against);
+        if let Some(c) = circuit
+            && let Some(b) = &c.breaker
+        {
+            proxy.metrics.circuit_state(service, b.phase(Instant::now()));
+        }
+        let answer = match result {
+            Ok(Ok(response)) => {
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                Response::from_parts(parts, Body::new(body))
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(service, endpoint = %endpoint.base, error = %error, attempt, "upstream failed");
+                let detail = format!("The {service} service did not answer; retry shortly.");
+                match circuit.filter(|c| c.fallback.is_some()) {
+                    Some(c) => fallback(c, service, "upstream-unavailable", "Bad gateway", detail, None),
+                    None => problem(StatusCode::BAD_GATEWAY, "upstream-unavailable", "Bad gateway", detail),
+                }
+            }
+            Err(_) => {
+                let detail = format!(
+                    "The {service} service did not answer within {} ms.",
+                    per_try.as_millis()
+                );
+                match circuit.filter(|c| c.fallback.is_some()) {
+                    Some(c) => fallback(c, service, "upstream-timeout", "Gateway timeout", detail, None),
+                    None => problem(StatusCode::GATEWAY_TIMEOUT, "upstream-timeout", "Gateway timeout", detail),
+                }
+            }
+        };
+        return (answer, attempt);
     }
 }
 
@@ -325,7 +596,7 @@ mod tests {
             ("/v1/productsx", None),
             ("/v2/products", None),
         ] {
-            assert_eq!(route(path), service, "{path}");
+            assert_eq!(route(path).map(|r| r.1), service, "{path}");
         }
     }
 
@@ -342,13 +613,5 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["accept"]);
-    }
-
-    #[test]
-    fn the_upstream_table_is_checked() {
-        assert!(Upstreams::parse("auth=http://a:1,products=http://b:1|http://c:1").is_ok());
-        assert!(Upstreams::parse("shop=http://a:1").is_err());
-        assert!(Upstreams::parse("auth=https://a:1").is_err());
-        assert!(Upstreams::parse("auth").is_err());
     }
 }

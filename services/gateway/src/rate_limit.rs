@@ -1,0 +1,371 @@
+//! RateLimitPolicy enforcement: each rule of an applied policy becomes a [`Limit`] — a keyed
+//! token bucket (governor's GCRA) or a [`SlidingWindow`] — and every request is counted by
+//! each rule it matches. A request is refused (429) if any enforcing rule refuses it; shadow
+//! rules count and report but never refuse.
+//!
+//! Limits are stated for the whole shop and each replica enforces its share
+//! (`requests / replicas`, at least 1), so the total stays right without a shared store.
+
+use std::{
+    num::NonZeroU32,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::http::{HeaderMap, HeaderValue, Method};
+use governor::{
+    Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+    middleware::StateInformationMiddleware,
+    state::keyed::DefaultKeyedStateStore,
+};
+use tienda_crds::rate_limit_policy::{
+    Algorithm, ClientKeyType, HttpMethod, RateLimitRule, RequestMatch,
+};
+
+use crate::sliding_window::{SlidingWindow, Verdict};
+
+type TokenBuckets =
+    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+
+/// The state of one rule: per-client counters.
+enum Counter {
+    TokenBucket(TokenBuckets),
+    SlidingWindow(SlidingWindow),
+}
+
+impl std::fmt::Debug for Counter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TokenBucket(_) => f.write_str("TokenBucket"),
+            Self::SlidingWindow(w) => write!(f, "SlidingWindow({} keys)", w.len()),
+        }
+    }
+}
+
+/// One compiled rule of a RateLimitPolicy.
+#[derive(Debug)]
+pub struct Limit {
+    /// The policy's name.
+    pub policy: String,
+    /// The rule as written (compared on reload: an unchanged rule keeps its counters).
+    pub rule: RateLimitRule,
+    /// The gateway replicas the limit is shared by.
+    pub replicas: u32,
+    /// Components whose routes it covers; `None`: every route (a Shop target).
+    pub services: Option<Vec<String>>,
+    counter: Counter,
+}
+
+/// What a request brings that rules key on.
+#[derive(Debug)]
+pub struct RequestFacts<'a> {
+    /// The component the path routes to.
+    pub service: &'a str,
+    /// Method.
+    pub method: &'a Method,
+    /// Path.
+    pub path: &'a str,
+    /// Headers as the client sent them.
+    pub headers: &'a HeaderMap,
+    /// The client's address (after trusted proxies).
+    pub client_ip: String,
+    /// The verified user, if any.
+    pub user: Option<&'a str>,
+}
+
+/// One rule's answer for a request.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The rule.
+    pub limit: Arc<Limit>,
+    /// `None`: allowed with this many left; `Some(d)`: over, retry after `d`.
+    pub retry_after: Option<Duration>,
+    /// Requests left (0 when over).
+    pub remaining: u64,
+}
+
+impl Limit {
+    /// Compiles `rule` of `policy`, shared by `replicas` gateways.
+    pub fn new(
+        policy: &str,
+        rule: &RateLimitRule,
+        replicas: u32,
+        services: Option<Vec<String>>,
+    ) -> Self {
+        let replicas = replicas.max(1);
+        let share = |n: i32| (u32::try_from(n).unwrap_or(1) / replicas).max(1);
+        let requests = share(rule.requests);
+        let period = rule.period.get().max(Duration::from_millis(1));
+        let counter = match rule.algorithm {
+            Algorithm::TokenBucket => {
+                let burst = share(rule.burst.unwrap_or(rule.requests));
+                let quota = Quota::with_period(period / requests)
+                    .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+                    .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+                Counter::TokenBucket(
+                    RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+                )
+            }
+            Algorithm::SlidingWindow => {
+                Counter::SlidingWindow(SlidingWindow::new(u64::from(requests), period))
+            }
+        };
+        Self {
+            policy: policy.to_owned(),
+            rule: rule.clone(),
+            replicas,
+            services,
+            counter,
+        }
+    }
+
+    /// Whether the rule counts this request.
+    pub fn matches(&self, facts: &RequestFacts<'_>) -> bool {
+        if let Some(services) = &self.services
+            && !services.iter().any(|s| s == facts.service)
+        {
+            return false;
+        }
+        request_matches(&self.rule.match_, facts.method, facts.path, facts.headers)
+    }
+
+    /// The key the request is counted under.
+    fn key(&self, facts: &RequestFacts<'_>) -> String {
+        let header = |name: &str| {
+            facts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        match self.rule.client_key.type_ {
+            ClientKeyType::ClientIP => facts.client_ip.clone(),
+            ClientKeyType::User => facts.user.unwrap_or("anonymous").to_owned(),
+            ClientKeyType::ApiKey => header("x-api-key"),
+            ClientKeyType::Header => header(self.rule.client_key.header.as_deref().unwrap_or("")),
+        }
+    }
+
+    /// Counts the request.
+    pub fn check(self: &Arc<Self>, facts: &RequestFacts<'_>) -> Outcome {
+        let key = self.key(facts);
+        let (retry_after, remaining) = match &self.counter {
+            Counter::TokenBucket(buckets) => match buckets.check_key(&key) {
+                Ok(snapshot) => (None, u64::from(snapshot.remaining_burst_capacity())),
+                Err(not_until) => (Some(not_until.wait_time_from(buckets.clock().now())), 0),
+            },
+            Counter::SlidingWindow(window) => match window.check(&key, Instant::now()) {
+                Verdict::Allowed { remaining } => (None, remaining),
+                Verdict::Limited { retry_after } => (Some(retry_after), 0),
+            },
+        };
+        Outcome {
+            limit: self.clone(),
+            retry_after,
+            remaining,
+        }
+    }
+
+    /// Drops per-client state nobody needs any more (bounded memory under many clients).
+    pub fn forget_idle(&self) {
+        match &self.counter {
+            Counter::TokenBucket(buckets) => {
+                buckets.retain_recent();
+                buckets.shrink_to_fit();
+            }
+            Counter::SlidingWindow(window) => window.forget_idle(Instant::now()),
+        }
+    }
+
+    /// The `RateLimit-Policy` item (IETF httpapi ratelimit-headers): quota and window.
+    pub fn policy_item(&self) -> String {
+        format!(
+            "\"{}\";q={};w={}",
+            self.rule.name,
+            self.rule.requests,
+            self.rule.period.get().as_secs().max(1)
+        )
+    }
+}
+
+fn method_matches(methods: &[HttpMethod], method: &Method) -> bool {
+    methods.is_empty()
+        || methods.iter().any(|m| {
+            let name = match m {
+                HttpMethod::GET => "GET",
+                HttpMethod::HEAD => "HEAD",
+                HttpMethod::POST => "POST",
+                HttpMethod::PUT => "PUT",
+                HttpMethod::PATCH => "PATCH",
+                HttpMethod::DELETE => "DELETE",
+                HttpMethod::OPTIONS => "OPTIONS",
+            };
+            name == method.as_str()
+        })
+}
+
+/// Whether `path` is `prefix` or below it at a segment boundary.
+pub fn under_prefix(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || prefix.is_empty())
+}
+
+/// Whether a request matches a rule's `match`.
+pub fn request_matches(m: &RequestMatch, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+    if let Some(exact) = &m.path
+        && exact != path
+    {
+        return false;
+    }
+    if let Some(prefix) = &m.path_prefix
+        && !under_prefix(path, prefix)
+    {
+        return false;
+    }
+    method_matches(&m.methods, method)
+        && m.headers.iter().all(|h| {
+            headers
+                .get_all(h.name.as_str())
+                .iter()
+                .any(|v| v.as_bytes() == h.value.as_bytes())
+        })
+}
+
+/// The answer of every matching rule: `Err` with the refusing outcome when an enforcing rule
+/// refuses, else `Ok` with the tightest outcome (for the response headers). Shadow refusals
+/// are returned in the third element for metrics.
+pub fn evaluate(
+    limits: &[Arc<Limit>],
+    facts: &RequestFacts<'_>,
+) -> (Result<Option<Outcome>, Outcome>, Vec<Outcome>) {
+    let mut tightest: Option<Outcome> = None;
+    let mut refused: Option<Outcome> = None;
+    let mut shadowed = Vec::new();
+    for limit in limits.iter().filter(|l| l.matches(facts)) {
+        let outcome = limit.check(facts);
+        if outcome.retry_after.is_some() {
+            if limit.rule.shadow {
+                shadowed.push(outcome);
+                continue;
+            }
+            let longer = refused
+                .as_ref()
+                .is_none_or(|r| r.retry_after < outcome.retry_after);
+            if longer {
+                refused = Some(outcome);
+            }
+            continue;
+        }
+        if !limit.rule.shadow && tightest.as_ref().is_none_or(|t| outcome.remaining < t.remaining) {
+            tightest = Some(outcome);
+        }
+    }
+    match refused {
+        Some(r) => (Err(r), shadowed),
+        None => (Ok(tightest), shadowed),
+    }
+}
+
+/// `RateLimit-Policy` and `RateLimit` headers for an outcome.
+pub fn headers(outcome: &Outcome, headers: &mut HeaderMap) {
+    let reset = outcome
+        .retry_after
+        .map_or(0, |d| d.as_secs_f64().ceil() as u64);
+    if let Ok(v) = HeaderValue::from_str(&outcome.limit.policy_item()) {
+        headers.insert("ratelimit-policy", v);
+    }
+    let item = format!(
+        "\"{}\";r={};t={reset}",
+        outcome.limit.rule.name, outcome.remaining
+    );
+    if let Ok(v) = HeaderValue::from_str(&item) {
+        headers.insert("ratelimit", v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(yaml: &str) -> RateLimitRule {
+        serde_saphyr::from_str(yaml).expect("rule parses")
+    }
+
+    fn facts<'a>(headers: &'a HeaderMap, method: &'a Method, path: &'a str, ip: &str) -> RequestFacts<'a> {
+        RequestFacts {
+            service: "products",
+            method,
+            path,
+            headers,
+            client_ip: ip.to_owned(),
+            user: None,
+        }
+    }
+
+    #[test]
+    fn a_token_bucket_allows_its_burst_then_refuses_with_a_retry_time() {
+        let limit = Arc::new(Limit::new(
+            "p",
+            &rule("{name: r, clientKey: {type: ClientIP}, requests: 60, period: 1m, burst: 3}"),
+            1,
+            None,
+        ));
+        let (h, m) = (HeaderMap::new(), Method::GET);
+        let f = facts(&h, &m, "/v1/products", "10.0.0.1");
+        let remaining: Vec<u64> = (0..3).map(|_| limit.check(&f).remaining).collect();
+        assert_eq!(remaining, [2, 1, 0]);
+        let refused = limit.check(&f);
+        let wait = refused.retry_after.expect("the fourth is refused");
+        assert!(wait <= Duration::from_secs(1), "one token per second refills: {wait:?}");
+        let other = facts(&h, &m, "/v1/products", "10.0.0.2");
+        assert!(limit.check(&other).retry_after.is_none(), "another client has its own bucket");
+    }
+
+    #[test]
+    fn the_limit_is_shared_across_replicas() {
+        let limit = Arc::new(Limit::new(
+            "p",
+            &rule("{name: r, clientKey: {type: ClientIP}, requests: 10, period: 1m, algorithm: SlidingWindow}"),
+            2,
+            None,
+        ));
+        let (h, m) = (HeaderMap::new(), Method::GET);
+        let f = facts(&h, &m, "/", "10.0.0.1");
+        let passed = (0..10).filter(|_| limit.check(&f).retry_after.is_none()).count();
+        assert_eq!(passed, 5, "each of two replicas enforces half");
+    }
+
+    #[test]
+    fn matches_follow_path_prefix_method_and_headers() {
+        let m: RequestMatch = serde_saphyr::from_str(
+            "{pathPrefix: /v1/products, methods: [GET], headers: [{name: X-Tier, value: free}]}",
+        )
+        .unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-tier", HeaderValue::from_static("free"));
+        assert!(request_matches(&m, &Method::GET, "/v1/products/1", &h));
+        assert!(!request_matches(&m, &Method::GET, "/v1/productsx", &h));
+        assert!(!request_matches(&m, &Method::POST, "/v1/products", &h));
+        assert!(!request_matches(&m, &Method::GET, "/v1/products", &HeaderMap::new()));
+    }
+
+    #[test]
+    fn shadow_rules_report_refusals_but_never_refuse() {
+        let shadow = Arc::new(Limit::new(
+            "p",
+            &rule("{name: s, clientKey: {type: ClientIP}, requests: 1, period: 1m, shadow: true}"),
+            1,
+            None,
+        ));
+        let (h, m) = (HeaderMap::new(), Method::GET);
+        let f = facts(&h, &m, "/", "10.0.0.1");
+        let limits = vec![shadow];
+        assert!(evaluate(&limits, &f).0.is_ok());
+        let (verdict, shadowed) = evaluate(&limits, &f);
+        assert!(verdict.is_ok(), "shadow mode never refuses");
+        assert_eq!(shadowed.len(), 1, "but the refusal is reported");
+    }
+}
