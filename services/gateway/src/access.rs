@@ -79,7 +79,9 @@ impl AccessRules {
             .find(|r| {
                 under_prefix(path, &r.path_prefix)
                     && (r.methods.is_empty()
-                        || r.methods.iter().any(|m| m.eq_ignore_ascii_case(method.as_str())))
+                        || r.methods
+                            .iter()
+                            .any(|m| m.eq_ignore_ascii_case(method.as_str())))
             })
             .map_or(&Access::Public, |r| &r.access)
     }
@@ -146,9 +148,15 @@ mod tests {
                 {"path_prefix": "/v1/admin", "access": "role:admin"}]"#,
         )
         .unwrap();
-        assert_eq!(rules.needs(&Method::POST, "/v1/orders"), &Access::Authenticated);
+        assert_eq!(
+            rules.needs(&Method::POST, "/v1/orders"),
+            &Access::Authenticated
+        );
         assert_eq!(rules.needs(&Method::GET, "/v1/orders"), &Access::Public);
-        assert_eq!(rules.needs(&Method::GET, "/v1/admin/x"), &Access::Role("admin".into()));
+        assert_eq!(
+            rules.needs(&Method::GET, "/v1/admin/x"),
+            &Access::Role("admin".into())
+        );
         assert!(AccessRules::parse(r#"[{"path_prefix": "/x", "access": "root"}]"#).is_err());
         assert!(AccessRules::parse(r#"[{"path": "/x", "access": "public"}]"#).is_err());
     }
@@ -157,10 +165,16 @@ mod tests {
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let trusted = TrustedProxies::parse("10.0.0.0/8, 192.168.1.1").unwrap();
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "6.6.6.6, 203.0.113.7, 10.1.2.3".parse().unwrap());
+        h.insert(
+            "x-forwarded-for",
+            "6.6.6.6, 203.0.113.7, 10.1.2.3".parse().unwrap(),
+        );
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(trusted.client_ip(ip("10.9.9.9"), &h), ip("203.0.113.7"));
-        assert_eq!(trusted.client_ip(ip("198.51.100.1"), &h), ip("198.51.100.1"));
+        assert_eq!(
+            trusted.client_ip(ip("198.51.100.1"), &h),
+            ip("198.51.100.1")
+        );
         assert!(TrustedProxies::parse("not-a-net").is_err());
     }
 }

@@ -181,8 +181,7 @@ impl Breaker {
                     .consecutive_failures
                     .is_some_and(|n| consecutive >= n);
                 let by_ratio = self.config.failure_ratio.is_some_and(|r| {
-                    calls >= self.config.min_requests
-                        && f64::from(failures) >= r * f64::from(calls)
+                    calls >= self.config.min_requests && f64::from(failures) >= r * f64::from(calls)
                 });
                 if !ok && (by_count || by_ratio) {
                     inner.state = State::Open {
@@ -250,7 +249,10 @@ mod tests {
         assert_eq!(b.phase(t), Phase::Closed);
         call(&b, false, t);
         assert_eq!(b.phase(t), Phase::Open);
-        assert_eq!(b.admit(t + Duration::from_secs(1)), Admission::Refused(Duration::from_secs(4)));
+        assert_eq!(
+            b.admit(t + Duration::from_secs(1)),
+            Admission::Refused(Duration::from_secs(4))
+        );
     }
 
     #[test]
@@ -264,7 +266,10 @@ mod tests {
         let first = b.admit(later);
         let second = b.admit(later);
         assert_eq!((first, second), (Admission::Probe, Admission::Probe));
-        assert!(matches!(b.admit(later), Admission::Refused(_)), "only two probes");
+        assert!(
+            matches!(b.admit(later), Admission::Refused(_)),
+            "only two probes"
+        );
         b.record(first, true, later);
         assert_eq!(b.phase(later), Phase::HalfOpen);
         b.record(second, true, later);
@@ -282,7 +287,10 @@ mod tests {
         let probe = b.admit(later);
         b.record(probe, false, later);
         assert_eq!(b.phase(later), Phase::Open);
-        assert!(matches!(b.admit(later + Duration::from_secs(4)), Admission::Refused(_)));
+        assert!(matches!(
+            b.admit(later + Duration::from_secs(4)),
+            Admission::Refused(_)
+        ));
     }
 
     #[test]

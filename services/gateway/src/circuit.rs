@@ -298,7 +298,9 @@ mod tests {
         let gateway = [RetryOn::GatewayError];
         assert!(Failure::Status(StatusCode::SERVICE_UNAVAILABLE).retryable(&gateway));
         assert!(!Failure::Status(StatusCode::INTERNAL_SERVER_ERROR).retryable(&gateway));
-        assert!(Failure::Status(StatusCode::INTERNAL_SERVER_ERROR).retryable(&[RetryOn::ServerError]));
+        assert!(
+            Failure::Status(StatusCode::INTERNAL_SERVER_ERROR).retryable(&[RetryOn::ServerError])
+        );
         assert!(!Failure::Timeout.retryable(&gateway));
         assert!(!Failure::Status(StatusCode::TOO_MANY_REQUESTS).counts_against());
     }

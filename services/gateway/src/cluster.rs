@@ -61,14 +61,20 @@ pub async fn start(
     let streams = [
         reflector(
             limits_writer,
-            watcher(Api::<RateLimitPolicy>::namespaced(client.clone(), &ns), watcher::Config::default()),
+            watcher(
+                Api::<RateLimitPolicy>::namespaced(client.clone(), &ns),
+                watcher::Config::default(),
+            ),
         )
         .default_backoff()
         .map(|e| e.map(|_| ()).map_err(|e| e.to_string()))
         .boxed(),
         reflector(
             circuits_writer,
-            watcher(Api::<CircuitPolicy>::namespaced(client.clone(), &ns), watcher::Config::default()),
+            watcher(
+                Api::<CircuitPolicy>::namespaced(client.clone(), &ns),
+                watcher::Config::default(),
+            ),
         )
         .default_backoff()
         .map(|e| e.map(|_| ()).map_err(|e| e.to_string()))
@@ -122,7 +128,14 @@ pub async fn start(
             docs.extend(limits.state().iter().filter_map(|p| document(&**p)));
             docs.extend(circuits.state().iter().filter_map(|p| document(&**p)));
             policies.apply(&docs);
-            report(&client, &ns, &replica, &policies.current().applied, &mut reported).await;
+            report(
+                &client,
+                &ns,
+                &replica,
+                &policies.current().applied,
+                &mut reported,
+            )
+            .await;
         }
     });
     Ok(())
@@ -142,11 +155,19 @@ fn document<K: Resource<DynamicType = ()> + serde::Serialize>(object: &K) -> Opt
 
 /// The upstream table from EndpointSlices: for each component, `http://<address>:<port>` of
 /// every ready endpoint (port named `http`, else the first); and the gateway's ready replicas.
-pub fn endpoint_table(shop: &str, slices: &[EndpointSlice]) -> (BTreeMap<String, Vec<String>>, u32) {
+pub fn endpoint_table(
+    shop: &str,
+    slices: &[EndpointSlice],
+) -> (BTreeMap<String, Vec<String>>, u32) {
     let mut table: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut gateways = BTreeSet::new();
     for slice in slices {
-        let Some(service) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME)) else {
+        let Some(service) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME))
+        else {
             continue;
         };
         let Some(component) = service.strip_prefix(shop).and_then(|r| r.strip_prefix('-')) else {
@@ -261,9 +282,17 @@ mod tests {
     #[test]
     fn ready_endpoints_of_the_shops_services_make_the_table_and_gateways_the_replica_count() {
         let slices = [
-            slice("acme-products", 8080, &[("10.0.0.1", true), ("10.0.0.2", false)]),
+            slice(
+                "acme-products",
+                8080,
+                &[("10.0.0.1", true), ("10.0.0.2", false)],
+            ),
             slice("acme-auth", 8080, &[("10.0.0.3", true)]),
-            slice("acme-gateway", 8080, &[("10.0.1.1", true), ("10.0.1.2", true)]),
+            slice(
+                "acme-gateway",
+                8080,
+                &[("10.0.1.1", true), ("10.0.1.2", true)],
+            ),
             slice("other-products", 8080, &[("10.9.9.9", true)]),
         ];
         let (table, gateways) = endpoint_table("acme", &slices);
@@ -276,7 +305,10 @@ mod tests {
     #[test]
     fn the_status_patch_names_only_this_replicas_entry() {
         let patch = applied_patch("RateLimitPolicy", "browse", "gw-0", 3);
-        assert_eq!(patch["status"], json!({"applied": [{"replica": "gw-0", "generation": 3}]}));
+        assert_eq!(
+            patch["status"],
+            json!({"applied": [{"replica": "gw-0", "generation": 3}]})
+        );
         assert_eq!(patch["apiVersion"], "tienda.dev/v1alpha1");
     }
 }

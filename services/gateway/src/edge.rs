@@ -46,7 +46,9 @@ pub fn layers(router: Router, origins: &str) -> anyhow::Result<Router> {
             .iter()
             .map(|o| {
                 HeaderValue::from_str(o).map_err(|_| {
-                    anyhow::anyhow!("GATEWAY_CORS_ORIGINS: {o:?} is not an origin (e.g. https://shop.example)")
+                    anyhow::anyhow!(
+                        "GATEWAY_CORS_ORIGINS: {o:?} is not an origin (e.g. https://shop.example)"
+                    )
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -87,7 +89,11 @@ async fn problem_csp(request: axum::extract::Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if is_problem && !response.headers().contains_key(header::CONTENT_SECURITY_POLICY) {
+    if is_problem
+        && !response
+            .headers()
+            .contains_key(header::CONTENT_SECURITY_POLICY)
+    {
         response.headers_mut().insert(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),

@@ -90,10 +90,9 @@ impl Application {
 
         match config.policy_source() {
             PolicySource::File => {
-                let path = config
-                    .policy_path
-                    .clone()
-                    .context("TIENDA_POLICY_SOURCE=file needs TIENDA_POLICY_PATH (a YAML file or directory)")?;
+                let path = config.policy_path.clone().context(
+                    "TIENDA_POLICY_SOURCE=file needs TIENDA_POLICY_PATH (a YAML file or directory)",
+                )?;
                 let mut source = FileSource::new(path);
                 // In force before the first request.
                 policies.apply(&source.poll().unwrap_or_default());
@@ -116,7 +115,10 @@ impl Application {
                 platform.shutdown.clone(),
             ));
         }
-        platform.spawn(forget_idle_clients(policies.clone(), platform.shutdown.clone()));
+        platform.spawn(forget_idle_clients(
+            policies.clone(),
+            platform.shutdown.clone(),
+        ));
 
         let proxy = Proxy {
             upstreams,

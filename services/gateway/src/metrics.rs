@@ -44,13 +44,19 @@ impl GatewayMetrics {
     /// Registers the metrics in `registry`.
     pub fn new(registry: &Registry) -> Self {
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            register(registry, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+            register(
+                registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
         };
         let histogram = |name: &str, help: &str, labels: &[&str]| {
             register(
                 registry,
-                HistogramVec::new(HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()), labels)
-                    .expect("valid metric"),
+                HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
+                    labels,
+                )
+                .expect("valid metric"),
             )
         };
         Self {

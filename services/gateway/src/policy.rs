@@ -168,7 +168,10 @@ impl Policies {
             if kind != "RateLimitPolicy" && kind != "CircuitPolicy" {
                 continue;
             }
-            let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+            let name = doc["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             let key = (kind.to_owned(), name.clone());
             let check = tienda_crds::validation::validate(doc, None)
                 .map_err(|violations| {
@@ -234,7 +237,8 @@ impl Policies {
         for ((kind, name), k) in &next_known {
             let targets = match kind.as_str() {
                 "RateLimitPolicy" => {
-                    let Ok(policy) = serde_json::from_value::<RateLimitPolicy>(k.doc.clone()) else {
+                    let Ok(policy) = serde_json::from_value::<RateLimitPolicy>(k.doc.clone())
+                    else {
                         continue;
                     };
                     let services = match policy.spec.target_ref.kind {
@@ -242,10 +246,14 @@ impl Policies {
                             None
                         }
                         RateLimitTargetKind::Shop => {
-                            set.rejected.push(not_ours(kind, name, &format!(
-                                "targets Shop {}; this gateway serves shop {}",
-                                policy.spec.target_ref.name, self.shop
-                            )));
+                            set.rejected.push(not_ours(
+                                kind,
+                                name,
+                                &format!(
+                                    "targets Shop {}; this gateway serves shop {}",
+                                    policy.spec.target_ref.name, self.shop
+                                ),
+                            ));
                             continue;
                         }
                         RateLimitTargetKind::Service => {
@@ -318,12 +326,14 @@ impl Policies {
             });
         }
 
-        for gone in previous
-            .applied
-            .iter()
-            .filter(|a| !set.applied.iter().any(|b| b.kind == a.kind && b.name == a.name))
-        {
-            let _ = self.generation.remove_label_values(&[gone.kind, &gone.name]);
+        for gone in previous.applied.iter().filter(|a| {
+            !set.applied
+                .iter()
+                .any(|b| b.kind == a.kind && b.name == a.name)
+        }) {
+            let _ = self
+                .generation
+                .remove_label_values(&[gone.kind, &gone.name]);
         }
         for a in &set.applied {
             self.generation
@@ -412,7 +422,10 @@ impl FileSource {
             }
             match serde_saphyr::from_multiple::<Value>(text) {
                 Ok(parsed) => {
-                    docs.insert(file.clone(), parsed.into_iter().filter(|d| !d.is_null()).collect());
+                    docs.insert(
+                        file.clone(),
+                        parsed.into_iter().filter(|d| !d.is_null()).collect(),
+                    );
                 }
                 Err(error) => {
                     tracing::error!(file = %file.display(), %error, "policy file is not YAML; its previous contents stay in force");
@@ -477,7 +490,10 @@ spec:
         p.apply(&docs(LIMIT));
         let same = p.current();
         assert_eq!(same.applied[0].generation, 1);
-        assert!(Arc::ptr_eq(&first.limits[0], &same.limits[0]), "counters kept");
+        assert!(
+            Arc::ptr_eq(&first.limits[0], &same.limits[0]),
+            "counters kept"
+        );
         p.apply(&docs(&LIMIT.replace("requests: 10", "requests: 20")));
         let changed = p.current();
         assert_eq!(changed.applied[0].generation, 2);
@@ -492,7 +508,11 @@ spec:
         let set = p.current();
         assert_eq!(set.limits[0].rule.requests, 10, "previous version in force");
         assert_eq!(set.rejected.len(), 1);
-        assert!(set.rejected[0].reason.contains("burst"), "{}", set.rejected[0].reason);
+        assert!(
+            set.rejected[0].reason.contains("burst"),
+            "{}",
+            set.rejected[0].reason
+        );
         assert!(set.rejected[0].previous_kept);
     }
 
@@ -502,13 +522,26 @@ spec:
         p.apply(&docs(&format!(
             "{}---\n{}---\n{}",
             LIMIT.replace("name: products", "name: local-auth"),
-            LIMIT.replace("{name: browse}", "{name: all}").replace("kind: Service, name: products", "kind: Shop, name: local"),
-            LIMIT.replace("{name: browse}", "{name: other}").replace("kind: Service, name: products", "kind: Shop, name: acme"),
+            LIMIT
+                .replace("{name: browse}", "{name: all}")
+                .replace("kind: Service, name: products", "kind: Shop, name: local"),
+            LIMIT
+                .replace("{name: browse}", "{name: other}")
+                .replace("kind: Service, name: products", "kind: Shop, name: acme"),
         )));
         let set = p.current();
-        let applied: Vec<(&str, Vec<String>)> =
-            set.applied.iter().map(|a| (a.name.as_str(), a.targets.clone())).collect();
-        assert_eq!(applied, [("all", vec!["*".to_owned()]), ("browse", vec!["auth".to_owned()])]);
+        let applied: Vec<(&str, Vec<String>)> = set
+            .applied
+            .iter()
+            .map(|a| (a.name.as_str(), a.targets.clone()))
+            .collect();
+        assert_eq!(
+            applied,
+            [
+                ("all", vec!["*".to_owned()]),
+                ("browse", vec!["auth".to_owned()])
+            ]
+        );
         assert_eq!(set.rejected.len(), 1);
         assert!(set.rejected[0].reason.contains("acme"));
     }
@@ -521,7 +554,10 @@ metadata: {name: a}
 spec: {targetRef: {kind: Service, name: payments}, timeout: 1s}
 ";
         let p = policies();
-        p.apply(&docs(&format!("{circuit}---\n{}", circuit.replace("{name: a}", "{name: b}"))));
+        p.apply(&docs(&format!(
+            "{circuit}---\n{}",
+            circuit.replace("{name: a}", "{name: b}")
+        )));
         let set = p.current();
         assert_eq!(set.circuits["payments"].policy, "a");
         assert_eq!(set.rejected[0].name, "b");

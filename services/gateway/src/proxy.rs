@@ -195,7 +195,9 @@ pub async fn forward(
     match (proxy.access.needs(&method, &path), &claims) {
         (Access::Public, _) => {}
         (_, None) => {
-            return unauthorized(&format!("{method} {path} needs a signed-in user: send a bearer token."));
+            return unauthorized(&format!(
+                "{method} {path} needs a signed-in user: send a bearer token."
+            ));
         }
         (Access::Authenticated, Some(_)) => {}
         (Access::Role(role), Some(c)) => {
@@ -241,7 +243,9 @@ pub async fn forward(
     };
     let (verdict, shadowed) = rate_limit::evaluate(&policies.limits, &facts);
     for s in &shadowed {
-        proxy.metrics.rate_limited(&s.limit.policy, &s.limit.rule.name, true);
+        proxy
+            .metrics
+            .rate_limited(&s.limit.policy, &s.limit.rule.name, true);
     }
     let tightest = match verdict {
         Ok(tightest) => tightest,
@@ -273,7 +277,11 @@ pub async fn forward(
 
     forward_headers(request.headers_mut(), peer);
     let circuit = policies.circuits.get(service).cloned();
-    let Some(pool) = proxy.upstreams.pool(service).filter(|p| !p.endpoints.is_empty()) else {
+    let Some(pool) = proxy
+        .upstreams
+        .pool(service)
+        .filter(|p| !p.endpoints.is_empty())
+    else {
         proxy.metrics.answered(prefix, service, 503, started);
         return problem(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -385,7 +393,10 @@ async fn call(
     request: Request,
 ) -> (Response, u32) {
     let now = Instant::now();
-    let deadline = now + circuit.and_then(|c| c.timeout).unwrap_or(proxy.default_timeout);
+    let deadline = now
+        + circuit
+            .and_then(|c| c.timeout)
+            .unwrap_or(proxy.default_timeout);
     let _counted = circuit.map(Circuit::start);
 
     let mut probe = ProbeGuard {
@@ -404,7 +415,9 @@ async fn call(
                 service,
                 "circuit-open",
                 "Service unavailable",
-                format!("Calls to {service} are paused after repeated failures; retry after the Retry-After seconds."),
+                format!(
+                    "Calls to {service} are paused after repeated failures; retry after the Retry-After seconds."
+                ),
                 Some(after),
             );
             return (answer, 0);
@@ -446,7 +459,10 @@ async fn call(
                         StatusCode::BAD_REQUEST,
                         "bad-request",
                         "The request body could not be read",
-                        format!("{error}; bodies are limited to {} bytes.", proxy.max_body_bytes),
+                        format!(
+                            "{error}; bodies are limited to {} bytes.",
+                            proxy.max_body_bytes
+                        ),
                     ),
                     0,
                 );
@@ -530,6 +546,8 @@ async fn call(
         {
             let pause = backoff(r.base, r.max, attempt);
             let time_left = deadline.saturating_duration_since(Instant::now());
+            // The retry that just failed is no longer in flight.
+            _retry_slot = None;
             if time_left > pause
                 && let Some(slot) = c.take_retry()
             {
@@ -545,7 +563,9 @@ async fn call(
         if let Some(c) = circuit
             && let Some(b) = &c.breaker
         {
-            proxy.metrics.circuit_state(service, b.phase(Instant::now()));
+            proxy
+                .metrics
+                .circuit_state(service, b.phase(Instant::now()));
         }
         let answer = match result {
             Ok(Ok(response)) => {
@@ -557,8 +577,20 @@ async fn call(
                 tracing::warn!(service, endpoint = %endpoint.base, error = %error, attempt, "upstream failed");
                 let detail = format!("The {service} service did not answer; retry shortly.");
                 match circuit.filter(|c| c.fallback.is_some()) {
-                    Some(c) => fallback(c, service, "upstream-unavailable", "Bad gateway", detail, None),
-                    None => problem(StatusCode::BAD_GATEWAY, "upstream-unavailable", "Bad gateway", detail),
+                    Some(c) => fallback(
+                        c,
+                        service,
+                        "upstream-unavailable",
+                        "Bad gateway",
+                        detail,
+                        None,
+                    ),
+                    None => problem(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream-unavailable",
+                        "Bad gateway",
+                        detail,
+                    ),
                 }
             }
             Err(_) => {
@@ -567,8 +599,20 @@ async fn call(
                     per_try.as_millis()
                 );
                 match circuit.filter(|c| c.fallback.is_some()) {
-                    Some(c) => fallback(c, service, "upstream-timeout", "Gateway timeout", detail, None),
-                    None => problem(StatusCode::GATEWAY_TIMEOUT, "upstream-timeout", "Gateway timeout", detail),
+                    Some(c) => fallback(
+                        c,
+                        service,
+                        "upstream-timeout",
+                        "Gateway timeout",
+                        detail,
+                        None,
+                    ),
+                    None => problem(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream-timeout",
+                        "Gateway timeout",
+                        detail,
+                    ),
                 }
             }
         };

@@ -259,7 +259,11 @@ pub fn evaluate(
             }
             continue;
         }
-        if !limit.rule.shadow && tightest.as_ref().is_none_or(|t| outcome.remaining < t.remaining) {
+        if !limit.rule.shadow
+            && tightest
+                .as_ref()
+                .is_none_or(|t| outcome.remaining < t.remaining)
+        {
             tightest = Some(outcome);
         }
     }
@@ -294,7 +298,12 @@ mod tests {
         serde_saphyr::from_str(yaml).expect("rule parses")
     }
 
-    fn facts<'a>(headers: &'a HeaderMap, method: &'a Method, path: &'a str, ip: &str) -> RequestFacts<'a> {
+    fn facts<'a>(
+        headers: &'a HeaderMap,
+        method: &'a Method,
+        path: &'a str,
+        ip: &str,
+    ) -> RequestFacts<'a> {
         RequestFacts {
             service: "products",
             method,
@@ -319,22 +328,32 @@ mod tests {
         assert_eq!(remaining, [2, 1, 0]);
         let refused = limit.check(&f);
         let wait = refused.retry_after.expect("the fourth is refused");
-        assert!(wait <= Duration::from_secs(1), "one token per second refills: {wait:?}");
+        assert!(
+            wait <= Duration::from_secs(1),
+            "one token per second refills: {wait:?}"
+        );
         let other = facts(&h, &m, "/v1/products", "10.0.0.2");
-        assert!(limit.check(&other).retry_after.is_none(), "another client has its own bucket");
+        assert!(
+            limit.check(&other).retry_after.is_none(),
+            "another client has its own bucket"
+        );
     }
 
     #[test]
     fn the_limit_is_shared_across_replicas() {
         let limit = Arc::new(Limit::new(
             "p",
-            &rule("{name: r, clientKey: {type: ClientIP}, requests: 10, period: 1m, algorithm: SlidingWindow}"),
+            &rule(
+                "{name: r, clientKey: {type: ClientIP}, requests: 10, period: 1m, algorithm: SlidingWindow}",
+            ),
             2,
             None,
         ));
         let (h, m) = (HeaderMap::new(), Method::GET);
         let f = facts(&h, &m, "/", "10.0.0.1");
-        let passed = (0..10).filter(|_| limit.check(&f).retry_after.is_none()).count();
+        let passed = (0..10)
+            .filter(|_| limit.check(&f).retry_after.is_none())
+            .count();
         assert_eq!(passed, 5, "each of two replicas enforces half");
     }
 
@@ -349,7 +368,12 @@ mod tests {
         assert!(request_matches(&m, &Method::GET, "/v1/products/1", &h));
         assert!(!request_matches(&m, &Method::GET, "/v1/productsx", &h));
         assert!(!request_matches(&m, &Method::POST, "/v1/products", &h));
-        assert!(!request_matches(&m, &Method::GET, "/v1/products", &HeaderMap::new()));
+        assert!(!request_matches(
+            &m,
+            &Method::GET,
+            "/v1/products",
+            &HeaderMap::new()
+        ));
     }
 
     #[test]

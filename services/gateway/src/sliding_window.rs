@@ -86,8 +86,11 @@ impl SlidingWindow {
         // When will `previous * (1 - t) + current + 1 <= limit` hold again?
         let retry_after = if w.current + 1 > self.limit || w.previous == 0 {
             // Not before this window ends and the next one's weight of it fades enough.
-            let rest = self.period.saturating_sub(now.saturating_duration_since(w.start));
-            let next_fraction = 1.0 - (self.limit.saturating_sub(1) as f64 / w.current.max(1) as f64);
+            let rest = self
+                .period
+                .saturating_sub(now.saturating_duration_since(w.start));
+            let next_fraction =
+                1.0 - (self.limit.saturating_sub(1) as f64 / w.current.max(1) as f64);
             rest + self.period.mul_f64(next_fraction.clamp(0.0, 1.0))
         } else {
             let needed = 1.0 - (self.limit as f64 - 1.0 - w.current as f64) / w.previous as f64;
@@ -166,7 +169,10 @@ mod tests {
         let Verdict::Limited { retry_after } = w.check("k", t + Duration::from_secs(1)) else {
             panic!("limited")
         };
-        assert!(allowed(w.check("k", t + Duration::from_secs(1) + retry_after + Duration::from_millis(5))));
+        assert!(allowed(w.check(
+            "k",
+            t + Duration::from_secs(1) + retry_after + Duration::from_millis(5)
+        )));
     }
 
     #[test]

@@ -334,7 +334,10 @@ mod tests {
         for _ in 0..3 {
             p.report(&bad, false, Some(&cfg), back);
         }
-        assert!(!bad.available(back + Duration::from_secs(19)), "second ejection lasts 20 s");
+        assert!(
+            !bad.available(back + Duration::from_secs(19)),
+            "second ejection lasts 20 s"
+        );
         assert!(bad.available(back + Duration::from_secs(20)));
     }
 
@@ -348,7 +351,10 @@ mod tests {
         };
         let t = Instant::now();
         assert!(p.report(&p.endpoints[0], false, Some(&cfg), t));
-        assert!(!p.report(&p.endpoints[1], false, Some(&cfg), t), "one of two at most");
+        assert!(
+            !p.report(&p.endpoints[1], false, Some(&cfg), t),
+            "one of two at most"
+        );
         assert_eq!(p.available(t), 1);
         // A retry avoids the endpoint that just failed only when another available one
         // exists: an ejected endpoint is no better choice.

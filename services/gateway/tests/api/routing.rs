@@ -1,0 +1,158 @@
+//! Routing, header hygiene, identity forwarding, problems for unknown and absent services.
+
+use pretty_assertions::assert_eq;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::setup;
+
+#[tokio::test]
+async fn requests_reach_their_service_with_clean_headers() {
+    let s = setup().await;
+    let answer: Value = s
+        .http
+        .get(format!("{}/v1/products?q=boots&limit=2", s.base))
+        .header("connection", "x-private")
+        .header("x-private", "hop")
+        .header("x-tienda-user-id", "forged-admin")
+        .header("x-tienda-user-roles", "admin")
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(answer["upstream"].as_str().unwrap().starts_with("products"));
+    assert_eq!(answer["uri"], "/v1/products?q=boots&limit=2");
+    let headers = &answer["headers"];
+    assert!(
+        headers.get("x-private").is_none(),
+        "hop-by-hop named by Connection dropped"
+    );
+    assert!(
+        headers.get("x-tienda-user-id").is_none(),
+        "forged identity stripped"
+    );
+    assert!(headers.get("x-tienda-user-roles").is_none());
+    assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert!(
+        headers["x-request-id"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty())
+    );
+    assert!(
+        headers["traceparent"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("00-"))
+    );
+
+    let jwks: Value = s
+        .http
+        .get(format!("{}/.well-known/jwks.json", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["upstream"], "auth");
+
+    // A body crosses whole; both product endpoints take requests.
+    for _ in 0..6 {
+        let posted: Value = s
+            .http
+            .post(format!("{}/v1/inventory/reservations", s.base))
+            .body(vec![b'x'; 100_000])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(posted["body_len"], 100_000);
+    }
+    let used: std::collections::BTreeSet<String> = s
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["upstream"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        used.contains("products-1") && used.contains("products-2"),
+        "{used:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_verified_token_becomes_identity_headers_and_a_bad_one_stops_at_the_gateway() {
+    let s = setup().await;
+    let token = s.gateway.issuer.token("user-7", &["customer", "support"]);
+    let answer: Value = s
+        .http
+        .get(format!("{}/v1/auth/me", s.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["headers"]["x-tienda-user-id"], "user-7");
+    assert_eq!(answer["headers"]["x-tienda-user-roles"], "customer,support");
+    assert_eq!(
+        answer["headers"]["authorization"],
+        format!("Bearer {token}")
+    );
+
+    let before = s.seen.lock().unwrap().len();
+    let refused = s
+        .http
+        .get(format!("{}/v1/auth/me", s.base))
+        .bearer_auth(format!("{token}x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert_eq!(
+        s.seen.lock().unwrap().len(),
+        before,
+        "the upstream never saw it"
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_absent_and_down_services_are_problems() {
+    let s = setup().await;
+    for (path, status) in [
+        ("/v1/nothing", StatusCode::NOT_FOUND),
+        ("/v1/orders", StatusCode::SERVICE_UNAVAILABLE),
+        ("/v1/payments/1", StatusCode::BAD_GATEWAY),
+    ] {
+        let response = s
+            .http
+            .get(format!("{}{path}", s.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+    }
+    let ready = s
+        .http
+        .get(format!("{}/readyz", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+}
