@@ -6,7 +6,7 @@
 //! `/readyz`, `/metrics`, `/openapi.json`), the standard layers (request id, trace span, metrics,
 //! body limit, panic → 500 problem) and problem+json fallbacks.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, time::Duration};
 
 use anyhow::Context;
 use axum::{
@@ -44,6 +44,7 @@ use crate::{
     nats::Nats,
     outbox::{Relay, RelayConfig, backoff},
     problem::Problem,
+    serve,
     shutdown::Shutdown,
     trace_context,
     trace_context::TraceContext,
@@ -325,12 +326,14 @@ impl Application {
         platform.shutdown.trigger_on_signals();
         let deadline = platform.config.shutdown_timeout();
         let stop = platform.shutdown.clone();
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop.wait().await });
-        let mut server = tokio::spawn(async move { server.await });
+        let limits = serve::Limits {
+            header_read_timeout: Duration::from_secs(
+                platform.config.header_read_timeout_seconds.max(1),
+            ),
+            max_header_bytes: platform.config.max_header_bytes,
+            max_headers: platform.config.max_headers,
+        };
+        let mut server = tokio::spawn(serve::serve(listener, router, limits, stop));
 
         let served = tokio::select! {
             result = &mut server => Some(result),
@@ -339,17 +342,13 @@ impl Application {
         if let Some(result) = served {
             // The server stopped by itself: that is a failure, not a shutdown.
             platform.shutdown.trigger();
-            result
-                .context("the HTTP server task panicked")?
-                .context("the HTTP server failed")?;
+            result.context("the HTTP server task panicked")?;
             anyhow::bail!("the HTTP server stopped unexpectedly");
         }
 
         let started = tokio::time::Instant::now();
         match tokio::time::timeout(deadline, &mut server).await {
-            Ok(result) => result
-                .context("the HTTP server task panicked")?
-                .context("the HTTP server failed")?,
+            Ok(result) => result.context("the HTTP server task panicked")?,
             Err(_) => {
                 tracing::warn!(
                     ?deadline,

@@ -48,6 +48,19 @@ pub struct CommonConfig {
     /// Largest request body accepted, in bytes (default 1 MiB).
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Longest time a client may take to send a request's headers, in seconds (default 10):
+    /// connections that trickle headers (slowloris) are closed after it.
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub header_read_timeout_seconds: u64,
+
+    /// Largest header section of a request, in bytes (default 32 KiB; at least 8 KiB).
+    #[arg(long, env = "HTTP_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Most header fields in one request (default 100).
+    #[arg(long, env = "HTTP_MAX_HEADERS", default_value_t = 100)]
+    pub max_headers: usize,
 }
 
 impl CommonConfig {

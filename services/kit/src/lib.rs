@@ -25,6 +25,7 @@
 //! - [`outbox`]: `enqueue` in the caller's transaction, and the relay that publishes
 //! - [`trace_context`]: W3C `traceparent` from request to outbox to consumer
 //! - [`secret`]: values that never reach a log
+//! - [`serve`]: the HTTP server loop (header deadline and limits, graceful drain)
 //! - `testing` (feature): a fresh database per test, test configuration
 
 pub mod app;
@@ -40,6 +41,7 @@ pub mod nats;
 pub mod outbox;
 pub mod problem;
 pub mod secret;
+pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]

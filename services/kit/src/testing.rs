@@ -146,6 +146,9 @@ pub fn config(database_url: Option<&str>) -> CommonConfig {
         log_filter: "warn".into(),
         shutdown_timeout_seconds: 5,
         max_body_bytes: 64 * 1024,
+        header_read_timeout_seconds: 10,
+        max_header_bytes: 32 * 1024,
+        max_headers: 100,
     }
 }
 

@@ -186,3 +186,66 @@ async fn the_openapi_document_lists_the_policies_route() {
     assert!(doc["paths"]["/policies"]["get"].is_object(), "{doc}");
     assert!(tienda_kit::testing::check_openapi(&doc).contains(&"GET /policies".to_owned()));
 }
+
+#[tokio::test]
+async fn a_client_trickling_its_headers_is_cut_off_and_oversized_headers_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let products = upstream("products", Seen::default()).await;
+    let gw = Gateway::start(
+        &format!("products={}", products.url),
+        "",
+        &["--header-read-timeout-seconds=1", "--max-header-bytes=8192"],
+    )
+    .await;
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+
+    // Slowloris: a header line every 300 ms, never the blank line that ends them.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /v1/products HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for i in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        if slow
+            .write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(std::time::Duration::from_millis(10), slow.read(&mut buf)).await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            // An answer (408) then close also ends it.
+            Ok(Ok(_)) => {
+                closed = true;
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(
+        closed,
+        "the connection stayed open for {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    assert_eq!(products.hits(), 0);
+
+    let huge = "a".repeat(10_000);
+    let answer = gw.get("/v1/products", &[("x-huge", &huge)]).await;
+    assert_eq!(answer.status().as_u16(), 431);
+    assert_eq!(products.hits(), 0);
+    assert_eq!(
+        gw.status("/v1/products", &[]).await,
+        200,
+        "the gateway still serves"
+    );
+}
