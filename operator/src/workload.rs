@@ -1,5 +1,6 @@
 //! A Service resource's desired Kubernetes objects (pure): Deployment, Kubernetes Service,
-//! ServiceAccount, PodDisruptionBudget, and the credentials Secret's contents.
+//! ServiceAccount, PodDisruptionBudget, the gateway's Role and RoleBinding, and the
+//! credentials Secret's contents.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,7 @@ use k8s_openapi::{
             Volume, VolumeMount,
         },
         policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
+        rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
     },
     apimachinery::pkg::{
         apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
@@ -145,6 +147,14 @@ pub fn environment(service: &Service, shop: &Shop) -> Vec<EnvVar> {
         env_from_field("POD_NAME", "metadata.name"),
         env_from_field("POD_NAMESPACE", "metadata.namespace"),
     ];
+    if service.spec.component == Component::Gateway {
+        // Rate limits are stated for the whole shop; each replica enforces its share (the
+        // gateway corrects the count from its EndpointSlice while it runs).
+        vars.push(env(
+            "GATEWAY_REPLICAS",
+            service.spec.replicas.max(1).to_string(),
+        ));
+    }
     if service.spec.database.is_some() {
         vars.push(EnvVar {
             name: "DATABASE_URL".into(),
@@ -364,6 +374,56 @@ pub fn service_account(service: &Service) -> ServiceAccount {
     }
 }
 
+/// What a gateway may read and write in its namespace: the policy resources (to enforce them
+/// and report the generation it applied in their status) and the EndpointSlices of the
+/// shop's Services (its upstreams). Nothing for other components.
+pub fn gateway_role(service: &Service) -> Option<Role> {
+    if service.spec.component != Component::Gateway {
+        return None;
+    }
+    let rule = |groups: &str, resources: &[&str], verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec![groups.to_owned()]),
+        resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
+        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+        ..PolicyRule::default()
+    };
+    Some(Role {
+        metadata: meta(service, service.name_any()),
+        rules: Some(vec![
+            rule(
+                tienda_crds::GROUP,
+                &["ratelimitpolicies", "circuitpolicies"],
+                &["get", "list", "watch"],
+            ),
+            rule(
+                tienda_crds::GROUP,
+                &["ratelimitpolicies/status", "circuitpolicies/status"],
+                &["get", "patch"],
+            ),
+            rule("discovery.k8s.io", &["endpointslices"], &["list", "watch"]),
+        ]),
+    })
+}
+
+/// Binds [`gateway_role`] to the gateway's ServiceAccount.
+pub fn gateway_role_binding(service: &Service) -> Option<RoleBinding> {
+    gateway_role(service)?;
+    Some(RoleBinding {
+        metadata: meta(service, service.name_any()),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: service.name_any(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: service.name_any(),
+            namespace: service.namespace(),
+            ..Subject::default()
+        }]),
+    })
+}
+
 /// Lets voluntary disruptions (node drains) take one pod at a time: with several replicas the
 /// others keep serving; with one, a drain is not blocked forever.
 pub fn pod_disruption_budget(service: &Service) -> PodDisruptionBudget {
@@ -465,6 +525,35 @@ mod tests {
             secret.data.unwrap()["AUTH_KEY_ENCRYPTION_KEY"].0,
             b"a2V5".to_vec(),
             "the key is stored with the credentials, made once"
+        );
+    }
+
+    #[test]
+    fn only_the_gateway_gets_a_role_to_read_policies_and_endpoints_and_report_status() {
+        assert!(gateway_role(&service()).is_none());
+        assert!(gateway_role_binding(&service()).is_none());
+        let mut gateway = crate::shop::desired_services(&shop())
+            .into_iter()
+            .find(|s| s.spec.component == tienda_crds::Component::Gateway)
+            .unwrap();
+        gateway.metadata.uid = Some("gw-uid".into());
+        let role = serde_json::to_value(gateway_role(&gateway).unwrap()).unwrap();
+        assert_eq!(
+            role["rules"],
+            json!([
+                {"apiGroups": ["tienda.dev"], "resources": ["ratelimitpolicies", "circuitpolicies"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["tienda.dev"], "resources": ["ratelimitpolicies/status", "circuitpolicies/status"], "verbs": ["get", "patch"]},
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+            ])
+        );
+        let binding = serde_json::to_value(gateway_role_binding(&gateway).unwrap()).unwrap();
+        assert_eq!(binding["roleRef"]["name"], "demo-gateway");
+        assert_eq!(binding["subjects"][0]["name"], "demo-gateway");
+        assert_eq!(binding["metadata"]["ownerReferences"][0]["uid"], "gw-uid");
+        let env = environment(&gateway, &shop());
+        assert_eq!(
+            var(&env, "GATEWAY_REPLICAS").value.as_deref(),
+            Some(gateway.spec.replicas.max(1).to_string().as_str())
         );
     }
 

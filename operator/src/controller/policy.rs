@@ -16,8 +16,8 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 use tienda_crds::{
-    CircuitPolicy, PolicyStatus, RateLimitPolicy, Service, Shop, circuit_policy::CircuitTargetKind,
-    rate_limit_policy::RateLimitTargetKind, status::condition,
+    CircuitPolicy, Component, PolicyStatus, RateLimitPolicy, Service, Shop,
+    circuit_policy::CircuitTargetKind, rate_limit_policy::RateLimitTargetKind, status::condition,
 };
 
 use super::{
@@ -144,10 +144,25 @@ pub fn judge<P: Policy>(policy: &P, resolved: Option<Vec<String>>, others: &[P])
 async fn resolve<P: Policy>(policy: &P, ctx: &Ctx, namespace: &str) -> Result<Option<Vec<String>>> {
     let (kind, name) = policy.target();
     Ok(match kind {
-        "Service" => Api::<Service>::namespaced(ctx.client.clone(), namespace)
-            .get_opt(&name)
-            .await?
-            .map(|s| vec![s.name_any()]),
+        "Service" => {
+            let services = Api::<Service>::namespaced(ctx.client.clone(), namespace);
+            match services.get_opt(&name).await? {
+                Some(s) => Some(vec![s.name_any()]),
+                // A component name (`products`) stands for that component of every shop in
+                // the namespace, as the examples write it; the gateways read it the same way.
+                None if serde_json::from_value::<Component>(serde_json::json!(name)).is_ok() => {
+                    let list = services
+                        .list(
+                            &ListParams::default().labels(&format!("{}={name}", labels::COMPONENT)),
+                        )
+                        .await?;
+                    let mut names: Vec<_> = list.iter().map(|s| s.name_any()).collect();
+                    names.sort();
+                    (!names.is_empty()).then_some(names)
+                }
+                None => None,
+            }
+        }
         "Shop" => match Api::<Shop>::namespaced(ctx.client.clone(), namespace)
             .get_opt(&name)
             .await?

@@ -1,5 +1,6 @@
 //! The Service controller: credentials Secret (once), database and role, streams and
-//! consumers, then Deployment, Kubernetes Service, ServiceAccount and PodDisruptionBudget by
+//! consumers, then Deployment, Kubernetes Service, ServiceAccount, PodDisruptionBudget (and for
+//! the gateway the Role and RoleBinding that let it read policies and EndpointSlices) by
 //! server-side apply (skipped when unchanged), then status. Deletion honours the reclaim
 //! policy.
 
@@ -10,6 +11,7 @@ use k8s_openapi::{
         apps::v1::Deployment,
         core::v1::{Secret, Service as KubeService, ServiceAccount},
         policy::v1::PodDisruptionBudget,
+        rbac::v1::{Role, RoleBinding},
     },
     jiff::Timestamp,
 };
@@ -274,6 +276,17 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
         workload::pod_disruption_budget(&service),
     )
     .await?;
+    if let (Some(role), Some(binding)) = (
+        workload::gateway_role(&service),
+        workload::gateway_role_binding(&service),
+    ) {
+        apply_child(&Api::<Role>::namespaced(client.clone(), &namespace), role).await?;
+        apply_child(
+            &Api::<RoleBinding>::namespaced(client.clone(), &namespace),
+            binding,
+        )
+        .await?;
+    }
 
     // 4. Status.
     let ready_replicas = deployment

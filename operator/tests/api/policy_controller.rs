@@ -94,6 +94,46 @@ async fn a_policy_on_an_existing_service_is_accepted_with_its_resolved_target() 
 }
 
 #[tokio::test]
+async fn a_component_name_resolves_to_that_component_of_every_shop_in_the_namespace() {
+    let mut doc = rate_limit();
+    doc["spec"]["targetRef"]["name"] = json!("products");
+    let policy: RateLimitPolicy = serde_json::from_value(doc.clone()).unwrap();
+    let service = |shop: &str| {
+        json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "Service",
+            "metadata": {"name": format!("{shop}-products"), "namespace": "shops"},
+            "spec": {"shop": shop, "component": "products", "image": "x"}})
+    };
+    let (ctx, handle) = context();
+    let server = serve(
+        handle,
+        vec![
+            get_missing("/apis/tienda.dev/v1alpha1/namespaces/shops/tiendaservices/products"),
+            get(
+                "/apis/tienda.dev/v1alpha1/namespaces/shops/tiendaservices?&labelSelector=app.kubernetes.io%2Fcomponent%3Dproducts",
+                json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "ServiceList", "metadata": {},
+                       "items": [service("outlet"), service("demo")]}),
+            ),
+            get(
+                "/apis/tienda.dev/v1alpha1/namespaces/shops/ratelimitpolicies?",
+                json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "RateLimitPolicyList", "metadata": {}, "items": [doc.clone()]}),
+            ),
+            event("shops"),
+            patch(
+                "/apis/tienda.dev/v1alpha1/namespaces/shops/ratelimitpolicies/browse/status?",
+                Answer::MergeInto(doc.clone()),
+            ),
+        ],
+    );
+    reconcile(Arc::new(policy), ctx.clone()).await.unwrap();
+    drop(ctx);
+    let seen = server.await.unwrap();
+    assert_eq!(
+        seen[4].body["status"]["targets"],
+        json!(["demo-products", "outlet-products"])
+    );
+}
+
+#[tokio::test]
 async fn the_newer_of_two_circuit_policies_for_one_destination_is_conflicted() {
     let make = |name: &str, created: &str| {
         json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "CircuitPolicy",

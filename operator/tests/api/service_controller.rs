@@ -395,3 +395,88 @@ async fn deleting_a_service_with_delete_drops_its_database_and_streams() {
         "Delete drops the stream"
     );
 }
+
+#[tokio::test]
+async fn a_gateway_gets_a_role_and_binding_to_read_policies_and_endpoint_slices() {
+    let (pg, nats, name) = (pg(), NatsServer::start(), shop_name());
+    let mut shop = shop(&name, &pg, &nats);
+    shop.spec = serde_json::from_value(json!({
+        "version": "0.1.0",
+        "postgres": {"host": pg.host, "port": pg.port, "adminSecretRef": {"name": "pg-admin"}, "sslMode": "Disable"},
+        "nats": {"url": nats.url()},
+        "components": [{"name": "gateway", "replicas": 2}]
+    }))
+    .unwrap();
+    let mut gateway = desired_services(&shop)
+        .into_iter()
+        .find(|s| s.spec.component == Component::Gateway)
+        .unwrap();
+    gateway.metadata.uid = Some("gw-uid".into());
+    gateway.metadata.generation = Some(1);
+    gateway.metadata.resource_version = Some("1".into());
+    let gateway = finalized(gateway);
+    let at = |kind: &str| match kind {
+        "role" => {
+            format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles/{name}-gateway")
+        }
+        "binding" => format!(
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings/{name}-gateway"
+        ),
+        other => base(other, &name).replace("-auth", "-gateway"),
+    };
+    let (ctx, handle) = context();
+    let server = serve(
+        handle,
+        vec![
+            get(&at("shop"), serde_json::to_value(&shop).unwrap()),
+            get_missing(&at("sa")),
+            apply(&at("sa")),
+            get_missing(&at("svc")),
+            apply(&at("svc")),
+            get_missing(&at("deploy")),
+            apply(&at("deploy")),
+            get_missing(&at("pdb")),
+            apply(&at("pdb")),
+            get_missing(&at("role")),
+            apply(&at("role")),
+            get_missing(&at("binding")),
+            apply(&at("binding")),
+            patch(
+                &format!("{}/status?", at("service")),
+                Answer::MergeInto(serde_json::to_value(&gateway).unwrap()),
+            ),
+        ],
+    );
+    reconcile(Arc::new(gateway.clone()), ctx.clone())
+        .await
+        .unwrap();
+    drop(ctx);
+    let seen = server.await.unwrap();
+
+    let role = &seen[10].body;
+    assert_eq!(role["kind"], "Role");
+    assert_eq!(role["metadata"]["ownerReferences"][0]["uid"], "gw-uid");
+    assert_eq!(
+        role["rules"][0]["resources"],
+        json!(["ratelimitpolicies", "circuitpolicies"])
+    );
+    assert_eq!(role["rules"][2]["resources"], json!(["endpointslices"]));
+    let binding = &seen[12].body;
+    assert_eq!(binding["kind"], "RoleBinding");
+    assert_eq!(
+        binding["subjects"][0],
+        json!({"kind": "ServiceAccount", "name": format!("{name}-gateway"), "namespace": NS})
+    );
+    let container = &seen[6].body["spec"]["template"]["spec"]["containers"][0];
+    let replicas = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "GATEWAY_REPLICAS")
+        .unwrap();
+    assert_eq!(replicas["value"], "2");
+    assert_eq!(
+        seen[6].body["spec"]["template"]["spec"]["serviceAccountName"],
+        format!("{name}-gateway")
+    );
+}
