@@ -2,3 +2,4 @@
 //! real PostgreSQL and NATS — driven the way users drive it: through the gateway.
 
 mod journeys;
+mod policies;

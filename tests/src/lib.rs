@@ -50,7 +50,14 @@ impl Shop {
         let dir =
             std::env::temp_dir().join(format!("tienda-e2e-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(dir.join("logs")).unwrap();
-        let mut options = Options::new(repo_root().join("examples/local"));
+        // A copy of examples/local, so a test may edit its policies as a user would.
+        let shop_dir = dir.join("shop");
+        std::fs::create_dir_all(&shop_dir).unwrap();
+        for entry in std::fs::read_dir(repo_root().join("examples/local")).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, shop_dir.join(path.file_name().unwrap())).unwrap();
+        }
+        let mut options = Options::new(shop_dir);
         options.data_dir = dir.join("data");
         options.database_url = None;
         options.nats_url = None;
@@ -102,6 +109,46 @@ impl Shop {
     /// A component's own address, bypassing the gateway.
     pub fn direct(&self, component: Component, path: &str) -> String {
         format!("{}{path}", self.system.urls[&component])
+    }
+
+    /// Writes `yaml` to `file` in the shop's directory the way editors save (write aside,
+    /// rename over); the gateway applies policy changes live.
+    pub fn write_file(&self, file: &str, yaml: &str) {
+        let tmp = self.options.path.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, self.options.path.join(file)).unwrap();
+    }
+
+    /// The policies the gateway enforces (`GET /policies` on the gateway).
+    pub async fn gateway_policies(&self) -> Value {
+        let (_, body) = self
+            .get(
+                format!("{}/policies", self.system.urls[&Component::Gateway]),
+                None,
+            )
+            .await;
+        body
+    }
+
+    /// Waits until the gateway enforces generation `generation` of the policy `name`.
+    pub async fn wait_for_policy(&self, name: &str, generation: i64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let policies = self.gateway_policies().await;
+            let applied = policies["applied"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|p| p["name"] == name && p["generation"] == generation)
+            });
+            if applied {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the gateway never applied {name} generation {generation}: {policies}\n{}",
+                self.log(Component::Gateway)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// A component's log so far (for failure messages).

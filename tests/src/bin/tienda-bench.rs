@@ -5,8 +5,8 @@
 //!
 //!     tests/bench system [--seconds 10] [--products 10000] [--out target/bench/system]
 //!
-//! The load goes through the gateway, as users' requests do (routing and token checks only
-//! until the policies land).
+//! The load goes through the gateway, as users' requests do, with a RateLimitPolicy on every
+//! route and a CircuitPolicy per service in force (limits set so they never refuse).
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
@@ -17,6 +17,37 @@ use tienda_e2e::{
     Shop,
     load::{self, Request},
 };
+
+/// Rate limits on every route and a CircuitPolicy per service, none of them ever refusing.
+const BENCH_POLICIES: &str = "apiVersion: tienda.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: bench-reads}
+spec:
+  targetRef: {kind: Shop, name: local}
+  rules:
+    - {name: reads, match: {methods: [GET]}, clientKey: {type: ClientIP}, algorithm: TokenBucket, requests: 1000000, period: 1s}
+    - {name: users, clientKey: {type: User}, algorithm: SlidingWindow, requests: 1000000, period: 1s}
+---
+apiVersion: tienda.dev/v1alpha1
+kind: CircuitPolicy
+metadata: {name: bench-products}
+spec:
+  targetRef: {kind: Service, name: products}
+  timeout: 5s
+  retry: {attempts: 2, backoff: {base: 25ms, max: 250ms}, budgetPercent: 20}
+  circuitBreaker: {consecutiveFailures: 50, failureRatio: 0.5, minRequests: 100, window: 10s, openFor: 5s}
+  bulkhead: {maxConcurrent: 1000, maxQueued: 100}
+  outlierDetection: {consecutiveErrors: 50}
+---
+apiVersion: tienda.dev/v1alpha1
+kind: CircuitPolicy
+metadata: {name: bench-auth}
+spec:
+  targetRef: {kind: Service, name: auth}
+  timeout: 5s
+  circuitBreaker: {consecutiveFailures: 50, window: 10s, openFor: 5s}
+  bulkhead: {maxConcurrent: 1000, maxQueued: 100}
+";
 
 fn arg(name: &str, default: &str) -> String {
     let args: Vec<String> = std::env::args().collect();
@@ -39,6 +70,11 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(seconds: u64, products: usize, out: std::path::PathBuf) -> anyhow::Result<()> {
     let shop = Shop::start().await;
+    // Policies active on every measured route, with limits no scenario reaches (one client
+    // address sends everything here): the cost of enforcing them is what is measured.
+    shop.write_file("ratelimitpolicy.yaml", BENCH_POLICIES);
+    shop.wait_for_policy("bench-reads", 1).await;
+    shop.wait_for_policy("bench-products", 1).await;
     let pids: Vec<(String, u32)> = [Component::Gateway, Auth, Products]
         .iter()
         .filter_map(|c| Some((c.to_string(), shop.system.process(*c)?.pid())))
