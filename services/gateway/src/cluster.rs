@@ -32,7 +32,20 @@ use crate::{
 /// The label EndpointSlices carry with their Service's name.
 const SERVICE_NAME: &str = "kubernetes.io/service-name";
 
-/// Starts the watchers; they run until shutdown.
+/// Where the cluster sources look.
+#[derive(Clone)]
+pub struct Sources {
+    /// The API client.
+    pub client: Client,
+    /// The namespace of the shop (policies, EndpointSlices).
+    pub namespace: String,
+    /// The shop's name (`<shop>-<component>` Services).
+    pub shop: String,
+    /// This replica's name in `status.applied`.
+    pub replica: String,
+}
+
+/// Starts the cluster sources as a background task of `platform`.
 pub async fn start(
     config: &Config,
     platform: &tienda_kit::Platform,
@@ -43,9 +56,30 @@ pub async fn start(
         "TIENDA_POLICY_SOURCE=kubernetes needs the Kubernetes API (in-cluster service account or \
          KUBECONFIG); outside a cluster use TIENDA_POLICY_SOURCE=file",
     )?;
-    let ns = config.namespace.clone();
-    let changed = Arc::new(Notify::new());
+    let sources = Sources {
+        client,
+        namespace: config.namespace.clone(),
+        shop: config.shop.clone(),
+        replica: config.replica.clone(),
+    };
+    platform.spawn(run(sources, policies, upstreams, platform.shutdown.clone()));
+    Ok(())
+}
 
+/// Watches policies and EndpointSlices and applies them until `shutdown`.
+pub async fn run(
+    sources: Sources,
+    policies: Arc<Policies>,
+    upstreams: Arc<Upstreams>,
+    shutdown: tienda_kit::shutdown::Shutdown,
+) {
+    let Sources {
+        client,
+        namespace: ns,
+        shop,
+        replica,
+    } = sources;
+    let changed = Arc::new(Notify::new());
     let (limits, limits_writer) = reflector::store::<RateLimitPolicy>();
     let (circuits, circuits_writer) = reflector::store::<CircuitPolicy>();
     let (slices, slices_writer) = reflector::store::<EndpointSlice>();
@@ -54,7 +88,7 @@ pub async fn start(
         SERVICES
             .iter()
             .chain(std::iter::once(&"gateway"))
-            .map(|c| format!("{}-{c}", config.shop))
+            .map(|c| format!("{shop}-{c}"))
             .collect::<Vec<_>>()
             .join(",")
     );
@@ -90,11 +124,10 @@ pub async fn start(
         .map(|e| e.map(|_| ()).map_err(|e| e.to_string()))
         .boxed(),
     ];
-    for stream in streams {
+    let watches = futures::future::join_all(streams.into_iter().map(|mut stream| {
         let changed = changed.clone();
-        let shutdown = platform.shutdown.clone();
-        platform.spawn(async move {
-            let mut stream = stream;
+        let shutdown = shutdown.clone();
+        async move {
             loop {
                 tokio::select! {
                     next = stream.next() => match next {
@@ -105,13 +138,9 @@ pub async fn start(
                     () = shutdown.wait() => return,
                 }
             }
-        });
-    }
-
-    let shop = config.shop.clone();
-    let replica = config.replica.clone();
-    let shutdown = platform.shutdown.clone();
-    platform.spawn(async move {
+        }
+    }));
+    let apply = async {
         let mut reported: BTreeMap<(String, String), i64> = BTreeMap::new();
         loop {
             tokio::select! {
@@ -137,8 +166,8 @@ pub async fn start(
             )
             .await;
         }
-    });
-    Ok(())
+    };
+    tokio::join!(watches, apply);
 }
 
 /// A resource as the policy loader reads it (`kind` and `apiVersion` set).

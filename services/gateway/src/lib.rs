@@ -134,7 +134,7 @@ impl Application {
         let router = Router::new()
             .route("/v1/{*rest}", any(forward))
             .route("/.well-known/jwks.json", any(forward))
-            .with_state(proxy)
+            .with_state(Arc::new(proxy))
             .route("/policies", get(self::policies).with_state(policies));
         let router = edge::layers(router, &config.cors_origins)?;
         Ok(Self(

@@ -158,7 +158,7 @@ fn unauthorized(detail: &str) -> Response {
 
 /// Forwards a request to the service its path belongs to.
 pub async fn forward(
-    State(proxy): State<Proxy>,
+    State(proxy): State<Arc<Proxy>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut request: Request,
 ) -> Response {
@@ -474,8 +474,8 @@ async fn call(
     let path_and_query = parts
         .uri
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+        .cloned()
+        .unwrap_or_else(|| axum::http::uri::PathAndQuery::from_static("/"));
     let outlier = circuit.and_then(|c| c.outlier.as_ref());
 
     let mut attempt = 0u32;
@@ -494,20 +494,29 @@ async fn call(
                 attempt,
             );
         };
-        let uri: Uri = match format!("{}{path_and_query}", endpoint.base).parse() {
-            Ok(uri) => uri,
-            Err(e) => {
-                return (
-                    problem(
-                        StatusCode::BAD_REQUEST,
-                        "bad-request",
-                        "The request is malformed",
-                        format!("The path cannot be forwarded: {e}"),
-                    ),
-                    attempt,
-                );
-            }
-        };
+        let built = endpoint.authority.clone().and_then(|authority| {
+            Uri::builder()
+                .scheme("http")
+                .authority(authority)
+                .path_and_query(path_and_query.clone())
+                .build()
+                .ok()
+        });
+        let uri: Uri =
+            match built.map_or_else(|| format!("{}{path_and_query}", endpoint.base).parse(), Ok) {
+                Ok(uri) => uri,
+                Err(e) => {
+                    return (
+                        problem(
+                            StatusCode::BAD_REQUEST,
+                            "bad-request",
+                            "The request is malformed",
+                            format!("The path cannot be forwarded: {e}"),
+                        ),
+                        attempt,
+                    );
+                }
+            };
         let mut upstream_request = axum::http::Request::new(match &buffered {
             Some(bytes) => Body::from(bytes.clone()),
             None => streamed.take().unwrap_or_else(Body::empty),

@@ -35,6 +35,8 @@ const MAX_EJECTION: Duration = Duration::from_secs(300);
 pub struct Endpoint {
     /// `http://host:port`.
     pub base: String,
+    /// `host:port`, parsed once (requests are addressed without re-parsing a URL each time).
+    pub authority: Option<axum::http::uri::Authority>,
     in_flight: AtomicUsize,
     /// The last active health check passed (true until a check says otherwise).
     healthy: AtomicBool,
@@ -47,8 +49,10 @@ pub struct Endpoint {
 impl Endpoint {
     /// An endpoint at `base`.
     pub fn new(base: &str) -> Self {
+        let base = base.trim_end_matches('/').to_owned();
         Self {
-            base: base.trim_end_matches('/').to_owned(),
+            authority: base.strip_prefix("http://").and_then(|a| a.parse().ok()),
+            base,
             in_flight: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
             consecutive_errors: AtomicU32::new(0),

@@ -6,8 +6,6 @@
 //! handler; [`crate::outbox::enqueue`] reads it. The trace id is recorded on the request's and
 //! the handler's spans, so log lines of one action share it.
 
-use std::fmt::Write;
-
 use axum::{extract::Request, middleware::Next, response::Response};
 
 /// The `traceparent` header name.
@@ -28,25 +26,27 @@ tokio::task_local! {
     static CURRENT: TraceContext;
 }
 
+/// Ids need to be unique and unguessable enough to not collide, not secret: a thread-local
+/// generator (seeded from the OS once) instead of a getrandom call per id, which cost a
+/// syscall per request at the gateway.
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
-    let mut filled = 0;
-    while filled < N {
-        let chunk = uuid::Uuid::new_v4().into_bytes();
-        let n = (N - filled).min(16);
-        out[filled..filled + n].copy_from_slice(&chunk[..n]);
-        filled += n;
+    fastrand::fill(&mut out);
+    if out.iter().all(|b| *b == 0) {
+        // All-zero ids are invalid (W3C trace context).
+        out[N - 1] = 1;
     }
     out
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
 }
 
 fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {

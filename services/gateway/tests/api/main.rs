@@ -1,6 +1,7 @@
 //! The gateway over real HTTP in front of real upstream HTTP servers started by the test.
 
 mod circuits;
+mod cluster;
 mod edge;
 mod helpers;
 mod rate_limits;
