@@ -95,7 +95,40 @@ async fn up(path: PathBuf, data_dir: PathBuf, base_port: u16) -> anyhow::Result<
     eprintln!();
     eprintln!("  try:  curl {entry}/v1/products");
     eprintln!("  stop: Ctrl-C");
-    tokio::signal::ctrl_c().await?;
+    eprintln!();
+    eprintln!(
+        "tienda: watching {}: policy edits apply at once, Shop edits restart the components",
+        options.path.display()
+    );
+    let stop = tokio::signal::ctrl_c();
+    tokio::pin!(stop);
+    let mut last_error = String::new();
+    loop {
+        tokio::select! {
+            result = &mut stop => {
+                result?;
+                break;
+            }
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                match system.reload(&options).await {
+                    Ok(true) => {
+                        last_error.clear();
+                        eprintln!(
+                            "tienda: the Shop changed; components restarted: {}",
+                            system.urls.keys().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+                        );
+                    }
+                    Ok(false) => last_error.clear(),
+                    // Said once, not every second while the file stays broken.
+                    Err(e) if format!("{e:#}") != last_error => {
+                        last_error = format!("{e:#}");
+                        eprintln!("tienda: {last_error}\ntienda: keeping what runs; fix the file and save again");
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    }
     eprintln!("tienda: stopping");
     system.stop().await;
     eprintln!(

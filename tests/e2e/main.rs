@@ -3,3 +3,4 @@
 
 mod journeys;
 mod policies;
+mod shopfile;

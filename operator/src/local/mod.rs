@@ -20,6 +20,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tienda_crds::{Component, service::DatabaseSpec};
 use tienda_provision::{database, topology};
 
@@ -157,6 +158,16 @@ pub struct System {
     processes: Vec<(Component, Supervised)>,
     postgres: Option<Postgres>,
     nats: Option<Nats>,
+    /// The Shop's spec as the components run it (a change restarts them).
+    shop_spec: Value,
+}
+
+fn shop_spec(shop: &shopfile::ShopFile) -> Value {
+    shop.documents
+        .iter()
+        .find(|d| d["kind"] == "Shop")
+        .map(|d| d["spec"].clone())
+        .unwrap_or_default()
 }
 
 impl System {
@@ -210,6 +221,7 @@ impl System {
             processes: Vec::new(),
             postgres,
             nats,
+            shop_spec: shop_spec(&shop),
         };
         if let Err(e) = system
             .provision_and_run(&options, &shop, &data_dir, &mut secrets)
@@ -352,6 +364,29 @@ impl System {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
+    }
+
+    /// Reads the Shop file(s) again; when the Shop's spec changed (components added or
+    /// removed, their settings), restarts the components with it — PostgreSQL, NATS and every
+    /// byte of data stay. Policy files need none of this: the gateway applies them itself.
+    /// Returns whether it restarted. An invalid file is an error and changes nothing.
+    pub async fn reload(&mut self, options: &Options) -> anyhow::Result<bool> {
+        let shop = shopfile::load(&options.path)?;
+        let spec = shop_spec(&shop);
+        if spec == self.shop_spec {
+            return Ok(false);
+        }
+        while let Some((_, process)) = self.processes.pop() {
+            process.stop(Duration::from_secs(15)).await;
+        }
+        self.urls.clear();
+        self.missing.clear();
+        let data_dir = options.data_dir.canonicalize()?;
+        let mut secrets = Secrets::load_or_create(&data_dir)?;
+        self.shop_spec = spec;
+        self.provision_and_run(options, &shop, &data_dir, &mut secrets)
+            .await?;
+        Ok(true)
     }
 
     /// The supervised process of `component`.
