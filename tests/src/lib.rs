@@ -102,7 +102,7 @@ impl Shop {
             .system
             .urls
             .get(&Component::Gateway)
-            .unwrap_or(&self.system.urls[&component]);
+            .unwrap_or_else(|| &self.system.urls[&component]);
         format!("{entry}{path}")
     }
 
