@@ -7,7 +7,10 @@ use tienda_crds::Component::Products;
 use tienda_e2e::Shop;
 
 fn shop_yaml(components: &[&str]) -> String {
-    let list: Vec<String> = components.iter().map(|c| format!("    - name: {c}")).collect();
+    let list: Vec<String> = components
+        .iter()
+        .map(|c| format!("    - name: {c}"))
+        .collect();
     format!(
         "apiVersion: tienda.dev/v1alpha1
 kind: Shop
@@ -47,13 +50,22 @@ async fn a_shop_edited_on_disk_restarts_its_components_and_keeps_the_data() {
     assert!(!shop.system.reload(&shop.options).await.unwrap());
 
     shop.write_file("shop.yaml", &shop_yaml(&["gateway", "auth"]));
-    assert!(shop.system.reload(&shop.options).await.unwrap(), "the edit restarts");
-    assert!(shop.system.process(Products).is_none(), "products is no longer run");
+    assert!(
+        shop.system.reload(&shop.options).await.unwrap(),
+        "the edit restarts"
+    );
+    assert!(
+        shop.system.process(Products).is_none(),
+        "products is no longer run"
+    );
     let (status, body) = shop.get(shop.url(Products, &path), None).await;
     assert_eq!(status, 503, "the gateway has no products endpoint: {body}");
 
     // An invalid Shop is refused and what runs stays.
-    shop.write_file("shop.yaml", "apiVersion: tienda.dev/v1alpha1\nkind: Shop\nmetadata: {name: local}\nspec: {}\n");
+    shop.write_file(
+        "shop.yaml",
+        "apiVersion: tienda.dev/v1alpha1\nkind: Shop\nmetadata: {name: local}\nspec: {}\n",
+    );
     assert!(shop.system.reload(&shop.options).await.is_err());
     assert!(shop.system.process(tienda_crds::Component::Auth).is_some());
 
