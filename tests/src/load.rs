@@ -246,3 +246,12 @@ fn cpu_ms_per_request(
         })
         .collect()
 }
+
+/// The value after `--name` on the command line, or `default` (the benches' flags).
+pub fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_owned())
+}

@@ -37,6 +37,12 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_UPSTREAM_TIMEOUT_SECONDS", default_value_t = 30)]
     pub upstream_timeout_seconds: u64,
 
+    /// Speak HTTP/2 (cleartext, prior knowledge) to upstreams: one multiplexed connection per
+    /// endpoint instead of a pool of HTTP/1.1 ones. Every Tienda service accepts it (default
+    /// false: HTTP/1.1 with keep-alive).
+    #[arg(long, env = "GATEWAY_UPSTREAM_HTTP2", default_value_t = false)]
+    pub upstream_http2: bool,
+
     /// The shop this gateway serves: Shop policy targets and `<shop>-<component>` Service
     /// names resolve against it (default `local`).
     #[arg(long, env = "TIENDA_SHOP", default_value = "local")]

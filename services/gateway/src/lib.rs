@@ -126,7 +126,7 @@ impl Application {
             verifier: config.tokens.verifier(),
             access: Arc::new(access),
             trusted: Arc::new(trusted),
-            client: proxy::client(),
+            client: proxy::client(config.upstream_http2),
             default_timeout: Duration::from_secs(config.upstream_timeout_seconds),
             max_body_bytes: config.common.max_body_bytes,
             metrics: metrics::GatewayMetrics::new(&platform.metrics.registry),

@@ -49,18 +49,10 @@ spec:
   bulkhead: {maxConcurrent: 1000, maxQueued: 100}
 ";
 
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_owned())
-}
-
 fn main() -> anyhow::Result<()> {
-    let seconds: u64 = arg("--seconds", "10").parse()?;
-    let products: usize = arg("--products", "10000").parse()?;
-    let out = std::path::PathBuf::from(arg("--out", "target/bench/system"));
+    let seconds: u64 = load::arg("--seconds", "10").parse()?;
+    let products: usize = load::arg("--products", "10000").parse()?;
+    let out = std::path::PathBuf::from(load::arg("--out", "target/bench/system"));
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

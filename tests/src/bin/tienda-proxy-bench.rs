@@ -74,13 +74,6 @@ spec:
   bulkhead: {maxConcurrent: 1000, maxQueued: 100}
 ";
 
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_owned())
-}
 
 /// What the command line asked for.
 struct Options {
@@ -95,7 +88,7 @@ struct Options {
 }
 
 fn main() -> anyhow::Result<()> {
-    let upstream_port = arg("--upstream", "");
+    let upstream_port = load::arg("--upstream", "");
     if !upstream_port.is_empty() {
         let port: u16 = upstream_port.parse().context("--upstream takes a port")?;
         return tokio::runtime::Builder::new_multi_thread()
@@ -106,12 +99,12 @@ fn main() -> anyhow::Result<()> {
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let options = Options {
-        seconds: arg("--seconds", "10").parse().context("--seconds")?,
-        rate: arg("--rate", "1000").parse().context("--rate")?,
-        connections: arg("--connections", "32")
+        seconds: load::arg("--seconds", "10").parse().context("--seconds")?,
+        rate: load::arg("--rate", "1000").parse().context("--rate")?,
+        connections: load::arg("--connections", "32")
             .parse()
             .context("--connections")?,
-        out: std::path::absolute(arg("--out", "target/bench/proxy")).context("--out")?,
+        out: std::path::absolute(load::arg("--out", "target/bench/proxy")).context("--out")?,
     };
     // Declared before the runtime, dropped after it: the children die however `run` ends.
     let mut children = Children::default();

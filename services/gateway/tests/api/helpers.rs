@@ -32,6 +32,8 @@ pub struct Mode {
     pub status: u16,
     /// Delay before answering.
     pub delay_ms: u64,
+    /// `/readyz` answers 503 (the endpoint fails its health checks).
+    pub unready: bool,
 }
 
 /// An upstream HTTP server whose answers the test sets.
@@ -55,7 +57,14 @@ impl Upstream {
 
     /// Sets how it answers.
     pub fn set(&self, status: u16, delay_ms: u64) {
-        *self.mode.lock().unwrap() = Mode { status, delay_ms };
+        let mut mode = self.mode.lock().unwrap();
+        mode.status = status;
+        mode.delay_ms = delay_ms;
+    }
+
+    /// Makes `/readyz` fail (or pass again).
+    pub fn set_unready(&self, unready: bool) {
+        self.mode.lock().unwrap().unready = unready;
     }
 }
 
@@ -71,12 +80,19 @@ async fn echo(
     State(state): State<UpstreamState>,
     uri: axum::http::Uri,
     method: axum::http::Method,
+    version: axum::http::Version,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     // Health checks are not traffic.
     if uri.path() == "/readyz" {
-        return StatusCode::OK.into_response();
+        let unready = state.mode.lock().unwrap().unready;
+        return if unready {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        }
+        .into_response();
     }
     state.hits.fetch_add(1, Ordering::SeqCst);
     let mode = *state.mode.lock().unwrap();
@@ -88,7 +104,7 @@ async fn echo(
         .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
         .collect();
     let record = json!({"upstream": state.name, "method": method.as_str(), "uri": uri.to_string(),
-                        "headers": headers, "body_len": body.len()});
+                        "headers": headers, "body_len": body.len(), "version": format!("{version:?}")});
     state.seen.lock().unwrap().push(record.clone());
     let status = StatusCode::from_u16(mode.status).unwrap_or(StatusCode::OK);
     (status, Json(record)).into_response()

@@ -156,3 +156,53 @@ async fn unknown_paths_absent_and_down_services_are_problems() {
         .unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn an_endpoint_failing_its_health_checks_leaves_the_rotation_and_returns_when_it_passes() {
+    use crate::helpers::{Gateway, Seen, upstream};
+    let sick = upstream("sick", Seen::default()).await;
+    let well = upstream("well", Seen::default()).await;
+    let gw = Gateway::start(
+        &format!("products={}|{}", sick.url, well.url),
+        "",
+        &["--health-check-seconds=1"],
+    )
+    .await;
+    sick.set_unready(true);
+    // Two failed checks (one a second) take it out.
+    tokio::time::sleep(std::time::Duration::from_millis(2_600)).await;
+    let before = sick.hits();
+    for _ in 0..10 {
+        assert_eq!(gw.status("/v1/products", &[]).await, 200);
+    }
+    assert_eq!(
+        sick.hits(),
+        before,
+        "no traffic to an endpoint failing /readyz"
+    );
+    sick.set_unready(false);
+    tokio::time::sleep(std::time::Duration::from_millis(1_600)).await;
+    for _ in 0..10 {
+        gw.status("/v1/products", &[]).await;
+    }
+    assert!(sick.hits() > before, "back once a check passes");
+}
+
+#[tokio::test]
+async fn upstreams_can_be_spoken_to_over_http2() {
+    use crate::helpers::{Gateway, Seen, upstream};
+    let products = upstream("products", Seen::default()).await;
+    let h1 = Gateway::start(&format!("products={}", products.url), "", &[]).await;
+    let answer: Value = h1.get("/v1/products", &[]).await.json().await.unwrap();
+    assert_eq!(answer["version"], "HTTP/1.1");
+    let h2 = Gateway::start(
+        &format!("products={}", products.url),
+        "",
+        &["--upstream-http2"],
+    )
+    .await;
+    for _ in 0..3 {
+        let answer: Value = h2.get("/v1/products", &[]).await.json().await.unwrap();
+        assert_eq!(answer["version"], "HTTP/2.0");
+    }
+}
