@@ -74,7 +74,6 @@ spec:
   bulkhead: {maxConcurrent: 1000, maxQueued: 100}
 ";
 
-
 /// What the command line asked for.
 struct Options {
     /// Length of each measured run, in seconds (default 10).
