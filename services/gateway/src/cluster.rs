@@ -152,7 +152,10 @@ pub async fn run(
             let slices: Vec<EndpointSlice> = slices.state().iter().map(|s| (**s).clone()).collect();
             let (table, gateways) = endpoint_table(&shop, &slices);
             upstreams.replace(table);
-            policies.set_replicas(gateways.max(1));
+            // No ready gateway listed yet (this one is starting): keep the configured count.
+            if gateways > 0 {
+                policies.set_replicas(gateways);
+            }
             let mut docs: Vec<Value> = Vec::new();
             docs.extend(limits.state().iter().filter_map(|p| document(&**p)));
             docs.extend(circuits.state().iter().filter_map(|p| document(&**p)));

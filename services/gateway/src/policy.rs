@@ -363,20 +363,19 @@ fn not_ours(kind: &str, name: &str, reason: &str) -> Rejected {
 }
 
 /// The YAML files of a policy path: the file itself, or the `.yaml`/`.yml` files of a
-/// directory, sorted.
-fn yaml_files(path: &Path) -> Vec<PathBuf> {
+/// directory, sorted. `None` while the path is missing or unreadable (an editor saving by
+/// rename-away-then-write): that is no reason to drop every policy.
+fn yaml_files(path: &Path) -> Option<Vec<PathBuf>> {
     if path.is_file() {
-        return vec![path.to_path_buf()];
+        return Some(vec![path.to_path_buf()]);
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .map(|dir| {
-            dir.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-                .collect()
-        })
-        .unwrap_or_default();
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
     files.sort();
-    files
+    Some(files)
 }
 
 /// Reads policy files, keeping the last good documents of a file that stops parsing.
@@ -398,7 +397,7 @@ impl FileSource {
 
     /// Reads the files; `Some(documents)` when anything changed since the last call.
     pub fn poll(&mut self) -> Option<Vec<Value>> {
-        let files = yaml_files(&self.path);
+        let files = yaml_files(&self.path)?;
         let mut texts = BTreeMap::new();
         for file in &files {
             match std::fs::read_to_string(file) {

@@ -284,7 +284,8 @@ pub async fn forward(
         }
     };
 
-    forward_headers(request.headers_mut(), peer);
+    let trusted_peer = proxy.trusted.trusts(peer.ip());
+    forward_headers(request.headers_mut(), peer, trusted_peer);
     let circuit = policies.circuits.get(service).cloned();
     let Some(pool) = proxy
         .upstreams
@@ -320,18 +321,29 @@ pub async fn forward(
     response
 }
 
-/// `X-Forwarded-*` and `traceparent` for the upstream.
-fn forward_headers(headers: &mut HeaderMap, peer: SocketAddr) {
+/// `X-Forwarded-*` and `traceparent` for the upstream. A chain (and the scheme) a trusted
+/// proxy sent is extended; what an untrusted client wrote there is replaced.
+fn forward_headers(headers: &mut HeaderMap, peer: SocketAddr, trusted_peer: bool) {
     strip_hop_by_hop(headers);
     let host = headers.get(header::HOST).cloned();
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let chain = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| trusted_peer);
+    let forwarded_for = match chain {
         Some(chain) => format!("{chain}, {}", peer.ip()),
         None => peer.ip().to_string(),
     };
     if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
         headers.insert("x-forwarded-for", v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    let proto_from_proxy = trusted_peer
+        && headers
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v == "https" || v == "http");
+    if !proto_from_proxy {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
     if let Some(host) = host {
         headers.insert("x-forwarded-host", host);
     }
@@ -357,6 +369,55 @@ impl ProbeGuard<'_> {
             b.record(a, ok, Instant::now());
         }
     }
+}
+
+impl ProbeGuard<'_> {
+    /// Gives the probe back without a verdict.
+    fn abandon(&mut self) {
+        if let (Some(c), Some(a)) = (self.circuit, self.admission.take())
+            && let Some(b) = &c.breaker
+        {
+            b.abandon(a);
+        }
+    }
+}
+
+/// Whether a failed upstream call failed on the client's side: the request body went over the
+/// limit or broke off (the upstream did nothing wrong).
+fn client_body_failed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>()
+            || e.downcast_ref::<hyper::Error>()
+                .is_some_and(|h| h.is_user() || h.is_body_write_aborted())
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The answer for a request body that could not be read whole.
+fn body_problem(error: &(dyn std::error::Error + 'static), limit: usize) -> Response {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Request body too large",
+                format!("Bodies are limited to {limit} bytes."),
+            );
+        }
+        source = e.source();
+    }
+    problem(
+        StatusCode::BAD_REQUEST,
+        "bad-request",
+        "The request body could not be read",
+        "The request body broke off before its end; send it again.".into(),
+    )
 }
 
 impl Drop for ProbeGuard<'_> {
@@ -407,6 +468,39 @@ async fn call(
             .and_then(|c| c.timeout)
             .unwrap_or(proxy.default_timeout);
     let _counted = circuit.map(Circuit::start);
+
+    // A body that may be sent twice is read first — before the breaker and the bulkhead, so a
+    // client trickling it holds neither a probe nor a slot — and within the deadline.
+    let retry = circuit
+        .and_then(|c| c.retry.as_ref())
+        .filter(|r| r.attempts > 1 && may_retry(request.method(), request.headers()));
+    let (parts, body) = request.into_parts();
+    let mut streamed = None;
+    let mut buffered = None;
+    if retry.is_some() {
+        let read = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            Limited::new(body, proxy.max_body_bytes).collect(),
+        )
+        .await;
+        match read {
+            Ok(Ok(collected)) => buffered = Some(collected.to_bytes()),
+            Ok(Err(error)) => return (body_problem(&*error, proxy.max_body_bytes), 0),
+            Err(_) => {
+                return (
+                    problem(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request-timeout",
+                        "Request body too slow",
+                        "The request body did not arrive in time; send it again.".into(),
+                    ),
+                    0,
+                );
+            }
+        }
+    } else {
+        streamed = Some(Body::new(Limited::new(body, proxy.max_body_bytes)));
+    }
 
     let mut probe = ProbeGuard {
         circuit,
@@ -461,33 +555,6 @@ async fn call(
         None => None,
     };
 
-    let retry = circuit
-        .and_then(|c| c.retry.as_ref())
-        .filter(|r| r.attempts > 1 && may_retry(request.method(), request.headers()));
-    let (parts, body) = request.into_parts();
-    let mut streamed = None;
-    let mut buffered = None;
-    if retry.is_some() {
-        match Limited::new(body, proxy.max_body_bytes).collect().await {
-            Ok(collected) => buffered = Some(collected.to_bytes()),
-            Err(error) => {
-                return (
-                    problem(
-                        StatusCode::BAD_REQUEST,
-                        "bad-request",
-                        "The request body could not be read",
-                        format!(
-                            "{error}; bodies are limited to {} bytes.",
-                            proxy.max_body_bytes
-                        ),
-                    ),
-                    0,
-                );
-            }
-        }
-    } else {
-        streamed = Some(Body::new(Limited::new(body, proxy.max_body_bytes)));
-    }
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -559,6 +626,12 @@ async fn call(
                     .then_some(Failure::Status(s))
             }
             Ok(Err(error)) if error.is_connect() => Some(Failure::Connect),
+            // The client's body failed (over the limit, or the upload was cut): the
+            // destination did nothing wrong — no retry, no breaker or ejection count.
+            Ok(Err(error)) if client_body_failed(error) => {
+                probe.abandon();
+                return (body_problem(error, proxy.max_body_bytes), attempt);
+            }
             Ok(Err(_)) => Some(Failure::Reset),
             Err(_) => Some(Failure::Timeout),
         };

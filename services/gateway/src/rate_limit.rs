@@ -96,7 +96,19 @@ impl Limit {
         let replicas = replicas.max(1);
         let share = |n: i32| (u32::try_from(n).unwrap_or(1) / replicas).max(1);
         let requests = share(rule.requests);
-        let period = rule.period.get().max(Duration::from_millis(1));
+        // Fewer requests than replicas: each replica allows one per a longer period, so the
+        // shop-wide total stays `requests` per `period` (not one per replica per period).
+        let total = u32::try_from(rule.requests).unwrap_or(1).max(1);
+        let stretch = if total < replicas {
+            f64::from(replicas) / f64::from(total)
+        } else {
+            1.0
+        };
+        let period = rule
+            .period
+            .get()
+            .max(Duration::from_millis(1))
+            .mul_f64(stretch);
         let counter = match rule.algorithm {
             Algorithm::TokenBucket => {
                 let burst = share(rule.burst.unwrap_or(rule.requests));
@@ -355,6 +367,26 @@ mod tests {
             .filter(|_| limit.check(&f).retry_after.is_none())
             .count();
         assert_eq!(passed, 5, "each of two replicas enforces half");
+    }
+
+    #[test]
+    fn fewer_requests_than_replicas_stretch_each_replicas_period() {
+        let limit = Arc::new(Limit::new(
+            "p",
+            &rule(
+                "{name: r, clientKey: {type: ClientIP}, requests: 1, period: 1m, algorithm: SlidingWindow}",
+            ),
+            3,
+            None,
+        ));
+        let (h, m) = (HeaderMap::new(), Method::GET);
+        let f = facts(&h, &m, "/", "10.0.0.1");
+        assert!(limit.check(&f).retry_after.is_none());
+        let wait = limit
+            .check(&f)
+            .retry_after
+            .expect("one per three minutes here");
+        assert!(wait > Duration::from_secs(120), "{wait:?}");
     }
 
     #[test]

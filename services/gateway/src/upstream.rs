@@ -144,6 +144,10 @@ impl Pool {
     ) -> bool {
         if ok {
             endpoint.consecutive_errors.store(0, Ordering::Relaxed);
+            // Behaving again after an ejection: the next ejection starts from the base time.
+            if !endpoint.ejected(now) {
+                endpoint.ejections.store(0, Ordering::Relaxed);
+            }
             return false;
         }
         let errors = endpoint.consecutive_errors.fetch_add(1, Ordering::Relaxed) + 1;
@@ -343,6 +347,16 @@ mod tests {
             "second ejection lasts 20 s"
         );
         assert!(bad.available(back + Duration::from_secs(20)));
+        // A success after it returned resets the doubling.
+        let later = back + Duration::from_secs(30);
+        p.report(&bad, true, Some(&cfg), later);
+        for _ in 0..3 {
+            p.report(&bad, false, Some(&cfg), later);
+        }
+        assert!(
+            bad.available(later + Duration::from_secs(10)),
+            "base time again"
+        );
     }
 
     #[test]

@@ -142,7 +142,7 @@ async fn retries_stay_within_the_budget_under_concurrency() {
     )
     .await;
     // Every call fails slowly, so 20 requests are in flight together.
-    payments.set(503, 200);
+    payments.set(503, 1_000);
     let calls: Vec<_> = (0..20)
         .map(|_| {
             let (http, url) = (gw.http.clone(), format!("{}/v1/payments/p1", gw.base));
@@ -161,7 +161,7 @@ async fn retries_stay_within_the_budget_under_concurrency() {
 #[tokio::test]
 async fn the_bulkhead_refuses_calls_beyond_its_slots_and_queue() {
     let (gw, payments) = payments_with("  bulkhead: {maxConcurrent: 2, maxQueued: 1}").await;
-    payments.set(0, 400);
+    payments.set(0, 1_500);
     let calls: Vec<_> = (0..5)
         .map(|_| {
             let (http, url) = (gw.http.clone(), format!("{}/v1/payments/p1", gw.base));
@@ -223,7 +223,7 @@ async fn an_outlier_endpoint_is_ejected_and_returns_after_its_ejection_time() {
         &circuit(
             "payments",
             "payments",
-            "  outlierDetection: {consecutiveErrors: 2, baseEjectionTime: 800ms, maxEjectionPercent: 50}",
+            "  outlierDetection: {consecutiveErrors: 2, baseEjectionTime: 3s, maxEjectionPercent: 50}",
         ),
         &[],
     )
@@ -248,9 +248,50 @@ async fn an_outlier_endpoint_is_ejected_and_returns_after_its_ejection_time() {
     );
 
     bad.set(0, 0);
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
     for _ in 0..10 {
         gw.status("/v1/payments/p1", &[]).await;
     }
     assert!(bad.hits() > 2, "back in rotation after the ejection time");
+}
+
+#[tokio::test]
+async fn a_client_body_over_the_limit_is_the_clients_fault_not_the_services() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let payments = upstream("payments", Seen::default()).await;
+    let gw = Gateway::start(
+        &format!("payments={}", payments.url),
+        &circuit(
+            "payments",
+            "payments",
+            "  circuitBreaker: {consecutiveFailures: 2, window: 10s, openFor: 30s}\n  outlierDetection: {consecutiveErrors: 2}",
+        ),
+        &["--max-body-bytes=1000"],
+    )
+    .await;
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    // Chunked: no Content-Length to refuse up front, so the limit trips while streaming.
+    for _ in 0..3 {
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let chunk = "x".repeat(3000);
+        let request = format!(
+            "POST /v1/payments HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+            chunk.len()
+        );
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 413"),
+            "{}",
+            answer.lines().next().unwrap_or("")
+        );
+    }
+    // The breaker stayed closed and the endpoint in rotation: the service did nothing wrong.
+    assert_eq!(gw.status("/v1/payments/p1", &[]).await, 200);
+    assert!(
+        !gw.metrics()
+            .await
+            .contains("gateway_endpoint_ejections_total")
+    );
 }

@@ -14,10 +14,10 @@ async fn gateway_with(policies: &str) -> (Gateway, crate::helpers::Upstream) {
 
 #[tokio::test]
 async fn a_token_bucket_allows_its_burst_then_limits_at_the_configured_rate() {
-    // 4 per 2 s refills one token every 500 ms; the bucket holds 3 (at most `requests`).
+    // 3 per 3 s refills one token a second; the bucket holds 3.
     let (gw, products) = gateway_with(&rate_limit(
         "browse",
-        "{name: browse, match: {pathPrefix: /v1/products, methods: [GET]}, clientKey: {type: ClientIP}, requests: 4, period: 2s, burst: 3}",
+        "{name: browse, match: {pathPrefix: /v1/products, methods: [GET]}, clientKey: {type: ClientIP}, requests: 3, period: 3s, burst: 3}",
     ))
     .await;
     let mut statuses = Vec::new();
@@ -42,7 +42,7 @@ async fn a_token_bucket_allows_its_burst_then_limits_at_the_configured_rate() {
         "application/problem+json"
     );
     assert_eq!(refused.headers()["retry-after"], "1");
-    assert_eq!(refused.headers()["ratelimit-policy"], "\"browse\";q=4;w=2");
+    assert_eq!(refused.headers()["ratelimit-policy"], "\"browse\";q=3;w=3");
     assert!(
         refused.headers()["ratelimit"]
             .to_str()
@@ -53,15 +53,15 @@ async fn a_token_bucket_allows_its_burst_then_limits_at_the_configured_rate() {
     assert_eq!(body["status"], 429);
     assert!(body["detail"].as_str().unwrap().contains("browse"));
 
-    // A token comes back every 500 ms: after 700 ms one request passes, not two.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // A token comes back every second: after 1.4 s one request passes, not two.
+    tokio::time::sleep(Duration::from_millis(1_400)).await;
     let mut passed = 0;
     for _ in 0..3 {
         if gw.status("/v1/products", &[]).await == 200 {
             passed += 1;
         }
     }
-    assert_eq!(passed, 1, "refilled at 2 per second");
+    assert_eq!(passed, 1, "refilled at one a second");
 
     // Unmatched requests are not counted: another method, another path.
     let posted = gw

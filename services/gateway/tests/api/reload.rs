@@ -15,6 +15,13 @@ use crate::helpers::{Gateway, Seen, circuit, rate_limit, upstream};
 
 const OPEN: &str = "{name: browse, match: {pathPrefix: /v1/products/hot}, clientKey: {type: Header, header: X-Client}, algorithm: SlidingWindow, requests: 1000, period: 1m}";
 const TIGHT: &str = "{name: browse, match: {pathPrefix: /v1/products/hot}, clientKey: {type: Header, header: X-Client}, algorithm: SlidingWindow, requests: 2, period: 1m}";
+/// A rule the steady traffic passes through, in the same policy, never reached.
+const STEADY: &str = "    - {name: steady, match: {pathPrefix: /v1/products/cold}, clientKey: {type: Header, header: X-Client}, requests: 1000000, period: 1s}\n";
+
+/// The policy with `browse` as given and the unchanged `steady` rule.
+fn with_steady(browse: &str) -> String {
+    rate_limit("browse", browse).replacen("---\n", &format!("{STEADY}---\n"), 1)
+}
 
 #[tokio::test]
 async fn a_policy_file_edited_under_traffic_takes_effect_within_a_second_without_failing_a_request()
@@ -25,12 +32,9 @@ async fn a_policy_file_edited_under_traffic_takes_effect_within_a_second_without
             &format!("products={}", products.url),
             &format!(
                 "{}{}",
-                rate_limit("browse", OPEN),
-                circuit(
-                    "products",
-                    "products",
-                    "  timeout: 2s\n  retry: {attempts: 2}"
-                )
+                with_steady(OPEN),
+                // No retries: a request failed by the reload must show as failed.
+                circuit("products", "products", "  timeout: 2s")
             ),
             &[],
         )
@@ -38,7 +42,8 @@ async fn a_policy_file_edited_under_traffic_takes_effect_within_a_second_without
     );
     assert_eq!(gw.generation("browse").await, Some(1));
 
-    // Steady traffic on other paths from several clients while the file changes.
+    // Steady traffic from several clients through the policy being edited (its unchanged
+    // `steady` rule) while the file changes.
     let stop = Arc::new(AtomicBool::new(false));
     let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let workers: Vec<_> = (0..4)
@@ -63,12 +68,8 @@ async fn a_policy_file_edited_under_traffic_takes_effect_within_a_second_without
     let edited = Instant::now();
     gw.write_policies(&format!(
         "{}{}",
-        rate_limit("browse", TIGHT),
-        circuit(
-            "products",
-            "products",
-            "  timeout: 3s\n  retry: {attempts: 2}"
-        )
+        with_steady(TIGHT),
+        circuit("products", "products", "  timeout: 3s")
     ));
     // The new limit holds for a fresh client as soon as it is applied.
     let took = loop {
@@ -160,13 +161,30 @@ async fn an_invalid_edit_is_refused_and_the_previous_version_stays_in_force() {
     };
     assert_eq!(statuses, [200, 200, 429], "the previous limit is enforced");
 
+    // A broken file keeps what it held; a second file saved after it shows the poll ran.
     gw.write_policies("this: is: not yaml: [");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(
+        gw.policy_dir.join("later.yaml"),
+        rate_limit(
+            "later",
+            "{name: later, clientKey: {type: ClientIP}, requests: 1000, period: 1m}",
+        ),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gw.generation("later").await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the second file was never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         gw.generation("browse").await,
         Some(1),
         "a broken file keeps what it held"
     );
+    std::fs::remove_file(gw.policy_dir.join("later.yaml")).unwrap();
 
     // Removing the policy lifts the limit.
     gw.write_policies("");
