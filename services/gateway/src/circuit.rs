@@ -139,10 +139,10 @@ pub struct Circuit {
     pub timeout: Option<Duration>,
     /// Retries.
     pub retry: Option<RetryConfig>,
-    /// The breaker.
-    pub breaker: Option<Breaker>,
-    /// The bulkhead.
-    pub bulkhead: Option<Bulkhead>,
+    /// The breaker (shared with the next version of the policy while its settings stay).
+    pub breaker: Option<Arc<Breaker>>,
+    /// The bulkhead (likewise: calls in flight keep their slots across a reload).
+    pub bulkhead: Option<Arc<Bulkhead>>,
     /// Ejection of misbehaving endpoints.
     pub outlier: Option<OutlierConfig>,
     /// The answer when a call is refused or fails.
@@ -158,6 +158,22 @@ fn count(n: i32) -> u32 {
 }
 
 impl Circuit {
+    /// Compiles a policy's spec, keeping `previous`'s breaker and bulkhead where their settings
+    /// did not change: editing a timeout must not close an open breaker, nor free slots that
+    /// calls in flight still hold.
+    pub fn evolve(policy: &str, spec: &CircuitPolicySpec, previous: Option<&Circuit>) -> Self {
+        let mut next = Self::new(policy, spec);
+        if let Some(old) = previous {
+            if old.spec.circuit_breaker == spec.circuit_breaker {
+                next.breaker.clone_from(&old.breaker);
+            }
+            if old.spec.bulkhead == spec.bulkhead {
+                next.bulkhead.clone_from(&old.bulkhead);
+            }
+        }
+        next
+    }
+
     /// Compiles a policy's spec.
     pub fn new(policy: &str, spec: &CircuitPolicySpec) -> Self {
         Self {
@@ -173,20 +189,20 @@ impl Circuit {
                 per_try_timeout: r.per_try_timeout.as_ref().map(|d| d.get()),
             }),
             breaker: spec.circuit_breaker.as_ref().map(|b| {
-                Breaker::new(BreakerConfig {
+                Arc::new(Breaker::new(BreakerConfig {
                     consecutive_failures: b.consecutive_failures.map(count),
                     failure_ratio: b.failure_ratio,
                     min_requests: count(b.min_requests),
                     window: b.window.get(),
                     open_for: b.open_for.get(),
                     half_open_requests: count(b.half_open_requests).max(1),
-                })
+                }))
             }),
             bulkhead: spec.bulkhead.as_ref().map(|b| {
-                Bulkhead::new(
+                Arc::new(Bulkhead::new(
                     count(b.max_concurrent).max(1) as usize,
                     count(b.max_queued) as usize,
-                )
+                ))
             }),
             outlier: spec.outlier_detection.as_ref().map(|o| OutlierConfig {
                 consecutive_errors: count(o.consecutive_errors).max(1),
@@ -327,6 +343,35 @@ mod tests {
         );
         let _r = none.start();
         assert!(none.take_retry().is_none());
+    }
+
+    #[test]
+    fn an_edit_that_leaves_the_breaker_alone_keeps_its_state() {
+        let spec = |timeout: &str, open_for: &str| -> CircuitPolicySpec {
+            serde_saphyr::from_str(&format!(
+                "{{targetRef: {{kind: Service, name: products}}, timeout: {timeout}, circuitBreaker: {{consecutiveFailures: 1, openFor: {open_for}}}, bulkhead: {{maxConcurrent: 1}}}}"
+            ))
+            .unwrap()
+        };
+        let first = Circuit::new("p", &spec("1s", "30s"));
+        let breaker = first.breaker.as_ref().unwrap();
+        let now = std::time::Instant::now();
+        let a = breaker.admit(now);
+        breaker.record(a, false, now);
+        let timeout_edit = Circuit::evolve("p", &spec("2s", "30s"), Some(&first));
+        assert!(
+            Arc::ptr_eq(timeout_edit.breaker.as_ref().unwrap(), breaker),
+            "still open"
+        );
+        assert!(Arc::ptr_eq(
+            timeout_edit.bulkhead.as_ref().unwrap(),
+            first.bulkhead.as_ref().unwrap()
+        ));
+        let breaker_edit = Circuit::evolve("p", &spec("2s", "10s"), Some(&first));
+        assert!(
+            !Arc::ptr_eq(breaker_edit.breaker.as_ref().unwrap(), breaker),
+            "new settings, new breaker"
+        );
     }
 
     #[tokio::test]

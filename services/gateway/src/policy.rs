@@ -309,7 +309,11 @@ impl Policies {
                         .get(service)
                         .filter(|c| c.policy == *name && c.spec == policy.spec)
                         .cloned()
-                        .unwrap_or_else(|| Arc::new(Circuit::new(name, &policy.spec)));
+                        .unwrap_or_else(|| {
+                            let before =
+                                previous.circuits.get(service).filter(|c| c.policy == *name);
+                            Arc::new(Circuit::evolve(name, &policy.spec, before.map(|c| &**c)))
+                        });
                     set.circuits.insert(service.to_owned(), circuit);
                     vec![service.to_owned()]
                 }

@@ -26,7 +26,12 @@ use tienda_crds::rate_limit_policy::{
 use crate::sliding_window::{SlidingWindow, Verdict};
 
 type TokenBuckets =
-    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+    RateLimiter<u64, DefaultKeyedStateStore<u64>, DefaultClock, StateInformationMiddleware>;
+
+/// Clients are counted in this many slots per rule, by a keyed hash of their key: memory stays
+/// bounded (about 16 MiB per rule at worst) whatever keys clients invent, and two clients share
+/// a slot only by a 1-in-262,144 chance.
+const SLOTS: u64 = 1 << 18;
 
 /// The state of one rule: per-client counters.
 enum Counter {
@@ -52,6 +57,8 @@ pub struct Limit {
     pub rule: RateLimitRule,
     /// The gateway replicas the limit is shared by.
     pub replicas: u32,
+    /// Seeds the hash of client keys (per process, so slots cannot be aimed at).
+    hasher: std::hash::RandomState,
     /// Components whose routes it covers; `None`: every route (a Shop target).
     pub services: Option<Vec<String>>,
     counter: Counter,
@@ -127,6 +134,7 @@ impl Limit {
             policy: policy.to_owned(),
             rule: rule.clone(),
             replicas,
+            hasher: std::hash::RandomState::new(),
             services,
             counter,
         }
@@ -142,6 +150,12 @@ impl Limit {
         request_matches(&self.rule.match_, facts.method, facts.path, facts.headers)
     }
 
+    /// The slot the request is counted in.
+    fn slot(&self, facts: &RequestFacts<'_>) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(self.key(facts)) % SLOTS
+    }
+
     /// The key the request is counted under.
     fn key(&self, facts: &RequestFacts<'_>) -> String {
         let header = |name: &str| {
@@ -153,7 +167,15 @@ impl Limit {
                 .to_owned()
         };
         match self.rule.client_key.type_ {
-            ClientKeyType::ClientIP => facts.client_ip.clone(),
+            // An IPv6 client owns a /64 at least: counting its addresses apart would let it
+            // pick a new one for every request.
+            ClientKeyType::ClientIP => match facts.client_ip.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V6(v6)) => {
+                    let s = v6.segments();
+                    format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                }
+                _ => facts.client_ip.clone(),
+            },
             ClientKeyType::User => facts.user.unwrap_or("anonymous").to_owned(),
             ClientKeyType::ApiKey => header("x-api-key"),
             ClientKeyType::Header => header(self.rule.client_key.header.as_deref().unwrap_or("")),
@@ -162,13 +184,13 @@ impl Limit {
 
     /// Counts the request.
     pub fn check(self: &Arc<Self>, facts: &RequestFacts<'_>) -> Outcome {
-        let key = self.key(facts);
+        let key = self.slot(facts);
         let (retry_after, remaining) = match &self.counter {
             Counter::TokenBucket(buckets) => match buckets.check_key(&key) {
                 Ok(snapshot) => (None, u64::from(snapshot.remaining_burst_capacity())),
                 Err(not_until) => (Some(not_until.wait_time_from(buckets.clock().now())), 0),
             },
-            Counter::SlidingWindow(window) => match window.check(&key, Instant::now()) {
+            Counter::SlidingWindow(window) => match window.check(key, Instant::now()) {
                 Verdict::Allowed { remaining } => (None, remaining),
                 Verdict::Limited { retry_after } => (Some(retry_after), 0),
             },
@@ -367,6 +389,37 @@ mod tests {
             .filter(|_| limit.check(&f).retry_after.is_none())
             .count();
         assert_eq!(passed, 5, "each of two replicas enforces half");
+    }
+
+    #[test]
+    fn an_ipv6_client_is_one_key_across_its_slash_64() {
+        let limit = Arc::new(Limit::new(
+            "p",
+            &rule(
+                "{name: r, clientKey: {type: ClientIP}, requests: 1, period: 1m, algorithm: SlidingWindow}",
+            ),
+            1,
+            None,
+        ));
+        let (h, m) = (HeaderMap::new(), Method::GET);
+        assert!(
+            limit
+                .check(&facts(&h, &m, "/", "2001:db8:1:2::1"))
+                .retry_after
+                .is_none()
+        );
+        assert!(
+            limit
+                .check(&facts(&h, &m, "/", "2001:db8:1:2::beef"))
+                .retry_after
+                .is_some()
+        );
+        assert!(
+            limit
+                .check(&facts(&h, &m, "/", "2001:db8:1:3::1"))
+                .retry_after
+                .is_none()
+        );
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub enum Verdict {
 pub struct SlidingWindow {
     limit: u64,
     period: Duration,
-    keys: DashMap<String, Windows>,
+    keys: DashMap<u64, Windows>,
 }
 
 impl SlidingWindow {
@@ -55,8 +55,8 @@ impl SlidingWindow {
     }
 
     /// Counts a request for `key` at `now` if the window has room.
-    pub fn check(&self, key: &str, now: Instant) -> Verdict {
-        let mut entry = self.keys.entry(key.to_owned()).or_insert(Windows {
+    pub fn check(&self, key: u64, now: Instant) -> Verdict {
+        let mut entry = self.keys.entry(key).or_insert(Windows {
             start: now,
             previous: 0,
             current: 0,
@@ -132,11 +132,11 @@ mod tests {
     fn the_limit_holds_within_a_window_and_per_key() {
         let w = SlidingWindow::new(3, Duration::from_secs(10));
         let t = Instant::now();
-        assert_eq!(w.check("a", t), Verdict::Allowed { remaining: 2 });
-        assert_eq!(w.check("a", t), Verdict::Allowed { remaining: 1 });
-        assert_eq!(w.check("a", t), Verdict::Allowed { remaining: 0 });
-        assert!(!allowed(w.check("a", t)));
-        assert!(allowed(w.check("b", t)), "keys are counted apart");
+        assert_eq!(w.check(1, t), Verdict::Allowed { remaining: 2 });
+        assert_eq!(w.check(1, t), Verdict::Allowed { remaining: 1 });
+        assert_eq!(w.check(1, t), Verdict::Allowed { remaining: 0 });
+        assert!(!allowed(w.check(1, t)));
+        assert!(allowed(w.check(2, t)), "keys are counted apart");
     }
 
     #[test]
@@ -145,17 +145,17 @@ mod tests {
         let w = SlidingWindow::new(10, period);
         let t = Instant::now();
         for _ in 0..10 {
-            assert!(allowed(w.check("k", t)));
+            assert!(allowed(w.check(3, t)));
         }
         // Just after the boundary the previous window still counts almost fully.
         let after = t + period + Duration::from_millis(100);
-        assert!(!allowed(w.check("k", after)));
+        assert!(!allowed(w.check(3, after)));
         // Halfway through the next window half of it has faded: 5 more fit.
         let half = t + period + period / 2;
-        let passed = (0..10).filter(|_| allowed(w.check("k", half))).count();
+        let passed = (0..10).filter(|_| allowed(w.check(3, half))).count();
         assert_eq!(passed, 5);
         // Two idle periods later the key starts over.
-        assert!(allowed(w.check("k", t + period * 4)));
+        assert!(allowed(w.check(3, t + period * 4)));
     }
 
     #[test]
@@ -164,13 +164,13 @@ mod tests {
         let w = SlidingWindow::new(10, period);
         let t = Instant::now();
         for _ in 0..10 {
-            w.check("k", t);
+            w.check(3, t);
         }
-        let Verdict::Limited { retry_after } = w.check("k", t + Duration::from_secs(1)) else {
+        let Verdict::Limited { retry_after } = w.check(3, t + Duration::from_secs(1)) else {
             panic!("limited")
         };
         assert!(allowed(w.check(
-            "k",
+            3,
             t + Duration::from_secs(1) + retry_after + Duration::from_millis(5)
         )));
     }
@@ -179,8 +179,8 @@ mod tests {
     fn idle_keys_are_forgotten() {
         let w = SlidingWindow::new(1, Duration::from_secs(1));
         let t = Instant::now();
-        w.check("a", t);
-        w.check("b", t + Duration::from_millis(1500));
+        w.check(1, t);
+        w.check(2, t + Duration::from_millis(1500));
         w.forget_idle(t + Duration::from_millis(2100));
         assert_eq!(w.len(), 1);
     }
