@@ -35,7 +35,7 @@ use crate::{
     circuit::{Circuit, Failure, may_retry},
     metrics::GatewayMetrics,
     policy::Policies,
-    rate_limit::{self, RequestFacts},
+    rate_limit::{self, Pass, RequestFacts},
     upstream::{Pool, Upstreams},
 };
 
@@ -188,6 +188,24 @@ pub async fn forward(
     headers.remove(&USER_ID);
     headers.remove(&USER_ROLES);
     let client_ip = proxy.trusted.client_ip(peer.ip(), headers);
+    // Limits not keyed on the user count before the token is checked, so a flood of bad
+    // tokens is limited like any other traffic.
+    let policies = proxy.policies.current();
+    let anonymous = RequestFacts {
+        service,
+        method: &method,
+        path: &path,
+        headers,
+        client_ip: client_ip.to_string(),
+        user: None,
+    };
+    let before_identity = match limit(&proxy, &policies, &anonymous, Pass::BeforeIdentity) {
+        Ok(outcome) => outcome,
+        Err(response) => {
+            proxy.metrics.answered(prefix, service, 429, started);
+            return response;
+        }
+    };
     let claims = if headers.contains_key(header::AUTHORIZATION) {
         match proxy.verifier.verify_headers(headers).await {
             Ok(claims) => Some(claims),
@@ -241,7 +259,6 @@ pub async fn forward(
         );
     }
 
-    let policies = proxy.policies.current();
     let facts = RequestFacts {
         service,
         method: &method,
@@ -250,35 +267,9 @@ pub async fn forward(
         client_ip: client_ip.to_string(),
         user: claims.as_ref().map(|c| c.sub.as_str()),
     };
-    let (verdict, shadowed) = rate_limit::evaluate(&policies.limits, &facts);
-    for s in &shadowed {
-        proxy
-            .metrics
-            .rate_limited(&s.limit.policy, &s.limit.rule.name, true);
-    }
-    let tightest = match verdict {
-        Ok(tightest) => tightest,
-        Err(refused) => {
-            proxy
-                .metrics
-                .rate_limited(&refused.limit.policy, &refused.limit.rule.name, false);
-            let after = refused.retry_after.unwrap_or(Duration::from_secs(1));
-            let mut response = with_retry_after(
-                problem(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate-limited",
-                    "Too many requests",
-                    format!(
-                        "Rule {} of RateLimitPolicy {} allows {} requests per {}; retry after the Retry-After seconds.",
-                        refused.limit.rule.name,
-                        refused.limit.policy,
-                        refused.limit.rule.requests,
-                        refused.limit.rule.period
-                    ),
-                ),
-                after,
-            );
-            rate_limit::headers(&refused, response.headers_mut());
+    let tightest = match limit(&proxy, &policies, &facts, Pass::User) {
+        Ok(outcome) => rate_limit::tighter(before_identity, outcome),
+        Err(response) => {
             proxy.metrics.answered(prefix, service, 429, started);
             return response;
         }
@@ -319,6 +310,47 @@ pub async fn forward(
         "request"
     );
     response
+}
+
+/// Counts the request by the rules of `pass`: `Ok` with the tightest allowed outcome (for the
+/// `RateLimit` headers), or `Err` with the 429 answer.
+fn limit(
+    proxy: &Proxy,
+    policies: &crate::policy::PolicySet,
+    facts: &RequestFacts<'_>,
+    pass: Pass,
+) -> Result<Option<rate_limit::Outcome>, Response> {
+    let (verdict, shadowed) = rate_limit::evaluate(&policies.limits, facts, pass);
+    for s in &shadowed {
+        proxy
+            .metrics
+            .rate_limited(&s.limit.policy, &s.limit.rule.name, true);
+    }
+    let refused = match verdict {
+        Ok(tightest) => return Ok(tightest),
+        Err(refused) => refused,
+    };
+    proxy
+        .metrics
+        .rate_limited(&refused.limit.policy, &refused.limit.rule.name, false);
+    let after = refused.retry_after.unwrap_or(Duration::from_secs(1));
+    let mut response = with_retry_after(
+        problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            format!(
+                "Rule {} of RateLimitPolicy {} allows {} requests per {}; retry after the Retry-After seconds.",
+                refused.limit.rule.name,
+                refused.limit.policy,
+                refused.limit.rule.requests,
+                refused.limit.rule.period
+            ),
+        ),
+        after,
+    );
+    rate_limit::headers(&refused, response.headers_mut());
+    Err(response)
 }
 
 /// `X-Forwarded-*` and `traceparent` for the upstream. A chain (and the scheme) a trusted

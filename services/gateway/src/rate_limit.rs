@@ -274,11 +274,14 @@ pub fn request_matches(m: &RequestMatch, method: &Method, path: &str, headers: &
 pub fn evaluate(
     limits: &[Arc<Limit>],
     facts: &RequestFacts<'_>,
+    pass: Pass,
 ) -> (Result<Option<Outcome>, Outcome>, Vec<Outcome>) {
     let mut tightest: Option<Outcome> = None;
     let mut refused: Option<Outcome> = None;
     let mut shadowed = Vec::new();
-    for limit in limits.iter().filter(|l| l.matches(facts)) {
+    let in_pass =
+        |l: &&Arc<Limit>| (l.rule.client_key.type_ == ClientKeyType::User) == (pass == Pass::User);
+    for limit in limits.iter().filter(in_pass).filter(|l| l.matches(facts)) {
         let outcome = limit.check(facts);
         if outcome.retry_after.is_some() {
             if limit.rule.shadow {
@@ -304,6 +307,24 @@ pub fn evaluate(
     match refused {
         Some(r) => (Err(r), shadowed),
         None => (Ok(tightest), shadowed),
+    }
+}
+
+/// Which rules a pass counts: those keyed on who the client is must wait for the token to be
+/// verified; the others are counted before, so a flood of bad tokens is limited like any other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Rules keyed by address, API key or header, before the token is checked.
+    BeforeIdentity,
+    /// Rules keyed by the verified user.
+    User,
+}
+
+/// The tighter (fewer requests left) of two allowed outcomes.
+pub fn tighter(a: Option<Outcome>, b: Option<Outcome>) -> Option<Outcome> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.remaining < a.remaining { b } else { a }),
+        (a, b) => a.or(b),
     }
 }
 
@@ -472,8 +493,8 @@ mod tests {
         let (h, m) = (HeaderMap::new(), Method::GET);
         let f = facts(&h, &m, "/", "10.0.0.1");
         let limits = vec![shadow];
-        assert!(evaluate(&limits, &f).0.is_ok());
-        let (verdict, shadowed) = evaluate(&limits, &f);
+        assert!(evaluate(&limits, &f, Pass::BeforeIdentity).0.is_ok());
+        let (verdict, shadowed) = evaluate(&limits, &f, Pass::BeforeIdentity);
         assert!(verdict.is_ok(), "shadow mode never refuses");
         assert_eq!(shadowed.len(), 1, "but the refusal is reported");
     }

@@ -199,3 +199,25 @@ async fn limits_for_the_whole_shop_are_shared_by_the_gateway_replicas() {
     }
     assert_eq!(passed, 2, "one of three replicas enforces a third of 6");
 }
+
+#[tokio::test]
+async fn a_flood_of_bad_tokens_is_limited_like_any_other_traffic() {
+    let (gw, products) = gateway_with(&rate_limit(
+        "per-ip",
+        "{name: per-ip, clientKey: {type: ClientIP}, algorithm: SlidingWindow, requests: 2, period: 1m}",
+    ))
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(
+            gw.status("/v1/products", &[("authorization", "Bearer not-a-token")])
+                .await,
+        );
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 429, 429],
+        "counted before the signature check"
+    );
+    assert_eq!(products.hits(), 0);
+}
