@@ -93,36 +93,21 @@ pub async fn run(
             .join(",")
     );
     let streams = [
-        reflector(
+        cached(
             limits_writer,
-            watcher(
-                Api::<RateLimitPolicy>::namespaced(client.clone(), &ns),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .map(|e| e.map(|_| ()).map_err(|e| e.to_string()))
-        .boxed(),
-        reflector(
+            Api::namespaced(client.clone(), &ns),
+            watcher::Config::default(),
+        ),
+        cached(
             circuits_writer,
-            watcher(
-                Api::<CircuitPolicy>::namespaced(client.clone(), &ns),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .map(|e| e.map(|_| ()).map_err(|e| e.to_string()))
-        .boxed(),
-        reflector(
+            Api::namespaced(client.clone(), &ns),
+            watcher::Config::default(),
+        ),
+        cached(
             slices_writer,
-            watcher(
-                Api::<EndpointSlice>::namespaced(client.clone(), &ns),
-                watcher::Config::default().labels(&selector),
-            ),
-        )
-        .default_backoff()
-        .map(|e| e.map(|_| ()).map_err(|e| e.to_string()))
-        .boxed(),
+            Api::namespaced(client.clone(), &ns),
+            watcher::Config::default().labels(&selector),
+        ),
     ];
     let watches = futures::future::join_all(streams.into_iter().map(|mut stream| {
         let changed = changed.clone();
@@ -171,6 +156,28 @@ pub async fn run(
         }
     };
     tokio::join!(watches, apply);
+}
+
+/// A watch of `api` kept in `writer`'s store: one `()` per change, errors as text (the
+/// watcher backs off and goes on by itself).
+fn cached<K>(
+    writer: reflector::store::Writer<K>,
+    api: Api<K>,
+    config: watcher::Config,
+) -> futures::stream::BoxStream<'static, Result<(), String>>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    reflector(writer, watcher(api, config))
+        .default_backoff()
+        .map(|e| e.map(|_| ()).map_err(|e| e.to_string()))
+        .boxed()
 }
 
 /// A resource as the policy loader reads it (`kind` and `apiVersion` set).

@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use axum::http::StatusCode;
+
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, core::Collector,
 };
@@ -110,9 +112,9 @@ impl GatewayMetrics {
     }
 
     /// A request answered.
-    pub fn answered(&self, route: &str, upstream: &str, status: u16, started: Instant) {
+    pub fn answered(&self, route: &str, upstream: &str, status: StatusCode, started: Instant) {
         self.requests
-            .with_label_values(&[route, upstream, &status.to_string()])
+            .with_label_values(&[route, upstream, status.as_str()])
             .inc();
         self.duration
             .with_label_values(&[route, upstream])

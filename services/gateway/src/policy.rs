@@ -24,8 +24,8 @@ use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::Serialize;
 use serde_json::Value;
 use tienda_crds::{
-    CircuitPolicy, RateLimitPolicy, circuit_policy::CircuitTargetKind,
-    rate_limit_policy::RateLimitTargetKind,
+    CircuitPolicy, CircuitPolicySpec, RateLimitPolicy, RateLimitPolicySpec,
+    circuit_policy::CircuitTargetKind, rate_limit_policy::RateLimitTargetKind,
 };
 
 use crate::{circuit::Circuit, rate_limit::Limit, upstream::SERVICES};
@@ -73,8 +73,24 @@ pub struct PolicySet {
 /// The last valid version of a policy.
 #[derive(Debug, Clone)]
 struct Known {
-    doc: Value,
+    spec: Spec,
     generation: i64,
+}
+
+/// A checked policy's spec.
+#[derive(Debug, Clone, PartialEq)]
+enum Spec {
+    RateLimit(RateLimitPolicySpec),
+    Circuit(CircuitPolicySpec),
+}
+
+impl Spec {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::RateLimit(_) => "RateLimitPolicy",
+            Self::Circuit(_) => "CircuitPolicy",
+        }
+    }
 }
 
 /// The live policies of a gateway.
@@ -183,28 +199,22 @@ impl Policies {
                 })
                 .and_then(|()| match kind {
                     "RateLimitPolicy" => serde_json::from_value::<RateLimitPolicy>(doc.clone())
-                        .map(|_| ())
+                        .map(|p| Spec::RateLimit(p.spec))
                         .map_err(|e| e.to_string()),
                     _ => serde_json::from_value::<CircuitPolicy>(doc.clone())
-                        .map(|_| ())
+                        .map(|p| Spec::Circuit(p.spec))
                         .map_err(|e| e.to_string()),
                 });
             match check {
-                Ok(()) => {
+                Ok(spec) => {
                     let generation = doc["metadata"]["generation"].as_i64().unwrap_or_else(|| {
                         match known.get(&key) {
-                            Some(k) if k.doc["spec"] == doc["spec"] => k.generation,
+                            Some(k) if k.spec == spec => k.generation,
                             Some(k) => k.generation + 1,
                             None => 1,
                         }
                     });
-                    next_known.insert(
-                        key,
-                        Known {
-                            doc: doc.clone(),
-                            generation,
-                        },
-                    );
+                    next_known.insert(key, Known { spec, generation });
                 }
                 Err(reason) => {
                     let kept = known.get(&key).cloned();
@@ -235,41 +245,35 @@ impl Policies {
             ..PolicySet::default()
         };
         for ((kind, name), k) in &next_known {
-            let targets = match kind.as_str() {
-                "RateLimitPolicy" => {
-                    let Ok(policy) = serde_json::from_value::<RateLimitPolicy>(k.doc.clone())
-                    else {
-                        continue;
-                    };
-                    let services = match policy.spec.target_ref.kind {
-                        RateLimitTargetKind::Shop if policy.spec.target_ref.name == self.shop => {
-                            None
-                        }
+            let targets = match &k.spec {
+                Spec::RateLimit(spec) => {
+                    let services = match spec.target_ref.kind {
+                        RateLimitTargetKind::Shop if spec.target_ref.name == self.shop => None,
                         RateLimitTargetKind::Shop => {
                             set.rejected.push(not_ours(
                                 kind,
                                 name,
                                 &format!(
                                     "targets Shop {}; this gateway serves shop {}",
-                                    policy.spec.target_ref.name, self.shop
+                                    spec.target_ref.name, self.shop
                                 ),
                             ));
                             continue;
                         }
                         RateLimitTargetKind::Service => {
-                            match self.component(&policy.spec.target_ref.name) {
+                            match self.component(&spec.target_ref.name) {
                                 Some(c) => Some(vec![c.to_owned()]),
                                 None => {
                                     set.rejected.push(not_ours(kind, name, &format!(
                                         "targets Service {}, which is no component of shop {} behind the gateway",
-                                        policy.spec.target_ref.name, self.shop
+                                        spec.target_ref.name, self.shop
                                     )));
                                     continue;
                                 }
                             }
                         }
                     };
-                    for rule in &policy.spec.rules {
+                    for rule in &spec.rules {
                         let reused = previous.limits.iter().find(|l| {
                             l.policy == *name
                                 && l.rule == *rule
@@ -282,18 +286,15 @@ impl Policies {
                     }
                     services.unwrap_or_else(|| vec!["*".to_owned()])
                 }
-                _ => {
-                    let Ok(policy) = serde_json::from_value::<CircuitPolicy>(k.doc.clone()) else {
-                        continue;
-                    };
-                    if policy.spec.target_ref.kind == CircuitTargetKind::External {
+                Spec::Circuit(spec) => {
+                    if spec.target_ref.kind == CircuitTargetKind::External {
                         // Called by the components, not by the gateway.
                         continue;
                     }
-                    let Some(service) = self.component(&policy.spec.target_ref.name) else {
+                    let Some(service) = self.component(&spec.target_ref.name) else {
                         set.rejected.push(not_ours(kind, name, &format!(
                             "targets Service {}, which is no component of shop {} behind the gateway",
-                            policy.spec.target_ref.name, self.shop
+                            spec.target_ref.name, self.shop
                         )));
                         continue;
                     };
@@ -307,23 +308,19 @@ impl Policies {
                     let circuit = previous
                         .circuits
                         .get(service)
-                        .filter(|c| c.policy == *name && c.spec == policy.spec)
+                        .filter(|c| c.policy == *name && c.spec == *spec)
                         .cloned()
                         .unwrap_or_else(|| {
                             let before =
                                 previous.circuits.get(service).filter(|c| c.policy == *name);
-                            Arc::new(Circuit::evolve(name, &policy.spec, before.map(|c| &**c)))
+                            Arc::new(Circuit::evolve(name, spec, before.map(|c| &**c)))
                         });
                     set.circuits.insert(service.to_owned(), circuit);
                     vec![service.to_owned()]
                 }
             };
             set.applied.push(Applied {
-                kind: if kind == "RateLimitPolicy" {
-                    "RateLimitPolicy"
-                } else {
-                    "CircuitPolicy"
-                },
+                kind: k.spec.kind(),
                 name: name.clone(),
                 generation: k.generation,
                 targets,

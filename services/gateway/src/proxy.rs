@@ -187,7 +187,7 @@ pub async fn forward(
     // Identity comes from a verified token only.
     headers.remove(&USER_ID);
     headers.remove(&USER_ROLES);
-    let client_ip = proxy.trusted.client_ip(peer.ip(), headers);
+    let client_ip = proxy.trusted.client_ip(peer.ip(), headers).to_string();
     // Limits not keyed on the user count before the token is checked, so a flood of bad
     // tokens is limited like any other traffic.
     let policies = proxy.policies.current();
@@ -196,13 +196,15 @@ pub async fn forward(
         method: &method,
         path: &path,
         headers,
-        client_ip: client_ip.to_string(),
+        client_ip: &client_ip,
         user: None,
     };
     let before_identity = match limit(&proxy, &policies, &anonymous, Pass::BeforeIdentity) {
         Ok(outcome) => outcome,
         Err(response) => {
-            proxy.metrics.answered(prefix, service, 429, started);
+            proxy
+                .metrics
+                .answered(prefix, service, StatusCode::TOO_MANY_REQUESTS, started);
             return response;
         }
     };
@@ -264,13 +266,15 @@ pub async fn forward(
         method: &method,
         path: &path,
         headers,
-        client_ip: client_ip.to_string(),
+        client_ip: &client_ip,
         user: claims.as_ref().map(|c| c.sub.as_str()),
     };
     let tightest = match limit(&proxy, &policies, &facts, Pass::User) {
         Ok(outcome) => rate_limit::tighter(before_identity, outcome),
         Err(response) => {
-            proxy.metrics.answered(prefix, service, 429, started);
+            proxy
+                .metrics
+                .answered(prefix, service, StatusCode::TOO_MANY_REQUESTS, started);
             return response;
         }
     };
@@ -283,7 +287,9 @@ pub async fn forward(
         .pool(service)
         .filter(|p| !p.endpoints.is_empty())
     else {
-        proxy.metrics.answered(prefix, service, 503, started);
+        proxy
+            .metrics
+            .answered(prefix, service, StatusCode::SERVICE_UNAVAILABLE, started);
         return problem(
             StatusCode::SERVICE_UNAVAILABLE,
             "upstream-unavailable",
@@ -295,15 +301,17 @@ pub async fn forward(
     if let Some(outcome) = &tightest {
         rate_limit::headers(outcome, response.headers_mut());
     }
+    proxy
+        .metrics
+        .answered(prefix, service, response.status(), started);
     let status = response.status().as_u16();
-    proxy.metrics.answered(prefix, service, status, started);
     tracing::info!(
         target: "tienda_gateway::access",
         method = %method,
         path,
         status,
         upstream = service,
-        client_ip = %client_ip,
+        client_ip,
         user = claims.as_ref().map(|c| c.sub.as_str()),
         attempts,
         duration_us = started.elapsed().as_micros() as u64,
@@ -454,11 +462,7 @@ fn body_problem(error: &(dyn std::error::Error + 'static), limit: usize) -> Resp
 
 impl Drop for ProbeGuard<'_> {
     fn drop(&mut self) {
-        if let (Some(c), Some(a)) = (self.circuit, self.admission.take())
-            && let Some(b) = &c.breaker
-        {
-            b.abandon(a);
-        }
+        self.abandon();
     }
 }
 
@@ -484,6 +488,20 @@ fn fallback(
         problem(status, slug, title, detail),
         after.unwrap_or(Duration::from_secs(1)),
     )
+}
+
+/// The answer for a call that failed: the policy's fallback if it has one, else the plain
+/// `(status, slug, title)` problem.
+fn failed(
+    circuit: Option<&Arc<Circuit>>,
+    service: &str,
+    (status, slug, title): (StatusCode, &str, &str),
+    detail: String,
+) -> Response {
+    match circuit.filter(|c| c.fallback.is_some()) {
+        Some(c) => fallback(c, service, slug, title, detail, None),
+        None => problem(status, slug, title, detail),
+    }
 }
 
 /// Sends the request under the service's circuit; returns the answer and the attempts made.
@@ -706,46 +724,30 @@ async fn call(
             }
             Ok(Err(error)) => {
                 tracing::warn!(service, endpoint = %endpoint.base, error = %error, attempt, "upstream failed");
-                let detail = format!("The {service} service did not answer; retry shortly.");
-                match circuit.filter(|c| c.fallback.is_some()) {
-                    Some(c) => fallback(
-                        c,
-                        service,
-                        "upstream-unavailable",
-                        "Bad gateway",
-                        detail,
-                        None,
-                    ),
-                    None => problem(
+                failed(
+                    circuit,
+                    service,
+                    (
                         StatusCode::BAD_GATEWAY,
                         "upstream-unavailable",
                         "Bad gateway",
-                        detail,
                     ),
-                }
+                    format!("The {service} service did not answer; retry shortly."),
+                )
             }
-            Err(_) => {
-                let detail = format!(
+            Err(_) => failed(
+                circuit,
+                service,
+                (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream-timeout",
+                    "Gateway timeout",
+                ),
+                format!(
                     "The {service} service did not answer within {} ms.",
                     per_try.as_millis()
-                );
-                match circuit.filter(|c| c.fallback.is_some()) {
-                    Some(c) => fallback(
-                        c,
-                        service,
-                        "upstream-timeout",
-                        "Gateway timeout",
-                        detail,
-                        None,
-                    ),
-                    None => problem(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream-timeout",
-                        "Gateway timeout",
-                        detail,
-                    ),
-                }
-            }
+                ),
+            ),
         };
         return (answer, attempt);
     }

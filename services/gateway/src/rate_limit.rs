@@ -76,7 +76,7 @@ pub struct RequestFacts<'a> {
     /// Headers as the client sent them.
     pub headers: &'a HeaderMap,
     /// The client's address (after trusted proxies).
-    pub client_ip: String,
+    pub client_ip: &'a str,
     /// The verified user, if any.
     pub user: Option<&'a str>,
 }
@@ -174,7 +174,7 @@ impl Limit {
                     let s = v6.segments();
                     format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
                 }
-                _ => facts.client_ip.clone(),
+                _ => facts.client_ip.to_owned(),
             },
             ClientKeyType::User => facts.user.unwrap_or("anonymous").to_owned(),
             ClientKeyType::ApiKey => header("x-api-key"),
@@ -353,30 +353,33 @@ mod tests {
         serde_saphyr::from_str(yaml).expect("rule parses")
     }
 
+    /// The rule in `yaml` of policy `p`, shared by `replicas`, on every route.
+    fn limit(yaml: &str, replicas: u32) -> Arc<Limit> {
+        Arc::new(Limit::new("p", &rule(yaml), replicas, None))
+    }
+
     fn facts<'a>(
         headers: &'a HeaderMap,
         method: &'a Method,
         path: &'a str,
-        ip: &str,
+        ip: &'a str,
     ) -> RequestFacts<'a> {
         RequestFacts {
             service: "products",
             method,
             path,
             headers,
-            client_ip: ip.to_owned(),
+            client_ip: ip,
             user: None,
         }
     }
 
     #[test]
     fn a_token_bucket_allows_its_burst_then_refuses_with_a_retry_time() {
-        let limit = Arc::new(Limit::new(
-            "p",
-            &rule("{name: r, clientKey: {type: ClientIP}, requests: 60, period: 1m, burst: 3}"),
+        let limit = limit(
+            "{name: r, clientKey: {type: ClientIP}, requests: 60, period: 1m, burst: 3}",
             1,
-            None,
-        ));
+        );
         let (h, m) = (HeaderMap::new(), Method::GET);
         let f = facts(&h, &m, "/v1/products", "10.0.0.1");
         let remaining: Vec<u64> = (0..3).map(|_| limit.check(&f).remaining).collect();
@@ -396,14 +399,10 @@ mod tests {
 
     #[test]
     fn the_limit_is_shared_across_replicas() {
-        let limit = Arc::new(Limit::new(
-            "p",
-            &rule(
-                "{name: r, clientKey: {type: ClientIP}, requests: 10, period: 1m, algorithm: SlidingWindow}",
-            ),
+        let limit = limit(
+            "{name: r, clientKey: {type: ClientIP}, requests: 10, period: 1m, algorithm: SlidingWindow}",
             2,
-            None,
-        ));
+        );
         let (h, m) = (HeaderMap::new(), Method::GET);
         let f = facts(&h, &m, "/", "10.0.0.1");
         let passed = (0..10)
@@ -414,14 +413,10 @@ mod tests {
 
     #[test]
     fn an_ipv6_client_is_one_key_across_its_slash_64() {
-        let limit = Arc::new(Limit::new(
-            "p",
-            &rule(
-                "{name: r, clientKey: {type: ClientIP}, requests: 1, period: 1m, algorithm: SlidingWindow}",
-            ),
+        let limit = limit(
+            "{name: r, clientKey: {type: ClientIP}, requests: 1, period: 1m, algorithm: SlidingWindow}",
             1,
-            None,
-        ));
+        );
         let (h, m) = (HeaderMap::new(), Method::GET);
         assert!(
             limit
@@ -445,14 +440,10 @@ mod tests {
 
     #[test]
     fn fewer_requests_than_replicas_stretch_each_replicas_period() {
-        let limit = Arc::new(Limit::new(
-            "p",
-            &rule(
-                "{name: r, clientKey: {type: ClientIP}, requests: 1, period: 1m, algorithm: SlidingWindow}",
-            ),
+        let limit = limit(
+            "{name: r, clientKey: {type: ClientIP}, requests: 1, period: 1m, algorithm: SlidingWindow}",
             3,
-            None,
-        ));
+        );
         let (h, m) = (HeaderMap::new(), Method::GET);
         let f = facts(&h, &m, "/", "10.0.0.1");
         assert!(limit.check(&f).retry_after.is_none());
@@ -484,12 +475,10 @@ mod tests {
 
     #[test]
     fn shadow_rules_report_refusals_but_never_refuse() {
-        let shadow = Arc::new(Limit::new(
-            "p",
-            &rule("{name: s, clientKey: {type: ClientIP}, requests: 1, period: 1m, shadow: true}"),
+        let shadow = limit(
+            "{name: s, clientKey: {type: ClientIP}, requests: 1, period: 1m, shadow: true}",
             1,
-            None,
-        ));
+        );
         let (h, m) = (HeaderMap::new(), Method::GET);
         let f = facts(&h, &m, "/", "10.0.0.1");
         let limits = vec![shadow];

@@ -274,7 +274,7 @@ pub async fn health_checks(
             return;
         }
     };
-    let failures: dashmap::DashMap<String, u32> = dashmap::DashMap::new();
+    let mut failures: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
     const UNHEALTHY_AFTER: u32 = 2;
     loop {
         tokio::select! {
@@ -287,7 +287,7 @@ pub async fn health_checks(
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success());
-            let mut count = failures.entry(endpoint.base.clone()).or_insert(0);
+            let count = failures.entry(endpoint.base.clone()).or_insert(0);
             *count = if ok { 0 } else { *count + 1 };
             let healthy = *count < UNHEALTHY_AFTER;
             if endpoint.healthy.swap(healthy, Ordering::Relaxed) != healthy {
