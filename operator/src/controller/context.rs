@@ -22,6 +22,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions, PgSslMode},
 };
 use tienda_crds::{Shop, shop::SslMode};
+use tienda_kit::resilience::Backoff;
 
 use super::error::{Error, Result};
 
@@ -109,11 +110,14 @@ fn jitter(base: Duration, spread: f64) -> Duration {
     base.mul_f64(1.0 - spread + 2.0 * spread * unit)
 }
 
-/// Backoff after `failures` consecutive errors: 1 s doubling to 5 min, with ±20 % jitter.
+/// The requeue after errors: ceilings from 1 s doubling to 5 min, full jitter, never sooner
+/// than 1 s (a failing object must not spin).
+const ERROR_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300))
+    .with_floor(Duration::from_secs(1));
+
+/// Backoff after `failures` consecutive errors.
 pub fn error_backoff(failures: u32) -> Duration {
-    let base = Duration::from_secs(1)
-        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(9)));
-    jitter(base.min(Duration::from_secs(300)), 0.2)
+    ERROR_BACKOFF.delay(failures)
 }
 
 impl Context {
@@ -293,13 +297,14 @@ mod tests {
     fn error_backoff_doubles_with_jitter_up_to_five_minutes() {
         for failures in 1..20 {
             let d = error_backoff(failures);
-            let nominal =
+            let ceiling =
                 Duration::from_secs(1 << (failures - 1).min(9)).min(Duration::from_secs(300));
             assert!(
-                d >= nominal.mul_f64(0.8) && d <= nominal.mul_f64(1.2),
+                d >= Duration::from_secs(1) && d <= ceiling,
                 "{failures}: {d:?}"
             );
         }
+        assert_eq!(ERROR_BACKOFF.ceiling(12), Duration::from_secs(300));
     }
 
     #[test]

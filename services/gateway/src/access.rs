@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, Method};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::rate_limit::under_prefix;
+use tienda_kit::policy::rate_limit::under_prefix;
 
 /// What a route needs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,8 +1,7 @@
-//! In a cluster: RateLimitPolicy and CircuitPolicy resources of the gateway's namespace
-//! (kube reflectors) feed [`Policies`]; each applied generation is written back into the
-//! policy's `status.applied` under this replica's name (server-side apply, one field manager
-//! per replica, so replicas never overwrite each other's entry); the EndpointSlices of the
-//! shop's Services feed the upstream table, and the gateway's own slice gives the replica
+//! In a cluster: the shop's RateLimitPolicy and CircuitPolicy resources, through the kit's
+//! cluster source ([`tienda_kit::policy::cluster`]: applied live, each generation reported in
+//! `status.applied` under field manager `tienda-gateway-<pod>`), and the EndpointSlices of the
+//! shop's Services, which feed the upstream table — the gateway's own slice gives the replica
 //! count that rate limits are divided by.
 
 use std::{
@@ -11,23 +10,18 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Context;
-use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{
-    Api, Client, Resource,
-    api::{Patch, PatchParams},
-    runtime::{WatchStreamExt, reflector, watcher},
+    Api, Client,
+    runtime::{reflector, watcher},
 };
-use serde_json::{Value, json};
-use tienda_crds::{CircuitPolicy, RateLimitPolicy};
+use tienda_kit::policy::{
+    Policies, SERVICES,
+    cluster::{self as policy_source, cached, notify_on_change},
+};
 use tokio::sync::Notify;
 
-use crate::{
-    config::Config,
-    policy::{Applied, Policies},
-    upstream::{SERVICES, Upstreams},
-};
+use crate::{config::Config, upstream::Upstreams};
 
 /// The label EndpointSlices carry with their Service's name.
 const SERVICE_NAME: &str = "kubernetes.io/service-name";
@@ -52,12 +46,9 @@ pub async fn start(
     policies: Arc<Policies>,
     upstreams: Arc<Upstreams>,
 ) -> anyhow::Result<()> {
-    let client = Client::try_default().await.context(
-        "TIENDA_POLICY_SOURCE=kubernetes needs the Kubernetes API (in-cluster service account or \
-         KUBECONFIG); outside a cluster use TIENDA_POLICY_SOURCE=file",
-    )?;
+    let source = policy_source::Source::connect(&config.namespace, &config.replica).await?;
     let sources = Sources {
-        client,
+        client: source.client,
         namespace: config.namespace.clone(),
         shop: config.shop.clone(),
         replica: config.replica.clone(),
@@ -75,13 +66,11 @@ pub async fn run(
 ) {
     let Sources {
         client,
-        namespace: ns,
+        namespace,
         shop,
         replica,
     } = sources;
     let changed = Arc::new(Notify::new());
-    let (limits, limits_writer) = reflector::store::<RateLimitPolicy>();
-    let (circuits, circuits_writer) = reflector::store::<CircuitPolicy>();
     let (slices, slices_writer) = reflector::store::<EndpointSlice>();
     let selector = format!(
         "{SERVICE_NAME} in ({})",
@@ -92,41 +81,16 @@ pub async fn run(
             .collect::<Vec<_>>()
             .join(",")
     );
-    let streams = [
-        cached(
-            limits_writer,
-            Api::namespaced(client.clone(), &ns),
-            watcher::Config::default(),
-        ),
-        cached(
-            circuits_writer,
-            Api::namespaced(client.clone(), &ns),
-            watcher::Config::default(),
-        ),
-        cached(
+    let watch = notify_on_change(
+        vec![cached(
             slices_writer,
-            Api::namespaced(client.clone(), &ns),
+            Api::namespaced(client.clone(), &namespace),
             watcher::Config::default().labels(&selector),
-        ),
-    ];
-    let watches = futures::future::join_all(streams.into_iter().map(|mut stream| {
-        let changed = changed.clone();
-        let shutdown = shutdown.clone();
-        async move {
-            loop {
-                tokio::select! {
-                    next = stream.next() => match next {
-                        Some(Ok(())) => changed.notify_one(),
-                        Some(Err(error)) => tracing::warn!(%error, "watch failed; retrying with backoff"),
-                        None => return,
-                    },
-                    () = shutdown.wait() => return,
-                }
-            }
-        }
-    }));
+        )],
+        changed.clone(),
+        shutdown.clone(),
+    );
     let apply = async {
-        let mut reported: BTreeMap<(String, String), i64> = BTreeMap::new();
         loop {
             tokio::select! {
                 () = changed.notified() => {}
@@ -141,55 +105,18 @@ pub async fn run(
             if gateways > 0 {
                 policies.set_replicas(gateways);
             }
-            let mut docs: Vec<Value> = Vec::new();
-            docs.extend(limits.state().iter().filter_map(|p| document(&**p)));
-            docs.extend(circuits.state().iter().filter_map(|p| document(&**p)));
-            policies.apply(&docs);
-            report(
-                &client,
-                &ns,
-                &replica,
-                &policies.current().applied,
-                &mut reported,
-            )
-            .await;
         }
     };
-    tokio::join!(watches, apply);
-}
-
-/// A watch of `api` kept in `writer`'s store: one `()` per change, errors as text (the
-/// watcher backs off and goes on by itself).
-fn cached<K>(
-    writer: reflector::store::Writer<K>,
-    api: Api<K>,
-    config: watcher::Config,
-) -> futures::stream::BoxStream<'static, Result<(), String>>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    reflector(writer, watcher(api, config))
-        .default_backoff()
-        .map(|e| e.map(|_| ()).map_err(|e| e.to_string()))
-        .boxed()
-}
-
-/// A resource as the policy loader reads it (`kind` and `apiVersion` set).
-fn document<K: Resource<DynamicType = ()> + serde::Serialize>(object: &K) -> Option<Value> {
-    let mut value = serde_json::to_value(object).ok()?;
-    value["apiVersion"] = json!(K::api_version(&()));
-    value["kind"] = json!(K::kind(&()));
-    // Status is the operator's; the schema check reads the spec.
-    if let Some(map) = value.as_object_mut() {
-        map.remove("status");
-    }
-    Some(value)
+    let source = policy_source::Source {
+        client: client.clone(),
+        namespace: namespace.clone(),
+        replica,
+    };
+    tokio::join!(
+        watch,
+        apply,
+        policy_source::run(source, policies.clone(), shutdown.clone())
+    );
 }
 
 /// The upstream table from EndpointSlices: for each component, `http://<address>:<port>` of
@@ -256,54 +183,10 @@ pub fn endpoint_table(
     )
 }
 
-/// The status patch saying `replica` enforces `generation`.
-pub fn applied_patch(kind: &str, name: &str, replica: &str, generation: i64) -> Value {
-    json!({
-        "apiVersion": format!("{}/{}", tienda_crds::GROUP, tienda_crds::VERSION),
-        "kind": kind,
-        "metadata": {"name": name},
-        "status": {"applied": [{"replica": replica, "generation": generation}]},
-    })
-}
-
-/// Writes each newly applied generation into its policy's status.
-async fn report(
-    client: &Client,
-    ns: &str,
-    replica: &str,
-    applied: &[Applied],
-    reported: &mut BTreeMap<(String, String), i64>,
-) {
-    let params = PatchParams::apply(&format!("tienda-gateway-{replica}")).force();
-    for a in applied {
-        let key = (a.kind.to_owned(), a.name.clone());
-        if reported.get(&key) == Some(&a.generation) {
-            continue;
-        }
-        let patch = Patch::Apply(applied_patch(a.kind, &a.name, replica, a.generation));
-        let result = match a.kind {
-            "RateLimitPolicy" => Api::<RateLimitPolicy>::namespaced(client.clone(), ns)
-                .patch_status(&a.name, &params, &patch)
-                .await
-                .map(|_| ()),
-            _ => Api::<CircuitPolicy>::namespaced(client.clone(), ns)
-                .patch_status(&a.name, &params, &patch)
-                .await
-                .map(|_| ()),
-        };
-        match result {
-            Ok(()) => {
-                reported.insert(key, a.generation);
-            }
-            Err(error) => {
-                tracing::warn!(kind = a.kind, name = %a.name, %error, "could not report the applied generation; will retry on the next change");
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn slice(service: &str, port: i32, endpoints: &[(&str, bool)]) -> EndpointSlice {
@@ -339,15 +222,5 @@ mod tests {
         assert_eq!(table["auth"], ["http://10.0.0.3:8080"]);
         assert_eq!(table.len(), 2);
         assert_eq!(gateways, 2);
-    }
-
-    #[test]
-    fn the_status_patch_names_only_this_replicas_entry() {
-        let patch = applied_patch("RateLimitPolicy", "browse", "gw-0", 3);
-        assert_eq!(
-            patch["status"],
-            json!({"applied": [{"replica": "gw-0", "generation": 3}]})
-        );
-        assert_eq!(patch["apiVersion"], "tienda.dev/v1alpha1");
     }
 }

@@ -7,25 +7,22 @@
 //! - [`config`]: flags and environment
 //! - [`proxy`]: a request's way through (routing, identity, limits, circuit, forwarding)
 //! - [`access`]: per-route access rules, the client's address behind trusted proxies
-//! - [`policy`]: the compiled policies, their reload, the file source
-//! - [`cluster`]: the Kubernetes sources (policies, EndpointSlices) and status reports
-//! - [`rate_limit`], [`sliding_window`]: RateLimitPolicy rules
-//! - [`circuit`], [`breaker`]: CircuitPolicy (timeouts, retries, budget, breaker, bulkhead)
+//! - [`cluster`]: the Kubernetes sources (policies through the kit, EndpointSlices)
 //! - [`upstream`]: endpoints, load balancing, health checks, outlier ejection
+//!
+//! The policies themselves — compiled sets, file and cluster sources, rate-limit rules — are
+//! the kit's ([`tienda_kit::policy`]), as are the CircuitPolicy pieces (deadline, retries with
+//! budget, breaker, bulkhead, ejection: [`tienda_kit::resilience`]), shared with every
+//! service's outbound client.
 //! - [`edge`]: CORS and security headers
 //! - [`metrics`]: per-route and per-upstream metrics
 
 pub mod access;
-pub mod breaker;
-pub mod circuit;
 pub mod cluster;
 pub mod config;
 pub mod edge;
 pub mod metrics;
-pub mod policy;
 pub mod proxy;
-pub mod rate_limit;
-pub mod sliding_window;
 pub mod upstream;
 
 use std::{sync::Arc, time::Duration};
@@ -33,13 +30,15 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context;
 use axum::{Json, Router, extract::State, routing::any, routing::get};
 use serde_json::{Value, json};
-use tienda_kit::{Needs, Platform};
+use tienda_kit::{
+    Needs, Platform,
+    policy::{self, FileSource, Policies, Scope},
+};
 use utoipa::OpenApi;
 
 use crate::{
     access::{AccessRules, TrustedProxies},
     config::{Config, PolicySource},
-    policy::{FileSource, Policies},
     proxy::{Proxy, forward},
     upstream::Upstreams,
 };
@@ -83,8 +82,7 @@ impl Application {
         let trusted = TrustedProxies::parse(&config.trusted_proxies)?;
         let platform = Platform::start("gateway", config.common.clone(), Needs::default()).await?;
         let policies = Arc::new(Policies::new(
-            &config.shop,
-            config.replicas,
+            Scope::gateway(&config.shop, config.replicas),
             &platform.metrics.registry,
         ));
 

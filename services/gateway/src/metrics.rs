@@ -8,7 +8,7 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, core::Collector,
 };
 
-use crate::breaker::Phase;
+use tienda_kit::resilience::Phase;
 
 /// Latency buckets in seconds, dense where the gateway's budget is (≤ 0.5 ms added).
 const BUCKETS: &[f64] = &[

@@ -27,15 +27,20 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use tienda_kit::{Problem, jwt::Verifier, outbox::backoff, trace_context::TraceContext};
+use tienda_kit::{
+    Problem,
+    jwt::Verifier,
+    policy::{
+        Policies, PolicySet,
+        rate_limit::{self, Pass, RequestFacts},
+    },
+    resilience::{Admission, Circuit, Failure, may_retry},
+    trace_context::TraceContext,
+};
 
 use crate::{
     access::{Access, AccessRules, TrustedProxies},
-    breaker::Admission,
-    circuit::{Circuit, Failure, may_retry},
     metrics::GatewayMetrics,
-    policy::Policies,
-    rate_limit::{self, Pass, RequestFacts},
     upstream::{Pool, Upstreams},
 };
 
@@ -324,7 +329,7 @@ pub async fn forward(
 /// `RateLimit` headers), or `Err` with the 429 answer.
 fn limit(
     proxy: &Proxy,
-    policies: &crate::policy::PolicySet,
+    policies: &PolicySet,
     facts: &RequestFacts<'_>,
     pass: Pass,
 ) -> Result<Option<rate_limit::Outcome>, Response> {
@@ -517,7 +522,7 @@ async fn call(
         + circuit
             .and_then(|c| c.timeout)
             .unwrap_or(proxy.default_timeout);
-    let _counted = circuit.map(Circuit::start);
+    let _counted = circuit.map(|c| c.start());
 
     // A body that may be sent twice is read first — before the breaker and the bulkhead, so a
     // client trickling it holds neither a probe nor a slot — and within the deadline.
@@ -693,7 +698,7 @@ async fn call(
             && attempt < r.attempts
             && f.retryable(&r.retry_on)
         {
-            let pause = backoff(r.base, r.max, attempt);
+            let pause = r.backoff.delay(attempt);
             let time_left = deadline.saturating_duration_since(Instant::now());
             // The retry that just failed is no longer in flight.
             _retry_slot = None;

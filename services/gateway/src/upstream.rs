@@ -5,30 +5,17 @@
 use std::{
     collections::BTreeMap,
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use arc_swap::ArcSwap;
 
-/// The services behind the gateway.
-pub const SERVICES: [&str; 5] = ["auth", "products", "orders", "payments", "notifications"];
-
-/// Ejection settings, from a CircuitPolicy's `outlierDetection`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutlierConfig {
-    /// Failures in a row that eject an endpoint.
-    pub consecutive_errors: u32,
-    /// First ejection time; doubles with each repeat (at most 5 minutes).
-    pub base_ejection_time: Duration,
-    /// Most endpoints ejected at once, in percent (at least one may be).
-    pub max_ejection_percent: u32,
-}
-
-/// Longest ejection, however often an endpoint misbehaves (Envoy's `max_ejection_time`).
-const MAX_EJECTION: Duration = Duration::from_secs(300);
+pub use tienda_kit::policy::SERVICES;
+use tienda_kit::resilience::Ejection;
+pub use tienda_kit::resilience::OutlierConfig;
 
 /// One endpoint of a service.
 #[derive(Debug)]
@@ -40,10 +27,7 @@ pub struct Endpoint {
     in_flight: AtomicUsize,
     /// The last active health check passed (true until a check says otherwise).
     healthy: AtomicBool,
-    consecutive_errors: AtomicU32,
-    /// How many times it has been ejected in a row (the ejection time doubles with each).
-    ejections: AtomicU32,
-    ejected_until: Mutex<Option<Instant>>,
+    ejection: Ejection,
 }
 
 impl Endpoint {
@@ -55,17 +39,12 @@ impl Endpoint {
             base,
             in_flight: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
-            consecutive_errors: AtomicU32::new(0),
-            ejections: AtomicU32::new(0),
-            ejected_until: Mutex::new(None),
+            ejection: Ejection::default(),
         }
     }
 
     fn ejected(&self, now: Instant) -> bool {
-        self.ejected_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|until| now < until)
+        self.ejection.is_ejected(now)
     }
 
     /// Whether it takes requests at `now`.
@@ -142,38 +121,13 @@ impl Pool {
         outlier: Option<&OutlierConfig>,
         now: Instant,
     ) -> bool {
-        if ok {
-            endpoint.consecutive_errors.store(0, Ordering::Relaxed);
-            // Behaving again after an ejection: the next ejection starts from the base time.
-            if !endpoint.ejected(now) {
-                endpoint.ejections.store(0, Ordering::Relaxed);
-            }
-            return false;
-        }
-        let errors = endpoint.consecutive_errors.fetch_add(1, Ordering::Relaxed) + 1;
-        let Some(cfg) = outlier else { return false };
-        if errors < cfg.consecutive_errors || endpoint.ejected(now) {
-            return false;
-        }
-        let ejected_now = self.endpoints.iter().filter(|e| e.ejected(now)).count();
-        let allowed = if cfg.max_ejection_percent == 0 {
-            0
-        } else {
-            (self.endpoints.len() * cfg.max_ejection_percent as usize / 100).max(1)
+        let room = || {
+            let ejected = self.endpoints.iter().filter(|e| e.ejected(now)).count();
+            outlier.is_some_and(|cfg| ejected < cfg.allowed(self.endpoints.len()))
         };
-        if ejected_now >= allowed {
+        let Some(duration) = endpoint.ejection.record(ok, outlier, now, room) else {
             return false;
-        }
-        let times = endpoint.ejections.fetch_add(1, Ordering::Relaxed);
-        let duration = cfg
-            .base_ejection_time
-            .saturating_mul(2u32.saturating_pow(times.min(16)))
-            .min(MAX_EJECTION);
-        *endpoint
-            .ejected_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(now + duration);
-        endpoint.consecutive_errors.store(0, Ordering::Relaxed);
+        };
         tracing::warn!(endpoint = %endpoint.base, ejected_for_ms = duration.as_millis() as u64, "outlier endpoint ejected");
         true
     }

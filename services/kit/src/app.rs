@@ -42,8 +42,9 @@ use crate::{
     metrics,
     metrics::Metrics,
     nats::Nats,
-    outbox::{Relay, RelayConfig, backoff},
+    outbox::{Relay, RelayConfig},
     problem::Problem,
+    resilience::Backoff,
     serve,
     shutdown::Shutdown,
     trace_context,
@@ -193,7 +194,7 @@ impl Platform {
                     Ok(()) => return,
                     Err(err) => {
                         attempt += 1;
-                        let delay = backoff(Duration::from_millis(500), Duration::from_secs(30), attempt);
+                        let delay = Backoff::new(Duration::from_millis(500), Duration::from_secs(30)).delay(attempt);
                         tracing::error!(error = %format!("{err:#}"), retry_in_ms = delay.as_millis() as u64, "consumer cannot run");
                         tokio::select! {
                             () = tokio::time::sleep(delay) => {}

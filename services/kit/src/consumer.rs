@@ -28,7 +28,7 @@ use tienda_events::{Envelope, Message, header};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::{dead_letter, outbox::backoff, shutdown::Shutdown, trace_context::TraceContext};
+use crate::{dead_letter, resilience::Backoff, shutdown::Shutdown, trace_context::TraceContext};
 
 /// A message as the handler sees it.
 #[derive(Debug, Clone)]
@@ -299,11 +299,8 @@ impl<H: Handler> Consumer<H> {
                 }
                 Err(err) => {
                     failures += 1;
-                    let delay = backoff(
-                        Duration::from_millis(200),
-                        Duration::from_secs(10),
-                        failures,
-                    );
+                    let delay = Backoff::new(Duration::from_millis(200), Duration::from_secs(10))
+                        .delay(failures);
                     tracing::warn!(consumer = %name, error = %err, "cannot pull; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => continue,
@@ -435,11 +432,8 @@ async fn process<H: Handler>(shared: &Shared<H>, message: jetstream::Message) {
         Applied::Failed(HandlerError::Transient(err))
             if shared.max_deliver <= 0 || delivered < shared.max_deliver =>
         {
-            let delay = backoff(
-                shared.config.retry_base,
-                shared.config.retry_max,
-                delivered as u32,
-            );
+            let delay = Backoff::new(shared.config.retry_base, shared.config.retry_max)
+                .delay(delivered as u32);
             tracing::warn!(error = %format!("{err:#}"), retry_in_ms = delay.as_millis() as u64, "handler failed; will retry");
             shared
                 .metrics

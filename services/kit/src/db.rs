@@ -9,7 +9,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
-use crate::secret::Secret;
+use crate::{resilience::Backoff, secret::Secret};
 
 /// How long startup keeps trying to reach the database before giving up.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
@@ -28,7 +28,8 @@ pub async fn connect(
     // qualifies — and costs 50-300 ms per query to save a few: never worth it for requests.
     let options = options.application_name(app_name).options([("jit", "off")]);
     let started = std::time::Instant::now();
-    let mut delay = Duration::from_millis(100);
+    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut failures = 0;
     loop {
         let attempt = PgPoolOptions::new()
             .max_connections(max_connections)
@@ -39,9 +40,10 @@ pub async fn connect(
         match attempt {
             Ok(pool) => return Ok(pool),
             Err(err) if started.elapsed() < CONNECT_PATIENCE => {
+                failures += 1;
+                let delay = backoff.delay(failures);
                 tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "database not reachable yet");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
             }
             Err(err) => {
                 return Err(err).context(format!(

@@ -26,6 +26,7 @@ use crate::{
     json::Json,
     jwt::{RequireRole, Verifier, require_role},
     problem::Problem,
+    resilience::Backoff,
     shutdown::Shutdown,
 };
 
@@ -144,7 +145,9 @@ pub(crate) async fn watch_max_deliveries(
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, attempt, "cannot dead-letter from advisory yet");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    let pause = Backoff::new(Duration::from_millis(200), Duration::from_secs(2))
+                        .delay(attempt);
+                    tokio::time::sleep(pause).await;
                 }
             }
         }

@@ -24,6 +24,12 @@
 //! - [`dead_letter`]: the dead-letter stream and its admin API
 //! - [`outbox`]: `enqueue` in the caller's transaction, and the relay that publishes
 //! - [`trace_context`]: W3C `traceparent` from request to outbox to consumer
+//! - [`resilience`]: backoff, breaker, retries with a budget, bulkhead, deadline, outlier
+//!   ejection — the pieces a CircuitPolicy is made of
+//! - [`policy`]: RateLimitPolicy and CircuitPolicy compiled and kept live from files or the
+//!   cluster, with `status.applied` reports
+//! - [`outbound`]: the HTTP client for calls to other services and providers, applying the
+//!   CircuitPolicy of each destination
 //! - [`secret`]: values that never reach a log
 //! - [`serve`]: the HTTP server loop (header deadline and limits, graceful drain)
 //! - `testing` (feature): a fresh database per test, test configuration
@@ -38,8 +44,11 @@ pub mod json;
 pub mod jwt;
 pub mod metrics;
 pub mod nats;
+pub mod outbound;
 pub mod outbox;
+pub mod policy;
 pub mod problem;
+pub mod resilience;
 pub mod secret;
 pub mod serve;
 pub mod shutdown;

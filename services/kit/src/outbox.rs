@@ -22,7 +22,7 @@ use sqlx::{PgConnection, PgPool, Row, postgres::PgListener};
 use tienda_events::{Envelope, Message, header};
 use uuid::Uuid;
 
-use crate::{shutdown::Shutdown, trace_context::TraceContext};
+use crate::{resilience::Backoff, shutdown::Shutdown, trace_context::TraceContext};
 
 /// The channel the relay listens on.
 pub const CHANNEL: &str = "tienda_outbox";
@@ -247,7 +247,8 @@ impl Relay {
                 }
                 Err(err) => {
                     failures += 1;
-                    let delay = backoff(self.config.retry_base, self.config.retry_max, failures);
+                    let delay =
+                        Backoff::new(self.config.retry_base, self.config.retry_max).delay(failures);
                     tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "outbox relay round failed");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
@@ -335,11 +336,8 @@ impl Relay {
                 Ok(()) => published.push(row.id),
                 Err(error) => {
                     self.metrics.failures.inc();
-                    let delay = backoff(
-                        self.config.retry_base,
-                        self.config.retry_max,
-                        row.attempts as u32 + 1,
-                    );
+                    let delay = Backoff::new(self.config.retry_base, self.config.retry_max)
+                        .delay(row.attempts as u32 + 1);
                     tracing::warn!(id = %row.id, subject = %row.subject, %error, retry_in_ms = delay.as_millis() as u64, "outbox publish failed");
                     sqlx::query(
                         "UPDATE tienda_outbox SET attempts = attempts + 1, last_error = $2, \
@@ -386,34 +384,5 @@ impl Relay {
         .execute(&self.pool)
         .await?;
         Ok(())
-    }
-}
-
-/// Exponential backoff with full jitter: a random delay in `[0, min(max, base·2^(n-1))]`, at
-/// least 1 ms.
-pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
-    let ceiling = base
-        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20)))
-        .min(max);
-    let fraction = f64::from(uuid::Uuid::new_v4().as_u128() as u32) / f64::from(u32::MAX);
-    ceiling.mul_f64(fraction).max(Duration::from_millis(1))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_exponentially_within_its_cap() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_secs(2);
-        for attempt in 1..30 {
-            let d = backoff(base, max, attempt);
-            let ceiling = (base * 2u32.pow((attempt - 1).min(20))).min(max);
-            assert!(
-                d <= ceiling && d >= Duration::from_millis(1),
-                "attempt {attempt}: {d:?}"
-            );
-        }
     }
 }

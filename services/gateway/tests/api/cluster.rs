@@ -17,9 +17,9 @@ use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 use tienda_gateway::{
     cluster::{Sources, run},
-    policy::Policies,
     upstream::Upstreams,
 };
+use tienda_kit::policy::{Policies, Scope};
 use tokio::sync::mpsc;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -132,7 +132,10 @@ async fn policies_from_the_api_are_applied_live_and_their_generations_reported()
         }
     });
     let client = kube::Client::new(api, "shop");
-    let policies = Arc::new(Policies::new("acme", 1, &prometheus::Registry::new()));
+    let policies = Arc::new(Policies::new(
+        Scope::gateway("acme", 1),
+        &prometheus::Registry::new(),
+    ));
     let upstreams = Arc::new(Upstreams::default());
     let shutdown = tienda_kit::shutdown::Shutdown::new();
     let task = tokio::spawn(run(

@@ -4,5 +4,6 @@ mod backbone;
 mod example;
 mod http;
 mod jwt;
+mod outbound;
 mod platform;
 mod shutdown;

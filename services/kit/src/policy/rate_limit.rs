@@ -23,7 +23,7 @@ use tienda_crds::rate_limit_policy::{
     Algorithm, ClientKeyType, HttpMethod, RateLimitRule, RequestMatch,
 };
 
-use crate::sliding_window::{SlidingWindow, Verdict};
+use super::sliding_window::{SlidingWindow, Verdict};
 
 type TokenBuckets =
     RateLimiter<u64, DefaultKeyedStateStore<u64>, DefaultClock, StateInformationMiddleware>;

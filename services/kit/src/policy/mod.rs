@@ -1,22 +1,34 @@
-//! The policies the gateway enforces, swapped whole and lock-free ([`ArcSwap`]) when their
-//! source changes, so a reload never blocks or drops a request in flight: a request keeps
-//! the set it started with.
+//! The RateLimitPolicy and CircuitPolicy resources a process enforces, compiled and swapped
+//! whole and lock-free ([`ArcSwap`]) when their source changes, so a reload never blocks or
+//! drops a call in flight: a call keeps the set it started with.
 //!
 //! Each document is checked the way the API server checks it (schema and CEL rules) and
-//! resolved against this gateway's shop. One that fails is rejected with a log line and its
+//! resolved against this process's shop. One that fails is rejected with a log line and its
 //! previous valid version stays in force. Counters and breaker state carry over for every
 //! rule and circuit whose spec did not change.
 //!
-//! Sources: files (`tienda up`, or a mounted ConfigMap), polled for changes — polling the
-//! contents rather than inotify, because editors replace files by rename and Kubernetes swaps
-//! ConfigMap volumes through symlinks, both of which inotify watchers miss; and, in a cluster,
-//! the RateLimitPolicy and CircuitPolicy resources themselves ([`crate::cluster`]).
+//! Who enforces what ([`Scope`]): the gateway enforces rate limits and the CircuitPolicies of
+//! the services behind it; every other component enforces, through [`crate::outbound`], the
+//! CircuitPolicies of what it calls — other services (`targetRef: {kind: Service}`) and
+//! external providers (`{kind: External, name: stripe}`).
+//!
+//! Sources: files ([`file`]: `tienda up`, or a mounted ConfigMap), polled for changes; and,
+//! in a cluster, the resources themselves ([`cluster`]), with each applied generation written
+//! back into the policy's `status.applied`.
+//!
+//! # Layout
+//! - [`file`]: the file source
+//! - [`cluster`]: the Kubernetes source and `status.applied` reports
+//! - [`rate_limit`], [`sliding_window`]: RateLimitPolicy rules
+
+pub mod cluster;
+pub mod file;
+pub mod rate_limit;
+pub mod sliding_window;
 
 use std::{
     collections::BTreeMap,
-    path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use arc_swap::ArcSwap;
@@ -24,11 +36,57 @@ use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::Serialize;
 use serde_json::Value;
 use tienda_crds::{
-    CircuitPolicy, CircuitPolicySpec, RateLimitPolicy, RateLimitPolicySpec,
+    CircuitPolicy, CircuitPolicySpec, Component, RateLimitPolicy, RateLimitPolicySpec,
     circuit_policy::CircuitTargetKind, rate_limit_policy::RateLimitTargetKind,
 };
 
-use crate::{circuit::Circuit, rate_limit::Limit, upstream::SERVICES};
+pub use self::file::{FileSource, watch_files};
+use self::rate_limit::Limit;
+use crate::resilience::Circuit;
+
+/// The services a policy's `Service` target may name (every component but the gateway).
+pub const SERVICES: [&str; 5] = ["auth", "products", "orders", "payments", "notifications"];
+
+/// Which policies a process enforces.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// The shop (Shop targets, `<shop>-<component>` Service names).
+    pub shop: String,
+    /// This process's component: metric names (`<component>_policy_applied_generation`) and
+    /// the field manager of its status reports (`tienda-<component>-<replica>`).
+    pub component: &'static str,
+    /// Replicas sharing each rate limit.
+    pub replicas: u32,
+    /// Rate limits are enforced here (the gateway).
+    pub rate_limits: bool,
+    /// CircuitPolicies on external destinations are enforced here (every caller of a
+    /// provider; not the gateway, which calls only the shop's services).
+    pub external_circuits: bool,
+}
+
+impl Scope {
+    /// The gateway of `shop`, one of `replicas`.
+    pub fn gateway(shop: &str, replicas: u32) -> Self {
+        Self {
+            shop: shop.to_owned(),
+            component: Component::Gateway.as_str(),
+            replicas,
+            rate_limits: true,
+            external_circuits: false,
+        }
+    }
+
+    /// A service of `shop` calling other services and providers.
+    pub fn component(shop: &str, component: &'static str) -> Self {
+        Self {
+            shop: shop.to_owned(),
+            component,
+            replicas: 1,
+            rate_limits: false,
+            external_circuits: true,
+        }
+    }
+}
 
 /// A policy in force.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -62,8 +120,10 @@ pub struct Rejected {
 pub struct PolicySet {
     /// Every rate-limit rule.
     pub limits: Vec<Arc<Limit>>,
-    /// The circuit of each service that has one.
+    /// The circuit of each service that has one, by component.
     pub circuits: BTreeMap<String, Arc<Circuit>>,
+    /// The circuit of each external destination that has one, by `targetRef.name`.
+    pub externals: BTreeMap<String, Arc<Circuit>>,
     /// What is in force.
     pub applied: Vec<Applied>,
     /// What was refused at the last reload.
@@ -93,25 +153,34 @@ impl Spec {
     }
 }
 
-/// The live policies of a gateway.
+/// What a reload starts from.
+#[derive(Debug, Default)]
+struct State {
+    /// The last valid version of each policy.
+    known: BTreeMap<(String, String), Known>,
+    /// The documents of the last apply, compiled again when the replica count changes.
+    last: Vec<Value>,
+}
+
+/// The live policies of a process.
 #[derive(Debug)]
 pub struct Policies {
     current: ArcSwap<PolicySet>,
-    /// The shop this gateway serves (Shop targets and `<shop>-<component>` Service names).
-    shop: String,
-    /// Gateway replicas sharing each limit.
+    scope: Scope,
+    /// Replicas sharing each limit (from the Shop, or the gateway's endpoints).
     replicas: std::sync::atomic::AtomicU32,
-    known: Mutex<BTreeMap<(String, String), Known>>,
+    /// What reloads work from; held through a whole reload, so two never interleave.
+    state: Mutex<State>,
     generation: IntGaugeVec,
     rejected: IntCounterVec,
 }
 
 impl Policies {
     /// No policies yet; metrics registered in `registry`.
-    pub fn new(shop: &str, replicas: u32, registry: &Registry) -> Self {
+    pub fn new(scope: Scope, registry: &Registry) -> Self {
         let generation = IntGaugeVec::new(
             Opts::new(
-                "gateway_policy_applied_generation",
+                format!("{}_policy_applied_generation", scope.component),
                 "The generation of each policy this replica enforces",
             ),
             &["kind", "name"],
@@ -119,7 +188,7 @@ impl Policies {
         .expect("valid metric");
         let rejected = IntCounterVec::new(
             Opts::new(
-                "gateway_policy_rejected_total",
+                format!("{}_policy_rejected_total", scope.component),
                 "Policy versions refused at reload (the previous version stays)",
             ),
             &["kind", "name"],
@@ -135,9 +204,9 @@ impl Policies {
         }
         Self {
             current: ArcSwap::from_pointee(PolicySet::default()),
-            shop: shop.to_owned(),
-            replicas: std::sync::atomic::AtomicU32::new(replicas.max(1)),
-            known: Mutex::new(BTreeMap::new()),
+            replicas: std::sync::atomic::AtomicU32::new(scope.replicas.max(1)),
+            scope,
+            state: Mutex::new(State::default()),
             generation,
             rejected,
         }
@@ -153,10 +222,21 @@ impl Policies {
         self.replicas.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Changes the replica count; limits are rebuilt with the new share at the next apply.
+    /// Who enforces these policies.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// Changes the replica count; a change rebuilds the limits with the new share.
     pub fn set_replicas(&self, replicas: u32) {
-        self.replicas
-            .store(replicas.max(1), std::sync::atomic::Ordering::Relaxed);
+        let before = self
+            .replicas
+            .swap(replicas.max(1), std::sync::atomic::Ordering::Relaxed);
+        if before != replicas.max(1) {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let docs = std::mem::take(&mut state.last);
+            self.reload(&mut state, docs);
+        }
     }
 
     /// The component a Service target names: the component itself, or `<shop>-<component>`
@@ -165,7 +245,7 @@ impl Policies {
         SERVICES.iter().copied().find(|c| {
             name == *c
                 || name
-                    .strip_prefix(self.shop.as_str())
+                    .strip_prefix(self.scope.shop.as_str())
                     .and_then(|r| r.strip_prefix('-'))
                     == Some(*c)
         })
@@ -174,14 +254,24 @@ impl Policies {
     /// Replaces the policies with those in `docs` (every document of the source; other
     /// kinds are ignored).
     pub fn apply(&self, docs: &[Value]) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.reload(&mut state, docs.to_vec());
+    }
+
+    fn reload(&self, state: &mut State, docs: Vec<Value>) {
         let previous = self.current();
-        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let known = &state.known;
         let mut next_known = BTreeMap::new();
         let mut rejected = Vec::new();
 
-        for doc in docs {
+        for doc in &docs {
             let kind = doc["kind"].as_str().unwrap_or_default();
-            if kind != "RateLimitPolicy" && kind != "CircuitPolicy" {
+            let wanted = match kind {
+                "RateLimitPolicy" => self.scope.rate_limits,
+                "CircuitPolicy" => true,
+                _ => false,
+            };
+            if !wanted {
                 continue;
             }
             let name = doc["metadata"]["name"]
@@ -248,14 +338,16 @@ impl Policies {
             let targets = match &k.spec {
                 Spec::RateLimit(spec) => {
                     let services = match spec.target_ref.kind {
-                        RateLimitTargetKind::Shop if spec.target_ref.name == self.shop => None,
+                        RateLimitTargetKind::Shop if spec.target_ref.name == self.scope.shop => {
+                            None
+                        }
                         RateLimitTargetKind::Shop => {
                             set.rejected.push(not_ours(
                                 kind,
                                 name,
                                 &format!(
                                     "targets Shop {}; this gateway serves shop {}",
-                                    spec.target_ref.name, self.shop
+                                    spec.target_ref.name, self.scope.shop
                                 ),
                             ));
                             continue;
@@ -266,7 +358,7 @@ impl Policies {
                                 None => {
                                     set.rejected.push(not_ours(kind, name, &format!(
                                         "targets Service {}, which is no component of shop {} behind the gateway",
-                                        spec.target_ref.name, self.shop
+                                        spec.target_ref.name, self.scope.shop
                                     )));
                                     continue;
                                 }
@@ -288,35 +380,56 @@ impl Policies {
                 }
                 Spec::Circuit(spec) => {
                     if spec.target_ref.kind == CircuitTargetKind::External {
-                        // Called by the components, not by the gateway.
-                        continue;
-                    }
-                    let Some(service) = self.component(&spec.target_ref.name) else {
-                        set.rejected.push(not_ours(kind, name, &format!(
+                        if !self.scope.external_circuits {
+                            // Providers are called by the components, not by the gateway.
+                            continue;
+                        }
+                        let target = &spec.target_ref.name;
+                        if let Some(other) = set.externals.get(target) {
+                            set.rejected.push(not_ours(kind, name, &format!(
+                                "CircuitPolicy {} already applies to External {target}; one policy per target (the first by name wins)",
+                                other.policy
+                            )));
+                            continue;
+                        }
+                        let before = previous.externals.get(target).filter(|c| c.policy == *name);
+                        let circuit =
+                            before
+                                .filter(|c| c.spec == *spec)
+                                .cloned()
+                                .unwrap_or_else(|| {
+                                    Arc::new(Circuit::evolve(name, spec, before.map(|c| &**c)))
+                                });
+                        set.externals.insert(target.clone(), circuit);
+                        vec![format!("external:{target}")]
+                    } else {
+                        let Some(service) = self.component(&spec.target_ref.name) else {
+                            set.rejected.push(not_ours(kind, name, &format!(
                             "targets Service {}, which is no component of shop {} behind the gateway",
-                            spec.target_ref.name, self.shop
+                            spec.target_ref.name, self.scope.shop
                         )));
-                        continue;
-                    };
-                    if let Some(other) = set.circuits.get(service) {
-                        set.rejected.push(not_ours(kind, name, &format!(
+                            continue;
+                        };
+                        if let Some(other) = set.circuits.get(service) {
+                            set.rejected.push(not_ours(kind, name, &format!(
                             "CircuitPolicy {} already applies to {service}; one policy per target (the first by name wins)",
                             other.policy
                         )));
-                        continue;
+                            continue;
+                        }
+                        let circuit = previous
+                            .circuits
+                            .get(service)
+                            .filter(|c| c.policy == *name && c.spec == *spec)
+                            .cloned()
+                            .unwrap_or_else(|| {
+                                let before =
+                                    previous.circuits.get(service).filter(|c| c.policy == *name);
+                                Arc::new(Circuit::evolve(name, spec, before.map(|c| &**c)))
+                            });
+                        set.circuits.insert(service.to_owned(), circuit);
+                        vec![service.to_owned()]
                     }
-                    let circuit = previous
-                        .circuits
-                        .get(service)
-                        .filter(|c| c.policy == *name && c.spec == *spec)
-                        .cloned()
-                        .unwrap_or_else(|| {
-                            let before =
-                                previous.circuits.get(service).filter(|c| c.policy == *name);
-                            Arc::new(Circuit::evolve(name, spec, before.map(|c| &**c)))
-                        });
-                    set.circuits.insert(service.to_owned(), circuit);
-                    vec![service.to_owned()]
                 }
             };
             set.applied.push(Applied {
@@ -348,7 +461,8 @@ impl Policies {
                 tracing::info!(kind = a.kind, name = %a.name, generation = a.generation, targets = ?a.targets, "policy applied");
             }
         }
-        *known = next_known;
+        state.known = next_known;
+        state.last = docs;
         self.current.store(Arc::new(set));
     }
 }
@@ -360,102 +474,6 @@ fn not_ours(kind: &str, name: &str, reason: &str) -> Rejected {
         name: name.to_owned(),
         reason: reason.to_owned(),
         previous_kept: false,
-    }
-}
-
-/// The YAML files of a policy path: the file itself, or the `.yaml`/`.yml` files of a
-/// directory, sorted. `None` while the path is missing or unreadable (an editor saving by
-/// rename-away-then-write): that is no reason to drop every policy.
-fn yaml_files(path: &Path) -> Option<Vec<PathBuf>> {
-    if path.is_file() {
-        return Some(vec![path.to_path_buf()]);
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-        .collect();
-    files.sort();
-    Some(files)
-}
-
-/// Reads policy files, keeping the last good documents of a file that stops parsing.
-#[derive(Debug, Default)]
-pub struct FileSource {
-    path: PathBuf,
-    texts: BTreeMap<PathBuf, String>,
-    docs: BTreeMap<PathBuf, Vec<Value>>,
-}
-
-impl FileSource {
-    /// Files under `path`.
-    pub fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            ..Self::default()
-        }
-    }
-
-    /// Reads the files; `Some(documents)` when anything changed since the last call.
-    pub fn poll(&mut self) -> Option<Vec<Value>> {
-        let files = yaml_files(&self.path)?;
-        let mut texts = BTreeMap::new();
-        for file in &files {
-            match std::fs::read_to_string(file) {
-                Ok(text) => {
-                    texts.insert(file.clone(), text);
-                }
-                // Mid-rename or unreadable: try again at the next poll.
-                Err(_) => return None,
-            }
-        }
-        if texts == self.texts {
-            return None;
-        }
-        let mut docs = BTreeMap::new();
-        for (file, text) in &texts {
-            if self.texts.get(file) == Some(text)
-                && let Some(old) = self.docs.get(file)
-            {
-                docs.insert(file.clone(), old.clone());
-                continue;
-            }
-            match serde_saphyr::from_multiple::<Value>(text) {
-                Ok(parsed) => {
-                    docs.insert(
-                        file.clone(),
-                        parsed.into_iter().filter(|d| !d.is_null()).collect(),
-                    );
-                }
-                Err(error) => {
-                    tracing::error!(file = %file.display(), %error, "policy file is not YAML; its previous contents stay in force");
-                    if let Some(old) = self.docs.get(file) {
-                        docs.insert(file.clone(), old.clone());
-                    }
-                }
-            }
-        }
-        self.texts = texts;
-        self.docs = docs;
-        Some(self.docs.values().flatten().cloned().collect())
-    }
-}
-
-/// Applies the files under `path` now and whenever they change (checked every `interval`).
-pub async fn watch_files(
-    mut source: FileSource,
-    policies: Arc<Policies>,
-    interval: Duration,
-    shutdown: tienda_kit::shutdown::Shutdown,
-) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            () = shutdown.wait() => return,
-        }
-        if let Some(docs) = source.poll() {
-            policies.apply(&docs);
-        }
     }
 }
 
@@ -477,7 +495,7 @@ spec:
 ";
 
     fn policies() -> Policies {
-        Policies::new("local", 1, &Registry::new())
+        Policies::new(Scope::gateway("local", 1), &Registry::new())
     }
 
     #[test]
