@@ -8,6 +8,7 @@
 //! `require_role` route layer. Handlers do not change.
 //!
 //! # What a request gets
+//! - `GET`, `HEAD`, `OPTIONS` and other safe methods: passed through untouched.
 //! - No key: the handler runs as if the layer were not there (no body read, no database round
 //!   trip) — unless the route requires one ([`Options::required`]): 400 `idempotency-key-missing`.
 //! - A key that is empty, longer than [`MAX_KEY_CHARS`] characters, not visible ASCII, or sent
@@ -23,7 +24,8 @@
 //!
 //! # Scope
 //! A key belongs to a caller and an endpoint: the record is keyed by (caller, method, path,
-//! key), so two users, or one user on two endpoints, never collide. The caller is a [`Scope`]
+//! key), so two users, or one user on two endpoints, never collide. The path is the concrete
+//! one (`/v1/orders/1/pay` and `/v1/orders/2/pay` are two endpoints). The caller is a [`Scope`]
 //! an earlier layer put in the request's extensions (a guest cart token, say), else the verified
 //! token's subject (`user:<sub>`, from [`Claims`]), else `anonymous`.
 //!
@@ -32,7 +34,9 @@
 //! inserts it (`INSERT .. ON CONFLICT`), every other request on any replica finds it. A claim has
 //! a lease (`locked_until`, [`StoreConfig::lease`]) that the owner renews while its handler
 //! runs; if the process dies mid-request, the lease runs out and the next retry with the same
-//! request takes the claim over and runs the handler (a retry before then gets 409).
+//! request takes the claim over and runs the handler (a retry before then gets 409). A request
+//! cancelled while it is claiming (between the insert and its answer) leaves its claim to the
+//! lease the same way.
 //!
 //! # What is stored, what is not
 //! - 2xx, 3xx and 4xx answers are stored and replayed (as Stripe does: a 422 for a bad body
