@@ -4,8 +4,8 @@
 //!
 //! A service makes one [`Store`] ([`Store::start`], which also starts the sweeper on its
 //! [`Platform`]) and adds [`layer`] to the routes that take a key, inside authentication so the
-//! caller is known: `.route_layer(idempotency::layer(store, Options::optional()))` before the
-//! `require_role` route layer. Handlers do not change.
+//! caller is known: `.route_layer(idempotency::layer(store, Options::optional()))` called
+//! before (so wrapped by) the `require_role` route layer. Handlers do not change.
 //!
 //! # What a request gets
 //! - `GET`, `HEAD`, `OPTIONS` and other safe methods: passed through untouched.
@@ -54,8 +54,9 @@
 //! # The window this cannot close
 //! The handler's transaction and the stored answer are two commits. If the process dies (or
 //! the database becomes unreachable) after the handler committed and before the answer is
-//! stored — or a handler commits and then answers 5xx — a retry after the lease runs the
-//! handler again. Domain code closes that window with its own unique constraint on a
+//! stored, a retry runs the handler again once the lease has run out; after a handler that
+//! committed and then answered 5xx, or an answer too large to store, a retry runs it again at
+//! once. Domain code closes that window with its own unique constraint on a
 //! client-chosen id (an order's checkout id, a reservation's `reservation_id`, a payment's
 //! order id): the second run then finds the first one's row and answers with it. Every
 //! endpoint that requires a key should have such an id; the key then saves the work and gives
