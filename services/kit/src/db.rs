@@ -65,7 +65,7 @@ pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The kit's own tables (outbox, inbox), tracked in `_tienda_kit_migrations` so they never
+/// The kit's own tables (outbox, inbox, idempotency keys), tracked in `_tienda_kit_migrations` so they never
 /// collide with a service's `_sqlx_migrations`.
 static KIT_MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
@@ -75,7 +75,7 @@ pub async fn migrate_all(pool: &PgPool, service: &Migrator) -> anyhow::Result<()
     kit.dangerous_set_table_name("_tienda_kit_migrations");
     kit.run(pool)
         .await
-        .context("applying the kit's migrations (outbox, inbox)")?;
+        .context("applying the kit's migrations (outbox, inbox, idempotency keys)")?;
     migrate(pool, service).await
 }
 

@@ -22,6 +22,7 @@
 //! - [`nats`]: NATS connection and JetStream context
 //! - [`consumer`]: durable pull consumers applied exactly once through the inbox
 //! - [`dead_letter`]: the dead-letter stream and its admin API
+//! - [`idempotency`]: `Idempotency-Key` on unsafe routes: replays, conflicts, the sweeper
 //! - [`outbox`]: `enqueue` in the caller's transaction, and the relay that publishes
 //! - [`trace_context`]: W3C `traceparent` from request to outbox to consumer
 //! - [`resilience`]: backoff, breaker, retries with a budget, bulkhead, deadline, outlier
@@ -40,6 +41,7 @@ pub mod consumer;
 pub mod db;
 pub mod dead_letter;
 pub mod health;
+pub mod idempotency;
 pub mod json;
 pub mod jwt;
 pub mod metrics;

@@ -26,7 +26,12 @@ pub mod search;
 
 use std::time::Duration;
 
-use tienda_kit::{Needs, Platform, consumer::ConsumerConfig, outbox::RelayConfig};
+use tienda_kit::{
+    Needs, Platform,
+    consumer::ConsumerConfig,
+    idempotency::{Store, StoreConfig},
+    outbox::RelayConfig,
+};
 
 use crate::{cache::ProductCache, config::Config};
 
@@ -44,8 +49,8 @@ pub const COMMANDS_CONSUMER: &str = "products-inventory-commands";
 pub struct Application(tienda_kit::Application);
 
 impl Application {
-    /// Connects, migrates, starts the relay, the command consumer, the reservation sweeper
-    /// and the cache's event feed, binds.
+    /// Connects, migrates, starts the relay, the command consumer, the reservation and
+    /// idempotency-key sweepers and the cache's event feed, binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let platform = Platform::start(
             "products",
@@ -89,6 +94,7 @@ impl Application {
                 import_max_rows: config.import_max_rows,
             },
             views,
+            idempotency: Store::start(&platform, StoreConfig::default()),
         };
         let (router, openapi) = http::router(state);
         Ok(Self(

@@ -3,6 +3,7 @@
 mod backbone;
 mod example;
 mod http;
+mod idempotency;
 mod jwt;
 mod outbound;
 mod platform;

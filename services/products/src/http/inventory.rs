@@ -51,12 +51,23 @@ pub async fn adjust(
 
 /// Holds stock (admin; the order saga uses the `tienda.inventory.cmd.reserve` command): every
 /// line or none. Idempotent by `reservation_id`: a retry answers with the reservation as it
-/// is and reserves nothing more; the same id with other items is 422.
+/// is and reserves nothing more; the same id with other items is 422. An optional
+/// `Idempotency-Key` (kept 24 h) replays the first answer exactly, marked
+/// `Idempotent-Replayed: true`.
 #[utoipa::path(post, path = "/v1/inventory/reservations", tag = "inventory",
     request_body = ReservationRequest,
-    responses((status = 201, body = Reservation),
-              (status = 409, body = Problem, description = "Short: `shortages` lists the SKUs"),
-              (status = 422, body = Problem)),
+    params(("Idempotency-Key" = Option<String>, Header,
+            description = "Optional; 1-255 characters, e.g. a UUID. A retry with the same key \
+                           and body gets the first answer again; another body is 422.")),
+    responses((status = 201, body = Reservation,
+               headers(("Idempotent-Replayed" = bool,
+                        description = "`true` when this is the stored answer to an earlier \
+                                       request with the same Idempotency-Key"))),
+              (status = 400, body = Problem, description = "A malformed Idempotency-Key"),
+              (status = 409, body = Problem, description = "Short: `shortages` lists the SKUs; \
+                  or a request with this Idempotency-Key is still running (`Retry-After`)"),
+              (status = 422, body = Problem, description = "Invalid, the reservation_id was \
+                  used with other items, or the Idempotency-Key was used with another body")),
     security(("bearer" = [])))]
 pub async fn reserve(
     State(state): State<AppState>,

@@ -11,7 +11,10 @@ use axum::{
     middleware,
 };
 use sqlx::PgPool;
-use tienda_kit::jwt::{RequireRole, Verifier, require_role};
+use tienda_kit::{
+    idempotency::{self, Options},
+    jwt::{RequireRole, Verifier, require_role},
+};
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -30,6 +33,8 @@ pub struct AppState {
     pub limits: Limits,
     /// View counts waiting to be written.
     pub views: std::sync::Arc<crate::analytics::Views>,
+    /// Answers kept for `Idempotency-Key` retries.
+    pub idempotency: idempotency::Store,
 }
 
 /// Import limits.
@@ -66,7 +71,15 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(bulk::adjustments))
         .routes(routes!(bulk::analytics))
         .routes(routes!(inventory::adjust))
-        .routes(routes!(inventory::reserve))
+        .merge(
+            // Inside the role check, so keys are scoped to the verified caller.
+            OpenApiRouter::new()
+                .routes(routes!(inventory::reserve))
+                .route_layer(idempotency::layer(
+                    state.idempotency.clone(),
+                    Options::optional(),
+                )),
+        )
         .routes(routes!(inventory::reservation))
         .routes(routes!(inventory::commit))
         .routes(routes!(inventory::release))

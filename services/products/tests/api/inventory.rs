@@ -394,3 +394,82 @@ async fn saga_commands_over_jetstream_are_answered_with_events() {
         json!({"sku": "BOOK-1", "on_hand": 1, "reserved": 0, "available": 1})
     );
 }
+
+#[tokio::test]
+async fn a_reservation_posted_twice_with_one_idempotency_key_reserves_once_and_replays() {
+    let app = spawn_app().await;
+    app.create_product(product("Cup", &[("CUP-1", 300)])).await;
+    app.stock("CUP-1", 10).await;
+    let body = json!({
+        "reservation_id": Uuid::now_v7(),
+        "items": [{"sku": "CUP-1", "quantity": 3}],
+        "ttl_seconds": 60
+    });
+    let send = |body: Value| {
+        app.http
+            .post(app.url("/v1/inventory/reservations"))
+            .bearer_auth(&app.admin)
+            .header("Idempotency-Key", "reserve-cup-1")
+            .json(&body)
+            .send()
+    };
+
+    let first = send(body.clone()).await.unwrap();
+    let retry = send(body.clone()).await.unwrap();
+    let other = send(json!({
+        "reservation_id": Uuid::now_v7(),
+        "items": [{"sku": "CUP-1", "quantity": 3}],
+        "ttl_seconds": 60
+    }))
+    .await
+    .unwrap();
+
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        first.json::<Value>().await.unwrap(),
+        retry.json::<Value>().await.unwrap()
+    );
+    assert_eq!(other.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = other.json().await.unwrap();
+    assert_eq!(
+        problem["type"],
+        "https://tienda.dev/problems/idempotency-key-reused"
+    );
+    assert_eq!(
+        app.get_json("/v1/inventory/CUP-1").await,
+        json!({"sku": "CUP-1", "on_hand": 10, "reserved": 3, "available": 7})
+    );
+    let reservations: i64 = sqlx::query_scalar("SELECT count(*) FROM reservations")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(reservations, 1);
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_idempotency_key_on_reservations() {
+    let app = spawn_app().await;
+    let doc = app.get_json("/openapi.json").await;
+    let operation = &doc["paths"]["/v1/inventory/reservations"]["post"];
+    let key = operation["parameters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == "Idempotency-Key")
+        .unwrap_or_else(|| panic!("no Idempotency-Key parameter: {operation}"));
+    assert_eq!(key["in"], "header");
+    assert_eq!(key["required"], false);
+    for status in ["201", "400", "409", "422"] {
+        assert!(
+            operation["responses"][status].is_object(),
+            "{status} missing: {operation}"
+        );
+    }
+    assert!(
+        operation["responses"]["201"]["headers"]["Idempotent-Replayed"].is_object(),
+        "{operation}"
+    );
+}
