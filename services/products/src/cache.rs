@@ -10,7 +10,7 @@ use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use bytes::Bytes;
 use futures::StreamExt;
 use moka::future::Cache;
-use tienda_kit::{Shutdown, outbox::backoff};
+use tienda_kit::{Shutdown, resilience::Backoff};
 use uuid::Uuid;
 
 /// A cached product response.
@@ -89,7 +89,7 @@ impl ProductCache {
             // Whatever broke, events may have been missed: start clean.
             self.clear();
             attempt += 1;
-            let delay = backoff(Duration::from_millis(200), Duration::from_secs(10), attempt);
+            let delay = Backoff::new(Duration::from_millis(200), Duration::from_secs(10)).delay(attempt);
             match result {
                 Ok(()) => tracing::warn!("product event feed ended; cache cleared, resubscribing"),
                 Err(err) => tracing::warn!(
