@@ -24,6 +24,7 @@ fn main() -> anyhow::Result<()> {
         let config = Config::parse_from([
             "tienda-auth",
             "--listen-addr=127.0.0.1:0",
+            "--admin-addr=127.0.0.1:0",
             &format!("--database-url={}", database.url),
             &format!("--nats-url={nats}"),
             "--log-filter=error",

@@ -45,22 +45,14 @@ use crate::{
 
 /// The gateway's own document: its operational routes (each service publishes its own API).
 #[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Tienda gateway",
-        description = "Routes /v1/* to the services (each service's /openapi.json describes its API) and enforces the shop's policies"
-    ),
-    paths(policies)
-)]
+#[openapi(info(
+    title = "Tienda gateway",
+    description = "Routes /v1/* to the services (each service's /openapi.json describes its API) and enforces the shop's policies"
+))]
 struct ApiDoc;
 
-/// The policies this replica enforces, with their generations, and the documents it refused.
-#[utoipa::path(
-    get,
-    path = "/policies",
-    tag = "operations",
-    responses((status = 200, description = "Applied and rejected policies", content_type = "application/json"))
-)]
+/// `GET /policies` on the admin listener: the policies this replica enforces, with their
+/// generations, and the documents it refused.
 async fn policies(State(policies): State<Arc<Policies>>) -> Json<Value> {
     let set = policies.current();
     Json(json!({
@@ -132,17 +124,23 @@ impl Application {
         let router = Router::new()
             .route("/v1/{*rest}", any(forward))
             .route("/.well-known/jwks.json", any(forward))
-            .with_state(Arc::new(proxy))
-            .route("/policies", get(self::policies).with_state(policies));
+            .with_state(Arc::new(proxy));
         let router = edge::layers(router, &config.cors_origins)?;
+        let admin = Router::new().route("/policies", get(self::policies).with_state(policies));
         Ok(Self(
-            tienda_kit::Application::build(platform, router, ApiDoc::openapi()).await?,
+            tienda_kit::Application::build_with_admin(platform, router, admin, ApiDoc::openapi())
+                .await?,
         ))
     }
 
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.0.port()
+    }
+
+    /// The admin listener's port (`/metrics`, `/policies`).
+    pub fn admin_port(&self) -> u16 {
+        self.0.admin_port()
     }
 
     /// Serves until SIGTERM, then drains.

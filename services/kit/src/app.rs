@@ -3,8 +3,14 @@
 //!
 //! A service builds a [`Platform`] (database, NATS, metrics, health, shutdown), its API router,
 //! and hands both to [`Application::build`], which adds the operational routes (`/livez`,
-//! `/readyz`, `/metrics`, `/openapi.json`), the standard layers (request id, trace span, metrics,
-//! body limit, panic → 500 problem) and problem+json fallbacks.
+//! `/readyz`, `/openapi.json`), the standard layers (request id, trace span, metrics, body
+//! limit, panic → 500 problem) and problem+json fallbacks.
+//!
+//! Two listeners: the public one (`LISTEN_ADDR`), which the gateway routes to, and the admin
+//! one (`ADMIN_ADDR`), for operators and Prometheus only: `/metrics`, and whatever
+//! operator-only router the service hands to [`Application::build_with_admin`] (`/policies`,
+//! the dead-letter admin API). The public listener answers 404 for those paths, so nothing
+//! operator-only can reach the internet through the gateway. Probes answer on both.
 
 use std::{future::Future, time::Duration};
 
@@ -223,7 +229,16 @@ pub struct Application {
     listener: TcpListener,
     port: u16,
     router: Router,
+    admin_listener: TcpListener,
+    admin_port: u16,
+    admin_router: Router,
     platform: Platform,
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &str, var: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("binding the {what} listener to {addr}: is another process using it? (set {var})")
+    })
 }
 
 #[derive(OpenApi)]
@@ -234,22 +249,28 @@ pub struct Application {
 struct OperationsApi;
 
 impl Application {
-    /// Adds the operational routes and standard layers to `api` and binds the listener.
+    /// Adds the operational routes and standard layers to `api` and binds the listeners.
     /// `openapi` describes `api`; the operational routes are added to it.
     pub async fn build(
         platform: Platform,
         api: Router,
+        openapi: utoipa::openapi::OpenApi,
+    ) -> anyhow::Result<Self> {
+        Self::build_with_admin(platform, api, Router::new(), openapi).await
+    }
+
+    /// Like [`Application::build`], with `admin` — operator-only routes — served on the admin
+    /// listener beside `/metrics` and the probes.
+    pub async fn build_with_admin(
+        platform: Platform,
+        api: Router,
+        admin: Router,
         mut openapi: utoipa::openapi::OpenApi,
     ) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(platform.config.listen_addr)
-            .await
-            .with_context(|| {
-                format!(
-                    "binding {}: is another process using it?",
-                    platform.config.listen_addr
-                )
-            })?;
+        let listener = bind(platform.config.listen_addr, "public", "LISTEN_ADDR").await?;
         let port = listener.local_addr()?.port();
+        let admin_listener = bind(platform.config.admin_addr, "admin", "ADMIN_ADDR").await?;
+        let admin_port = admin_listener.local_addr()?.port();
 
         openapi.merge(OperationsApi::openapi());
         // Operations marked `security(("bearer" = []))` need the scheme they name.
@@ -270,19 +291,28 @@ impl Application {
         let openapi_json =
             serde_json::to_value(&openapi).context("serializing the OpenAPI document")?;
 
-        let operations = Router::new()
-            .route("/livez", get(health::livez))
-            .route(
-                "/readyz",
-                get(health::readyz).with_state(platform.health.clone()),
-            )
+        let probes = Router::new().route("/livez", get(health::livez)).route(
+            "/readyz",
+            get(health::readyz).with_state(platform.health.clone()),
+        );
+        let operations = probes.clone().route(
+            "/openapi.json",
+            get(move || async move { axum::Json(openapi_json.clone()) }),
+        );
+        let admin_router = admin
+            .merge(probes)
             .route(
                 "/metrics",
                 get(metrics::endpoint).with_state(platform.metrics.clone()),
             )
-            .route(
-                "/openapi.json",
-                get(move || async move { axum::Json(openapi_json.clone()) }),
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(
+                ServiceBuilder::new()
+                    .layer(CatchPanicLayer::custom(|_| {
+                        Problem::internal().into_response()
+                    }))
+                    .layer(DefaultBodyLimit::max(platform.config.max_body_bytes)),
             );
 
         let router = api
@@ -311,18 +341,26 @@ impl Application {
                     .layer(CatchPanicLayer::custom(|_| Problem::internal().into_response()))
                     .layer(DefaultBodyLimit::max(platform.config.max_body_bytes)),
             );
-        tracing::info!(service = platform.name, port, "listening");
+        tracing::info!(service = platform.name, port, admin_port, "listening");
         Ok(Self {
             listener,
             port,
             router,
+            admin_listener,
+            admin_port,
+            admin_router,
             platform,
         })
     }
 
-    /// The port the listener is bound to (tests bind port 0).
+    /// The port the public listener is bound to (tests bind port 0).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port the admin listener is bound to.
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
     }
 
     /// The platform, for tests and for spawning background tasks.
@@ -337,6 +375,8 @@ impl Application {
         let Self {
             listener,
             router,
+            admin_listener,
+            admin_router,
             platform,
             ..
         } = self;
@@ -350,6 +390,12 @@ impl Application {
             max_header_bytes: platform.config.max_header_bytes,
             max_headers: platform.config.max_headers,
         };
+        let admin = tokio::spawn(serve::serve(
+            admin_listener,
+            admin_router,
+            limits,
+            stop.clone(),
+        ));
         let mut server = tokio::spawn(serve::serve(listener, router, limits, stop));
 
         let served = tokio::select! {
@@ -373,6 +419,13 @@ impl Application {
                 );
                 server.abort();
             }
+        }
+        // Metrics stay scrapeable while requests drain; the admin server stops with them.
+        if tokio::time::timeout(Duration::from_secs(1), admin)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the admin listener did not stop in time");
         }
         platform.tasks.close();
         let remaining = deadline

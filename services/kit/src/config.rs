@@ -15,6 +15,12 @@ pub struct CommonConfig {
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
     pub listen_addr: SocketAddr,
 
+    /// Address of the admin listener (default 0.0.0.0:9090): `/metrics`, `/policies`, the
+    /// dead-letter admin API and every other operator-only endpoint, never routed by the
+    /// gateway; `/livez` and `/readyz` answer on both. Port 0 picks a free port (tests).
+    #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:9090")]
+    pub admin_addr: SocketAddr,
+
     /// PostgreSQL connection URL of the service's own database (the operator puts it in the
     /// service's Secret). Services without a database ignore it.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]

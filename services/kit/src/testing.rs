@@ -138,6 +138,7 @@ pub fn with_database(url: &str, database: &str) -> String {
 pub fn config(database_url: Option<&str>) -> CommonConfig {
     CommonConfig {
         listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         database_url: database_url.map(|u| Secret::new(u.to_owned())),
         database_max_connections: 5,
         nats_url: std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),

@@ -264,6 +264,7 @@ fn main() -> anyhow::Result<()> {
         let config = Config::parse_from([
             "tienda-products".to_owned(),
             "--listen-addr=127.0.0.1:0".into(),
+            "--admin-addr=127.0.0.1:0".into(),
             format!("--database-url={}", database.url),
             format!("--nats-url={}", nats.url()),
             "--log-filter=error".into(),

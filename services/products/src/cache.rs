@@ -89,7 +89,8 @@ impl ProductCache {
             // Whatever broke, events may have been missed: start clean.
             self.clear();
             attempt += 1;
-            let delay = Backoff::new(Duration::from_millis(200), Duration::from_secs(10)).delay(attempt);
+            let delay =
+                Backoff::new(Duration::from_millis(200), Duration::from_secs(10)).delay(attempt);
             match result {
                 Ok(()) => tracing::warn!("product event feed ended; cache cleared, resubscribing"),
                 Err(err) => tracing::warn!(

@@ -29,6 +29,7 @@ use std::time::Duration;
 use tienda_kit::{
     Needs, Platform,
     consumer::ConsumerConfig,
+    dead_letter::DeadLetters,
     idempotency::{Store, StoreConfig},
     outbox::RelayConfig,
 };
@@ -97,9 +98,22 @@ impl Application {
             idempotency: Store::start(&platform, StoreConfig::default()),
         };
         let (router, openapi) = http::router(state);
+        // Operators inspect, replay or discard the commands this service gave up on.
+        let admin = tienda_kit::dead_letter::router(
+            DeadLetters {
+                jetstream: platform.nats()?.jetstream.clone(),
+                component: platform.name.to_owned(),
+            },
+            config.tokens.verifier(),
+        );
         Ok(Self(
-            tienda_kit::Application::build(platform, router, openapi).await?,
+            tienda_kit::Application::build_with_admin(platform, router, admin, openapi).await?,
         ))
+    }
+
+    /// The admin listener's port (`/metrics`, `/admin/dead-letters`).
+    pub fn admin_port(&self) -> u16 {
+        self.0.admin_port()
     }
 
     /// The bound port.

@@ -51,6 +51,7 @@ async fn start(database_url: &str, listen_addr: &str, flags: &[String]) -> (Stri
     let mut args = vec![
         "tienda-auth".to_owned(),
         format!("--listen-addr={listen_addr}"),
+        "--admin-addr=127.0.0.1:0".into(),
         format!("--database-url={database_url}"),
         format!("--nats-url={nats}"),
         "--log-format=pretty".into(),

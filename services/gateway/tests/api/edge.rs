@@ -180,11 +180,43 @@ async fn answers_carry_security_headers_and_cors_answers_configured_origins() {
 }
 
 #[tokio::test]
-async fn the_openapi_document_lists_the_policies_route() {
+async fn operator_endpoints_answer_only_on_the_admin_listener() {
     let gw = Gateway::start("", "", &[]).await;
+    for path in ["/metrics", "/policies"] {
+        let public = gw.get(path, &[]).await;
+        assert_eq!(public.status(), 404, "{path} on the public listener");
+        assert_eq!(public.headers()["content-type"], "application/problem+json");
+        assert_eq!(gw.admin_get(path).await.status(), 200, "{path} on admin");
+    }
+    assert!(gw.metrics().await.contains("http_requests_total"));
+    assert_eq!(
+        gw.admin_get("/readyz").await.status(),
+        200,
+        "probes on both"
+    );
+    assert_eq!(gw.get("/readyz", &[]).await.status(), 200);
     let doc: serde_json::Value = gw.get("/openapi.json", &[]).await.json().await.unwrap();
-    assert!(doc["paths"]["/policies"]["get"].is_object(), "{doc}");
-    assert!(tienda_kit::testing::check_openapi(&doc).contains(&"GET /policies".to_owned()));
+    assert!(doc["paths"]["/policies"].is_null(), "{doc}");
+}
+
+#[tokio::test]
+async fn invented_methods_do_not_grow_the_metric_labels() {
+    let gw = Gateway::start("", "", &[]).await;
+    for method in ["BREW", "XYZZY", "PROPFIND"] {
+        gw.http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}/livez", gw.base),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains(r#"method="other""#), "{metrics}");
+    for method in ["BREW", "XYZZY", "PROPFIND"] {
+        assert!(!metrics.contains(method), "{method} became a label");
+    }
 }
 
 #[tokio::test]

@@ -134,6 +134,8 @@ pub async fn upstream(name: &'static str, seen: Seen) -> Upstream {
 pub struct Gateway {
     /// `http://127.0.0.1:port`.
     pub base: String,
+    /// The admin listener, `http://127.0.0.1:port`.
+    pub admin: String,
     /// A client.
     pub http: reqwest::Client,
     /// Issues tokens the gateway accepts.
@@ -152,6 +154,7 @@ impl Gateway {
         std::fs::create_dir_all(&policy_dir).unwrap();
         let mut gateway = Self {
             base: String::new(),
+            admin: String::new(),
             http: reqwest::Client::new(),
             issuer,
             policy_dir,
@@ -160,6 +163,7 @@ impl Gateway {
         let mut args = vec![
             "tienda-gateway".to_owned(),
             "--listen-addr=127.0.0.1:0".into(),
+            "--admin-addr=127.0.0.1:0".into(),
             "--log-format=pretty".into(),
             "--log-filter=warn".into(),
             format!("--upstreams={upstreams}"),
@@ -175,6 +179,7 @@ impl Gateway {
             .await
             .expect("gateway builds");
         gateway.base = format!("http://127.0.0.1:{}", app.port());
+        gateway.admin = format!("http://127.0.0.1:{}", app.admin_port());
         tokio::spawn(app.run_until_stopped());
         gateway
     }
@@ -200,9 +205,18 @@ impl Gateway {
         self.get(path, headers).await.status().as_u16()
     }
 
-    /// `GET /policies`.
+    /// `GET path` on the admin listener.
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.admin))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /policies` (admin listener).
     pub async fn policies(&self) -> Value {
-        self.get("/policies", &[]).await.json().await.unwrap()
+        self.admin_get("/policies").await.json().await.unwrap()
     }
 
     /// The generation of a policy in force, if it is.
@@ -214,9 +228,9 @@ impl Gateway {
             .and_then(|a| a["generation"].as_i64())
     }
 
-    /// `/metrics` text.
+    /// `/metrics` text (admin listener).
     pub async fn metrics(&self) -> String {
-        self.get("/metrics", &[]).await.text().await.unwrap()
+        self.admin_get("/metrics").await.text().await.unwrap()
     }
 }
 

@@ -5,6 +5,8 @@ use tienda_products::{Application, config::Config};
 
 pub struct TestApp {
     pub base: String,
+    /// The admin listener (`/metrics`, `/admin/dead-letters`).
+    pub admin_base: String,
     pub http: reqwest::Client,
     pub db: sqlx::PgPool,
     pub admin: String,
@@ -22,9 +24,10 @@ pub async fn spawn_app() -> TestApp {
     provision(&nats.url()).await;
     let database = TestDatabase::create().await;
     let issuer = TokenIssuer::start().await;
-    let (base, db) = start(&database.url, &nats.url(), &issuer).await;
+    let (base, admin_base, db) = start(&database.url, &nats.url(), &issuer).await;
     TestApp {
         base,
+        admin_base,
         http: reqwest::Client::new(),
         db,
         admin: issuer.token("00000000-0000-7000-8000-000000000001", &["admin"]),
@@ -54,10 +57,15 @@ pub async fn spawn_replica(of: &TestApp) -> String {
     start(&url, &of.nats.url(), &of.issuer).await.0
 }
 
-async fn start(database_url: &str, nats_url: &str, issuer: &TokenIssuer) -> (String, sqlx::PgPool) {
+async fn start(
+    database_url: &str,
+    nats_url: &str,
+    issuer: &TokenIssuer,
+) -> (String, String, sqlx::PgPool) {
     let config = Config::parse_from([
         "tienda-products".to_owned(),
         "--listen-addr=127.0.0.1:0".into(),
+        "--admin-addr=127.0.0.1:0".into(),
         format!("--database-url={database_url}"),
         format!("--nats-url={nats_url}"),
         "--log-format=pretty".into(),
@@ -69,9 +77,10 @@ async fn start(database_url: &str, nats_url: &str, issuer: &TokenIssuer) -> (Str
     ]);
     let app = Application::build(config).await.expect("products builds");
     let base = format!("http://127.0.0.1:{}", app.port());
+    let admin_base = format!("http://127.0.0.1:{}", app.admin_port());
     let db = app.platform().db().clone();
     tokio::spawn(app.run_until_stopped());
-    (base, db)
+    (base, admin_base, db)
 }
 
 impl TestApp {

@@ -6,4 +6,5 @@ mod catalog;
 mod concurrency;
 mod helpers;
 mod inventory;
+mod operations;
 mod search;
