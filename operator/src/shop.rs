@@ -8,7 +8,7 @@ use tienda_crds::{
     Component, Service, ServiceSpec, Shop, service::DatabaseSpec, shop::ShopComponent,
 };
 
-use tienda_provision::topology;
+use tienda_provision::{database::database_name, topology};
 
 /// Label keys every child carries.
 pub mod labels {
@@ -44,32 +44,6 @@ pub fn component_labels(shop: &str, component: Component) -> BTreeMap<String, St
 /// The name of a component's Service resource: `<shop>-<component>`.
 pub fn service_name(shop: &str, component: Component) -> String {
     format!("{shop}-{component}")
-}
-
-/// The database (and role) name of a component: `<namespace>_<shop>_<component>` in PostgreSQL
-/// identifier form, so shops in different namespaces can share a server. Names longer than 63
-/// bytes are cut and suffixed with a hash of the full name to stay unique.
-pub fn database_name(namespace: &str, shop: &str, component: Component) -> String {
-    let full: String = format!("{namespace}_{shop}_{component}")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let full = if full.starts_with(|c: char| c.is_ascii_digit()) {
-        format!("t_{full}")
-    } else {
-        full
-    };
-    if full.len() <= 63 {
-        return full;
-    }
-    let hash = crate::stable_hash::fnv1a(full.bytes());
-    format!("{}_{:08x}", &full[..54], hash as u32)
 }
 
 /// The image of a component: its override, or `<registry>/tienda-<component>:<version>`.
@@ -218,19 +192,5 @@ mod tests {
             services[0].spec.database.as_ref().unwrap().reclaim_policy,
             tienda_crds::service::ReclaimPolicy::Delete
         );
-    }
-
-    #[test]
-    fn database_names_are_safe_identifiers_and_stay_unique_when_cut() {
-        assert_eq!(
-            database_name("my-ns", "Shop-1", Component::Orders),
-            "my_ns_shop_1_orders"
-        );
-        assert_eq!(database_name("1ns", "s", Component::Auth), "t_1ns_s_auth");
-        let long_ns = "n".repeat(60);
-        let a = database_name(&long_ns, "alpha", Component::Notifications);
-        let b = database_name(&long_ns, "bravo", Component::Notifications);
-        assert!(a.len() <= 63 && b.len() <= 63);
-        assert_ne!(a, b);
     }
 }

@@ -26,10 +26,12 @@ use k8s_openapi::{
 use kube::{Resource, ResourceExt};
 use tienda_crds::{Component, Service, Shop, shop::SslMode};
 
+use tienda_provision::environment::{ADMIN_PORT, Placed, Value, component_environment, var};
+
 use crate::shop::{component_labels, labels, service_name};
 
 /// Where the NATS credentials Secret is mounted.
-pub const NATS_CREDS_DIR: &str = "/var/run/tienda/nats";
+pub use tienda_provision::environment::NATS_CREDS_DIR;
 /// The non-root user the images run as (distroless `nonroot`).
 pub const RUN_AS_USER: i64 = 65532;
 /// Pod template annotation whose change rolls the Deployment when config or credentials change.
@@ -95,11 +97,11 @@ pub fn credentials_secret(
         db = database.name,
     );
     let auth_key = (service.spec.component == Component::Auth)
-        .then(|| ("AUTH_KEY_ENCRYPTION_KEY", key.to_owned()));
+        .then(|| (var::AUTH_KEY_ENCRYPTION_KEY, key.to_owned()));
     let data = [
         ("username", database.name.clone()),
         ("password", password.to_owned()),
-        ("DATABASE_URL", url),
+        (var::DATABASE_URL, url),
     ]
     .into_iter()
     .chain(auth_key)
@@ -113,101 +115,72 @@ pub fn credentials_secret(
     })
 }
 
-fn env(name: &str, value: impl Into<String>) -> EnvVar {
+/// A component's environment in a pod: [`component_environment`] with Secrets and fields
+/// referenced, cluster addresses filled in, and the user's `env` after it.
+pub fn environment(service: &Service, shop: &Shop) -> Vec<EnvVar> {
+    component_environment(shop, service.spec.component)
+        .into_iter()
+        .map(|(name, value)| env_var(service, shop, name, value))
+        .chain(service.spec.env.iter().cloned())
+        .collect()
+}
+
+fn env_var(service: &Service, shop: &Shop, name: &str, value: Value) -> EnvVar {
+    let source = |source: EnvVarSource| EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(source),
+    };
+    let text = match value {
+        Value::Literal(text) => text,
+        Value::Secret { key } => {
+            return source(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: credentials_secret_name(service),
+                    key: key.into(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            });
+        }
+        Value::Field { path } => {
+            return source(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: path.into(),
+                    api_version: None,
+                }),
+                ..EnvVarSource::default()
+            });
+        }
+        Value::Placed(placed) => in_cluster(service, shop, placed),
+    };
     EnvVar {
         name: name.into(),
-        value: Some(value.into()),
+        value: Some(text),
         value_from: None,
     }
 }
 
-fn env_from_field(name: &str, path: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: None,
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: path.into(),
-                api_version: None,
-            }),
-            ..EnvVarSource::default()
-        }),
+/// What a placement-dependent value is in a pod.
+fn in_cluster(service: &Service, shop: &Shop, placed: Placed) -> String {
+    match placed {
+        Placed::ListenAddr => format!("0.0.0.0:{}", service.spec.port),
+        Placed::AdminAddr => format!("0.0.0.0:{ADMIN_PORT}"),
+        Placed::NatsUrl => shop.spec.nats.url.clone(),
+        Placed::NatsCredsFile => format!("{NATS_CREDS_DIR}/nats.creds"),
+        // Through the component's Kubernetes Service (same namespace, port 80).
+        Placed::Url { component, path } => {
+            format!(
+                "http://{}{path}",
+                service_name(&service.spec.shop, component)
+            )
+        }
+        // Endpoints come from the EndpointSlices of the shop's Services.
+        Placed::Upstreams => String::new(),
+        Placed::PolicySource => "kubernetes".into(),
+        Placed::LogFormat => "json".into(),
+        Placed::Replicas => service.spec.replicas.max(1).to_string(),
     }
-}
-
-/// The environment the operator gives a component (the user's `env` comes after it).
-pub fn environment(service: &Service, shop: &Shop) -> Vec<EnvVar> {
-    let mut vars = vec![
-        env("LISTEN_ADDR", format!("0.0.0.0:{}", service.spec.port)),
-        env("LOG_FORMAT", "json"),
-        env("NATS_URL", shop.spec.nats.url.clone()),
-        env("TIENDA_SHOP", service.spec.shop.clone()),
-        env("TIENDA_COMPONENT", service.spec.component.to_string()),
-        env("TIENDA_POLICY_SOURCE", "kubernetes"),
-        env_from_field("POD_NAME", "metadata.name"),
-        env_from_field("POD_NAMESPACE", "metadata.namespace"),
-    ];
-    if service.spec.component == Component::Gateway {
-        // Rate limits are stated for the whole shop; each replica enforces its share (the
-        // gateway corrects the count from its EndpointSlice while it runs).
-        vars.push(env(
-            "GATEWAY_REPLICAS",
-            service.spec.replicas.max(1).to_string(),
-        ));
-    }
-    if service.spec.database.is_some() {
-        vars.push(EnvVar {
-            name: "DATABASE_URL".into(),
-            value: None,
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: credentials_secret_name(service),
-                    key: "DATABASE_URL".into(),
-                    optional: Some(false),
-                }),
-                ..EnvVarSource::default()
-            }),
-        });
-    }
-    // Tokens are checked against auth's JWKS through its Kubernetes Service (same namespace).
-    let auth = service_name(&service.spec.shop, Component::Auth);
-    vars.push(env("AUTH_ISSUER", format!("http://{auth}")));
-    vars.push(env(
-        "AUTH_JWKS_URL",
-        format!("http://{auth}/.well-known/jwks.json"),
-    ));
-    if service.spec.component == Component::Auth {
-        vars.push(EnvVar {
-            name: "AUTH_KEY_ENCRYPTION_KEY".into(),
-            value: None,
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: credentials_secret_name(service),
-                    key: "AUTH_KEY_ENCRYPTION_KEY".into(),
-                    optional: Some(false),
-                }),
-                ..EnvVarSource::default()
-            }),
-        });
-    }
-    if shop.spec.nats.credentials_secret_ref.is_some() {
-        vars.push(env(
-            "NATS_CREDS_FILE",
-            format!("{NATS_CREDS_DIR}/nats.creds"),
-        ));
-    }
-    if let Some(telemetry) = &shop.spec.telemetry {
-        vars.push(env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            telemetry.otlp_endpoint.clone(),
-        ));
-        vars.push(env(
-            "OTEL_SERVICE_NAME",
-            format!("tienda-{}", service.spec.component),
-        ));
-    }
-    vars.extend(service.spec.env.iter().cloned());
-    vars
 }
 
 fn probe(path: &str, port: i32, period: i32, failures: i32) -> Probe {
@@ -261,12 +234,22 @@ pub fn deployment(service: &Service, shop: &Shop, config_hash: &str) -> Deployme
         name: service.spec.component.to_string(),
         image: Some(service.spec.image.clone()),
         image_pull_policy: service.spec.image_pull_policy.map(|p| format!("{p:?}")),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: port,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
+        // Probes stay on `http` (the kubelet reaches them there); `admin` (metrics, policies,
+        // dead-letter admin) is for monitoring only and not in the Kubernetes Service.
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: port,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("admin".into()),
+                container_port: i32::from(ADMIN_PORT),
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+        ]),
         env: Some(environment(service, shop)),
         resources: service.spec.resources.clone(),
         startup_probe: Some(probe("/livez", port, 2, 30)),
@@ -445,8 +428,9 @@ pub fn pod_disruption_budget(service: &Service) -> PodDisruptionBudget {
 /// A stable hash (FNV-1a, hex) of everything the pods read at start, for the rollout annotation.
 pub fn config_hash(parts: &[&[u8]]) -> String {
     // Each part is followed by 0xff (not valid UTF-8), so ["ab","c"] and ["a","bc"] differ.
-    let hash =
-        crate::stable_hash::fnv1a(parts.iter().flat_map(|p| p.iter().copied().chain([0xff])));
+    let hash = tienda_provision::stable_hash::fnv1a(
+        parts.iter().flat_map(|p| p.iter().copied().chain([0xff])),
+    );
     format!("{hash:016x}")
 }
 
@@ -567,6 +551,10 @@ mod tests {
             Some("0.0.0.0:8080")
         );
         assert_eq!(
+            var(env, "ADMIN_ADDR").value.as_deref(),
+            Some("0.0.0.0:9090")
+        );
+        assert_eq!(
             var(env, "NATS_URL").value.as_deref(),
             Some("nats://nats:4222")
         );
@@ -626,6 +614,101 @@ mod tests {
             Some(RUN_AS_USER)
         );
         assert_eq!(pod.automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn the_admin_port_is_a_container_port_but_neither_probed_nor_in_the_kubernetes_service() {
+        let d = deployment(&service(), &shop(), "abc");
+        let c = &d.spec.template.spec.as_ref().unwrap().containers[0];
+        let ports: Vec<(Option<&str>, i32)> = c
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_deref(), p.container_port))
+            .collect();
+        assert_eq!(ports, [(Some("http"), 8080), (Some("admin"), 9090)]);
+        for probe in [&c.startup_probe, &c.liveness_probe, &c.readiness_probe] {
+            let port = &probe.as_ref().unwrap().http_get.as_ref().unwrap().port;
+            assert_eq!(
+                port,
+                &IntOrString::Int(8080),
+                "probes stay on the public port"
+            );
+        }
+        let svc = kube_service(&service()).spec.unwrap();
+        let names: Vec<_> = svc.ports.unwrap().into_iter().map(|p| p.name).collect();
+        assert_eq!(names, [Some("http".to_owned())]);
+    }
+
+    #[test]
+    fn tienda_up_gives_a_component_the_deployments_environment_but_for_placement() {
+        // A Shop as tienda up takes it: no NATS credentials (its NATS needs none).
+        let mut shop: Shop = serde_json::from_value(json!({
+            "apiVersion": "tienda.dev/v1alpha1", "kind": "Shop",
+            "metadata": {"name": "demo", "namespace": "shops", "uid": "shop-uid"},
+            "spec": {"version": "0.1.0", "postgres": {"host": "pg.db", "adminSecretRef": {"name": "pg"}},
+                     "nats": {"url": "nats://nats:4222"},
+                     "telemetry": {"otlpEndpoint": "http://otel:4317"},
+                     "components": [{"name": "auth"}, {"name": "products"},
+                                    {"name": "gateway", "replicas": 3,
+                                     "env": [{"name": "GATEWAY_CORS_ORIGINS", "value": "*"}]}]}
+        }))
+        .unwrap();
+        shop.metadata.uid = Some("shop-uid".into());
+        let options = tienda_local::Options::new("examples/local".into());
+        let running = [(Component::Auth, "http://127.0.0.1:3001".to_owned())].into();
+        for service in crate::shop::desired_services(&shop) {
+            let component = service.spec.component;
+            let cluster = environment(&service, &shop);
+            let placement = tienda_local::environment::Placement {
+                options: &options,
+                nats_url: "nats://127.0.0.1:4222",
+                running: &running,
+                credentials: [
+                    (var::DATABASE_URL, "postgres://local".to_owned()),
+                    (var::AUTH_KEY_ENCRYPTION_KEY, "a2V5".to_owned()),
+                ]
+                .into(),
+                admin: ("admin@tienda.local", "pw"),
+            };
+            let local = tienda_local::environment::environment(&shop, component, &placement);
+
+            // Same names, but for what only a machine without a cluster needs.
+            let local_only = [
+                var::TIENDA_POLICY_PATH,
+                var::TIENDA_ADMIN_EMAIL,
+                var::TIENDA_ADMIN_PASSWORD,
+            ];
+            let mut cluster_names: Vec<&str> = cluster.iter().map(|v| v.name.as_str()).collect();
+            cluster_names.sort();
+            let local_names: Vec<&str> = local
+                .keys()
+                .map(String::as_str)
+                .filter(|n| !local_only.contains(n))
+                .collect();
+            assert_eq!(cluster_names, local_names, "{component}");
+
+            // Same values, but for addresses, secrets and fields.
+            let placed: Vec<&str> = component_environment(&shop, component)
+                .into_iter()
+                .filter(|(_, value)| !matches!(value, Value::Literal(_)))
+                .map(|(name, _)| name)
+                .collect();
+            for v in &cluster {
+                if placed.contains(&v.name.as_str()) {
+                    continue;
+                }
+                assert_eq!(
+                    v.value.as_ref(),
+                    Some(&local[&v.name]),
+                    "{component}: {} differs",
+                    v.name
+                );
+            }
+            for v in cluster.iter().filter(|v| v.value_from.is_some()) {
+                assert!(placed.contains(&v.name.as_str()), "{}", v.name);
+            }
+        }
     }
 
     #[test]

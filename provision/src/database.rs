@@ -6,7 +6,7 @@
 //! drifted is set back to it.
 
 use sqlx::{Connection, PgConnection, PgPool, Row, postgres::PgConnectOptions};
-use tienda_crds::service::DatabaseSpec;
+use tienda_crds::{Component, service::DatabaseSpec};
 
 use crate::Outcome;
 
@@ -63,6 +63,34 @@ fn ident(name: &str) -> Result<String, DatabaseError> {
 /// A SQL string literal.
 fn literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
+}
+
+/// The database (and role) name of a component: `<namespace>_<shop>_<component>` in PostgreSQL
+/// identifier form, so shops in different namespaces can share a server. Names longer than 63
+/// bytes are cut and suffixed with a hash of the full name to stay unique. The operator passes
+/// the Shop's namespace; `tienda up` passes [`crate::environment::LOCAL_NAMESPACE`]
+/// (`tienda_<shop>_<component>`).
+pub fn database_name(namespace: &str, shop: &str, component: Component) -> String {
+    let full: String = format!("{namespace}_{shop}_{component}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let full = if full.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("t_{full}")
+    } else {
+        full
+    };
+    if full.len() <= 63 {
+        return full;
+    }
+    let hash = crate::stable_hash::fnv1a(full.bytes());
+    format!("{}_{:08x}", &full[..54], hash as u32)
 }
 
 /// A new random password: 64 hex characters (244 bits) from the OS's randomness.
@@ -287,6 +315,33 @@ pub async fn drop_database(admin: &PgPool, name: &str) -> Result<(), DatabaseErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_names_are_safe_identifiers_and_stay_unique_when_cut() {
+        assert_eq!(
+            database_name("my-ns", "Shop-1", Component::Orders),
+            "my_ns_shop_1_orders"
+        );
+        assert_eq!(database_name("1ns", "s", Component::Auth), "t_1ns_s_auth");
+        let long_ns = "n".repeat(60);
+        let a = database_name(&long_ns, "alpha", Component::Notifications);
+        let b = database_name(&long_ns, "bravo", Component::Notifications);
+        assert!(a.len() <= 63 && b.len() <= 63);
+        assert_ne!(a, b);
+        assert!(ident(&a).is_ok() && ident(&b).is_ok());
+    }
+
+    #[test]
+    fn tienda_up_names_databases_after_its_shop_and_component() {
+        assert_eq!(
+            database_name(
+                crate::environment::LOCAL_NAMESPACE,
+                "my-shop",
+                Component::Products
+            ),
+            "tienda_my_shop_products"
+        );
+    }
 
     #[test]
     fn only_plain_lower_case_identifiers_are_accepted() {

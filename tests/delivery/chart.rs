@@ -73,7 +73,7 @@ fn every_rendered_object_passes_kubernetes_validate_strict() {
     let unknown: BTreeSet<String> = kubernetes_validate(&all).into_iter().collect();
     assert_eq!(
         unknown,
-        ["PrometheusRule", "ServiceMonitor"]
+        ["PodMonitor", "PrometheusRule", "ServiceMonitor"]
             .map(String::from)
             .into()
     );
@@ -83,6 +83,7 @@ fn every_rendered_object_passes_kubernetes_validate_strict() {
         "NetworkPolicy",
         "Secret",
         "StatefulSet",
+        "PodMonitor",
         "PrometheusRule",
         "ServiceMonitor",
     ] {
@@ -107,6 +108,9 @@ fn every_rendered_object_passes_kubernetes_validate_strict() {
             "the monitor selects the metrics Service"
         );
     }
+    let components = docs.iter().find(|d| d["kind"] == "PodMonitor").unwrap();
+    assert_eq!(components["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(components["spec"]["namespaceSelector"]["any"], true);
     let rules = docs.iter().find(|d| d["kind"] == "PrometheusRule").unwrap();
     for rule in rules["spec"]["groups"][0]["rules"].as_array().unwrap() {
         assert!(
@@ -285,4 +289,40 @@ fn dev_infrastructure_keeps_every_acknowledged_write_and_its_generated_password(
             .as_str()
             .is_some_and(|p| p.len() >= 40)
     );
+}
+
+#[test]
+fn the_components_monitor_scrapes_the_admin_port_of_the_pods_the_operator_makes() {
+    let docs = documents(&render(ALL_ON));
+    let monitor = docs.iter().find(|d| d["kind"] == "PodMonitor").unwrap();
+    let shop: tienda_crds::Shop = serde_json::from_value(serde_json::json!({
+        "apiVersion": "tienda.dev/v1alpha1", "kind": "Shop",
+        "metadata": {"name": "demo", "namespace": "shops", "uid": "u"},
+        "spec": {"version": "0.1.0", "postgres": {"host": "pg", "adminSecretRef": {"name": "a"}},
+                 "nats": {"url": "nats://nats:4222"}}
+    }))
+    .unwrap();
+    for mut service in tienda_operator::shop::desired_services(&shop) {
+        service.metadata.uid = Some("s".into());
+        let deployment =
+            serde_json::to_value(tienda_operator::workload::deployment(&service, &shop, "h"))
+                .unwrap();
+        let pod = &deployment["spec"]["template"];
+        for (k, v) in monitor["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap()
+        {
+            assert_eq!(&pod["metadata"]["labels"][k], v, "{k}");
+        }
+        let port = &monitor["spec"]["podMetricsEndpoints"][0]["port"];
+        let ports = pod["spec"]["containers"][0]["ports"].as_array().unwrap();
+        assert!(
+            ports.iter().any(|p| &p["name"] == port),
+            "the pods name the port {port}"
+        );
+        for label in monitor["spec"]["podTargetLabels"].as_array().unwrap() {
+            assert!(pod["metadata"]["labels"][label.as_str().unwrap()].is_string());
+        }
+    }
+    assert_eq!(monitor["spec"]["podMetricsEndpoints"][0]["port"], "admin");
 }

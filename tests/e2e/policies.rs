@@ -177,7 +177,7 @@ async fn a_circuit_policy_opens_when_a_service_is_killed_and_recovers_when_the_s
     }
     let metrics = shop
         .http
-        .get(format!("{}/metrics", shop.system.urls[&Gateway]))
+        .get(shop.admin(Gateway, "/metrics"))
         .send()
         .await
         .unwrap()

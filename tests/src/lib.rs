@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 use tienda_crds::Component;
-use tienda_operator::local::{Options, System, supervisor::Logs};
+use tienda_local::{Options, System, supervisor::Logs};
 
 /// A running shop for one test, and its scratch directory.
 pub struct Shop {
@@ -31,16 +31,20 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Six consecutive free loopback ports, the first of them.
+/// A base port whose six public and six admin ports are all free on loopback.
 fn free_base_port() -> u16 {
     for _ in 0..200 {
-        let base = 20_000 + (uuid::Uuid::new_v4().as_u128() % 40_000) as u16;
-        let all_free = (0..6).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        let mut options = Options::new(PathBuf::new());
+        options.base_port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 40_000) as u16;
+        let all_free = options
+            .ports()
+            .into_iter()
+            .all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
         if all_free {
-            return base;
+            return options.base_port;
         }
     }
-    panic!("no six consecutive free ports found");
+    panic!("no base port with all twelve ports free found");
 }
 
 impl Shop {
@@ -111,6 +115,12 @@ impl Shop {
         format!("{}{path}", self.system.urls[&component])
     }
 
+    /// A component's admin listener (`/metrics`, `/policies`, dead-letter admin), which the
+    /// public listener does not serve.
+    pub fn admin(&self, component: Component, path: &str) -> String {
+        format!("{}{path}", self.system.admin_urls[&component])
+    }
+
     /// Writes `yaml` to `file` in the shop's directory the way editors save (write aside,
     /// rename over); the gateway applies policy changes live.
     pub fn write_file(&self, file: &str, yaml: &str) {
@@ -119,13 +129,10 @@ impl Shop {
         std::fs::rename(&tmp, self.options.path.join(file)).unwrap();
     }
 
-    /// The policies the gateway enforces (`GET /policies` on the gateway).
+    /// The policies the gateway enforces (`GET /policies` on the gateway's admin listener).
     pub async fn gateway_policies(&self) -> Value {
         let (_, body) = self
-            .get(
-                format!("{}/policies", self.system.urls[&Component::Gateway]),
-                None,
-            )
+            .get(self.admin(Component::Gateway, "/policies"), None)
             .await;
         body
     }

@@ -213,7 +213,7 @@ impl Context {
             pg.host,
             pg.port,
             pg.admin_database,
-            crate::stable_hash::fnv1a(password.bytes())
+            tienda_provision::stable_hash::fnv1a(password.bytes())
         );
         if let Some(pool) = self.pools.lock().expect("not poisoned").get(&key) {
             return Ok((pool.clone(), options));

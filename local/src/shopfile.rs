@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
-use tienda_crds::Component;
+use tienda_crds::{Component, Shop};
 
 /// What `tienda up` needs from the files.
 #[derive(Debug, Clone)]
@@ -16,6 +16,8 @@ pub struct ShopFile {
     pub components: Vec<Component>,
     /// The file or directory (the gateway reads its policies from it).
     pub path: PathBuf,
+    /// The Shop, typed (what its components' environment is computed from).
+    pub shop: Shop,
     /// Every resource, as read.
     pub documents: Vec<Value>,
 }
@@ -81,10 +83,14 @@ pub fn load(path: &Path) -> anyhow::Result<ShopFile> {
             .collect(),
         None => Component::ALL.to_vec(),
     };
+    let mut typed: Shop = serde_json::from_value(shop.clone())
+        .with_context(|| format!("{}: the Shop {name:?} is not a Shop", path.display()))?;
+    typed.metadata.name.get_or_insert_with(|| name.clone());
     Ok(ShopFile {
         name,
         components,
         path: path.to_path_buf(),
+        shop: typed,
         documents,
     })
 }

@@ -1,0 +1,56 @@
+//! Secrets `tienda up` makes on the first run and keeps for the next
+//! (`<data>/secrets.json`, mode 0600): what the operator keeps in Secrets in a cluster.
+
+use std::{collections::BTreeMap, path::Path};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tienda_provision::database;
+
+/// The kept secrets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Secrets {
+    /// The private PostgreSQL's superuser password.
+    pub postgres_password: String,
+    /// auth's `AUTH_KEY_ENCRYPTION_KEY`.
+    pub auth_key_encryption_key: String,
+    /// The first admin's password, unless given.
+    pub admin_password: String,
+    /// Each component's database role password, by component name.
+    pub database_passwords: BTreeMap<String, String>,
+}
+
+impl Secrets {
+    /// Reads `dir/secrets.json`, or makes and writes new secrets.
+    pub fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join("secrets.json");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return serde_json::from_str(&text).with_context(|| {
+                format!("{} is damaged; remove it to start over", path.display())
+            });
+        }
+        let secrets = Self {
+            postgres_password: database::generate_password(),
+            auth_key_encryption_key: database::generate_key(),
+            admin_password: database::generate_password(),
+            database_passwords: BTreeMap::new(),
+        };
+        secrets.save(dir)?;
+        Ok(secrets)
+    }
+
+    /// Writes them to `dir/secrets.json`, readable by the owner only.
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        use std::{io::Write, os::unix::fs::OpenOptionsExt};
+        let path = dir.join("secrets.json");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        file.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,284 @@
+//! A component's environment, once for every placement: the operator turns it into a
+//! Deployment's `env` (Secret and field references, cluster addresses), `tienda up` into a
+//! process's environment (its kept secrets, loopback ports). Only what depends on where the
+//! component runs is left open ([`Value`]); names and every other value are decided here, so a
+//! shop that works on a laptop gets the same settings in a cluster.
+//!
+//! The names in [`var`] are contracts with the services (their `clap` `env` attributes) and
+//! with users' Shop `env` overrides: never rename one.
+
+use tienda_crds::{Component, Shop};
+
+/// Environment variable names a component is given.
+pub mod var {
+    /// The public HTTP listener (`host:port`).
+    pub const LISTEN_ADDR: &str = "LISTEN_ADDR";
+    /// The admin listener (`/metrics`, `/policies`, dead-letter admin), its own port.
+    pub const ADMIN_ADDR: &str = "ADMIN_ADDR";
+    /// `json` or `pretty`.
+    pub const LOG_FORMAT: &str = "LOG_FORMAT";
+    /// The component's own database (also the credentials Secret's key holding it).
+    pub const DATABASE_URL: &str = "DATABASE_URL";
+    /// NATS server(s).
+    pub const NATS_URL: &str = "NATS_URL";
+    /// NATS credentials file (when the Shop names a credentials Secret).
+    pub const NATS_CREDS_FILE: &str = "NATS_CREDS_FILE";
+    /// The Shop's name.
+    pub const TIENDA_SHOP: &str = "TIENDA_SHOP";
+    /// The component's name.
+    pub const TIENDA_COMPONENT: &str = "TIENDA_COMPONENT";
+    /// Where policies come from: `kubernetes` or `file`.
+    pub const TIENDA_POLICY_SOURCE: &str = "TIENDA_POLICY_SOURCE";
+    /// The policy YAML file or directory, for the `file` source (`tienda up` only).
+    pub const TIENDA_POLICY_PATH: &str = "TIENDA_POLICY_PATH";
+    /// The pod's name (the gateway reports applied policy generations under it).
+    pub const POD_NAME: &str = "POD_NAME";
+    /// The pod's namespace (where the gateway watches policies and EndpointSlices).
+    pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
+    /// The `iss` of auth's tokens: auth's base URL.
+    pub const AUTH_ISSUER: &str = "AUTH_ISSUER";
+    /// The `aud` tokens must include.
+    pub const AUTH_AUDIENCE: &str = "AUTH_AUDIENCE";
+    /// auth's JWKS.
+    pub const AUTH_JWKS_URL: &str = "AUTH_JWKS_URL";
+    /// The key that encrypts auth's signing keys at rest (also the credentials Secret's key).
+    pub const AUTH_KEY_ENCRYPTION_KEY: &str = "AUTH_KEY_ENCRYPTION_KEY";
+    /// The first admin's email (`tienda up` only: auth creates the account at start).
+    pub const TIENDA_ADMIN_EMAIL: &str = "TIENDA_ADMIN_EMAIL";
+    /// The first admin's password (`tienda up` only).
+    pub const TIENDA_ADMIN_PASSWORD: &str = "TIENDA_ADMIN_PASSWORD";
+    /// Gateway replicas sharing each rate limit.
+    pub const GATEWAY_REPLICAS: &str = "GATEWAY_REPLICAS";
+    /// The gateway's static upstream table (`tienda up`; empty in a cluster).
+    pub const GATEWAY_UPSTREAMS: &str = "GATEWAY_UPSTREAMS";
+    /// Where traces go (OTLP), when the Shop sets telemetry.
+    pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+    /// The service name traces carry: `tienda-<component>`.
+    pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+}
+
+/// The admin listener's port in a pod (the container port named `admin`).
+pub const ADMIN_PORT: u16 = 9090;
+
+/// Where a mounted NATS credentials Secret is in a pod.
+pub const NATS_CREDS_DIR: &str = "/var/run/tienda/nats";
+
+/// The namespace `tienda up` stands in for: the first part of its database names
+/// (`tienda_<shop>_<component>`, see [`crate::database::database_name`]) and its components'
+/// `POD_NAMESPACE`.
+pub const LOCAL_NAMESPACE: &str = "tienda";
+
+/// One variable's value, or what the placement must decide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// The same text wherever the component runs.
+    Literal(String),
+    /// A key of the component's credentials: the `<service>-db` Secret in a cluster,
+    /// `secrets.json` under `tienda up`.
+    Secret {
+        /// The key (also the variable's name).
+        key: &'static str,
+    },
+    /// A fact about the running instance: the downward API (`fieldRef`) in a cluster.
+    Field {
+        /// `metadata.name` or `metadata.namespace`.
+        path: &'static str,
+    },
+    /// Something that depends on where the component runs.
+    Placed(Placed),
+}
+
+/// What a placement decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    /// The public listener: `0.0.0.0:<port>` in a pod, a loopback port under `tienda up`.
+    ListenAddr,
+    /// The admin listener: `0.0.0.0:9090` in a pod, a loopback port under `tienda up`.
+    AdminAddr,
+    /// NATS: the Shop's URL in a cluster, the one `tienda up` runs or was given.
+    NatsUrl,
+    /// The mounted NATS credentials file (a cluster; `tienda up`'s NATS needs none).
+    NatsCredsFile,
+    /// Another component's base URL followed by `path`: its Kubernetes Service in a cluster,
+    /// its loopback port under `tienda up`.
+    Url {
+        /// The component reached.
+        component: Component,
+        /// Appended to the base URL (`""` for the base itself).
+        path: &'static str,
+    },
+    /// The gateway's upstreams: empty in a cluster (EndpointSlices), the running components
+    /// under `tienda up`.
+    Upstreams,
+    /// Where policies come from: `kubernetes` in a cluster, `file` under `tienda up`.
+    PolicySource,
+    /// `json` in a cluster (collectors), `pretty` under `tienda up` (a terminal).
+    LogFormat,
+    /// The gateway's replica count: the Service's in a cluster, 1 under `tienda up`.
+    Replicas,
+}
+
+/// A component's environment (the user's `env` from the Shop comes after it).
+pub fn component_environment(shop: &Shop, component: Component) -> Vec<(&'static str, Value)> {
+    let literal = |s: &str| Value::Literal(s.to_owned());
+    let placed = Value::Placed;
+    let shop_name = shop.metadata.name.clone().unwrap_or_default();
+    let mut vars = vec![
+        (var::LISTEN_ADDR, placed(Placed::ListenAddr)),
+        (var::ADMIN_ADDR, placed(Placed::AdminAddr)),
+        (var::LOG_FORMAT, placed(Placed::LogFormat)),
+        (var::NATS_URL, placed(Placed::NatsUrl)),
+        (var::TIENDA_SHOP, Value::Literal(shop_name)),
+        (var::TIENDA_COMPONENT, Value::Literal(component.to_string())),
+        (var::TIENDA_POLICY_SOURCE, placed(Placed::PolicySource)),
+        (
+            var::POD_NAME,
+            Value::Field {
+                path: "metadata.name",
+            },
+        ),
+        (
+            var::POD_NAMESPACE,
+            Value::Field {
+                path: "metadata.namespace",
+            },
+        ),
+    ];
+    if component == Component::Gateway {
+        // Rate limits are stated for the whole shop; each replica enforces its share (the
+        // gateway corrects the count from its EndpointSlice while it runs).
+        vars.push((var::GATEWAY_REPLICAS, placed(Placed::Replicas)));
+        vars.push((var::GATEWAY_UPSTREAMS, placed(Placed::Upstreams)));
+    }
+    if component.has_database() {
+        vars.push((
+            var::DATABASE_URL,
+            Value::Secret {
+                key: var::DATABASE_URL,
+            },
+        ));
+    }
+    // Tokens are checked against auth's JWKS.
+    vars.push((
+        var::AUTH_ISSUER,
+        placed(Placed::Url {
+            component: Component::Auth,
+            path: "",
+        }),
+    ));
+    vars.push((var::AUTH_AUDIENCE, literal("tienda")));
+    vars.push((
+        var::AUTH_JWKS_URL,
+        placed(Placed::Url {
+            component: Component::Auth,
+            path: "/.well-known/jwks.json",
+        }),
+    ));
+    if component == Component::Auth {
+        vars.push((
+            var::AUTH_KEY_ENCRYPTION_KEY,
+            Value::Secret {
+                key: var::AUTH_KEY_ENCRYPTION_KEY,
+            },
+        ));
+    }
+    if shop.spec.nats.credentials_secret_ref.is_some() {
+        vars.push((var::NATS_CREDS_FILE, placed(Placed::NatsCredsFile)));
+    }
+    if let Some(telemetry) = &shop.spec.telemetry {
+        vars.push((
+            var::OTEL_EXPORTER_OTLP_ENDPOINT,
+            literal(&telemetry.otlp_endpoint),
+        ));
+    }
+    vars.push((
+        var::OTEL_SERVICE_NAME,
+        Value::Literal(format!("tienda-{component}")),
+    ));
+    vars
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shop(spec: serde_json::Value) -> Shop {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "tienda.dev/v1alpha1", "kind": "Shop",
+            "metadata": {"name": "demo", "namespace": "shops"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn plain() -> Shop {
+        shop(serde_json::json!({
+            "version": "0.1.0", "postgres": {"host": "pg", "adminSecretRef": {"name": "pg"}},
+            "nats": {"url": "nats://nats:4222"}
+        }))
+    }
+
+    fn names(vars: &[(&'static str, Value)]) -> Vec<&'static str> {
+        vars.iter().map(|(name, _)| *name).collect()
+    }
+
+    #[test]
+    fn only_components_with_a_database_get_a_database_url_from_their_credentials() {
+        let products = component_environment(&plain(), Component::Products);
+        let gateway = component_environment(&plain(), Component::Gateway);
+        assert!(products.contains(&(
+            var::DATABASE_URL,
+            Value::Secret {
+                key: var::DATABASE_URL
+            }
+        )));
+        assert!(!names(&gateway).contains(&var::DATABASE_URL));
+    }
+
+    #[test]
+    fn only_auth_gets_the_key_encryption_key_and_only_the_gateway_its_replicas_and_upstreams() {
+        for component in Component::ALL {
+            let names = names(&component_environment(&plain(), component));
+            assert_eq!(
+                names.contains(&var::AUTH_KEY_ENCRYPTION_KEY),
+                component == Component::Auth,
+                "{component}"
+            );
+            assert_eq!(
+                names.contains(&var::GATEWAY_REPLICAS) && names.contains(&var::GATEWAY_UPSTREAMS),
+                component == Component::Gateway,
+                "{component}"
+            );
+            assert!(names.contains(&var::ADMIN_ADDR), "{component}");
+        }
+    }
+
+    #[test]
+    fn nats_credentials_and_telemetry_appear_only_when_the_shop_sets_them() {
+        let with = shop(serde_json::json!({
+            "version": "0.1.0", "postgres": {"host": "pg", "adminSecretRef": {"name": "pg"}},
+            "nats": {"url": "nats://nats:4222", "credentialsSecretRef": {"name": "creds"}},
+            "telemetry": {"otlpEndpoint": "http://otel:4317"}
+        }));
+        let env = component_environment(&with, Component::Orders);
+        assert!(env.contains(&(var::NATS_CREDS_FILE, Value::Placed(Placed::NatsCredsFile))));
+        assert!(env.contains(&(
+            var::OTEL_EXPORTER_OTLP_ENDPOINT,
+            Value::Literal("http://otel:4317".into())
+        )));
+        let names = names(&component_environment(&plain(), Component::Orders));
+        assert!(!names.contains(&var::NATS_CREDS_FILE));
+        assert!(!names.contains(&var::OTEL_EXPORTER_OTLP_ENDPOINT));
+    }
+
+    #[test]
+    fn no_variable_is_given_twice() {
+        for component in Component::ALL {
+            let mut names = names(&component_environment(&plain(), component));
+            let count = names.len();
+            names.sort();
+            names.dedup();
+            assert_eq!(names.len(), count, "{component}");
+        }
+    }
+}
