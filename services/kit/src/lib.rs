@@ -21,6 +21,7 @@
 //! - [`db`]: PostgreSQL pool and migrations
 //! - [`nats`]: NATS connection and JetStream context
 //! - [`consumer`]: durable pull consumers applied exactly once through the inbox
+//! - [`consumer_config`]: which consumer to run and how (read by `consumer` and `dead_letter`)
 //! - [`dead_letter`]: the dead-letter stream and its admin API
 //! - [`outbox`]: `enqueue` in the caller's transaction, and the relay that publishes
 //! - [`trace_context`]: W3C `traceparent` from request to outbox to consumer
@@ -31,6 +32,7 @@
 pub mod app;
 pub mod config;
 pub mod consumer;
+pub mod consumer_config;
 pub mod db;
 pub mod dead_letter;
 pub mod health;
