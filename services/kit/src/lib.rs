@@ -15,6 +15,8 @@
 //! - [`metrics`]: Prometheus registry, HTTP request metrics, `/metrics`
 //! - [`health`]: `/livez`, `/readyz` with critical and informational checks
 //! - [`problem`]: RFC 9457 problem documents
+//! - [`etag`]: strong ETags from row versions, `If-Match`/`If-None-Match`, 412 and 428
+//! - [`constraint`]: database constraint violations turned into client problems
 //! - [`jwt`]: access-token verification against auth's JWKS, `require_role` middleware
 //! - [`json`]: a JSON extractor whose rejections are problems naming the field
 //! - [`shutdown`]: SIGTERM/Ctrl-C and the drain deadline
@@ -31,10 +33,12 @@
 
 pub mod app;
 pub mod config;
+pub mod constraint;
 pub mod consumer;
 pub mod consumer_config;
 pub mod db;
 pub mod dead_letter;
+pub mod etag;
 pub mod health;
 pub mod json;
 pub mod jwt;
