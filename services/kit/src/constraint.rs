@@ -119,10 +119,16 @@ mod tests {
         let mut conn = session().await;
 
         let unique = insert(&mut conn, "INSERT INTO things (id, slug) VALUES (2, 'one')").await;
-        let foreign =
-            insert(&mut conn, "INSERT INTO things (id, slug, parent) VALUES (2, 'b', 9)").await;
-        let check =
-            insert(&mut conn, "INSERT INTO things (id, slug, stock) VALUES (2, 'b', -1)").await;
+        let foreign = insert(
+            &mut conn,
+            "INSERT INTO things (id, slug, parent) VALUES (2, 'b', 9)",
+        )
+        .await;
+        let check = insert(
+            &mut conn,
+            "INSERT INTO things (id, slug, stock) VALUES (2, 'b', -1)",
+        )
+        .await;
 
         assert_eq!(
             violation(&unique),
@@ -152,10 +158,16 @@ mod tests {
         let mut conn = session().await;
 
         let taken = insert(&mut conn, "INSERT INTO things (id, slug) VALUES (2, 'one')").await;
-        let orphan =
-            insert(&mut conn, "INSERT INTO things (id, slug, parent) VALUES (2, 'b', 9)").await;
-        let unlisted =
-            insert(&mut conn, "INSERT INTO things (id, slug, stock) VALUES (2, 'b', -1)").await;
+        let orphan = insert(
+            &mut conn,
+            "INSERT INTO things (id, slug, parent) VALUES (2, 'b', 9)",
+        )
+        .await;
+        let unlisted = insert(
+            &mut conn,
+            "INSERT INTO things (id, slug, stock) VALUES (2, 'b', -1)",
+        )
+        .await;
         let syntax = insert(&mut conn, "INSERT INTO nowhere VALUES (1)").await;
 
         assert_eq!(translate(taken, MEANINGS), TestError::Taken);

@@ -191,7 +191,10 @@ mod tests {
         let split = headers(header::IF_MATCH, &["\"3\"", "\"7\""]);
 
         assert_eq!(IfMatch::required(&one), Ok(IfMatch::Versions(vec![3])));
-        assert_eq!(IfMatch::required(&list), Ok(IfMatch::Versions(vec![3, 4, 5])));
+        assert_eq!(
+            IfMatch::required(&list),
+            Ok(IfMatch::Versions(vec![3, 4, 5]))
+        );
         assert_eq!(IfMatch::required(&split), Ok(IfMatch::Versions(vec![3, 7])));
     }
 
@@ -259,7 +262,10 @@ mod tests {
             &headers(header::IF_NONE_MATCH, &["\"4\", W/\"5\""]),
             &current
         ));
-        assert!(none_match(&headers(header::IF_NONE_MATCH, &["*"]), &current));
+        assert!(none_match(
+            &headers(header::IF_NONE_MATCH, &["*"]),
+            &current
+        ));
         assert!(!none_match(
             &headers(header::IF_NONE_MATCH, &["\"4\""]),
             &current

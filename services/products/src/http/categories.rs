@@ -46,7 +46,11 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<Uuid>) -> Result<
     let category = categories::get(&mut conn, id)
         .await?
         .ok_or_else(|| not_found(id))?;
-    Ok(etag::tagged(StatusCode::OK, category.version, Json(category)))
+    Ok(etag::tagged(
+        StatusCode::OK,
+        category.version,
+        Json(category),
+    ))
 }
 
 /// Creates a category (admin).
@@ -62,7 +66,11 @@ pub async fn create(
     let slug = categories::validate(&new)?;
     let mut conn = state.db.acquire().await?;
     let category = categories::insert(&mut conn, Uuid::now_v7(), &new, &slug).await?;
-    Ok(etag::tagged(StatusCode::CREATED, category.version, Json(category)))
+    Ok(etag::tagged(
+        StatusCode::CREATED,
+        category.version,
+        Json(category),
+    ))
 }
 
 /// Renames or moves a category (admin; `If-Match` required). A move under itself or its own
@@ -91,7 +99,11 @@ pub async fn update(
     expected.check(current.version)?;
     let category = categories::update(&mut tx, id, &patch).await?;
     tx.commit().await?;
-    Ok(etag::tagged(StatusCode::OK, category.version, Json(category)))
+    Ok(etag::tagged(
+        StatusCode::OK,
+        category.version,
+        Json(category),
+    ))
 }
 
 /// Deletes an empty category (admin; `If-Match` required): one with subcategories or products
