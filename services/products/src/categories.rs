@@ -161,27 +161,25 @@ pub async fn list(conn: &mut PgConnection) -> Result<Vec<Category>, Error> {
 
 /// One category.
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<Category>, Error> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM categories WHERE id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(conn)
-    .await?)
+    select(conn, id, "").await
 }
 
-/// Serializes changes to the tree's shape for the rest of the transaction: two concurrent
-/// moves could otherwise make a cycle together.
-pub async fn lock_tree(conn: &mut PgConnection) -> Result<(), Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('tienda-category-tree'))")
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// One category, locked for the rest of the transaction.
+/// One category, locked for a change for the rest of the transaction. Changes to the tree's
+/// shape are serialized first: two concurrent moves could otherwise make a cycle together.
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Category>, Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('tienda-category-tree'))")
+        .execute(&mut *conn)
+        .await?;
+    select(conn, id, " FOR UPDATE").await
+}
+
+async fn select(
+    conn: &mut PgConnection,
+    id: Uuid,
+    suffix: &str,
+) -> Result<Option<Category>, Error> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM categories WHERE id = $1 FOR UPDATE"
+        "SELECT {COLUMNS} FROM categories WHERE id = $1{suffix}"
     )))
     .bind(id)
     .fetch_optional(conn)
@@ -208,7 +206,7 @@ pub async fn insert(
     .map_err(violated)
 }
 
-/// Applies a patch to a category locked under [`lock_tree`]. A move under itself or its own
+/// Applies a patch to a category taken with [`lock`]. A move under itself or its own
 /// subtree is a conflict; so is a taken slug.
 pub async fn update(
     conn: &mut PgConnection,
@@ -246,7 +244,7 @@ pub async fn update(
     .map_err(violated)
 }
 
-/// Deletes a category locked under [`lock_tree`]; one with subcategories or products is
+/// Deletes a category taken with [`lock`]; one with subcategories or products is
 /// refused (they would lose their place).
 pub async fn delete(conn: &mut PgConnection, id: Uuid) -> Result<(), Error> {
     let (children, products): (i64, i64) = sqlx::query_as(

@@ -92,7 +92,6 @@ pub async fn update(
     let expected = IfMatch::required(&headers)?;
     categories::validate_patch(&patch)?;
     let mut tx = state.db.begin().await?;
-    categories::lock_tree(&mut tx).await?;
     let current = categories::lock(&mut tx, id)
         .await?
         .ok_or_else(|| not_found(id))?;
@@ -122,7 +121,6 @@ pub async fn delete(
 ) -> Result<StatusCode, Error> {
     let expected = IfMatch::required(&headers)?;
     let mut tx = state.db.begin().await?;
-    categories::lock_tree(&mut tx).await?;
     let current = categories::lock(&mut tx, id)
         .await?
         .ok_or_else(|| not_found(id))?;
