@@ -18,6 +18,7 @@
 //! # Layout
 //! - [`shop`], [`service`], [`rate_limit_policy`], [`circuit_policy`]: the kinds
 //! - [`component`]: the six components
+//! - [`pull_policy`], [`reclaim_policy`]: image pulls and deletion, named by both Shop and Service
 //! - [`duration`]: Gateway API duration strings
 //! - [`status`]: condition types and the policy status
 //! - [`crd_yaml`]: the CRDs as the YAML committed under `crds/yaml/`
@@ -30,7 +31,9 @@ pub mod circuit_policy;
 pub mod component;
 pub mod crd_yaml;
 pub mod duration;
+pub mod pull_policy;
 pub mod rate_limit_policy;
+pub mod reclaim_policy;
 pub mod service;
 pub mod shop;
 pub mod status;

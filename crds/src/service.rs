@@ -8,7 +8,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{component::Component, duration::Duration, shop::PullPolicy};
+pub use crate::reclaim_policy::ReclaimPolicy;
+use crate::{component::Component, duration::Duration, pull_policy::PullPolicy};
 
 /// One component of a shop. Created by the Shop controller (one per listed component) and
 /// reconciled into a Deployment, a Kubernetes Service, a ServiceAccount, a PodDisruptionBudget,
@@ -118,16 +119,6 @@ fn default_replicas() -> i32 {
 
 fn default_port() -> i32 {
     8080
-}
-
-/// What deletion does to external state (databases, streams).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
-pub enum ReclaimPolicy {
-    /// Keep the database and the streams: nothing is lost, a new Service reattaches to them.
-    #[default]
-    Retain,
-    /// Drop the database (after terminating its connections), its role and the streams.
-    Delete,
 }
 
 /// A PostgreSQL database and the login role that owns it.

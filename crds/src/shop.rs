@@ -10,7 +10,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{component::Component, service::ReclaimPolicy};
+use crate::{component::Component, pull_policy::PullPolicy, reclaim_policy::ReclaimPolicy};
 
 /// A whole shop: which components run, against which PostgreSQL server and NATS cluster. The
 /// operator creates one `Service` resource per listed component, owned by the Shop.
@@ -121,17 +121,6 @@ fn default_components() -> Vec<ShopComponent> {
 
 fn default_replicas() -> i32 {
     1
-}
-
-/// When to pull a component's image.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum PullPolicy {
-    /// Pull on every start.
-    Always,
-    /// Pull when the node does not have the image.
-    IfNotPresent,
-    /// Never pull; the image must be on the node.
-    Never,
 }
 
 /// A PostgreSQL server reached with an administrative login.

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use jsonwebtoken::EncodingKey;
 use ring::{
     aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey},
@@ -14,7 +14,7 @@ use ring::{
     signature::{Ed25519KeyPair, KeyPair},
 };
 use serde_json::{Value, json};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 use crate::error::{Error, Result};
 
@@ -116,20 +116,15 @@ impl KeyRing {
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('tienda-auth-signing-key'))")
             .execute(&mut *tx)
             .await?;
-        let row = sqlx::query(
+        let sealed: Option<SealedKey> = sqlx::query_as(
             "SELECT kid, private_key, nonce FROM signing_keys WHERE signs_until > now() ORDER BY created_at DESC LIMIT 1",
         )
         .fetch_optional(&mut *tx)
         .await?;
-        let (kid, pkcs8) = match row {
-            Some(row) => {
-                let kid: String = row.get("kid");
-                let pkcs8 = self.open(
-                    &kid,
-                    row.get::<&[u8], _>("nonce"),
-                    row.get::<&[u8], _>("private_key"),
-                )?;
-                (kid, pkcs8)
+        let (kid, pkcs8) = match sealed {
+            Some(sealed) => {
+                let pkcs8 = self.open(&sealed.kid, &sealed.nonce, &sealed.private_key)?;
+                (sealed.kid, pkcs8)
             }
             None => {
                 let rng = SystemRandom::new();
@@ -179,21 +174,35 @@ impl KeyRing {
 
     /// The JWKS: every key still published.
     pub async fn jwks(&self) -> Result<Value> {
-        let rows = sqlx::query(
-            "SELECT kid, public_key, published_until FROM signing_keys WHERE published_until > now() ORDER BY created_at",
+        let published: Vec<PublishedKey> = sqlx::query_as(
+            "SELECT kid, public_key FROM signing_keys WHERE published_until > now() ORDER BY created_at",
         )
         .fetch_all(&self.pool)
         .await?;
-        let keys: Vec<Value> = rows
+        let keys: Vec<Value> = published
             .iter()
-            .map(|row| {
-                let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(row.get::<&[u8], _>("public_key"));
-                let _: DateTime<Utc> = row.get("published_until");
-                json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": row.get::<String, _>("kid"), "alg": "EdDSA", "use": "sig"})
+            .map(|key| {
+                let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&key.public_key);
+                json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": key.kid, "alg": "EdDSA", "use": "sig"})
             })
             .collect();
         Ok(json!({ "keys": keys }))
     }
+}
+
+/// The signing key's row: its private key encrypted under the key-encryption key.
+#[derive(sqlx::FromRow)]
+struct SealedKey {
+    kid: String,
+    private_key: Vec<u8>,
+    nonce: Vec<u8>,
+}
+
+/// A key the JWKS publishes.
+#[derive(sqlx::FromRow)]
+struct PublishedKey {
+    kid: String,
+    public_key: Vec<u8>,
 }
 
 fn hex(bytes: &[u8]) -> String {

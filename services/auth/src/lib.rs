@@ -3,23 +3,31 @@
 //! and revoke their whole session when one is presented twice.
 //!
 //! # Layout
+//! - [`account`]: registration's rules
 //! - [`config`]: flags and environment
 //! - [`http`]: the API (accounts, JWKS)
 //! - [`keys`]: signing keys, encrypted at rest, rotated
+//! - [`lockout`]: failed sign-ins counted per account and IP, and the locks they earn
 //! - [`mfa`]: TOTP and recovery codes
 //! - [`oidc`]: OpenID Connect providers
 //! - [`password`]: policy (zxcvbn) and Argon2id
+//! - [`role`]: the roles an account holds and the scopes they grant
+//! - [`rotation`]: refresh-token rotation and reuse detection
 //! - [`tokens`]: access and refresh tokens
-//! - [`store`]: the SQL queries
+//! - [`store`]: the SQL, one module per aggregate
 //! - [`error`]: errors as problem documents
 
+pub mod account;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod keys;
+pub mod lockout;
 pub mod mfa;
 pub mod oidc;
 pub mod password;
+pub mod role;
+pub mod rotation;
 pub mod store;
 pub mod tokens;
 
@@ -130,19 +138,22 @@ impl Application {
 async fn ensure_admin(state: &http::AppState, email: &str, password: &str) -> anyhow::Result<()> {
     let email = email.trim().to_lowercase();
     let mut conn = state.db.acquire().await?;
-    if store::user_by_email(&mut conn, &email).await?.is_some() {
+    if store::accounts::user_by_email(&mut conn, &email)
+        .await?
+        .is_some()
+    {
         return Ok(());
     }
     let plain = password.to_owned();
     let hash = password::hash_off_thread(plain).await?;
-    let user = store::User {
+    let user = store::accounts::User {
         id: uuid::Uuid::now_v7(),
         email,
         name: "Administrator".into(),
         password_hash: Some(hash),
-        roles: vec!["admin".into()],
+        roles: vec![role::Role::Admin],
     };
-    match store::create_user(&mut conn, &user).await {
+    match store::accounts::create_user(&mut conn, &user).await {
         Ok(()) | Err(error::Error::EmailTaken) => Ok(()),
         Err(e) => Err(anyhow::anyhow!("{e}")),
     }

@@ -7,27 +7,15 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::{keys::SigningKey, store::User};
+use crate::{keys::SigningKey, role::Role, store::accounts::User};
 
 /// The permissions a set of roles grants, as the `scope` claim.
-pub fn scope(roles: &[String]) -> String {
-    let mut scopes: Vec<&str> = Vec::new();
-    for role in roles {
-        let granted: &[&str] = match role.as_str() {
-            "customer" => &["profile", "orders"],
-            "support" => &["profile", "orders:read", "users:read"],
-            "admin" => &[
-                "profile",
-                "orders:read",
-                "users:read",
-                "users:write",
-                "catalog:write",
-                "admin",
-            ],
-            _ => &[],
-        };
-        scopes.extend(granted);
-    }
+pub fn scope(roles: &[Role]) -> String {
+    let mut scopes: Vec<&str> = roles
+        .iter()
+        .flat_map(|role| role.scopes())
+        .copied()
+        .collect();
     scopes.sort_unstable();
     scopes.dedup();
     scopes.join(" ")
@@ -44,7 +32,7 @@ struct AccessClaims<'a> {
     jti: String,
     /// The session (refresh-token family) it belongs to.
     sid: String,
-    roles: &'a [String],
+    roles: &'a [Role],
     scope: String,
 }
 
@@ -104,9 +92,13 @@ mod tests {
 
     #[test]
     fn roles_grant_their_scopes() {
-        assert_eq!(scope(&["customer".into()]), "orders profile");
-        assert!(scope(&["admin".into()]).contains("admin"));
-        assert_eq!(scope(&["unknown".into()]), "");
+        assert_eq!(scope(&[Role::Customer]), "orders profile");
+        assert!(scope(&[Role::Admin]).contains("admin"));
+        assert_eq!(
+            scope(&[Role::Customer, Role::Support]),
+            "orders orders:read profile users:read"
+        );
+        assert_eq!(scope(&[]), "");
     }
 
     #[test]

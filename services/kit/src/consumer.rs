@@ -22,12 +22,12 @@ use async_nats::{
 use bytes::Bytes;
 use futures::StreamExt;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
-use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
 use tienda_events::{Envelope, Message, header};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+pub use crate::consumer_config::ConsumerConfig;
 use crate::{dead_letter, resilience::Backoff, shutdown::Shutdown, trace_context::TraceContext};
 
 /// A message as the handler sees it.
@@ -86,40 +86,6 @@ pub trait Handler: Send + Sync + 'static {
         conn: &'a mut PgConnection,
         delivery: &'a Delivery,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a;
-}
-
-/// Which consumer to run and how.
-#[derive(Debug, Clone)]
-pub struct ConsumerConfig {
-    /// The stream.
-    pub stream: String,
-    /// The durable consumer's name (as provisioned).
-    pub durable: String,
-    /// The component running it (names its dead-letter stream `DLQ_<COMPONENT>`).
-    pub component: String,
-    /// Messages handled at once (default 16). Use 1 where one subject's order matters.
-    pub concurrency: usize,
-    /// First redelivery delay after a transient failure; doubles per delivery (default 1 s).
-    pub retry_base: Duration,
-    /// Longest redelivery delay (default 1 min).
-    pub retry_max: Duration,
-    /// Send `in_progress` while a handler runs, so long handlers keep their message.
-    pub progress_heartbeat: bool,
-}
-
-impl ConsumerConfig {
-    /// Defaults for `durable` on `stream`, run by `component`.
-    pub fn new(component: &str, stream: &str, durable: &str) -> Self {
-        Self {
-            stream: stream.to_owned(),
-            durable: durable.to_owned(),
-            component: component.to_owned(),
-            concurrency: 16,
-            retry_base: Duration::from_secs(1),
-            retry_max: Duration::from_secs(60),
-            progress_heartbeat: true,
-        }
-    }
 }
 
 /// Consumer metrics, registered in the service's registry.
@@ -552,13 +518,4 @@ async fn apply<H: Handler>(
         applied = work => applied,
         never = heartbeat => never,
     }
-}
-
-/// JetStream's max-deliveries advisory payload (the fields we use).
-#[derive(Debug, Deserialize)]
-pub(crate) struct MaxDeliveriesAdvisory {
-    pub stream: String,
-    pub consumer: String,
-    pub stream_seq: u64,
-    pub deliveries: i64,
 }

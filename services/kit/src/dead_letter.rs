@@ -22,7 +22,7 @@ use tienda_events::{dead_letter as names, header};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::{
-    consumer::{ConsumerConfig, MaxDeliveriesAdvisory},
+    consumer_config::ConsumerConfig,
     json::Json,
     jwt::{RequireRole, Verifier, require_role},
     problem::Problem,
@@ -102,6 +102,15 @@ pub async fn publish(
             )
         })?;
     Ok(())
+}
+
+/// JetStream's max-deliveries advisory payload (the fields we use).
+#[derive(Debug, Deserialize)]
+pub(crate) struct MaxDeliveriesAdvisory {
+    pub stream: String,
+    pub consumer: String,
+    pub stream_seq: u64,
+    pub deliveries: i64,
 }
 
 /// Listens to JetStream's max-deliveries advisories for one consumer and parks each message

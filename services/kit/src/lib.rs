@@ -15,12 +15,15 @@
 //! - [`metrics`]: Prometheus registry, HTTP request metrics, `/metrics`
 //! - [`health`]: `/livez`, `/readyz` with critical and informational checks
 //! - [`problem`]: RFC 9457 problem documents
+//! - [`etag`]: strong ETags from row versions, `If-Match`/`If-None-Match`, 412 and 428
+//! - [`constraint`]: database constraint violations turned into client problems
 //! - [`jwt`]: access-token verification against auth's JWKS, `require_role` middleware
 //! - [`json`]: a JSON extractor whose rejections are problems naming the field
 //! - [`shutdown`]: SIGTERM/Ctrl-C and the drain deadline
 //! - [`db`]: PostgreSQL pool and migrations
 //! - [`nats`]: NATS connection and JetStream context
 //! - [`consumer`]: durable pull consumers applied exactly once through the inbox
+//! - [`consumer_config`]: which consumer to run and how (read by `consumer` and `dead_letter`)
 //! - [`dead_letter`]: the dead-letter stream and its admin API
 //! - [`idempotency`]: `Idempotency-Key` on unsafe routes: replays, conflicts, the sweeper
 //! - [`outbox`]: `enqueue` in the caller's transaction, and the relay that publishes
@@ -37,9 +40,12 @@
 
 pub mod app;
 pub mod config;
+pub mod constraint;
 pub mod consumer;
+pub mod consumer_config;
 pub mod db;
 pub mod dead_letter;
+pub mod etag;
 pub mod health;
 pub mod idempotency;
 pub mod json;

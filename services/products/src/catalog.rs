@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, Row, postgres::PgRow};
+use sqlx::PgConnection;
 use tienda_events::{
     catalog::{ProductStatus, VariantSummary},
     money::{Currency, Money},
@@ -279,20 +279,37 @@ const PRODUCT_COLUMNS: &str = "p.id, p.name, p.description, p.status, p.images, 
                ORDER BY v.position) FROM variants v \
                WHERE v.product_id = p.id AND v.removed_at IS NULL), '[]') AS variants";
 
-fn product(row: &PgRow) -> Result<Product, sqlx::Error> {
-    let variants: sqlx::types::Json<Vec<Variant>> = row.try_get("variants")?;
-    Ok(Product {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        description: row.try_get("description")?,
-        status: parse_status(row.try_get("status")?),
-        category_ids: row.try_get("category_ids")?,
-        images: row.try_get("images")?,
-        variants: variants.0,
-        version: row.try_get("version")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
+/// A product as [`PRODUCT_COLUMNS`] reads it.
+#[derive(sqlx::FromRow)]
+struct ProductRow {
+    id: Uuid,
+    name: String,
+    description: String,
+    status: String,
+    category_ids: Vec<Uuid>,
+    images: Vec<String>,
+    #[sqlx(json)]
+    variants: Vec<Variant>,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<ProductRow> for Product {
+    fn from(row: ProductRow) -> Self {
+        Product {
+            id: row.id,
+            name: row.name,
+            description: row.description,
+            status: parse_status(&row.status),
+            category_ids: row.category_ids,
+            images: row.images,
+            variants: row.variants,
+            version: row.version,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
 }
 
 /// A live (not deleted) product.
@@ -300,11 +317,11 @@ pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<Product>, E
     let sql = format!(
         "SELECT {PRODUCT_COLUMNS} FROM products p WHERE p.id = $1 AND p.deleted_at IS NULL"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let row: Option<ProductRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .fetch_optional(conn)
         .await?;
-    Ok(row.as_ref().map(product).transpose()?)
+    Ok(row.map(Product::from))
 }
 
 /// Live products by id, in the order of `ids`.
@@ -313,11 +330,11 @@ pub async fn get_many(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Produ
         "SELECT {PRODUCT_COLUMNS} FROM unnest($1::uuid[]) WITH ORDINALITY AS w(id, n) \
          JOIN products p ON p.id = w.id WHERE p.deleted_at IS NULL ORDER BY w.n"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows: Vec<ProductRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(ids)
         .fetch_all(conn)
         .await?;
-    Ok(rows.iter().map(product).collect::<Result<_, _>>()?)
+    Ok(rows.into_iter().map(Product::from).collect())
 }
 
 /// Locks a live product for a change and returns its version.

@@ -20,7 +20,7 @@ use tienda_kit::{
 use crate::{
     SOURCE,
     error::Error,
-    inventory::{self, ItemRequest, Reservation, ReservationRequest, lines},
+    inventory::{self, ItemRequest, Reservation, ReservationRequest, ReservationStatus, lines},
 };
 
 /// The consumer's handler.
@@ -42,8 +42,8 @@ async fn restate(
 ) -> Result<(), HandlerError> {
     let items = lines(&reservation.items);
     let id = reservation.reservation_id;
-    let result = match reservation.status.as_str() {
-        "held" => {
+    let result = match reservation.status {
+        ReservationStatus::Held => {
             let event = InventoryReserved {
                 reservation_id: id,
                 order_id: reservation.order_id,
@@ -52,15 +52,15 @@ async fn restate(
             };
             outbox::enqueue(conn, Envelope::caused_by(SOURCE, event, correlation)).await
         }
-        "committed" => {
+        ReservationStatus::Committed => {
             let event = InventoryCommitted {
                 reservation_id: id,
                 items,
             };
             outbox::enqueue(conn, Envelope::caused_by(SOURCE, event, correlation)).await
         }
-        status => {
-            let reason = if status == "expired" {
+        status @ (ReservationStatus::Released | ReservationStatus::Expired) => {
+            let reason = if status == ReservationStatus::Expired {
                 ReleaseReason::Expired
             } else {
                 ReleaseReason::Requested

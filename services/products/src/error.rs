@@ -5,7 +5,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use tienda_events::inventory::Shortage;
-use tienda_kit::Problem;
+use tienda_kit::{Problem, etag};
 
 /// What can go wrong.
 #[derive(Debug, thiserror::Error)]
@@ -19,15 +19,9 @@ pub enum Error {
     /// The change clashes with the current state.
     #[error("conflict: {0}")]
     Conflict(String),
-    /// `If-Match` names an older version.
-    #[error("stale version")]
-    Stale {
-        /// The current ETag.
-        current: String,
-    },
-    /// The change needs `If-Match`.
-    #[error("If-Match required")]
-    PreconditionRequired,
+    /// `If-Match` is missing, malformed or names an older version.
+    #[error(transparent)]
+    Precondition(#[from] etag::Precondition),
     /// Not enough stock: nothing was reserved.
     #[error("insufficient stock")]
     Insufficient(Vec<Shortage>),
@@ -65,28 +59,7 @@ impl From<Error> for Problem {
             Error::Invalid(fields) => Problem::invalid_fields(fields),
             Error::NotFound(what) => Problem::not_found(what),
             Error::Conflict(detail) => Problem::conflict(detail),
-            Error::Stale { current } => Problem::new(
-                StatusCode::PRECONDITION_FAILED,
-                "stale",
-                "The resource changed",
-            )
-            .with_detail(format!(
-                "If-Match does not match the current version {current}; read it again and \
-                 reapply the change."
-            ))
-            .with_header(
-                axum::http::header::ETAG,
-                axum::http::HeaderValue::from_str(&current).expect("quoted digits"),
-            ),
-            Error::PreconditionRequired => Problem::new(
-                StatusCode::PRECONDITION_REQUIRED,
-                "precondition-required",
-                "If-Match required",
-            )
-            .with_detail(
-                "Send the ETag from your last read in If-Match, so a concurrent change is not \
-                 overwritten.",
-            ),
+            Error::Precondition(precondition) => precondition.into(),
             Error::Insufficient(shortages) => {
                 let skus: Vec<&str> = shortages.iter().map(|s| s.sku.as_str()).collect();
                 Problem::new(

@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{Acquire, PgConnection, PgPool, Row};
+use sqlx::{Acquire, PgConnection, PgPool};
 use tienda_events::{
     Envelope,
     inventory::{
@@ -78,18 +78,57 @@ pub struct ReservationRequest {
 }
 
 /// A reservation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct Reservation {
     /// Its id.
+    #[sqlx(rename = "id")]
     pub reservation_id: Uuid,
     /// The order, if any.
     pub order_id: Option<Uuid>,
-    /// `held`, `committed`, `released` or `expired`.
-    pub status: String,
+    /// Where it is in its life.
+    pub status: ReservationStatus,
     /// What it holds (or held), by SKU.
+    #[sqlx(json)]
     pub items: Vec<ReservedItem>,
     /// When a held reservation is released unless committed.
     pub expires_at: DateTime<Utc>,
+}
+
+/// Where a reservation is: held until committed (sold), released, or expired (released when
+/// its TTL passed). Stored and sent as the lower-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum ReservationStatus {
+    /// Its units are held.
+    Held,
+    /// Sold: its units left on-hand.
+    Committed,
+    /// Given back on request.
+    Released,
+    /// Given back because its TTL passed.
+    Expired,
+}
+
+impl ReservationStatus {
+    /// The status a release for `reason` leaves.
+    pub fn released_for(reason: ReleaseReason) -> Self {
+        match reason {
+            ReleaseReason::Requested => Self::Released,
+            ReleaseReason::Expired => Self::Expired,
+        }
+    }
+}
+
+impl std::fmt::Display for ReservationStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Held => "held",
+            Self::Committed => "committed",
+            Self::Released => "released",
+            Self::Expired => "expired",
+        })
+    }
 }
 
 /// A reserved line.
@@ -148,19 +187,16 @@ pub(crate) fn lines(items: &[ReservedItem]) -> Vec<Line> {
 
 /// The stock of a SKU.
 pub async fn stock(conn: &mut PgConnection, sku: &str) -> Result<Option<Stock>, Error> {
-    let row = sqlx::query("SELECT sku, on_hand, reserved FROM inventory WHERE sku = $1")
-        .bind(sku)
-        .fetch_optional(conn)
-        .await?;
-    Ok(row.map(|r| {
-        let on_hand: i64 = r.get("on_hand");
-        let reserved: i64 = r.get("reserved");
-        Stock {
-            sku: r.get("sku"),
-            on_hand,
-            reserved,
-            available: on_hand - reserved,
-        }
+    let row: Option<(String, i64, i64)> =
+        sqlx::query_as("SELECT sku, on_hand, reserved FROM inventory WHERE sku = $1")
+            .bind(sku)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.map(|(sku, on_hand, reserved)| Stock {
+        sku,
+        on_hand,
+        reserved,
+        available: on_hand - reserved,
     }))
 }
 
@@ -184,17 +220,14 @@ pub async fn adjust(
     }
     fields.into_result()?;
     let mut tx = conn.begin().await?;
-    let row = sqlx::query(
+    let (old, reserved, stored_threshold): (i64, i64, i64) = sqlx::query_as(
         "SELECT on_hand, reserved, low_stock_threshold FROM inventory WHERE sku = $1 FOR UPDATE",
     )
     .bind(sku)
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| Error::NotFound(format!("No SKU {sku} in the catalog.")))?;
-    let (old, reserved): (i64, i64) = (row.get("on_hand"), row.get("reserved"));
-    let threshold = adjustment
-        .low_stock_threshold
-        .unwrap_or_else(|| row.get("low_stock_threshold"));
+    let threshold = adjustment.low_stock_threshold.unwrap_or(stored_threshold);
     if adjustment.on_hand < reserved {
         return Err(Error::Conflict(format!(
             "{reserved} units of {sku} are reserved; on_hand cannot go below that. Release \
@@ -344,7 +377,7 @@ async fn try_reserve(
     // units; PostgreSQL re-checks the condition on the newest row version after waiting for
     // a concurrent update of the same row. The rows are locked in SKU order first, so two
     // reservations of the same SKUs queue instead of deadlocking.
-    let taken = sqlx::query(
+    let taken: Vec<(String, i64, i64, i64)> = sqlx::query_as(
         "WITH locked AS (SELECT sku FROM inventory WHERE sku = ANY($1) ORDER BY sku FOR UPDATE) \
          UPDATE inventory i SET reserved = i.reserved + r.qty, updated_at = now() \
          FROM unnest($1::text[], $2::bigint[]) AS r(sku, qty), locked l \
@@ -362,18 +395,8 @@ async fn try_reserve(
         tx.rollback().await?;
         return Err(Error::Insufficient(shortages(conn, items).await?));
     }
-    for row in &taken {
-        let available: i64 = row.get("available");
-        let qty: i64 = row.get("qty");
-        let sku: String = row.get("sku");
-        low_stock(
-            &mut tx,
-            &sku,
-            available + qty,
-            available,
-            row.get("low_stock_threshold"),
-        )
-        .await?;
+    for (sku, available, threshold, qty) in &taken {
+        low_stock(&mut tx, sku, available + qty, *available, *threshold).await?;
     }
     let event = InventoryReserved {
         reservation_id: request.reservation_id,
@@ -387,7 +410,7 @@ async fn try_reserve(
         Reservation {
             reservation_id: request.reservation_id,
             order_id: request.order_id,
-            status: "held".into(),
+            status: ReservationStatus::Held,
             items: items.to_vec(),
             expires_at,
         },
@@ -401,7 +424,7 @@ async fn shortages(
     items: &[ReservedItem],
 ) -> Result<Vec<Shortage>, Error> {
     let skus: Vec<&str> = items.iter().map(|i| i.sku.as_str()).collect();
-    let rows = sqlx::query(
+    let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT i.sku, i.on_hand - i.reserved AS available FROM inventory i \
          JOIN variants v ON v.sku = i.sku JOIN products p ON p.id = v.product_id \
          WHERE i.sku = ANY($1) AND v.removed_at IS NULL AND p.deleted_at IS NULL \
@@ -412,8 +435,8 @@ async fn shortages(
     .await?;
     let available = |sku: &str| {
         rows.iter()
-            .find(|r| r.get::<&str, _>("sku") == sku)
-            .map_or(0, |r| r.get::<i64, _>("available"))
+            .find(|(found, _)| found == sku)
+            .map_or(0, |(_, available)| *available)
     };
     Ok(items
         .iter()
@@ -439,20 +462,10 @@ async fn load_with(
     let sql = format!(
         "SELECT id, order_id, status, items, expires_at FROM reservations WHERE id = $1 {lock}"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .fetch_optional(conn)
-        .await?;
-    Ok(row.map(|r| {
-        let items: sqlx::types::Json<Vec<ReservedItem>> = r.get("items");
-        Reservation {
-            reservation_id: r.get("id"),
-            order_id: r.get("order_id"),
-            status: r.get("status"),
-            items: items.0,
-            expires_at: r.get("expires_at"),
-        }
-    }))
+        .await?)
 }
 
 /// Turns a held reservation into a sale: its units leave on-hand (ledger: `sale`). Committing
@@ -462,17 +475,17 @@ pub async fn commit(conn: &mut PgConnection, id: Uuid) -> Result<(Reservation, b
     let mut reservation = load_with(&mut tx, id, "FOR UPDATE")
         .await?
         .ok_or_else(|| Error::NotFound(format!("No reservation {id}.")))?;
-    match reservation.status.as_str() {
-        "committed" => return Ok((reservation, false)),
-        "held" if reservation.expires_at <= Utc::now() => {
+    match reservation.status {
+        ReservationStatus::Committed => return Ok((reservation, false)),
+        ReservationStatus::Held if reservation.expires_at <= Utc::now() => {
             settle(&mut tx, &mut reservation, ReleaseReason::Expired).await?;
             tx.commit().await?;
             return Err(Error::Conflict(format!(
                 "Reservation {id} expired before it was committed; its stock was released."
             )));
         }
-        "held" => {}
-        other => {
+        ReservationStatus::Held => {}
+        other @ (ReservationStatus::Released | ReservationStatus::Expired) => {
             return Err(Error::Conflict(format!(
                 "Reservation {id} is {other}; it cannot be committed."
             )));
@@ -480,7 +493,7 @@ pub async fn commit(conn: &mut PgConnection, id: Uuid) -> Result<(Reservation, b
     }
     let skus: Vec<&str> = reservation.items.iter().map(|i| i.sku.as_str()).collect();
     let quantities: Vec<i64> = reservation.items.iter().map(|i| i.quantity).collect();
-    let rows = sqlx::query(
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
         "UPDATE inventory i SET on_hand = i.on_hand - r.qty, reserved = i.reserved - r.qty, \
                 updated_at = now() \
          FROM unnest($1::text[], $2::bigint[]) AS r(sku, qty) WHERE i.sku = r.sku \
@@ -490,21 +503,12 @@ pub async fn commit(conn: &mut PgConnection, id: Uuid) -> Result<(Reservation, b
     .bind(&quantities)
     .fetch_all(&mut *tx)
     .await?;
-    for row in rows {
-        let qty: i64 = row.get("qty");
-        ledger(
-            &mut tx,
-            row.get("sku"),
-            -qty,
-            row.get("on_hand"),
-            "sale",
-            None,
-            Some(id),
-        )
-        .await?;
+    for (sku, on_hand, qty) in rows {
+        ledger(&mut tx, &sku, -qty, on_hand, "sale", None, Some(id)).await?;
     }
-    sqlx::query("UPDATE reservations SET status = 'committed', settled_at = now() WHERE id = $1")
+    sqlx::query("UPDATE reservations SET status = $2, settled_at = now() WHERE id = $1")
         .bind(id)
+        .bind(ReservationStatus::Committed)
         .execute(&mut *tx)
         .await?;
     let event = InventoryCommitted {
@@ -513,7 +517,7 @@ pub async fn commit(conn: &mut PgConnection, id: Uuid) -> Result<(Reservation, b
     };
     outbox::enqueue(&mut tx, Envelope::new(SOURCE, event)).await?;
     tx.commit().await?;
-    reservation.status = "committed".into();
+    reservation.status = ReservationStatus::Committed;
     Ok((reservation, true))
 }
 
@@ -524,14 +528,16 @@ pub async fn release(conn: &mut PgConnection, id: Uuid) -> Result<(Reservation, 
     let mut reservation = load_with(&mut tx, id, "FOR UPDATE")
         .await?
         .ok_or_else(|| Error::NotFound(format!("No reservation {id}.")))?;
-    match reservation.status.as_str() {
-        "released" | "expired" => return Ok((reservation, false)),
-        "committed" => {
+    match reservation.status {
+        ReservationStatus::Released | ReservationStatus::Expired => {
+            return Ok((reservation, false));
+        }
+        ReservationStatus::Committed => {
             return Err(Error::Conflict(format!(
                 "Reservation {id} is committed (sold); it cannot be released."
             )));
         }
-        _ => {}
+        ReservationStatus::Held => {}
     }
     settle(&mut tx, &mut reservation, ReleaseReason::Requested).await?;
     tx.commit().await?;
@@ -554,10 +560,7 @@ async fn settle(
     .bind(&quantities)
     .execute(&mut *conn)
     .await?;
-    let status = match reason {
-        ReleaseReason::Requested => "released",
-        ReleaseReason::Expired => "expired",
-    };
+    let status = ReservationStatus::released_for(reason);
     sqlx::query("UPDATE reservations SET status = $2, settled_at = now() WHERE id = $1")
         .bind(reservation.reservation_id)
         .bind(status)
@@ -569,7 +572,7 @@ async fn settle(
         reason,
     };
     outbox::enqueue(conn, Envelope::new(SOURCE, event)).await?;
-    reservation.status = status.into();
+    reservation.status = status;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! - [`config`]: flags and environment
 //! - [`http`]: the API
 //! - [`catalog`]: products and variants: shapes, rules, SQL
+//! - [`categories`]: the category tree: shapes, rules, SQL
 //! - [`search`]: full text + trigram search, filters, facets, keyset pages
 //! - [`inventory`]: stock, the ledger, reservations and their sweeper
 //! - [`import`]: bulk import (NDJSON, CSV) and price updates
@@ -16,6 +17,7 @@
 pub mod analytics;
 pub mod cache;
 pub mod catalog;
+pub mod categories;
 pub mod commands;
 pub mod config;
 pub mod error;

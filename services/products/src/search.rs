@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use sqlx::{Acquire, PgConnection, Postgres, QueryBuilder, Row};
+use sqlx::{Acquire, PgConnection, Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -209,7 +209,7 @@ pub struct Facets {
 }
 
 /// Results in one category.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct CategoryCount {
     /// The category.
     pub id: Uuid,
@@ -229,7 +229,7 @@ pub struct PriceBucket {
 }
 
 /// Results with a variant having one attribute value.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct AttributeCount {
     /// Attribute name.
     pub name: String,
@@ -381,6 +381,14 @@ pub async fn search(
     Ok(page)
 }
 
+/// One result of a page's query: what the order and the next cursor need.
+#[derive(sqlx::FromRow)]
+struct Ranked {
+    id: Uuid,
+    min_price: i64,
+    rank: f64,
+}
+
 async fn page(
     conn: &mut PgConnection,
     params: &SearchParams,
@@ -418,29 +426,29 @@ async fn page(
         Sort::Newest => " ORDER BY id DESC",
     });
     b.push(" LIMIT ").push_bind(limit + 1);
-    let rows = b.build().fetch_all(&mut *conn).await?;
+    let rows: Vec<Ranked> = b.build_query_as().fetch_all(&mut *conn).await?;
 
     let more = rows.len() as i64 > limit;
     let page: Vec<_> = rows.iter().take(limit as usize).collect();
     let next_cursor = if more {
         page.last().map(|row| {
             let k = match sort {
-                Sort::Relevance => row.get::<f64, _>("rank"),
-                Sort::PriceAsc | Sort::PriceDesc => row.get::<i64, _>("min_price") as f64,
+                Sort::Relevance => row.rank,
+                Sort::PriceAsc | Sort::PriceDesc => row.min_price as f64,
                 Sort::Newest => 0.0,
             };
             Cursor {
                 s: sort,
                 m: mode,
                 k,
-                id: row.get("id"),
+                id: row.id,
             }
             .encode()
         })
     } else {
         None
     };
-    let ids: Vec<Uuid> = page.iter().map(|r| r.get("id")).collect();
+    let ids: Vec<Uuid> = page.iter().map(|r| r.id).collect();
     let items = catalog::get_many(conn, &ids).await?;
     let facets = if params.facets {
         let key = params.facet_key();
@@ -476,16 +484,7 @@ async fn facets(
          JOIN product_categories pc ON pc.product_id = m.id \
          GROUP BY pc.category_id ORDER BY count DESC, id LIMIT 50",
     );
-    let categories = b
-        .build()
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| CategoryCount {
-            id: r.get("id"),
-            count: r.get("count"),
-        })
-        .collect();
+    let categories = b.build_query_as().fetch_all(&mut *conn).await?;
 
     let mut b = QueryBuilder::new("WITH matched AS (");
     matched(&mut b, params, mode);
@@ -493,11 +492,10 @@ async fn facets(
         .push_bind(PRICE_BOUNDS.to_vec())
         .push(") AS bucket, count(*) AS count FROM matched m GROUP BY bucket ORDER BY bucket");
     let counts: BTreeMap<i32, i64> = b
-        .build()
+        .build_query_as::<(i32, i64)>()
         .fetch_all(&mut *conn)
         .await?
-        .iter()
-        .map(|r| (r.get("bucket"), r.get("count")))
+        .into_iter()
         .collect();
     let price = (0..=PRICE_BOUNDS.len())
         .filter_map(|i| {
@@ -518,17 +516,7 @@ async fn facets(
          CROSS JOIN LATERAL jsonb_each_text(v.attributes) AS kv \
          GROUP BY kv.key, kv.value ORDER BY count DESC, name, value LIMIT 100",
     );
-    let attributes = b
-        .build()
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| AttributeCount {
-            name: r.get("name"),
-            value: r.get("value"),
-            count: r.get("count"),
-        })
-        .collect();
+    let attributes = b.build_query_as().fetch_all(&mut *conn).await?;
     Ok(Facets {
         categories,
         price,

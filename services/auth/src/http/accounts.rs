@@ -9,29 +9,23 @@ use axum::{
 };
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use tienda_events::{
-    Envelope,
-    user::{UserLocked, UserRegistered},
-};
+use tienda_events::{Envelope, user::UserRegistered};
 use tienda_kit::{Problem, json::Json, jwt::Claims, outbox};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
 use crate::{
+    account::NewAccount,
     error::Error,
     keys::SigningKey,
+    lockout::Lockout,
     password,
-    store::{self, User},
+    role::Role,
+    rotation::{self, Redeemed},
+    store::{self, accounts::User},
     tokens,
 };
-
-/// Failed sign-ins in a row that lock an account (exponentially longer each further failure).
-pub const ACCOUNT_LOCK_THRESHOLD: i32 = 5;
-/// Failed sign-ins from one client IP, across accounts, that lock the IP.
-pub const IP_LOCK_THRESHOLD: i32 = 20;
-/// The first lock's length in seconds; it doubles with each further failure, up to an hour.
-pub const LOCK_BASE_SECONDS: i32 = 30;
 
 /// `POST /v1/auth/register`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -55,7 +49,7 @@ pub struct Me {
     /// Display name.
     pub name: String,
     /// Roles.
-    pub roles: Vec<String>,
+    pub roles: Vec<Role>,
     /// Whether TOTP is on.
     pub mfa_enabled: bool,
 }
@@ -106,26 +100,6 @@ pub struct TokenPair {
     pub expires_in: u32,
 }
 
-fn normalize_email(email: &str) -> Result<String, Error> {
-    let email = email.trim().to_lowercase();
-    let valid = email.len() <= 254
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-        })
-        && !email.chars().any(char::is_whitespace);
-    if valid {
-        Ok(email)
-    } else {
-        Err(Error::Invalid(vec![(
-            "email".into(),
-            "is not an email address".into(),
-        )]))
-    }
-}
-
 fn profile(user: &User) -> Me {
     Me {
         id: user.id,
@@ -143,36 +117,16 @@ pub async fn register(
     State(state): State<AppState>,
     Json(body): Json<RegisterRequest>,
 ) -> Result<(StatusCode, Json<Me>), Error> {
-    let email = normalize_email(&body.email)?;
-    let name = body.name.trim().to_owned();
-    let mut invalid = Vec::new();
-    if name.is_empty() || name.chars().count() > 100 {
-        invalid.push(("name".to_owned(), "must be 1 to 100 characters".to_owned()));
-    }
-    invalid.extend(
-        password::violations(&body.password, &email, &name)
-            .into_iter()
-            .map(|m| ("password".to_owned(), m)),
-    );
-    if !invalid.is_empty() {
-        return Err(Error::Invalid(invalid));
-    }
-    let plain = body.password;
-    let hash = password::hash_off_thread(plain).await?;
-    let user = User {
-        id: Uuid::now_v7(),
-        email,
-        name,
-        password_hash: Some(hash),
-        roles: vec!["customer".into()],
-    };
+    let new = NewAccount::parse(&body.email, &body.name, &body.password)?;
+    let hash = password::hash_off_thread(body.password).await?;
+    let user = new.into_user(hash);
     let mut tx = state.db.begin().await?;
-    store::create_user(&mut tx, &user).await?;
+    store::accounts::create_user(&mut tx, &user).await?;
     let event = UserRegistered {
         user_id: user.id,
         email: user.email.clone(),
         name: user.name.clone(),
-        roles: user.roles.clone(),
+        roles: Role::names(&user.roles),
     };
     outbox::enqueue(&mut tx, Envelope::new("auth", event)).await?;
     tx.commit().await?;
@@ -200,7 +154,7 @@ pub(crate) async fn issue(
     let (refresh_token, hash) = tokens::opaque_token();
     let expires_at =
         Utc::now() + chrono::Duration::seconds(i64::from(state.config.refresh_token_ttl_seconds));
-    store::insert_refresh_token(conn, session, &hash, expires_at).await?;
+    store::sessions::insert_refresh_token(conn, session, &hash, expires_at).await?;
     Ok(TokenPair {
         access_token,
         refresh_token,
@@ -219,17 +173,11 @@ pub async fn login(
     Json(body): Json<LoginRequest>,
 ) -> Result<Json<LoginResponse>, Error> {
     let email = body.email.trim().to_lowercase();
-    // Lock keys exist for any email, registered or not: a lock says nothing about existence.
-    let account_key = format!("account:{email}");
-    let ip_key = format!("ip:{}", peer.ip());
+    let lockout = Lockout::new(&email, peer.ip());
     let user = {
         let mut conn = state.db.acquire().await?;
-        for key in [&account_key, &ip_key] {
-            if let Some(until) = store::locked_until(&mut conn, key).await? {
-                return Err(Error::Locked(until));
-            }
-        }
-        store::user_by_email(&mut conn, &email).await?
+        lockout.check(&mut conn).await?;
+        store::accounts::user_by_email(&mut conn, &email).await?
         // The connection goes back to the pool before the slow hash.
     };
     // Unknown emails verify against a dummy hash: same path, same time as a wrong password.
@@ -243,31 +191,14 @@ pub async fn login(
         Some(user) if matches && user.password_hash.is_some() => user,
         user => {
             let mut tx = state.db.begin().await?;
-            let (failures, lock) = store::record_failure(
-                &mut tx,
-                &account_key,
-                ACCOUNT_LOCK_THRESHOLD,
-                LOCK_BASE_SECONDS,
-            )
-            .await?;
-            store::record_failure(&mut tx, &ip_key, IP_LOCK_THRESHOLD, LOCK_BASE_SECONDS).await?;
-            if let (Some(user), Some(until), true) =
-                (user, lock, failures == ACCOUNT_LOCK_THRESHOLD)
-            {
-                let event = UserLocked {
-                    user_id: user.id,
-                    until,
-                    failed_attempts: failures as u32,
-                };
-                outbox::enqueue(&mut tx, Envelope::new("auth", event)).await?;
-            }
+            lockout.record_failure(&mut tx, user.as_ref()).await?;
             tx.commit().await?;
             return Err(Error::InvalidCredentials);
         }
     };
     let key = state.keys.active().await?;
     let mut tx = state.db.begin().await?;
-    store::clear_failures(&mut tx, &account_key).await?;
+    lockout.clear(&mut tx).await?;
     let agent = headers.get("user-agent").and_then(|v| v.to_str().ok());
     let answer = sign_in(&state, &mut tx, &key, &user, agent, &peer.ip().to_string()).await?;
     tx.commit().await?;
@@ -284,16 +215,16 @@ pub(crate) async fn sign_in(
     agent: Option<&str>,
     ip: &str,
 ) -> Result<LoginResponse, Error> {
-    if store::mfa_enabled(tx, user.id).await? {
+    if store::mfa::mfa_enabled(tx, user.id).await? {
         let (token, hash) = tokens::opaque_token();
         let expires_at = Utc::now() + chrono::Duration::minutes(5);
-        store::insert_challenge(tx, user.id, &hash, expires_at).await?;
+        store::mfa::insert_challenge(tx, user.id, &hash, expires_at).await?;
         return Ok(LoginResponse::MfaRequired {
             mfa_required: true,
             mfa_token: token,
         });
     }
-    let session = store::create_session(tx, user.id, agent, Some(ip)).await?;
+    let session = store::sessions::create_session(tx, user.id, agent, Some(ip)).await?;
     let pair = issue(state, key, tx, user, session).await?;
     Ok(LoginResponse::Tokens(pair))
 }
@@ -309,29 +240,19 @@ pub async fn refresh(
     let hash = tokens::hash_opaque_token(body.refresh_token.trim());
     let key = state.keys.active().await?;
     let mut tx = state.db.begin().await?;
-    let Some(token) = store::lock_refresh_token(&mut tx, &hash).await? else {
-        return Err(Error::InvalidRefreshToken);
-    };
-    if token.session_revoked {
-        return Err(Error::InvalidRefreshToken);
+    match rotation::redeem(&mut tx, &hash).await? {
+        Redeemed::Valid { session, user } => {
+            let pair = issue(&state, &key, &mut tx, &user, session).await?;
+            tx.commit().await?;
+            Ok(Json(pair))
+        }
+        Redeemed::Reused { session, user } => {
+            tx.commit().await?;
+            tracing::warn!(%session, %user, "refresh token reuse: session revoked");
+            Err(Error::InvalidRefreshToken)
+        }
+        Redeemed::Invalid => Err(Error::InvalidRefreshToken),
     }
-    if token.used_at.is_some() {
-        store::revoke_session(&mut tx, token.session_id, "refresh token reused").await?;
-        tx.commit().await?;
-        tracing::warn!(session = %token.session_id, user = %token.user_id, "refresh token reuse: session revoked");
-        return Err(Error::InvalidRefreshToken);
-    }
-    if token.expires_at <= Utc::now() {
-        return Err(Error::InvalidRefreshToken);
-    }
-    let Some(user) = store::user_by_id(&mut tx, token.user_id).await? else {
-        return Err(Error::InvalidRefreshToken);
-    };
-    store::mark_used(&mut tx, token.id).await?;
-    store::touch_session(&mut tx, token.session_id).await?;
-    let pair = issue(&state, &key, &mut tx, &user, token.session_id).await?;
-    tx.commit().await?;
-    Ok(Json(pair))
 }
 
 /// Ends the current session: its refresh tokens stop working.
@@ -344,7 +265,7 @@ pub async fn logout(
     let session = claims.sid.as_deref().and_then(|s| s.parse::<Uuid>().ok());
     if let Some(session) = session {
         let mut conn = state.db.acquire().await?;
-        store::revoke_session(&mut conn, session, "logout").await?;
+        store::sessions::revoke_session(&mut conn, session, "logout").await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -358,10 +279,10 @@ pub async fn me(
 ) -> Result<Json<Me>, Error> {
     let id: Uuid = claims.sub.parse().map_err(|_| Error::InvalidCredentials)?;
     let mut conn = state.db.acquire().await?;
-    let user = store::user_by_id(&mut conn, id)
+    let user = store::accounts::user_by_id(&mut conn, id)
         .await?
         .ok_or(Error::InvalidCredentials)?;
     let mut me = profile(&user);
-    me.mfa_enabled = store::mfa_enabled(&mut conn, id).await?;
+    me.mfa_enabled = store::mfa::mfa_enabled(&mut conn, id).await?;
     Ok(Json(me))
 }

@@ -57,11 +57,11 @@ fn bad_code() -> Error {
 pub(crate) async fn check_code(
     state: &AppState,
     conn: &mut sqlx::PgConnection,
-    user: &store::User,
+    user: &store::accounts::User,
     code: &str,
     recovery: bool,
 ) -> Result<bool, Error> {
-    let Some(row) = store::lock_totp(conn, user.id).await? else {
+    let Some(row) = store::mfa::lock_totp(conn, user.id).await? else {
         return Ok(false);
     };
     if mfa::is_totp_code(code) {
@@ -71,7 +71,7 @@ pub(crate) async fn check_code(
         let totp = mfa::totp(&secret, &user.email);
         return match totp.check_current(code.trim()) {
             Some(step) if step as i64 > row.last_step => {
-                store::accept_step(conn, user.id, step as i64).await?;
+                store::mfa::accept_step(conn, user.id, step as i64).await?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -79,7 +79,7 @@ pub(crate) async fn check_code(
     }
     Ok(recovery
         && row.confirmed
-        && store::use_recovery_code(conn, user.id, &mfa::hash_code(code)).await?)
+        && store::mfa::use_recovery_code(conn, user.id, &mfa::hash_code(code)).await?)
 }
 
 /// Starts TOTP enrolment (or restarts an unconfirmed one).
@@ -91,12 +91,12 @@ pub async fn enroll(
 ) -> Result<Json<Enrolment>, Problem> {
     let id = user_id(&claims)?;
     let mut tx = state.db.begin().await.map_err(Error::from)?;
-    let user = store::user_by_id(&mut tx, id)
+    let user = store::accounts::user_by_id(&mut tx, id)
         .await?
         .ok_or(Error::InvalidCredentials)?;
     let secret = mfa::new_secret();
     let (nonce, sealed) = state.keys.seal(&format!("totp:{id}"), &secret)?;
-    if !store::start_totp(&mut tx, id, &sealed, &nonce).await? {
+    if !store::mfa::start_totp(&mut tx, id, &sealed, &nonce).await? {
         return Err(Problem::conflict(
             "Two-factor sign-in is on already; turn it off first to enrol again.",
         ));
@@ -121,7 +121,7 @@ pub async fn verify(
 ) -> Result<Json<RecoveryCodes>, Error> {
     let id = user_id(&claims)?;
     let mut tx = state.db.begin().await?;
-    let user = store::user_by_id(&mut tx, id)
+    let user = store::accounts::user_by_id(&mut tx, id)
         .await?
         .ok_or(Error::InvalidCredentials)?;
     if !mfa::is_totp_code(&body.code)
@@ -131,7 +131,7 @@ pub async fn verify(
     }
     let codes = mfa::recovery_codes();
     let hashes: Vec<_> = codes.iter().map(|c| mfa::hash_code(c)).collect();
-    store::set_recovery_codes(&mut tx, id, &hashes).await?;
+    store::mfa::set_recovery_codes(&mut tx, id, &hashes).await?;
     tx.commit().await?;
     Ok(Json(RecoveryCodes {
         recovery_codes: codes,
@@ -148,13 +148,13 @@ pub async fn disable(
 ) -> Result<StatusCode, Error> {
     let id = user_id(&claims)?;
     let mut tx = state.db.begin().await?;
-    let user = store::user_by_id(&mut tx, id)
+    let user = store::accounts::user_by_id(&mut tx, id)
         .await?
         .ok_or(Error::InvalidCredentials)?;
     if !check_code(&state, &mut tx, &user, &body.code, true).await? {
         return Err(bad_code());
     }
-    store::delete_totp(&mut tx, id).await?;
+    store::mfa::delete_totp(&mut tx, id).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -169,12 +169,12 @@ pub async fn login(
     let key = state.keys.active().await?;
     let mut tx = state.db.begin().await?;
     let Some(id) =
-        store::consume_challenge(&mut tx, &tokens::hash_opaque_token(body.mfa_token.trim()))
+        store::mfa::consume_challenge(&mut tx, &tokens::hash_opaque_token(body.mfa_token.trim()))
             .await?
     else {
         return Err(Error::InvalidCredentials);
     };
-    let user = store::user_by_id(&mut tx, id)
+    let user = store::accounts::user_by_id(&mut tx, id)
         .await?
         .ok_or(Error::InvalidCredentials)?;
     if !check_code(&state, &mut tx, &user, &body.code, true).await? {
@@ -182,7 +182,7 @@ pub async fn login(
         tx.commit().await?;
         return Err(Error::InvalidCredentials);
     }
-    let session = store::create_session(&mut tx, user.id, None, None).await?;
+    let session = store::sessions::create_session(&mut tx, user.id, None, None).await?;
     let pair = super::accounts::issue(&state, &key, &mut tx, &user, session).await?;
     tx.commit().await?;
     Ok(Json(pair))

@@ -32,7 +32,8 @@ use super::{
 use crate::{
     error::Error,
     oidc::error_chain,
-    store::{self, User},
+    role::Role,
+    store::{self, accounts::User},
     tokens,
 };
 
@@ -71,7 +72,7 @@ pub async fn start(
     let (url, csrf, nonce) = request.set_pkce_challenge(challenge).url();
 
     let mut conn = state.db.acquire().await?;
-    store::insert_oidc_flow(
+    store::oidc::insert_oidc_flow(
         &mut conn,
         &tokens::hash_opaque_token(csrf.secret()),
         &provider,
@@ -147,7 +148,8 @@ pub async fn callback(
     }
     let flow = {
         let mut conn = state.db.acquire().await?;
-        store::take_oidc_flow(&mut conn, &tokens::hash_opaque_token(flow_state), &provider).await?
+        store::oidc::take_oidc_flow(&mut conn, &tokens::hash_opaque_token(flow_state), &provider)
+            .await?
     };
     let Some(flow) = flow.filter(|f| f.expires_at > Utc::now()) else {
         return Err(Error::OidcRejected(
@@ -313,15 +315,15 @@ async fn link(
     issuer: &str,
     identity: &Identity,
 ) -> Result<User, Error> {
-    if let Some(user) = store::user_by_identity(conn, issuer, &identity.subject).await? {
-        store::touch_identity(conn, issuer, &identity.subject).await?;
+    if let Some(user) = store::oidc::user_by_identity(conn, issuer, &identity.subject).await? {
+        store::oidc::touch_identity(conn, issuer, &identity.subject).await?;
         return Ok(user);
     }
     let email = match &identity.email {
         Some(email) if identity.email_verified => email.clone(),
         _ => return Err(Error::OidcEmailUnverified),
     };
-    let user = match store::user_by_email(conn, &email).await? {
+    let user = match store::accounts::user_by_email(conn, &email).await? {
         Some(user) => user,
         None => {
             let name = identity
@@ -334,20 +336,20 @@ async fn link(
                 email,
                 name: name.chars().take(100).collect(),
                 password_hash: None,
-                roles: vec!["customer".into()],
+                roles: vec![Role::Customer],
             };
-            store::create_user(conn, &user).await?;
+            store::accounts::create_user(conn, &user).await?;
             let event = UserRegistered {
                 user_id: user.id,
                 email: user.email.clone(),
                 name: user.name.clone(),
-                roles: user.roles.clone(),
+                roles: Role::names(&user.roles),
             };
             outbox::enqueue(conn, Envelope::new("auth", event)).await?;
             user
         }
     };
-    store::insert_identity(
+    store::oidc::insert_identity(
         conn,
         issuer,
         &identity.subject,

@@ -52,7 +52,7 @@ pub async fn change(
 ) -> Result<StatusCode, Error> {
     let id: Uuid = claims.sub.parse().map_err(|_| Error::InvalidCredentials)?;
     let mut conn = state.db.acquire().await?;
-    let user = store::user_by_id(&mut conn, id)
+    let user = store::accounts::user_by_id(&mut conn, id)
         .await?
         .ok_or(Error::InvalidCredentials)?;
     let stored = user
@@ -78,9 +78,9 @@ pub async fn change(
     }
     let hash = password::hash_off_thread(body.new_password).await?;
     let mut tx = state.db.begin().await?;
-    store::set_password(&mut tx, id, &hash).await?;
+    store::accounts::set_password(&mut tx, id, &hash).await?;
     let keep = claims.sid.as_deref().and_then(|s| s.parse().ok());
-    store::revoke_other_sessions(&mut tx, id, keep, "password changed").await?;
+    store::sessions::revoke_other_sessions(&mut tx, id, keep, "password changed").await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -95,10 +95,10 @@ pub async fn request_reset(
 ) -> Result<StatusCode, Error> {
     let email = body.email.trim().to_lowercase();
     let mut tx = state.db.begin().await?;
-    if let Some(user) = store::user_by_email(&mut tx, &email).await? {
+    if let Some(user) = store::accounts::user_by_email(&mut tx, &email).await? {
         let (token, hash) = tokens::opaque_token();
         let expires_at = Utc::now() + chrono::Duration::minutes(RESET_TTL_MINUTES);
-        store::insert_reset(&mut tx, user.id, &hash, expires_at).await?;
+        store::password_resets::insert_reset(&mut tx, user.id, &hash, expires_at).await?;
         let event = UserPasswordResetRequested {
             user_id: user.id,
             email: user.email,
@@ -128,10 +128,10 @@ pub async fn confirm_reset(
         .with_detail("The link is unknown, used or expired; ask for a new one.")
     };
     let mut tx = state.db.begin().await.map_err(Error::from)?;
-    let Some(user_id) = store::consume_reset(&mut tx, &hash).await? else {
+    let Some(user_id) = store::password_resets::consume_reset(&mut tx, &hash).await? else {
         return Err(invalid());
     };
-    let user = store::user_by_id(&mut tx, user_id)
+    let user = store::accounts::user_by_id(&mut tx, user_id)
         .await?
         .ok_or_else(invalid)?;
     let problems = password::violations(&body.password, &user.email, &user.name);
@@ -146,8 +146,8 @@ pub async fn confirm_reset(
         .into());
     }
     let new = password::hash_off_thread(body.password).await?;
-    store::set_password(&mut tx, user_id, &new).await?;
-    store::revoke_other_sessions(&mut tx, user_id, None, "password reset").await?;
+    store::accounts::set_password(&mut tx, user_id, &new).await?;
+    store::sessions::revoke_other_sessions(&mut tx, user_id, None, "password reset").await?;
     tx.commit().await.map_err(Error::from)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -17,13 +17,13 @@ fn user_id(claims: &Claims) -> Result<Uuid, Error> {
 
 /// Live sessions, newest first.
 #[utoipa::path(get, path = "/v1/auth/sessions", tag = "sessions",
-    responses((status = 200, body = [store::SessionRow]), (status = 401, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = [store::sessions::SessionRow]), (status = 401, body = Problem)), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(claims): Extension<Claims>,
 ) -> Result<Json<serde_json::Value>, Error> {
     let mut conn = state.db.acquire().await?;
-    let sessions = store::sessions(&mut conn, user_id(&claims)?).await?;
+    let sessions = store::sessions::sessions(&mut conn, user_id(&claims)?).await?;
     let current = claims.sid.clone().unwrap_or_default();
     let items: Vec<_> = sessions
         .into_iter()
@@ -48,7 +48,9 @@ pub async fn end(
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, Problem> {
     let mut conn = state.db.acquire().await.map_err(Error::from)?;
-    if store::revoke_own_session(&mut conn, user_id(&claims)?, id, "ended by user").await? {
+    if store::sessions::revoke_own_session(&mut conn, user_id(&claims)?, id, "ended by user")
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Problem::not_found(format!("no live session {id} of yours")))
@@ -64,7 +66,7 @@ pub async fn end_others(
 ) -> Result<StatusCode, Error> {
     let keep = claims.sid.as_deref().and_then(|s| s.parse().ok());
     let mut conn = state.db.acquire().await?;
-    store::revoke_other_sessions(
+    store::sessions::revoke_other_sessions(
         &mut conn,
         user_id(&claims)?,
         keep,

@@ -8,10 +8,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{AppState, accounts::Me};
-use crate::{error::Error, store};
-
-/// The roles there are.
-pub const ROLES: [&str; 3] = ["customer", "support", "admin"];
+use crate::{error::Error, role::Role, store};
 
 /// `PUT /v1/auth/users/{id}/roles`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -33,27 +30,25 @@ pub async fn set_roles(
     Path(id): Path<Uuid>,
     Json(body): Json<SetRoles>,
 ) -> Result<Json<Me>, Problem> {
-    let mut roles = body.roles;
+    let mut roles = body
+        .roles
+        .iter()
+        .map(|name| name.parse::<Role>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|message| Error::Invalid(vec![("roles".into(), message)]))?;
     roles.sort();
     roles.dedup();
-    if let Some(bad) = roles.iter().find(|r| !ROLES.contains(&r.as_str())) {
-        return Err(Error::Invalid(vec![(
-            "roles".into(),
-            format!("{bad:?} is not one of customer, support, admin"),
-        )])
-        .into());
-    }
     let admin_id: Uuid = admin.sub.parse().map_err(|_| Error::InvalidCredentials)?;
     let mut tx = state.db.begin().await.map_err(Error::from)?;
-    if !store::set_roles(&mut tx, id, &roles).await? {
+    if !store::accounts::set_roles(&mut tx, id, &roles).await? {
         return Err(Problem::not_found(format!("no account {id}")));
     }
-    let user = store::user_by_id(&mut tx, id)
+    let user = store::accounts::user_by_id(&mut tx, id)
         .await?
         .ok_or_else(|| Problem::not_found(format!("no account {id}")))?;
     let event = UserRolesChanged {
         user_id: id,
-        roles: roles.clone(),
+        roles: Role::names(&roles),
         changed_by: admin_id,
     };
     outbox::enqueue(&mut tx, Envelope::new("auth", event))

@@ -7,7 +7,7 @@ pub mod products;
 
 use axum::{
     Router,
-    http::{HeaderMap, HeaderValue, header},
+    http::{HeaderMap, header},
     middleware,
 };
 use sqlx::PgPool;
@@ -18,7 +18,7 @@ use tienda_kit::{
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{cache::ProductCache, error::Error};
+use crate::cache::ProductCache;
 
 /// What handlers share.
 #[derive(Clone, Debug)]
@@ -111,42 +111,3 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     components(schemas(tienda_kit::Problem))
 )]
 pub struct ApiDoc;
-
-/// `"<version>"`.
-pub fn etag(version: i64) -> String {
-    format!("\"{version}\"")
-}
-
-/// The header value of an ETag.
-pub fn etag_header(version: i64) -> HeaderValue {
-    HeaderValue::from_str(&etag(version)).expect("quoted digits")
-}
-
-/// The version `If-Match` names; required on changes.
-pub fn if_match(headers: &HeaderMap) -> Result<i64, Error> {
-    let raw = headers
-        .get(header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .ok_or(Error::PreconditionRequired)?;
-    raw.trim()
-        .trim_start_matches("W/")
-        .trim_matches('"')
-        .parse()
-        .map_err(|_| {
-            Error::Invalid(vec![(
-                "If-Match".into(),
-                "must be an ETag from this API, such as \"3\"".into(),
-            )])
-        })
-}
-
-/// Fails with 412 unless `expected` is the current version.
-pub fn check_version(expected: i64, current: i64) -> Result<(), Error> {
-    if expected == current {
-        Ok(())
-    } else {
-        Err(Error::Stale {
-            current: etag(current),
-        })
-    }
-}

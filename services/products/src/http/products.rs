@@ -12,10 +12,16 @@ use tienda_events::{
     Envelope,
     catalog::{ProductCreated, ProductDeleted, ProductStatus},
 };
-use tienda_kit::{Problem, json::Json, jwt::Claims, outbox};
+use tienda_kit::{
+    Problem,
+    etag::{self, IfMatch},
+    json::Json,
+    jwt::Claims,
+    outbox,
+};
 use uuid::Uuid;
 
-use super::{AppState, check_version, etag, etag_header, if_match};
+use super::AppState;
 use crate::{
     SOURCE,
     cache::Entry,
@@ -67,7 +73,7 @@ pub async fn get(
             drop(conn);
             let entry = Entry {
                 body: Bytes::from(serde_json::to_vec(&product).expect("plain data")),
-                etag: etag(product.version),
+                etag: etag::etag(product.version),
                 draft: product.status == ProductStatus::Draft,
             };
             state.cache.put(id, entry.clone()).await;
@@ -78,14 +84,7 @@ pub async fn get(
         return Err(not_found(id));
     }
     state.views.record(id);
-    let not_modified = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().trim_start_matches("W/") == entry.etag)
-        });
-    let mut response = if not_modified {
+    let mut response = if etag::none_match(&headers, &entry.etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let mut r = Response::new(Body::from(entry.body.clone()));
@@ -107,10 +106,7 @@ fn not_found(id: Uuid) -> Error {
 }
 
 fn with_etag(status: StatusCode, product: Product) -> Response {
-    let tag = etag_header(product.version);
-    let mut response = (status, Json(product)).into_response();
-    response.headers_mut().insert(header::ETAG, tag);
-    response
+    etag::tagged(status, product.version, Json(product))
 }
 
 /// Creates a product (admin): `product.created`.
@@ -162,13 +158,13 @@ pub async fn update(
     headers: HeaderMap,
     Json(patch): Json<ProductPatch>,
 ) -> Result<Response, Error> {
-    let expected = if_match(&headers)?;
+    let expected = IfMatch::required(&headers)?;
     catalog::validate_patch(&patch)?;
     let mut tx = state.db.begin().await?;
     let current = catalog::lock(&mut tx, id)
         .await?
         .ok_or_else(|| not_found(id))?;
-    check_version(expected, current)?;
+    expected.check(current)?;
     catalog::update(&mut tx, id, &patch).await?;
     let product = catalog::announce_update(&mut tx, id).await?;
     tx.commit().await?;
@@ -190,12 +186,12 @@ pub async fn delete(
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> Result<StatusCode, Error> {
-    let expected = if_match(&headers)?;
+    let expected = IfMatch::required(&headers)?;
     let mut tx = state.db.begin().await?;
     let current = catalog::lock(&mut tx, id)
         .await?
         .ok_or_else(|| not_found(id))?;
-    check_version(expected, current)?;
+    expected.check(current)?;
     catalog::soft_delete(&mut tx, id).await?;
     outbox::enqueue(
         &mut tx,

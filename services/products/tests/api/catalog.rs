@@ -211,6 +211,35 @@ async fn updates_need_the_current_etag_and_replace_variants() {
 }
 
 #[tokio::test]
+async fn if_match_takes_a_list_of_etags_or_a_star_and_a_malformed_one_is_named() {
+    let app = spawn_app().await;
+    let created = app.create_product(product("Mug", &[("MUG-1", 900)])).await;
+    let path = format!("/v1/products/{}", created["id"].as_str().unwrap());
+    let patch_with = |if_match: &'static str, name: &'static str| {
+        app.http
+            .patch(app.url(&path))
+            .bearer_auth(&app.admin)
+            .header(header::IF_MATCH, if_match)
+            .json(&json!({ "name": name }))
+            .send()
+    };
+
+    let listed = patch_with("\"7\", \"1\"", "Big Mug").await.unwrap();
+    let starred = patch_with("*", "Bigger Mug").await.unwrap();
+    let malformed = patch_with("\"two\"", "Lost").await.unwrap();
+
+    assert_eq!(listed.status(), StatusCode::OK);
+    assert_eq!(listed.headers()[header::ETAG], "\"2\"");
+    assert_eq!(starred.status(), StatusCode::OK);
+    assert_eq!(starred.headers()[header::ETAG], "\"3\"");
+    assert_eq!(malformed.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = malformed.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "If-Match");
+    let mug = app.get_json(&path).await;
+    assert_eq!(mug["name"], "Bigger Mug");
+}
+
+#[tokio::test]
 async fn deleted_products_leave_the_catalog_but_keep_their_skus() {
     let app = spawn_app().await;
     let created = app

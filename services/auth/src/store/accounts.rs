@@ -1,0 +1,86 @@
+//! Accounts (`users`): who they are, their password hash and their roles.
+
+use sqlx::PgConnection;
+use tienda_kit::constraint;
+use uuid::Uuid;
+
+use crate::{
+    error::{Error, Result},
+    role::Role,
+};
+
+/// An account.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct User {
+    /// Id.
+    pub id: Uuid,
+    /// Lower-cased email.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Argon2id hash, if the account has a password.
+    pub password_hash: Option<String>,
+    /// Roles.
+    pub roles: Vec<Role>,
+}
+
+const COLUMNS: &str = "id, email, name, password_hash, roles";
+
+/// Inserts an account; a taken email is [`Error::EmailTaken`].
+pub async fn create_user(conn: &mut PgConnection, user: &User) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO users (id, email, name, password_hash, roles) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(user.id)
+    .bind(&user.email)
+    .bind(&user.name)
+    .bind(&user.password_hash)
+    .bind(&user.roles)
+    .execute(conn)
+    .await
+    .map_err(|e| constraint::translate(e, &[("users_email_key", || Error::EmailTaken)]))?;
+    Ok(())
+}
+
+/// An account by email.
+pub async fn user_by_email(conn: &mut PgConnection, email: &str) -> Result<Option<User>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM users WHERE email = $1"
+    )))
+    .bind(email)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// An account by id.
+pub async fn user_by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<User>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM users WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Replaces a user's roles.
+pub async fn set_roles(conn: &mut PgConnection, user_id: Uuid, roles: &[Role]) -> Result<bool> {
+    Ok(
+        sqlx::query("UPDATE users SET roles = $2, updated_at = now() WHERE id = $1")
+            .bind(user_id)
+            .bind(roles)
+            .execute(conn)
+            .await?
+            .rows_affected()
+            == 1,
+    )
+}
+
+/// Sets a user's password hash.
+pub async fn set_password(conn: &mut PgConnection, user_id: Uuid, hash: &str) -> Result<()> {
+    sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
+        .bind(user_id)
+        .bind(hash)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

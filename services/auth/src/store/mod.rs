@@ -1,0 +1,9 @@
+//! SQL, one module per aggregate. Every function takes the connection (or transaction) it
+//! runs on, so the caller decides what commits together.
+
+pub mod accounts;
+pub mod login_failures;
+pub mod mfa;
+pub mod oidc;
+pub mod password_resets;
+pub mod sessions;
