@@ -78,6 +78,15 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_ACCESS_RULES", default_value = "[]")]
     pub access_rules: String,
 
+    /// Per-route body limits over the common `MAX_BODY_BYTES` (1 MiB): `[METHOD ]PATH=SIZE`
+    /// entries separated by commas, e.g. `POST /v1/products/import=64MiB,/v1/orders/bulk=4MiB`.
+    /// A PATH covers itself and the paths below it; the longest matching path decides (at equal
+    /// paths, the entry naming the method); SIZE is bytes or a `KiB`, `MiB`, `GiB` amount.
+    /// Entries replace the built-in one for the same method and path and add the others.
+    /// Built in: `POST /v1/products/import=64MiB` (the catalog import, streamed). Default: none.
+    #[arg(long, env = "GATEWAY_BODY_LIMITS", default_value = "")]
+    pub body_limits: String,
+
     /// Origins allowed by CORS, separated by commas (`*` for any). Empty: no CORS headers.
     #[arg(long, env = "GATEWAY_CORS_ORIGINS", default_value = "")]
     pub cors_origins: String,

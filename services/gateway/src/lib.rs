@@ -7,6 +7,7 @@
 //! - [`config`]: flags and environment
 //! - [`proxy`]: a request's way through (routing, identity, limits, circuit, forwarding)
 //! - [`access`]: per-route access rules, the client's address behind trusted proxies
+//! - [`body_limit`]: the largest request body per route
 //! - [`cluster`]: the Kubernetes sources (policies through the kit, EndpointSlices)
 //! - [`upstream`]: endpoints, load balancing, health checks, outlier ejection
 //!
@@ -18,6 +19,7 @@
 //! - [`metrics`]: per-route and per-upstream metrics
 
 pub mod access;
+pub mod body_limit;
 pub mod cluster;
 pub mod config;
 pub mod edge;
@@ -38,6 +40,7 @@ use utoipa::OpenApi;
 
 use crate::{
     access::{AccessRules, TrustedProxies},
+    body_limit::BodyLimits,
     config::{Config, PolicySource},
     proxy::{Proxy, forward},
     upstream::Upstreams,
@@ -72,6 +75,7 @@ impl Application {
         let upstreams = Arc::new(Upstreams::parse(&config.upstreams)?);
         let access = AccessRules::parse(&config.access_rules)?;
         let trusted = TrustedProxies::parse(&config.trusted_proxies)?;
+        let body_limits = BodyLimits::parse(&config.body_limits, config.common.max_body_bytes)?;
         let platform = Platform::start("gateway", config.common.clone(), Needs::default()).await?;
         let policies = Arc::new(Policies::new(
             Scope::gateway(&config.shop, config.replicas),
@@ -118,7 +122,7 @@ impl Application {
             trusted: Arc::new(trusted),
             client: proxy::client(config.upstream_http2),
             default_timeout: Duration::from_secs(config.upstream_timeout_seconds),
-            max_body_bytes: config.common.max_body_bytes,
+            body_limits: Arc::new(body_limits),
             metrics: metrics::GatewayMetrics::new(&platform.metrics.registry),
         };
         let router = Router::new()

@@ -3,7 +3,8 @@
 //! 1. route: which service the path belongs to (404 when none);
 //! 2. identity: forged identity headers dropped; a bearer token verified locally (401);
 //! 3. access rules: public, authenticated or a role (401/403);
-//! 4. size: a declared body over the limit is refused (413), a streamed one is cut there;
+//! 4. size: a declared body over the route's limit ([`BodyLimits`]) is refused (413), a
+//!    streamed one is cut there;
 //! 5. rate limits: every matching RateLimitPolicy rule counts the request (429);
 //! 6. the service's CircuitPolicy: breaker and bulkhead (fallback), then attempts on
 //!    endpoints picked by power of two choices, retried within budget, each outcome fed to
@@ -17,7 +18,7 @@ use std::{
 };
 
 use axum::{
-    body::Body,
+    body::{Body, HttpBody},
     extract::{ConnectInfo, Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header},
     response::{IntoResponse, Response},
@@ -40,6 +41,7 @@ use tienda_kit::{
 
 use crate::{
     access::{Access, AccessRules, TrustedProxies},
+    body_limit::BodyLimits,
     metrics::GatewayMetrics,
     upstream::{Pool, Upstreams},
 };
@@ -91,8 +93,8 @@ pub struct Proxy {
     pub client: Client<HttpConnector, Body>,
     /// Deadline when no CircuitPolicy sets one.
     pub default_timeout: Duration,
-    /// Largest request body.
-    pub max_body_bytes: usize,
+    /// Largest request body per route.
+    pub body_limits: Arc<BodyLimits>,
     /// Per-route and per-upstream metrics.
     pub metrics: GatewayMetrics,
 }
@@ -253,17 +255,13 @@ pub async fn forward(
             headers.insert(USER_ROLES, v);
         }
     }
+    let max_body = proxy.body_limits.limit(&method, &path);
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > proxy.max_body_bytes) {
-        return problem(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload-too-large",
-            "Request body too large",
-            format!("Bodies are limited to {} bytes.", proxy.max_body_bytes),
-        );
+    if declared.is_some_and(|n| n > max_body) {
+        return too_large(max_body);
     }
 
     let facts = RequestFacts {
@@ -302,7 +300,8 @@ pub async fn forward(
             format!("The {service} service is not running here."),
         );
     };
-    let (mut response, attempts) = call(&proxy, service, &pool, circuit.as_ref(), request).await;
+    let (mut response, attempts) =
+        call(&proxy, service, &pool, circuit.as_ref(), request, max_body).await;
     if let Some(outcome) = &tightest {
         rate_limit::headers(outcome, response.headers_mut());
     }
@@ -443,17 +442,22 @@ fn client_body_failed(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// The answer for a body over the route's limit.
+fn too_large(limit: usize) -> Response {
+    problem(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload-too-large",
+        "Request body too large",
+        format!("Bodies of this route are limited to {limit} bytes."),
+    )
+}
+
 /// The answer for a request body that could not be read whole.
 fn body_problem(error: &(dyn std::error::Error + 'static), limit: usize) -> Response {
     let mut source = Some(error);
     while let Some(e) = source {
         if e.is::<http_body_util::LengthLimitError>() {
-            return problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "Request body too large",
-                format!("Bodies are limited to {limit} bytes."),
-            );
+            return too_large(limit);
         }
         source = e.source();
     }
@@ -509,13 +513,15 @@ fn failed(
     }
 }
 
-/// Sends the request under the service's circuit; returns the answer and the attempts made.
+/// Sends the request, its body cut at `max_body` bytes, under the service's circuit; returns
+/// the answer and the attempts made.
 async fn call(
     proxy: &Proxy,
     service: &str,
     pool: &Pool,
     circuit: Option<&Arc<Circuit>>,
     request: Request,
+    max_body: usize,
 ) -> (Response, u32) {
     let now = Instant::now();
     let deadline = now
@@ -525,22 +531,31 @@ async fn call(
     let _counted = circuit.map(|c| c.start());
 
     // A body that may be sent twice is read first — before the breaker and the bulkhead, so a
-    // client trickling it holds neither a probe nor a slot — and within the deadline.
+    // client trickling it holds neither a probe nor a slot — and within the deadline. Only a
+    // body known to fit the common limit is held: on a route with a larger one (the catalog
+    // import, 64 MiB) a body of unknown or larger size is streamed and tried once, never
+    // retried, so the gateway's memory never holds a bulk upload.
+    let fits_in_memory = request
+        .body()
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= proxy.body_limits.common() as u64);
     let retry = circuit
         .and_then(|c| c.retry.as_ref())
-        .filter(|r| r.attempts > 1 && may_retry(request.method(), request.headers()));
+        .filter(|r| r.attempts > 1 && may_retry(request.method(), request.headers()))
+        .filter(|_| max_body <= proxy.body_limits.common() || fits_in_memory);
     let (parts, body) = request.into_parts();
     let mut streamed = None;
     let mut buffered = None;
     if retry.is_some() {
         let read = tokio::time::timeout(
             deadline.saturating_duration_since(Instant::now()),
-            Limited::new(body, proxy.max_body_bytes).collect(),
+            Limited::new(body, max_body).collect(),
         )
         .await;
         match read {
             Ok(Ok(collected)) => buffered = Some(collected.to_bytes()),
-            Ok(Err(error)) => return (body_problem(&*error, proxy.max_body_bytes), 0),
+            Ok(Err(error)) => return (body_problem(&*error, max_body), 0),
             Err(_) => {
                 return (
                     problem(
@@ -554,7 +569,7 @@ async fn call(
             }
         }
     } else {
-        streamed = Some(Body::new(Limited::new(body, proxy.max_body_bytes)));
+        streamed = Some(Body::new(Limited::new(body, max_body)));
     }
 
     let mut probe = ProbeGuard {
@@ -685,7 +700,7 @@ async fn call(
             // destination did nothing wrong — no retry, no breaker or ejection count.
             Ok(Err(error)) if client_body_failed(error) => {
                 probe.abandon();
-                return (body_problem(error, proxy.max_body_bytes), attempt);
+                return (body_problem(error, max_body), attempt);
             }
             Ok(Err(_)) => Some(Failure::Reset),
             Err(_) => Some(Failure::Timeout),

@@ -11,13 +11,17 @@ use std::{
 
 use axum::{
     Json, Router,
-    body::Bytes,
+    body::{Body, Bytes},
     extract::State,
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::any,
 };
 use clap::Parser;
+use futures::StreamExt;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use serde_json::{Value, json};
 use tienda_gateway::{Application, config::Config};
 use tienda_kit::testing::TokenIssuer;
@@ -82,7 +86,7 @@ async fn echo(
     method: axum::http::Method,
     version: axum::http::Version,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     // Health checks are not traffic.
     if uri.path() == "/readyz" {
@@ -94,6 +98,16 @@ async fn echo(
         }
         .into_response();
     }
+    // Counted as it streams in, never held: bodies of any size are measured.
+    let mut body_len = 0;
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        match chunk {
+            Ok(chunk) => body_len += chunk.len(),
+            // The body broke off: the request never arrived whole.
+            Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+        }
+    }
     state.hits.fetch_add(1, Ordering::SeqCst);
     let mode = *state.mode.lock().unwrap();
     if mode.delay_ms > 0 {
@@ -104,7 +118,7 @@ async fn echo(
         .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
         .collect();
     let record = json!({"upstream": state.name, "method": method.as_str(), "uri": uri.to_string(),
-                        "headers": headers, "body_len": body.len(), "version": format!("{version:?}")});
+                        "headers": headers, "body_len": body_len, "version": format!("{version:?}")});
     state.seen.lock().unwrap().push(record.clone());
     let status = StatusCode::from_u16(mode.status).unwrap_or(StatusCode::OK);
     (status, Json(record)).into_response()
@@ -198,6 +212,40 @@ impl Gateway {
             request = request.header(*k, *v);
         }
         request.send().await.unwrap()
+    }
+
+    /// `POST path` with `headers` and a body of `len` bytes sent in 64 KiB chunks with no
+    /// declared length (`Transfer-Encoding: chunked`): the status and the answer's body, or
+    /// status 0 and the error when the exchange broke.
+    pub async fn post_streamed(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        len: usize,
+    ) -> (u16, String) {
+        const CHUNK: usize = 64 * 1024;
+        let chunks = (0..len.div_ceil(CHUNK)).map(move |i| {
+            let n = CHUNK.min(len - i * CHUNK);
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(vec![b'x'; n])))
+        });
+        let body = StreamBody::new(futures::stream::iter(chunks));
+        let mut request = hyper::Request::post(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        match client.request(request.body(body).unwrap()).await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body = response.into_body().collect().await;
+                let text = body.map_or_else(
+                    |e| e.to_string(),
+                    |b| String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+                );
+                (status, text)
+            }
+            Err(e) => (0, format!("{e:?}")),
+        }
     }
 
     /// The status of `GET path`.
