@@ -1,5 +1,5 @@
 //! A Service resource's desired Kubernetes objects (pure): Deployment, Kubernetes Service,
-//! ServiceAccount, PodDisruptionBudget, the gateway's Role and RoleBinding, and the
+//! ServiceAccount, PodDisruptionBudget, the component's Role and RoleBinding, and the
 //! credentials Secret's contents.
 
 use std::collections::BTreeMap;
@@ -300,9 +300,9 @@ pub fn deployment(service: &Service, shop: &Shop, config_hash: &str) -> Deployme
                 }),
                 spec: Some(PodSpec {
                     service_account_name: Some(name),
-                    automount_service_account_token: Some(
-                        service.spec.component == tienda_crds::Component::Gateway,
-                    ),
+                    // Every component watches the policy resources (its Role allows
+                    // nothing else but, for the gateway, EndpointSlices).
+                    automount_service_account_token: Some(true),
                     termination_grace_period_seconds: Some(30),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
@@ -348,8 +348,7 @@ pub fn kube_service(service: &Service) -> KubeService {
     }
 }
 
-/// The pods' ServiceAccount. Only the gateway's token is mounted (it watches policies and
-/// EndpointSlices); the RBAC for it comes with the gateway.
+/// The pods' ServiceAccount, bound to [`component_role`].
 pub fn service_account(service: &Service) -> ServiceAccount {
     ServiceAccount {
         metadata: meta(service, service.name_any()),
@@ -357,41 +356,45 @@ pub fn service_account(service: &Service) -> ServiceAccount {
     }
 }
 
-/// What a gateway may read and write in its namespace: the policy resources (to enforce them
-/// and report the generation it applied in their status) and the EndpointSlices of the
-/// shop's Services (its upstreams). Nothing for other components.
-pub fn gateway_role(service: &Service) -> Option<Role> {
-    if service.spec.component != Component::Gateway {
-        return None;
-    }
+/// The Role of a component: every component reads the policy resources (the gateway
+/// enforces them, the others apply CircuitPolicies to what they call through the kit's
+/// outbound client) and reports the generation it applied in their status; the gateway also
+/// watches EndpointSlices to find its upstreams and count its replicas.
+pub fn component_role(service: &Service) -> Role {
     let rule = |groups: &str, resources: &[&str], verbs: &[&str]| PolicyRule {
         api_groups: Some(vec![groups.to_owned()]),
         resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
         verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
         ..PolicyRule::default()
     };
-    Some(Role {
+    let mut rules = vec![
+        rule(
+            tienda_crds::GROUP,
+            &["ratelimitpolicies", "circuitpolicies"],
+            &["get", "list", "watch"],
+        ),
+        rule(
+            tienda_crds::GROUP,
+            &["ratelimitpolicies/status", "circuitpolicies/status"],
+            &["get", "patch"],
+        ),
+    ];
+    if service.spec.component == Component::Gateway {
+        rules.push(rule(
+            "discovery.k8s.io",
+            &["endpointslices"],
+            &["list", "watch"],
+        ));
+    }
+    Role {
         metadata: meta(service, service.name_any()),
-        rules: Some(vec![
-            rule(
-                tienda_crds::GROUP,
-                &["ratelimitpolicies", "circuitpolicies"],
-                &["get", "list", "watch"],
-            ),
-            rule(
-                tienda_crds::GROUP,
-                &["ratelimitpolicies/status", "circuitpolicies/status"],
-                &["get", "patch"],
-            ),
-            rule("discovery.k8s.io", &["endpointslices"], &["list", "watch"]),
-        ]),
-    })
+        rules: Some(rules),
+    }
 }
 
-/// Binds [`gateway_role`] to the gateway's ServiceAccount.
-pub fn gateway_role_binding(service: &Service) -> Option<RoleBinding> {
-    gateway_role(service)?;
-    Some(RoleBinding {
+/// Binds [`component_role`] to the component's ServiceAccount.
+pub fn component_role_binding(service: &Service) -> RoleBinding {
+    RoleBinding {
         metadata: meta(service, service.name_any()),
         role_ref: RoleRef {
             api_group: Some("rbac.authorization.k8s.io".into()),
@@ -404,7 +407,7 @@ pub fn gateway_role_binding(service: &Service) -> Option<RoleBinding> {
             namespace: service.namespace(),
             ..Subject::default()
         }]),
-    })
+    }
 }
 
 /// Lets voluntary disruptions (node drains) take one pod at a time: with several replicas the
@@ -513,15 +516,21 @@ mod tests {
     }
 
     #[test]
-    fn only_the_gateway_gets_a_role_to_read_policies_and_endpoints_and_report_status() {
-        assert!(gateway_role(&service()).is_none());
-        assert!(gateway_role_binding(&service()).is_none());
+    fn every_component_reads_policies_and_only_the_gateway_endpoint_slices() {
+        let auth = serde_json::to_value(component_role(&service())).unwrap();
+        assert_eq!(
+            auth["rules"],
+            json!([
+                {"apiGroups": ["tienda.dev"], "resources": ["ratelimitpolicies", "circuitpolicies"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["tienda.dev"], "resources": ["ratelimitpolicies/status", "circuitpolicies/status"], "verbs": ["get", "patch"]},
+            ])
+        );
         let mut gateway = crate::shop::desired_services(&shop())
             .into_iter()
             .find(|s| s.spec.component == tienda_crds::Component::Gateway)
             .unwrap();
         gateway.metadata.uid = Some("gw-uid".into());
-        let role = serde_json::to_value(gateway_role(&gateway).unwrap()).unwrap();
+        let role = serde_json::to_value(component_role(&gateway)).unwrap();
         assert_eq!(
             role["rules"],
             json!([
@@ -530,7 +539,7 @@ mod tests {
                 {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
             ])
         );
-        let binding = serde_json::to_value(gateway_role_binding(&gateway).unwrap()).unwrap();
+        let binding = serde_json::to_value(component_role_binding(&gateway)).unwrap();
         assert_eq!(binding["roleRef"]["name"], "demo-gateway");
         assert_eq!(binding["subjects"][0]["name"], "demo-gateway");
         assert_eq!(binding["metadata"]["ownerReferences"][0]["uid"], "gw-uid");
@@ -613,7 +622,11 @@ mod tests {
             pod.security_context.as_ref().unwrap().run_as_user,
             Some(RUN_AS_USER)
         );
-        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(
+            pod.automount_service_account_token,
+            Some(true),
+            "it reads its policies"
+        );
     }
 
     #[test]

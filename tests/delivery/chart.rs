@@ -215,8 +215,7 @@ fn the_operator_holds_every_permission_it_grants_gateways_and_only_leases_in_its
         .find(|s| s.spec.component == tienda_crds::Component::Gateway)
         .unwrap();
     gateway.metadata.uid = Some("g".into());
-    let role =
-        serde_json::to_value(tienda_operator::workload::gateway_role(&gateway).unwrap()).unwrap();
+    let role = serde_json::to_value(tienda_operator::workload::component_role(&gateway)).unwrap();
     let missing: Vec<_> = grants(&role).difference(&held).cloned().collect();
     assert!(
         missing.is_empty(),

@@ -2,5 +2,6 @@
 //! real PostgreSQL and NATS — driven the way users drive it: through the gateway.
 
 mod journeys;
+mod operations;
 mod policies;
 mod shopfile;

@@ -276,17 +276,16 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
         workload::pod_disruption_budget(&service),
     )
     .await?;
-    if let (Some(role), Some(binding)) = (
-        workload::gateway_role(&service),
-        workload::gateway_role_binding(&service),
-    ) {
-        apply_child(&Api::<Role>::namespaced(client.clone(), &namespace), role).await?;
-        apply_child(
-            &Api::<RoleBinding>::namespaced(client.clone(), &namespace),
-            binding,
-        )
-        .await?;
-    }
+    apply_child(
+        &Api::<Role>::namespaced(client.clone(), &namespace),
+        workload::component_role(&service),
+    )
+    .await?;
+    apply_child(
+        &Api::<RoleBinding>::namespaced(client.clone(), &namespace),
+        workload::component_role_binding(&service),
+    )
+    .await?;
 
     // 4. Status.
     let ready_replicas = deployment

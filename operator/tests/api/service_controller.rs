@@ -106,6 +106,10 @@ fn base(kind: &str, shop: &str) -> String {
         "svc" => format!("/api/v1/namespaces/{NS}/services/{shop}-auth"),
         "deploy" => format!("/apis/apps/v1/namespaces/{NS}/deployments/{shop}-auth"),
         "pdb" => format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/{shop}-auth"),
+        "role" => format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles/{shop}-auth"),
+        "binding" => {
+            format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings/{shop}-auth")
+        }
         other => panic!("{other}"),
     }
 }
@@ -168,6 +172,10 @@ fn first_reconcile_script(
         apply(&base("deploy", name)),
         get_missing(&base("pdb", name)),
         apply(&base("pdb", name)),
+        get_missing(&base("role", name)),
+        apply(&base("role", name)),
+        get_missing(&base("binding", name)),
+        apply(&base("binding", name)),
         patch(
             &format!("{}/status?", base("service", name)),
             Answer::MergeInto(serde_json::to_value(stored).unwrap()),
@@ -224,6 +232,8 @@ async fn a_new_service_gets_its_secret_database_streams_workload_and_status_and_
         (9, "Service"),
         (11, "Deployment"),
         (13, "PodDisruptionBudget"),
+        (15, "Role"),
+        (17, "RoleBinding"),
     ] {
         assert_eq!(seen[i].body["kind"], kind);
         assert_eq!(
@@ -250,7 +260,17 @@ async fn a_new_service_gets_its_secret_database_streams_workload_and_status_and_
     );
 
     // Status: observedGeneration and the conditions.
-    let status = &seen[14].body["status"];
+    let role = &seen[15].body;
+    assert_eq!(
+        role["rules"][0]["resources"],
+        json!(["ratelimitpolicies", "circuitpolicies"]),
+        "it reads the policies of what it calls"
+    );
+    assert!(
+        role["rules"][2].is_null(),
+        "no EndpointSlices but for gateways"
+    );
+    let status = &seen[18].body["status"];
     assert_eq!(status["observedGeneration"], 1);
     let condition = |t: &str| {
         status["conditions"]
@@ -274,7 +294,7 @@ async fn a_new_service_gets_its_secret_database_streams_workload_and_status_and_
     // Second reconcile of the unchanged Service: reads only, no apply, no status patch.
     let mut stored = service.clone();
     stored.status = Some(serde_json::from_value(status.clone()).unwrap());
-    let children = [7, 9, 11, 13].map(|i| seen[i].body.clone());
+    let children = [7, 9, 11, 13, 15, 17].map(|i| seen[i].body.clone());
     let (ctx, handle) = context();
     let server = serve(
         handle,
@@ -286,6 +306,8 @@ async fn a_new_service_gets_its_secret_database_streams_workload_and_status_and_
             get(&base("svc", &name), children[1].clone()),
             get(&base("deploy", &name), children[2].clone()),
             get(&base("pdb", &name), children[3].clone()),
+            get(&base("role", &name), children[4].clone()),
+            get(&base("binding", &name), children[5].clone()),
         ],
     );
     reconcile(Arc::new(stored), ctx.clone()).await.unwrap();

@@ -46,12 +46,13 @@ pub async fn start(
     policies: Arc<Policies>,
     upstreams: Arc<Upstreams>,
 ) -> anyhow::Result<()> {
-    let source = policy_source::Source::connect(&config.namespace, &config.replica).await?;
+    let source =
+        policy_source::Source::connect(&config.policy.namespace, &config.policy.replica).await?;
     let sources = Sources {
         client: source.client,
-        namespace: config.namespace.clone(),
-        shop: config.shop.clone(),
-        replica: config.replica.clone(),
+        namespace: config.policy.namespace.clone(),
+        shop: config.policy.shop.clone(),
+        replica: config.policy.replica.clone(),
     };
     platform.spawn(run(sources, policies, upstreams, platform.shutdown.clone()));
     Ok(())

@@ -1,18 +1,9 @@
 //! The gateway's configuration.
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use tienda_kit::{CommonConfig, TokenConfig};
 
-/// Where policies come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PolicySource {
-    /// RateLimitPolicy and CircuitPolicy resources in the pod's namespace (in a cluster).
-    Kubernetes,
-    /// YAML files under `TIENDA_POLICY_PATH`, watched (`tienda up`, or a mounted ConfigMap).
-    File,
-    /// None: route and check tokens only.
-    None,
-}
+pub use tienda_kit::policy::{PolicyConfig, PolicySource};
 
 /// `tienda-gateway`.
 #[derive(Debug, Clone, Parser)]
@@ -25,6 +16,10 @@ pub struct Config {
     /// How access tokens are checked.
     #[command(flatten)]
     pub tokens: TokenConfig,
+
+    /// Where policies come from, and the shop they resolve against.
+    #[command(flatten)]
+    pub policy: PolicyConfig,
 
     /// The local upstream table (`tienda up`): `component=url[|url...]` pairs separated by
     /// commas, e.g. `auth=http://127.0.0.1:3001,products=http://127.0.0.1:3002`. Empty in a
@@ -42,21 +37,6 @@ pub struct Config {
     /// false: HTTP/1.1 with keep-alive).
     #[arg(long, env = "GATEWAY_UPSTREAM_HTTP2", default_value_t = false)]
     pub upstream_http2: bool,
-
-    /// The shop this gateway serves: Shop policy targets and `<shop>-<component>` Service
-    /// names resolve against it (default `local`).
-    #[arg(long, env = "TIENDA_SHOP", default_value = "local")]
-    pub shop: String,
-
-    /// Where policies come from: `file` (default when TIENDA_POLICY_PATH is set),
-    /// `kubernetes`, or `none`.
-    #[arg(long, env = "TIENDA_POLICY_SOURCE", value_enum)]
-    pub policy_source: Option<PolicySource>,
-
-    /// A YAML file or directory of them holding RateLimitPolicy and CircuitPolicy documents
-    /// (other kinds are ignored), for the `file` source.
-    #[arg(long, env = "TIENDA_POLICY_PATH")]
-    pub policy_path: Option<std::path::PathBuf>,
 
     /// How often policy files are checked for changes, in milliseconds (default 250).
     #[arg(long, env = "GATEWAY_POLICY_POLL_MS", default_value_t = 250)]
@@ -95,24 +75,4 @@ pub struct Config {
     /// (default 5).
     #[arg(long, env = "GATEWAY_HEALTH_CHECK_SECONDS", default_value_t = 5)]
     pub health_check_seconds: u64,
-
-    /// The name this replica reports its applied policy generations under (`POD_NAME` in a
-    /// cluster; default `local`).
-    #[arg(long, env = "POD_NAME", default_value = "local")]
-    pub replica: String,
-
-    /// The namespace to watch policies and EndpointSlices in (`POD_NAMESPACE` in a cluster).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    pub namespace: String,
-}
-
-impl Config {
-    /// The effective policy source.
-    pub fn policy_source(&self) -> PolicySource {
-        self.policy_source.unwrap_or(if self.policy_path.is_some() {
-            PolicySource::File
-        } else {
-            PolicySource::None
-        })
-    }
 }

@@ -29,19 +29,18 @@ pub mod upstream;
 
 use std::{sync::Arc, time::Duration};
 
-use anyhow::Context;
 use axum::{Json, Router, extract::State, routing::any, routing::get};
 use serde_json::{Value, json};
 use tienda_kit::{
     Needs, Platform,
-    policy::{self, FileSource, Policies, Scope},
+    policy::{self, Policies, PolicySource, Scope},
 };
 use utoipa::OpenApi;
 
 use crate::{
     access::{AccessRules, TrustedProxies},
     body_limit::BodyLimits,
-    config::{Config, PolicySource},
+    config::Config,
     proxy::{Proxy, forward},
     upstream::Upstreams,
 };
@@ -77,31 +76,21 @@ impl Application {
         let trusted = TrustedProxies::parse(&config.trusted_proxies)?;
         let body_limits = BodyLimits::parse(&config.body_limits, config.common.max_body_bytes)?;
         let platform = Platform::start("gateway", config.common.clone(), Needs::default()).await?;
-        let policies = Arc::new(Policies::new(
-            Scope::gateway(&config.shop, config.replicas),
-            &platform.metrics.registry,
-        ));
-
-        match config.policy_source() {
-            PolicySource::File => {
-                let path = config.policy_path.clone().context(
-                    "TIENDA_POLICY_SOURCE=file needs TIENDA_POLICY_PATH (a YAML file or directory)",
-                )?;
-                let mut source = FileSource::new(path);
-                // In force before the first request.
-                policies.apply(&source.poll().unwrap_or_default());
-                platform.spawn(policy::watch_files(
-                    source,
-                    policies.clone(),
-                    Duration::from_millis(config.policy_poll_ms.max(10)),
-                    platform.shutdown.clone(),
-                ));
-            }
+        let scope = Scope::gateway(&config.policy.shop, config.replicas);
+        let policies = match config.policy.source() {
+            // The policies and the EndpointSlices through one task: the gateway's own slice
+            // gives the replica count that rate limits are divided by.
             PolicySource::Kubernetes => {
+                let policies = Arc::new(Policies::new(scope, &platform.metrics.registry));
                 cluster::start(&config, &platform, policies.clone(), upstreams.clone()).await?;
+                policies
             }
-            PolicySource::None => {}
-        }
+            // Files: in force before the first request.
+            _ => {
+                let poll = Duration::from_millis(config.policy_poll_ms);
+                policy::start(&platform, &config.policy, scope, poll).await?
+            }
+        };
         if config.health_check_seconds > 0 {
             platform.spawn(upstream::health_checks(
                 upstreams.clone(),

@@ -29,7 +29,7 @@ use http::HeaderValue;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use crate::{
-    policy::Policies,
+    policy::{Policies, PolicyConfig, Scope},
     resilience::{Admission, Breaker, Circuit, Deadline, Failure, may_retry},
     trace_context::{self, TraceContext},
 };
@@ -211,6 +211,20 @@ impl Drop for ProbeGuard<'_> {
 }
 
 impl Outbound {
+    /// The outbound client of `platform`'s component: the CircuitPolicies of the services and
+    /// providers it calls, from `config`'s source (files polled every 250 ms, or the
+    /// cluster), kept live in the background; calls no policy bounds get 10 s.
+    pub async fn start(platform: &crate::Platform, config: &PolicyConfig) -> anyhow::Result<Self> {
+        let scope = Scope::component(&config.shop, platform.name);
+        let policies =
+            crate::policy::start(platform, config, scope, Duration::from_millis(250)).await?;
+        Ok(Self::new(
+            policies,
+            Duration::from_secs(10),
+            &platform.metrics.registry,
+        ))
+    }
+
     /// A client applying `policies`, with `default_timeout` for calls no policy bounds.
     /// Metrics are registered in `registry`.
     pub fn new(policies: Arc<Policies>, default_timeout: Duration, registry: &Registry) -> Self {

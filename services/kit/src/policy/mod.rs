@@ -44,6 +44,96 @@ pub use self::file::{FileSource, watch_files};
 use self::rate_limit::Limit;
 use crate::resilience::Circuit;
 
+/// Where policies come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicySource {
+    /// RateLimitPolicy and CircuitPolicy resources in the pod's namespace (in a cluster).
+    Kubernetes,
+    /// YAML files under `TIENDA_POLICY_PATH`, watched (`tienda up`, or a mounted ConfigMap).
+    File,
+    /// None: no policy applies.
+    None,
+}
+
+/// Where a process takes its policies from: flattened into the configuration of every
+/// process that enforces them (the operator sets these in every Deployment, `tienda up` in
+/// every process it starts).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PolicyConfig {
+    /// The shop this process belongs to: Shop policy targets and `<shop>-<component>` Service
+    /// names resolve against it (default `local`).
+    #[arg(long, env = "TIENDA_SHOP", default_value = "local")]
+    pub shop: String,
+
+    /// Where policies come from: `file` (default when TIENDA_POLICY_PATH is set),
+    /// `kubernetes`, or `none`.
+    #[arg(long, env = "TIENDA_POLICY_SOURCE", value_enum)]
+    pub policy_source: Option<PolicySource>,
+
+    /// A YAML file or directory of them holding RateLimitPolicy and CircuitPolicy documents
+    /// (other kinds are ignored), for the `file` source.
+    #[arg(long, env = "TIENDA_POLICY_PATH")]
+    pub policy_path: Option<std::path::PathBuf>,
+
+    /// The name this replica reports its applied policy generations under (`POD_NAME` in a
+    /// cluster; default `local`).
+    #[arg(long, env = "POD_NAME", default_value = "local")]
+    pub replica: String,
+
+    /// The namespace to watch policies in (`POD_NAMESPACE` in a cluster).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+}
+
+impl PolicyConfig {
+    /// The effective source.
+    pub fn source(&self) -> PolicySource {
+        self.policy_source.unwrap_or(if self.policy_path.is_some() {
+            PolicySource::File
+        } else {
+            PolicySource::None
+        })
+    }
+}
+
+/// Compiles the policies `scope` enforces from `config`'s source, in force before this
+/// returns (files) or as soon as the cluster is listed, and kept live by a background task of
+/// `platform` (files polled every `poll`).
+pub async fn start(
+    platform: &crate::Platform,
+    config: &PolicyConfig,
+    scope: Scope,
+    poll: std::time::Duration,
+) -> anyhow::Result<Arc<Policies>> {
+    use anyhow::Context as _;
+    let policies = Arc::new(Policies::new(scope, &platform.metrics.registry));
+    match config.source() {
+        PolicySource::File => {
+            let path = config.policy_path.clone().context(
+                "TIENDA_POLICY_SOURCE=file needs TIENDA_POLICY_PATH (a YAML file or directory)",
+            )?;
+            let mut source = FileSource::new(path);
+            policies.apply(&source.poll().unwrap_or_default());
+            platform.spawn(watch_files(
+                source,
+                policies.clone(),
+                poll.max(std::time::Duration::from_millis(10)),
+                platform.shutdown.clone(),
+            ));
+        }
+        PolicySource::Kubernetes => {
+            let source = cluster::Source::connect(&config.namespace, &config.replica).await?;
+            platform.spawn(cluster::run(
+                source,
+                policies.clone(),
+                platform.shutdown.clone(),
+            ));
+        }
+        PolicySource::None => {}
+    }
+    Ok(policies)
+}
+
 /// The services a policy's `Service` target may name (every component but the gateway).
 pub const SERVICES: [&str; 5] = ["auth", "products", "orders", "payments", "notifications"];
 

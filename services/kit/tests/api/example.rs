@@ -123,6 +123,8 @@ pub async fn build_with(platform: Platform) -> anyhow::Result<Application> {
 /// A running example service on a fresh database.
 pub struct Running {
     pub base: String,
+    /// The admin listener.
+    pub admin: String,
     pub platform: Platform,
     /// Dropped with the test: drops the database.
     pub _db: testing::TestDatabase,
@@ -141,10 +143,12 @@ pub async fn spawn() -> Running {
 
 pub fn spawn_app(app: Application, db: testing::TestDatabase) -> Running {
     let base = format!("http://127.0.0.1:{}", app.port());
+    let admin = format!("http://127.0.0.1:{}", app.admin_port());
     let platform = app.platform().clone();
     let server = tokio::spawn(app.run_until_stopped());
     Running {
         base,
+        admin,
         platform,
         _db: db,
         server,
@@ -155,5 +159,10 @@ pub fn spawn_app(app: Application, db: testing::TestDatabase) -> Running {
 impl Running {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// `path` on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("{}{path}", self.admin)
     }
 }

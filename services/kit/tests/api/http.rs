@@ -34,6 +34,40 @@ async fn the_operational_endpoints_answer_on_a_port_zero_listener() {
 }
 
 #[tokio::test]
+async fn metrics_are_served_on_the_admin_listener_and_not_the_public_one() {
+    let app = spawn().await;
+    let public = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
+    let admin = app
+        .http
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), StatusCode::OK);
+    assert!(
+        admin
+            .text()
+            .await
+            .unwrap()
+            .contains("process_resident_memory_bytes")
+    );
+    let probe = app.http.get(app.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(probe.status(), StatusCode::OK, "probes answer on both");
+    let unknown = app
+        .http
+        .get(app.admin_url("/v1/items"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        unknown.status(),
+        StatusCode::NOT_FOUND,
+        "the API is not on the admin listener"
+    );
+}
+
+#[tokio::test]
 async fn a_valid_request_creates_a_row_and_reads_back() {
     let app = spawn().await;
     let created = app
@@ -203,7 +237,7 @@ async fn request_metrics_are_labelled_by_route_template_and_status() {
     }
     let metrics = app
         .http
-        .get(app.url("/metrics"))
+        .get(app.admin_url("/metrics"))
         .send()
         .await
         .unwrap()

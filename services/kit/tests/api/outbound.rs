@@ -12,10 +12,12 @@ use std::{
 };
 
 use axum::{Router, extract::State, http::HeaderMap, http::StatusCode, routing::any};
+use clap::Parser;
 use prometheus::Registry;
 use tienda_kit::{
+    Needs, Platform,
     outbound::{CallError, Outbound, Target},
-    policy::{FileSource, Policies, Scope, watch_files},
+    policy::{Policies, PolicyConfig, PolicySource},
     shutdown::Shutdown,
     trace_context::TraceContext,
 };
@@ -64,6 +66,13 @@ async fn answer(State(flaky): State<Arc<Flaky>>, headers: HeaderMap, body: Strin
     }
 }
 
+/// A service's flags, as far as policies go.
+#[derive(Debug, Parser)]
+struct Flags {
+    #[command(flatten)]
+    policy: PolicyConfig,
+}
+
 struct Harness {
     flaky: Arc<Flaky>,
     url: String,
@@ -107,28 +116,30 @@ impl Harness {
         let dir = tempdir::Dir::new();
         let file = dir.0.join("policies.yaml");
         std::fs::write(&file, "").unwrap();
-        let registry = Registry::new();
-        let policies = Arc::new(Policies::new(
-            Scope::component("local", "orders"),
-            &registry,
-        ));
-        let shutdown = Shutdown::new();
-        tokio::spawn(watch_files(
-            FileSource::new(file.clone()),
-            policies.clone(),
-            Duration::from_millis(10),
-            shutdown.clone(),
-        ));
-        let outbound = Outbound::new(policies.clone(), Duration::from_secs(10), &registry);
+        // The way a service gets it: its platform, and the policy flags of its config.
+        let platform = Platform::start(
+            "orders",
+            tienda_kit::testing::config(None),
+            Needs::default(),
+        )
+        .await
+        .unwrap();
+        let config = Flags::parse_from([
+            "orders".to_owned(),
+            format!("--policy-path={}", file.display()),
+        ])
+        .policy;
+        assert_eq!(config.source(), PolicySource::File);
+        let outbound = Outbound::start(&platform, &config).await.unwrap();
         Self {
             flaky,
             url,
+            policies: outbound.policies().clone(),
             outbound,
-            policies,
-            registry,
+            registry: platform.metrics.registry.clone(),
             file,
             _dir: dir,
-            shutdown,
+            shutdown: platform.shutdown.clone(),
         }
     }
 
@@ -140,6 +151,7 @@ impl Harness {
             "apiVersion: tienda.dev/v1alpha1\nkind: CircuitPolicy\nmetadata: {{name: flaky}}\nspec:\n  targetRef: {{kind: External, name: flaky}}\n{spec}\n"
         );
         std::fs::write(&self.file, yaml).unwrap();
+        // The file source polls every 250 ms.
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.generation() == before {
             let rejected = self.policies.current().rejected.clone();
