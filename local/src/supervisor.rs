@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tienda_kit::resilience::Backoff;
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, BufReader},
     process::Command,
@@ -120,9 +121,14 @@ fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     }
 }
 
-/// The restart delay after `failures` quick exits in a row: 1 s doubling to 30 s.
+/// Restarts after quick exits: ceilings from 1 s doubling to 30 s, full jitter, at least
+/// 250 ms (a binary that dies at once must not spin).
+const RESTART: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30))
+    .with_floor(Duration::from_millis(250));
+
+/// The restart delay after `failures` quick exits in a row.
 pub fn restart_delay(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30))
+    RESTART.delay(failures + 1)
 }
 
 async fn supervise(inner: Arc<Inner>) {
@@ -174,9 +180,9 @@ async fn supervise(inner: Arc<Inner>) {
         failures += 1;
         let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
         eprintln!(
-            "tienda: {} exited ({status}); restarting in {} s",
+            "tienda: {} exited ({status}); restarting in {:.1} s",
             inner.spec.name,
-            delay.as_secs()
+            delay.as_secs_f64()
         );
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
@@ -219,7 +225,14 @@ mod tests {
 
     #[test]
     fn restarts_back_off_to_thirty_seconds() {
-        let delays: Vec<u64> = (0..8).map(|f| restart_delay(f).as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
+        let ceilings: Vec<u64> = (1..=8).map(|n| RESTART.ceiling(n).as_secs()).collect();
+        assert_eq!(ceilings, [1, 2, 4, 8, 16, 30, 30, 30]);
+        for failures in 0..10 {
+            let d = restart_delay(failures);
+            assert!(
+                d >= Duration::from_millis(250) && d <= RESTART.ceiling(failures + 1),
+                "{failures}: {d:?}"
+            );
+        }
     }
 }
