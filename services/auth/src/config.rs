@@ -1,7 +1,7 @@
 //! The auth service's configuration: the common flags plus token and key settings.
 
 use clap::Parser;
-use tienda_kit::{CommonConfig, Secret};
+use tienda_kit::{CommonConfig, Secret, policy::PolicyConfig};
 
 /// `tienda-auth`.
 #[derive(Debug, Clone, Parser)]
@@ -10,6 +10,11 @@ pub struct Config {
     /// Flags every service takes.
     #[command(flatten)]
     pub common: CommonConfig,
+
+    /// Where CircuitPolicies come from: calls to OpenID providers (`{kind: External, name:
+    /// <provider>}`) go through the kit's outbound client, which applies them.
+    #[command(flatten)]
+    pub policy: PolicyConfig,
 
     /// `iss` of the tokens; also what other services expect (default http://127.0.0.1:3001).
     #[arg(long, env = "AUTH_ISSUER", default_value = "http://127.0.0.1:3001")]

@@ -93,9 +93,16 @@ impl Application {
             },
             Arc::new(OwnKeys(keys.clone())),
         );
+        let outbound = tienda_kit::outbound::Outbound::start_with_client(
+            &platform,
+            &config.policy,
+            oidc::Providers::http_client()?,
+        )
+        .await?;
         let oidc = oidc::Providers::new(
             oidc::parse_providers(&config.oidc_providers).map_err(anyhow::Error::msg)?,
             &config.issuer,
+            outbound,
         )?;
         let dummy_hash = password::hash_off_thread("not a password anyone has".into()).await?;
         let state = http::AppState {
@@ -120,6 +127,11 @@ impl Application {
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.0.port()
+    }
+
+    /// The admin listener's port (`/metrics`).
+    pub fn admin_port(&self) -> u16 {
+        self.0.admin_port()
     }
 
     /// The platform (tests).

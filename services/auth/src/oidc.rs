@@ -18,6 +18,7 @@ use openidconnect::{
     core::{CoreClient, CoreProviderMetadata},
 };
 use serde::Deserialize;
+use tienda_kit::outbound::{CallError, Outbound, Target};
 use tokio::sync::Mutex;
 
 /// One provider as configured in `AUTH_OIDC_PROVIDERS`.
@@ -113,7 +114,9 @@ struct Provider {
 /// The configured providers.
 #[derive(Clone)]
 pub struct Providers {
-    http: reqwest::Client,
+    /// Every call to a provider goes through it, so the CircuitPolicy `{kind: External, name:
+    /// <provider>}` applies (deadline, breaker, retries of discovery and JWKS reads).
+    outbound: Outbound,
     by_name: Arc<BTreeMap<String, Provider>>,
 }
 
@@ -134,13 +137,22 @@ pub struct ProviderError {
 }
 
 impl Providers {
-    /// Providers from configuration; nothing is fetched until the first login.
-    pub fn new(configs: Vec<ProviderConfig>, auth_issuer: &str) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            // Following redirects from a provider's endpoints would open us to SSRF.
+    /// The HTTP client for providers: following redirects from a provider's endpoints would
+    /// open us to SSRF.
+    pub fn http_client() -> anyhow::Result<reqwest::Client> {
+        Ok(reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))
-            .build()?;
+            .build()?)
+    }
+
+    /// Providers from configuration, called through `outbound` (built over
+    /// [`Providers::http_client`]); nothing is fetched until the first login.
+    pub fn new(
+        configs: Vec<ProviderConfig>,
+        auth_issuer: &str,
+        outbound: Outbound,
+    ) -> anyhow::Result<Self> {
         let mut by_name = BTreeMap::new();
         for config in configs {
             let redirect_uri = config.redirect_uri.clone().unwrap_or_else(|| {
@@ -161,7 +173,7 @@ impl Providers {
             );
         }
         Ok(Self {
-            http,
+            outbound,
             by_name: Arc::new(by_name),
         })
     }
@@ -183,14 +195,17 @@ impl Providers {
         self.by_name.get(name).map(|p| p.config.issuer.as_str())
     }
 
-    /// The HTTP client for the `openidconnect` calls.
+    /// The HTTP client for the `openidconnect` calls to provider `name`.
     pub fn http(
         &self,
-    ) -> impl Fn(HttpRequest) -> BoxFuture<'static, Result<HttpResponse, reqwest::Error>> + '_ {
-        let http = self.http.clone();
+        name: &str,
+    ) -> impl Fn(HttpRequest) -> BoxFuture<'static, Result<HttpResponse, SendError>> + '_ {
+        let outbound = self.outbound.clone();
+        let name = name.to_owned();
         move |request: HttpRequest| {
-            let http = http.clone();
-            Box::pin(async move { send(&http, request).await })
+            let outbound = outbound.clone();
+            let name = name.clone();
+            Box::pin(async move { send(&outbound, &name, request).await })
         }
     }
 
@@ -214,7 +229,7 @@ impl Providers {
             provider: name.into(),
             message: format!("issuer: {e}"),
         })?;
-        let http = self.http();
+        let http = self.http(name);
         let metadata = CoreProviderMetadata::discover_async(issuer, &http)
             .await
             .map_err(|e| ProviderError {
@@ -237,12 +252,24 @@ impl Providers {
     }
 }
 
+/// Why a call to a provider produced no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Refused or failed by the outbound client (circuit open, deadline, connection).
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The request could not be built, or the answer's body not read.
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+}
+
 async fn send(
-    http: &reqwest::Client,
+    outbound: &Outbound,
+    provider: &str,
     request: HttpRequest,
-) -> Result<HttpResponse, reqwest::Error> {
+) -> Result<HttpResponse, SendError> {
     let request = reqwest::Request::try_from(request)?;
-    let response = http.execute(request).await?;
+    let response = outbound.call(Target::External(provider), request).await?;
     let mut builder = axum::http::Response::builder().status(response.status());
     if let Some(headers) = builder.headers_mut() {
         headers.extend(response.headers().clone());

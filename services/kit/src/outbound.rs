@@ -25,6 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context as _;
 use http::HeaderValue;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
@@ -215,10 +216,26 @@ impl Outbound {
     /// providers it calls, from `config`'s source (files polled every 250 ms, or the
     /// cluster), kept live in the background; calls no policy bounds get 10 s.
     pub async fn start(platform: &crate::Platform, config: &PolicyConfig) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .context("building the outbound HTTP client (install_crypto_provider first)")?;
+        Self::start_with_client(platform, config, client).await
+    }
+
+    /// Like [`Outbound::start`], over a client built by the caller (no redirects, its own
+    /// TLS roots).
+    pub async fn start_with_client(
+        platform: &crate::Platform,
+        config: &PolicyConfig,
+        client: reqwest::Client,
+    ) -> anyhow::Result<Self> {
         let scope = Scope::component(&config.shop, platform.name);
         let policies =
             crate::policy::start(platform, config, scope, Duration::from_millis(250)).await?;
-        Ok(Self::new(
+        Ok(Self::with_client(
+            client,
             policies,
             Duration::from_secs(10),
             &platform.metrics.registry,

@@ -215,7 +215,7 @@ async fn verify(
         .client(provider, false)
         .await
         .map_err(|e| Error::ProviderUnavailable(e.to_string()))?;
-    let http = state.oidc.http();
+    let http = state.oidc.http(provider);
     let response = client
         .exchange_code(AuthorizationCode::new(code))
         .map_err(|e| unavailable(&e))?

@@ -8,6 +8,8 @@ pub const ADMIN_PASSWORD: &str = "an admin passphrase nobody guesses 9";
 
 pub struct TestApp {
     pub base: String,
+    /// The admin listener (`/metrics`).
+    pub admin: String,
     pub http: reqwest::Client,
     pub db: sqlx::PgPool,
     _database: TestDatabase,
@@ -21,9 +23,10 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(listen_addr: &str, flags: &[String]) -> TestApp {
     tienda_kit::install_crypto_provider();
     let database = TestDatabase::create().await;
-    let (base, db) = start(&database.url, listen_addr, flags).await;
+    let (base, admin, db) = start(&database.url, listen_addr, flags).await;
     TestApp {
         base,
+        admin,
         http: reqwest::Client::new(),
         db,
         _database: database,
@@ -46,7 +49,11 @@ pub async fn spawn_replica(of: &TestApp) -> String {
     .0
 }
 
-async fn start(database_url: &str, listen_addr: &str, flags: &[String]) -> (String, sqlx::PgPool) {
+async fn start(
+    database_url: &str,
+    listen_addr: &str,
+    flags: &[String],
+) -> (String, String, sqlx::PgPool) {
     let nats = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let mut args = vec![
         "tienda-auth".to_owned(),
@@ -65,9 +72,10 @@ async fn start(database_url: &str, listen_addr: &str, flags: &[String]) -> (Stri
     let config = Config::parse_from(args);
     let app = Application::build(config).await.expect("auth builds");
     let base = format!("http://127.0.0.1:{}", app.port());
+    let admin = format!("http://127.0.0.1:{}", app.admin_port());
     let db = app.platform().db().clone();
     tokio::spawn(app.run_until_stopped());
-    (base, db)
+    (base, admin, db)
 }
 
 impl TestApp {

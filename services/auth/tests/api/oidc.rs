@@ -440,3 +440,73 @@ async fn unknown_and_unreachable_providers_are_problems() {
         "application/problem+json"
     );
 }
+
+/// Calls to a provider go through the kit's outbound client: a CircuitPolicy on `{kind:
+/// External, name: <provider>}` applies to them, and an open circuit spares the provider.
+#[tokio::test]
+async fn a_circuit_policy_on_a_provider_applies_to_its_calls() {
+    let dir = std::env::temp_dir().join(format!("tienda-auth-policy-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("policies.yaml"),
+        "apiVersion: tienda.dev/v1alpha1\nkind: CircuitPolicy\nmetadata: {name: down}\n\
+         spec:\n  targetRef: {kind: External, name: down}\n  timeout: 2s\n  \
+         circuitBreaker: {consecutiveFailures: 2, openFor: 1m}\n",
+    )
+    .unwrap();
+    let providers = json!([
+        {"name": "down", "issuer": format!("http://127.0.0.1:{}", free_port()), "client_id": "x"},
+    ]);
+    let app = spawn_app_with(
+        "127.0.0.1:0",
+        &[
+            format!("--oidc-providers={providers}"),
+            format!("--policy-path={}", dir.display()),
+        ],
+    )
+    .await;
+    for _ in 0..3 {
+        let down = app
+            .http
+            .get(app.url("/v1/auth/oidc/down/start"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(down.status(), StatusCode::BAD_GATEWAY);
+    }
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |outcome: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("outbound_requests_total")
+                    && l.contains(r#"target="external:down""#)
+                    && l.contains(&format!(r#"outcome="{outcome}""#))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        count("connect"),
+        2,
+        "two calls reached for the provider\n{metrics}"
+    );
+    assert_eq!(
+        count("circuit_open"),
+        1,
+        "the third was refused unsent\n{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"auth_policy_applied_generation{kind="CircuitPolicy",name="down""#),
+        "{metrics}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
