@@ -11,6 +11,7 @@
 //!
 //! # Layout
 //! - [`up`]: the foreground command: start, summary, Shop file watch, Ctrl-C
+//! - [`demo`]: `--demo`: the demo catalog and customer, loaded once through the public API
 //! - [`down`]: `tienda down --purge`
 //! - [`options`]: what runs where: paths, servers, ports (public and admin)
 //! - [`system`]: a running shop: infrastructure, provisioning, components, reload, stop
@@ -21,6 +22,7 @@
 //! - [`shopfile`]: reading and checking the Shop and policy files
 //! - `secrets`: what is generated once and kept in `secrets.json`
 
+pub mod demo;
 pub mod down;
 pub mod environment;
 pub mod infra;

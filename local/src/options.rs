@@ -33,6 +33,9 @@ pub struct Options {
     pub admin_email: String,
     /// Its password; `None`: generated once and kept in the data directory.
     pub admin_password: Option<String>,
+    /// Load the demo catalog and customer once the shop is ready (`--demo`, `TIENDA_DEMO=1`);
+    /// see [`crate::demo`].
+    pub demo: bool,
 }
 
 impl Options {
@@ -49,6 +52,7 @@ impl Options {
             admin_email: std::env::var("TIENDA_ADMIN_EMAIL")
                 .unwrap_or_else(|_| "admin@tienda.local".into()),
             admin_password: std::env::var("TIENDA_ADMIN_PASSWORD").ok(),
+            demo: false,
         }
     }
 

@@ -7,6 +7,9 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tienda_provision::database;
 
+/// The file's name in the data directory.
+pub(crate) const FILE: &str = "secrets.json";
+
 /// The kept secrets.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Secrets {
@@ -23,7 +26,7 @@ pub(crate) struct Secrets {
 impl Secrets {
     /// Reads `dir/secrets.json`, or makes and writes new secrets.
     pub fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
-        let path = dir.join("secrets.json");
+        let path = dir.join(FILE);
         if let Ok(text) = std::fs::read_to_string(&path) {
             return serde_json::from_str(&text).with_context(|| {
                 format!("{} is damaged; remove it to start over", path.display())
@@ -42,7 +45,7 @@ impl Secrets {
     /// Writes them to `dir/secrets.json`, readable by the owner only.
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
         use std::{io::Write, os::unix::fs::OpenOptionsExt};
-        let path = dir.join("secrets.json");
+        let path = dir.join(FILE);
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .write(true)

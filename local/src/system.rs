@@ -17,7 +17,7 @@ use tienda_provision::{
 };
 
 use crate::{
-    Options,
+    Options, demo,
     environment::{Placement, environment},
     infra::{self, Nats, Postgres},
     secrets::Secrets,
@@ -38,6 +38,11 @@ pub struct System {
     pub admin_urls: BTreeMap<Component, String>,
     /// The first admin's credentials.
     pub admin: (String, String),
+    /// Where the first admin's password comes from (`TIENDA_ADMIN_PASSWORD`, or the secrets
+    /// file that keeps the generated one).
+    pub admin_password_source: String,
+    /// What `--demo` did at start; `None` without it.
+    pub demo: Option<demo::Report>,
     /// The admin connection to PostgreSQL.
     pub database_url: String,
     /// NATS.
@@ -72,6 +77,13 @@ impl System {
             .admin_password
             .clone()
             .unwrap_or_else(|| secrets.admin_password.clone());
+        let admin_password_source = match options.admin_password {
+            Some(_) => "given in TIENDA_ADMIN_PASSWORD".to_owned(),
+            None => format!(
+                "kept in {}, key admin_password",
+                data_dir.join(crate::secrets::FILE).display()
+            ),
+        };
 
         let (postgres, database_url) = match options.database_url.as_deref() {
             Some(url) if reachable_url(url, 5432) => (None, url.to_owned()),
@@ -105,6 +117,8 @@ impl System {
             urls: BTreeMap::new(),
             admin_urls: BTreeMap::new(),
             admin: (options.admin_email.clone(), admin_password.clone()),
+            admin_password_source,
+            demo: None,
             database_url: database_url.clone(),
             nats_url: nats_url.clone(),
             missing: Vec::new(),
@@ -120,7 +134,45 @@ impl System {
             system.stop().await;
             return Err(e);
         }
+        if options.demo {
+            match system.load_demo(&data_dir).await {
+                Ok(report) => system.demo = Some(report),
+                Err(e) => {
+                    system.stop().await;
+                    return Err(e.context(
+                        "loading the demo data (--demo / TIENDA_DEMO) failed; the shop itself \
+                         started and is stopped again: start without --demo to run it without",
+                    ));
+                }
+            }
+        }
         Ok(system)
+    }
+
+    /// Loads the demo data through the gateway (or, without one, straight to auth and
+    /// products), as the first admin.
+    async fn load_demo(&self, data_dir: &Path) -> anyhow::Result<demo::Report> {
+        let entry = |component: Component| {
+            self.urls
+                .get(&Component::Gateway)
+                .or_else(|| self.urls.get(&component))
+                .cloned()
+                .with_context(|| format!("--demo needs {component} running, and it is not"))
+        };
+        let endpoints = demo::Endpoints {
+            auth: entry(Component::Auth)?,
+            products: entry(Component::Products)?,
+        };
+        let admin = demo::Admin {
+            email: self.admin.0.clone(),
+            password: self.admin.1.clone(),
+            source: self.admin_password_source.clone(),
+        };
+        eprintln!(
+            "tienda: loading the demo data through {}",
+            endpoints.products
+        );
+        demo::load(&endpoints, &admin, data_dir).await
     }
 
     async fn provision_and_run(

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tienda_crds::Component;
 
-use crate::{Options, System};
+use crate::{Options, System, demo};
 
 /// Runs the shop until Ctrl-C.
 pub async fn up(options: Options) -> anyhow::Result<()> {
@@ -81,16 +81,69 @@ fn print_summary(system: &System, options: &Options) {
         .unwrap_or_default();
     eprintln!();
     eprintln!("  admin account  {} / {}", system.admin.0, system.admin.1);
+    eprintln!(
+        "                 (password {})",
+        system.admin_password_source
+    );
+    let customer = system.demo.as_ref().and_then(|_| demo::customer().ok());
+    if let (Some(report), Some(customer)) = (&system.demo, &customer) {
+        eprintln!("  demo data      {}", demo_summary(report));
+        eprintln!(
+            "  demo customer  {} / {}",
+            customer.email, customer.password
+        );
+    }
     eprintln!("  data           {}", options.data_dir.display());
     eprintln!("  PostgreSQL     {}", redact(&system.database_url));
     eprintln!("  NATS           {}", system.nats_url);
     eprintln!();
     eprintln!("  try:  curl {entry}/v1/products");
+    if let Some(customer) = &customer {
+        eprintln!("        curl '{entry}/v1/products?q=camiseta&in_stock=true'");
+        eprintln!("        curl {entry}/v1/categories");
+        eprintln!(
+            "        curl {entry}/v1/auth/login -H 'content-type: application/json' \\\n             \
+             -d '{{\"email\": \"{}\", \"password\": \"{}\"}}'",
+            customer.email, customer.password
+        );
+    }
     if !admin.is_empty() {
         eprintln!("        curl {admin}/metrics   (admin port: metrics, policies)");
     }
     eprintln!("  stop: Ctrl-C");
     eprintln!();
+}
+
+/// One line on what `--demo` did.
+fn demo_summary(report: &demo::Report) -> String {
+    match report {
+        demo::Report::AlreadyLoaded { marker } => {
+            format!(
+                "loaded at an earlier start ({}); nothing sent",
+                marker.display()
+            )
+        }
+        demo::Report::Loaded {
+            categories,
+            products,
+            existing,
+            stocked,
+            customer_registered,
+        } => format!(
+            "loaded: {products} products{}, {categories} categories, stock of {stocked} \
+             variants{}",
+            if *existing > 0 {
+                format!(" ({existing} were there already)")
+            } else {
+                String::new()
+            },
+            if *customer_registered {
+                ", the demo customer"
+            } else {
+                ""
+            }
+        ),
+    }
 }
 
 /// The URL with its password replaced by `***`.

@@ -5,7 +5,7 @@
 //!
 //! - `tienda run` runs the controllers (see the crate's `run` module).
 //!
-//! - `tienda up [PATH]` runs the shop on this machine (crate `tienda-local`);
+//! - `tienda up [PATH] [--demo]` runs the shop on this machine (crate `tienda-local`);
 //!   `tienda down --purge` removes its data.
 
 use std::path::PathBuf;
@@ -45,6 +45,11 @@ enum Command {
         /// listener 100 above its own (gateway 3100).
         #[arg(long, env = "TIENDA_BASE_PORT", default_value_t = 3000)]
         base_port: u16,
+        /// Once the shop is ready, load a demo catalog (categories, products in Spanish and
+        /// English with stock) and a demo customer through the API; only once per data
+        /// directory. `TIENDA_DEMO` takes 1/0, true/false, yes/no, on/off.
+        #[arg(long, env = "TIENDA_DEMO", value_parser = clap::builder::BoolishValueParser::new())]
+        demo: bool,
     },
     /// Remove what `tienda up` keeps (`--purge`: databases, streams, secrets, logs).
     Down {
@@ -81,10 +86,12 @@ fn main() -> anyhow::Result<()> {
             path,
             data_dir,
             base_port,
+            demo,
         } => {
             let mut options = tienda_local::Options::new(path);
             options.data_dir = data_dir;
             options.base_port = base_port;
+            options.demo = demo;
             tokio::runtime::Runtime::new()?.block_on(tienda_local::up(options))?;
         }
         Command::Down { purge, data_dir } => tienda_local::down(&data_dir, purge)?,

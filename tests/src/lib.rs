@@ -50,6 +50,12 @@ fn free_base_port() -> u16 {
 impl Shop {
     /// Starts the shop of `examples/local` with its own PostgreSQL and NATS.
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts it with `edit` applied to the options (as `tienda up`'s flags would, e.g.
+    /// `--demo`).
+    pub async fn start_with(edit: impl FnOnce(&mut Options)) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir =
             std::env::temp_dir().join(format!("tienda-e2e-{}", uuid::Uuid::now_v7().simple()));
@@ -69,6 +75,7 @@ impl Shop {
         options.logs = Logs::Files(dir.join("logs"));
         options.admin_email = "admin@e2e.test".into();
         options.admin_password = Some("an e2e admin passphrase 42".into());
+        edit(&mut options);
         for component in [Component::Gateway, Component::Auth, Component::Products] {
             let binary = options.bin_dir.join(format!("tienda-{component}"));
             assert!(
