@@ -420,7 +420,8 @@ impl Application {
                 server.abort();
             }
         }
-        // Metrics stay scrapeable while requests drain; the admin server stops with them.
+        // Both listeners stopped accepting at the shutdown signal; the admin one has no
+        // long requests to drain.
         if tokio::time::timeout(Duration::from_secs(1), admin)
             .await
             .is_err()

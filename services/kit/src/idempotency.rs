@@ -98,13 +98,19 @@ pub const MAX_KEY_CHARS: usize = 255;
 /// Headers stored with every answer (besides those a route lists in [`Options::headers`]).
 const STORED_HEADERS: [HeaderName; 3] = [header::CONTENT_TYPE, header::LOCATION, header::ETAG];
 
+/// Longest path of a keyed request: the path is part of the record's key, and an index entry
+/// has a size limit (PostgreSQL's btree, ~2.7 kB).
+const MAX_PATH_BYTES: usize = 1024;
+
 /// Store-wide settings.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     /// How long a record is kept after its first request (default 24 h, as the design says).
     pub retention: Duration,
-    /// How long a claim stays locked without a renewal (default 30 s); the owner renews it every
-    /// third of this while its handler runs. After a crash, retries get 409 for up to this long.
+    /// How long a claim stays locked without a renewal (default 60 s); the owner renews it every
+    /// sixth of this while its handler runs, so five renewals in a row must fail (a database
+    /// too busy to lend a connection) before another replica may take over a running request.
+    /// After a crash, retries get 409 for up to this long.
     pub lease: Duration,
     /// Largest request body read on a keyed request, in bytes (default 1 MiB, the platform's
     /// default body limit); above it the answer is 413.
@@ -122,7 +128,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             retention: Duration::from_secs(24 * 3600),
-            lease: Duration::from_secs(30),
+            lease: Duration::from_secs(60),
             max_request_bytes: 1024 * 1024,
             max_response_bytes: 256 * 1024,
             sweep_interval: Duration::from_secs(60),
@@ -252,7 +258,10 @@ impl Store {
 
     /// A store on the platform's database and registry, with its sweeper running until
     /// shutdown.
-    pub fn start(platform: &Platform, config: StoreConfig) -> Self {
+    /// Keyed bodies are read up to the platform's `MAX_BODY_BYTES` (the limit every other
+    /// request of the service has), not the config's default.
+    pub fn start(platform: &Platform, mut config: StoreConfig) -> Self {
+        config.max_request_bytes = platform.config.max_body_bytes;
         let store = Self::new(platform.db().clone(), config, &platform.metrics.registry);
         platform.spawn(store.clone().sweep_until(platform.shutdown.clone()));
         store
@@ -430,6 +439,31 @@ where
     }
 }
 
+impl Guard {
+    /// Runs [`Guard::execute`] in a task of its own: a client that hangs up (the very reason
+    /// keys are retried) drops the connection's future, and with it anything running inside
+    /// it. The handler's answer must be stored, or its claim released, whatever the client
+    /// does; a panic in the handler is raised again here, after the claim is released.
+    async fn execute_detached<S>(
+        self: Arc<Self>,
+        owner: Owner,
+        inner: S,
+        request: Request,
+    ) -> Response
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        let task = tokio::spawn(async move { self.execute(owner, inner, request).await });
+        match task.await {
+            Ok(response) => response,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => Problem::unavailable("The service is shutting down; retry the request.")
+                .into_response(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Guard {
     store: Store,
@@ -437,9 +471,10 @@ struct Guard {
 }
 
 impl Guard {
-    async fn handle<S>(&self, request: Request, mut inner: S) -> Response
+    async fn handle<S>(self: Arc<Self>, request: Request, mut inner: S) -> Response
     where
-        S: Service<Request, Response = Response, Error = Infallible>,
+        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send + 'static,
     {
         if request.method().is_safe() {
             return run(&mut inner, request).await;
@@ -461,6 +496,17 @@ impl Guard {
             }
             Err(problem) => return problem.into_response(),
         };
+        if request.uri().path().len() > MAX_PATH_BYTES {
+            return Problem::new(
+                StatusCode::URI_TOO_LONG,
+                "uri-too-long",
+                "The path is too long",
+            )
+            .with_detail(format!(
+                "Paths of requests with an Idempotency-Key are limited to {MAX_PATH_BYTES} bytes."
+            ))
+            .into_response();
+        }
         let scope = scope_of(&request);
         let (parts, body) = request.into_parts();
         let body = match Limited::new(body, self.store.inner.config.max_request_bytes)
@@ -517,7 +563,7 @@ impl Guard {
                     claim,
                     settled: false,
                 };
-                self.execute(owner, inner, request).await
+                self.execute_detached(owner, inner, request).await
             }
             Claimed::Stored(stored) => {
                 self.store.count("replayed");
@@ -628,14 +674,14 @@ struct Owner {
 }
 
 impl Owner {
-    /// Extends the lease every third of it, forever (the caller stops polling when the handler
+    /// Extends the lease every sixth of it, forever (the caller stops polling when the handler
     /// answers). Losing the claim (the lease ran out, e.g. the database was unreachable, and
     /// another request took over) is logged; renewals stop.
     async fn renew_while_running(&self) -> Infallible {
         let lease = self.store.inner.config.lease;
         let mut lost = false;
         loop {
-            tokio::time::sleep(lease / 3).await;
+            tokio::time::sleep(lease / 6).await;
             if lost {
                 continue;
             }

@@ -134,11 +134,10 @@ pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next)
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let gauge = metrics.in_flight.with_label_values(&[method, &route]);
-    gauge.inc();
+    // Decremented on drop: a client that hangs up cancels this future mid-request.
+    let _in_flight = InFlight::enter(metrics.in_flight.with_label_values(&[method, &route]));
     let started = Instant::now();
     let response = next.run(request).await;
-    gauge.dec();
     metrics.observe(
         method,
         &route,
@@ -146,6 +145,22 @@ pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next)
         started.elapsed().as_secs_f64(),
     );
     response
+}
+
+/// A request counted in flight until dropped.
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn enter(gauge: prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// `GET /metrics`.

@@ -66,7 +66,10 @@ pub enum CallError {
         retry_after: Duration,
     },
     /// The destination's bulkhead and its queue are full; nothing was sent.
-    #[error("too many calls to {target} in flight (bulkhead full)")]
+    #[error(
+        "too many calls to {target} in flight (bulkhead full); retry later, or raise the \
+         CircuitPolicy's bulkhead.maxConcurrent / maxQueued"
+    )]
     BulkheadFull {
         /// The destination.
         target: String,
@@ -190,6 +193,16 @@ impl fmt::Debug for Outbound {
     }
 }
 
+/// The default client's settings: redirects are never followed (a destination that
+/// redirects to an internal address — an admin port, a cloud metadata endpoint — must not
+/// turn a call into server-side request forgery); the caller sees the 3xx.
+fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+}
+
 /// A half-open probe given back if its call never finishes (the caller went away), so the
 /// breaker does not wait forever for a verdict.
 struct ProbeGuard<'a> {
@@ -216,9 +229,7 @@ impl Outbound {
     /// providers it calls, from `config`'s source (files polled every 250 ms, or the
     /// cluster), kept live in the background; calls no policy bounds get 10 s.
     pub async fn start(platform: &crate::Platform, config: &PolicyConfig) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
+        let client = client_builder()
             .build()
             .context("building the outbound HTTP client (install_crypto_provider first)")?;
         Self::start_with_client(platform, config, client).await
@@ -245,9 +256,7 @@ impl Outbound {
     /// A client applying `policies`, with `default_timeout` for calls no policy bounds.
     /// Metrics are registered in `registry`.
     pub fn new(policies: Arc<Policies>, default_timeout: Duration, registry: &Registry) -> Self {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
+        let client = client_builder()
             .build()
             .expect("a client with the ring TLS provider installed (install_crypto_provider)");
         Self::with_client(client, policies, default_timeout, registry)
@@ -341,14 +350,19 @@ impl Outbound {
             let attempts = retry.map_or(1, |r| r.attempts);
             let breaker = circuit.and_then(|c| c.breaker.as_deref());
             let mut _retry_slot = None;
+            // What the attempt before this one got: the answer if the breaker opens before a
+            // retry (the caller must not hear "nothing was sent" when something was).
+            let mut previous: Option<Result<reqwest::Response, CallError>> = None;
             let mut attempt = 1;
             loop {
                 let admission = match breaker.map(|b| b.admit(Instant::now())) {
                     Some(Admission::Refused(retry_after)) => {
                         self.report_circuit(&label, breaker);
-                        return Err(CallError::CircuitOpen {
-                            target: label.clone(),
-                            retry_after,
+                        return previous.unwrap_or_else(|| {
+                            Err(CallError::CircuitOpen {
+                                target: label.clone(),
+                                retry_after,
+                            })
                         });
                     }
                     other => other,
@@ -358,6 +372,8 @@ impl Outbound {
                     .map(|(breaker, admission)| ProbeGuard { breaker, admission });
                 let again = (attempt < attempts).then(|| request.try_clone()).flatten();
                 let per_try = deadline.attempt(retry.and_then(|r| r.per_try_timeout));
+                // reqwest's own timeout also covers reading the body after `call` returns.
+                *request.timeout_mut() = Some(per_try);
                 let sent = tokio::time::timeout(per_try, self.client.execute(request)).await;
                 let failure = match &sent {
                     Ok(Ok(response)) => Failure::from_status(response.status()),
@@ -380,6 +396,7 @@ impl Outbound {
                     if deadline.allows(pause) {
                         tracing::debug!(target = %label, attempt, failure = f.label(), pause_ms = pause.as_millis() as u64, "retrying");
                         self.metrics.retries.with_label_values(&[&label]).inc();
+                        previous = Some(self.settle(&label, sent, &timed_out));
                         tokio::time::sleep(pause).await;
                         _retry_slot = Some(slot);
                         request = next;
@@ -387,15 +404,7 @@ impl Outbound {
                         continue;
                     }
                 }
-                return match sent {
-                    Ok(Ok(response)) => Ok(response),
-                    Ok(Err(source)) if source.is_timeout() => Err(timed_out()),
-                    Ok(Err(source)) => Err(CallError::Transport {
-                        target: label.clone(),
-                        source,
-                    }),
-                    Err(_) => Err(timed_out()),
-                };
+                return self.settle(&label, sent, &timed_out);
             }
         };
         let result = match deadline.run(outcome).await {
@@ -426,6 +435,24 @@ impl Outbound {
             tracing::warn!(target = %label, %error, "outbound call failed");
         }
         result
+    }
+
+    /// An attempt's outcome as the caller sees it.
+    fn settle(
+        &self,
+        label: &str,
+        sent: Result<Result<reqwest::Response, reqwest::Error>, tokio::time::error::Elapsed>,
+        timed_out: &dyn Fn() -> CallError,
+    ) -> Result<reqwest::Response, CallError> {
+        match sent {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(source)) if source.is_timeout() => Err(timed_out()),
+            Ok(Err(source)) => Err(CallError::Transport {
+                target: label.to_owned(),
+                source,
+            }),
+            Err(_) => Err(timed_out()),
+        }
     }
 
     fn report_circuit(&self, label: &str, breaker: Option<&Breaker>) {

@@ -184,6 +184,9 @@ async fn report(
     applied: &[Applied],
     reported: &mut BTreeMap<(String, String), i64>,
 ) {
+    // A policy deleted and created again starts over at generation 1: forget what was
+    // reported for policies no longer applied, or its first generation would never be.
+    reported.retain(|(kind, name), _| applied.iter().any(|a| a.kind == kind && a.name == *name));
     let params = PatchParams::apply(manager).force();
     for a in applied {
         let key = (a.kind.to_owned(), a.name.clone());

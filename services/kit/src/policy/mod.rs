@@ -112,6 +112,13 @@ pub async fn start(
             let path = config.policy_path.clone().context(
                 "TIENDA_POLICY_SOURCE=file needs TIENDA_POLICY_PATH (a YAML file or directory)",
             )?;
+            if !path.exists() {
+                tracing::error!(
+                    path = %path.display(),
+                    "TIENDA_POLICY_PATH does not exist: no policy applies until it does; \
+                     point it at the directory or file holding the policy YAML"
+                );
+            }
             let mut source = FileSource::new(path);
             policies.apply(&source.poll().unwrap_or_default());
             platform.spawn(watch_files(
@@ -427,34 +434,37 @@ impl Policies {
         for ((kind, name), k) in &next_known {
             let targets = match &k.spec {
                 Spec::RateLimit(spec) => {
-                    let services = match spec.target_ref.kind {
-                        RateLimitTargetKind::Shop if spec.target_ref.name == self.scope.shop => {
-                            None
-                        }
-                        RateLimitTargetKind::Shop => {
-                            set.rejected.push(not_ours(
-                                kind,
-                                name,
-                                &format!(
-                                    "targets Shop {}; this gateway serves shop {}",
-                                    spec.target_ref.name, self.scope.shop
-                                ),
-                            ));
-                            continue;
-                        }
-                        RateLimitTargetKind::Service => {
-                            match self.component(&spec.target_ref.name) {
-                                Some(c) => Some(vec![c.to_owned()]),
-                                None => {
-                                    set.rejected.push(not_ours(kind, name, &format!(
-                                        "targets Service {}, which is no component of shop {} behind the gateway",
+                    let services =
+                        match spec.target_ref.kind {
+                            RateLimitTargetKind::Shop
+                                if spec.target_ref.name == self.scope.shop =>
+                            {
+                                None
+                            }
+                            RateLimitTargetKind::Shop => {
+                                set.rejected.push(not_ours(
+                                    kind,
+                                    name,
+                                    &format!(
+                                        "targets Shop {}; this gateway serves shop {}",
+                                        spec.target_ref.name, self.scope.shop
+                                    ),
+                                ));
+                                continue;
+                            }
+                            RateLimitTargetKind::Service => {
+                                match self.component(&spec.target_ref.name) {
+                                    Some(c) => Some(vec![c.to_owned()]),
+                                    None => {
+                                        set.rejected.push(not_ours(kind, name, &format!(
+                                        "targets Service {}, which is no service of shop {}",
                                         spec.target_ref.name, self.scope.shop
                                     )));
-                                    continue;
+                                        continue;
+                                    }
                                 }
                             }
-                        }
-                    };
+                        };
                     for rule in &spec.rules {
                         let reused = previous.limits.iter().find(|l| {
                             l.policy == *name
@@ -494,10 +504,14 @@ impl Policies {
                         vec![format!("external:{target}")]
                     } else {
                         let Some(service) = self.component(&spec.target_ref.name) else {
-                            set.rejected.push(not_ours(kind, name, &format!(
-                            "targets Service {}, which is no component of shop {} behind the gateway",
-                            spec.target_ref.name, self.scope.shop
-                        )));
+                            set.rejected.push(not_ours(
+                                kind,
+                                name,
+                                &format!(
+                                    "targets Service {}, which is no service of shop {}",
+                                    spec.target_ref.name, self.scope.shop
+                                ),
+                            ));
                             continue;
                         };
                         if let Some(other) = set.circuits.get(service) {
@@ -558,7 +572,7 @@ impl Policies {
 }
 
 fn not_ours(kind: &str, name: &str, reason: &str) -> Rejected {
-    tracing::warn!(kind, name, reason, "policy not applied by this gateway");
+    tracing::warn!(kind, name, reason, "policy not applied by this process");
     Rejected {
         kind: kind.to_owned(),
         name: name.to_owned(),

@@ -52,6 +52,16 @@ async fn create(State(db): State<PgPool>, Json(body): Json<Note>) -> Result<Resp
         .into_response())
 }
 
+/// Does its work, then takes its time answering: a client that gives up waits in vain.
+async fn slow(State(db): State<PgPool>) -> Response {
+    let _ = sqlx::query("INSERT INTO effects (event_id, note) VALUES ($1, 'slow')")
+        .bind(Uuid::now_v7())
+        .execute(&db)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (AxumStatus::CREATED, Json(json!({"done": true}))).into_response()
+}
+
 /// Does its work, then fails: the answer a crashed dependency gives.
 async fn failing(State(db): State<PgPool>) -> Problem {
     let _ = sqlx::query("INSERT INTO effects (event_id, note) VALUES ($1, 'failing')")
@@ -133,6 +143,8 @@ async fn start(database_url: &str, config: StoreConfig, issuer: Option<&TokenIss
     let store = Store::start(&platform, config);
     let optional = Router::new()
         .route("/v1/effects", post(create))
+        .route("/v1/slow", post(slow))
+        .route("/v1/notes/{name}", post(create))
         .route("/v1/failing", post(failing))
         .route("/v1/panicking", post(panicking))
         .route_layer(idempotency::layer(store.clone(), Options::optional()));
@@ -542,4 +554,51 @@ async fn an_abandoned_claim_is_not_taken_over_by_another_request() {
 
     assert_eq!(other.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(app.effects().await, 0);
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_after_the_work_is_done_gets_the_stored_answer_on_retry() {
+    let db = TestDatabase::create().await;
+    let app = start(&db.url, StoreConfig::default(), None).await;
+    let key = Uuid::now_v7().to_string();
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(app.url("/v1/slow"))
+        .header("Idempotency-Key", &key)
+        .json(&json!({}))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client hung up: {gave_up:?}");
+
+    // The handler's answer is stored although nobody was there to read it.
+    let stored = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM tienda_idempotency WHERE status IS NOT NULL",
+        )
+        .fetch_one(app.platform.db())
+        .await
+        .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stored().await == 0 {
+        assert!(std::time::Instant::now() < deadline, "never stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let retry = app.post("/v1/slow", Some(&key), json!({})).await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(app.effects().await, 1, "the work ran once");
+}
+
+#[tokio::test]
+async fn a_path_too_long_to_key_is_refused_before_anything_runs() {
+    let db = TestDatabase::create().await;
+    let app = start(&db.url, StoreConfig::default(), None).await;
+    let long = format!("/v1/notes/{}", "x".repeat(3000));
+    let answer = app.post(&long, Some("k-1"), json!({"note": "n"})).await;
+    assert_eq!(answer.status(), StatusCode::URI_TOO_LONG);
+    assert_eq!(app.records().await, 0);
 }

@@ -73,6 +73,15 @@ struct Flags {
     policy: PolicyConfig,
 }
 
+/// Answers headers at once and the body never (within a test's patience).
+async fn trickle() -> axum::response::Response {
+    let late = futures::stream::once(async {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(b"late"))
+    });
+    axum::response::Response::new(axum::body::Body::from_stream(late))
+}
+
 struct Harness {
     flaky: Arc<Flaky>,
     url: String,
@@ -110,6 +119,11 @@ impl Harness {
         let url = format!("http://{}/charge", listener.local_addr().unwrap());
         let app = Router::new()
             .route("/charge", any(answer))
+            .route("/trickle", any(trickle))
+            .route(
+                "/redirect",
+                any(|| async { axum::response::Redirect::temporary("/charge") }),
+            )
             .with_state(flaky.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
@@ -360,4 +374,57 @@ async fn the_callers_trace_continues_in_the_call() {
     let sent = TraceContext::parse(&header).expect("a valid traceparent");
     assert_eq!(sent.trace_id(), context.trace_id(), "same trace");
     assert_ne!(header, context.to_header(), "a child span");
+}
+
+#[tokio::test]
+async fn a_breaker_that_opens_between_attempts_returns_what_was_sent_not_circuit_open() {
+    let h = Harness::start().await;
+    h.save_policy(&format!(
+        "{RETRY}\n  circuitBreaker: {{consecutiveFailures: 1, openFor: 1m}}"
+    ))
+    .await;
+    h.flaky.fail_next(100);
+    let answer = h
+        .get()
+        .await
+        .expect("the first attempt's answer, not a refusal");
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        h.flaky.hits(),
+        1,
+        "the retry was refused by the open breaker"
+    );
+    let refused = h.get().await.expect_err("now nothing is sent");
+    assert!(refused.not_sent(), "{refused}");
+}
+
+#[tokio::test]
+async fn the_deadline_also_bounds_reading_the_body() {
+    let h = Harness::start().await;
+    h.save_policy("  timeout: 300ms").await;
+    let url = h.url.replace("/charge", "/trickle");
+    let request = h.outbound.client().get(url).build().unwrap();
+    let answer = h
+        .outbound
+        .call(Target::External("flaky"), request)
+        .await
+        .expect("headers arrive at once");
+    let body = tokio::time::timeout(Duration::from_secs(30), answer.bytes())
+        .await
+        .expect("the body read ends with the call's deadline, not the test's patience");
+    assert!(body.is_err(), "cut off: {body:?}");
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let h = Harness::start().await;
+    let url = h.url.replace("/charge", "/redirect");
+    let request = h.outbound.client().get(url).build().unwrap();
+    let answer = h
+        .outbound
+        .call(Target::External("flaky"), request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(h.flaky.hits(), 0, "the redirect's target was not called");
 }
