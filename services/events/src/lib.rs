@@ -23,12 +23,16 @@
 //! - [`user`]: account events (auth)
 //! - [`catalog`]: product events (products)
 //! - [`inventory`]: inventory events and the saga's inventory commands (products)
+//! - [`order`]: order events (orders), for notifications and analytics
+//! - [`payment`]: the saga's payment commands and payments' replies and events
 
 pub mod catalog;
 pub mod dead_letter;
 pub mod envelope;
 pub mod inventory;
 pub mod money;
+pub mod order;
+pub mod payment;
 pub mod user;
 
 pub use envelope::{Envelope, Kind, Message, header};

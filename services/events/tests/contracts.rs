@@ -12,6 +12,8 @@ use tienda_events::{
     Envelope, Message, Money,
     catalog::{ProductCreated, ProductDeleted, ProductStatus, ProductUpdated, VariantSummary},
     inventory::*,
+    order::*,
+    payment::*,
     user::*,
 };
 use uuid::Uuid;
@@ -195,12 +197,203 @@ fn inventory_contracts_match_their_fixtures() {
     });
 }
 
+fn order_lines() -> Vec<OrderLine> {
+    vec![
+        OrderLine {
+            sku: "TEE-BLK-M".into(),
+            name: "Camiseta negra".into(),
+            quantity: 2,
+            unit_price: eur(1999),
+        },
+        OrderLine {
+            sku: "MUG-01".into(),
+            name: "Taza".into(),
+            quantity: 1,
+            unit_price: eur(900),
+        },
+    ]
+}
+
+#[test]
+fn order_contracts_match_their_fixtures() {
+    check(OrderPlaced {
+        order_id: id(5),
+        customer_id: Some(id(1)),
+        email: "ada@example.com".into(),
+        items: order_lines(),
+        total: eur(4898),
+    });
+    check(OrderConfirmed {
+        order_id: id(5),
+        customer_id: Some(id(1)),
+        email: "ada@example.com".into(),
+        items: order_lines(),
+        total: eur(4898),
+        payment_id: id(6),
+    });
+    check(OrderCancelled {
+        order_id: id(5),
+        customer_id: None,
+        email: "guest@example.com".into(),
+        reason: CancelReason::OutOfStock,
+        detail: "MUG-01 is out of stock (1 asked, 0 left).".into(),
+    });
+    check(OrderShipped {
+        order_id: id(5),
+        customer_id: Some(id(1)),
+        email: "ada@example.com".into(),
+        carrier: "Correos".into(),
+        tracking_number: "PQ4BA20123456".into(),
+    });
+    check(OrderDelivered {
+        order_id: id(5),
+        customer_id: Some(id(1)),
+        email: "ada@example.com".into(),
+        delivered_at: at(15),
+    });
+    check(OrderRefunded {
+        order_id: id(5),
+        customer_id: Some(id(1)),
+        email: "ada@example.com".into(),
+        amount: eur(900),
+        refunded_total: eur(900),
+        full: false,
+    });
+}
+
+#[test]
+fn payment_contracts_match_their_fixtures() {
+    check(AuthorizePayment {
+        payment_id: id(6),
+        order_id: id(5),
+        customer_id: Some(id(1)),
+        email: "ada@example.com".into(),
+        amount: eur(4898),
+        payment_method: "pm_card_visa".into(),
+        client_ip: Some("203.0.113.7".into()),
+        deadline: at(12),
+    });
+    check(CapturePayment {
+        payment_id: id(6),
+        order_id: id(5),
+        amount: Some(eur(3998)),
+        deadline: at(12),
+    });
+    check(VoidPayment {
+        payment_id: id(6),
+        order_id: id(5),
+        deadline: at(12),
+    });
+    check(RefundPayment {
+        refund_id: id(7),
+        payment_id: id(6),
+        order_id: id(5),
+        amount: eur(900),
+        reason: "returned: MUG-01".into(),
+        deadline: at(12),
+    });
+    check(PaymentAuthorized {
+        payment_id: id(6),
+        order_id: id(5),
+        amount: eur(4898),
+        provider: "sandbox".into(),
+    });
+    check(PaymentRequiresAction {
+        payment_id: id(6),
+        order_id: id(5),
+        action_url: "https://pay.example.com/3ds/01932c07".into(),
+        expires_at: at(13),
+    });
+    check(PaymentDeclined {
+        payment_id: id(6),
+        order_id: id(5),
+        code: "insufficient_funds".into(),
+        message: "The card has insufficient funds.".into(),
+    });
+    check(PaymentCaptured {
+        payment_id: id(6),
+        order_id: id(5),
+        amount: eur(3998),
+    });
+    check(PaymentVoided {
+        payment_id: id(6),
+        order_id: id(5),
+    });
+    check(PaymentRefunded {
+        refund_id: id(7),
+        payment_id: id(6),
+        order_id: id(5),
+        amount: eur(900),
+        refunded_total: eur(900),
+    });
+    check(PaymentFailed {
+        payment_id: id(6),
+        order_id: id(5),
+        refund_id: None,
+        operation: PaymentOperation::Capture,
+        retryable: true,
+        expired: false,
+        detail: "stripe: the circuit is open; retry after 30 s".into(),
+    });
+}
+
 #[test]
 fn subjects_follow_the_domain_convention() {
     assert_eq!(UserRegistered::subject(), "tienda.user.registered");
     assert_eq!(InventoryReserved::subject(), "tienda.inventory.reserved");
     assert_eq!(ReserveInventory::subject(), "tienda.inventory.cmd.reserve");
     assert_eq!(ReserveInventory::message_type(), "inventory.cmd.reserve");
+    assert_eq!(AuthorizePayment::subject(), "tienda.payment.cmd.authorize");
+    assert_eq!(
+        PaymentRequiresAction::subject(),
+        "tienda.payment.requires_action"
+    );
+    assert_eq!(OrderPlaced::subject(), "tienda.order.placed");
+}
+
+/// The durable consumers filter events with `tienda.<domain>.*` (one token) and commands with
+/// `tienda.<domain>.cmd.>`: an event subject has three tokens, a command's four.
+#[test]
+fn every_saga_subject_fits_the_consumers_filters() {
+    fn tokens<T: Message>() -> (usize, String) {
+        let subject = T::subject();
+        (subject.split('.').count(), subject)
+    }
+    let events = [
+        tokens::<OrderPlaced>(),
+        tokens::<OrderConfirmed>(),
+        tokens::<OrderCancelled>(),
+        tokens::<OrderShipped>(),
+        tokens::<OrderDelivered>(),
+        tokens::<OrderRefunded>(),
+        tokens::<PaymentAuthorized>(),
+        tokens::<PaymentRequiresAction>(),
+        tokens::<PaymentDeclined>(),
+        tokens::<PaymentCaptured>(),
+        tokens::<PaymentVoided>(),
+        tokens::<PaymentRefunded>(),
+        tokens::<PaymentFailed>(),
+        tokens::<InventoryReserved>(),
+        tokens::<InventoryReservationFailed>(),
+        tokens::<InventoryCommitted>(),
+        tokens::<InventoryReleased>(),
+    ];
+    for (count, subject) in events {
+        assert_eq!(count, 3, "{subject} is an event: tienda.<domain>.<event>");
+    }
+    let commands = [
+        tokens::<AuthorizePayment>(),
+        tokens::<CapturePayment>(),
+        tokens::<VoidPayment>(),
+        tokens::<RefundPayment>(),
+        tokens::<ReserveInventory>(),
+        tokens::<CommitReservation>(),
+        tokens::<ReleaseReservation>(),
+    ];
+    for (count, subject) in commands {
+        assert_eq!(count, 4, "{subject} is a command");
+        assert_eq!(subject.split('.').nth(2), Some("cmd"), "{subject}");
+    }
 }
 
 #[test]
