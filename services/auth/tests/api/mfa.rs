@@ -1,0 +1,190 @@
+use pretty_assertions::assert_eq;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::spawn_app;
+
+const PASSWORD: &str = "correct horse battery staple 42";
+
+fn code_for(secret_base32: &str) -> String {
+    let secret = totp_rs::Secret::try_from_base32(secret_base32).unwrap();
+    totp_rs::Builder::new()
+        .with_secret(secret)
+        .build()
+        .unwrap()
+        .generate_current()
+        .to_string()
+}
+
+#[tokio::test]
+async fn totp_enrolment_then_login_needs_a_code_and_recovery_codes_work_once() {
+    let app = spawn_app().await;
+    app.register("ada@example.com").await;
+    let pair: Value = app
+        .login("ada@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = pair["access_token"].as_str().unwrap().to_owned();
+
+    let enrolment: Value = app
+        .http
+        .post(app.url("/v1/auth/mfa/totp"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = enrolment["secret"].as_str().unwrap().to_owned();
+    assert!(
+        enrolment["otpauth_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpauth://totp/Tienda:")
+    );
+    let secret_at_rest: Vec<u8> = sqlx::query_scalar("SELECT secret FROM totp")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let raw = totp_rs::Secret::try_from_base32(&secret)
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    assert_eq!(raw.len(), 20, "160-bit secret");
+    assert!(
+        !secret_at_rest
+            .windows(raw.len())
+            .any(|w| w == raw.as_slice()),
+        "the TOTP secret is stored encrypted"
+    );
+
+    let wrong = app
+        .http
+        .post(app.url("/v1/auth/mfa/totp/verify"))
+        .bearer_auth(&token)
+        .json(&json!({"code": "000000"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(wrong.status() == StatusCode::UNPROCESSABLE_ENTITY || code_for(&secret) == "000000");
+    let code = code_for(&secret);
+    let verified = app
+        .http
+        .post(app.url("/v1/auth/mfa/totp/verify"))
+        .bearer_auth(&token)
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), StatusCode::OK);
+    let recovery: Vec<String> =
+        serde_json::from_value(verified.json::<Value>().await.unwrap()["recovery_codes"].clone())
+            .unwrap();
+    assert_eq!(recovery.len(), 10);
+    let me: Value = app
+        .http
+        .get(app.url("/v1/auth/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["mfa_enabled"], true);
+
+    // The password alone is not enough any more.
+    let first: Value = app
+        .login("ada@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["mfa_required"], true);
+    assert!(first.get("access_token").is_none());
+
+    // The code already used to confirm is refused (a code works once), and spends the challenge.
+    let replay = app
+        .post(
+            "/v1/auth/login/mfa",
+            json!({"mfa_token": first["mfa_token"], "code": code}),
+        )
+        .await;
+    assert_eq!(replay.status(), StatusCode::UNAUTHORIZED);
+    let spent = app
+        .post(
+            "/v1/auth/login/mfa",
+            json!({"mfa_token": first["mfa_token"], "code": recovery[0]}),
+        )
+        .await;
+    assert_eq!(
+        spent.status(),
+        StatusCode::UNAUTHORIZED,
+        "a challenge is single use"
+    );
+
+    // A recovery code signs in, once.
+    let second: Value = app
+        .login("ada@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let signed_in = app
+        .post(
+            "/v1/auth/login/mfa",
+            json!({"mfa_token": second["mfa_token"], "code": recovery[0]}),
+        )
+        .await;
+    assert_eq!(signed_in.status(), StatusCode::OK);
+    let tokens: Value = signed_in.json().await.unwrap();
+    assert!(
+        app.verifier()
+            .verify(tokens["access_token"].as_str().unwrap())
+            .await
+            .is_ok()
+    );
+    let third: Value = app
+        .login("ada@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let reused = app
+        .post(
+            "/v1/auth/login/mfa",
+            json!({"mfa_token": third["mfa_token"], "code": recovery[0]}),
+        )
+        .await;
+    assert_eq!(reused.status(), StatusCode::UNAUTHORIZED);
+
+    // Turning MFA off needs a code; then the password alone signs in again.
+    let no_code = app
+        .http
+        .delete(app.url("/v1/auth/mfa/totp"))
+        .bearer_auth(&token)
+        .json(&json!({"code": "nope-nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_code.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let off = app
+        .http
+        .delete(app.url("/v1/auth/mfa/totp"))
+        .bearer_auth(&token)
+        .json(&json!({"code": recovery[1]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(off.status(), StatusCode::NO_CONTENT);
+    let plain: Value = app
+        .login("ada@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(plain["access_token"].is_string());
+}

@@ -1,0 +1,272 @@
+//! The cluster sources against a mocked API server: policies listed and then changed by a
+//! watch event are applied, each applied generation is written into the policy's status by
+//! server-side apply under this replica's name, and EndpointSlices become the upstream table
+//! and the replica count.
+
+use std::{
+    convert::Infallible,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::{BodyExt, StreamBody, combinators::UnsyncBoxBody};
+use hyper::body::Frame;
+use pretty_assertions::assert_eq;
+use serde_json::{Value, json};
+use tienda_gateway::{
+    cluster::{Sources, run},
+    upstream::Upstreams,
+};
+use tienda_kit::policy::{Policies, Scope};
+use tokio::sync::mpsc;
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// One request the API server received.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    uri: String,
+    body: Value,
+}
+
+fn json_body(v: &Value) -> Body {
+    http_body_util::Full::new(Bytes::from(v.to_string())).boxed_unsync()
+}
+
+fn policy(generation: i64, requests: i64) -> Value {
+    json!({
+        "apiVersion": "tienda.dev/v1alpha1", "kind": "RateLimitPolicy",
+        "metadata": {"name": "browse", "namespace": "shop", "generation": generation,
+                     "resourceVersion": format!("{}", 10 + generation), "uid": "p1"},
+        "spec": {"targetRef": {"kind": "Service", "name": "acme-products"},
+                 "rules": [{"name": "browse", "clientKey": {"type": "ClientIP"},
+                            "requests": requests, "period": "1m"}]},
+        "status": {"conditions": []}
+    })
+}
+
+fn slice(service: &str, addresses: &[&str]) -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{service}-x"), "namespace": "shop", "resourceVersion": "5",
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": addresses.iter().map(|a| json!({"addresses": [a], "conditions": {"ready": true}})).collect::<Vec<_>>()
+    })
+}
+
+fn list(kind: &str, api: &str, items: Vec<Value>) -> Value {
+    json!({"apiVersion": api, "kind": format!("{kind}List"), "metadata": {"resourceVersion": "20"}, "items": items})
+}
+
+#[tokio::test]
+async fn policies_from_the_api_are_applied_live_and_their_generations_reported() {
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let (events, receiver) = mpsc::unbounded_channel::<Bytes>();
+    let receiver = Arc::new(Mutex::new(Some(receiver)));
+    let recorded = seen.clone();
+    let api = tower::service_fn(move |request: axum::http::Request<kube::client::Body>| {
+        let (recorded, receiver) = (recorded.clone(), receiver.clone());
+        async move {
+            let (parts, body) = request.into_parts();
+            let bytes = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let uri = parts.uri.to_string();
+            recorded.lock().unwrap().push(Seen {
+                method: parts.method.to_string(),
+                uri: uri.clone(),
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            });
+            let path = parts.uri.path();
+            let watching = uri.contains("watch=true");
+            let body: Body = if watching {
+                // The first policy watch carries the test's events; every other stays open.
+                let stream = if path.ends_with("/ratelimitpolicies")
+                    && let Some(rx) = receiver.lock().unwrap().take()
+                {
+                    tokio_stream_of(rx).boxed()
+                } else {
+                    futures::stream::pending().boxed()
+                };
+                BodyExt::boxed_unsync(StreamBody::new(
+                    stream.map(|b| Ok::<_, Infallible>(Frame::data(b))),
+                ))
+            } else if parts.method == axum::http::Method::PATCH {
+                json_body(&policy(7, 5))
+            } else if path.ends_with("/ratelimitpolicies") {
+                json_body(&list(
+                    "RateLimitPolicy",
+                    "tienda.dev/v1alpha1",
+                    vec![policy(7, 5)],
+                ))
+            } else if path.ends_with("/circuitpolicies") {
+                json_body(&list("CircuitPolicy", "tienda.dev/v1alpha1", vec![]))
+            } else if path.ends_with("/endpointslices") {
+                json_body(&list(
+                    "EndpointSlice",
+                    "discovery.k8s.io/v1",
+                    vec![
+                        slice("acme-products", &["10.0.0.1", "10.0.0.2"]),
+                        slice("acme-gateway", &["10.0.1.1", "10.0.1.2"]),
+                    ],
+                ))
+            } else {
+                return Ok::<_, Infallible>(
+                    axum::http::Response::builder()
+                        .status(404)
+                        .body(json_body(&json!({})))
+                        .unwrap(),
+                );
+            };
+            Ok(axum::http::Response::builder()
+                .header("content-type", "application/json")
+                .body(body)
+                .unwrap())
+        }
+    });
+    let client = kube::Client::new(api, "shop");
+    let policies = Arc::new(Policies::new(
+        Scope::gateway("acme", 1),
+        &prometheus::Registry::new(),
+    ));
+    let upstreams = Arc::new(Upstreams::default());
+    let shutdown = tienda_kit::shutdown::Shutdown::new();
+    let task = tokio::spawn(run(
+        Sources {
+            client,
+            namespace: "shop".into(),
+            shop: "acme".into(),
+            replica: "gw-0".into(),
+        },
+        policies.clone(),
+        upstreams.clone(),
+        shutdown.clone(),
+    ));
+
+    let until = |check: Box<dyn Fn() -> bool>| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+
+    let p = policies.clone();
+    until(Box::new(move || {
+        p.current()
+            .applied
+            .iter()
+            .any(|a| a.name == "browse" && a.generation == 7)
+    }))
+    .await;
+    assert_eq!(policies.current().applied[0].targets, ["products"]);
+    let pool = upstreams.pool("products").expect("products endpoints");
+    let bases: Vec<&str> = pool.endpoints.iter().map(|e| e.base.as_str()).collect();
+    assert_eq!(bases, ["http://10.0.0.1:8080", "http://10.0.0.2:8080"]);
+    assert_eq!(
+        policies.replicas(),
+        2,
+        "two ready gateways share each limit"
+    );
+    assert_eq!(policies.current().limits[0].replicas, 2);
+
+    let s = seen.clone();
+    until(Box::new(move || {
+        s.lock().unwrap().iter().any(|r| r.method == "PATCH")
+    }))
+    .await;
+    let patch = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|r| r.method == "PATCH")
+        .cloned()
+        .unwrap();
+    assert!(
+        patch.uri.starts_with(
+            "/apis/tienda.dev/v1alpha1/namespaces/shop/ratelimitpolicies/browse/status?"
+        ),
+        "{}",
+        patch.uri
+    );
+    assert!(
+        patch.uri.contains("fieldManager=tienda-gateway-gw-0") && patch.uri.contains("force=true"),
+        "{}",
+        patch.uri
+    );
+    assert_eq!(
+        patch.body["status"],
+        json!({"applied": [{"replica": "gw-0", "generation": 7}]})
+    );
+
+    // The user edits the policy: a MODIFIED event arrives on the watch.
+    let event = json!({"type": "MODIFIED", "object": policy(8, 50)});
+    events.send(Bytes::from(format!("{event}\n"))).unwrap();
+    let p = policies.clone();
+    until(Box::new(move || {
+        p.current().applied.iter().any(|a| a.generation == 8)
+    }))
+    .await;
+    assert_eq!(policies.current().limits[0].rule.requests, 50);
+    let s = seen.clone();
+    until(Box::new(move || {
+        s.lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.method == "PATCH")
+            .count()
+            == 2
+    }))
+    .await;
+    let last = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|r| r.method == "PATCH")
+        .cloned()
+        .unwrap();
+    assert_eq!(last.body["status"]["applied"][0]["generation"], 8);
+
+    // An invalid edit (burst above requests) is refused; generation 8 stays in force.
+    let mut bad = policy(9, 50);
+    bad["spec"]["rules"][0]["burst"] = json!(500);
+    events
+        .send(Bytes::from(format!(
+            "{}\n",
+            json!({"type": "MODIFIED", "object": bad})
+        )))
+        .unwrap();
+    let p = policies.clone();
+    until(Box::new(move || !p.current().rejected.is_empty())).await;
+    assert_eq!(policies.current().applied[0].generation, 8);
+    assert_eq!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.method == "PATCH")
+            .count(),
+        2,
+        "nothing new to report"
+    );
+
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stops on shutdown")
+        .unwrap();
+}
+
+/// The receiver as a stream.
+fn tokio_stream_of(
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+) -> impl futures::Stream<Item = Bytes> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

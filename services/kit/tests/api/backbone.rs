@@ -1,0 +1,923 @@
+//! The event backbone against real PostgreSQL and a private nats-server per test: the outbox
+//! relay, the consumer runtime, dead letters.
+
+use std::{
+    collections::BTreeSet,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use async_nats::jetstream;
+use prometheus::Registry;
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool};
+use tienda_events::{Envelope, header, inventory::InventoryAdjusted};
+use tienda_kit::{
+    Shutdown,
+    consumer::{Consumer, ConsumerConfig, Delivery, Handler, HandlerError},
+    db,
+    dead_letter::{self, DeadLetters},
+    outbox::{Relay, RelayConfig, enqueue},
+    testing::{NatsServer, TestDatabase},
+    trace_context::TraceContext,
+};
+use uuid::Uuid;
+
+use crate::example::MIGRATOR;
+
+pub struct Env {
+    pub nats: NatsServer,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub pool: PgPool,
+    pub registry: Registry,
+    _db: TestDatabase,
+}
+
+pub async fn env() -> Env {
+    tienda_kit::install_crypto_provider();
+    let nats = NatsServer::start();
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let js = jetstream::new(client.clone());
+    let db = TestDatabase::create().await;
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    db::migrate_all(&pool, &MIGRATOR).await.unwrap();
+    Env {
+        nats,
+        client,
+        js,
+        pool,
+        registry: Registry::new(),
+        _db: db,
+    }
+}
+
+/// The INVENTORY stream and a consumer on it, provisioned the way the operator does.
+pub async fn provision(env: &Env, consumer: Value) {
+    let spec: tienda_crds::ServiceSpec = serde_json::from_value(json!({
+        "shop": "demo", "component": "products", "image": "x",
+        "streams": [{"name": "INVENTORY", "subjects": ["tienda.inventory.>"]}],
+        "consumers": [consumer],
+    }))
+    .unwrap();
+    for item in tienda_provision::streams::provision_service(&env.js, &spec, 1).await {
+        item.result
+            .unwrap_or_else(|e| panic!("provisioning {}: {e}", item.name));
+    }
+}
+
+fn quick_relay(env: &Env) -> Relay {
+    let config = RelayConfig {
+        batch_size: 40,
+        poll_interval: Duration::from_millis(50),
+        retry_base: Duration::from_millis(10),
+        retry_max: Duration::from_millis(300),
+        ..RelayConfig::default()
+    };
+    Relay::new(env.pool.clone(), env.js.clone(), config, &env.registry)
+}
+
+fn adjusted(sku: &str, delta: i64) -> Envelope<InventoryAdjusted> {
+    Envelope::new(
+        "products",
+        InventoryAdjusted {
+            sku: sku.into(),
+            on_hand: 10,
+            delta,
+            reason: "count".into(),
+        },
+    )
+}
+
+async fn pending(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM tienda_outbox WHERE published_at IS NULL")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Every message of a stream, in order: (Nats-Msg-Id, envelope).
+async fn stream_messages(js: &jetstream::Context, name: &str) -> Vec<(String, Value)> {
+    let mut stream = js.get_stream(name).await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    let mut out = Vec::new();
+    if state.messages == 0 {
+        return out;
+    }
+    for seq in state.first_sequence..=state.last_sequence {
+        if let Ok(message) = stream.get_raw_message(seq).await {
+            let id = message
+                .headers
+                .get(header::MSG_ID)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            out.push((
+                id,
+                serde_json::from_slice(&message.payload).unwrap_or(Value::Null),
+            ));
+        }
+    }
+    out
+}
+
+async fn drain(env: &Env, relay: &Relay) {
+    eventually("the outbox is drained", Duration::from_secs(30), || async {
+        relay.publish_batch().await.ok();
+        pending(&env.pool).await == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn committed_events_reach_the_stream_exactly_once_even_when_the_relay_is_killed_mid_batch() {
+    let env = env().await;
+    provision(&env, json!({"name": "unused", "stream": "INVENTORY"})).await;
+
+    let mut committed = BTreeSet::new();
+    for batch in 0..12 {
+        let mut tx = env.pool.begin().await.unwrap();
+        for i in 0..50 {
+            let envelope = adjusted(&format!("SKU-{}", (batch * 50 + i) % 37), 1);
+            committed.insert(envelope.id.to_string());
+            enqueue(&mut tx, envelope).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    let mut rolled_back = BTreeSet::new();
+    for _ in 0..5 {
+        let mut tx = env.pool.begin().await.unwrap();
+        for i in 0..20 {
+            let envelope = adjusted(&format!("SKU-{i}"), -1);
+            rolled_back.insert(envelope.id.to_string());
+            enqueue(&mut tx, envelope).await.unwrap();
+        }
+        tx.rollback().await.unwrap();
+    }
+
+    // Kill the relay at arbitrary points, over and over, then let one finish.
+    let relay = quick_relay(&env);
+    for round in 0..15u64 {
+        let task = tokio::spawn(relay.clone().run(Shutdown::new()));
+        tokio::time::sleep(Duration::from_millis(3 + (round * 7919) % 29)).await;
+        task.abort();
+        let _ = task.await;
+    }
+    drain(&env, &relay).await;
+
+    let published = stream_messages(&env.js, "INVENTORY").await;
+    let ids: BTreeSet<String> = published.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(published.len(), 600, "each committed event exactly once");
+    assert_eq!(ids, committed);
+    assert!(
+        ids.is_disjoint(&rolled_back),
+        "no event of a rolled-back transaction"
+    );
+    for (id, envelope) in &published {
+        assert_eq!(&envelope["id"], id, "Nats-Msg-Id is the envelope id");
+    }
+}
+
+#[tokio::test]
+async fn events_of_one_aggregate_are_published_in_the_order_they_were_written() {
+    let env = env().await;
+    provision(&env, json!({"name": "unused", "stream": "INVENTORY"})).await;
+    let mut written = Vec::new();
+    for i in 0..40 {
+        let mut tx = env.pool.begin().await.unwrap();
+        let sku = if i % 2 == 0 {
+            "ONE".to_owned()
+        } else {
+            format!("OTHER-{i}")
+        };
+        let envelope = adjusted(&sku, i);
+        if i % 2 == 0 {
+            written.push(envelope.id.to_string());
+        }
+        enqueue(&mut tx, envelope).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    // Two relays compete for the rows.
+    let (a, b) = (quick_relay(&env), quick_relay(&env));
+    let shutdown = Shutdown::new();
+    let tasks = [
+        tokio::spawn(a.clone().run(shutdown.clone())),
+        tokio::spawn(b.run(shutdown.clone())),
+    ];
+    drain(&env, &a).await;
+    shutdown.trigger();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let order: Vec<String> = stream_messages(&env.js, "INVENTORY")
+        .await
+        .into_iter()
+        .filter(|(_, e)| e["data"]["sku"] == "ONE")
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(order, written);
+}
+
+#[tokio::test]
+async fn the_outbox_accepts_writes_while_nats_is_down_and_drains_when_it_returns() {
+    let mut env = env().await;
+    provision(&env, json!({"name": "unused", "stream": "INVENTORY"})).await;
+    let shutdown = Shutdown::new();
+    let relay = tokio::spawn(quick_relay(&env).run(shutdown.clone()));
+
+    env.nats.stop();
+    for i in 0..100 {
+        let mut tx = env.pool.begin().await.unwrap();
+        enqueue(&mut tx, adjusted(&format!("SKU-{i}"), 1))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let pool = env.pool.clone();
+    eventually("the relay has tried and failed", Duration::from_secs(20), || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM tienda_outbox WHERE attempts > 0 AND published_at IS NULL")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                > 0
+        }
+    })
+    .await;
+    assert_eq!(
+        pending(&env.pool).await,
+        100,
+        "nothing is lost or marked while NATS is down"
+    );
+
+    env.nats.restart();
+    eventually(
+        "the outbox drains after NATS returns",
+        Duration::from_secs(60),
+        || {
+            let pool = pool.clone();
+            async move { pending(&pool).await == 0 }
+        },
+    )
+    .await;
+    shutdown.trigger();
+    relay.await.unwrap();
+    assert_eq!(stream_messages(&env.js, "INVENTORY").await.len(), 100);
+}
+
+#[tokio::test]
+async fn a_commit_wakes_the_relay_without_waiting_for_its_poll_interval() {
+    let env = env().await;
+    provision(&env, json!({"name": "unused", "stream": "INVENTORY"})).await;
+    let config = RelayConfig {
+        poll_interval: Duration::from_secs(3600),
+        ..RelayConfig::default()
+    };
+    let shutdown = Shutdown::new();
+    let relay = tokio::spawn(
+        Relay::new(env.pool.clone(), env.js.clone(), config, &env.registry).run(shutdown.clone()),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await; // the relay is now asleep
+
+    let mut tx = env.pool.begin().await.unwrap();
+    enqueue(&mut tx, adjusted("WAKE", 1)).await.unwrap();
+    tx.commit().await.unwrap();
+    let js = env.js.clone();
+    eventually("the event is published", Duration::from_secs(20), || {
+        let js = js.clone();
+        async move { stream_messages(&js, "INVENTORY").await.len() == 1 }
+    })
+    .await;
+    shutdown.trigger();
+    relay.await.unwrap();
+}
+
+#[tokio::test]
+async fn published_rows_are_pruned_after_retention_and_pending_ones_kept() {
+    let env = env().await;
+    provision(&env, json!({"name": "unused", "stream": "INVENTORY"})).await;
+    for i in 0..5 {
+        let mut tx = env.pool.begin().await.unwrap();
+        enqueue(&mut tx, adjusted(&format!("P-{i}"), 1))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let config = RelayConfig {
+        retention: Duration::ZERO,
+        ..RelayConfig::default()
+    };
+    let relay = Relay::new(env.pool.clone(), env.js.clone(), config, &env.registry);
+    assert_eq!(relay.publish_batch().await.unwrap(), 5);
+    let mut tx = env.pool.begin().await.unwrap();
+    enqueue(&mut tx, adjusted("LATER", 1)).await.unwrap();
+    tx.commit().await.unwrap();
+
+    relay.housekeeping().await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM tienda_outbox")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 1);
+    assert_eq!(pending(&env.pool).await, 1);
+}
+
+/// Records each applied message in `effects`; fails or stalls on demand.
+#[derive(Clone, Default)]
+struct Recorder {
+    /// Fail transiently while set.
+    broken: Arc<AtomicBool>,
+    /// Sleep this long (ms) before finishing.
+    stall_ms: Arc<AtomicUsize>,
+    /// Return a transient failure after stalling.
+    fail_after_stall: Arc<AtomicBool>,
+    started: Arc<AtomicUsize>,
+}
+
+impl Handler for Recorder {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        delivery: &Delivery,
+    ) -> Result<(), HandlerError> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        let envelope = delivery.envelope::<InventoryAdjusted>()?;
+        let stall = self.stall_ms.load(Ordering::SeqCst);
+        if stall > 0 {
+            tokio::time::sleep(Duration::from_millis(stall as u64)).await;
+            if self.fail_after_stall.load(Ordering::SeqCst) {
+                return Err(HandlerError::Transient(anyhow::anyhow!(
+                    "stalled dependency"
+                )));
+            }
+        }
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(HandlerError::Transient(anyhow::anyhow!(
+                "payment provider down"
+            )));
+        }
+        let note = TraceContext::current()
+            .map(|c| c.trace_id())
+            .unwrap_or_default();
+        sqlx::query("INSERT INTO effects (event_id, note) VALUES ($1, $2)")
+            .bind(envelope.id)
+            .bind(note)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
+async fn effects(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM effects")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+fn start_consumer(
+    env: &Env,
+    handler: Recorder,
+    tweak: impl FnOnce(&mut ConsumerConfig),
+) -> (Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let mut config = ConsumerConfig::new("products", "INVENTORY", "products-inventory");
+    config.retry_base = Duration::from_millis(50);
+    config.retry_max = Duration::from_millis(200);
+    tweak(&mut config);
+    let consumer = Consumer::new(
+        env.pool.clone(),
+        env.client.clone(),
+        config,
+        handler,
+        &env.registry,
+    );
+    let shutdown = Shutdown::new();
+    (shutdown.clone(), tokio::spawn(consumer.run(shutdown)))
+}
+
+async fn publish_one(env: &Env, envelope: Envelope<InventoryAdjusted>) -> Uuid {
+    let id = envelope.id;
+    let mut tx = env.pool.begin().await.unwrap();
+    enqueue(&mut tx, envelope).await.unwrap();
+    tx.commit().await.unwrap();
+    drain(env, &quick_relay(env)).await;
+    id
+}
+
+#[tokio::test]
+async fn a_message_redelivered_after_its_ack_wait_applies_its_effect_once() {
+    let env = env().await;
+    provision(&env, json!({"name": "products-inventory", "stream": "INVENTORY", "ackWait": "1s", "maxDeliver": 5})).await;
+    let handler = Recorder::default();
+    handler.stall_ms.store(2500, Ordering::SeqCst); // longer than the ack wait, no heartbeat
+    let (shutdown, task) = start_consumer(&env, handler.clone(), |c| c.progress_heartbeat = false);
+    publish_one(&env, adjusted("SLOW", 1)).await;
+
+    let pool = env.pool.clone();
+    eventually("the effect is committed", Duration::from_secs(20), || {
+        let pool = pool.clone();
+        async move { effects(&pool).await == 1 }
+    })
+    .await;
+    let (js, registry) = (env.js.clone(), env.registry.clone());
+    eventually(
+        "JetStream redelivered it, it was skipped as a duplicate, and all is acked",
+        Duration::from_secs(20),
+        || {
+            let (js, registry) = (js.clone(), registry.clone());
+            async move {
+                let mut consumer: jetstream::consumer::PullConsumer = js
+                    .get_stream("INVENTORY")
+                    .await
+                    .unwrap()
+                    .get_consumer("products-inventory")
+                    .await
+                    .unwrap();
+                let info = consumer.info().await.unwrap();
+                metric(&registry, "consumer_redeliveries_total", "") >= 1.0
+                    && metric(&registry, "consumer_messages_total", "duplicate") >= 1.0
+                    && info.num_ack_pending == 0
+            }
+        },
+    )
+    .await;
+    assert!(handler.started.load(Ordering::SeqCst) >= 1);
+    assert_eq!(
+        effects(&env.pool).await,
+        1,
+        "applied once despite the redelivery"
+    );
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+/// The sum of a metric's series, optionally only those whose labels include `label_value`.
+fn metric(registry: &Registry, name: &str, label_value: &str) -> f64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|family| family.name() == name)
+        .flat_map(|family| family.get_metric().iter())
+        .filter(|m| {
+            label_value.is_empty() || m.get_label().iter().any(|l| l.value() == label_value)
+        })
+        .map(|m| m.get_counter().get_value() + m.get_gauge().get_value())
+        .sum()
+}
+
+/// The dead-letter admin API on a loopback port, and an admin token for it.
+async fn serve_dead_letters(env: &Env) -> (String, reqwest::Client) {
+    let issuer = tienda_kit::testing::TokenIssuer::start().await;
+    let router = dead_letter::router(
+        DeadLetters {
+            jetstream: env.js.clone(),
+            component: "products".into(),
+        },
+        issuer.verifier(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    // Admin only: no token is 401, a customer's is 403.
+    let anonymous = reqwest::get(format!("{base}/admin/dead-letters"))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let customer = reqwest::Client::new()
+        .get(format!("{base}/admin/dead-letters"))
+        .bearer_auth(issuer.token("u1", &["customer"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(customer.status(), 403);
+
+    let mut headers = reqwest::header::HeaderMap::new();
+    let token = issuer.token("admin-1", &["admin"]);
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    let admin = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    std::mem::forget(issuer); // its JWKS server lives as long as the test
+    (base, admin)
+}
+
+async fn dead_letter_count(js: &jetstream::Context) -> u64 {
+    match js.get_stream("DLQ_PRODUCTS").await {
+        Ok(mut s) => s.info().await.unwrap().state.messages,
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_with_its_headers_and_reason_and_a_replay_processes_it() {
+    let env = env().await;
+    provision(
+        &env,
+        json!({"name": "products-inventory", "stream": "INVENTORY", "maxDeliver": 3}),
+    )
+    .await;
+    let handler = Recorder::default();
+    handler.broken.store(true, Ordering::SeqCst);
+    let (shutdown, task) = start_consumer(&env, handler.clone(), |_| {});
+
+    let trace = TraceContext::new_root();
+    let id = trace
+        .scope(async { publish_one(&env, adjusted("POISON", 1)).await })
+        .await;
+    let js = env.js.clone();
+    eventually(
+        "the message is dead-lettered",
+        Duration::from_secs(30),
+        || {
+            let js = js.clone();
+            async move { dead_letter_count(&js).await == 1 }
+        },
+    )
+    .await;
+    assert_eq!(
+        handler.started.load(Ordering::SeqCst),
+        3,
+        "delivered max_deliver times"
+    );
+    assert_eq!(effects(&env.pool).await, 0);
+
+    let (base, http) = serve_dead_letters(&env).await;
+    let page: Value = http
+        .get(format!("{base}/admin/dead-letters"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let item = &page["items"][0];
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    assert_eq!(item["consumer"], "products-inventory");
+    assert_eq!(item["subject"], "tienda.inventory.adjusted");
+    assert_eq!(item["deliveries"], 3);
+    assert!(
+        item["reason"]
+            .as_str()
+            .unwrap()
+            .contains("payment provider down"),
+        "{item}"
+    );
+    assert_eq!(item["message_type"], "inventory.adjusted");
+
+    let sequence = item["sequence"].as_u64().unwrap();
+    let full: Value = http
+        .get(format!("{base}/admin/dead-letters/{sequence}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        full["payload"]["id"],
+        id.to_string(),
+        "the original payload"
+    );
+    let traceparent = full["headers"]["traceparent"]
+        .as_str()
+        .expect("original headers are kept");
+    assert_eq!(
+        TraceContext::parse(traceparent).unwrap().trace_id,
+        trace.trace_id
+    );
+    assert_eq!(full["headers"]["Tienda-Type"], "inventory.adjusted");
+
+    handler.broken.store(false, Ordering::SeqCst);
+    let replay = http
+        .post(format!("{base}/admin/dead-letters/{sequence}/replay"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 202);
+    let pool = env.pool.clone();
+    eventually(
+        "the replayed message is processed",
+        Duration::from_secs(20),
+        || {
+            let pool = pool.clone();
+            async move { effects(&pool).await == 1 }
+        },
+    )
+    .await;
+    assert_eq!(
+        dead_letter_count(&env.js).await,
+        0,
+        "a replayed dead letter leaves the stream"
+    );
+    let missing = http
+        .get(format!("{base}/admin/dead-letters/{sequence}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    shutdown.trigger();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn an_undecodable_message_is_dead_lettered_at_once_and_can_be_discarded() {
+    let env = env().await;
+    provision(
+        &env,
+        json!({"name": "products-inventory", "stream": "INVENTORY", "maxDeliver": 5}),
+    )
+    .await;
+    let handler = Recorder::default();
+    let (shutdown, task) = start_consumer(&env, handler.clone(), |_| {});
+    env.js
+        .publish("tienda.inventory.adjusted", "not json".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let js = env.js.clone();
+    eventually(
+        "the message is dead-lettered",
+        Duration::from_secs(20),
+        || {
+            let js = js.clone();
+            async move { dead_letter_count(&js).await == 1 }
+        },
+    )
+    .await;
+    assert_eq!(
+        handler.started.load(Ordering::SeqCst),
+        1,
+        "a permanent failure is not retried"
+    );
+
+    let (base, http) = serve_dead_letters(&env).await;
+    let page: Value = http
+        .get(format!("{base}/admin/dead-letters"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        page["items"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("permanent failure"),
+        "{page}"
+    );
+    let sequence = page["items"][0]["sequence"].as_u64().unwrap();
+    let full: Value = http
+        .get(format!("{base}/admin/dead-letters/{sequence}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(full["payload_base64"], "bm90IGpzb24=");
+    let discarded = http
+        .delete(format!("{base}/admin/dead-letters/{sequence}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(discarded.status(), 204);
+    assert_eq!(dead_letter_count(&env.js).await, 0);
+    let bad_page = http
+        .get(format!("{base}/admin/dead-letters?limit=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_page.status(), 422);
+    shutdown.trigger();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_message_that_exhausts_its_deliveries_without_an_answer_is_dead_lettered_from_the_advisory()
+ {
+    let env = env().await;
+    provision(&env, json!({"name": "products-inventory", "stream": "INVENTORY", "ackWait": "1s", "maxDeliver": 2})).await;
+    let handler = Recorder::default();
+    handler.stall_ms.store(3000, Ordering::SeqCst);
+    handler.fail_after_stall.store(true, Ordering::SeqCst);
+    let (shutdown, task) = start_consumer(&env, handler.clone(), |c| c.progress_heartbeat = false);
+    publish_one(&env, adjusted("HUNG", 1)).await;
+
+    let js = env.js.clone();
+    eventually(
+        "the advisory parks the message",
+        Duration::from_secs(30),
+        || {
+            let js = js.clone();
+            async move { dead_letter_count(&js).await >= 1 }
+        },
+    )
+    .await;
+    let (base, http) = serve_dead_letters(&env).await;
+    let page: Value = http
+        .get(format!("{base}/admin/dead-letters"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reasons: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("exhausted 2 deliveries")),
+        "{reasons:?}"
+    );
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        dead_letter_count(&env.js).await,
+        1,
+        "one dead letter however many paths parked it"
+    );
+    assert_eq!(effects(&env.pool).await, 0);
+}
+
+#[tokio::test]
+async fn the_trace_id_travels_from_the_producer_through_nats_to_the_handler() {
+    let env = env().await;
+    provision(
+        &env,
+        json!({"name": "products-inventory", "stream": "INVENTORY"}),
+    )
+    .await;
+    let (shutdown, task) = start_consumer(&env, Recorder::default(), |_| {});
+    let trace = TraceContext::new_root();
+    trace
+        .scope(async { publish_one(&env, adjusted("TRACED", 1)).await })
+        .await;
+    let pool = env.pool.clone();
+    eventually("the effect is committed", Duration::from_secs(20), || {
+        let pool = pool.clone();
+        async move { effects(&pool).await == 1 }
+    })
+    .await;
+    let note: String = sqlx::query_scalar("SELECT note FROM effects")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(note, trace.trace_id());
+    shutdown.trigger();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_running_handler_commit_and_ack_before_the_consumer_stops() {
+    let env = env().await;
+    provision(
+        &env,
+        json!({"name": "products-inventory", "stream": "INVENTORY"}),
+    )
+    .await;
+    let handler = Recorder::default();
+    handler.stall_ms.store(700, Ordering::SeqCst);
+    let (shutdown, task) = start_consumer(&env, handler.clone(), |_| {});
+    publish_one(&env, adjusted("DRAIN", 1)).await;
+    let started = handler.started.clone();
+    eventually("the handler runs", Duration::from_secs(20), || {
+        let started = started.clone();
+        async move { started.load(Ordering::SeqCst) == 1 }
+    })
+    .await;
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        effects(&env.pool).await,
+        1,
+        "the in-flight message finished"
+    );
+    let mut consumer: jetstream::consumer::PullConsumer = env
+        .js
+        .get_stream("INVENTORY")
+        .await
+        .unwrap()
+        .get_consumer("products-inventory")
+        .await
+        .unwrap();
+    assert_eq!(
+        consumer.info().await.unwrap().num_ack_pending,
+        0,
+        "and was acknowledged"
+    );
+}
+
+#[tokio::test]
+async fn a_consumer_that_was_not_provisioned_fails_to_start_with_a_hint() {
+    let env = env().await;
+    provision(
+        &env,
+        json!({"name": "something-else", "stream": "INVENTORY"}),
+    )
+    .await;
+    let (_, task) = start_consumer(&env, Recorder::default(), |_| {});
+    let err = task.await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("provisioning"), "{err:#}");
+}
+
+#[tokio::test]
+async fn a_request_reaches_a_consumer_through_the_platforms_relay_and_everything_stops_cleanly() {
+    let env = env().await;
+    provision(
+        &env,
+        json!({"name": "products-inventory", "stream": "INVENTORY"}),
+    )
+    .await;
+    let db = TestDatabase::create().await;
+    let mut config = tienda_kit::testing::config(Some(&db.url));
+    config.nats_url = env.nats.url();
+    let platform = tienda_kit::Platform::start(
+        "products",
+        config,
+        tienda_kit::Needs {
+            database: Some(&MIGRATOR),
+            nats: true,
+        },
+    )
+    .await
+    .unwrap();
+    platform.start_relay(RelayConfig::default()).unwrap();
+    platform
+        .start_consumer(
+            ConsumerConfig::new("products", "INVENTORY", "products-inventory"),
+            Recorder::default(),
+        )
+        .unwrap();
+    let app = crate::example::spawn_app(crate::example::build_with(platform).await.unwrap(), db);
+
+    let created = reqwest::Client::new()
+        .post(app.url("/v1/items"))
+        .json(&json!({"name": "end-to-end"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let pool = app.platform.db().clone();
+    eventually(
+        "the consumer applied the request's event",
+        Duration::from_secs(20),
+        || {
+            let pool = pool.clone();
+            async move { effects(&pool).await == 1 }
+        },
+    )
+    .await;
+
+    app.platform.shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(15), app.server)
+        .await
+        .expect("relay and consumer stop within the deadline")
+        .unwrap()
+        .unwrap();
+}
