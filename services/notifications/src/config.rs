@@ -1,7 +1,11 @@
 //! The notifications service's configuration.
 
+use std::path::PathBuf;
+
 use clap::Parser;
-use tienda_kit::{CommonConfig, TokenConfig, policy::PolicyConfig};
+use tienda_kit::{CommonConfig, TokenConfig, policy::PolicyConfig, secret::Secret};
+
+use crate::locale::Locale;
 
 /// `tienda-notifications`.
 #[derive(Debug, Clone, Parser)]
@@ -22,4 +26,61 @@ pub struct Config {
     /// Where CircuitPolicies for the calls this service makes come from.
     #[command(flatten)]
     pub policy: PolicyConfig,
+
+    /// The mail server: `smtp://host:port` (plain, for local catchers), `smtp://host?tls=required`
+    /// (STARTTLS) or `smtps://user:pass@host` (TLS). Unset: every message is written as an
+    /// `.eml` file under `--outbox-dir` instead, and its path logged.
+    #[arg(long, env = "TIENDA_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<Secret<String>>,
+
+    /// Where messages go when no SMTP server is set (default `.tienda/notifications/outbox`
+    /// under the working directory, next to `tienda up`'s other data).
+    #[arg(
+        long,
+        env = "NOTIFICATIONS_OUTBOX_DIR",
+        default_value = ".tienda/notifications/outbox"
+    )]
+    pub outbox_dir: PathBuf,
+
+    /// The `From` of every message.
+    #[arg(
+        long,
+        env = "NOTIFICATIONS_MAIL_FROM",
+        default_value = "Tienda <no-reply@tienda.localhost>"
+    )]
+    pub mail_from: String,
+
+    /// The shop's public address (the gateway): unsubscribe and password-reset links start
+    /// with it (default the gateway under `tienda up`).
+    #[arg(
+        long,
+        env = "NOTIFICATIONS_PUBLIC_URL",
+        default_value = "http://127.0.0.1:3000"
+    )]
+    pub public_url: String,
+
+    /// The shop's name, as messages sign off (default `Tienda`).
+    #[arg(long, env = "TIENDA_SHOP", default_value = "Tienda")]
+    pub shop_name: String,
+
+    /// The language of messages to people who chose none (`es` or `en`; default `en`).
+    #[arg(long, env = "NOTIFICATIONS_DEFAULT_LOCALE", default_value = "en")]
+    pub default_locale: Locale,
+
+    /// Attempts per message before it is marked failed (default 5).
+    #[arg(long, env = "NOTIFICATIONS_MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: u32,
+
+    /// First retry delay ceiling in milliseconds; doubles per attempt (default 1000).
+    #[arg(long, env = "NOTIFICATIONS_RETRY_BASE_MS", default_value_t = 1000)]
+    pub retry_base_ms: u64,
+
+    /// Largest retry delay ceiling in milliseconds (default 300000, 5 min).
+    #[arg(long, env = "NOTIFICATIONS_RETRY_MAX_MS", default_value_t = 300_000)]
+    pub retry_max_ms: u64,
+
+    /// How often the delivery worker looks for due messages when not woken by a new one, in
+    /// milliseconds (default 1000).
+    #[arg(long, env = "NOTIFICATIONS_POLL_INTERVAL_MS", default_value_t = 1000)]
+    pub poll_interval_ms: u64,
 }

@@ -1,14 +1,51 @@
-//! Tienda's notifications service (being built: see its issue).
+//! Tienda's notifications service: user, order and payment events become email in the
+//! recipient's language, sent after commit with retries and tracked per delivery; people
+//! choose what they get (critical messages always go) and leave a category with one click.
 //!
 //! # Layout
 //! - [`config`]: flags and environment
+//! - [`events`]: the consumer handler: events → delivery rows, in the inbox's transaction
+//! - [`trigger`]: what each event becomes (kind, recipient, template values)
+//! - [`category`]: message categories and the opt-out rule
+//! - [`locale`]: languages, and money as each writes it
+//! - [`templates`]: subject, text and HTML templates per kind and locale (minijinja)
+//! - [`channel`]: composing mail and handing it to SMTP or `.eml` files
+//! - [`worker`]: the delivery worker: send, retry with backoff, record
+//! - [`deliveries`], [`preferences`], [`contacts`]: their SQL
+//! - [`unsubscribe`]: signed one-click unsubscribe tokens
+//! - [`http`]: the API; [`error`]: errors as problem documents
 
+pub mod category;
+pub mod channel;
 pub mod config;
+pub mod contacts;
+pub mod deliveries;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod locale;
+pub mod preferences;
+pub mod templates;
+pub mod trigger;
+pub mod unsubscribe;
+pub mod worker;
 
-use tienda_kit::{Needs, Platform, dead_letter::DeadLetters, outbox::RelayConfig};
-use utoipa::OpenApi;
+use std::{sync::Arc, time::Duration};
 
-use crate::config::Config;
+use anyhow::Context as _;
+use tienda_kit::{
+    Needs, Platform, consumer::ConsumerConfig, dead_letter::DeadLetters, outbox::RelayConfig,
+    resilience::Backoff,
+};
+
+use crate::{
+    channel::{Mailer, eml::EmlOutbox, smtp::Smtp},
+    config::Config,
+    templates::Templates,
+    trigger::Links,
+    unsubscribe::Signer,
+    worker::{RetryPolicy, Worker},
+};
 
 /// The `source` of every envelope notifications writes.
 pub const SOURCE: &str = "notifications";
@@ -16,19 +53,19 @@ pub const SOURCE: &str = "notifications";
 /// The migrations of the notifications database.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-#[derive(OpenApi)]
-#[openapi(info(
-    title = "Tienda notifications",
-    description = "Tienda's notifications service"
-))]
-struct ApiDoc;
+/// The durable consumers (provisioned by the operator), with their streams.
+pub const CONSUMERS: [(&str, &str); 3] = [
+    ("USER", "notifications-user-events"),
+    ("ORDER", "notifications-order-events"),
+    ("PAYMENT", "notifications-payment-events"),
+];
 
 /// A built notifications service.
 #[derive(Debug)]
 pub struct Application(tienda_kit::Application);
 
 impl Application {
-    /// Connects, migrates, starts the relay, binds.
+    /// Connects, migrates, starts the relay, the consumers and the delivery worker, binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let platform = Platform::start(
             SOURCE,
@@ -39,7 +76,60 @@ impl Application {
             },
         )
         .await?;
+        let templates = Arc::new(Templates::builtin().context("compiling the templates")?);
+        let signer = Signer::load(&mut *platform.db().acquire().await?)
+            .await
+            .context("loading the unsubscribe key")?;
+        let mailer = match &config.smtp_url {
+            Some(url) => Mailer::Smtp(Smtp::from_url(url.expose())?),
+            None => {
+                let outbox = EmlOutbox::new(config.outbox_dir.clone());
+                tracing::info!(dir = %outbox.dir().display(),
+                    "no TIENDA_SMTP_URL: mail is written as .eml files");
+                Mailer::Outbox(outbox)
+            }
+        };
+        let from = config
+            .mail_from
+            .parse()
+            .with_context(|| format!("--mail-from {:?} is not an address", config.mail_from))?;
+        let links = Links {
+            public_url: config.public_url.trim_end_matches('/').to_owned(),
+            shop: config.shop_name.clone(),
+        };
         platform.start_relay(RelayConfig::default())?;
+        let handler = events::Notify {
+            templates,
+            links,
+            signer: signer.clone(),
+            default_locale: config.default_locale,
+        };
+        for (stream, durable) in CONSUMERS {
+            platform.start_consumer(
+                ConsumerConfig::new(SOURCE, stream, durable),
+                handler.clone(),
+            )?;
+        }
+        let worker = Worker {
+            db: platform.db().clone(),
+            mailer: Arc::new(mailer),
+            from,
+            retry: RetryPolicy {
+                max_attempts: config.max_attempts.max(1),
+                backoff: Backoff::new(
+                    Duration::from_millis(config.retry_base_ms),
+                    Duration::from_millis(config.retry_max_ms),
+                ),
+            },
+            poll: Duration::from_millis(config.poll_interval_ms.max(10)),
+        };
+        platform.spawn(worker.run(platform.shutdown.clone()));
+        let (router, openapi) = http::router(http::AppState {
+            db: platform.db().clone(),
+            verifier: config.tokens.verifier(),
+            signer,
+        });
+        // Operators inspect, replay or discard the events this service gave up on.
         let admin = tienda_kit::dead_letter::router(
             DeadLetters {
                 jetstream: platform.nats()?.jetstream.clone(),
@@ -48,13 +138,7 @@ impl Application {
             config.tokens.verifier(),
         );
         Ok(Self(
-            tienda_kit::Application::build_with_admin(
-                platform,
-                axum::Router::new(),
-                admin,
-                ApiDoc::openapi(),
-            )
-            .await?,
+            tienda_kit::Application::build_with_admin(platform, router, admin, openapi).await?,
         ))
     }
 

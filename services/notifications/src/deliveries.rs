@@ -1,0 +1,217 @@
+//! Deliveries: one row per message to one recipient on one channel, written in the
+//! consumer's transaction and sent after commit by the [`crate::worker`]. Status moves
+//! `queued` → `sent`, or → `failed` after the last attempt or a permanent error; `suppressed`
+//! rows record messages not sent because the recipient opted out.
+
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::channel::Outgoing;
+
+/// The wake-up channel the worker listens on (notified at commit).
+pub const QUEUED_CHANNEL: &str = "notifications_queued";
+
+/// A delivery's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Waiting to be sent (or retried).
+    Queued,
+    /// Not sent: the recipient opted out of its category.
+    Suppressed,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Suppressed => "suppressed",
+        }
+    }
+}
+
+/// A delivery to record.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    /// The causing event.
+    pub event_id: Uuid,
+    /// Its type (`order.shipped`).
+    pub event_type: String,
+    /// The template family.
+    pub kind: &'static str,
+    /// Its category.
+    pub category: &'static str,
+    /// Whether it is critical.
+    pub critical: bool,
+    /// Whether its body is blanked once sent.
+    pub sensitive: bool,
+    /// The recipient's user, when known.
+    pub user_id: Option<Uuid>,
+    /// The message.
+    pub outgoing: Outgoing,
+    /// The locale rendered.
+    pub locale: &'static str,
+    /// The template version rendered.
+    pub template_version: i32,
+    /// Queued or suppressed.
+    pub status: Status,
+}
+
+/// Whether `(event, recipient, channel)` already has a delivery.
+pub async fn exists(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    recipient: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM deliveries
+                        WHERE event_id = $1 AND recipient = $2 AND channel = 'email')",
+    )
+    .bind(event_id)
+    .bind(recipient)
+    .fetch_one(conn)
+    .await
+}
+
+/// Records a delivery (nothing when the event already has one for this recipient) and, when
+/// queued, wakes the worker once the transaction commits.
+pub async fn record(conn: &mut PgConnection, new: &NewDelivery) -> Result<bool, sqlx::Error> {
+    let o = &new.outgoing;
+    let inserted = sqlx::query(
+        "INSERT INTO deliveries (id, event_id, event_type, kind, category, critical, sensitive,
+             channel, recipient, user_id, locale, template_version, subject, body_text,
+             body_html, unsubscribe_url, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'email', $8, $9, $10, $11, $12, $13, $14, $15, $16)
+         ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING",
+    )
+    .bind(o.id)
+    .bind(new.event_id)
+    .bind(&new.event_type)
+    .bind(new.kind)
+    .bind(new.category)
+    .bind(new.critical)
+    .bind(new.sensitive)
+    .bind(&o.to)
+    .bind(new.user_id)
+    .bind(new.locale)
+    .bind(new.template_version)
+    .bind(&o.subject)
+    .bind(&o.text)
+    .bind(&o.html)
+    .bind(&o.unsubscribe_url)
+    .bind(new.status.as_str())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if inserted && new.status == Status::Queued {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(QUEUED_CHANNEL)
+            .execute(conn)
+            .await?;
+    }
+    Ok(inserted)
+}
+
+/// A delivery claimed for one attempt.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The message.
+    pub outgoing: Outgoing,
+    /// Attempts so far, this one included.
+    pub attempts: u32,
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    id: Uuid,
+    recipient: String,
+    subject: String,
+    body_text: String,
+    body_html: String,
+    unsubscribe_url: Option<String>,
+    attempts: i32,
+}
+
+/// Claims up to `limit` due deliveries for one attempt each. The lease (`next_attempt_at`
+/// moved `lease` ahead) hands a delivery whose sender died to another worker later.
+pub async fn claim(
+    pool: &PgPool,
+    limit: i64,
+    lease: Duration,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    let rows: Vec<ClaimedRow> = sqlx::query_as(
+        "UPDATE deliveries
+         SET attempts = attempts + 1,
+             next_attempt_at = now() + make_interval(secs => $2)
+         WHERE id IN (SELECT id FROM deliveries
+                      WHERE status = 'queued' AND next_attempt_at <= now()
+                      ORDER BY next_attempt_at LIMIT $1
+                      FOR UPDATE SKIP LOCKED)
+         RETURNING id, recipient, subject, body_text, body_html, unsubscribe_url, attempts",
+    )
+    .bind(limit)
+    .bind(lease.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Claimed {
+            outgoing: Outgoing {
+                id: r.id,
+                to: r.recipient,
+                subject: r.subject,
+                text: r.body_text,
+                html: r.body_html,
+                unsubscribe_url: r.unsubscribe_url,
+            },
+            attempts: u32::try_from(r.attempts).unwrap_or(u32::MAX),
+        })
+        .collect())
+}
+
+/// Marks a delivery sent; bodies that grant access are blanked.
+pub async fn sent(pool: &PgPool, id: Uuid, provider_ref: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE deliveries
+         SET status = 'sent', sent_at = now(), provider_ref = $2, last_error = NULL,
+             body_text = CASE WHEN sensitive THEN '' ELSE body_text END,
+             body_html = CASE WHEN sensitive THEN '' ELSE body_html END
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(provider_ref)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Schedules another attempt after `delay`, keeping the error.
+pub async fn retry(
+    pool: &PgPool,
+    id: Uuid,
+    delay: Duration,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $2), last_error = $3
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(delay.as_secs_f64())
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Gives up on a delivery.
+pub async fn failed(pool: &PgPool, id: Uuid, error: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE deliveries SET status = 'failed', last_error = $2 WHERE id = $1")
+        .bind(id)
+        .bind(error)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! The notifications service's errors and how clients see them.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use tienda_kit::Problem;
+
+/// What can go wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is invalid; the fields say why.
+    #[error("invalid request")]
+    Invalid(Vec<(String, String)>),
+    /// An unsubscribe token that this service did not sign.
+    #[error("invalid unsubscribe token")]
+    BadToken,
+    /// The token's subject is not a user id.
+    #[error("the signed-in subject is not a user id")]
+    NotAUser,
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<Error> for Problem {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Invalid(fields) => Problem::invalid_fields(fields),
+            Error::BadToken => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-unsubscribe-token",
+                "Invalid unsubscribe link",
+            )
+            .with_detail("This unsubscribe link is damaged or was not issued by this shop."),
+            Error::NotAUser => Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
+                .with_detail("Preferences belong to user accounts."),
+            Error::Database(err) => {
+                tracing::error!(error = %err, "database error");
+                Problem::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        Problem::from(self).into_response()
+    }
+}

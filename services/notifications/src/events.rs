@@ -1,0 +1,201 @@
+//! The consumer handler for user, order and payment events: each event we notify about
+//! becomes a delivery row in the consumer's transaction (with its inbox row), rendered in the
+//! recipient's locale; the [`crate::worker`] sends it after commit. Idempotent twice over:
+//! the inbox skips a redelivered message, and one delivery per (event, recipient, channel)
+//! covers the same event published again under another message id. Events we do not notify
+//! about (`user.locked`, `payment.captured`, ...) are acknowledged and ignored.
+
+use std::sync::Arc;
+
+use sqlx::PgConnection;
+use tienda_events::{
+    Envelope, Message,
+    order::{
+        OrderCancelled, OrderConfirmed, OrderDelivered, OrderPlaced, OrderRefunded, OrderShipped,
+    },
+    payment::{PaymentDeclined, PaymentRequiresAction},
+    user::{UserPasswordResetRequested, UserRegistered},
+};
+use tienda_kit::consumer::{Delivery, Handler, HandlerError};
+use uuid::Uuid;
+
+use crate::{
+    channel::Outgoing,
+    contacts,
+    deliveries::{self, NewDelivery, Status},
+    locale::Locale,
+    preferences,
+    templates::Templates,
+    trigger::{Contact, Links, Trigger},
+    unsubscribe::Signer,
+};
+
+/// The handler shared by the three consumers.
+#[derive(Debug, Clone)]
+pub struct Notify {
+    /// The compiled templates.
+    pub templates: Arc<Templates>,
+    /// Where links point.
+    pub links: Links,
+    /// Signs unsubscribe links.
+    pub signer: Signer,
+    /// The language for people who chose none.
+    pub default_locale: Locale,
+}
+
+/// Decodes `T` and wraps it with its event id and type.
+fn decode<T: Message>(delivery: &Delivery) -> Result<(Uuid, String, T), HandlerError> {
+    let envelope: Envelope<T> = delivery.envelope()?;
+    Ok((envelope.id, envelope.message_type, envelope.data))
+}
+
+impl Notify {
+    /// The trigger an event is, if we notify about it; order events also remember the
+    /// order's contact for later payment events.
+    async fn trigger(
+        &self,
+        conn: &mut PgConnection,
+        delivery: &Delivery,
+    ) -> Result<Option<(Uuid, String, Trigger)>, HandlerError> {
+        let mut parts = delivery.subject.splitn(3, '.');
+        let (_, domain, name) = (parts.next(), parts.next(), parts.next());
+        let found = match (domain, name) {
+            (Some("user"), Some("registered")) => {
+                let (id, ty, e) = decode::<UserRegistered>(delivery)?;
+                (id, ty, Trigger::Welcome(e))
+            }
+            (Some("user"), Some("password_reset_requested")) => {
+                let (id, ty, e) = decode::<UserPasswordResetRequested>(delivery)?;
+                (id, ty, Trigger::PasswordReset(e))
+            }
+            (Some("order"), Some("placed")) => {
+                let (id, ty, e) = decode::<OrderPlaced>(delivery)?;
+                (id, ty, Trigger::OrderPlaced(e))
+            }
+            (Some("order"), Some("confirmed")) => {
+                let (id, ty, e) = decode::<OrderConfirmed>(delivery)?;
+                (id, ty, Trigger::OrderConfirmed(e))
+            }
+            (Some("order"), Some("cancelled")) => {
+                let (id, ty, e) = decode::<OrderCancelled>(delivery)?;
+                (id, ty, Trigger::OrderCancelled(e))
+            }
+            (Some("order"), Some("shipped")) => {
+                let (id, ty, e) = decode::<OrderShipped>(delivery)?;
+                (id, ty, Trigger::OrderShipped(e))
+            }
+            (Some("order"), Some("delivered")) => {
+                let (id, ty, e) = decode::<OrderDelivered>(delivery)?;
+                (id, ty, Trigger::OrderDelivered(e))
+            }
+            (Some("order"), Some("refunded")) => {
+                let (id, ty, e) = decode::<OrderRefunded>(delivery)?;
+                (id, ty, Trigger::OrderRefunded(e))
+            }
+            (Some("payment"), Some("declined")) => {
+                let (id, ty, e) = decode::<PaymentDeclined>(delivery)?;
+                let contact = order_contact(conn, e.order_id).await?;
+                (id, ty, Trigger::PaymentDeclined(e, contact))
+            }
+            (Some("payment"), Some("requires_action")) => {
+                let (id, ty, e) = decode::<PaymentRequiresAction>(delivery)?;
+                let contact = order_contact(conn, e.order_id).await?;
+                (id, ty, Trigger::PaymentRequiresAction(e, contact))
+            }
+            _ => return Ok(None),
+        };
+        if let Some(order_id) = order_of(&found.2) {
+            contacts::remember(conn, order_id, &found.2.recipient()).await?;
+        }
+        Ok(Some(found))
+    }
+}
+
+/// The order an order event is about.
+fn order_of(trigger: &Trigger) -> Option<Uuid> {
+    match trigger {
+        Trigger::OrderPlaced(e) => Some(e.order_id),
+        Trigger::OrderConfirmed(e) => Some(e.order_id),
+        Trigger::OrderCancelled(e) => Some(e.order_id),
+        Trigger::OrderShipped(e) => Some(e.order_id),
+        Trigger::OrderDelivered(e) => Some(e.order_id),
+        Trigger::OrderRefunded(e) => Some(e.order_id),
+        _ => None,
+    }
+}
+
+/// Who to write to about a payment's order. Unknown yet (its `order.placed` still on the way
+/// on another stream) is transient: the message comes back after a delay.
+async fn order_contact(conn: &mut PgConnection, order_id: Uuid) -> Result<Contact, HandlerError> {
+    contacts::find(conn, order_id).await?.ok_or_else(|| {
+        HandlerError::Transient(anyhow::anyhow!(
+            "no order event seen yet for order {order_id}"
+        ))
+    })
+}
+
+impl Handler for Notify {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        delivery: &Delivery,
+    ) -> Result<(), HandlerError> {
+        let Some((event_id, event_type, trigger)) = self.trigger(conn, delivery).await? else {
+            return Ok(());
+        };
+        let recipient = trigger.recipient();
+        if deliveries::exists(conn, event_id, &recipient.email).await? {
+            return Ok(());
+        }
+        let kind = trigger.kind();
+        let category = kind.category();
+        let mut subjects = vec![preferences::email_subject(&recipient.email)];
+        let mut locale = self.default_locale;
+        if let Some(user_id) = recipient.user_id {
+            subjects.insert(0, preferences::user_subject(user_id));
+            locale = preferences::locale(conn, user_id).await?.unwrap_or(locale);
+        }
+        let opted_out = preferences::opted_out(conn, &subjects).await?;
+        let status = if category.is_sent_despite(&opted_out) {
+            Status::Queued
+        } else {
+            Status::Suppressed
+        };
+        let unsubscribe_url = (!category.critical()).then(|| {
+            format!(
+                "{}/v1/notifications/unsubscribe?token={}",
+                self.links.public_url,
+                self.signer.sign(&subjects[0], category)
+            )
+        });
+        let context = trigger.context(locale, &self.links, unsubscribe_url.as_deref());
+        let rendered = self.templates.render(kind, locale, &context).map_err(|e| {
+            HandlerError::Permanent(anyhow::anyhow!("rendering {}: {e:#}", kind.as_str()))
+        })?;
+        deliveries::record(
+            conn,
+            &NewDelivery {
+                event_id,
+                event_type,
+                kind: kind.as_str(),
+                category: category.as_str(),
+                critical: category.critical(),
+                sensitive: kind.sensitive(),
+                user_id: recipient.user_id,
+                outgoing: Outgoing {
+                    id: Uuid::now_v7(),
+                    to: recipient.email,
+                    subject: rendered.subject,
+                    text: rendered.text,
+                    html: rendered.html,
+                    unsubscribe_url,
+                },
+                locale: locale.as_str(),
+                template_version: rendered.version,
+                status,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,194 @@
+//! People's preferences: a locale, and the categories they opted out of (by their settings or
+//! by an unsubscribe link). Critical categories are never stored as opted out.
+
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{category::Category, locale::Locale};
+
+/// A signed-in user's preferences.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Preferences {
+    /// The language of their messages; null: the shop's default.
+    pub locale: Option<Locale>,
+    /// Every category, whether they get it.
+    pub categories: Vec<CategoryPreference>,
+}
+
+/// Whether someone gets one category.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryPreference {
+    /// The category.
+    pub category: Category,
+    /// Critical categories cannot be unsubscribed from (read-only; ignored on PUT).
+    #[serde(default)]
+    pub critical: bool,
+    /// Whether they get it.
+    pub subscribed: bool,
+}
+
+/// `PUT /v1/notifications/preferences`: the whole set (categories left out are subscribed).
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreferencesUpdate {
+    /// The language of their messages; null: the shop's default.
+    #[serde(default)]
+    pub locale: Option<Locale>,
+    /// Categories and whether they get them.
+    #[serde(default)]
+    pub categories: Vec<CategoryPreference>,
+}
+
+/// The opt-out subject of a user.
+pub fn user_subject(user_id: Uuid) -> String {
+    format!("user:{user_id}")
+}
+
+/// The opt-out subject of an address (guests).
+pub fn email_subject(email: &str) -> String {
+    format!("email:{}", email.to_lowercase())
+}
+
+/// The field errors of `update`: unsubscribing from a critical category is refused.
+pub fn check(update: &PreferencesUpdate) -> Vec<(String, String)> {
+    update
+        .categories
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !p.subscribed && p.category.critical())
+        .map(|(i, p)| {
+            (
+                format!("categories[{i}].subscribed"),
+                format!(
+                    "{} messages are critical and always sent",
+                    p.category.as_str()
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The categories `subjects` opted out of.
+pub async fn opted_out(
+    conn: &mut PgConnection,
+    subjects: &[String],
+) -> Result<Vec<Category>, sqlx::Error> {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT category FROM opt_outs WHERE subject = ANY($1)")
+            .bind(subjects)
+            .fetch_all(conn)
+            .await?;
+    Ok(names.iter().filter_map(|n| Category::parse(n)).collect())
+}
+
+/// A user's chosen locale.
+pub async fn locale(conn: &mut PgConnection, user_id: Uuid) -> Result<Option<Locale>, sqlx::Error> {
+    let locale: Option<Option<String>> =
+        sqlx::query_scalar("SELECT locale FROM preferences WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(locale.flatten().and_then(|l| l.parse().ok()))
+}
+
+/// A user's preferences as they read them.
+pub async fn load(conn: &mut PgConnection, user_id: Uuid) -> Result<Preferences, sqlx::Error> {
+    let locale = locale(conn, user_id).await?;
+    let out = opted_out(conn, &[user_subject(user_id)]).await?;
+    Ok(Preferences {
+        locale,
+        categories: Category::ALL
+            .into_iter()
+            .map(|category| CategoryPreference {
+                category,
+                critical: category.critical(),
+                subscribed: category.is_sent_despite(&out),
+            })
+            .collect(),
+    })
+}
+
+/// Replaces a user's preferences (after [`check`]).
+pub async fn save(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    update: &PreferencesUpdate,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO preferences (user_id, locale) VALUES ($1, $2)
+         ON CONFLICT (user_id) DO UPDATE SET locale = EXCLUDED.locale, updated_at = now()",
+    )
+    .bind(user_id)
+    .bind(update.locale.map(Locale::as_str))
+    .execute(&mut *conn)
+    .await?;
+    let subject = user_subject(user_id);
+    sqlx::query("DELETE FROM opt_outs WHERE subject = $1")
+        .bind(&subject)
+        .execute(&mut *conn)
+        .await?;
+    let out: Vec<&str> = update
+        .categories
+        .iter()
+        .filter(|p| !p.subscribed && !p.category.critical())
+        .map(|p| p.category.as_str())
+        .collect();
+    sqlx::query(
+        "INSERT INTO opt_outs (subject, category, source)
+         SELECT $1, unnest($2::text[]), 'preferences' ON CONFLICT DO NOTHING",
+    )
+    .bind(&subject)
+    .bind(&out)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records an unsubscribe link's click (critical categories are never recorded).
+pub async fn opt_out(
+    conn: &mut PgConnection,
+    subject: &str,
+    category: Category,
+) -> Result<(), sqlx::Error> {
+    if category.critical() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO opt_outs (subject, category, source) VALUES ($1, $2, 'link')
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(subject)
+    .bind(category.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsubscribing_from_a_critical_category_names_the_field() {
+        let update = PreferencesUpdate {
+            locale: None,
+            categories: vec![
+                CategoryPreference {
+                    category: Category::Marketing,
+                    critical: false,
+                    subscribed: false,
+                },
+                CategoryPreference {
+                    category: Category::Security,
+                    critical: true,
+                    subscribed: false,
+                },
+            ],
+        };
+        let errors = check(&update);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].0, "categories[1].subscribed");
+    }
+}

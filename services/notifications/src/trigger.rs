@@ -1,0 +1,277 @@
+//! What each event we react to becomes: the kind of message (which names its template and
+//! category), who gets it, and the values its templates see. Pure: no I/O.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tienda_events::{
+    money::Money,
+    order::{
+        OrderCancelled, OrderConfirmed, OrderDelivered, OrderLine, OrderPlaced, OrderRefunded,
+        OrderShipped,
+    },
+    payment::{PaymentDeclined, PaymentRequiresAction},
+    user::{UserPasswordResetRequested, UserRegistered},
+};
+use uuid::Uuid;
+
+use crate::{category::Category, locale::Locale};
+
+/// A family of messages: one set of templates, one category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `user.registered`.
+    Welcome,
+    /// `user.password_reset_requested`.
+    PasswordReset,
+    /// `order.placed`.
+    OrderPlaced,
+    /// `order.confirmed`.
+    OrderConfirmed,
+    /// `order.cancelled`.
+    OrderCancelled,
+    /// `order.shipped`.
+    OrderShipped,
+    /// `order.delivered`.
+    OrderDelivered,
+    /// `order.refunded`.
+    OrderRefunded,
+    /// `payment.declined`.
+    PaymentDeclined,
+    /// `payment.requires_action`.
+    PaymentRequiresAction,
+}
+
+impl Kind {
+    /// Every kind (each has templates in every locale).
+    pub const ALL: [Kind; 10] = [
+        Kind::Welcome,
+        Kind::PasswordReset,
+        Kind::OrderPlaced,
+        Kind::OrderConfirmed,
+        Kind::OrderCancelled,
+        Kind::OrderShipped,
+        Kind::OrderDelivered,
+        Kind::OrderRefunded,
+        Kind::PaymentDeclined,
+        Kind::PaymentRequiresAction,
+    ];
+
+    /// The template family's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Welcome => "welcome",
+            Kind::PasswordReset => "password_reset",
+            Kind::OrderPlaced => "order_placed",
+            Kind::OrderConfirmed => "order_confirmed",
+            Kind::OrderCancelled => "order_cancelled",
+            Kind::OrderShipped => "order_shipped",
+            Kind::OrderDelivered => "order_delivered",
+            Kind::OrderRefunded => "order_refunded",
+            Kind::PaymentDeclined => "payment_declined",
+            Kind::PaymentRequiresAction => "payment_requires_action",
+        }
+    }
+
+    /// The category its messages belong to.
+    pub fn category(self) -> Category {
+        match self {
+            Kind::Welcome => Category::Account,
+            Kind::PasswordReset => Category::Security,
+            Kind::OrderShipped | Kind::OrderDelivered => Category::Shipping,
+            Kind::OrderPlaced
+            | Kind::OrderConfirmed
+            | Kind::OrderCancelled
+            | Kind::OrderRefunded
+            | Kind::PaymentDeclined
+            | Kind::PaymentRequiresAction => Category::Orders,
+        }
+    }
+
+    /// Whether the message grants access (its body is blanked once sent).
+    pub fn sensitive(self) -> bool {
+        self == Kind::PasswordReset
+    }
+}
+
+/// Where messages point people to.
+#[derive(Debug, Clone)]
+pub struct Links {
+    /// The shop's public address, without a trailing slash.
+    pub public_url: String,
+    /// The shop's name.
+    pub shop: String,
+}
+
+/// Who an order-related message goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    /// The customer, absent for a guest.
+    pub user_id: Option<Uuid>,
+    /// The address.
+    pub email: String,
+}
+
+/// An event that becomes a message, with what its templates need.
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    /// `user.registered`.
+    Welcome(UserRegistered),
+    /// `user.password_reset_requested`.
+    PasswordReset(UserPasswordResetRequested),
+    /// `order.placed`.
+    OrderPlaced(OrderPlaced),
+    /// `order.confirmed`.
+    OrderConfirmed(OrderConfirmed),
+    /// `order.cancelled`.
+    OrderCancelled(OrderCancelled),
+    /// `order.shipped`.
+    OrderShipped(OrderShipped),
+    /// `order.delivered`.
+    OrderDelivered(OrderDelivered),
+    /// `order.refunded`.
+    OrderRefunded(OrderRefunded),
+    /// `payment.declined`, with the order's contact (payment events name only the order).
+    PaymentDeclined(PaymentDeclined, Contact),
+    /// `payment.requires_action`, with the order's contact.
+    PaymentRequiresAction(PaymentRequiresAction, Contact),
+}
+
+impl Trigger {
+    /// Its kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Trigger::Welcome(_) => Kind::Welcome,
+            Trigger::PasswordReset(_) => Kind::PasswordReset,
+            Trigger::OrderPlaced(_) => Kind::OrderPlaced,
+            Trigger::OrderConfirmed(_) => Kind::OrderConfirmed,
+            Trigger::OrderCancelled(_) => Kind::OrderCancelled,
+            Trigger::OrderShipped(_) => Kind::OrderShipped,
+            Trigger::OrderDelivered(_) => Kind::OrderDelivered,
+            Trigger::OrderRefunded(_) => Kind::OrderRefunded,
+            Trigger::PaymentDeclined(..) => Kind::PaymentDeclined,
+            Trigger::PaymentRequiresAction(..) => Kind::PaymentRequiresAction,
+        }
+    }
+
+    /// Who gets it.
+    pub fn recipient(&self) -> Contact {
+        let (user_id, email) = match self {
+            Trigger::Welcome(e) => (Some(e.user_id), &e.email),
+            Trigger::PasswordReset(e) => (Some(e.user_id), &e.email),
+            Trigger::OrderPlaced(e) => (e.customer_id, &e.email),
+            Trigger::OrderConfirmed(e) => (e.customer_id, &e.email),
+            Trigger::OrderCancelled(e) => (e.customer_id, &e.email),
+            Trigger::OrderShipped(e) => (e.customer_id, &e.email),
+            Trigger::OrderDelivered(e) => (e.customer_id, &e.email),
+            Trigger::OrderRefunded(e) => (e.customer_id, &e.email),
+            Trigger::PaymentDeclined(_, c) | Trigger::PaymentRequiresAction(_, c) => {
+                return c.clone();
+            }
+        };
+        Contact {
+            user_id,
+            email: email.clone(),
+        }
+    }
+
+    /// The values its templates see, written for `locale`. `unsubscribe_url` is the
+    /// one-click link of non-critical messages (null for critical ones).
+    pub fn context(&self, locale: Locale, links: &Links, unsubscribe_url: Option<&str>) -> Value {
+        let money = |m: &Money| locale.money(m);
+        let date = |t: &DateTime<Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
+        let items = |lines: &[OrderLine]| -> Value {
+            lines
+                .iter()
+                .map(|l| {
+                    json!({"sku": l.sku, "name": l.name, "quantity": l.quantity,
+                           "unit_price": money(&l.unit_price)})
+                })
+                .collect()
+        };
+        let order_url = |id: &Uuid| format!("{}/orders/{id}", links.public_url);
+        let mut values = match self {
+            Trigger::Welcome(e) => json!({"name": e.name, "email": e.email}),
+            Trigger::PasswordReset(e) => json!({
+                "email": e.email,
+                "reset_url": format!("{}/reset-password?token={}", links.public_url, e.token),
+                "expires_at": date(&e.expires_at),
+            }),
+            Trigger::OrderPlaced(e) => json!({
+                "order_id": e.order_id, "order_url": order_url(&e.order_id),
+                "items": items(&e.items), "total": money(&e.total),
+            }),
+            Trigger::OrderConfirmed(e) => json!({
+                "order_id": e.order_id, "order_url": order_url(&e.order_id),
+                "items": items(&e.items), "total": money(&e.total),
+            }),
+            Trigger::OrderCancelled(e) => json!({
+                "order_id": e.order_id, "order_url": order_url(&e.order_id),
+                "reason": e.reason, "detail": e.detail,
+            }),
+            Trigger::OrderShipped(e) => json!({
+                "order_id": e.order_id, "order_url": order_url(&e.order_id),
+                "carrier": e.carrier, "tracking_number": e.tracking_number,
+            }),
+            Trigger::OrderDelivered(e) => json!({
+                "order_id": e.order_id, "order_url": order_url(&e.order_id),
+                "delivered_at": date(&e.delivered_at),
+            }),
+            Trigger::OrderRefunded(e) => json!({
+                "order_id": e.order_id, "order_url": order_url(&e.order_id),
+                "amount": money(&e.amount), "refunded_total": money(&e.refunded_total),
+                "full": e.full,
+            }),
+            Trigger::PaymentDeclined(e, _) => json!({
+                "order_id": e.order_id, "order_url": order_url(&e.order_id),
+                "code": e.code, "message": e.message,
+            }),
+            Trigger::PaymentRequiresAction(e, _) => json!({
+                "order_id": e.order_id, "order_url": order_url(&e.order_id),
+                "action_url": e.action_url, "expires_at": date(&e.expires_at),
+            }),
+        };
+        let object = values.as_object_mut().expect("built as an object");
+        object.insert("shop".into(), json!(links.shop));
+        object.insert("lang".into(), json!(locale.as_str()));
+        object.insert("unsubscribe_url".into(), json!(unsubscribe_url));
+        values
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_shipping_and_account_messages_are_optional() {
+        let optional: Vec<Kind> = Kind::ALL
+            .into_iter()
+            .filter(|k| !k.category().critical())
+            .collect();
+        assert_eq!(
+            optional,
+            [Kind::Welcome, Kind::OrderShipped, Kind::OrderDelivered]
+        );
+    }
+
+    #[test]
+    fn a_password_reset_links_to_the_shop_with_its_token() {
+        let trigger = Trigger::PasswordReset(UserPasswordResetRequested {
+            user_id: Uuid::now_v7(),
+            email: "ana@example.com".into(),
+            token: "tok123".into(),
+            expires_at: Utc::now(),
+        });
+        let links = Links {
+            public_url: "https://shop.example".into(),
+            shop: "Tienda".into(),
+        };
+        let context = trigger.context(Locale::Es, &links, None);
+        assert_eq!(
+            context["reset_url"],
+            "https://shop.example/reset-password?token=tok123"
+        );
+        assert_eq!(context["unsubscribe_url"], Value::Null);
+        assert_eq!(trigger.recipient().email, "ana@example.com");
+    }
+}

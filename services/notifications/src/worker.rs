@@ -1,0 +1,192 @@
+//! The delivery worker: after the consumer's transaction commits, it claims due deliveries,
+//! composes and hands each to the mail transport, and records the outcome — sent, another
+//! attempt after a backoff (the kit's [`Backoff`]), or failed after the last attempt or a
+//! permanent error. Woken by `NOTIFY` at commit, and polls as a fallback.
+//!
+//! Delivery to the channel is at least once: a worker that dies between handing a message
+//! over and recording it leaves the lease to expire, and the message is sent again.
+
+use std::{sync::Arc, time::Duration};
+
+use lettre::message::Mailbox;
+use sqlx::{PgPool, postgres::PgListener};
+use tienda_kit::{Shutdown, resilience::Backoff};
+
+use crate::{
+    channel::{self, Mailer, SendError, Transport},
+    deliveries::{self, Claimed},
+};
+
+/// What happens after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    /// Try again after this long.
+    RetryAfter(Duration),
+    /// Stop: mark it failed.
+    GiveUp,
+}
+
+/// Retry rules.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Pause between attempts.
+    pub backoff: Backoff,
+}
+
+impl RetryPolicy {
+    /// What follows failed attempt number `attempts` (1-based), drawn with `fraction` of the
+    /// jittered backoff.
+    pub fn after_failure(&self, attempts: u32, permanent: bool, fraction: f64) -> NextStep {
+        if permanent || attempts >= self.max_attempts {
+            NextStep::GiveUp
+        } else {
+            NextStep::RetryAfter(self.backoff.delay_with(attempts, fraction))
+        }
+    }
+}
+
+/// The worker's parts.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    /// The database.
+    pub db: PgPool,
+    /// Where mail goes.
+    pub mailer: Arc<Mailer>,
+    /// The `From` of every message.
+    pub from: Mailbox,
+    /// Retry rules.
+    pub retry: RetryPolicy,
+    /// Fallback poll interval.
+    pub poll: Duration,
+}
+
+/// How long one claimed attempt may run before another worker may take it over.
+const LEASE: Duration = Duration::from_secs(120);
+/// Deliveries claimed at once.
+const BATCH: i64 = 16;
+
+impl Worker {
+    /// Sends until shutdown.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut listener = match PgListener::connect_with(&self.db).await {
+            Ok(mut l) => match l.listen(deliveries::QUEUED_CHANNEL).await {
+                Ok(()) => Some(l),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot LISTEN; polling only");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot LISTEN; polling only");
+                None
+            }
+        };
+        loop {
+            if shutdown.is_triggered() {
+                return;
+            }
+            let claimed = match deliveries::claim(&self.db, BATCH, LEASE).await {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming deliveries failed");
+                    Vec::new()
+                }
+            };
+            let full = claimed.len() as i64 == BATCH;
+            for delivery in claimed {
+                self.attempt(delivery).await;
+            }
+            if full {
+                continue;
+            }
+            let woken = async {
+                match listener.as_mut() {
+                    Some(l) => {
+                        if let Err(e) = l.recv().await {
+                            tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                            tokio::time::sleep(self.poll).await;
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = woken => {}
+                () = tokio::time::sleep(self.poll) => {}
+                () = shutdown.wait() => return,
+            }
+        }
+    }
+
+    /// One attempt at one delivery, and its outcome recorded.
+    async fn attempt(&self, delivery: Claimed) {
+        let id = delivery.outgoing.id;
+        let result = match channel::compose(&self.from, &delivery.outgoing) {
+            Ok(message) => self.mailer.send(&message).await,
+            Err(e) => Err(e),
+        };
+        let recorded = match result {
+            Ok(provider_ref) => {
+                tracing::info!(delivery = %id, to = %delivery.outgoing.to, via = %provider_ref, "sent");
+                deliveries::sent(&self.db, id, &provider_ref).await
+            }
+            Err(error) => {
+                let permanent = matches!(error, SendError::Permanent(_));
+                let message = error.to_string();
+                match self
+                    .retry
+                    .after_failure(delivery.attempts, permanent, fastrand::f64())
+                {
+                    NextStep::RetryAfter(delay) => {
+                        tracing::warn!(delivery = %id, attempts = delivery.attempts, error = %message,
+                            retry_in_ms = delay.as_millis() as u64, "sending failed; will retry");
+                        deliveries::retry(&self.db, id, delay, &message).await
+                    }
+                    NextStep::GiveUp => {
+                        tracing::error!(delivery = %id, attempts = delivery.attempts, error = %message,
+                            "sending failed; giving up");
+                        deliveries::failed(&self.db, id, &message).await
+                    }
+                }
+            }
+        };
+        if let Err(e) = recorded {
+            // The lease expires and the delivery is attempted again.
+            tracing::error!(delivery = %id, error = %e, "recording a delivery's outcome failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            backoff: Backoff::new(100 * MS, 1000 * MS),
+        }
+    }
+
+    #[test]
+    fn a_transient_failure_is_retried_with_a_growing_backoff() {
+        assert_eq!(
+            policy().after_failure(1, false, 0.5),
+            NextStep::RetryAfter(50 * MS)
+        );
+        assert_eq!(
+            policy().after_failure(2, false, 0.5),
+            NextStep::RetryAfter(100 * MS)
+        );
+    }
+
+    #[test]
+    fn the_last_attempt_or_a_permanent_failure_gives_up() {
+        assert_eq!(policy().after_failure(3, false, 0.5), NextStep::GiveUp);
+        assert_eq!(policy().after_failure(1, true, 0.5), NextStep::GiveUp);
+    }
+}

@@ -1,0 +1,260 @@
+use chrono::Utc;
+use pretty_assertions::assert_eq;
+use tienda_events::{
+    Envelope,
+    money::Money,
+    order::{OrderDelivered, OrderLine, OrderPlaced, OrderRefunded, OrderShipped},
+    payment::PaymentDeclined,
+    user::UserPasswordResetRequested,
+};
+use uuid::Uuid;
+
+use crate::helpers::{spawn_app, spawn_app_with};
+
+fn eur(amount: i64) -> Money {
+    serde_json::from_value(serde_json::json!({"amount": amount, "currency": "EUR"})).unwrap()
+}
+
+fn shipped(customer: Uuid, email: &str) -> OrderShipped {
+    OrderShipped {
+        order_id: Uuid::now_v7(),
+        customer_id: Some(customer),
+        email: email.into(),
+        carrier: "Correos".into(),
+        tracking_number: "PK0042".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_shipped_order_is_mailed_with_text_and_html_parts_and_one_click_unsubscribe() {
+    let app = spawn_app().await;
+    let shipped = shipped(Uuid::now_v7(), "ana@example.com");
+    let order_id = shipped.order_id;
+
+    let event = app.publish("orders", shipped).await;
+
+    let mail = app.mail_for(event).await;
+    assert_eq!(mail.header("To").as_deref(), Some("ana@example.com"));
+    assert_eq!(
+        mail.header("Subject"),
+        Some(format!("Your order {order_id} is on its way"))
+    );
+    let unsubscribe = mail.header("List-Unsubscribe").expect("List-Unsubscribe");
+    assert!(
+        unsubscribe.starts_with("<http://shop.test/v1/notifications/unsubscribe?token="),
+        "{unsubscribe}"
+    );
+    assert_eq!(
+        mail.header("List-Unsubscribe-Post").as_deref(),
+        Some("List-Unsubscribe=One-Click")
+    );
+    assert!(
+        mail.header("Content-Type")
+            .unwrap()
+            .starts_with("multipart/alternative")
+    );
+    let text = mail.part("text/plain");
+    assert!(text.contains("Tracking number: PK0042"), "{text}");
+    assert!(text.contains(&format!("http://shop.test/orders/{order_id}")));
+    let html = mail.part("text/html");
+    assert!(html.contains("<strong>PK0042</strong>"), "{html}");
+    assert!(html.contains("Unsubscribe</a>"));
+}
+
+#[tokio::test]
+async fn the_unsubscribe_link_stops_the_next_shipping_mail_but_not_a_refund() {
+    let app = spawn_app().await;
+    let customer = Uuid::now_v7();
+    let first = app
+        .publish("orders", shipped(customer, "ben@example.com"))
+        .await;
+    let link = app
+        .mail_for(first)
+        .await
+        .header("List-Unsubscribe")
+        .unwrap();
+    let link = app.local(link.trim_matches(['<', '>']));
+
+    let response = app
+        .http
+        .post(&link)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["category"], "shipping");
+
+    let delivered = app
+        .publish(
+            "orders",
+            OrderDelivered {
+                order_id: Uuid::now_v7(),
+                customer_id: Some(customer),
+                email: "ben@example.com".into(),
+                delivered_at: Utc::now(),
+            },
+        )
+        .await;
+    let refunded = app
+        .publish(
+            "orders",
+            OrderRefunded {
+                order_id: Uuid::now_v7(),
+                customer_id: Some(customer),
+                email: "ben@example.com".into(),
+                amount: eur(1250),
+                refunded_total: eur(1250),
+                full: false,
+            },
+        )
+        .await;
+
+    assert_eq!(app.settled(delivered).await.status, "suppressed");
+    let refund = app.mail_for(refunded).await;
+    assert!(refund.part("text/plain").contains("We refunded EUR 12.50"));
+    assert_eq!(
+        refund.header("List-Unsubscribe"),
+        None,
+        "refunds are critical"
+    );
+    assert_eq!(app.mails().len(), 2, "the shipped and the refund mail only");
+}
+
+#[tokio::test]
+async fn an_event_published_again_under_another_message_id_is_mailed_once() {
+    let app = spawn_app().await;
+    let envelope = Envelope::new("orders", shipped(Uuid::now_v7(), "cai@example.com"));
+
+    app.publish_as(&envelope, "first-publication").await;
+    app.publish_as(&envelope, "second-publication").await;
+    app.drained("ORDER", "notifications-order-events").await;
+
+    assert_eq!(app.settled(envelope.id).await.status, "sent");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE event_id = $1")
+        .bind(envelope.id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+    assert_eq!(app.mails().len(), 1);
+}
+
+#[tokio::test]
+async fn a_declined_payment_is_mailed_to_the_address_its_order_was_placed_with() {
+    let app = spawn_app().await;
+    let order_id = Uuid::now_v7();
+    let placed = app
+        .publish(
+            "orders",
+            OrderPlaced {
+                order_id,
+                customer_id: None,
+                email: "guest@example.com".into(),
+                items: vec![OrderLine {
+                    sku: "MUG-1".into(),
+                    name: "Mug".into(),
+                    quantity: 2,
+                    unit_price: eur(999),
+                }],
+                total: eur(1998),
+            },
+        )
+        .await;
+    let placed_mail = app.mail_for(placed).await;
+    assert!(placed_mail.part("text/plain").contains("Total: EUR 19.98"));
+
+    let declined = app
+        .publish(
+            "payments",
+            PaymentDeclined {
+                payment_id: Uuid::now_v7(),
+                order_id,
+                code: "insufficient_funds".into(),
+                message: "Your card has insufficient funds.".into(),
+            },
+        )
+        .await;
+
+    let mail = app.mail_for(declined).await;
+    assert_eq!(mail.header("To").as_deref(), Some("guest@example.com"));
+    assert!(
+        mail.part("text/plain")
+            .contains("Your card has insufficient funds.")
+    );
+}
+
+#[tokio::test]
+async fn a_mail_server_that_refuses_connections_is_retried_and_the_failure_recorded() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let smtp = format!("--smtp-url=smtp://127.0.0.1:{port}");
+    let app = spawn_app_with(&[
+        &smtp,
+        "--max-attempts=3",
+        "--retry-base-ms=10",
+        "--retry-max-ms=20",
+    ])
+    .await;
+
+    let event = app
+        .publish(
+            "auth",
+            UserPasswordResetRequested {
+                user_id: Uuid::now_v7(),
+                email: "dee@example.com".into(),
+                token: "reset-token".into(),
+                expires_at: Utc::now(),
+            },
+        )
+        .await;
+
+    let delivery = app.settled(event).await;
+    assert_eq!(delivery.status, "failed");
+    assert_eq!(delivery.attempts, 3);
+    assert!(
+        delivery
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("smtp"),
+        "{delivery:?}"
+    );
+    assert!(app.mails().is_empty());
+}
+
+#[tokio::test]
+async fn a_password_reset_is_mailed_with_its_link_and_blanked_once_sent() {
+    let app = spawn_app().await;
+    let event = app
+        .publish(
+            "auth",
+            UserPasswordResetRequested {
+                user_id: Uuid::now_v7(),
+                email: "eva@example.com".into(),
+                token: "tok-123".into(),
+                expires_at: Utc::now(),
+            },
+        )
+        .await;
+
+    let mail = app.mail_for(event).await;
+
+    assert!(
+        mail.part("text/plain")
+            .contains("http://shop.test/reset-password?token=tok-123")
+    );
+    assert_eq!(mail.header("List-Unsubscribe"), None);
+    let row = app.settled(event).await;
+    assert_eq!((row.locale.as_str(), row.template_version), ("en", 1));
+    assert_eq!(
+        row.body_text, "",
+        "the reset link does not rest in the database"
+    );
+}

@@ -1,0 +1,293 @@
+use std::path::{Path, PathBuf};
+
+use async_nats::{HeaderMap, jetstream};
+use clap::Parser;
+use serde_json::Value;
+use tienda_events::{Envelope, Message};
+use tienda_kit::testing::{NatsServer, TestDatabase, TokenIssuer};
+use tienda_notifications::{Application, config::Config};
+use uuid::Uuid;
+
+/// What links in messages start with; tests swap it for the app's address.
+pub const PUBLIC_URL: &str = "http://shop.test";
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub db: sqlx::PgPool,
+    pub jetstream: jetstream::Context,
+    pub outbox: PathBuf,
+    pub issuer: TokenIssuer,
+    _nats: NatsServer,
+    _database: TestDatabase,
+}
+
+/// A notifications service writing `.eml` files into a fresh directory.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// The same with extra flags (`--smtp-url=...`).
+pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
+    tienda_kit::install_crypto_provider();
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client);
+    for item in tienda_provision::topology::provision_all(&js).await {
+        item.result
+            .unwrap_or_else(|e| panic!("provisioning {}: {e}", item.name));
+    }
+    let database = TestDatabase::create().await;
+    let issuer = TokenIssuer::start().await;
+    let outbox = std::env::temp_dir().join(format!("tienda-notifications-{}", Uuid::now_v7()));
+    let mut args = vec![
+        "tienda-notifications".to_owned(),
+        "--listen-addr=127.0.0.1:0".into(),
+        "--admin-addr=127.0.0.1:0".into(),
+        format!("--database-url={}", database.url),
+        format!("--nats-url={}", nats.url()),
+        "--log-format=pretty".into(),
+        "--log-filter=warn".into(),
+        format!("--auth-jwks-url={}", issuer.jwks_url),
+        format!("--auth-issuer={}", tienda_kit::testing::ISSUER),
+        format!("--auth-audience={}", tienda_kit::testing::AUDIENCE),
+        format!("--outbox-dir={}", outbox.display()),
+        format!("--public-url={PUBLIC_URL}"),
+        "--shop-name=Tienda Test".into(),
+        "--poll-interval-ms=100".into(),
+    ];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    let app = Application::build(Config::parse_from(args))
+        .await
+        .expect("notifications builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let db = app.platform().db().clone();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        base,
+        http: reqwest::Client::new(),
+        db,
+        jetstream: js,
+        outbox,
+        issuer,
+        _nats: nats,
+        _database: database,
+    }
+}
+
+/// A delivery as recorded.
+#[derive(Debug, sqlx::FromRow)]
+pub struct DeliveryRow {
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub provider_ref: Option<String>,
+    pub locale: String,
+    pub template_version: i32,
+    pub body_text: String,
+}
+
+impl TestApp {
+    /// Publishes `envelope` as its producer's outbox relay would (`Nats-Msg-Id` = `msg_id`).
+    pub async fn publish_as<T: Message + serde::Serialize>(
+        &self,
+        envelope: &Envelope<T>,
+        msg_id: &str,
+    ) {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", msg_id);
+        self.jetstream
+            .publish_with_headers(
+                envelope.subject(),
+                headers,
+                serde_json::to_vec(envelope).unwrap().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .expect("the stream acknowledges");
+    }
+
+    /// Publishes `data` in a new envelope from `source`; returns the event id.
+    pub async fn publish<T: Message + serde::Serialize>(&self, source: &str, data: T) -> Uuid {
+        let envelope = Envelope::new(source, data);
+        self.publish_as(&envelope, &envelope.id.to_string()).await;
+        envelope.id
+    }
+
+    /// The delivery of `event_id`, once it reached a state other than `queued`.
+    pub async fn settled(&self, event_id: Uuid) -> DeliveryRow {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let found = sqlx::query_as::<_, DeliveryRow>(
+                "SELECT status, attempts, last_error, provider_ref, locale, template_version,
+                        body_text
+                 FROM deliveries WHERE event_id = $1 AND status <> 'queued'",
+            )
+            .bind(event_id)
+            .fetch_optional(&self.db)
+            .await
+            .unwrap();
+            if let Some(found) = found {
+                return found;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for the delivery of {event_id} to settle"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The mail sent for `event_id`.
+    pub async fn mail_for(&self, event_id: Uuid) -> Mail {
+        let delivery = self.settled(event_id).await;
+        assert_eq!(delivery.status, "sent", "{delivery:?}");
+        Mail::read(Path::new(delivery.provider_ref.as_deref().unwrap()))
+    }
+
+    /// Waits until the consumer has answered every message published on its stream.
+    pub async fn drained(&self, stream: &str, durable: &str) {
+        eventually("the consumer has answered everything", || async {
+            let mut consumer: jetstream::consumer::PullConsumer = self
+                .jetstream
+                .get_consumer_from_stream(durable, stream)
+                .await
+                .unwrap();
+            let info = consumer.info().await.unwrap();
+            info.num_pending == 0 && info.num_ack_pending == 0
+        })
+        .await;
+    }
+
+    /// The `.eml` files in the outbox.
+    pub fn mails(&self) -> Vec<Mail> {
+        match std::fs::read_dir(&self.outbox) {
+            Ok(entries) => entries
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                .map(|p| Mail::read(&p))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A link from a message, pointed at this app.
+    pub fn local(&self, link: &str) -> String {
+        link.replacen(PUBLIC_URL, &self.base, 1)
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+/// An `.eml` file, parsed as far as the tests need.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub raw: String,
+}
+
+impl Mail {
+    pub fn read(path: &Path) -> Self {
+        Self {
+            raw: std::fs::read_to_string(path).unwrap(),
+        }
+    }
+
+    /// A top-level header's value (unfolded).
+    pub fn header(&self, name: &str) -> Option<String> {
+        let head = self.raw.split("\r\n\r\n").next().unwrap();
+        let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+        unfolded.split("\r\n").find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    }
+
+    /// The decoded body of the part with `content_type` (`text/plain`, `text/html`).
+    pub fn part(&self, content_type: &str) -> String {
+        let start = self
+            .raw
+            .find(&format!("Content-Type: {content_type}"))
+            .unwrap_or_else(|| panic!("no {content_type} part in\n{}", self.raw));
+        let part = &self.raw[start..];
+        let (head, rest) = part.split_once("\r\n\r\n").unwrap();
+        let body = &rest[..rest.find("\r\n--").unwrap()];
+        let encoding = head
+            .split("\r\n")
+            .find_map(|l| l.strip_prefix("Content-Transfer-Encoding: "))
+            .unwrap_or("7bit");
+        match encoding {
+            "base64" => {
+                use base64::Engine;
+                let joined: String = body.split("\r\n").collect();
+                String::from_utf8(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(joined)
+                        .unwrap(),
+                )
+                .unwrap()
+            }
+            "quoted-printable" => quoted_printable(body),
+            _ => body.replace("\r\n", "\n"),
+        }
+    }
+}
+
+fn quoted_printable(body: &str) -> String {
+    let joined = body.replace("=\r\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' && i + 2 < bytes.len() + 1 {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+            out.push(u8::from_str_radix(hex, 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap().replace("\r\n", "\n")
+}
+
+/// Waits until `check` holds (up to 20 s).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.outbox);
+    }
+}

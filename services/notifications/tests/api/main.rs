@@ -1,0 +1,7 @@
+//! The notifications service against real PostgreSQL and a private nats-server with the
+//! topology provisioned: events published as auth, orders and payments publish them, and what
+//! reached the mail outbox read back.
+
+mod delivery;
+mod helpers;
+mod preferences;
