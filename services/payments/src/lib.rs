@@ -1,14 +1,46 @@
-//! Tienda's payments service (being built: see its issue).
+//! Tienda's payments service: the order saga's authorize, capture, void and refund commands
+//! carried out through a payment provider, with a pure state machine, money in minor units
+//! and refunds that never exceed the capture.
 //!
 //! # Layout
 //! - [`config`]: flags and environment
+//! - [`domain`]: money with currency exponents, the payment state machine, the refund bound
+//! - [`provider`]: the provider trait and the built-in `sandbox`
+//! - [`db`]: SQL for payments, attempts and refunds
+//! - [`commands`]: the saga's payment commands from JetStream, answered through the outbox
+//! - [`challenge`]: the sandbox's 3-D Secure challenges
+//! - [`http`]: the API (admin reads, challenge answers)
+//! - [`error`]: errors as problem documents
+//!
+//! # Provider calls and transactions
+//! A command's provider call happens inside the consumer's transaction while the payment's
+//! lock is held, so the state change, the attempt, the reply and the inbox row commit
+//! together. If the commit is lost after the provider answered, the redelivered command
+//! calls again with the same idempotency key and gets the same answer: one effect. The price
+//! with a network provider is a connection and a lock held for the call (bounded by the
+//! command's deadline and the CircuitPolicy's timeout).
 
+pub mod challenge;
+pub mod commands;
 pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod provider;
 
-use tienda_kit::{Needs, Platform, dead_letter::DeadLetters, outbox::RelayConfig};
-use utoipa::OpenApi;
+use std::{sync::Arc, time::Duration};
 
-use crate::config::Config;
+use tienda_kit::{
+    Needs, Platform, consumer::ConsumerConfig, dead_letter::DeadLetters, outbox::RelayConfig,
+};
+
+use crate::{
+    challenge::Challenges,
+    commands::PaymentCommands,
+    config::{Config, ProviderName},
+    provider::{Providers, sandbox::Sandbox},
+};
 
 /// The `source` of every envelope payments writes.
 pub const SOURCE: &str = "payments";
@@ -16,16 +48,15 @@ pub const SOURCE: &str = "payments";
 /// The migrations of the payments database.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-#[derive(OpenApi)]
-#[openapi(info(title = "Tienda payments", description = "Tienda's payments service"))]
-struct ApiDoc;
+/// The durable consumer of the saga's payment commands (provisioned by the operator).
+pub const COMMANDS_CONSUMER: &str = "payments-commands";
 
 /// A built payments service.
 #[derive(Debug)]
 pub struct Application(tienda_kit::Application);
 
 impl Application {
-    /// Connects, migrates, starts the relay, binds.
+    /// Connects, migrates, starts the relay and the command consumer, binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let platform = Platform::start(
             SOURCE,
@@ -37,6 +68,31 @@ impl Application {
         )
         .await?;
         platform.start_relay(RelayConfig::default())?;
+        let providers = match config.provider {
+            ProviderName::Sandbox => Providers::new(Arc::new(Sandbox::new(Duration::from_millis(
+                config.sandbox_slow_ms,
+            )))),
+        };
+        let challenges = Challenges {
+            public_url: config.public_url.clone(),
+            ttl: Duration::from_secs(config.challenge_ttl_seconds),
+        };
+        // Each command holds a database connection across its provider call: stay below the
+        // pool (default 10) so the relay and the API keep connections.
+        let mut consumer = ConsumerConfig::new(SOURCE, "PAYMENT", COMMANDS_CONSUMER);
+        consumer.concurrency = 6;
+        platform.start_consumer(
+            consumer,
+            PaymentCommands {
+                providers,
+                challenges,
+            },
+        )?;
+        let (router, openapi) = http::router(http::AppState {
+            db: platform.db().clone(),
+            verifier: config.tokens.verifier(),
+        });
+        // Operators inspect, replay or discard the commands this service gave up on.
         let admin = tienda_kit::dead_letter::router(
             DeadLetters {
                 jetstream: platform.nats()?.jetstream.clone(),
@@ -45,13 +101,7 @@ impl Application {
             config.tokens.verifier(),
         );
         Ok(Self(
-            tienda_kit::Application::build_with_admin(
-                platform,
-                axum::Router::new(),
-                admin,
-                ApiDoc::openapi(),
-            )
-            .await?,
+            tienda_kit::Application::build_with_admin(platform, router, admin, openapi).await?,
         ))
     }
 

@@ -1,0 +1,5 @@
+//! SQL, one module per table; every function takes the caller's connection or transaction.
+
+pub mod attempts;
+pub mod payments;
+pub mod refunds;
