@@ -1,14 +1,36 @@
-//! Tienda's orders service (being built: see its issue).
+//! Tienda's orders service: checkout with a required `Idempotency-Key`, the order state
+//! machine, the orchestrated saga (reserve stock → authorize payment → confirm; compensate on
+//! failure or timeout) and the append-only order event log.
 //!
 //! # Layout
 //! - [`config`]: flags and environment
+//! - [`domain`]: the state machine, the saga's decisions, checkout rules, log entries (no I/O)
+//! - [`store`]: SQL: orders, lines, the event log, saga state
+//! - [`catalog`]: prices from products over HTTP (the kit's outbound client)
+//! - [`saga`]: the saga's consumers (inventory and payment replies) and deadline sweeper
+//! - [`http`]: the API
+//! - [`error`]: errors as problem documents
 
+pub mod catalog;
 pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod saga;
+pub mod store;
 
-use tienda_kit::{Needs, Platform, dead_letter::DeadLetters, outbox::RelayConfig};
-use utoipa::OpenApi;
+use std::time::Duration;
 
-use crate::config::Config;
+use tienda_kit::{
+    Needs, Platform,
+    consumer::ConsumerConfig,
+    dead_letter::DeadLetters,
+    idempotency::{Store, StoreConfig},
+    outbound::Outbound,
+    outbox::RelayConfig,
+};
+
+use crate::{catalog::Catalog, config::Config, saga::Timeouts};
 
 /// The `source` of every envelope orders writes.
 pub const SOURCE: &str = "orders";
@@ -16,16 +38,18 @@ pub const SOURCE: &str = "orders";
 /// The migrations of the orders database.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-#[derive(OpenApi)]
-#[openapi(info(title = "Tienda orders", description = "Tienda's orders service"))]
-struct ApiDoc;
+/// The durable consumer of inventory's replies (provisioned by the operator).
+pub const INVENTORY_CONSUMER: &str = "orders-inventory-events";
+
+/// The durable consumer of payments' replies (provisioned by the operator).
+pub const PAYMENT_CONSUMER: &str = "orders-payment-events";
 
 /// A built orders service.
 #[derive(Debug)]
 pub struct Application(tienda_kit::Application);
 
 impl Application {
-    /// Connects, migrates, starts the relay, binds.
+    /// Connects, migrates, starts the relay, the saga's consumers and sweeper, binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let platform = Platform::start(
             SOURCE,
@@ -37,6 +61,37 @@ impl Application {
         )
         .await?;
         platform.start_relay(RelayConfig::default())?;
+        let timeouts = Timeouts {
+            reserve: Duration::from_millis(config.reserve_timeout_ms),
+            authorize: Duration::from_millis(config.authorize_timeout_ms),
+            reservation_ttl: Duration::from_secs(config.reservation_ttl_seconds),
+        };
+        platform.start_consumer(
+            ConsumerConfig::new(SOURCE, "INVENTORY", INVENTORY_CONSUMER),
+            saga::InventoryReplies { timeouts },
+        )?;
+        platform.start_consumer(
+            ConsumerConfig::new(SOURCE, "PAYMENT", PAYMENT_CONSUMER),
+            saga::PaymentReplies { timeouts },
+        )?;
+        platform.spawn(saga::sweeper(
+            platform.db().clone(),
+            timeouts,
+            Duration::from_millis(config.sweep_interval_ms.max(10)),
+            platform.shutdown.clone(),
+        ));
+        let state = http::AppState {
+            db: platform.db().clone(),
+            verifier: config.tokens.verifier(),
+            idempotency: Store::start(&platform, StoreConfig::default()),
+            catalog: Catalog {
+                outbound: Outbound::start(&platform, &config.policy).await?,
+                base_url: config.products_url.clone(),
+            },
+            timeouts,
+        };
+        let (router, openapi) = http::router(state);
+        // Operators inspect, replay or discard the replies this service gave up on.
         let admin = tienda_kit::dead_letter::router(
             DeadLetters {
                 jetstream: platform.nats()?.jetstream.clone(),
@@ -45,13 +100,7 @@ impl Application {
             config.tokens.verifier(),
         );
         Ok(Self(
-            tienda_kit::Application::build_with_admin(
-                platform,
-                axum::Router::new(),
-                admin,
-                ApiDoc::openapi(),
-            )
-            .await?,
+            tienda_kit::Application::build_with_admin(platform, router, admin, openapi).await?,
         ))
     }
 

@@ -1,0 +1,319 @@
+//! The checkout request, checked field by field, and the money of priced lines.
+
+use serde::{Deserialize, Serialize};
+use tienda_events::{Money, money::Currency};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Most lines in one order.
+pub const MAX_LINES: usize = 50;
+/// Most units of one line.
+pub const MAX_QUANTITY: u32 = 100;
+
+/// `POST /v1/checkout`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutRequest {
+    /// Where to write to about the order (at most 254 characters).
+    pub email: String,
+    /// Where to ship it.
+    pub shipping_address: Address,
+    /// The payment provider's token for the payment method (`pm_card_visa`), never a card
+    /// number: 1-100 visible ASCII characters.
+    pub payment_method: String,
+    /// What to order (until the cart exists): 1-50 lines, one per SKU.
+    pub items: Vec<ItemRequest>,
+}
+
+/// A postal address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Address {
+    /// Recipient, 1-100 characters.
+    pub name: String,
+    /// 1-200 characters.
+    pub line1: String,
+    /// At most 200 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line2: Option<String>,
+    /// 1-100 characters.
+    pub city: String,
+    /// 1-20 characters.
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2 (`ES`).
+    pub country: String,
+}
+
+/// One line of a checkout.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ItemRequest {
+    /// The product the SKU belongs to (products is asked for its price and status).
+    pub product_id: Uuid,
+    /// The variant.
+    pub sku: String,
+    /// 1-100 units.
+    pub quantity: u32,
+}
+
+/// A line priced from the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PricedLine {
+    /// The product.
+    pub product_id: Uuid,
+    /// The variant.
+    pub sku: String,
+    /// The product's name now.
+    pub name: String,
+    /// Units.
+    pub quantity: u32,
+    /// The price of one unit now.
+    pub unit_price: Money,
+}
+
+/// Field errors: `(field, message)`.
+pub type FieldErrors = Vec<(String, String)>;
+
+fn length(fields: &mut FieldErrors, field: &str, value: &str, min: usize, max: usize) {
+    let n = value.trim().chars().count();
+    if n < min || n > max {
+        let message = if min == 0 {
+            format!("must be at most {max} characters")
+        } else {
+            format!("must be {min} to {max} characters")
+        };
+        fields.push((field.to_owned(), message));
+    }
+}
+
+impl CheckoutRequest {
+    /// Every field error at once; trims the strings it keeps.
+    pub fn validate(mut self) -> Result<Self, FieldErrors> {
+        let mut fields = FieldErrors::new();
+        self.email = self.email.trim().to_owned();
+        let email_ok = self.email.chars().count() <= 254
+            && self.email.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
+            })
+            && !self.email.chars().any(char::is_whitespace);
+        if !email_ok {
+            fields.push(("email".into(), "must be an email address".into()));
+        }
+        let a = &mut self.shipping_address;
+        for (name, value, min, max) in [
+            ("name", &mut a.name, 1, 100),
+            ("line1", &mut a.line1, 1, 200),
+            ("city", &mut a.city, 1, 100),
+            ("postal_code", &mut a.postal_code, 1, 20),
+        ] {
+            *value = value.trim().to_owned();
+            length(
+                &mut fields,
+                &format!("shipping_address.{name}"),
+                value,
+                min,
+                max,
+            );
+        }
+        if let Some(line2) = &mut a.line2 {
+            *line2 = line2.trim().to_owned();
+            length(&mut fields, "shipping_address.line2", line2, 0, 200);
+            if line2.is_empty() {
+                a.line2 = None;
+            }
+        }
+        a.country = a.country.trim().to_owned();
+        if !(a.country.len() == 2 && a.country.bytes().all(|b| b.is_ascii_uppercase())) {
+            fields.push((
+                "shipping_address.country".into(),
+                "must be an ISO 3166-1 alpha-2 code such as ES".into(),
+            ));
+        }
+        if self.payment_method.is_empty()
+            || self.payment_method.len() > 100
+            || !self.payment_method.bytes().all(|b| b.is_ascii_graphic())
+        {
+            fields.push((
+                "payment_method".into(),
+                "must be a payment method token (1-100 visible ASCII characters)".into(),
+            ));
+        }
+        if self.items.is_empty() || self.items.len() > MAX_LINES {
+            fields.push(("items".into(), format!("must have 1 to {MAX_LINES} lines")));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, item) in self.items.iter().enumerate() {
+            let sku_ok = (1..=64).contains(&item.sku.len())
+                && item
+                    .sku
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !sku_ok {
+                fields.push((format!("items[{i}].sku"), "must be a SKU".into()));
+            } else if !seen.insert(item.sku.clone()) {
+                fields.push((
+                    format!("items[{i}].sku"),
+                    "appears in another line; order it once with the total quantity".into(),
+                ));
+            }
+            if !(1..=MAX_QUANTITY).contains(&item.quantity) {
+                fields.push((
+                    format!("items[{i}].quantity"),
+                    format!("must be 1 to {MAX_QUANTITY}"),
+                ));
+            }
+        }
+        if fields.is_empty() {
+            Ok(self)
+        } else {
+            Err(fields)
+        }
+    }
+}
+
+/// What an order costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Totals {
+    /// The lines' sum.
+    pub subtotal: Money,
+    /// What the customer pays (shipping and tax come later: today the subtotal).
+    pub total: Money,
+}
+
+/// The totals of `lines`: one currency, no overflow. Errors name the line at fault.
+pub fn totals(lines: &[PricedLine]) -> Result<Totals, FieldErrors> {
+    let currency: Currency = match lines.first() {
+        Some(line) => line.unit_price.currency,
+        None => return Err(vec![("items".into(), "must have at least one line".into())]),
+    };
+    let mut sum: i64 = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if line.unit_price.currency != currency {
+            return Err(vec![(
+                format!("items[{i}].sku"),
+                format!(
+                    "is priced in {}, the rest of the order in {currency}; order them separately",
+                    line.unit_price.currency
+                ),
+            )]);
+        }
+        sum = line
+            .unit_price
+            .amount
+            .checked_mul(i64::from(line.quantity))
+            .and_then(|amount| sum.checked_add(amount))
+            .ok_or_else(|| vec![("items".into(), "the order's total is too large".into())])?;
+    }
+    let subtotal = Money {
+        amount: sum,
+        currency,
+    };
+    Ok(Totals {
+        subtotal,
+        total: subtotal,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eur(amount: i64) -> Money {
+        Money {
+            amount,
+            currency: "EUR".parse().unwrap(),
+        }
+    }
+
+    fn line(sku: &str, quantity: u32, price: Money) -> PricedLine {
+        PricedLine {
+            product_id: Uuid::nil(),
+            sku: sku.into(),
+            name: sku.into(),
+            quantity,
+            unit_price: price,
+        }
+    }
+
+    fn request(body: serde_json::Value) -> CheckoutRequest {
+        serde_json::from_value(body).unwrap()
+    }
+
+    fn valid() -> serde_json::Value {
+        serde_json::json!({
+            "email": " ana@example.com ",
+            "shipping_address": {"name": "Ana", "line1": "Calle Mayor 1", "city": "Madrid",
+                                 "postal_code": "28013", "country": "ES"},
+            "payment_method": "pm_card_visa",
+            "items": [{"product_id": Uuid::nil(), "sku": "MUG-1", "quantity": 2}]
+        })
+    }
+
+    #[test]
+    fn totals_are_integer_minor_units() {
+        let t = totals(&[line("A", 3, eur(1999)), line("B", 1, eur(1))]).unwrap();
+        assert_eq!(t.subtotal, eur(5998));
+        assert_eq!(t.total, eur(5998));
+    }
+
+    #[test]
+    fn mixed_currencies_and_overflow_are_refused_naming_the_line() {
+        let usd = Money {
+            amount: 100,
+            currency: "USD".parse().unwrap(),
+        };
+        let err = totals(&[line("A", 1, eur(100)), line("B", 1, usd)]).unwrap_err();
+        assert_eq!(err[0].0, "items[1].sku");
+        assert!(totals(&[line("A", 100, eur(i64::MAX / 10))]).is_err());
+    }
+
+    #[test]
+    fn a_valid_request_is_trimmed() {
+        let ok = request(valid()).validate().unwrap();
+        assert_eq!(ok.email, "ana@example.com");
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let mut body = valid();
+        body["email"] = "not-an-email".into();
+        body["shipping_address"]["country"] = "Spain".into();
+        body["shipping_address"]["name"] = "".into();
+        body["payment_method"] = "".into();
+        body["items"] = serde_json::json!([
+            {"product_id": Uuid::nil(), "sku": "MUG-1", "quantity": 0},
+            {"product_id": Uuid::nil(), "sku": "MUG-1", "quantity": 101},
+            {"product_id": Uuid::nil(), "sku": "no spaces", "quantity": 1},
+        ]);
+        let fields: Vec<String> = request(body)
+            .validate()
+            .unwrap_err()
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "email",
+                "shipping_address.name",
+                "shipping_address.country",
+                "payment_method",
+                "items[0].quantity",
+                "items[1].sku",
+                "items[1].quantity",
+                "items[2].sku",
+            ]
+        );
+    }
+
+    #[test]
+    fn line_counts_are_bounded() {
+        let mut body = valid();
+        body["items"] = serde_json::json!([]);
+        assert_eq!(request(body.clone()).validate().unwrap_err()[0].0, "items");
+        body["items"] = (0..=MAX_LINES)
+            .map(|i| serde_json::json!({"product_id": Uuid::nil(), "sku": format!("S-{i}"), "quantity": 1}))
+            .collect();
+        assert_eq!(request(body).validate().unwrap_err()[0].0, "items");
+    }
+}

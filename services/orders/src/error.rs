@@ -1,0 +1,73 @@
+//! The orders service's errors and how clients see them.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use tienda_kit::Problem;
+
+use crate::domain::status::IllegalTransition;
+
+/// What can go wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is invalid; the fields say why.
+    #[error("invalid request")]
+    Invalid(Vec<(String, String)>),
+    /// No such thing (the detail says what).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The order's state does not allow it.
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    /// The caller's token is not a customer's.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// A service this one needs did not answer usefully (products, for prices).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<Error> for Problem {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Invalid(fields) => Problem::invalid_fields(fields),
+            Error::NotFound(what) => Problem::not_found(what),
+            Error::Illegal(illegal) => Problem::new(
+                StatusCode::CONFLICT,
+                "illegal-transition",
+                "Not possible in the order's state",
+            )
+            .with_detail(format!("{}.", capitalized(&illegal.to_string())))
+            .with_extension("status", serde_json::json!(illegal.from)),
+            Error::Forbidden(detail) => {
+                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").with_detail(detail)
+            }
+            Error::Unavailable(detail) => {
+                tracing::warn!(%detail, "dependency unavailable");
+                Problem::unavailable(detail)
+            }
+            Error::Database(err) => {
+                tracing::error!(error = %err, "database error");
+                Problem::internal()
+            }
+        }
+    }
+}
+
+fn capitalized(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        Problem::from(self).into_response()
+    }
+}

@@ -1,0 +1,6 @@
+//! The orders service against real PostgreSQL, nats-server and a real products service.
+
+mod checkout;
+mod helpers;
+mod orders;
+mod saga;
