@@ -31,6 +31,8 @@ pub mod var {
     pub const TIENDA_POLICY_SOURCE: &str = "TIENDA_POLICY_SOURCE";
     /// The policy YAML file or directory, for the `file` source (`tienda up` only).
     pub const TIENDA_POLICY_PATH: &str = "TIENDA_POLICY_PATH";
+    /// Where orders reaches products (checkout prices lines from the catalog).
+    pub const PRODUCTS_URL: &str = "PRODUCTS_URL";
     /// The pod's name (the gateway reports applied policy generations under it).
     pub const POD_NAME: &str = "POD_NAME";
     /// The pod's namespace (where the gateway watches policies and EndpointSlices).
@@ -174,6 +176,16 @@ pub fn component_environment(shop: &Shop, component: Component) -> Vec<(&'static
             path: "/.well-known/jwks.json",
         }),
     ));
+    if component == Component::Orders {
+        // Checkout prices lines from the catalog.
+        vars.push((
+            var::PRODUCTS_URL,
+            placed(Placed::Url {
+                component: Component::Products,
+                path: "",
+            }),
+        ));
+    }
     if component == Component::Auth {
         vars.push((
             var::AUTH_KEY_ENCRYPTION_KEY,
