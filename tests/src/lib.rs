@@ -35,7 +35,9 @@ pub fn repo_root() -> PathBuf {
 fn free_base_port() -> u16 {
     for _ in 0..200 {
         let mut options = Options::new(PathBuf::new());
-        options.base_port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 40_000) as u16;
+        // Below the kernel's ephemeral range (32768-60999 here), which every port-0 bind of
+        // the tests running beside this one draws from: a base port in it collided with them.
+        options.base_port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
         let all_free = options
             .ports()
             .into_iter()

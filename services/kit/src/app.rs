@@ -398,9 +398,12 @@ impl Application {
         ));
         let mut server = tokio::spawn(serve::serve(listener, router, limits, stop));
 
+        // Shutdown first: the server also ends on the shutdown signal, and seeing its end
+        // before the signal's would take a clean SIGTERM for a crash.
         let served = tokio::select! {
-            result = &mut server => Some(result),
+            biased;
             () = platform.shutdown.wait() => None,
+            result = &mut server => Some(result),
         };
         if let Some(result) = served {
             // The server stopped by itself: that is a failure, not a shutdown.
