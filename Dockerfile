@@ -3,8 +3,8 @@
 #
 #   docker build --target operator -t ghcr.io/tienda-dev/tienda-operator:0.1.0 .
 #   docker build --target gateway  -t ghcr.io/tienda-dev/tienda-gateway:0.1.0 .
-#   (auth, products, ...: the same, one target per component; `tienda-<component>` images are
-#   what a Shop's `registry` + `version` name.)
+#   (auth, products, orders, payments, notifications: the same, one target per component;
+#   `tienda-<component>` images are what a Shop's `registry` + `version` name.)
 #
 # The runtime stage needs no shell or package manager at run time: it holds the binary, CA
 # certificates and nothing that runs as root. Base images are pinned by version; pin them by
@@ -45,17 +45,35 @@ CMD ["run"]
 FROM runtime AS gateway
 LABEL org.opencontainers.image.title="tienda-gateway"
 COPY --from=build /out/tienda-gateway /usr/local/bin/tienda-gateway
-EXPOSE 8080
+EXPOSE 8080 9090
 ENTRYPOINT ["/usr/local/bin/tienda-gateway"]
 
 FROM runtime AS auth
 LABEL org.opencontainers.image.title="tienda-auth"
 COPY --from=build /out/tienda-auth /usr/local/bin/tienda-auth
-EXPOSE 8080
+EXPOSE 8080 9090
 ENTRYPOINT ["/usr/local/bin/tienda-auth"]
 
 FROM runtime AS products
 LABEL org.opencontainers.image.title="tienda-products"
 COPY --from=build /out/tienda-products /usr/local/bin/tienda-products
-EXPOSE 8080
+EXPOSE 8080 9090
 ENTRYPOINT ["/usr/local/bin/tienda-products"]
+
+FROM runtime AS orders
+LABEL org.opencontainers.image.title="tienda-orders"
+COPY --from=build /out/tienda-orders /usr/local/bin/tienda-orders
+EXPOSE 8080 9090
+ENTRYPOINT ["/usr/local/bin/tienda-orders"]
+
+FROM runtime AS payments
+LABEL org.opencontainers.image.title="tienda-payments"
+COPY --from=build /out/tienda-payments /usr/local/bin/tienda-payments
+EXPOSE 8080 9090
+ENTRYPOINT ["/usr/local/bin/tienda-payments"]
+
+FROM runtime AS notifications
+LABEL org.opencontainers.image.title="tienda-notifications"
+COPY --from=build /out/tienda-notifications /usr/local/bin/tienda-notifications
+EXPOSE 8080 9090
+ENTRYPOINT ["/usr/local/bin/tienda-notifications"]

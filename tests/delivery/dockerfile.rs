@@ -88,7 +88,15 @@ fn images_are_pinned_non_root_labelled_and_free_of_secrets() {
     }
 
     // Every binary the operator's Deployments and the chart name has an image.
-    for target in ["operator", "gateway", "auth", "products"] {
+    for target in [
+        "operator",
+        "gateway",
+        "auth",
+        "products",
+        "orders",
+        "payments",
+        "notifications",
+    ] {
         let stage = lookup(target).unwrap_or_else(|| panic!("no `{target}` target"));
         // Its chain of bases: USER, LABEL and ENTRYPOINT may come from the runtime stage.
         let mut chain = vec![stage];
