@@ -59,8 +59,9 @@ pub struct Config {
     )]
     pub public_url: String,
 
-    /// The shop's name, as messages sign off (default `Tienda`).
-    #[arg(long, env = "TIENDA_SHOP", default_value = "Tienda")]
+    /// The shop's name as messages sign off (default `Tienda`). Not `TIENDA_SHOP`, which is the
+    /// Shop resource's name (`local`, `acme`), not what customers read.
+    #[arg(long, env = "NOTIFICATIONS_SHOP_NAME", default_value = "Tienda")]
     pub shop_name: String,
 
     /// The language of messages to people who chose none (`es` or `en`; default `en`).
