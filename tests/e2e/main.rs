@@ -1,6 +1,7 @@
 //! Whole-system tests: the shop as `tienda up` runs it — every service its own process over
 //! real PostgreSQL and NATS — driven the way users drive it: through the gateway.
 
+mod checkout;
 mod demo;
 mod journeys;
 mod operations;

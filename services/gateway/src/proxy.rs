@@ -52,7 +52,7 @@ pub const USER_ID: HeaderName = HeaderName::from_static("x-tienda-user-id");
 pub const USER_ROLES: HeaderName = HeaderName::from_static("x-tienda-user-roles");
 
 /// The routes: path prefix → service.
-const ROUTES: [(&str, &str); 10] = [
+const ROUTES: [(&str, &str); 12] = [
     ("/v1/auth", "auth"),
     ("/.well-known/jwks.json", "auth"),
     ("/v1/products", "products"),
@@ -60,8 +60,10 @@ const ROUTES: [(&str, &str); 10] = [
     ("/v1/inventory", "products"),
     ("/v1/orders", "orders"),
     ("/v1/cart", "orders"),
+    ("/v1/checkout", "orders"),
     ("/v1/payments", "payments"),
     ("/v1/webhooks", "payments"),
+    ("/v1/invoices", "payments"),
     ("/v1/notifications", "notifications"),
 ];
 
@@ -788,6 +790,8 @@ mod tests {
             ("/v1/inventory/SKU-1", Some("products")),
             ("/v1/cart", Some("orders")),
             ("/v1/orders/1", Some("orders")),
+            ("/v1/checkout", Some("orders")),
+            ("/v1/invoices/1.pdf", Some("payments")),
             ("/v1/webhooks/stripe", Some("payments")),
             ("/v1/notifications", Some("notifications")),
             ("/v1/productsx", None),

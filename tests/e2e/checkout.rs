@@ -1,0 +1,166 @@
+//! The checkout saga across four processes, through the gateway: orders asks products to
+//! reserve the stock and payments to authorize the card, then confirms and commits — or
+//! compensates and cancels — and the stock adds up either way.
+
+use std::time::{Duration, Instant};
+
+use pretty_assertions::assert_eq;
+use serde_json::{Value, json};
+use tienda_crds::Component::{Auth, Orders, Products};
+use tienda_e2e::Shop;
+use uuid::Uuid;
+
+/// A signed-in customer's token.
+async fn customer(shop: &Shop, email: &str) -> String {
+    let password = "correct horse battery staple 42";
+    let (status, body) = shop
+        .post(
+            shop.url(Auth, "/v1/auth/register"),
+            None,
+            json!({"email": email, "password": password, "name": "Ada"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, pair) = shop
+        .post(
+            shop.url(Auth, "/v1/auth/login"),
+            None,
+            json!({"email": email, "password": password}),
+        )
+        .await;
+    assert_eq!(status, 200, "{pair}");
+    pair["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Checks out `quantity` of `sku` paying with `card`; returns the order as answered (202).
+async fn checkout(
+    shop: &Shop,
+    token: &str,
+    product_id: &str,
+    sku: &str,
+    quantity: u32,
+    card: &str,
+) -> Value {
+    let response = shop
+        .http
+        .post(shop.url(Orders, "/v1/checkout"))
+        .bearer_auth(token)
+        .header("Idempotency-Key", Uuid::now_v7().to_string())
+        .json(&json!({
+            "email": "ada@e2e.test",
+            "shipping_address": {"name": "Ada Lovelace", "line1": "Calle Mayor 1",
+                                 "city": "Madrid", "postal_code": "28013", "country": "ES"},
+            "payment_method": card,
+            "items": [{"product_id": product_id, "sku": sku, "quantity": quantity}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, 202, "{body}");
+    body
+}
+
+/// Waits until the order reaches a final state of the saga; returns it.
+async fn settled(shop: &Shop, token: &str, order: &Value) -> Value {
+    let id = order["id"].as_str().expect("the order has an id");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, now) = shop
+            .get(shop.url(Orders, &format!("/v1/orders/{id}")), Some(token))
+            .await;
+        assert_eq!(status, 200, "{now}");
+        if matches!(now["status"].as_str(), Some("confirmed" | "cancelled")) {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "order {id} stuck at {}:\n{}\n{}",
+            now["status"],
+            shop.log(Orders),
+            shop.log(tienda_crds::Component::Payments)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_paid_checkout_is_confirmed_and_a_declined_or_short_one_cancelled_with_stock_intact() {
+    let shop = Shop::start().await;
+    let admin = shop.admin_token().await;
+    let (status, product) = shop
+        .post(
+            shop.url(Products, "/v1/products"),
+            Some(&admin),
+            json!({"name": "Taza de cerámica", "description": "Ceramic mug, 350 ml.",
+                   "status": "active", "variants": [
+                       {"sku": "MUG-E2E", "attributes": {"colour": "blue"},
+                        "price": {"amount": 1250, "currency": "EUR"}}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{product}");
+    let product_id = product["id"].as_str().unwrap().to_owned();
+    let stocked = shop
+        .http
+        .put(shop.url(Products, "/v1/inventory/MUG-E2E"))
+        .bearer_auth(&admin)
+        .json(&json!({"on_hand": 10, "reason": "delivery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stocked.status(), 200);
+    let stock = || async {
+        shop.get(shop.url(Products, "/v1/inventory/MUG-E2E"), None)
+            .await
+            .1
+    };
+    let token = customer(&shop, "ada@e2e.test").await;
+
+    // Paid: reserved, authorized, confirmed, and the stock sold.
+    let placed = checkout(&shop, &token, &product_id, "MUG-E2E", 2, "pm_card_visa").await;
+    assert_eq!(placed["status"], "pending", "{placed}");
+    let order = settled(&shop, &token, &placed).await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stock().await["on_hand"] != 8 {
+        assert!(Instant::now() < deadline, "the sale was never committed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        stock().await,
+        json!({"sku": "MUG-E2E", "on_hand": 8, "reserved": 0, "available": 8})
+    );
+
+    // Declined: the reservation is released, the order cancelled, the stock as it was.
+    let placed = checkout(
+        &shop,
+        &token,
+        &product_id,
+        "MUG-E2E",
+        3,
+        "pm_card_chargeDeclined",
+    )
+    .await;
+    let order = settled(&shop, &token, &placed).await;
+    assert_eq!(order["status"], "cancelled", "{order}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stock().await["reserved"] != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the reservation was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stock().await["available"], 8);
+
+    // More than there is: nothing reserved, nothing charged, cancelled.
+    let placed = checkout(&shop, &token, &product_id, "MUG-E2E", 50, "pm_card_visa").await;
+    let order = settled(&shop, &token, &placed).await;
+    assert_eq!(order["status"], "cancelled", "{order}");
+    assert_eq!(
+        stock().await,
+        json!({"sku": "MUG-E2E", "on_hand": 8, "reserved": 0, "available": 8})
+    );
+    shop.stop().await;
+}
