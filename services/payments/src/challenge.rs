@@ -4,13 +4,20 @@
 //! it. Completing authorizes the payment (`payment.authorized`); abandoning — or answering
 //! after the challenge lapsed — declines it with Stripe's
 //! `payment_intent_authentication_failure` (`payment.declined`). Either event carries the
-//! saga's correlation from the authorize command.
+//! saga's correlation from the authorize command. Nobody answering is the same as abandoning:
+//! [`sweep`] declines challenges once they lapse, so the saga is never left waiting.
+//!
+//! The token is a credential: only its SHA-256 is stored, it is compared in constant time,
+//! and it is never copied anywhere else (the attempt's key is `challenge-<payment_id>`). As
+//! the token cannot be read back, a repeated authorize command is given a fresh one
+//! ([`Challenges::reissue`]).
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use ring::digest::{SHA256, SHA256_OUTPUT_LEN, digest};
 use serde::Deserialize;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use tienda_events::{
     Envelope, Message,
     payment::{PaymentAuthorized, PaymentDeclined},
@@ -50,22 +57,57 @@ pub enum ChallengeOutcome {
     Abandon,
 }
 
+/// A new challenge token: 122 random bits.
+pub fn new_token() -> String {
+    Uuid::new_v4().simple().to_string()
+}
+
+/// The SHA-256 of a token, as stored.
+pub fn token_digest(token: &str) -> [u8; SHA256_OUTPUT_LEN] {
+    let mut out = [0; SHA256_OUTPUT_LEN];
+    out.copy_from_slice(digest(&SHA256, token.as_bytes()).as_ref());
+    out
+}
+
+/// Whether `token` is the one whose digest was stored, in time independent of where they
+/// differ: both sides are fixed-length digests folded with XOR.
+pub fn token_matches(stored: &[u8], token: &str) -> bool {
+    let presented = token_digest(token);
+    if stored.len() != presented.len() {
+        return false;
+    }
+    stored
+        .iter()
+        .zip(presented.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
+}
+
 impl Challenges {
-    /// A new challenge's secret and when it lapses.
+    /// A new challenge's token and when it lapses.
     pub fn open(&self) -> (String, DateTime<Utc>) {
-        let token = Uuid::new_v4().simple().to_string();
         let ttl = chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::minutes(15));
-        (token, Utc::now() + ttl)
+        (new_token(), Utc::now() + ttl)
     }
 
-    /// Where the customer answers `payment`'s open challenge.
-    pub fn action_url(&self, payment: &Payment) -> String {
+    /// Where the customer answers payment `id`'s challenge with `token`.
+    pub fn action_url(&self, id: Uuid, token: &str) -> String {
         format!(
-            "{}/v1/payments/{}/challenges/{}",
+            "{}/v1/payments/{id}/challenges/{token}",
             self.public_url.trim_end_matches('/'),
-            payment.id,
-            payment.challenge_token.as_deref().unwrap_or_default()
         )
+    }
+
+    /// A fresh token for `payment`'s open challenge (same deadline), stored as its digest;
+    /// the earlier token stops working. Returns the new action URL.
+    pub async fn reissue(
+        &self,
+        conn: &mut PgConnection,
+        payment: &Payment,
+    ) -> Result<String, sqlx::Error> {
+        let token = new_token();
+        payments::set_challenge_token(conn, payment.id, &token_digest(&token)).await?;
+        Ok(self.action_url(payment.id, &token))
     }
 }
 
@@ -80,6 +122,8 @@ fn continuing<T: Message>(data: T, payment: &Payment) -> Envelope<T> {
 
 /// Applies the customer's answer to payment `id`'s open challenge `token`, in the caller's
 /// transaction, and returns the payment. A lapsed challenge is declined whatever the answer.
+/// An unknown payment or a wrong token is `NotFound`; the right token on a challenge already
+/// answered (or declined by the sweeper) is `Conflict`.
 pub async fn answer(
     conn: &mut PgConnection,
     id: Uuid,
@@ -87,9 +131,17 @@ pub async fn answer(
     outcome: ChallengeOutcome,
 ) -> Result<Payment, Error> {
     payments::lock(conn, id).await?;
-    let not_found = || Error::NotFound(format!("No open challenge {token} on payment {id}."));
+    let not_found = || {
+        Error::NotFound(format!(
+            "No open challenge with this token on payment {id}."
+        ))
+    };
     let payment = payments::get(conn, id).await?.ok_or_else(not_found)?;
-    if payment.challenge_token.as_deref() != Some(token) {
+    let known = payment
+        .challenge_token_sha256
+        .as_deref()
+        .is_some_and(|stored| token_matches(stored, token));
+    if !known {
         return Err(not_found());
     }
     if payment.status != PaymentStatus::RequiresAction {
@@ -102,6 +154,35 @@ pub async fn answer(
         .challenge_expires_at
         .is_some_and(|at| at < Utc::now());
     let completed = outcome == ChallengeOutcome::Complete && !lapsed;
+    conclude(conn, &payment, completed, lapsed).await
+}
+
+/// Declines payment `id`'s challenge if it is still open and lapsed (re-checked under the
+/// payment's lock); returns whether it did.
+pub async fn decline_if_lapsed(conn: &mut PgConnection, id: Uuid) -> Result<bool, Error> {
+    payments::lock(conn, id).await?;
+    let Some(payment) = payments::get(conn, id).await? else {
+        return Ok(false);
+    };
+    let lapsed = payment
+        .challenge_expires_at
+        .is_some_and(|at| at < Utc::now());
+    if payment.status != PaymentStatus::RequiresAction || !lapsed {
+        return Ok(false);
+    }
+    conclude(conn, &payment, false, true).await?;
+    Ok(true)
+}
+
+/// Ends `payment`'s open challenge: authorized when `completed`, else declined; records the
+/// attempt and continues the saga with the event.
+async fn conclude(
+    conn: &mut PgConnection,
+    payment: &Payment,
+    completed: bool,
+    lapsed: bool,
+) -> Result<Payment, Error> {
+    let id = payment.id;
     let transition = if completed {
         Transition::ChallengeCompleted
     } else {
@@ -126,11 +207,12 @@ pub async fn answer(
         },
     )
     .await?;
+    let key = format!("challenge-{id}");
     let attempt = NewAttempt {
         payment_id: id,
         operation: Operation::Challenge,
         amount: None,
-        idempotency_key: token,
+        idempotency_key: &key,
         outcome: if completed {
             Outcome::Succeeded
         } else {
@@ -149,7 +231,7 @@ pub async fn answer(
             amount: payment.money(payment.amount),
             provider: payment.provider.clone(),
         };
-        outbox::enqueue(conn, continuing(event, &payment)).await?;
+        outbox::enqueue(conn, continuing(event, payment)).await?;
     } else {
         let event = PaymentDeclined {
             payment_id: id,
@@ -157,7 +239,63 @@ pub async fn answer(
             code: ABANDONED_CODE.to_owned(),
             message: message.to_owned(),
         };
-        outbox::enqueue(conn, continuing(event, &payment)).await?;
+        outbox::enqueue(conn, continuing(event, payment)).await?;
     }
     Ok(stored)
+}
+
+/// How many lapsed challenges one sweep declines at most.
+const SWEEP_BATCH: i64 = 100;
+
+/// Declines every challenge that lapsed unanswered, each in its own transaction; returns how
+/// many it declined.
+pub async fn sweep(db: &PgPool) -> Result<usize, Error> {
+    let ids = {
+        let mut conn = db.acquire().await?;
+        payments::lapsed_challenges(&mut conn, Utc::now(), SWEEP_BATCH).await?
+    };
+    let mut declined = 0;
+    for id in ids {
+        let mut tx = db.begin().await?;
+        if decline_if_lapsed(&mut tx, id).await? {
+            declined += 1;
+        }
+        tx.commit().await?;
+    }
+    Ok(declined)
+}
+
+/// Sweeps every `every` until `shutdown`.
+pub async fn run_sweeper(db: PgPool, every: Duration, shutdown: tienda_kit::shutdown::Shutdown) {
+    while !shutdown.is_triggered() {
+        match sweep(&db).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(declined = n, "declined lapsed 3-D Secure challenges"),
+            Err(e) => tracing::warn!(error = %e, "sweeping lapsed challenges failed; will retry"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.wait() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_token_whose_digest_was_stored_matches() {
+        let token = new_token();
+        let stored = token_digest(&token);
+        assert!(token_matches(&stored, &token));
+        assert!(!token_matches(&stored, &new_token()));
+        assert!(!token_matches(&stored, ""));
+        assert!(!token_matches(&stored[..16], &token), "a truncated digest");
+        assert_ne!(
+            &stored[..],
+            token.as_bytes(),
+            "the token itself is not what is kept"
+        );
+    }
 }

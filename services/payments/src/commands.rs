@@ -3,22 +3,26 @@
 //! the consumer's transaction, with the command's correlation.
 //!
 //! - Idempotent: by `payment_id` (authorize, capture, void) and `refund_id` (refund). A
-//!   repeat answers with the first outcome and moves no money; the provider gets the same
-//!   idempotency key (`authorize-<payment_id>`, `refund-<refund_id>`, ...), so even a repeat
-//!   after a lost commit is one effect at the provider. Everything done to one payment is
-//!   serialized by a transaction-scoped lock, so concurrent refunds never pass the capture.
+//!   repeat answers with the payment's outcome and moves no money; the provider gets the same
+//!   idempotency key (`authorize-<payment_id>`, `refund-<refund_id>`, ...). Everything done to
+//!   one payment is serialized by a transaction-scoped lock, so concurrent refunds never pass
+//!   the capture.
+//! - Each provider call is first recorded as a `started` attempt, committed on its own; the
+//!   answer is recorded with the command's transaction (see the crate docs).
 //! - A command handled after its deadline is answered `failed` with `expired: true` and
-//!   changes nothing.
+//!   changes nothing — unless what is known says otherwise: an outcome already recorded is
+//!   restated, and a `started` attempt whose answer was lost is repeated with its key to learn
+//!   it. An authorization learnt that way after the deadline is voided (answered `failed`,
+//!   expired, nothing held); a capture, void or refund that happened is answered as such.
 //! - A command the payment's state refuses (capture a voided payment, refund past the
 //!   capture) is answered `failed` with `retryable: false`. A provider that could not answer
 //!   is `failed` with `retryable: true`; the same command may be sent again (a failed
 //!   authorization may be authorized again).
-//!
-//! The provider is called inside the consumer's transaction, holding the payment's lock (see
-//! the crate docs for what that costs with a network provider).
+//! - A payment method that contains a card number is refused and never stored, logged or
+//!   repeated in any detail.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use tienda_events::{
     Envelope, Message,
     payment::{
@@ -35,7 +39,7 @@ use uuid::Uuid;
 
 use crate::{
     SOURCE,
-    challenge::Challenges,
+    challenge::{Challenges, token_digest},
     db::{
         attempts::{self, NewAttempt, Operation, Outcome},
         payments::{self, Authorization, NewPayment, Payment},
@@ -52,6 +56,9 @@ use crate::{
 /// The consumer's handler.
 #[derive(Debug, Clone)]
 pub struct PaymentCommands {
+    /// For the `started` attempts committed before each provider call, outside the command's
+    /// transaction.
+    pub db: PgPool,
     /// Where payments go and are followed up.
     pub providers: Providers,
     /// How 3-D Secure challenges are offered.
@@ -90,6 +97,7 @@ async fn reply<T: Message, C>(
 }
 
 /// The parts of a `failed` reply that identify the command.
+#[derive(Clone, Copy)]
 struct Failing {
     payment_id: Uuid,
     order_id: Uuid,
@@ -125,14 +133,56 @@ impl Failing {
     }
 }
 
-/// Whether a payment method looks like a card number rather than a provider token. Such a
-/// command is refused and nothing of it is stored or logged.
+/// Separators people and tools put between a card number's digits.
+fn is_separator(c: char) -> bool {
+    matches!(c, ' ' | '.' | '-' | '_')
+}
+
+/// Whether the Luhn checksum of `digits` holds (every card number's does).
+fn luhn(digits: &[u8]) -> bool {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            let d = u32::from(d);
+            match i % 2 {
+                0 => d,
+                _ if d * 2 > 9 => d * 2 - 9,
+                _ => d * 2,
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+/// Whether a run of digits is (or holds) a card number: 13-19 digits passing Luhn; a longer
+/// run if any 13-19 of its consecutive digits do (a card number with digits glued on).
+fn holds_card_number(run: &[u8]) -> bool {
+    match run.len() {
+        0..13 => false,
+        13..=19 => luhn(run),
+        _ => (13..=19).any(|len| run.windows(len).any(luhn)),
+    }
+}
+
+/// Whether a payment method carries a card number rather than being a provider token: a run
+/// of 13-19 digits, separators (space, dot, dash, underscore) ignored, that passes Luhn,
+/// anywhere in it (`4242.4242.4242.4242`, `tok_4242424242424242`). Such a command is refused
+/// and nothing of it is stored, logged or repeated.
 fn is_card_number(payment_method: &str) -> bool {
-    let digits = payment_method
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '-'))
-        .collect::<String>();
-    (12..=19).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit())
+    let mut run = Vec::new();
+    for c in payment_method.chars() {
+        if let Some(digit) = c.to_digit(10) {
+            run.push(digit as u8);
+        } else if !is_separator(c) {
+            if holds_card_number(&run) {
+                return true;
+            }
+            run.clear();
+        }
+    }
+    holds_card_number(&run)
 }
 
 /// Keeps a refused refund, so a repeat of its command gets the same refusal.
@@ -161,7 +211,43 @@ fn expired(deadline: DateTime<Utc>) -> bool {
     deadline < Utc::now()
 }
 
+/// The deadline of a provider call: the command's, or — when a call whose answer was lost
+/// is repeated after it — a short while to learn the outcome.
+fn call_deadline(deadline: DateTime<Utc>, late: bool) -> DateTime<Utc> {
+    if late {
+        Utc::now() + chrono::Duration::seconds(30)
+    } else {
+        deadline
+    }
+}
+
+/// A provider call repeated after the deadline got no answer: the outcome is unknown, so the
+/// command is retried later (and dead-lettered for an operator if it never is).
+fn outcome_unknown(payment_id: Uuid, error: &crate::provider::ProviderError) -> HandlerError {
+    HandlerError::Transient(anyhow::anyhow!(
+        "payment {payment_id}: a provider call whose answer was lost could not be repeated: {error}"
+    ))
+}
+
 impl PaymentCommands {
+    /// Records `attempt` as started — with `new_payment` first, for a new payment — in its own
+    /// committed transaction, so a lost commit of the command leaves a trace; returns the
+    /// attempt's id and the payment, if inserted.
+    async fn start_attempt(
+        &self,
+        new_payment: Option<&NewPayment<'_>>,
+        attempt: &NewAttempt<'_>,
+    ) -> Result<(Uuid, Option<Payment>), HandlerError> {
+        let mut tx = self.db.begin().await?;
+        let payment = match new_payment {
+            Some(new) => Some(payments::insert(&mut tx, new).await?),
+            None => None,
+        };
+        let id = attempts::record(&mut tx, attempt).await?;
+        tx.commit().await?;
+        Ok((id, payment))
+    }
+
     async fn authorize(
         &self,
         conn: &mut PgConnection,
@@ -174,11 +260,20 @@ impl PaymentCommands {
             refund_id: None,
             operation: PaymentOperation::Authorize,
         };
-        if expired(c.deadline) {
-            return reply(conn, failing.expired(c.deadline), command).await;
-        }
+        let key = format!("authorize-{}", c.payment_id);
+        let started = |outcome| NewAttempt {
+            payment_id: c.payment_id,
+            operation: Operation::Authorize,
+            amount: Some(c.amount.amount),
+            idempotency_key: &key,
+            outcome,
+            code: None,
+            detail: None,
+            provider_reference: None,
+            command_id: Some(command.id),
+        };
         payments::lock(conn, c.payment_id).await?;
-        let payment = match payments::get(conn, c.payment_id).await? {
+        let (payment, attempt_id) = match payments::get(conn, c.payment_id).await? {
             Some(p) if p.order_id != c.order_id || p.money(p.amount) != c.amount => {
                 let detail = format!(
                     "payment {} was authorized for another order or amount",
@@ -187,10 +282,23 @@ impl PaymentCommands {
                 return reply(conn, failing.refused(detail), command).await;
             }
             Some(p) if !matches!(p.status, PaymentStatus::Failed | PaymentStatus::Pending) => {
-                return self.restate_authorization(conn, &p, command).await;
+                return self.restate_authorization(conn, &p, None, command).await;
             }
-            Some(p) => p,
+            Some(p) => match attempts::unresolved(conn, p.id, &key).await? {
+                Some(attempt_id) => (p, attempt_id),
+                None if expired(c.deadline) => {
+                    return reply(conn, failing.expired(c.deadline), command).await;
+                }
+                None => {
+                    let (attempt_id, _) =
+                        self.start_attempt(None, &started(Outcome::Started)).await?;
+                    (p, attempt_id)
+                }
+            },
             None => {
+                if expired(c.deadline) {
+                    return reply(conn, failing.expired(c.deadline), command).await;
+                }
                 if is_card_number(&c.payment_method) {
                     let detail = "the payment method is a card number; send the provider's token";
                     return reply(conn, failing.refused(detail), command).await;
@@ -210,32 +318,27 @@ impl PaymentCommands {
                     correlation_id: command.correlation_id,
                     authorize_command_id: command.id,
                 };
-                payments::insert(conn, &new).await?
+                let (attempt_id, payment) = self
+                    .start_attempt(Some(&new), &started(Outcome::Started))
+                    .await?;
+                (payment.expect("inserted with the attempt"), attempt_id)
             }
         };
+        // Only a call whose answer was lost is made after the deadline.
+        let late = expired(c.deadline);
         let Some(provider) = self.providers.get(&payment.provider) else {
             let detail = format!("provider {} is not configured here", payment.provider);
-            return reply(conn, failing.failed(true, false, detail), command).await;
+            attempts::finish(conn, attempt_id, Outcome::Failed, None, Some(&detail), None).await?;
+            return reply(conn, failing.failed(true, late, detail), command).await;
         };
         let request = AuthorizeRequest {
             payment_id: payment.id,
             amount: Amount::parse(c.amount).expect("checked before it was stored"),
             payment_method: payment.payment_method.clone(),
-            idempotency_key: format!("authorize-{}", payment.id),
-            deadline: c.deadline,
+            idempotency_key: key.clone(),
+            deadline: call_deadline(c.deadline, late),
         };
         let answer = provider.authorize(&request).await;
-        let attempt = |outcome, code, detail, reference| NewAttempt {
-            payment_id: payment.id,
-            operation: Operation::Authorize,
-            amount: Some(payment.amount),
-            idempotency_key: &request.idempotency_key,
-            outcome,
-            code,
-            detail,
-            provider_reference: reference,
-            command_id: Some(command.id),
-        };
         match answer {
             Ok(AuthorizeOutcome::Authorized { reference }) => {
                 let next = self.step(&payment, Transition::AuthorizationSucceeded)?;
@@ -243,12 +346,21 @@ impl PaymentCommands {
                     reference: Some(&reference),
                     ..Default::default()
                 };
-                payments::set_authorization(conn, payment.id, next, &outcome).await?;
-                attempts::record(
+                let stored = payments::set_authorization(conn, payment.id, next, &outcome).await?;
+                attempts::finish(
                     conn,
-                    &attempt(Outcome::Succeeded, None, None, Some(&reference)),
+                    attempt_id,
+                    Outcome::Succeeded,
+                    None,
+                    None,
+                    Some(&reference),
                 )
                 .await?;
+                if late {
+                    return self
+                        .void_after_deadline(conn, &stored, &failing, command)
+                        .await;
+                }
                 let event = PaymentAuthorized {
                     payment_id: payment.id,
                     order_id: payment.order_id,
@@ -260,18 +372,29 @@ impl PaymentCommands {
             Ok(AuthorizeOutcome::RequiresAction { reference }) => {
                 let next = self.step(&payment, Transition::AuthorizationNeedsAction)?;
                 let (token, expires_at) = self.challenges.open();
+                let digest = token_digest(&token);
                 let outcome = Authorization {
                     reference: Some(&reference),
-                    challenge: Some((&token, expires_at)),
+                    challenge: Some((&digest, expires_at)),
                     ..Default::default()
                 };
                 let stored = payments::set_authorization(conn, payment.id, next, &outcome).await?;
-                attempts::record(
+                attempts::finish(
                     conn,
-                    &attempt(Outcome::RequiresAction, None, None, Some(&reference)),
+                    attempt_id,
+                    Outcome::RequiresAction,
+                    None,
+                    None,
+                    Some(&reference),
                 )
                 .await?;
-                self.restate_authorization(conn, &stored, command).await
+                if late {
+                    return self
+                        .void_after_deadline(conn, &stored, &failing, command)
+                        .await;
+                }
+                self.restate_authorization(conn, &stored, Some(&token), command)
+                    .await
             }
             Ok(AuthorizeOutcome::Declined {
                 reference,
@@ -285,16 +408,16 @@ impl PaymentCommands {
                     ..Default::default()
                 };
                 payments::set_authorization(conn, payment.id, next, &outcome).await?;
-                attempts::record(
+                attempts::finish(
                     conn,
-                    &attempt(
-                        Outcome::Declined,
-                        Some(&code),
-                        Some(&message),
-                        Some(&reference),
-                    ),
+                    attempt_id,
+                    Outcome::Declined,
+                    Some(&code),
+                    Some(&message),
+                    Some(&reference),
                 )
                 .await?;
+                // Late or not, nothing is held: the decline is the outcome.
                 let event = PaymentDeclined {
                     payment_id: payment.id,
                     order_id: payment.order_id,
@@ -303,6 +426,7 @@ impl PaymentCommands {
                 };
                 reply(conn, event, command).await
             }
+            Err(error) if late && error.retryable() => Err(outcome_unknown(payment.id, &error)),
             Err(error) => {
                 let detail = error.to_string();
                 let next = self.step(&payment, Transition::AuthorizationFailed)?;
@@ -311,27 +435,76 @@ impl PaymentCommands {
                     ..Default::default()
                 };
                 payments::set_authorization(conn, payment.id, next, &outcome).await?;
-                attempts::record(conn, &attempt(Outcome::Failed, None, Some(&detail), None))
+                attempts::finish(conn, attempt_id, Outcome::Failed, None, Some(&detail), None)
                     .await?;
-                let failed = failing.failed(error.retryable(), false, detail);
+                let failed = failing.failed(error.retryable() && !late, late, detail);
                 reply(conn, failed, command).await
             }
         }
     }
 
+    /// An authorization learnt only after the authorize command's deadline (its first answer
+    /// was lost): releases it and answers `failed` (expired, nothing held). If the provider
+    /// refuses the void, the authorization is answered as it is, so the saga compensates.
+    async fn void_after_deadline(
+        &self,
+        conn: &mut PgConnection,
+        payment: &Payment,
+        failing: &Failing,
+        command: &Envelope<AuthorizePayment>,
+    ) -> Result<(), HandlerError> {
+        let next = self.step(payment, Transition::Void)?;
+        let request = FollowUpRequest {
+            reference: payment.provider_reference.clone().unwrap_or_default(),
+            amount: None,
+            reason: None,
+            idempotency_key: format!("void-{}", payment.id),
+            deadline: call_deadline(command.data.deadline, true),
+        };
+        let voiding = Failing {
+            operation: PaymentOperation::Void,
+            ..*failing
+        };
+        match self
+            .follow_up(conn, payment, &voiding, &request, command.id, true)
+            .await?
+        {
+            Ok(_) => {
+                payments::set_totals(conn, payment.id, next, 0, 0).await?;
+                let detail = format!(
+                    "the command's deadline {} passed before its outcome was recorded; the \
+                     provider's authorization was voided: nothing is held",
+                    command.data.deadline
+                );
+                reply(conn, failing.failed(false, true, detail), command).await
+            }
+            Err(_) => {
+                self.restate_authorization(conn, payment, None, command)
+                    .await
+            }
+        }
+    }
+
     /// The answer an authorization has now (to a repeated command, or after a challenge).
+    /// `token`: the challenge's token when it was just opened; otherwise a new one is issued
+    /// (only its digest is stored, so the earlier URL cannot be rebuilt).
     async fn restate_authorization<C>(
         &self,
         conn: &mut PgConnection,
         payment: &Payment,
+        token: Option<&str>,
         command: &Envelope<C>,
     ) -> Result<(), HandlerError> {
         match payment.status {
             PaymentStatus::RequiresAction => {
+                let action_url = match token {
+                    Some(token) => self.challenges.action_url(payment.id, token),
+                    None => self.challenges.reissue(conn, payment).await?,
+                };
                 let event = PaymentRequiresAction {
                     payment_id: payment.id,
                     order_id: payment.order_id,
-                    action_url: self.challenges.action_url(payment),
+                    action_url,
                     expires_at: payment.challenge_expires_at.unwrap_or_else(Utc::now),
                 };
                 reply(conn, event, command).await
@@ -342,6 +515,13 @@ impl PaymentCommands {
                     order_id: payment.order_id,
                     code: payment.decline_code.clone().unwrap_or_default(),
                     message: payment.decline_message.clone().unwrap_or_default(),
+                };
+                reply(conn, event, command).await
+            }
+            PaymentStatus::Voided => {
+                let event = PaymentVoided {
+                    payment_id: payment.id,
+                    order_id: payment.order_id,
                 };
                 reply(conn, event, command).await
             }
@@ -389,6 +569,22 @@ impl PaymentCommands {
         })
     }
 
+    /// Whether a command past its deadline must still be carried out: a call under `key`
+    /// started and its answer was lost. `None`: the deadline has not passed.
+    async fn lost_call(
+        conn: &mut PgConnection,
+        payment_id: Uuid,
+        key: &str,
+        deadline: DateTime<Utc>,
+    ) -> Result<Option<bool>, HandlerError> {
+        if !expired(deadline) {
+            return Ok(None);
+        }
+        Ok(Some(
+            attempts::unresolved(conn, payment_id, key).await?.is_some(),
+        ))
+    }
+
     async fn capture(
         &self,
         conn: &mut PgConnection,
@@ -401,9 +597,6 @@ impl PaymentCommands {
             refund_id: None,
             operation: PaymentOperation::Capture,
         };
-        if expired(c.deadline) {
-            return reply(conn, failing.expired(c.deadline), command).await;
-        }
         let payment = match Self::locked(conn, &failing).await? {
             Ok(p) => p,
             Err(refusal) => return reply(conn, refusal, command).await,
@@ -416,6 +609,11 @@ impl PaymentCommands {
             };
             return reply(conn, event, command).await;
         }
+        let key = format!("capture-{}", payment.id);
+        let late = match Self::lost_call(conn, payment.id, &key, c.deadline).await? {
+            Some(false) => return reply(conn, failing.expired(c.deadline), command).await,
+            lost => lost.is_some(),
+        };
         let requested = match c
             .amount
             .map(|m| Amount::parse_in(m, payment.currency))
@@ -436,11 +634,11 @@ impl PaymentCommands {
             reference: payment.provider_reference.clone().unwrap_or_default(),
             amount: Some(Amount::parse(payment.money(amount)).expect("positive, known currency")),
             reason: None,
-            idempotency_key: format!("capture-{}", payment.id),
-            deadline: c.deadline,
+            idempotency_key: key,
+            deadline: call_deadline(c.deadline, late),
         };
         if let Err(failed) = self
-            .follow_up(conn, &payment, &failing, &request, command.id)
+            .follow_up(conn, &payment, &failing, &request, command.id, late)
             .await?
         {
             return reply(conn, failed, command).await;
@@ -466,9 +664,6 @@ impl PaymentCommands {
             refund_id: None,
             operation: PaymentOperation::Void,
         };
-        if expired(c.deadline) {
-            return reply(conn, failing.expired(c.deadline), command).await;
-        }
         let payment = match Self::locked(conn, &failing).await? {
             Ok(p) => p,
             Err(refusal) => return reply(conn, refusal, command).await,
@@ -480,6 +675,11 @@ impl PaymentCommands {
         if payment.status == PaymentStatus::Voided {
             return reply(conn, voided, command).await;
         }
+        let key = format!("void-{}", payment.id);
+        let late = match Self::lost_call(conn, payment.id, &key, c.deadline).await? {
+            Some(false) => return reply(conn, failing.expired(c.deadline), command).await,
+            lost => lost.is_some(),
+        };
         let next = match payment.status.next(Transition::Void) {
             Ok(next) => next,
             Err(e) => return reply(conn, failing.refused(e.to_string()), command).await,
@@ -488,11 +688,11 @@ impl PaymentCommands {
             reference: payment.provider_reference.clone().unwrap_or_default(),
             amount: None,
             reason: None,
-            idempotency_key: format!("void-{}", payment.id),
-            deadline: c.deadline,
+            idempotency_key: key,
+            deadline: call_deadline(c.deadline, late),
         };
         if let Err(failed) = self
-            .follow_up(conn, &payment, &failing, &request, command.id)
+            .follow_up(conn, &payment, &failing, &request, command.id, late)
             .await?
         {
             return reply(conn, failed, command).await;
@@ -513,9 +713,6 @@ impl PaymentCommands {
             refund_id: Some(c.refund_id),
             operation: PaymentOperation::Refund,
         };
-        if expired(c.deadline) {
-            return reply(conn, failing.expired(c.deadline), command).await;
-        }
         let payment = match Self::locked(conn, &failing).await? {
             Ok(p) => p,
             Err(refusal) => return reply(conn, refusal, command).await,
@@ -523,6 +720,11 @@ impl PaymentCommands {
         if let Some(earlier) = refunds::get(conn, c.refund_id).await? {
             return Self::restate_refund(conn, &payment, &earlier, &failing, command).await;
         }
+        let key = format!("refund-{}", c.refund_id);
+        let late = match Self::lost_call(conn, payment.id, &key, c.deadline).await? {
+            Some(false) => return reply(conn, failing.expired(c.deadline), command).await,
+            lost => lost.is_some(),
+        };
         let amount = match Amount::parse_in(c.amount, payment.currency) {
             Ok(amount) => amount.minor(),
             Err(e) => return reply(conn, failing.refused(format!("amount: {e}")), command).await,
@@ -541,11 +743,11 @@ impl PaymentCommands {
             reference: payment.provider_reference.clone().unwrap_or_default(),
             amount: Some(Amount::parse(payment.money(amount)).expect("positive, known currency")),
             reason: Some(c.reason.clone()),
-            idempotency_key: format!("refund-{}", c.refund_id),
-            deadline: c.deadline,
+            idempotency_key: key,
+            deadline: call_deadline(c.deadline, late),
         };
         let receipt = match self
-            .follow_up(conn, &payment, &failing, &request, command.id)
+            .follow_up(conn, &payment, &failing, &request, command.id, late)
             .await?
         {
             Ok(receipt) => receipt,
@@ -610,8 +812,11 @@ impl PaymentCommands {
         reply(conn, event, command).await
     }
 
-    /// Calls the payment's provider for a capture, void or refund and records the attempt.
-    /// `Ok(Err(failed))`: the provider gave no usable answer; the state is unchanged.
+    /// Calls the payment's provider for a capture, void or refund: records the attempt as
+    /// started (committed; reused if an earlier delivery's answer was lost), calls, and
+    /// records the answer. `Ok(Err(failed))`: the provider gave no usable answer; the state
+    /// is unchanged. `late`: the call repeats one whose answer was lost, after the deadline;
+    /// if it cannot be answered now, the command is retried rather than answered.
     async fn follow_up(
         &self,
         conn: &mut PgConnection,
@@ -619,47 +824,65 @@ impl PaymentCommands {
         failing: &Failing,
         request: &FollowUpRequest,
         command_id: Uuid,
+        late: bool,
     ) -> Result<Result<String, PaymentFailed>, HandlerError> {
-        let (operation, call) = match failing.operation {
-            PaymentOperation::Capture => (Operation::Capture, "capture"),
-            PaymentOperation::Void => (Operation::Void, "void"),
-            PaymentOperation::Refund => (Operation::Refund, "refund"),
+        let operation = match failing.operation {
+            PaymentOperation::Capture => Operation::Capture,
+            PaymentOperation::Void => Operation::Void,
+            PaymentOperation::Refund => Operation::Refund,
             PaymentOperation::Authorize => unreachable!("authorizations are not follow-ups"),
         };
+        let attempt_id =
+            match attempts::unresolved(conn, payment.id, &request.idempotency_key).await? {
+                Some(id) => id,
+                None => {
+                    let started = NewAttempt {
+                        payment_id: payment.id,
+                        operation,
+                        amount: request.amount.map(Amount::minor),
+                        idempotency_key: &request.idempotency_key,
+                        outcome: Outcome::Started,
+                        code: None,
+                        detail: None,
+                        provider_reference: None,
+                        command_id: Some(command_id),
+                    };
+                    self.start_attempt(None, &started).await?.0
+                }
+            };
         let answer = match self.providers.get(&payment.provider) {
             None => Err(crate::provider::ProviderError::Unavailable(format!(
                 "provider {} is not configured here",
                 payment.provider
             ))),
-            Some(provider) => match call {
-                "capture" => provider.capture(request).await,
-                "void" => provider.void(request).await,
+            Some(provider) => match operation {
+                Operation::Capture => provider.capture(request).await,
+                Operation::Void => provider.void(request).await,
                 _ => provider.refund(request).await,
             },
         };
-        let (outcome, detail, reference) = match &answer {
-            Ok(receipt) => (Outcome::Succeeded, None, Some(receipt.reference.as_str())),
-            Err(e) => (Outcome::Failed, Some(e.to_string()), None),
-        };
-        let attempt = NewAttempt {
-            payment_id: payment.id,
-            operation,
-            amount: request.amount.map(Amount::minor),
-            idempotency_key: &request.idempotency_key,
-            outcome,
-            code: None,
-            detail: detail.as_deref(),
-            provider_reference: reference,
-            command_id: Some(command_id),
-        };
-        attempts::record(conn, &attempt).await?;
-        Ok(match answer {
-            Ok(receipt) => Ok(receipt.reference),
-            Err(e) => {
-                payments::set_failure(conn, payment.id, &e.to_string()).await?;
-                Err(failing.failed(e.retryable(), false, e.to_string()))
+        match answer {
+            Ok(receipt) => {
+                attempts::finish(
+                    conn,
+                    attempt_id,
+                    Outcome::Succeeded,
+                    None,
+                    None,
+                    Some(&receipt.reference),
+                )
+                .await?;
+                Ok(Ok(receipt.reference))
             }
-        })
+            Err(e) if late && e.retryable() => Err(outcome_unknown(payment.id, &e)),
+            Err(e) => {
+                let detail = e.to_string();
+                attempts::finish(conn, attempt_id, Outcome::Failed, None, Some(&detail), None)
+                    .await?;
+                payments::set_failure(conn, payment.id, &detail).await?;
+                Ok(Err(failing.failed(e.retryable() && !late, late, detail)))
+            }
+        }
     }
 }
 
@@ -673,10 +896,26 @@ mod tests {
             "4242424242424242",
             "4242 4242 4242 4242",
             "5555-5555-5555-4444",
+            "4242.4242.4242.4242",
+            "4242_4242_4242_4242",
+            "tok_4242424242424242",
+            "pm_card_4000056655665556_x",
+            "378282246310005",
+            "  4242-4242 4242.4242  ",
         ] {
             assert!(is_card_number(pan), "{pan}");
         }
-        for token in ["pm_card_visa", "tok_visa", "12345", ""] {
+        for token in [
+            "pm_card_visa",
+            "tok_visa",
+            "pm_card_threeDSecure2Required",
+            "12345",
+            "",
+            // 16 digits that fail Luhn: not a card number.
+            "4242424242424241",
+            // Digits split by letters are separate runs.
+            "pm_4242424a242424242",
+        ] {
             assert!(!is_card_number(token), "{token}");
         }
     }

@@ -39,6 +39,11 @@ pub struct Config {
     #[arg(long, env = "PAYMENTS_CHALLENGE_TTL_SECONDS", default_value_t = 900)]
     pub challenge_ttl_seconds: u64,
 
+    /// How often lapsed 3-D Secure challenges nobody answered are declined, in seconds
+    /// (default 30).
+    #[arg(long, env = "PAYMENTS_CHALLENGE_SWEEP_SECONDS", default_value_t = 30)]
+    pub challenge_sweep_seconds: u64,
+
     /// How long the sandbox's slow card (`pm_card_sandbox_slow`) takes to authorize, in
     /// milliseconds (default 3000).
     #[arg(long, env = "PAYMENTS_SANDBOX_SLOW_MS", default_value_t = 3000)]

@@ -14,11 +14,16 @@
 //!
 //! # Provider calls and transactions
 //! A command's provider call happens inside the consumer's transaction while the payment's
-//! lock is held, so the state change, the attempt, the reply and the inbox row commit
-//! together. If the commit is lost after the provider answered, the redelivered command
-//! calls again with the same idempotency key and gets the same answer: one effect. The price
-//! with a network provider is a connection and a lock held for the call (bounded by the
-//! command's deadline and the CircuitPolicy's timeout).
+//! lock is held, so the state change, the attempt's outcome, the reply and the inbox row
+//! commit together. Just before the call, the attempt is recorded as `started` in its own
+//! committed transaction (with the payment row, for a new payment). If the command's commit
+//! is then lost (process killed, database error), the redelivered command finds the
+//! `started` attempt and — even past its deadline — calls again with the same idempotency key
+//! to learn what the provider did: an authorization that turns out to be held after the
+//! deadline is voided, a capture, void or refund that happened is recorded and answered. The
+//! price with a network provider is a connection and a lock held for the call (bounded by the
+//! command's deadline and the CircuitPolicy's timeout), plus a second connection for a moment
+//! per call.
 
 pub mod challenge;
 pub mod commands;
@@ -77,17 +82,25 @@ impl Application {
             public_url: config.public_url.clone(),
             ttl: Duration::from_secs(config.challenge_ttl_seconds),
         };
-        // Each command holds a database connection across its provider call: stay below the
-        // pool (default 10) so the relay and the API keep connections.
+        // Each command holds a database connection across its provider call and takes a second
+        // one for a moment to record the attempt as started: at most half the pool, less two
+        // for the relay and the API.
         let mut consumer = ConsumerConfig::new(SOURCE, "PAYMENT", COMMANDS_CONSUMER);
-        consumer.concurrency = 6;
+        consumer.concurrency =
+            (config.common.database_max_connections.saturating_sub(2) / 2).clamp(1, 6) as usize;
         platform.start_consumer(
             consumer,
             PaymentCommands {
+                db: platform.db().clone(),
                 providers,
                 challenges,
             },
         )?;
+        platform.spawn(challenge::run_sweeper(
+            platform.db().clone(),
+            Duration::from_secs(config.challenge_sweep_seconds.max(1)),
+            platform.shutdown.clone(),
+        ));
         let (router, openapi) = http::router(http::AppState {
             db: platform.db().clone(),
             verifier: config.tokens.verifier(),

@@ -36,6 +36,9 @@ impl Operation {
 /// How an attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// The provider is being called; committed before the call, so a lost commit afterwards
+    /// leaves a trace (see [`start`]).
+    Started,
     /// Done.
     Succeeded,
     /// A challenge was asked for.
@@ -49,6 +52,7 @@ pub enum Outcome {
 impl Outcome {
     fn as_str(self) -> &'static str {
         match self {
+            Outcome::Started => "started",
             Outcome::Succeeded => "succeeded",
             Outcome::RequiresAction => "requires_action",
             Outcome::Declined => "declined",
@@ -91,7 +95,8 @@ pub struct Attempt {
     pub amount: Option<i64>,
     /// The key sent to the provider.
     pub idempotency_key: String,
-    /// `succeeded`, `requires_action`, `declined` or `failed`.
+    /// `started` (no answer recorded yet), `succeeded`, `requires_action`, `declined` or
+    /// `failed`.
     pub outcome: String,
     /// Decline code.
     pub code: Option<String>,
@@ -105,14 +110,18 @@ pub struct Attempt {
     pub created_at: DateTime<Utc>,
 }
 
-/// Records one attempt.
-pub async fn record(conn: &mut PgConnection, attempt: &NewAttempt<'_>) -> Result<(), sqlx::Error> {
+/// Records one attempt; returns its id.
+pub async fn record(
+    conn: &mut PgConnection,
+    attempt: &NewAttempt<'_>,
+) -> Result<Uuid, sqlx::Error> {
+    let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO payment_attempts (id, payment_id, operation, amount, idempotency_key, outcome, \
                                        code, detail, provider_reference, command_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
-    .bind(Uuid::now_v7())
+    .bind(id)
     .bind(attempt.payment_id)
     .bind(attempt.operation.as_str())
     .bind(attempt.amount)
@@ -122,6 +131,48 @@ pub async fn record(conn: &mut PgConnection, attempt: &NewAttempt<'_>) -> Result
     .bind(attempt.detail)
     .bind(attempt.provider_reference)
     .bind(attempt.command_id)
+    .execute(conn)
+    .await?;
+    Ok(id)
+}
+
+/// The attempt under `idempotency_key` that was started but whose answer was never recorded
+/// (its command's transaction was lost after the call began), if any.
+pub async fn unresolved(
+    conn: &mut PgConnection,
+    payment_id: Uuid,
+    idempotency_key: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM payment_attempts \
+         WHERE payment_id = $1 AND idempotency_key = $2 AND outcome = 'started' \
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(payment_id)
+    .bind(idempotency_key)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Records how a started attempt ended.
+pub async fn finish(
+    conn: &mut PgConnection,
+    id: Uuid,
+    outcome: Outcome,
+    code: Option<&str>,
+    detail: Option<&str>,
+    provider_reference: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE payment_attempts SET outcome = $2, code = $3, detail = $4, \
+                provider_reference = coalesce($5, provider_reference) \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(outcome.as_str())
+    .bind(code)
+    .bind(detail)
+    .bind(provider_reference)
     .execute(conn)
     .await?;
     Ok(())

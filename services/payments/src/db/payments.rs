@@ -42,8 +42,9 @@ pub struct Payment {
     pub decline_message: Option<String>,
     /// The last provider failure.
     pub failure: Option<String>,
-    /// The secret of an open 3-D Secure challenge.
-    pub challenge_token: Option<String>,
+    /// SHA-256 of the 3-D Secure challenge's token (the token itself is never stored); kept
+    /// after the answer so a second answer is told the challenge was already answered.
+    pub challenge_token_sha256: Option<Vec<u8>>,
     /// When an unanswered challenge lapses.
     pub challenge_expires_at: Option<DateTime<Utc>>,
     /// The saga's correlation id (from the authorize command).
@@ -137,8 +138,8 @@ pub struct Authorization<'a> {
     pub decline: Option<(&'a str, &'a str)>,
     /// The failure, when it failed.
     pub failure: Option<&'a str>,
-    /// An open challenge's secret and deadline.
-    pub challenge: Option<(&'a str, DateTime<Utc>)>,
+    /// An open challenge's token digest (SHA-256) and deadline.
+    pub challenge: Option<(&'a [u8], DateTime<Utc>)>,
 }
 
 /// Stores the outcome of an authorization or of its challenge.
@@ -151,7 +152,8 @@ pub async fn set_authorization(
     sqlx::query_as(
         "UPDATE payments SET status = $2, provider_reference = coalesce($3, provider_reference), \
                 decline_code = $4, decline_message = $5, failure = $6, \
-                challenge_token = $7, challenge_expires_at = coalesce($8, challenge_expires_at), \
+                challenge_token_sha256 = coalesce($7, challenge_token_sha256), \
+                challenge_expires_at = coalesce($8, challenge_expires_at), \
                 updated_at = now() \
          WHERE id = $1 RETURNING *",
     )
@@ -177,7 +179,7 @@ pub async fn set_totals(
 ) -> Result<Payment, sqlx::Error> {
     sqlx::query_as(
         "UPDATE payments SET status = $2, captured = $3, refunded = $4, failure = NULL, \
-                challenge_token = NULL, updated_at = now() \
+                updated_at = now() \
          WHERE id = $1 RETURNING *",
     )
     .bind(id)
@@ -185,6 +187,41 @@ pub async fn set_totals(
     .bind(captured)
     .bind(refunded)
     .fetch_one(conn)
+    .await
+}
+
+/// Replaces an open challenge's token digest (a repeated authorize command is given a new
+/// action URL: the old token is not stored, so its URL cannot be rebuilt).
+pub async fn set_challenge_token(
+    conn: &mut PgConnection,
+    id: Uuid,
+    digest: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE payments SET challenge_token_sha256 = $2, updated_at = now() \
+         WHERE id = $1 AND status = 'requires_action'",
+    )
+    .bind(id)
+    .bind(digest)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Payments whose 3-D Secure challenge lapsed unanswered, oldest deadline first.
+pub async fn lapsed_challenges(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM payments \
+         WHERE status = 'requires_action' AND challenge_expires_at < $1 \
+         ORDER BY challenge_expires_at LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(conn)
     .await
 }
 

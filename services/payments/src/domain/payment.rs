@@ -119,10 +119,10 @@ impl PaymentStatus {
         )
     }
 
-    /// Whether the authorization succeeded at some point (a repeated authorize command is
-    /// answered `authorized`).
+    /// Whether the authorization succeeded and was not released (a repeated authorize
+    /// command is answered `authorized`; a voided payment is answered `voided`).
     pub fn was_authorized(self) -> bool {
-        self == PaymentStatus::Authorized || self == PaymentStatus::Voided || self.is_captured()
+        self == PaymentStatus::Authorized || self.is_captured()
     }
 
     /// Whether nothing can happen to the payment any more.
@@ -319,6 +319,16 @@ mod tests {
         // 2 states × 4 authorization answers, 2 challenge answers, 2 voids, 2 captures,
         // 3 states × 2 refunds.
         assert_eq!(legal, 8 + 2 + 2 + 2 + 6);
+    }
+
+    #[test]
+    fn a_voided_authorization_is_not_restated_as_authorized() {
+        assert!(!S::Voided.was_authorized());
+        assert!(S::Authorized.was_authorized());
+        assert!(S::PartiallyRefunded.was_authorized());
+        for s in [S::Pending, S::RequiresAction, S::Declined, S::Failed] {
+            assert!(!s.was_authorized(), "{s}");
+        }
     }
 
     #[test]

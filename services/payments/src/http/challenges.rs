@@ -30,16 +30,17 @@ pub struct ChallengeResult {
 }
 
 /// Answers a sandbox 3-D Secure challenge: the action URL of a `payment.requires_action`
-/// event. Completing authorizes the payment; abandoning it, or answering after it lapsed,
-/// declines it (`payment_intent_authentication_failure`). The token in the path is the
-/// credential.
+/// event. Completing authorizes the payment; abandoning it, or answering after it lapsed
+/// (before the sweeper declined it), declines it (`payment_intent_authentication_failure`).
+/// The token in the path is the credential: a wrong one is 404, the right one on a challenge
+/// already answered or swept is 409.
 #[utoipa::path(post, path = "/v1/payments/{id}/challenges/{token}", tag = "payments",
     request_body = ChallengeAnswer,
     params(("id" = Uuid, Path, description = "The payment's id"),
            ("token" = String, Path, description = "The challenge's token, from the action URL")),
     responses((status = 200, body = ChallengeResult),
-              (status = 404, body = Problem, description = "No such open challenge"),
-              (status = 409, body = Problem, description = "Already answered"),
+              (status = 404, body = Problem, description = "No such payment, or not its token"),
+              (status = 409, body = Problem, description = "Already answered, or declined when it lapsed"),
               (status = 400, body = Problem), (status = 422, body = Problem)))]
 pub async fn answer(
     State(state): State<AppState>,

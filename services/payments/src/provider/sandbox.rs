@@ -159,12 +159,9 @@ impl Sandbox {
             .iter()
             .find(|(token, _)| *token == request.payment_method)
             .map(|(_, b)| *b)
-            .ok_or_else(|| {
-                ProviderError::Rejected(format!(
-                    "No such PaymentMethod: '{}'",
-                    request.payment_method
-                ))
-            })?;
+            // Never echo the payment method: a card number sent as a token would end up in
+            // attempts, failures and logs.
+            .ok_or_else(|| ProviderError::Rejected("No such PaymentMethod".to_owned()))?;
         let reference = format!("pi_sandbox_{}", Uuid::now_v7().simple());
         let outcome = match behaviour {
             Behaviour::Succeed => AuthorizeOutcome::Authorized { reference },
@@ -304,8 +301,18 @@ mod tests {
             challenge,
             Ok(AuthorizeOutcome::RequiresAction { .. })
         ));
-        let unknown = sandbox.authorize(&request("pm_nope", "d")).await;
-        assert!(matches!(unknown, Err(ProviderError::Rejected(_))));
+        let unknown = sandbox
+            .authorize(&request("pm_nope_4000056655665556", "d"))
+            .await;
+        match unknown {
+            Err(ProviderError::Rejected(detail)) => {
+                assert!(
+                    !detail.contains("pm_nope"),
+                    "the method is not echoed: {detail}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

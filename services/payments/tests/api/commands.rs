@@ -211,8 +211,14 @@ async fn a_three_d_secure_card_requires_action_and_completing_the_challenge_auth
         .unwrap();
     assert_eq!(
         twice.status(),
-        reqwest::StatusCode::NOT_FOUND,
-        "the token is spent"
+        reqwest::StatusCode::CONFLICT,
+        "already answered"
+    );
+    assert_eq!(twice.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        app.payment(auth.payment_id).await["status"],
+        "authorized",
+        "the second answer changed nothing"
     );
     assert_eq!(app.ask(capture(&auth, None)).await.name(), "captured");
 }
@@ -270,6 +276,7 @@ async fn an_abandoned_challenge_declines_and_bad_answers_are_problems() {
 async fn a_challenge_answered_after_it_lapsed_declines_whatever_the_answer() {
     let mut app = spawn_app_with(&[
         "--challenge-ttl-seconds=0",
+        "--challenge-sweep-seconds=3600",
         "--public-url=https://shop.example/",
     ])
     .await;
@@ -339,14 +346,14 @@ async fn a_repeated_command_has_one_effect_and_the_same_reply() {
 }
 
 #[tokio::test]
-async fn a_redelivered_message_is_applied_once_and_answered_once() {
+async fn a_redelivered_message_past_the_streams_deduplication_is_applied_once_and_answered_once() {
     let mut app = spawn_app().await;
     let command = tienda_events::Envelope::new("orders", authorize("pm_card_visa", eur(900)));
     app.publish(&command).await;
     let first = app.reply().await;
-    // The same message again (a new Nats-Msg-Id would be a new command; this one is dropped
-    // by the stream's de-duplication or, past its window, by payments' inbox).
-    app.publish(&command).await;
+    // The same envelope again with a fresh Nats-Msg-Id, so the stream's de-duplication lets
+    // it through and only payments' inbox (keyed on the envelope id) can stop it.
+    app.republish(&command).await;
     let next = app.ask(void(&command.data)).await;
 
     assert_eq!(first.name(), "authorized");
@@ -517,5 +524,229 @@ async fn the_slow_card_authorizes_when_the_deadline_allows_and_fails_retryably_w
     assert!(
         data["retryable"] == true || data["expired"] == true,
         "{data}"
+    );
+}
+
+#[tokio::test]
+async fn a_card_number_with_dots_underscores_or_a_prefix_is_refused_and_never_stored() {
+    let mut app = spawn_app().await;
+    for method in [
+        "4242.4242.4242.4242",
+        "tok_4242424242424242",
+        "4242_4242_4242_4242",
+        "pm_card_5555-5555-5555-4444",
+    ] {
+        let reply = app.ask(authorize(method, eur(1000))).await;
+
+        assert_eq!(reply.name(), "failed", "{method}");
+        assert_eq!(reply.data()["retryable"], false);
+        let detail = reply.data()["detail"].as_str().unwrap();
+        assert!(
+            !detail.contains("4242") && !detail.contains("5555"),
+            "{detail}"
+        );
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+}
+
+#[tokio::test]
+async fn an_unknown_payment_method_is_never_repeated_in_replies_attempts_or_failures() {
+    let mut app = spawn_app().await;
+    let secret = "pm_secret_card_ref_0042";
+
+    let (command, reply) = app.authorize(secret, 1000).await;
+
+    assert_eq!(reply.name(), "failed");
+    assert!(
+        !reply.data()["detail"].as_str().unwrap().contains(secret),
+        "{}",
+        reply.data()
+    );
+    let payment = app.payment(command.payment_id).await;
+    assert_eq!(payment["status"], "failed");
+    assert!(!payment["failure"].as_str().unwrap().contains(secret));
+    assert!(!payment["attempts"].to_string().contains(secret));
+}
+
+#[tokio::test]
+async fn repeating_the_authorize_command_of_a_voided_payment_answers_voided() {
+    let mut app = spawn_app().await;
+    let (auth, _) = app.authorize("pm_card_visa", 2500).await;
+    assert_eq!(app.ask(void(&auth)).await.name(), "voided");
+
+    let again = app.ask(auth.clone()).await;
+
+    assert_eq!(again.name(), "voided", "{:?}", again.data());
+    assert_eq!(again.data()["payment_id"], json!(auth.payment_id));
+}
+
+#[tokio::test]
+async fn the_challenge_token_is_stored_only_as_a_digest_and_never_as_an_attempt_key() {
+    let mut app = spawn_app().await;
+    let (auth, reply) = app.authorize("pm_card_threeDSecure2Required", 4200).await;
+    let action_url = reply.data()["action_url"].as_str().unwrap().to_owned();
+    let token = action_url.rsplit('/').next().unwrap().to_owned();
+
+    let answered = app
+        .http
+        .post(app.url(&action_url))
+        .json(&json!({"outcome": "complete"}))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(answered.status(), reqwest::StatusCode::OK);
+    let dump: String = sqlx::query_scalar(
+        "SELECT (SELECT row_to_json(p)::text FROM payments p WHERE id = $1) || \
+                (SELECT json_agg(a)::text FROM payment_attempts a WHERE payment_id = $1)",
+    )
+    .bind(auth.payment_id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(!dump.contains(&token), "the token is stored: {dump}");
+    let payment = app.payment(auth.payment_id).await;
+    let keys: Vec<&str> = payment["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["idempotency_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            format!("authorize-{}", auth.payment_id),
+            format!("challenge-{}", auth.payment_id)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_authorize_command_during_a_challenge_gets_a_working_action_url() {
+    let mut app = spawn_app().await;
+    let (auth, first) = app.authorize("pm_card_threeDSecure2Required", 4200).await;
+
+    let again = app.ask(auth.clone()).await;
+
+    assert_eq!(again.name(), "requires_action");
+    let action_url = again.data()["action_url"].as_str().unwrap().to_owned();
+    assert_eq!(again.data()["expires_at"], first.data()["expires_at"]);
+    let answered = app
+        .http
+        .post(app.url(&action_url))
+        .json(&json!({"outcome": "complete"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), reqwest::StatusCode::OK);
+    assert_eq!(app.reply().await.name(), "authorized");
+}
+
+#[tokio::test]
+async fn a_challenge_nobody_answers_is_declined_once_it_lapses() {
+    let mut app =
+        spawn_app_with(&["--challenge-ttl-seconds=0", "--challenge-sweep-seconds=1"]).await;
+    let (auth, reply) = app.authorize("pm_card_threeDSecure2Required", 990).await;
+    assert_eq!(reply.name(), "requires_action");
+
+    let event = app.reply().await;
+
+    assert_eq!(event.name(), "declined");
+    assert_eq!(event.data()["payment_id"], json!(auth.payment_id));
+    assert_eq!(
+        event.data()["code"],
+        "payment_intent_authentication_failure"
+    );
+    assert_eq!(
+        event.envelope.correlation_id, reply.envelope.correlation_id,
+        "the saga's correlation, so orders can compensate"
+    );
+    assert_eq!(app.payment(auth.payment_id).await["status"], "declined");
+    let late_answer = app
+        .http
+        .post(app.url(reply.data()["action_url"].as_str().unwrap()))
+        .json(&json!({"outcome": "complete"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late_answer.status(), reqwest::StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn the_same_refund_delivered_twice_at_once_refunds_once() {
+    let mut app = spawn_app().await;
+    let (auth, _) = app.authorize("pm_card_visa", 1000).await;
+    app.ask(capture(&auth, None)).await;
+    let command = refund(&auth, eur(400));
+
+    // Two envelopes (as orders re-sending after a timeout would), the same refund id.
+    futures::future::join(app.send(command.clone()), app.send(command.clone())).await;
+    let first = app.reply().await;
+    let second = app.reply().await;
+
+    assert_eq!(first.name(), "refunded");
+    assert_eq!(second.name(), "refunded");
+    assert_eq!(first.data(), second.data(), "the same answer");
+    assert_eq!(first.data()["refunded_total"]["amount"], 400);
+    assert_eq!(
+        app.payment(auth.payment_id).await["refunded"]["amount"],
+        400
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM refunds WHERE payment_id = $1",
+            auth.payment_id
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM payment_attempts WHERE payment_id = $1 AND operation = 'refund'",
+            auth.payment_id
+        )
+        .await,
+        1,
+        "one call to the provider"
+    );
+}
+
+#[tokio::test]
+async fn two_captures_at_once_never_capture_more_than_the_authorization() {
+    let mut app = spawn_app().await;
+    let (auth, _) = app.authorize("pm_card_visa", 1000).await;
+
+    futures::future::join(
+        app.send(capture(&auth, Some(eur(700)))),
+        app.send(capture(&auth, Some(eur(600)))),
+    )
+    .await;
+    let replies = [app.reply().await, app.reply().await];
+
+    for reply in &replies {
+        assert_eq!(reply.name(), "captured", "{:?}", reply.data());
+    }
+    let payment = app.payment(auth.payment_id).await;
+    let captured = payment["captured"]["amount"].as_i64().unwrap();
+    assert!(captured == 700 || captured == 600, "{captured}");
+    for reply in &replies {
+        assert_eq!(
+            reply.data()["amount"]["amount"],
+            captured,
+            "both tell the capture made"
+        );
+    }
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM payment_attempts WHERE payment_id = $1 AND operation = 'capture'",
+            auth.payment_id
+        )
+        .await,
+        1,
+        "captured once at the provider"
     );
 }

@@ -140,6 +140,68 @@ impl TestApp {
             .unwrap();
     }
 
+    /// Publishes `envelope` again as a redelivery past the stream's de-duplication looks to
+    /// the consumer: a fresh `Nats-Msg-Id`, the same envelope id as `Tienda-Event-Id` (the
+    /// key of payments' inbox).
+    pub async fn republish<T: Message>(&self, envelope: &Envelope<T>) {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(header::MSG_ID, Uuid::now_v7().to_string().as_str());
+        headers.insert(header::EVENT_ID, envelope.id.to_string().as_str());
+        headers.insert(header::TYPE, envelope.message_type.as_str());
+        self.jetstream
+            .publish_with_headers(
+                envelope.subject(),
+                headers,
+                serde_json::to_vec(envelope).unwrap().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    /// From now on every transaction that writes a reply fails (as a commit lost after the
+    /// provider answered): the command is redelivered until [`Self::restore_commits`].
+    pub async fn lose_commits(&self) {
+        sqlx::raw_sql(
+            "CREATE FUNCTION lose_commit() RETURNS trigger LANGUAGE plpgsql AS \
+               $$ BEGIN RAISE EXCEPTION 'the commit is lost'; END $$; \
+             CREATE TRIGGER lose_commits BEFORE INSERT ON tienda_outbox \
+               FOR EACH ROW EXECUTE FUNCTION lose_commit();",
+        )
+        .execute(&self.db)
+        .await
+        .unwrap();
+    }
+
+    pub async fn restore_commits(&self) {
+        sqlx::raw_sql("DROP TRIGGER lose_commits ON tienda_outbox; DROP FUNCTION lose_commit();")
+            .execute(&self.db)
+            .await
+            .unwrap();
+    }
+
+    /// Waits until payment `id` has a `started` attempt under `key` (the provider is being
+    /// called).
+    pub async fn wait_for_started_attempt(&self, id: Uuid, key: &str) {
+        for _ in 0..400 {
+            let started: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM payment_attempts \
+                 WHERE payment_id = $1 AND idempotency_key = $2 AND outcome = 'started'",
+            )
+            .bind(id)
+            .bind(key)
+            .fetch_one(&self.db)
+            .await
+            .unwrap();
+            if started > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no started attempt {key} on payment {id} within 20 s");
+    }
+
     /// The next reply on the stream.
     pub async fn reply(&mut self) -> Reply {
         let message = tokio::time::timeout(Duration::from_secs(20), self.replies.next())

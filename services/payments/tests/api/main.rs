@@ -4,4 +4,5 @@
 
 mod commands;
 mod helpers;
+mod lost_commits;
 mod payments_api;
