@@ -30,8 +30,8 @@ pub struct Config {
     pub reserve_timeout_ms: u64,
 
     /// How long the saga waits for payments to answer an authorization before it releases the
-    /// stock and cancels the order, in milliseconds (default 60000). A 3-D Secure challenge
-    /// extends it to the challenge's expiry.
+    /// stock, voids the payment and cancels the order, in milliseconds (default 60000). A 3-D
+    /// Secure challenge extends it to the challenge's expiry; neither outlives the reservation.
     #[arg(long, env = "ORDERS_AUTHORIZE_TIMEOUT_MS", default_value_t = 60_000)]
     pub authorize_timeout_ms: u64,
 
@@ -39,6 +39,30 @@ pub struct Config {
     /// backstop if a compensation is lost.
     #[arg(long, env = "ORDERS_RESERVATION_TTL_SECONDS", default_value_t = 900)]
     pub reservation_ttl_seconds: u64,
+
+    /// How long before the reservation expires the payment steps give up (a 3-D Secure
+    /// challenge included), leaving time to commit the stock, in milliseconds (default 60000).
+    #[arg(long, env = "ORDERS_COMMIT_MARGIN_MS", default_value_t = 60_000)]
+    pub commit_margin_ms: u64,
+
+    /// How often a commit or a compensation (void, release) that got no answer is sent again,
+    /// in milliseconds (default 30000).
+    #[arg(long, env = "ORDERS_RESEND_INTERVAL_MS", default_value_t = 30_000)]
+    pub resend_interval_ms: u64,
+
+    /// The deadline given to compensating commands (voids), in seconds (default 86400): they
+    /// must get through even after an outage.
+    #[arg(
+        long,
+        env = "ORDERS_COMPENSATION_DEADLINE_SECONDS",
+        default_value_t = 86_400
+    )]
+    pub compensation_deadline_seconds: u64,
+
+    /// How long after a retryable authorization failure (provider unavailable) it is sent
+    /// again, within the step's deadline, in milliseconds (default 2000).
+    #[arg(long, env = "ORDERS_AUTHORIZE_RETRY_MS", default_value_t = 2_000)]
+    pub authorize_retry_ms: u64,
 
     /// How often overdue saga steps are looked for, in milliseconds (default 500).
     #[arg(long, env = "ORDERS_SWEEP_INTERVAL_MS", default_value_t = 500)]

@@ -1,6 +1,6 @@
 //! Tienda's orders service: checkout with a required `Idempotency-Key`, the order state
-//! machine, the orchestrated saga (reserve stock → authorize payment → confirm; compensate on
-//! failure or timeout) and the append-only order event log.
+//! machine, the orchestrated saga (reserve stock → authorize payment → commit stock →
+//! confirm; compensate on failure or timeout, re-sending compensations until answered) and the append-only order event log.
 //!
 //! # Layout
 //! - [`config`]: flags and environment
@@ -65,6 +65,10 @@ impl Application {
             reserve: Duration::from_millis(config.reserve_timeout_ms),
             authorize: Duration::from_millis(config.authorize_timeout_ms),
             reservation_ttl: Duration::from_secs(config.reservation_ttl_seconds),
+            commit_margin: Duration::from_millis(config.commit_margin_ms),
+            resend: Duration::from_millis(config.resend_interval_ms.max(10)),
+            compensation_deadline: Duration::from_secs(config.compensation_deadline_seconds),
+            authorize_retry: Duration::from_millis(config.authorize_retry_ms),
         };
         platform.start_consumer(
             ConsumerConfig::new(SOURCE, "INVENTORY", INVENTORY_CONSUMER),

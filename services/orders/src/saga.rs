@@ -38,27 +38,41 @@ use crate::{
     domain::{
         checkout::PricedLine,
         log::OrderEvent,
-        saga::{Compensation, Decision, Reply, Step, decide},
+        saga::{Compensation, Decision, Reply, Step, decide, payment_deadline},
         status::Transition,
     },
     error::Error,
     store::{self, OrderRow, Saga, SagaKey},
 };
 
-/// How long each step may take.
+/// How long each step may take, and how compensations are retried.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     /// From checkout to inventory's answer.
     pub reserve: Duration,
-    /// From `reserved` to payments' answer (a challenge extends it to its own expiry).
+    /// From `reserved` to payments' answer (a challenge extends it to its own expiry); never
+    /// later than `commit_margin` before the reservation expires.
     pub authorize: Duration,
     /// How long inventory holds an uncommitted reservation (a backstop for compensation).
     pub reservation_ttl: Duration,
+    /// How long before the reservation expires the payment steps give up, leaving time to
+    /// commit.
+    pub commit_margin: Duration,
+    /// How often an unanswered commit or compensation is sent again.
+    pub resend: Duration,
+    /// The deadline of compensating commands (voids): long, they must get through.
+    pub compensation_deadline: Duration,
+    /// How long after a retryable authorization failure it is tried again.
+    pub authorize_retry: Duration,
 }
 
 impl Timeouts {
     fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
         now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+    }
+
+    fn margin(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.commit_margin).unwrap_or(chrono::Duration::zero())
     }
 }
 
@@ -104,6 +118,10 @@ pub async fn begin(
         deadline: Some(Timeouts::after(Utc::now(), timeouts.reserve)),
         reservation_id: Uuid::now_v7(),
         payment_id: Uuid::now_v7(),
+        reservation_expires_at: None,
+        void_pending: false,
+        release_pending: false,
+        retry_at: None,
     };
     store::insert_saga(conn, &saga).await?;
     let reserve = ReserveInventory {
@@ -132,7 +150,7 @@ async fn react(
     cause: Uuid,
     timeouts: Timeouts,
 ) -> Result<(), Error> {
-    let Some(saga) = store::lock_saga(conn, key).await? else {
+    let Some(mut saga) = store::lock_saga(conn, key).await? else {
         tracing::debug!(?key, "a reply for no order's saga");
         return Ok(());
     };
@@ -140,73 +158,155 @@ async fn react(
         .await?
         .ok_or_else(|| Error::NotFound(format!("the saga's order {}", saga.order_id)))?;
     let decision = decide(order.status, &reply);
-    apply(conn, &saga, &mut order, &decision, Some(cause), timeouts).await
+    apply(
+        conn,
+        &mut saga,
+        &mut order,
+        &decision,
+        Some(cause),
+        timeouts,
+    )
+    .await
 }
 
-/// Records what inventory or payments did in answer to a command (a commit, a release, a
-/// void) in the order's log; the order's state does not change.
-async fn note(conn: &mut PgConnection, key: SagaKey, event: OrderEvent) -> Result<(), Error> {
-    let Some(saga) = store::lock_saga(conn, key).await? else {
-        return Ok(());
-    };
-    let mut order = store::lock(conn, saga.order_id)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("the saga's order {}", saga.order_id)))?;
-    let status = order.status;
-    store::append(conn, &mut order, &event, status).await
+fn authorize_command(order: &OrderRow, saga: &Saga, deadline: DateTime<Utc>) -> AuthorizePayment {
+    AuthorizePayment {
+        payment_id: saga.payment_id,
+        order_id: order.id,
+        customer_id: Some(order.customer_id),
+        email: order.email.clone(),
+        amount: order.money(order.total),
+        payment_method: order.payment_method.clone(),
+        client_ip: None,
+        deadline,
+    }
 }
 
-/// Carries out `decision` for `order` (locked) and its `saga` (locked).
+/// Sends `compensation` and marks it pending (re-sent at each deadline until answered).
+async fn compensate(
+    conn: &mut PgConnection,
+    saga: &mut Saga,
+    compensation: Compensation,
+    cause: Option<Uuid>,
+    now: DateTime<Utc>,
+    timeouts: Timeouts,
+) -> Result<(), Error> {
+    let id = saga.order_id;
+    match compensation {
+        Compensation::Release => {
+            let release = ReleaseReservation {
+                reservation_id: saga.reservation_id,
+            };
+            outbox::enqueue(conn, about(release, id, cause)).await?;
+            saga.release_pending = true;
+        }
+        Compensation::Void => {
+            let void = VoidPayment {
+                payment_id: saga.payment_id,
+                order_id: id,
+                deadline: Timeouts::after(now, timeouts.compensation_deadline),
+            };
+            outbox::enqueue(conn, about(void, id, cause)).await?;
+            saga.void_pending = true;
+        }
+    }
+    Ok(())
+}
+
+/// After a cancellation's compensations changed: wait for the pending ones, or stop.
+fn settle_step(saga: &mut Saga, now: DateTime<Utc>, timeouts: Timeouts) {
+    saga.retry_at = None;
+    if saga.void_pending || saga.release_pending {
+        saga.step = Step::Compensating;
+        saga.deadline = Some(Timeouts::after(now, timeouts.resend));
+    } else {
+        saga.step = Step::Compensated;
+        saga.deadline = None;
+    }
+}
+
+/// Carries out `decision` for `order` (locked) and its `saga` (locked), and saves the saga.
 async fn apply(
     conn: &mut PgConnection,
-    saga: &Saga,
+    saga: &mut Saga,
     order: &mut OrderRow,
     decision: &Decision,
     cause: Option<Uuid>,
-    timeouts: Timeouts,
+    t: Timeouts,
 ) -> Result<(), Error> {
     let now = Utc::now();
     let id = order.id;
-    let next = |order: &OrderRow, t: Transition| order.status.apply(t);
+    let next = |order: &OrderRow, tr: Transition| order.status.apply(tr);
     match decision {
-        Decision::Authorize => {
+        Decision::Authorize {
+            reservation_expires_at,
+        } => {
+            saga.reservation_expires_at = Some(*reservation_expires_at);
             let reserved = OrderEvent::StockReserved {
                 reservation_id: saga.reservation_id,
+                expires_at: Some(*reservation_expires_at),
             };
             let status = next(order, Transition::Reserve)?;
             store::append(conn, order, &reserved, status).await?;
-            let deadline = Timeouts::after(now, timeouts.authorize);
-            let authorize = AuthorizePayment {
-                payment_id: saga.payment_id,
-                order_id: id,
-                customer_id: Some(order.customer_id),
-                email: order.email.clone(),
-                amount: order.money(order.total),
-                payment_method: order.payment_method.clone(),
-                client_ip: None,
-                deadline,
-            };
+            let deadline = payment_deadline(
+                Timeouts::after(now, t.authorize),
+                saga.reservation_expires_at,
+                t.margin(),
+            );
+            let authorize = authorize_command(order, saga, deadline);
             outbox::enqueue(conn, about(authorize, id, cause)).await?;
-            store::update_saga(conn, id, Step::Authorizing, Some(deadline)).await?;
+            saga.step = Step::Authorizing;
+            saga.deadline = Some(deadline);
         }
-        Decision::AwaitAction { until } => {
+        Decision::ScheduleAuthorizeRetry => {
+            let retry = Timeouts::after(now, t.authorize_retry);
+            tracing::info!(order_id = %id, %retry, "authorization failed (retryable); retrying");
+            saga.retry_at = Some(match saga.deadline {
+                Some(deadline) => retry.min(deadline),
+                None => retry,
+            });
+        }
+        Decision::RetryAuthorize => {
+            let deadline = saga.deadline.unwrap_or(now);
+            let authorize = authorize_command(order, saga, deadline);
+            outbox::enqueue(conn, about(authorize, id, cause)).await?;
+            saga.retry_at = None;
+        }
+        Decision::AwaitAction { until, action_url } => {
+            let until = payment_deadline(*until, saga.reservation_expires_at, t.margin());
             let status = next(order, Transition::RequireAction)?;
-            let event = OrderEvent::PaymentActionRequired { until: *until };
+            let event = OrderEvent::PaymentActionRequired {
+                until,
+                action_url: Some(action_url.clone()),
+            };
             store::append(conn, order, &event, status).await?;
-            store::update_saga(conn, id, Step::Authorizing, Some(*until)).await?;
+            saga.step = Step::Authorizing;
+            saga.deadline = Some(until);
         }
-        Decision::Confirm => {
+        Decision::Commit => {
             let status = next(order, Transition::Authorize)?;
             let authorized = OrderEvent::PaymentAuthorized {
                 payment_id: saga.payment_id,
             };
             store::append(conn, order, &authorized, status).await?;
-            let status = next(order, Transition::Confirm)?;
-            store::append(conn, order, &OrderEvent::Confirmed, status).await?;
             let commit = CommitReservation {
                 reservation_id: saga.reservation_id,
             };
             outbox::enqueue(conn, about(commit, id, cause)).await?;
+            saga.step = Step::Committing;
+            saga.deadline = Some(Timeouts::after(now, t.resend));
+            saga.retry_at = None;
+        }
+        Decision::ResendCommit => {
+            let commit = CommitReservation {
+                reservation_id: saga.reservation_id,
+            };
+            outbox::enqueue(conn, about(commit, id, cause)).await?;
+            saga.deadline = Some(Timeouts::after(now, t.resend));
+        }
+        Decision::Confirm => {
+            let status = next(order, Transition::Confirm)?;
+            store::append(conn, order, &OrderEvent::Confirmed, status).await?;
             let lines = store::lines(conn, id).await?;
             let confirmed = OrderConfirmed {
                 order_id: id,
@@ -217,18 +317,21 @@ async fn apply(
                 payment_id: saga.payment_id,
             };
             outbox::enqueue(conn, about(confirmed, id, cause)).await?;
-            store::update_saga(conn, id, Step::Completed, None).await?;
+            saga.step = Step::Completed;
+            saga.deadline = None;
+            saga.retry_at = None;
         }
         Decision::Cancel {
             reason,
             detail,
             release,
+            void,
         } => {
+            if *void {
+                compensate(conn, saga, Compensation::Void, cause, now, t).await?;
+            }
             if *release {
-                let release = ReleaseReservation {
-                    reservation_id: saga.reservation_id,
-                };
-                outbox::enqueue(conn, about(release, id, cause)).await?;
+                compensate(conn, saga, Compensation::Release, cause, now, t).await?;
             }
             let status = next(order, Transition::Cancel)?;
             let event = OrderEvent::Cancelled {
@@ -244,36 +347,53 @@ async fn apply(
                 detail: detail.clone(),
             };
             outbox::enqueue(conn, about(cancelled, id, cause)).await?;
-            store::update_saga(conn, id, Step::Compensated, None).await?;
+            settle_step(saga, now, t);
         }
         Decision::Compensate(compensation) => {
-            match compensation {
-                Compensation::Release => {
-                    let release = ReleaseReservation {
-                        reservation_id: saga.reservation_id,
-                    };
-                    outbox::enqueue(conn, about(release, id, cause)).await?;
-                }
-                Compensation::Void => {
-                    let void = VoidPayment {
-                        payment_id: saga.payment_id,
-                        order_id: id,
-                        deadline: Timeouts::after(now, timeouts.authorize),
-                    };
-                    outbox::enqueue(conn, about(void, id, cause)).await?;
-                }
-            }
-            let event = OrderEvent::LateReplyCompensated {
-                compensation: *compensation,
+            let pending = match compensation {
+                Compensation::Release => saga.release_pending,
+                Compensation::Void => saga.void_pending,
             };
-            let status = order.status;
-            store::append(conn, order, &event, status).await?;
+            if pending {
+                // Already sent and re-sent until answered.
+                tracing::debug!(order_id = %id, ?compensation, "compensation already pending");
+            } else {
+                compensate(conn, saga, *compensation, cause, now, t).await?;
+                let event = OrderEvent::LateReplyCompensated {
+                    compensation: *compensation,
+                };
+                let status = order.status;
+                store::append(conn, order, &event, status).await?;
+                settle_step(saga, now, t);
+            }
+        }
+        Decision::Settled(compensation) => {
+            let (pending, event) = match compensation {
+                Compensation::Release => (&mut saga.release_pending, OrderEvent::StockReleased),
+                Compensation::Void => (&mut saga.void_pending, OrderEvent::PaymentVoided),
+            };
+            if *pending {
+                *pending = false;
+                let status = order.status;
+                store::append(conn, order, &event, status).await?;
+                settle_step(saga, now, t);
+            }
+        }
+        Decision::ResendCompensations => {
+            if saga.void_pending {
+                compensate(conn, saga, Compensation::Void, cause, now, t).await?;
+            }
+            if saga.release_pending {
+                compensate(conn, saga, Compensation::Release, cause, now, t).await?;
+            }
+            settle_step(saga, now, t);
         }
         Decision::Ignore => {
             tracing::debug!(order_id = %id, status = %order.status, "reply ignored (duplicate or late)");
+            return Ok(());
         }
     }
-    Ok(())
+    store::save_saga(conn, saga).await
 }
 
 /// The consumer `orders-inventory-events`: inventory's answers to the saga's commands.
@@ -290,28 +410,32 @@ impl Handler for InventoryReplies {
         delivery: &Delivery,
     ) -> Result<(), HandlerError> {
         let name = delivery.subject.rsplit('.').next().unwrap_or_default();
+        let t = self.timeouts;
         let result = match name {
             "reserved" => {
                 let e = delivery.envelope::<InventoryReserved>()?;
                 let key = SagaKey::Reservation(e.data.reservation_id);
-                react(conn, key, Reply::Reserved, e.id, self.timeouts).await
+                let reply = Reply::Reserved {
+                    expires_at: e.data.expires_at,
+                };
+                react(conn, key, reply, e.id, t).await
             }
             "reservation_failed" => {
                 let e = delivery.envelope::<InventoryReservationFailed>()?;
                 let key = SagaKey::Reservation(e.data.reservation_id);
                 let skus = e.data.shortages.into_iter().map(|s| s.sku).collect();
                 let reply = Reply::ReservationFailed { skus };
-                react(conn, key, reply, e.id, self.timeouts).await
+                react(conn, key, reply, e.id, t).await
             }
             "committed" => {
                 let e = delivery.envelope::<InventoryCommitted>()?;
                 let key = SagaKey::Reservation(e.data.reservation_id);
-                note(conn, key, OrderEvent::StockCommitted).await
+                react(conn, key, Reply::Committed, e.id, t).await
             }
             "released" => {
                 let e = delivery.envelope::<InventoryReleased>()?;
                 let key = SagaKey::Reservation(e.data.reservation_id);
-                note(conn, key, OrderEvent::StockReleased).await
+                react(conn, key, Reply::Released, e.id, t).await
             }
             // `adjusted`, `low_stock`: not the saga's business.
             _ => Ok(()),
@@ -338,19 +462,14 @@ impl Handler for PaymentReplies {
         let result = match name {
             "authorized" => {
                 let e = delivery.envelope::<PaymentAuthorized>()?;
-                react(
-                    conn,
-                    SagaKey::Payment(e.data.payment_id),
-                    Reply::Authorized,
-                    e.id,
-                    t,
-                )
-                .await
+                let key = SagaKey::Payment(e.data.payment_id);
+                react(conn, key, Reply::Authorized, e.id, t).await
             }
             "requires_action" => {
                 let e = delivery.envelope::<PaymentRequiresAction>()?;
                 let reply = Reply::PaymentActionRequired {
                     until: e.data.expires_at,
+                    action_url: e.data.action_url,
                 };
                 react(conn, SagaKey::Payment(e.data.payment_id), reply, e.id, t).await
             }
@@ -363,21 +482,38 @@ impl Handler for PaymentReplies {
             }
             "failed" => {
                 let e = delivery.envelope::<PaymentFailed>()?;
-                if e.data.operation == PaymentOperation::Authorize {
-                    let key = SagaKey::Payment(e.data.payment_id);
-                    react(conn, key, Reply::AuthorizationFailed, e.id, t).await
-                } else {
-                    tracing::warn!(payment_id = %e.data.payment_id, operation = ?e.data.operation,
-                        detail = %e.data.detail, "a payment command failed");
-                    Ok(())
+                let key = SagaKey::Payment(e.data.payment_id);
+                let f = &e.data;
+                match f.operation {
+                    PaymentOperation::Authorize => {
+                        let reply = Reply::AuthorizationFailed {
+                            retryable: f.retryable,
+                        };
+                        react(conn, key, reply, e.id, t).await
+                    }
+                    PaymentOperation::Void => {
+                        // Refused for good (no such payment, never authorized): nothing is
+                        // held. Unavailable or expired: the void is sent again.
+                        let settled = !f.retryable && !f.expired;
+                        tracing::warn!(payment_id = %f.payment_id, retryable = f.retryable,
+                            expired = f.expired, detail = %f.detail, "a void failed");
+                        react(conn, key, Reply::VoidFailed { settled }, e.id, t).await
+                    }
+                    _ => {
+                        tracing::warn!(payment_id = %f.payment_id, operation = ?f.operation,
+                            detail = %f.detail, "a payment command failed");
+                        Ok(())
+                    }
                 }
             }
             "voided" => {
                 let e = delivery.envelope::<PaymentVoided>()?;
-                note(
+                react(
                     conn,
                     SagaKey::Payment(e.data.payment_id),
-                    OrderEvent::PaymentVoided,
+                    Reply::Voided,
+                    e.id,
+                    t,
                 )
                 .await
             }
@@ -388,23 +524,53 @@ impl Handler for PaymentReplies {
     }
 }
 
-/// Gives up on up to 50 overdue steps in one transaction; returns how many.
-pub async fn sweep(db: &PgPool, timeouts: Timeouts) -> Result<usize, Error> {
+/// Acts on one due saga in its own transaction; `false` if it was no longer due or taken.
+async fn sweep_one(db: &PgPool, order_id: Uuid, timeouts: Timeouts) -> Result<bool, Error> {
     let mut tx = db.begin().await?;
-    let due = store::lock_overdue(&mut tx, 50).await?;
-    for saga in &due {
-        let Some(mut order) = store::lock(&mut tx, saga.order_id).await? else {
-            continue;
-        };
-        let decision = decide(order.status, &Reply::DeadlinePassed);
-        if decision == Decision::Ignore {
-            // The order moved on without the step being closed; stop watching it.
-            store::update_saga(&mut tx, saga.order_id, saga.step, None).await?;
-            continue;
-        }
-        apply(&mut tx, saga, &mut order, &decision, None, timeouts).await?;
+    let Some(mut saga) = store::lock_due_saga(&mut tx, order_id).await? else {
+        return Ok(false);
+    };
+    let Some(mut order) = store::lock(&mut tx, order_id).await? else {
+        return Ok(false);
+    };
+    let now = Utc::now();
+    let reply = if saga.deadline.is_some_and(|d| d <= now) {
+        Reply::DeadlinePassed
+    } else {
+        Reply::RetryDue
+    };
+    let decision = decide(order.status, &reply);
+    if decision == Decision::Ignore {
+        // The order moved on without the step being closed; stop watching it.
+        saga.deadline = None;
+        saga.retry_at = None;
+        store::save_saga(&mut tx, &saga).await?;
+    } else {
+        apply(&mut tx, &mut saga, &mut order, &decision, None, timeouts).await?;
     }
     tx.commit().await?;
+    Ok(true)
+}
+
+/// How many due sagas one [`sweep`] looks at.
+const SWEEP_BATCH: i64 = 50;
+
+/// Acts on up to 50 due sagas (deadlines passed, retries due), each in its own transaction:
+/// one that fails is logged and postponed, the others go on. Returns how many were due.
+pub async fn sweep(db: &PgPool, timeouts: Timeouts) -> Result<usize, Error> {
+    let due = {
+        let mut conn = db.acquire().await?;
+        store::due_sagas(&mut conn, SWEEP_BATCH).await?
+    };
+    for order_id in &due {
+        if let Err(error) = sweep_one(db, *order_id, timeouts).await {
+            tracing::warn!(%order_id, %error, "a due saga could not be handled; postponed");
+            let until = Timeouts::after(Utc::now(), timeouts.resend);
+            if let Ok(mut conn) = db.acquire().await {
+                let _ = store::postpone_saga(&mut conn, *order_id, until).await;
+            }
+        }
+    }
     Ok(due.len())
 }
 
@@ -417,12 +583,14 @@ pub async fn sweeper(db: PgPool, timeouts: Timeouts, every: Duration, shutdown: 
             _ = tick.tick() => {}
             () = shutdown.wait() => return,
         }
-        loop {
+        // Full batches are followed by another, a bounded number of times per tick (sagas
+        // another replica holds stay due and must not spin this loop).
+        for _ in 0..20 {
             match sweep(&db, timeouts).await {
-                Ok(50) => continue,
+                Ok(n) if n as i64 == SWEEP_BATCH => continue,
                 Ok(0) => break,
                 Ok(n) => {
-                    tracing::info!(timed_out = n, "overdue saga steps given up");
+                    tracing::debug!(due = n, "due saga steps handled");
                     break;
                 }
                 Err(e) => {

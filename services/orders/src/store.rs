@@ -39,6 +39,10 @@ pub struct Order {
     pub totals: Totals,
     /// Why it was cancelled, when it was.
     pub cancellation: Option<Cancellation>,
+    /// While the order is `awaiting_payment_action`: where its owner completes the payment
+    /// challenge (3-D Secure) and until when. Shown to the owner only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_action: Option<PaymentAction>,
     /// Where to follow it.
     pub tracking_url: String,
     /// Placed.
@@ -75,6 +79,15 @@ pub struct Cancellation {
     pub detail: String,
 }
 
+/// A payment challenge the customer must complete.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PaymentAction {
+    /// Where the customer completes the challenge.
+    pub url: String,
+    /// When the order is cancelled if it is not completed.
+    pub expires_at: DateTime<Utc>,
+}
+
 /// A page of orders.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrderPage {
@@ -109,6 +122,10 @@ pub struct OrderRow {
     pub cancel_reason: Option<Json<CancelReason>>,
     /// Cancellation sentence.
     pub cancel_detail: Option<String>,
+    /// The payment challenge's URL, once one was required.
+    pub payment_action_url: Option<String>,
+    /// Until when the challenge can be completed.
+    pub payment_action_expires_at: Option<DateTime<Utc>>,
     /// Last log entry applied.
     pub version: i32,
     /// Placed.
@@ -153,7 +170,18 @@ pub struct Saga {
     pub reservation_id: Uuid,
     /// The payment asked of payments.
     pub payment_id: Uuid,
+    /// When inventory releases the reservation unless committed (once reserved).
+    pub reservation_expires_at: Option<DateTime<Utc>>,
+    /// A void is sent and unanswered.
+    pub void_pending: bool,
+    /// A release is sent and unanswered.
+    pub release_pending: bool,
+    /// When to send the authorization again after a retryable failure.
+    pub retry_at: Option<DateTime<Utc>>,
 }
+
+const SAGA_COLUMNS: &str = "order_id, step, deadline, reservation_id, payment_id, \
+     reservation_expires_at, void_pending, release_pending, retry_at";
 
 /// What checkout writes.
 #[derive(Debug)]
@@ -262,8 +290,18 @@ pub async fn append(
         OrderEvent::Cancelled { reason, detail } => (Some(Json(*reason)), Some(detail.clone())),
         _ => (order.cancel_reason, order.cancel_detail.clone()),
     };
+    let (action_url, action_expires) = match event {
+        OrderEvent::PaymentActionRequired { until, action_url } => {
+            (action_url.clone(), Some(*until))
+        }
+        _ => (
+            order.payment_action_url.clone(),
+            order.payment_action_expires_at,
+        ),
+    };
     order.updated_at = sqlx::query_scalar(
         "UPDATE orders SET status = $2, version = $3, cancel_reason = $4, cancel_detail = $5, \
+                           payment_action_url = $6, payment_action_expires_at = $7, \
                            updated_at = now() \
          WHERE id = $1 RETURNING updated_at",
     )
@@ -272,8 +310,12 @@ pub async fn append(
     .bind(seq)
     .bind(reason.map(|r| reason_code(r.0)))
     .bind(&detail)
+    .bind(&action_url)
+    .bind(action_expires)
     .fetch_one(&mut *conn)
     .await?;
+    order.payment_action_url = action_url;
+    order.payment_action_expires_at = action_expires;
     order.version = seq;
     order.status = status;
     order.cancel_reason = reason;
@@ -291,7 +333,7 @@ fn reason_code(reason: CancelReason) -> String {
 
 const ORDER_COLUMNS: &str = "id, customer_id, email, shipping_address, payment_method, status, \
      currency, subtotal, total, to_jsonb(cancel_reason) AS cancel_reason, cancel_detail, \
-     version, created_at, updated_at";
+     payment_action_url, payment_action_expires_at, version, created_at, updated_at";
 
 /// The order, locked for the rest of the transaction.
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<OrderRow>, Error> {
@@ -343,6 +385,19 @@ async fn views(conn: &mut PgConnection, rows: Vec<OrderRow>) -> Result<Vec<Order
                     reason: reason.0,
                     detail: row.cancel_detail.clone().unwrap_or_default(),
                 }),
+                payment_action: match (
+                    row.status,
+                    &row.payment_action_url,
+                    row.payment_action_expires_at,
+                ) {
+                    (Status::AwaitingPaymentAction, Some(url), Some(expires_at)) => {
+                        Some(PaymentAction {
+                            url: url.clone(),
+                            expires_at,
+                        })
+                    }
+                    _ => None,
+                },
                 tracking_url: tracking_url(row.id),
                 created_at: row.created_at,
                 updated_at: row.updated_at,
@@ -424,42 +479,76 @@ pub async fn lock_saga(conn: &mut PgConnection, key: SagaKey) -> Result<Option<S
         SagaKey::Order(id) => ("order_id", id),
     };
     Ok(sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT order_id, step, deadline, reservation_id, payment_id FROM sagas \
-         WHERE {column} = $1 FOR UPDATE"
+        "SELECT {SAGA_COLUMNS} FROM sagas WHERE {column} = $1 FOR UPDATE"
     )))
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?)
 }
 
-/// Moves a saga to `step` with `deadline`.
-pub async fn update_saga(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-    step: Step,
-    deadline: Option<DateTime<Utc>>,
-) -> Result<(), Error> {
+/// Writes the saga's state (step, deadline, expiry, pending compensations, retry).
+pub async fn save_saga(conn: &mut PgConnection, saga: &Saga) -> Result<(), Error> {
     sqlx::query(
-        "UPDATE sagas SET step = $2, deadline = $3, updated_at = now() WHERE order_id = $1",
+        "UPDATE sagas SET step = $2, deadline = $3, reservation_expires_at = $4, \
+                void_pending = $5, release_pending = $6, retry_at = $7, updated_at = now() \
+         WHERE order_id = $1",
     )
-    .bind(order_id)
-    .bind(step)
-    .bind(deadline)
+    .bind(saga.order_id)
+    .bind(saga.step)
+    .bind(saga.deadline)
+    .bind(saga.reservation_expires_at)
+    .bind(saga.void_pending)
+    .bind(saga.release_pending)
+    .bind(saga.retry_at)
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-/// Up to `limit` sagas whose step's deadline has passed, locked (others' locks skipped).
-pub async fn lock_overdue(conn: &mut PgConnection, limit: i64) -> Result<Vec<Saga>, Error> {
-    Ok(sqlx::query_as(
-        "SELECT order_id, step, deadline, reservation_id, payment_id FROM sagas \
-         WHERE step IN ('reserving', 'authorizing') AND deadline <= now() \
-         ORDER BY deadline LIMIT $1 FOR UPDATE SKIP LOCKED",
+/// Up to `limit` orders whose saga has a deadline or a retry due, soonest first (not locked:
+/// each is locked in its own transaction by [`lock_due_saga`]).
+pub async fn due_sagas(conn: &mut PgConnection, limit: i64) -> Result<Vec<Uuid>, Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT order_id FROM ( \
+             SELECT order_id, deadline AS due FROM sagas WHERE deadline <= now() \
+             UNION ALL \
+             SELECT order_id, retry_at FROM sagas WHERE retry_at <= now()) d \
+         GROUP BY order_id ORDER BY min(due) LIMIT $1",
     )
     .bind(limit)
     .fetch_all(&mut *conn)
     .await?)
+}
+
+/// The order's saga if something about it is still due, locked (`None` if another
+/// transaction holds it or it moved on).
+pub async fn lock_due_saga(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<Saga>, Error> {
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {SAGA_COLUMNS} FROM sagas \
+         WHERE order_id = $1 AND (deadline <= now() OR retry_at <= now()) \
+         FOR UPDATE SKIP LOCKED"
+    )))
+    .bind(order_id)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// Puts a saga that could not be handled out of the sweeper's way until `until`.
+pub async fn postpone_saga(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    until: DateTime<Utc>,
+) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE sagas SET deadline = CASE WHEN deadline IS NULL THEN NULL ELSE $2 END, \
+                retry_at = CASE WHEN retry_at IS NULL THEN NULL ELSE $2 END \
+         WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .bind(until)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// An order's lines as priced at checkout.

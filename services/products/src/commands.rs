@@ -1,7 +1,8 @@
 //! The order saga's inventory commands from JetStream (`tienda.inventory.cmd.reserve|commit|
 //! release`), applied in the consumer's transaction with the same code as the HTTP API. Each
 //! answers with an event: `inventory.reserved` or `inventory.reservation_failed`,
-//! `inventory.committed`, `inventory.released`. A command repeated by the saga (a new message
+//! `inventory.committed` (or `inventory.released` for a commit that came after the
+//! reservation expired or was released), `inventory.released`. A command repeated by the saga (a new message
 //! with the same `reservation_id`) gets the answer again and changes nothing.
 
 use sqlx::PgConnection;
@@ -20,7 +21,9 @@ use tienda_kit::{
 use crate::{
     SOURCE,
     error::Error,
-    inventory::{self, ItemRequest, Reservation, ReservationRequest, ReservationStatus, lines},
+    inventory::{
+        self, CommitOutcome, ItemRequest, Reservation, ReservationRequest, ReservationStatus, lines,
+    },
 };
 
 /// The consumer's handler.
@@ -118,9 +121,19 @@ impl Handler for InventoryCommands {
             }
             "commit" => {
                 let command = delivery.envelope::<CommitReservation>()?;
-                match inventory::commit(conn, command.data.reservation_id).await {
-                    Ok((_, true)) => Ok(()),
-                    Ok((existing, false)) => restate(conn, &existing, &command).await,
+                // Answered whatever the reservation's state: a reservation that expired or was
+                // released is answered `released`, so the saga cancels instead of waiting.
+                match inventory::commit_reservation(
+                    conn,
+                    command.data.reservation_id,
+                    Some(&command),
+                )
+                .await
+                {
+                    Ok(CommitOutcome::Committed(_) | CommitOutcome::ExpiredNow(_)) => Ok(()),
+                    Ok(CommitOutcome::AlreadyCommitted(r) | CommitOutcome::NotHeld(r)) => {
+                        restate(conn, &r, &command).await
+                    }
                     Err(e) => Err(permanent(e)),
                 }
             }

@@ -468,27 +468,42 @@ async fn load_with(
         .await?)
 }
 
+/// What a commit found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommitOutcome {
+    /// Held until now: sold by this call (`inventory.committed` is written).
+    Committed(Reservation),
+    /// Sold before (a repeated commit): nothing changed.
+    AlreadyCommitted(Reservation),
+    /// Released or expired before: not sold, nothing changed.
+    NotHeld(Reservation),
+    /// Held past its TTL: released (`expired`) by this call, `inventory.released` written.
+    ExpiredNow(Reservation),
+}
+
 /// Turns a held reservation into a sale: its units leave on-hand (ledger: `sale`). Committing
-/// again is a no-op; a released or expired reservation cannot be committed.
-pub async fn commit(conn: &mut PgConnection, id: Uuid) -> Result<(Reservation, bool), Error> {
+/// again is a no-op; a released or expired reservation cannot be committed — nor can a held
+/// one whose TTL passed, which is released as `expired` here (its `inventory.released` is
+/// caused by `cause` when given, so the saga that asked hears why).
+pub async fn commit_reservation<C>(
+    conn: &mut PgConnection,
+    id: Uuid,
+    cause: Option<&Envelope<C>>,
+) -> Result<CommitOutcome, Error> {
     let mut tx = conn.begin().await?;
     let mut reservation = load_with(&mut tx, id, "FOR UPDATE")
         .await?
         .ok_or_else(|| Error::NotFound(format!("No reservation {id}.")))?;
     match reservation.status {
-        ReservationStatus::Committed => return Ok((reservation, false)),
+        ReservationStatus::Committed => return Ok(CommitOutcome::AlreadyCommitted(reservation)),
         ReservationStatus::Held if reservation.expires_at <= Utc::now() => {
-            settle(&mut tx, &mut reservation, ReleaseReason::Expired).await?;
+            settle(&mut tx, &mut reservation, ReleaseReason::Expired, cause).await?;
             tx.commit().await?;
-            return Err(Error::Conflict(format!(
-                "Reservation {id} expired before it was committed; its stock was released."
-            )));
+            return Ok(CommitOutcome::ExpiredNow(reservation));
         }
         ReservationStatus::Held => {}
-        other @ (ReservationStatus::Released | ReservationStatus::Expired) => {
-            return Err(Error::Conflict(format!(
-                "Reservation {id} is {other}; it cannot be committed."
-            )));
+        ReservationStatus::Released | ReservationStatus::Expired => {
+            return Ok(CommitOutcome::NotHeld(reservation));
         }
     }
     let skus: Vec<&str> = reservation.items.iter().map(|i| i.sku.as_str()).collect();
@@ -515,10 +530,27 @@ pub async fn commit(conn: &mut PgConnection, id: Uuid) -> Result<(Reservation, b
         reservation_id: id,
         items: lines(&reservation.items),
     };
-    outbox::enqueue(&mut tx, Envelope::new(SOURCE, event)).await?;
+    let envelope = match cause {
+        Some(cause) => Envelope::caused_by(SOURCE, event, cause),
+        None => Envelope::new(SOURCE, event),
+    };
+    outbox::enqueue(&mut tx, envelope).await?;
     tx.commit().await?;
     reservation.status = ReservationStatus::Committed;
-    Ok((reservation, true))
+    Ok(CommitOutcome::Committed(reservation))
+}
+
+/// [`commit_reservation`] for the HTTP API: a reservation that is not held is a conflict.
+/// Returns the reservation and whether this call sold it.
+pub async fn commit(conn: &mut PgConnection, id: Uuid) -> Result<(Reservation, bool), Error> {
+    match commit_reservation::<()>(conn, id, None).await? {
+        CommitOutcome::Committed(r) => Ok((r, true)),
+        CommitOutcome::AlreadyCommitted(r) => Ok((r, false)),
+        CommitOutcome::NotHeld(r) | CommitOutcome::ExpiredNow(r) => Err(Error::Conflict(format!(
+            "Reservation {id} is {}; it cannot be committed (its stock was released).",
+            r.status
+        ))),
+    }
 }
 
 /// Gives a held reservation's units back. Releasing again is a no-op; a committed
@@ -539,16 +571,17 @@ pub async fn release(conn: &mut PgConnection, id: Uuid) -> Result<(Reservation, 
         }
         ReservationStatus::Held => {}
     }
-    settle(&mut tx, &mut reservation, ReleaseReason::Requested).await?;
+    settle::<()>(&mut tx, &mut reservation, ReleaseReason::Requested, None).await?;
     tx.commit().await?;
     Ok((reservation, true))
 }
 
-/// Releases a locked, held reservation.
-async fn settle(
+/// Releases a locked, held reservation; its `inventory.released` is caused by `cause` if given.
+async fn settle<C>(
     conn: &mut PgConnection,
     reservation: &mut Reservation,
     reason: ReleaseReason,
+    cause: Option<&Envelope<C>>,
 ) -> Result<(), Error> {
     let skus: Vec<&str> = reservation.items.iter().map(|i| i.sku.as_str()).collect();
     let quantities: Vec<i64> = reservation.items.iter().map(|i| i.quantity).collect();
@@ -571,7 +604,11 @@ async fn settle(
         items: lines(&reservation.items),
         reason,
     };
-    outbox::enqueue(conn, Envelope::new(SOURCE, event)).await?;
+    let envelope = match cause {
+        Some(cause) => Envelope::caused_by(SOURCE, event, cause),
+        None => Envelope::new(SOURCE, event),
+    };
+    outbox::enqueue(conn, envelope).await?;
     reservation.status = status;
     Ok(())
 }
@@ -588,7 +625,7 @@ pub async fn sweep(pool: &PgPool) -> Result<usize, Error> {
     .await?;
     for id in &ids {
         if let Some(mut reservation) = load(&mut tx, *id).await? {
-            settle(&mut tx, &mut reservation, ReleaseReason::Expired).await?;
+            settle::<()>(&mut tx, &mut reservation, ReleaseReason::Expired, None).await?;
         }
     }
     tx.commit().await?;

@@ -86,17 +86,57 @@ fn length(fields: &mut FieldErrors, field: &str, value: &str, min: usize, max: u
     }
 }
 
+/// Whether `value` holds a run of 13-19 digits (spaces, dots and dashes between them
+/// ignored) that passes the Luhn check: a payment card number.
+pub fn contains_card_number(value: &str) -> bool {
+    value
+        .split(|c: char| !(c.is_ascii_digit() || matches!(c, ' ' | '.' | '-')))
+        .any(|run| {
+            let digits: Vec<u32> = run.chars().filter_map(|c| c.to_digit(10)).collect();
+            (13..=19).contains(&digits.len()) && luhn(&digits)
+        })
+}
+
+fn luhn(digits: &[u32]) -> bool {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| match (i % 2 == 1, d * 2) {
+            (true, doubled) if doubled > 9 => doubled - 9,
+            (true, doubled) => doubled,
+            (false, _) => d,
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+/// Refuses control characters (NUL, line breaks, ...) in a text field; they have no place
+/// in an address and some cannot be stored.
+fn no_control(fields: &mut FieldErrors, field: &str, value: &str) -> bool {
+    if value.chars().any(char::is_control) {
+        fields.push((
+            field.to_owned(),
+            "must not contain control characters".into(),
+        ));
+        return false;
+    }
+    true
+}
+
 impl CheckoutRequest {
-    /// Every field error at once; trims the strings it keeps.
+    /// Every field error at once; trims the strings it keeps. Error messages never repeat
+    /// the value.
     pub fn validate(mut self) -> Result<Self, FieldErrors> {
         let mut fields = FieldErrors::new();
         self.email = self.email.trim().to_owned();
+        let email_clean = no_control(&mut fields, "email", &self.email);
         let email_ok = self.email.chars().count() <= 254
             && self.email.split_once('@').is_some_and(|(local, domain)| {
                 !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
             })
             && !self.email.chars().any(char::is_whitespace);
-        if !email_ok {
+        if email_clean && !email_ok {
             fields.push(("email".into(), "must be an email address".into()));
         }
         let a = &mut self.shipping_address;
@@ -107,29 +147,36 @@ impl CheckoutRequest {
             ("postal_code", &mut a.postal_code, 1, 20),
         ] {
             *value = value.trim().to_owned();
-            length(
-                &mut fields,
-                &format!("shipping_address.{name}"),
-                value,
-                min,
-                max,
-            );
+            let field = format!("shipping_address.{name}");
+            if no_control(&mut fields, &field, value) {
+                length(&mut fields, &field, value, min, max);
+            }
         }
         if let Some(line2) = &mut a.line2 {
             *line2 = line2.trim().to_owned();
-            length(&mut fields, "shipping_address.line2", line2, 0, 200);
+            if no_control(&mut fields, "shipping_address.line2", line2) {
+                length(&mut fields, "shipping_address.line2", line2, 0, 200);
+            }
             if line2.is_empty() {
                 a.line2 = None;
             }
         }
         a.country = a.country.trim().to_owned();
-        if !(a.country.len() == 2 && a.country.bytes().all(|b| b.is_ascii_uppercase())) {
+        let country_clean = no_control(&mut fields, "shipping_address.country", &a.country);
+        if country_clean
+            && !(a.country.len() == 2 && a.country.bytes().all(|b| b.is_ascii_uppercase()))
+        {
             fields.push((
                 "shipping_address.country".into(),
                 "must be an ISO 3166-1 alpha-2 code such as ES".into(),
             ));
         }
-        if self.payment_method.is_empty()
+        if contains_card_number(&self.payment_method) {
+            fields.push((
+                "payment_method".into(),
+                "must be the payment provider's token for the card, never the card number".into(),
+            ));
+        } else if self.payment_method.is_empty()
             || self.payment_method.len() > 100
             || !self.payment_method.bytes().all(|b| b.is_ascii_graphic())
         {
@@ -304,6 +351,67 @@ mod tests {
                 "items[2].sku",
             ]
         );
+    }
+
+    #[test]
+    fn a_card_number_as_payment_method_is_refused_without_repeating_it() {
+        for card in [
+            "4242424242424242",
+            "4242 4242 4242 4242",
+            "4242-4242-4242-4242",
+            "4242.4242.4242.4242",
+            "card:5555555555554444",
+            "378282246310005",
+        ] {
+            let mut body = valid();
+            body["payment_method"] = card.into();
+            let errors = request(body).validate().unwrap_err();
+            assert_eq!(errors.len(), 1, "{card}: {errors:?}");
+            assert_eq!(errors[0].0, "payment_method");
+            assert!(errors[0].1.contains("never the card number"), "{card}");
+            assert!(!errors[0].1.contains("4242") && !errors[0].1.contains(card));
+        }
+        // Tokens and digit runs that are not card numbers pass.
+        for token in [
+            "pm_card_visa",
+            "pm_1MqLiJLkdIwHu7ixUEgbFdYF",
+            "tok_4242424242424241",
+        ] {
+            let mut body = valid();
+            body["payment_method"] = token.into();
+            assert!(request(body).validate().is_ok(), "{token}");
+        }
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_text_field_naming_it() {
+        for (path, field) in [
+            (&["email"][..], "email"),
+            (&["shipping_address", "name"], "shipping_address.name"),
+            (&["shipping_address", "line1"], "shipping_address.line1"),
+            (&["shipping_address", "line2"], "shipping_address.line2"),
+            (&["shipping_address", "city"], "shipping_address.city"),
+            (
+                &["shipping_address", "postal_code"],
+                "shipping_address.postal_code",
+            ),
+            (&["shipping_address", "country"], "shipping_address.country"),
+            (&["payment_method"], "payment_method"),
+            (&["items", "0", "sku"], "items[0].sku"),
+        ] {
+            let mut body = valid();
+            let mut at = &mut body;
+            for key in &path[..path.len() - 1] {
+                at = match key.parse::<usize>() {
+                    Ok(i) => &mut at[i],
+                    Err(_) => &mut at[*key],
+                };
+            }
+            at[path[path.len() - 1]] = "ab\u{0}c".into();
+            let errors = request(body).validate().unwrap_err();
+            let named: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
+            assert_eq!(named, [field], "{errors:?}");
+        }
     }
 
     #[test]

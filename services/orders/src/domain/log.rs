@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 use tienda_events::{Money, order::CancelReason};
 use uuid::Uuid;
 
-use super::{checkout::Address, saga::Compensation};
+use super::{
+    checkout::{Address, PricedLine},
+    saga::Compensation,
+};
 
 /// One entry of an order's log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,16 +25,38 @@ pub enum OrderEvent {
         shipping_address: Address,
         /// What it costs.
         total: Money,
+        /// What was ordered, at the prices accepted (absent in entries written before it was
+        /// recorded).
+        #[serde(default)]
+        lines: Vec<PlacedLine>,
+        /// The lines' sum.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subtotal: Option<Money>,
+        /// The currency of every amount (ISO 4217).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        currency: Option<String>,
+        /// The payment provider's token.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payment_method: Option<String>,
+        /// The Idempotency-Key it was placed with.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checkout_key: Option<String>,
     },
     /// Inventory holds the stock.
     StockReserved {
         /// The reservation.
         reservation_id: Uuid,
+        /// When inventory releases it unless committed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<DateTime<Utc>>,
     },
     /// The customer must complete a payment challenge.
     PaymentActionRequired {
-        /// Until when.
+        /// Until when (the challenge's expiry, capped below the reservation's).
         until: DateTime<Utc>,
+        /// Where the customer completes it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action_url: Option<String>,
     },
     /// The payment is authorized.
     PaymentAuthorized {
@@ -60,6 +85,33 @@ pub enum OrderEvent {
     PaymentVoided,
 }
 
+/// A line as the order log records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedLine {
+    /// The product.
+    pub product_id: Uuid,
+    /// The variant.
+    pub sku: String,
+    /// The product's name when ordered.
+    pub name: String,
+    /// Units.
+    pub quantity: u32,
+    /// One unit's price.
+    pub unit_price: Money,
+}
+
+impl From<&PricedLine> for PlacedLine {
+    fn from(l: &PricedLine) -> Self {
+        Self {
+            product_id: l.product_id,
+            sku: l.sku.clone(),
+            name: l.name.clone(),
+            quantity: l.quantity,
+            unit_price: l.unit_price,
+        }
+    }
+}
+
 impl OrderEvent {
     /// The entry's `type`, stored in its own column.
     pub fn kind(&self) -> &'static str {
@@ -75,6 +127,28 @@ impl OrderEvent {
             OrderEvent::StockReleased => "stock_released",
             OrderEvent::PaymentVoided => "payment_voided",
         }
+    }
+}
+
+#[cfg(test)]
+mod placed_tests {
+    use super::*;
+
+    #[test]
+    fn a_placed_entry_written_before_lines_were_recorded_still_reads() {
+        let old = serde_json::json!({
+            "type": "placed", "customer_id": null, "email": "a@b.es",
+            "shipping_address": {"name": "A", "line1": "L", "city": "C", "postal_code": "1",
+                                 "country": "ES"},
+            "total": {"amount": 1, "currency": "EUR"}
+        });
+        let OrderEvent::Placed {
+            lines, subtotal, ..
+        } = serde_json::from_value(old).unwrap()
+        else {
+            panic!("not placed")
+        };
+        assert!(lines.is_empty() && subtotal.is_none());
     }
 }
 

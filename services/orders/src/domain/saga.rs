@@ -1,12 +1,17 @@
 //! The checkout saga's decisions, pure: given where an order is and what just happened (a
 //! reply from inventory or payments, or a step's deadline passing), what to do next.
 //!
-//! The saga is orchestrated by orders: reserve stock → authorize the payment → confirm (commit
-//! the reservation). On failure or on a deadline it compensates in reverse (release the stock)
-//! and cancels with a reason the customer can read. A reply that finds the order already
-//! cancelled is answered by compensation (a late `reserved` by a release, a late `authorized`
-//! by a void), never by resurrecting the order; a reply the order is already past (a
-//! duplicate) changes nothing.
+//! The saga is orchestrated by orders: reserve stock → authorize the payment → commit the
+//! reservation → confirm (only once inventory says `committed`). On failure or on a deadline
+//! it compensates in reverse (void the payment, release the stock) and cancels with a reason
+//! the customer can read; compensations are re-sent until they are answered. A reply that
+//! finds the order already cancelled is answered by compensation (a late `reserved` by a
+//! release, a late `authorized` by a void), never by resurrecting the order; a reply the
+//! order is already past (a duplicate) changes nothing.
+//!
+//! Payment deadlines stay below the reservation's expiry ([`payment_deadline`]), so a payment
+//! is never authorized for stock that is no longer held; if the stock is gone anyway
+//! (`released` in answer to the commit), the payment is voided and the order cancelled.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -23,33 +28,43 @@ pub enum Step {
     Reserving,
     /// Waiting for payments to answer the authorization (or the customer's challenge).
     Authorizing,
+    /// The payment is authorized; waiting for inventory to commit the stock (the commit is
+    /// re-sent at each deadline until it is answered).
+    Committing,
+    /// The order is cancelled; compensations are sent and re-sent until answered.
+    Compensating,
     /// The order is confirmed; nothing left to wait for.
     Completed,
-    /// The order is cancelled and its compensations are sent.
+    /// The order is cancelled and every compensation is answered.
     Compensated,
 }
 
 impl Step {
     /// Whether the step has a deadline the sweeper watches.
     pub fn is_waiting(self) -> bool {
-        matches!(self, Step::Reserving | Step::Authorizing)
+        !matches!(self, Step::Completed | Step::Compensated)
     }
 }
 
 /// What happened, as the saga sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    /// Inventory holds every line.
-    Reserved,
+    /// Inventory holds every line until `expires_at`.
+    Reserved {
+        /// When inventory releases it unless committed.
+        expires_at: DateTime<Utc>,
+    },
     /// Inventory could not hold these SKUs.
     ReservationFailed {
         /// The SKUs that were short.
         skus: Vec<String>,
     },
-    /// The customer must complete a challenge until `until`.
+    /// The customer must complete a challenge at `action_url` until `until`.
     PaymentActionRequired {
         /// When the challenge is abandoned.
         until: DateTime<Utc>,
+        /// Where the customer completes it.
+        action_url: String,
     },
     /// The payment is authorized.
     Authorized,
@@ -58,10 +73,27 @@ pub enum Reply {
         /// Payments' sentence for the customer.
         message: String,
     },
-    /// Authorizing failed (provider down, command expired).
-    AuthorizationFailed,
+    /// Authorizing failed; `retryable`: the same command may succeed if sent again.
+    AuthorizationFailed {
+        /// Provider unavailable (true) or refused/expired (false).
+        retryable: bool,
+    },
+    /// Inventory sold the reserved stock.
+    Committed,
+    /// Inventory gave the stock back (on request, or because the reservation expired).
+    Released,
+    /// Payments released the authorization.
+    Voided,
+    /// Payments could not void; `settled`: it never will and nothing is held (no such
+    /// payment, or one that was never authorized), otherwise the void is sent again.
+    VoidFailed {
+        /// Nothing to void.
+        settled: bool,
+    },
     /// The current step's deadline passed without an answer.
     DeadlinePassed,
+    /// The time to retry a retryable authorization failure came.
+    RetryDue,
 }
 
 /// A compensating command.
@@ -77,16 +109,29 @@ pub enum Compensation {
 /// What to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Stock is held: send `payment.cmd.authorize`, wait for payments.
-    Authorize,
-    /// Wait for the customer's challenge until `until`.
-    AwaitAction {
-        /// The new deadline.
-        until: DateTime<Utc>,
+    /// Stock is held until `reservation_expires_at`: send `payment.cmd.authorize`.
+    Authorize {
+        /// When the reservation expires (the payment deadline stays below it).
+        reservation_expires_at: DateTime<Utc>,
     },
-    /// Authorized: send `inventory.cmd.commit`, confirm the order.
+    /// A retryable failure: send the same authorization again later (before the deadline).
+    ScheduleAuthorizeRetry,
+    /// Send the same authorization (same `payment_id`) again.
+    RetryAuthorize,
+    /// Wait for the customer's challenge.
+    AwaitAction {
+        /// The challenge's expiry (capped below the reservation's).
+        until: DateTime<Utc>,
+        /// Where the customer completes it.
+        action_url: String,
+    },
+    /// Authorized: send `inventory.cmd.commit`, wait for `committed`.
+    Commit,
+    /// The commit is unanswered: send it again.
+    ResendCommit,
+    /// Inventory committed: the order is confirmed.
     Confirm,
-    /// Cancel the order; `release` says whether stock is held and must be released.
+    /// Cancel the order and compensate what may be held.
     Cancel {
         /// The reason code.
         reason: CancelReason,
@@ -94,9 +139,15 @@ pub enum Decision {
         detail: String,
         /// Whether to send `inventory.cmd.release`.
         release: bool,
+        /// Whether to send `payment.cmd.void`.
+        void: bool,
     },
     /// A late reply to a cancelled order: undo what it did, leave the order as it is.
     Compensate(Compensation),
+    /// A compensation was answered.
+    Settled(Compensation),
+    /// Compensations are unanswered: send them again.
+    ResendCompensations,
     /// A duplicate, or a reply the order is past: nothing changes.
     Ignore,
 }
@@ -105,22 +156,26 @@ impl Decision {
     /// The state transitions the decision makes, in order.
     pub fn transitions(&self) -> &'static [Transition] {
         match self {
-            Decision::Authorize => &[Transition::Reserve],
+            Decision::Authorize { .. } => &[Transition::Reserve],
             Decision::AwaitAction { .. } => &[Transition::RequireAction],
-            Decision::Confirm => &[Transition::Authorize, Transition::Confirm],
+            Decision::Commit => &[Transition::Authorize],
+            Decision::Confirm => &[Transition::Confirm],
             Decision::Cancel { .. } => &[Transition::Cancel],
-            Decision::Compensate(_) | Decision::Ignore => &[],
+            _ => &[],
         }
     }
+}
 
-    /// The saga's step afterwards (`None`: unchanged).
-    pub fn step(&self) -> Option<Step> {
-        match self {
-            Decision::Authorize | Decision::AwaitAction { .. } => Some(Step::Authorizing),
-            Decision::Confirm => Some(Step::Completed),
-            Decision::Cancel { .. } => Some(Step::Compensated),
-            Decision::Compensate(_) | Decision::Ignore => None,
-        }
+/// The deadline of a payment step that would end at `wanted`: never later than `margin`
+/// before the reservation expires, so an authorization always leaves time to commit.
+pub fn payment_deadline(
+    wanted: DateTime<Utc>,
+    reservation_expires_at: Option<DateTime<Utc>>,
+    margin: chrono::Duration,
+) -> DateTime<Utc> {
+    match reservation_expires_at {
+        Some(expires) => wanted.min(expires - margin),
+        None => wanted,
     }
 }
 
@@ -129,8 +184,10 @@ pub fn decide(status: Status, reply: &Reply) -> Decision {
     use Status::*;
     let awaiting_payment = matches!(status, Reserved | AwaitingPaymentAction);
     match reply {
-        Reply::Reserved => match status {
-            Pending => Decision::Authorize,
+        Reply::Reserved { expires_at } => match status {
+            Pending => Decision::Authorize {
+                reservation_expires_at: *expires_at,
+            },
             Cancelled => Decision::Compensate(Compensation::Release),
             _ => Decision::Ignore,
         },
@@ -138,33 +195,68 @@ pub fn decide(status: Status, reply: &Reply) -> Decision {
             reason: CancelReason::OutOfStock,
             detail: format!("Not enough stock of {}.", skus.join(", ")),
             release: false,
+            void: false,
         },
-        Reply::PaymentActionRequired { until } if status == Reserved => {
-            Decision::AwaitAction { until: *until }
+        Reply::PaymentActionRequired { until, action_url } if status == Reserved => {
+            Decision::AwaitAction {
+                until: *until,
+                action_url: action_url.clone(),
+            }
         }
-        Reply::Authorized if awaiting_payment => Decision::Confirm,
+        Reply::Authorized if awaiting_payment => Decision::Commit,
         Reply::Authorized if status == Cancelled => Decision::Compensate(Compensation::Void),
         Reply::Declined { message } if awaiting_payment => Decision::Cancel {
             reason: CancelReason::PaymentDeclined,
             detail: format!("The payment was declined: {message}"),
             release: true,
+            void: false,
         },
-        Reply::AuthorizationFailed if awaiting_payment => Decision::Cancel {
+        Reply::AuthorizationFailed { retryable: true } if awaiting_payment => {
+            Decision::ScheduleAuthorizeRetry
+        }
+        Reply::AuthorizationFailed { retryable: false } if awaiting_payment => Decision::Cancel {
             reason: CancelReason::PaymentFailed,
             detail: "The payment could not be made; nothing was charged.".into(),
             release: true,
+            void: false,
         },
-        Reply::DeadlinePassed if status == Pending => Decision::Cancel {
+        Reply::RetryDue if awaiting_payment => Decision::RetryAuthorize,
+        Reply::Committed if status == Authorized => Decision::Confirm,
+        // The stock is gone (the reservation expired) while the payment was pending or held.
+        Reply::Released if awaiting_payment || status == Authorized => Decision::Cancel {
             reason: CancelReason::TimedOut,
-            detail: "Stock could not be reserved in time; nothing was charged.".into(),
-            // Nothing is known to be held: a late `reserved` is released when it comes, and
-            // the reservation's TTL backs that up.
+            detail: "The stock could not be held until the payment was made; the payment was \
+                     released and nothing was charged."
+                .into(),
             release: false,
+            void: true,
         },
-        Reply::DeadlinePassed if awaiting_payment => Decision::Cancel {
-            reason: CancelReason::TimedOut,
-            detail: "The payment was not authorized in time; nothing was charged.".into(),
-            release: true,
+        Reply::Released if status == Cancelled => Decision::Settled(Compensation::Release),
+        Reply::Voided if status == Cancelled => Decision::Settled(Compensation::Void),
+        Reply::VoidFailed { settled: true } if status == Cancelled => {
+            Decision::Settled(Compensation::Void)
+        }
+        Reply::DeadlinePassed => match status {
+            Pending => Decision::Cancel {
+                reason: CancelReason::TimedOut,
+                detail: "Stock could not be reserved in time; nothing was charged.".into(),
+                // Nothing is known to be held: a late `reserved` is released when it comes,
+                // and the reservation's TTL backs that up.
+                release: false,
+                void: false,
+            },
+            Reserved | AwaitingPaymentAction => Decision::Cancel {
+                reason: CancelReason::TimedOut,
+                detail: "The payment was not authorized in time; nothing was charged.".into(),
+                release: true,
+                // An authorization may be in flight or held: void it now rather than wait
+                // for a late `authorized` (payments refuses a void of nothing harmlessly).
+                void: true,
+            },
+            // A commit cannot be undone blindly: ask again until inventory answers.
+            Authorized => Decision::ResendCommit,
+            Cancelled => Decision::ResendCompensations,
+            _ => Decision::Ignore,
         },
         _ => Decision::Ignore,
     }
@@ -174,42 +266,74 @@ pub fn decide(status: Status, reply: &Reply) -> Decision {
 mod tests {
     use super::{Status::*, *};
 
-    fn cancel_reason(decision: &Decision) -> Option<(CancelReason, bool)> {
+    fn cancel_of(decision: &Decision) -> Option<(CancelReason, bool, bool)> {
         match decision {
             Decision::Cancel {
-                reason, release, ..
-            } => Some((*reason, *release)),
+                reason,
+                release,
+                void,
+                ..
+            } => Some((*reason, *release, *void)),
             _ => None,
         }
     }
 
-    #[test]
-    fn a_reserved_order_goes_on_to_authorize_then_confirm() {
-        assert_eq!(decide(Pending, &Reply::Reserved), Decision::Authorize);
-        assert_eq!(decide(Reserved, &Reply::Authorized), Decision::Confirm);
-        assert_eq!(
-            decide(AwaitingPaymentAction, &Reply::Authorized),
-            Decision::Confirm
-        );
+    fn reserved() -> Reply {
+        Reply::Reserved {
+            expires_at: Utc::now(),
+        }
     }
 
-    #[test]
-    fn every_decision_s_transitions_are_legal_from_the_state_it_was_made_in() {
-        let replies = [
-            Reply::Reserved,
+    fn all_replies() -> Vec<Reply> {
+        vec![
+            reserved(),
             Reply::ReservationFailed {
                 skus: vec!["A".into()],
             },
-            Reply::PaymentActionRequired { until: Utc::now() },
+            Reply::PaymentActionRequired {
+                until: Utc::now(),
+                action_url: "https://pay/x".into(),
+            },
             Reply::Authorized,
             Reply::Declined {
                 message: "no".into(),
             },
-            Reply::AuthorizationFailed,
+            Reply::AuthorizationFailed { retryable: true },
+            Reply::AuthorizationFailed { retryable: false },
+            Reply::Committed,
+            Reply::Released,
+            Reply::Voided,
+            Reply::VoidFailed { settled: true },
+            Reply::VoidFailed { settled: false },
             Reply::DeadlinePassed,
-        ];
+            Reply::RetryDue,
+        ]
+    }
+
+    #[test]
+    fn an_order_is_confirmed_only_after_inventory_commits() {
+        assert!(matches!(
+            decide(Pending, &reserved()),
+            Decision::Authorize { .. }
+        ));
+        assert_eq!(decide(Reserved, &Reply::Authorized), Decision::Commit);
+        assert_eq!(
+            decide(AwaitingPaymentAction, &Reply::Authorized),
+            Decision::Commit
+        );
+        assert_eq!(Decision::Commit.transitions(), [Transition::Authorize]);
+        assert_eq!(decide(Authorized, &Reply::Committed), Decision::Confirm);
         for status in Status::ALL {
-            for reply in &replies {
+            if status != Authorized {
+                assert_ne!(decide(status, &Reply::Committed), Decision::Confirm);
+            }
+        }
+    }
+
+    #[test]
+    fn every_decision_s_transitions_are_legal_from_the_state_it_was_made_in() {
+        for status in Status::ALL {
+            for reply in &all_replies() {
                 let decision = decide(status, reply);
                 let mut at = status;
                 for t in decision.transitions() {
@@ -222,7 +346,7 @@ mod tests {
     }
 
     #[test]
-    fn out_of_stock_cancels_naming_the_skus_and_releases_nothing() {
+    fn out_of_stock_cancels_naming_the_skus_and_compensates_nothing() {
         let decision = decide(
             Pending,
             &Reply::ReservationFailed {
@@ -230,8 +354,8 @@ mod tests {
             },
         );
         assert_eq!(
-            cancel_reason(&decision),
-            Some((CancelReason::OutOfStock, false))
+            cancel_of(&decision),
+            Some((CancelReason::OutOfStock, false, false))
         );
         let Decision::Cancel { detail, .. } = decision else {
             unreachable!()
@@ -240,7 +364,7 @@ mod tests {
     }
 
     #[test]
-    fn a_declined_or_failed_payment_releases_the_stock_and_cancels() {
+    fn a_declined_or_refused_payment_releases_the_stock_and_cancels() {
         for status in [Reserved, AwaitingPaymentAction] {
             let declined = decide(
                 status,
@@ -249,34 +373,108 @@ mod tests {
                 },
             );
             assert_eq!(
-                cancel_reason(&declined),
-                Some((CancelReason::PaymentDeclined, true))
+                cancel_of(&declined),
+                Some((CancelReason::PaymentDeclined, true, false))
             );
-            let failed = decide(status, &Reply::AuthorizationFailed);
+            let failed = decide(status, &Reply::AuthorizationFailed { retryable: false });
             assert_eq!(
-                cancel_reason(&failed),
-                Some((CancelReason::PaymentFailed, true))
+                cancel_of(&failed),
+                Some((CancelReason::PaymentFailed, true, false))
             );
         }
     }
 
     #[test]
-    fn a_deadline_cancels_as_timed_out_releasing_only_stock_known_to_be_held() {
+    fn a_retryable_authorization_failure_is_retried_not_cancelled() {
+        for status in [Reserved, AwaitingPaymentAction] {
+            assert_eq!(
+                decide(status, &Reply::AuthorizationFailed { retryable: true }),
+                Decision::ScheduleAuthorizeRetry
+            );
+            assert_eq!(decide(status, &Reply::RetryDue), Decision::RetryAuthorize);
+        }
+        assert_eq!(decide(Cancelled, &Reply::RetryDue), Decision::Ignore);
+        assert_eq!(decide(Authorized, &Reply::RetryDue), Decision::Ignore);
+    }
+
+    #[test]
+    fn a_payment_deadline_voids_proactively_and_releases() {
         assert_eq!(
-            cancel_reason(&decide(Pending, &Reply::DeadlinePassed)),
-            Some((CancelReason::TimedOut, false))
+            cancel_of(&decide(Pending, &Reply::DeadlinePassed)),
+            Some((CancelReason::TimedOut, false, false))
         );
-        assert_eq!(
-            cancel_reason(&decide(Reserved, &Reply::DeadlinePassed)),
-            Some((CancelReason::TimedOut, true))
-        );
+        for status in [Reserved, AwaitingPaymentAction] {
+            assert_eq!(
+                cancel_of(&decide(status, &Reply::DeadlinePassed)),
+                Some((CancelReason::TimedOut, true, true))
+            );
+        }
         assert_eq!(decide(Confirmed, &Reply::DeadlinePassed), Decision::Ignore);
+    }
+
+    #[test]
+    fn an_unanswered_commit_or_compensation_is_sent_again_never_given_up() {
+        assert_eq!(
+            decide(Authorized, &Reply::DeadlinePassed),
+            Decision::ResendCommit
+        );
+        assert_eq!(
+            decide(Cancelled, &Reply::DeadlinePassed),
+            Decision::ResendCompensations
+        );
+    }
+
+    #[test]
+    fn stock_released_before_the_commit_voids_the_payment_and_cancels() {
+        for status in [Reserved, AwaitingPaymentAction, Authorized] {
+            assert_eq!(
+                cancel_of(&decide(status, &Reply::Released)),
+                Some((CancelReason::TimedOut, false, true)),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn answers_to_compensations_settle_them() {
+        assert_eq!(
+            decide(Cancelled, &Reply::Released),
+            Decision::Settled(Compensation::Release)
+        );
+        assert_eq!(
+            decide(Cancelled, &Reply::Voided),
+            Decision::Settled(Compensation::Void)
+        );
+        assert_eq!(
+            decide(Cancelled, &Reply::VoidFailed { settled: true }),
+            Decision::Settled(Compensation::Void)
+        );
+        assert_eq!(
+            decide(Cancelled, &Reply::VoidFailed { settled: false }),
+            Decision::Ignore,
+            "re-sent at the next deadline"
+        );
+    }
+
+    #[test]
+    fn a_challenge_never_outlives_the_reservation() {
+        let now = Utc::now();
+        let expires = now + chrono::Duration::seconds(900);
+        let margin = chrono::Duration::seconds(60);
+        let challenge = now + chrono::Duration::seconds(900);
+        assert_eq!(
+            payment_deadline(challenge, Some(expires), margin),
+            expires - margin
+        );
+        let short = now + chrono::Duration::seconds(60);
+        assert_eq!(payment_deadline(short, Some(expires), margin), short);
+        assert_eq!(payment_deadline(challenge, None, margin), challenge);
     }
 
     #[test]
     fn late_replies_to_a_cancelled_order_are_compensated_not_resurrected() {
         assert_eq!(
-            decide(Cancelled, &Reply::Reserved),
+            decide(Cancelled, &reserved()),
             Decision::Compensate(Compensation::Release)
         );
         assert_eq!(
@@ -287,9 +485,9 @@ mod tests {
             Reply::Declined {
                 message: "x".into(),
             },
-            Reply::AuthorizationFailed,
-            Reply::DeadlinePassed,
+            Reply::AuthorizationFailed { retryable: false },
             Reply::ReservationFailed { skus: vec![] },
+            Reply::Committed,
         ] {
             assert_eq!(decide(Cancelled, &reply), Decision::Ignore, "{reply:?}");
         }
@@ -297,23 +495,26 @@ mod tests {
 
     #[test]
     fn duplicate_replies_change_nothing() {
-        assert_eq!(decide(Reserved, &Reply::Reserved), Decision::Ignore);
-        assert_eq!(decide(Confirmed, &Reply::Reserved), Decision::Ignore);
+        assert_eq!(decide(Reserved, &reserved()), Decision::Ignore);
+        assert_eq!(decide(Confirmed, &reserved()), Decision::Ignore);
+        assert_eq!(decide(Authorized, &Reply::Authorized), Decision::Ignore);
         assert_eq!(decide(Confirmed, &Reply::Authorized), Decision::Ignore);
+        assert_eq!(decide(Confirmed, &Reply::Committed), Decision::Ignore);
         assert_eq!(
             decide(
                 AwaitingPaymentAction,
-                &Reply::PaymentActionRequired { until: Utc::now() }
+                &Reply::PaymentActionRequired {
+                    until: Utc::now(),
+                    action_url: "u".into()
+                }
             ),
             Decision::Ignore
         );
     }
 
     #[test]
-    fn steps_follow_decisions() {
-        assert_eq!(Decision::Authorize.step(), Some(Step::Authorizing));
-        assert_eq!(Decision::Confirm.step(), Some(Step::Completed));
-        assert_eq!(Decision::Ignore.step(), None);
-        assert!(Step::Reserving.is_waiting() && !Step::Completed.is_waiting());
+    fn only_settled_sagas_stop_waiting() {
+        assert!(Step::Committing.is_waiting() && Step::Compensating.is_waiting());
+        assert!(!Step::Completed.is_waiting() && !Step::Compensated.is_waiting());
     }
 }

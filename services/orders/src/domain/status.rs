@@ -26,7 +26,7 @@ pub enum Status {
     Reserved,
     /// The customer must complete a payment challenge (3-D Secure).
     AwaitingPaymentAction,
-    /// The payment is authorized (the saga confirms in the same step).
+    /// The payment is authorized; inventory is committing the stock (confirmed once it has).
     Authorized,
     /// Stock committed and payment authorized: it will be fulfilled.
     Confirmed,

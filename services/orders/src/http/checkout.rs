@@ -14,7 +14,7 @@ use super::{AppState, customer_id};
 use crate::{
     domain::{
         checkout::{CheckoutRequest, totals},
-        log::OrderEvent,
+        log::{OrderEvent, PlacedLine},
         status::Status,
     },
     error::Error,
@@ -31,7 +31,7 @@ use crate::{
               (status = 400, body = Problem, description = "No or a malformed Idempotency-Key"),
               (status = 401, body = Problem), (status = 403, body = Problem),
               (status = 409, body = Problem, description = "The same key is in use"),
-              (status = 422, body = Problem, description = "Invalid fields, unknown SKUs or products not for sale, each named; or the key reused with another request"),
+              (status = 422, body = Problem, description = "Invalid fields (control characters, a card number as payment_method), unknown SKUs or products not for sale, each named; or the key reused with another request"),
               (status = 503, body = Problem, description = "Prices could not be read")),
     security(("bearer" = [])))]
 pub async fn checkout(
@@ -71,6 +71,11 @@ pub async fn checkout(
                 email: request.email.clone(),
                 shipping_address: request.shipping_address.clone(),
                 total: totals.total,
+                lines: lines.iter().map(PlacedLine::from).collect(),
+                subtotal: Some(totals.subtotal),
+                currency: Some(totals.total.currency.as_str().to_owned()),
+                payment_method: Some(request.payment_method.clone()),
+                checkout_key: Some(key.clone()),
             };
             store::append(&mut tx, &mut order, &placed, Status::Pending).await?;
             let mut event = tienda_events::Envelope::new(

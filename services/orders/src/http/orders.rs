@@ -84,7 +84,9 @@ pub async fn list(
     Ok(Json(OrderPage { items, next_cursor }))
 }
 
-/// One order: its owner's, or any for an admin. Another customer's order is not found.
+/// One order: its owner's, or any for an admin. Another customer's order is not found. While
+/// it is `awaiting_payment_action`, its owner also sees `payment_action`: the URL where the
+/// 3-D Secure challenge is completed, and until when.
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
     params(("id" = Uuid, Path, description = "The order's id")),
     responses((status = 200, body = Order), (status = 401, body = Problem),
@@ -98,10 +100,14 @@ pub async fn get(
     let not_found = || Error::NotFound(format!("No order {id}."));
     let id = Uuid::try_parse(&id).map_err(|_| not_found())?;
     let mut conn = state.db.acquire().await?;
-    let order = store::get(&mut conn, id).await?.ok_or_else(not_found)?;
+    let mut order = store::get(&mut conn, id).await?.ok_or_else(not_found)?;
     let owner = claims.sub.parse::<Uuid>().ok() == Some(order.customer_id);
     if !owner && !claims.has_role("admin") {
         return Err(not_found());
+    }
+    if !owner {
+        // The challenge is the customer's to complete.
+        order.payment_action = None;
     }
     Ok(Json(order))
 }

@@ -274,3 +274,101 @@ async fn invalid_fields_and_unknown_fields_are_problems_naming_them() {
     assert!(unknown.status().is_client_error());
     assert!(unknown.text().await.unwrap().contains("coupon"));
 }
+
+#[tokio::test]
+async fn a_card_number_as_payment_method_is_refused_and_never_stored_or_echoed() {
+    let app = spawn_app().await;
+    let mug = app
+        .products
+        .create("Mug", "active", &[("MUG-1", 1250)])
+        .await;
+
+    for (i, card) in [
+        "4242424242424242",
+        "4242-4242-4242-4242",
+        "4242.4242.4242.4242",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut body = checkout_body(&[(mug, "MUG-1", 1)]);
+        body["payment_method"] = json!(card);
+        let response = app
+            .send(
+                Method::POST,
+                "/v1/checkout",
+                Some(&app.customer),
+                Some(&format!("card-{i}")),
+                Some(&body),
+            )
+            .await;
+
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{card}"
+        );
+        let text = response.text().await.unwrap();
+        assert!(!text.contains("4242"), "the number is not echoed: {text}");
+        let problem: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(problem["errors"][0]["field"], "payment_method");
+    }
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM orders) + (SELECT count(*) FROM tienda_outbox)",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(stored, 0, "nothing written to the database or the outbox");
+}
+
+#[tokio::test]
+async fn control_characters_in_any_text_field_are_a_422_naming_it_not_a_500() {
+    let app = spawn_app().await;
+    let mug = app
+        .products
+        .create("Mug", "active", &[("MUG-1", 1250)])
+        .await;
+
+    for (i, (field, at)) in [
+        ("email", "/email"),
+        ("shipping_address.name", "/shipping_address/name"),
+        ("shipping_address.line1", "/shipping_address/line1"),
+        ("shipping_address.line2", "/shipping_address/line2"),
+        ("shipping_address.city", "/shipping_address/city"),
+        (
+            "shipping_address.postal_code",
+            "/shipping_address/postal_code",
+        ),
+        ("shipping_address.country", "/shipping_address/country"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut body = checkout_body(&[(mug, "MUG-1", 1)]);
+        body["shipping_address"]["line2"] = json!("Piso 2");
+        *body.pointer_mut(at).unwrap() = json!("E\u{0}S");
+        let response = app
+            .send(
+                Method::POST,
+                "/v1/checkout",
+                Some(&app.customer),
+                Some(&format!("nul-{i}")),
+                Some(&body),
+            )
+            .await;
+
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{field}"
+        );
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(orders, 0);
+}

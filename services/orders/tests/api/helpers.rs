@@ -305,6 +305,49 @@ impl TestApp {
         id
     }
 
+    /// Publishes `envelope` again as a redelivery from the outbox would look after the stream's
+    /// de-duplication window: a fresh `Nats-Msg-Id`, the same envelope id as
+    /// `Tienda-Event-Id` (what the kit's consumer keys its inbox on). Returns the stream
+    /// sequence; asserts the stream did not drop it as a duplicate.
+    pub async fn publish_again<T: Message>(&self, envelope: &Envelope<T>) -> u64 {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(header::MSG_ID, Uuid::now_v7().to_string().as_str());
+        headers.insert(header::EVENT_ID, envelope.id.to_string().as_str());
+        headers.insert(header::TYPE, envelope.message_type.as_str());
+        let payload = serde_json::to_vec(envelope).unwrap();
+        let ack = self
+            .js
+            .publish_with_headers(envelope.subject(), headers, payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(!ack.duplicate, "the stream must deliver it");
+        ack.sequence
+    }
+
+    /// Waits until the durable consumer `durable` of `stream` has acknowledged everything up
+    /// to stream sequence `sequence`.
+    pub async fn acked(&self, stream: &str, durable: &str, sequence: u64) {
+        let stream = self.js.get_stream(stream).await.unwrap();
+        let consumer: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer(durable).await.unwrap();
+        eventually(&format!("{durable} acked {sequence}"), || {
+            let mut consumer = consumer.clone();
+            async move { consumer.info().await.unwrap().ack_floor.stream_sequence >= sequence }
+        })
+        .await;
+    }
+
+    /// The saga's step and whether it still has a deadline.
+    pub async fn saga(&self, id: Uuid) -> (String, bool) {
+        sqlx::query_as("SELECT step, deadline IS NOT NULL FROM sagas WHERE order_id = $1")
+            .bind(id)
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
     /// Waits until the consumer `durable` has handled message `id` (its inbox row exists).
     pub async fn handled(&self, durable: &str, id: Uuid) {
         eventually(&format!("{durable} handled {id}"), || async {

@@ -113,4 +113,38 @@ async fn the_openapi_document_lists_every_operation_and_resolves() {
     for op in ["POST /v1/checkout", "GET /v1/orders", "GET /v1/orders/{id}"] {
         assert!(operations.iter().any(|o| o == op), "{op} in {operations:?}");
     }
+    let action = &doc["components"]["schemas"]["PaymentAction"]["properties"];
+    assert!(
+        action["url"].is_object() && action["expires_at"].is_object(),
+        "{action}"
+    );
+    assert!(
+        doc["components"]["schemas"]["Order"]["properties"]["payment_action"].is_object(),
+        "the order documents the challenge"
+    );
+}
+
+#[tokio::test]
+async fn the_placed_log_entry_holds_what_rebuilds_the_order() {
+    let app = spawn_app().await;
+    let id = app.placed_order("MUG-1", 1250, 3).await;
+    let order = app.order(id).await;
+
+    let placed: Value =
+        sqlx::query_scalar("SELECT data FROM order_events WHERE order_id = $1 AND kind = 'placed'")
+            .bind(id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+
+    assert_eq!(placed["currency"], "EUR");
+    assert_eq!(placed["subtotal"], order["totals"]["subtotal"]);
+    assert_eq!(placed["total"], order["totals"]["total"]);
+    assert_eq!(placed["payment_method"], "pm_card_visa");
+    let line = &placed["lines"][0];
+    let item = &order["items"][0];
+    for key in ["product_id", "sku", "name", "quantity", "unit_price"] {
+        assert_eq!(line[key], item[key], "{key}");
+    }
+    assert_eq!(placed["lines"].as_array().unwrap().len(), 1);
 }

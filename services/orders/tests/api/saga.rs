@@ -1,17 +1,23 @@
 //! The saga driven by scripted replies: inventory and payment events published onto their
 //! streams as products and payments would.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use pretty_assertions::assert_eq;
 use serde_json::Value;
 use tienda_events::{
     Envelope, Money,
-    inventory::{InventoryReservationFailed, InventoryReserved, Line, Shortage},
-    payment::{PaymentAuthorized, PaymentDeclined},
+    inventory::{
+        InventoryCommitted, InventoryReleased, InventoryReservationFailed, InventoryReserved, Line,
+        ReleaseReason, Shortage,
+    },
+    payment::{
+        PaymentAuthorized, PaymentDeclined, PaymentFailed, PaymentOperation, PaymentRequiresAction,
+        PaymentVoided,
+    },
 };
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, eventually, spawn_app, spawn_app_with};
 
 fn uuid(value: &Value) -> Uuid {
     value.as_str().unwrap().parse().unwrap()
@@ -26,6 +32,14 @@ fn eur(amount: i64) -> Money {
 
 /// Inventory's `reserved` answer to the order's reserve command.
 async fn reserved(app: &TestApp, reserve: &Envelope<Value>) -> Uuid {
+    reserved_until(app, reserve, Utc::now() + chrono::Duration::minutes(15)).await
+}
+
+async fn reserved_until(
+    app: &TestApp,
+    reserve: &Envelope<Value>,
+    expires_at: DateTime<Utc>,
+) -> Uuid {
     let event = InventoryReserved {
         reservation_id: uuid(&reserve.data["reservation_id"]),
         order_id: Some(reserve.correlation_id),
@@ -33,9 +47,70 @@ async fn reserved(app: &TestApp, reserve: &Envelope<Value>) -> Uuid {
             sku: "MUG-1".into(),
             quantity: 1,
         }],
-        expires_at: Utc::now() + chrono::Duration::minutes(15),
+        expires_at,
     };
     app.reply("products", event, reserve).await
+}
+
+/// Inventory's answer to a commit or release command.
+async fn committed(app: &TestApp, commit: &Envelope<Value>) -> Uuid {
+    let event = InventoryCommitted {
+        reservation_id: uuid(&commit.data["reservation_id"]),
+        items: vec![Line {
+            sku: "MUG-1".into(),
+            quantity: 1,
+        }],
+    };
+    app.reply("products", event, commit).await
+}
+
+async fn released(app: &TestApp, command: &Envelope<Value>, reason: ReleaseReason) -> Uuid {
+    let event = InventoryReleased {
+        reservation_id: uuid(&command.data["reservation_id"]),
+        items: vec![Line {
+            sku: "MUG-1".into(),
+            quantity: 1,
+        }],
+        reason,
+    };
+    app.reply("products", event, command).await
+}
+
+/// Payments' `failed` answer to `command` (an authorize or a void).
+async fn failed(
+    app: &TestApp,
+    command: &Envelope<Value>,
+    operation: PaymentOperation,
+    retryable: bool,
+    detail: &str,
+) -> Uuid {
+    let event = PaymentFailed {
+        payment_id: uuid(&command.data["payment_id"]),
+        order_id: command.correlation_id,
+        refund_id: None,
+        operation,
+        retryable,
+        expired: false,
+        detail: detail.into(),
+    };
+    app.reply("payments", event, command).await
+}
+
+async fn voided(app: &TestApp, void: &Envelope<Value>) -> Uuid {
+    let event = PaymentVoided {
+        payment_id: uuid(&void.data["payment_id"]),
+        order_id: void.correlation_id,
+    };
+    app.reply("payments", event, void).await
+}
+
+/// Waits until at least `n` messages on `subject` about `id` were published; returns them.
+async fn at_least(app: &TestApp, subject: &str, id: Uuid, n: usize) -> Vec<Envelope<Value>> {
+    eventually(&format!("{n} × {subject}"), || async {
+        app.bus.about(subject, id).len() >= n
+    })
+    .await;
+    app.bus.about(subject, id)
 }
 
 /// Payments' `authorized` answer to the authorize command.
@@ -73,7 +148,7 @@ async fn sent(app: &TestApp, subject: &str, order_id: Uuid) -> i64 {
 }
 
 #[tokio::test]
-async fn reserved_then_authorized_confirms_the_order_and_commits_the_stock() {
+async fn reserved_authorized_then_committed_confirms_the_order() {
     let app = spawn_app().await;
     let id = app.placed_order("MUG-1", 1250, 1).await;
     let reserve = app.bus.expect("tienda.inventory.cmd.reserve", id).await;
@@ -81,18 +156,23 @@ async fn reserved_then_authorized_confirms_the_order_and_commits_the_stock() {
     reserved(&app, &reserve).await;
     let authorize = app.bus.expect("tienda.payment.cmd.authorize", id).await;
     authorized(&app, &authorize).await;
+    // Authorized is not confirmed: the stock must be committed first.
+    app.wait_for_status(id, "authorized").await;
+    let commit = app.bus.expect("tienda.inventory.cmd.commit", id).await;
+    assert_eq!(sent(&app, "tienda.order.confirmed", id).await, 0);
+    committed(&app, &commit).await;
     let order = app.wait_for_status(id, "confirmed").await;
 
     assert_eq!(authorize.data["order_id"], id.to_string());
     assert_eq!(authorize.data["amount"]["amount"], 1250);
     assert_eq!(authorize.data["payment_method"], "pm_card_visa");
     assert!(authorize.data["deadline"].is_string());
-    let commit = app.bus.expect("tienda.inventory.cmd.commit", id).await;
     assert_eq!(
         commit.data["reservation_id"],
         reserve.data["reservation_id"]
     );
     assert_eq!(commit.correlation_id, id);
+    assert_eq!(app.saga(id).await, ("completed".to_owned(), false));
     let confirmed = app.bus.expect("tienda.order.confirmed", id).await;
     assert_eq!(confirmed.data["payment_id"], authorize.data["payment_id"]);
     assert_eq!(order["cancellation"], Value::Null);
@@ -160,14 +240,19 @@ async fn a_declined_payment_releases_the_stock_and_cancels_the_order() {
 }
 
 #[tokio::test]
-async fn an_unanswered_authorization_times_out_releases_the_stock_and_cancels() {
+async fn an_unanswered_authorization_times_out_releases_the_stock_voids_and_cancels() {
     let app = spawn_app_with(&["--authorize-timeout-ms=200"]).await;
     let id = app.placed_order("MUG-1", 1250, 1).await;
     let reserve = app.bus.expect("tienda.inventory.cmd.reserve", id).await;
     reserved(&app, &reserve).await;
-    app.bus.expect("tienda.payment.cmd.authorize", id).await;
+    let authorize = app.bus.expect("tienda.payment.cmd.authorize", id).await;
 
     let order = app.wait_for_status(id, "cancelled").await;
+
+    // The authorization may be in flight or held: voided at once, not on a late reply.
+    let void = app.bus.expect("tienda.payment.cmd.void", id).await;
+    assert_eq!(void.data["payment_id"], authorize.data["payment_id"]);
+    assert_eq!(app.saga(id).await, ("compensating".to_owned(), true));
 
     assert_eq!(order["cancellation"]["reason"], "timed_out");
     let release = app.bus.expect("tienda.inventory.cmd.release", id).await;
@@ -201,27 +286,249 @@ async fn an_unanswered_reservation_times_out_and_a_late_reserved_is_released() {
 }
 
 #[tokio::test]
-async fn a_late_authorization_after_cancellation_is_voided_and_the_order_stays_cancelled() {
+async fn an_authorization_after_its_timeout_is_voided_and_the_order_stays_cancelled() {
+    let app = spawn_app_with(&["--authorize-timeout-ms=200"]).await;
+    let id = app.placed_order("MUG-1", 1250, 1).await;
+    let reserve = app.bus.expect("tienda.inventory.cmd.reserve", id).await;
+    reserved(&app, &reserve).await;
+    let authorize = app.bus.expect("tienda.payment.cmd.authorize", id).await;
+    app.wait_for_status(id, "cancelled").await;
+    // The proactive void reached payments before the authorization did: nothing to void.
+    let proactive = app.bus.expect("tienda.payment.cmd.void", id).await;
+    let refused = failed(
+        &app,
+        &proactive,
+        PaymentOperation::Void,
+        false,
+        "no payment",
+    )
+    .await;
+    app.handled("orders-payment-events", refused).await;
+
+    // Then payments answers the authorization after all.
+    let late = authorized(&app, &authorize).await;
+    app.handled("orders-payment-events", late).await;
+
+    let caused_by_late = || {
+        app.bus
+            .about("tienda.payment.cmd.void", id)
+            .into_iter()
+            .find(|v| v.causation_id == Some(late))
+    };
+    eventually("a void caused by the late authorization", || async {
+        caused_by_late().is_some()
+    })
+    .await;
+    let answer = caused_by_late().unwrap();
+    assert_eq!(answer.data["payment_id"], authorize.data["payment_id"]);
+    let order = app.order(id).await;
+    assert_eq!(order["status"], "cancelled");
+    assert_eq!(order["cancellation"]["reason"], "timed_out");
+    assert_eq!(sent(&app, "tienda.inventory.cmd.commit", id).await, 0);
+    assert_eq!(sent(&app, "tienda.order.confirmed", id).await, 0);
+    assert_eq!(app.log(id).await.last().unwrap(), "late_reply_compensated");
+}
+
+#[tokio::test]
+async fn a_commit_after_the_reservation_expired_voids_the_payment_and_cancels() {
     let app = spawn_app().await;
     let id = app.placed_order("MUG-1", 1250, 1).await;
     let reserve = app.bus.expect("tienda.inventory.cmd.reserve", id).await;
     reserved(&app, &reserve).await;
     let authorize = app.bus.expect("tienda.payment.cmd.authorize", id).await;
-    declined(&app, &authorize).await;
-    app.wait_for_status(id, "cancelled").await;
+    authorized(&app, &authorize).await;
+    let commit = app.bus.expect("tienda.inventory.cmd.commit", id).await;
 
-    let late = authorized(&app, &authorize).await;
-    app.handled("orders-payment-events", late).await;
+    // Inventory had already released the stock: it answers the commit `released`.
+    released(&app, &commit, ReleaseReason::Expired).await;
+    let order = app.wait_for_status(id, "cancelled").await;
 
+    assert_eq!(order["cancellation"]["reason"], "timed_out");
     let void = app.bus.expect("tienda.payment.cmd.void", id).await;
     assert_eq!(void.data["payment_id"], authorize.data["payment_id"]);
-    assert_eq!(void.correlation_id, id);
-    let order = app.order(id).await;
-    assert_eq!(order["status"], "cancelled");
-    assert_eq!(order["cancellation"]["reason"], "payment_declined");
-    assert_eq!(sent(&app, "tienda.inventory.cmd.commit", id).await, 0);
     assert_eq!(sent(&app, "tienda.order.confirmed", id).await, 0);
-    assert_eq!(app.log(id).await.last().unwrap(), "late_reply_compensated");
+    assert_eq!(
+        sent(&app, "tienda.inventory.cmd.release", id).await,
+        0,
+        "nothing left to release"
+    );
+    let done = voided(&app, &void).await;
+    app.handled("orders-payment-events", done).await;
+    assert_eq!(app.saga(id).await, ("compensated".to_owned(), false));
+    assert_eq!(
+        app.log(id).await,
+        [
+            "placed",
+            "stock_reserved",
+            "payment_authorized",
+            "cancelled",
+            "payment_voided"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_unanswered_void_is_sent_again_until_payments_answers() {
+    let app = spawn_app_with(&["--authorize-timeout-ms=200", "--resend-interval-ms=100"]).await;
+    let id = app.placed_order("MUG-1", 1250, 1).await;
+    let reserve = app.bus.expect("tienda.inventory.cmd.reserve", id).await;
+    reserved(&app, &reserve).await;
+    app.bus.expect("tienda.payment.cmd.authorize", id).await;
+    app.wait_for_status(id, "cancelled").await;
+    let first = app.bus.expect("tienda.payment.cmd.void", id).await;
+
+    // Payments is down (provider unavailable): the void fails, retryable.
+    let down = failed(&app, &first, PaymentOperation::Void, true, "provider down").await;
+    app.handled("orders-payment-events", down).await;
+    let voids = at_least(&app, "tienda.payment.cmd.void", id, 2).await;
+    let releases = at_least(&app, "tienda.inventory.cmd.release", id, 1).await;
+
+    assert!(
+        voids
+            .iter()
+            .all(|v| v.data["payment_id"] == first.data["payment_id"])
+    );
+    let deadline: DateTime<Utc> =
+        serde_json::from_value(voids[1].data["deadline"].clone()).unwrap();
+    assert!(
+        deadline > Utc::now() + chrono::Duration::hours(1),
+        "compensations get a long deadline"
+    );
+    let v = voided(&app, &voids[1]).await;
+    let r = released(&app, &releases[0], ReleaseReason::Requested).await;
+    app.handled("orders-payment-events", v).await;
+    app.handled("orders-inventory-events", r).await;
+    assert_eq!(app.saga(id).await, ("compensated".to_owned(), false));
+    let log = app.log(id).await;
+    assert!(log.contains(&"payment_voided".to_owned()), "{log:?}");
+    assert!(log.contains(&"stock_released".to_owned()), "{log:?}");
+}
+
+#[tokio::test]
+async fn a_retryable_authorization_failure_is_retried_with_the_same_payment() {
+    let app = spawn_app_with(&["--authorize-retry-ms=50"]).await;
+    let id = app.placed_order("MUG-1", 1250, 1).await;
+    let reserve = app.bus.expect("tienda.inventory.cmd.reserve", id).await;
+    reserved(&app, &reserve).await;
+    let first = app.bus.expect("tienda.payment.cmd.authorize", id).await;
+
+    failed(
+        &app,
+        &first,
+        PaymentOperation::Authorize,
+        true,
+        "provider down",
+    )
+    .await;
+    let tries = at_least(&app, "tienda.payment.cmd.authorize", id, 2).await;
+
+    assert_eq!(tries[1].data["payment_id"], first.data["payment_id"]);
+    let deadline = |e: &Envelope<Value>| {
+        serde_json::from_value::<DateTime<Utc>>(e.data["deadline"].clone())
+            .unwrap()
+            .timestamp_micros()
+    };
+    assert_eq!(
+        deadline(&tries[1]),
+        deadline(&first),
+        "within the step's deadline"
+    );
+    assert_eq!(app.order(id).await["status"], "reserved");
+    authorized(&app, &tries[1]).await;
+    app.wait_for_status(id, "authorized").await;
+    assert_eq!(sent(&app, "tienda.order.cancelled", id).await, 0);
+}
+
+#[tokio::test]
+async fn payment_deadlines_stay_below_the_reservation_s_expiry_and_the_owner_sees_the_challenge() {
+    // A long authorize timeout and a long challenge: the reservation's expiry bounds both.
+    let app = spawn_app_with(&["--authorize-timeout-ms=600000"]).await;
+    let id = app.placed_order("MUG-1", 1250, 1).await;
+    let reserve = app.bus.expect("tienda.inventory.cmd.reserve", id).await;
+    let expires_at = Utc::now() + chrono::Duration::minutes(5);
+    let margin = chrono::Duration::seconds(60);
+    reserved_until(&app, &reserve, expires_at).await;
+    let authorize = app.bus.expect("tienda.payment.cmd.authorize", id).await;
+    let deadline: DateTime<Utc> =
+        serde_json::from_value(authorize.data["deadline"].clone()).unwrap();
+    assert!(
+        deadline <= expires_at - margin,
+        "{deadline} vs {expires_at}"
+    );
+
+    let challenge = PaymentRequiresAction {
+        payment_id: uuid(&authorize.data["payment_id"]),
+        order_id: id,
+        action_url: "https://pay.example/3ds/abc".into(),
+        expires_at: Utc::now() + chrono::Duration::minutes(15),
+    };
+    app.reply("payments", challenge, &authorize).await;
+    let order = app.wait_for_status(id, "awaiting_payment_action").await;
+
+    let saga_deadline: DateTime<Utc> =
+        sqlx::query_scalar("SELECT deadline FROM sagas WHERE order_id = $1")
+            .bind(id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    // Microseconds: PostgreSQL's precision.
+    assert_eq!(
+        saga_deadline.timestamp_micros(),
+        (expires_at - margin).timestamp_micros()
+    );
+    assert_eq!(
+        order["payment_action"]["url"],
+        "https://pay.example/3ds/abc"
+    );
+    let shown: DateTime<Utc> =
+        serde_json::from_value(order["payment_action"]["expires_at"].clone()).unwrap();
+    assert_eq!(shown.timestamp_micros(), saga_deadline.timestamp_micros());
+    let as_admin: Value = app
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/orders/{id}"),
+            Some(&app.admin),
+            None,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(as_admin["status"], "awaiting_payment_action");
+    assert!(as_admin.get("payment_action").is_none(), "{as_admin}");
+}
+
+#[tokio::test]
+async fn one_failing_saga_does_not_hold_up_the_others_deadlines() {
+    let app = spawn_app().await;
+    let poisoned = app.placed_order("MUG-1", 1250, 1).await;
+    let healthy = app.placed_order("MUG-2", 1250, 1).await;
+    // The poisoned order's next log entry cannot be written (its sequence number is taken).
+    sqlx::query(
+        "INSERT INTO order_events (order_id, seq, kind, data) \
+         SELECT id, version + 1, 'poison', '{}' FROM orders WHERE id = $1",
+    )
+    .bind(poisoned)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    // Both reservations time out now (poisoned first in the sweeper's order).
+    sqlx::query(
+        "UPDATE sagas SET deadline = now() - CASE WHEN order_id = $1 THEN interval '2 s' \
+                                                   ELSE interval '1 s' END \
+         WHERE order_id IN ($1, $2)",
+    )
+    .bind(poisoned)
+    .bind(healthy)
+    .execute(&app.db)
+    .await
+    .unwrap();
+
+    let order = app.wait_for_status(healthy, "cancelled").await;
+
+    assert_eq!(order["cancellation"]["reason"], "timed_out");
+    assert_eq!(app.order(poisoned).await["status"], "pending");
 }
 
 #[tokio::test]
@@ -234,13 +541,7 @@ async fn duplicate_replies_change_nothing_twice() {
     // Inventory restating its answer to a repeated command: a new message, the same fact.
     let again = reserved(&app, &reserve).await;
     app.handled("orders-inventory-events", again).await;
-    authorized(&app, &authorize).await;
-    app.wait_for_status(id, "confirmed").await;
-
-    let restated = authorized(&app, &authorize).await;
-    app.handled("orders-payment-events", restated).await;
-    // The very same message again: the stream's de-duplication or the inbox drops it.
-    let mut same = Envelope::new(
+    let mut answer = Envelope::new(
         "payments",
         PaymentAuthorized {
             payment_id: uuid(&authorize.data["payment_id"]),
@@ -249,12 +550,31 @@ async fn duplicate_replies_change_nothing_twice() {
             provider: "sandbox".into(),
         },
     );
-    same.correlation_id = id;
-    let copy = same.clone();
-    app.publish(same).await;
-    let copy_id = app.publish(copy).await;
-    app.handled("orders-payment-events", copy_id).await;
+    answer.correlation_id = id;
+    answer.causation_id = Some(authorize.id);
+    app.publish(answer.clone()).await;
+    app.handled("orders-payment-events", answer.id).await;
+    let commit = app.bus.expect("tienda.inventory.cmd.commit", id).await;
+    committed(&app, &commit).await;
+    app.wait_for_status(id, "confirmed").await;
 
+    let restated = authorized(&app, &authorize).await;
+    app.handled("orders-payment-events", restated).await;
+    // The very same message delivered again past the stream's de-duplication (a fresh
+    // Nats-Msg-Id, the same envelope id): only the consumer's inbox can drop it.
+    let sequence = app.publish_again(&answer).await;
+    app.acked("PAYMENT", "orders-payment-events", sequence)
+        .await;
+
+    let inbox: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tienda_inbox WHERE consumer = 'orders-payment-events' \
+         AND message_id = $1",
+    )
+    .bind(answer.id.to_string())
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(inbox, 1, "recorded once, recognised the second time");
     assert_eq!(app.order(id).await["status"], "confirmed");
     assert_eq!(sent(&app, "tienda.payment.cmd.authorize", id).await, 1);
     assert_eq!(sent(&app, "tienda.inventory.cmd.commit", id).await, 1);

@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tienda_events::{
     Envelope,
-    inventory::{CommitReservation, Line, ReserveInventory},
+    inventory::{CommitReservation, Line, ReleaseReservation, ReserveInventory},
 };
 use uuid::Uuid;
 
@@ -393,6 +393,120 @@ async fn saga_commands_over_jetstream_are_answered_with_events() {
         app.get_json("/v1/inventory/BOOK-1").await,
         json!({"sku": "BOOK-1", "on_hand": 1, "reserved": 0, "available": 1})
     );
+}
+
+/// The answer on `answers` caused by `command` (other events, such as the sweeper's, skipped).
+async fn answer_to(
+    answers: &mut async_nats::Subscriber,
+    command: uuid::Uuid,
+) -> (String, Envelope<Value>) {
+    loop {
+        let (subject, event) = next_answer(answers).await;
+        if event.causation_id == Some(command) {
+            return (subject, event);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_commit_of_an_expired_or_released_reservation_is_answered_released_not_dead_lettered() {
+    let app = spawn_app().await;
+    app.create_product(product("Lamp", &[("LAMP-1", 4000)]))
+        .await;
+    app.stock("LAMP-1", 5).await;
+    let client = async_nats::connect(app.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let mut answers = client.subscribe("tienda.inventory.*").await.unwrap();
+    client.flush().await.unwrap();
+    let publish = |subject: &'static str, payload: Vec<u8>| {
+        let js = js.clone();
+        async move {
+            js.publish(subject, payload.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    let reserve = |id: Uuid| {
+        Envelope::new(
+            "orders",
+            ReserveInventory {
+                reservation_id: id,
+                order_id: Some(Uuid::now_v7()),
+                items: vec![Line {
+                    sku: "LAMP-1".into(),
+                    quantity: 2,
+                }],
+                ttl_seconds: 600,
+            },
+        )
+    };
+    let expiring = Uuid::now_v7();
+    let released = Uuid::now_v7();
+    for id in [expiring, released] {
+        let command = reserve(id);
+        publish(
+            "tienda.inventory.cmd.reserve",
+            serde_json::to_vec(&command).unwrap(),
+        )
+        .await;
+        loop {
+            let (subject, event) = next_answer(&mut answers).await;
+            if event.data["reservation_id"] == json!(id) {
+                assert_eq!(subject, "tienda.inventory.reserved");
+                break;
+            }
+        }
+    }
+    // The TTL passes while the order waits for its payment (set in the past, not slept for).
+    sqlx::query("UPDATE reservations SET expires_at = now() - interval '1 second' WHERE id = $1")
+        .bind(expiring)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let release = Envelope::new(
+        "orders",
+        ReleaseReservation {
+            reservation_id: released,
+        },
+    );
+    publish(
+        "tienda.inventory.cmd.release",
+        serde_json::to_vec(&release).unwrap(),
+    )
+    .await;
+    while next_answer(&mut answers).await.1.data["reservation_id"] != json!(released) {}
+
+    for (id, reason) in [(expiring, "expired"), (released, "requested")] {
+        let commit = Envelope::new("orders", CommitReservation { reservation_id: id });
+        publish(
+            "tienda.inventory.cmd.commit",
+            serde_json::to_vec(&commit).unwrap(),
+        )
+        .await;
+        let (subject, event) = answer_to(&mut answers, commit.id).await;
+        assert_eq!(subject, "tienda.inventory.released", "{id}");
+        assert_eq!(event.data["reservation_id"], json!(id));
+        assert_eq!(event.data["reason"], reason);
+        assert_eq!(event.correlation_id, commit.correlation_id);
+    }
+    assert_eq!(
+        app.get_json("/v1/inventory/LAMP-1").await,
+        json!({"sku": "LAMP-1", "on_hand": 5, "reserved": 0, "available": 5}),
+        "nothing sold, nothing held"
+    );
+    let letters: Value = app
+        .http
+        .get(format!("{}/admin/dead-letters", app.admin_base))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(letters["items"], json!([]), "{letters}");
 }
 
 #[tokio::test]
