@@ -5,3 +5,4 @@
 mod delivery;
 mod helpers;
 mod preferences;
+mod smtp;
