@@ -56,6 +56,16 @@ pub fn environment(
         var::TIENDA_POLICY_PATH.into(),
         placement.options.path.display().to_string(),
     );
+    if component == Component::Notifications {
+        // Without an SMTP server mail is written as .eml files: into the shop's data
+        // directory, not wherever `tienda up` was started.
+        let outbox = placement.options.data_dir.join("notifications").join("outbox");
+        let outbox = std::path::absolute(&outbox).unwrap_or(outbox);
+        env.insert(
+            var::NOTIFICATIONS_OUTBOX_DIR.into(),
+            outbox.display().to_string(),
+        );
+    }
     if component == Component::Auth {
         env.insert(var::TIENDA_ADMIN_EMAIL.into(), placement.admin.0.to_owned());
         env.insert(

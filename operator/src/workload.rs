@@ -691,6 +691,7 @@ mod tests {
                 var::TIENDA_POLICY_PATH,
                 var::TIENDA_ADMIN_EMAIL,
                 var::TIENDA_ADMIN_PASSWORD,
+                var::NOTIFICATIONS_OUTBOX_DIR,
             ];
             let mut cluster_names: Vec<&str> = cluster.iter().map(|v| v.name.as_str()).collect();
             cluster_names.sort();

@@ -31,6 +31,9 @@ pub mod var {
     pub const TIENDA_POLICY_SOURCE: &str = "TIENDA_POLICY_SOURCE";
     /// The policy YAML file or directory, for the `file` source (`tienda up` only).
     pub const TIENDA_POLICY_PATH: &str = "TIENDA_POLICY_PATH";
+    /// Where notifications writes mail as `.eml` files when no SMTP server is configured
+    /// (`tienda up`: under its data directory).
+    pub const NOTIFICATIONS_OUTBOX_DIR: &str = "NOTIFICATIONS_OUTBOX_DIR";
     /// Where orders reaches products (checkout prices lines from the catalog).
     pub const PRODUCTS_URL: &str = "PRODUCTS_URL";
     /// The pod's name (the gateway reports applied policy generations under it).
