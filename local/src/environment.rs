@@ -59,7 +59,11 @@ pub fn environment(
     if component == Component::Notifications {
         // Without an SMTP server mail is written as .eml files: into the shop's data
         // directory, not wherever `tienda up` was started.
-        let outbox = placement.options.data_dir.join("notifications").join("outbox");
+        let outbox = placement
+            .options
+            .data_dir
+            .join("notifications")
+            .join("outbox");
         let outbox = std::path::absolute(&outbox).unwrap_or(outbox);
         env.insert(
             var::NOTIFICATIONS_OUTBOX_DIR.into(),
