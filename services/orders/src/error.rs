@@ -26,6 +26,9 @@ pub enum Error {
     /// A service this one needs did not answer usefully (products, for prices).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The stored data does not allow it (the detail says why).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -49,6 +52,9 @@ impl From<Error> for Problem {
             Error::Unavailable(detail) => {
                 tracing::warn!(%detail, "dependency unavailable");
                 Problem::unavailable(detail)
+            }
+            Error::Conflict(detail) => {
+                Problem::new(StatusCode::CONFLICT, "conflict", "Conflict").with_detail(detail)
             }
             Error::Database(err) => {
                 tracing::error!(error = %err, "database error");

@@ -95,14 +95,19 @@ impl Application {
             timeouts,
         };
         let (router, openapi) = http::router(state);
-        // Operators inspect, replay or discard the replies this service gave up on.
+        // Operators inspect, replay or discard the replies this service gave up on, and
+        // rebuild the order read models from the log.
         let admin = tienda_kit::dead_letter::router(
             DeadLetters {
                 jetstream: platform.nats()?.jetstream.clone(),
                 component: platform.name.to_owned(),
             },
             config.tokens.verifier(),
-        );
+        )
+        .merge(http::admin::router(
+            platform.db().clone(),
+            config.tokens.verifier(),
+        ));
         Ok(Self(
             tienda_kit::Application::build_with_admin(platform, router, admin, openapi).await?,
         ))
@@ -113,7 +118,7 @@ impl Application {
         self.0.port()
     }
 
-    /// The admin listener's port (`/metrics`, `/admin/dead-letters`).
+    /// The admin listener's port (`/metrics`, `/admin/dead-letters`, `/admin/orders/rebuild`).
     pub fn admin_port(&self) -> u16 {
         self.0.admin_port()
     }

@@ -39,7 +39,6 @@ use crate::{
         checkout::PricedLine,
         log::OrderEvent,
         saga::{Compensation, Decision, Reply, Step, decide, payment_deadline},
-        status::Transition,
     },
     error::Error,
     store::{self, OrderRow, Saga, SagaKey},
@@ -236,7 +235,6 @@ async fn apply(
 ) -> Result<(), Error> {
     let now = Utc::now();
     let id = order.id;
-    let next = |order: &OrderRow, tr: Transition| order.status.apply(tr);
     match decision {
         Decision::Authorize {
             reservation_expires_at,
@@ -246,8 +244,7 @@ async fn apply(
                 reservation_id: saga.reservation_id,
                 expires_at: Some(*reservation_expires_at),
             };
-            let status = next(order, Transition::Reserve)?;
-            store::append(conn, order, &reserved, status).await?;
+            store::append(conn, order, &reserved).await?;
             let deadline = payment_deadline(
                 Timeouts::after(now, t.authorize),
                 saga.reservation_expires_at,
@@ -274,21 +271,19 @@ async fn apply(
         }
         Decision::AwaitAction { until, action_url } => {
             let until = payment_deadline(*until, saga.reservation_expires_at, t.margin());
-            let status = next(order, Transition::RequireAction)?;
             let event = OrderEvent::PaymentActionRequired {
                 until,
                 action_url: Some(action_url.clone()),
             };
-            store::append(conn, order, &event, status).await?;
+            store::append(conn, order, &event).await?;
             saga.step = Step::Authorizing;
             saga.deadline = Some(until);
         }
         Decision::Commit => {
-            let status = next(order, Transition::Authorize)?;
             let authorized = OrderEvent::PaymentAuthorized {
                 payment_id: saga.payment_id,
             };
-            store::append(conn, order, &authorized, status).await?;
+            store::append(conn, order, &authorized).await?;
             let commit = CommitReservation {
                 reservation_id: saga.reservation_id,
             };
@@ -305,8 +300,7 @@ async fn apply(
             saga.deadline = Some(Timeouts::after(now, t.resend));
         }
         Decision::Confirm => {
-            let status = next(order, Transition::Confirm)?;
-            store::append(conn, order, &OrderEvent::Confirmed, status).await?;
+            store::append(conn, order, &OrderEvent::Confirmed).await?;
             let lines = store::lines(conn, id).await?;
             let confirmed = OrderConfirmed {
                 order_id: id,
@@ -333,12 +327,11 @@ async fn apply(
             if *release {
                 compensate(conn, saga, Compensation::Release, cause, now, t).await?;
             }
-            let status = next(order, Transition::Cancel)?;
             let event = OrderEvent::Cancelled {
                 reason: *reason,
                 detail: detail.clone(),
             };
-            store::append(conn, order, &event, status).await?;
+            store::append(conn, order, &event).await?;
             let cancelled = OrderCancelled {
                 order_id: id,
                 customer_id: Some(order.customer_id),
@@ -362,8 +355,7 @@ async fn apply(
                 let event = OrderEvent::LateReplyCompensated {
                     compensation: *compensation,
                 };
-                let status = order.status;
-                store::append(conn, order, &event, status).await?;
+                store::append(conn, order, &event).await?;
                 settle_step(saga, now, t);
             }
         }
@@ -374,8 +366,7 @@ async fn apply(
             };
             if *pending {
                 *pending = false;
-                let status = order.status;
-                store::append(conn, order, &event, status).await?;
+                store::append(conn, order, &event).await?;
                 settle_step(saga, now, t);
             }
         }

@@ -1,8 +1,10 @@
 //! SQL: orders and their lines, the append-only order event log, the saga's state. Every
-//! change goes through [`append`], which writes the log entry and updates the `orders`
-//! projection in the caller's transaction.
+//! change goes through [`place`] or [`append`], which write the log entry and update the
+//! `orders` and `order_lines` projections in the caller's transaction; [`rebuild`] replays the
+//! log into emptied projections with the same functions ([`Placed::from_entry`],
+//! [`OrderRow::apply`]).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, FromRow, PgConnection, types::Json};
 use tienda_events::{Money, money::Currency, order::CancelReason};
@@ -12,9 +14,9 @@ use uuid::Uuid;
 use crate::{
     domain::{
         checkout::{Address, PricedLine, Totals},
-        log::OrderEvent,
+        log::{OrderEvent, PlacedLine},
         saga::Step,
-        status::Status,
+        status::{IllegalTransition, Status},
     },
     error::Error,
 };
@@ -183,68 +185,144 @@ pub struct Saga {
 const SAGA_COLUMNS: &str = "order_id, step, deadline, reservation_id, payment_id, \
      reservation_expires_at, void_pending, release_pending, retry_at";
 
-/// What checkout writes.
-#[derive(Debug)]
-pub struct NewOrder<'a> {
-    /// Id (UUIDv7).
-    pub id: Uuid,
-    /// Customer.
-    pub customer_id: Uuid,
-    /// The Idempotency-Key.
-    pub checkout_key: &'a str,
-    /// Email.
-    pub email: &'a str,
-    /// Address.
-    pub shipping_address: &'a Address,
-    /// Provider token.
-    pub payment_method: &'a str,
-    /// Priced lines.
-    pub lines: &'a [PricedLine],
-    /// Money.
-    pub totals: Totals,
+/// The time a log entry records, as PostgreSQL stores it (microseconds), so the entry and the
+/// projection written from it hold the same instant.
+fn entry_time() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
 }
 
-/// Inserts a `pending` order with its lines (version 0: [`append`] its first entry), or finds
-/// the order this customer already placed with this key (`Err(id)`).
-pub async fn insert(
-    conn: &mut PgConnection,
-    new: &NewOrder<'_>,
-) -> Result<Result<(), Uuid>, Error> {
+/// A `placed` entry as the projection needs it: the `orders` row (version 1, `pending`), the
+/// Idempotency-Key and the lines.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    /// The row.
+    pub row: OrderRow,
+    /// The Idempotency-Key it was placed with.
+    pub checkout_key: String,
+    /// What was ordered.
+    pub lines: Vec<PlacedLine>,
+}
+
+impl Placed {
+    /// The projection of order `id`'s first entry, logged at `at`; `None` when `event` is not
+    /// a `placed` entry complete enough to build the order from.
+    pub fn from_entry(id: Uuid, event: &OrderEvent, at: DateTime<Utc>) -> Option<Self> {
+        let OrderEvent::Placed {
+            customer_id: Some(customer_id),
+            email,
+            shipping_address,
+            total,
+            lines,
+            subtotal: Some(subtotal),
+            currency: Some(currency),
+            payment_method: Some(payment_method),
+            checkout_key: Some(checkout_key),
+        } = event
+        else {
+            return None;
+        };
+        if lines.is_empty() {
+            return None;
+        }
+        Some(Self {
+            row: OrderRow {
+                id,
+                customer_id: *customer_id,
+                email: email.clone(),
+                shipping_address: Json(shipping_address.clone()),
+                payment_method: payment_method.clone(),
+                status: Status::Pending,
+                currency: currency.clone(),
+                subtotal: subtotal.amount,
+                total: total.amount,
+                cancel_reason: None,
+                cancel_detail: None,
+                payment_action_url: None,
+                payment_action_expires_at: None,
+                version: 1,
+                created_at: at,
+                updated_at: at,
+            },
+            checkout_key: checkout_key.clone(),
+            lines: lines.clone(),
+        })
+    }
+}
+
+impl OrderRow {
+    /// Applies log entry `seq` (any but the first), logged at `at`: the state machine's
+    /// transition, the cancellation, the payment challenge. Pure; the one projection of an
+    /// entry, used live by [`append`] and by [`rebuild`].
+    pub fn apply(
+        &mut self,
+        seq: i32,
+        event: &OrderEvent,
+        at: DateTime<Utc>,
+    ) -> Result<(), IllegalTransition> {
+        if let Some(transition) = event.transition() {
+            self.status = self.status.apply(transition)?;
+        }
+        match event {
+            OrderEvent::Cancelled { reason, detail } => {
+                self.cancel_reason = Some(Json(*reason));
+                self.cancel_detail = Some(detail.clone());
+            }
+            OrderEvent::PaymentActionRequired { until, action_url } => {
+                self.payment_action_url = action_url.clone();
+                self.payment_action_expires_at = Some(*until);
+            }
+            _ => {}
+        }
+        self.version = seq;
+        self.updated_at = at;
+        Ok(())
+    }
+}
+
+/// Writes a new order's projection (row and lines), or finds the order this customer already
+/// placed with this key (`Err(id)`).
+async fn write_placed(conn: &mut PgConnection, placed: &Placed) -> Result<Result<(), Uuid>, Error> {
+    let row = &placed.row;
     let inserted = sqlx::query_scalar::<_, Uuid>(
         "INSERT INTO orders (id, customer_id, checkout_key, email, shipping_address, \
-                             payment_method, status, currency, subtotal, total, version) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, 0) \
+                             payment_method, status, currency, subtotal, total, version, \
+                             created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
          ON CONFLICT ON CONSTRAINT orders_checkout_key DO NOTHING RETURNING id",
     )
-    .bind(new.id)
-    .bind(new.customer_id)
-    .bind(new.checkout_key)
-    .bind(new.email)
-    .bind(Json(new.shipping_address))
-    .bind(new.payment_method)
-    .bind(new.totals.total.currency.as_str())
-    .bind(new.totals.subtotal.amount)
-    .bind(new.totals.total.amount)
+    .bind(row.id)
+    .bind(row.customer_id)
+    .bind(&placed.checkout_key)
+    .bind(&row.email)
+    .bind(&row.shipping_address)
+    .bind(&row.payment_method)
+    .bind(row.status)
+    .bind(&row.currency)
+    .bind(row.subtotal)
+    .bind(row.total)
+    .bind(row.version)
+    .bind(row.created_at)
+    .bind(row.updated_at)
     .fetch_optional(&mut *conn)
     .await?;
     if inserted.is_none() {
         let existing = sqlx::query_scalar::<_, Uuid>(
             "SELECT id FROM orders WHERE customer_id = $1 AND checkout_key = $2",
         )
-        .bind(new.customer_id)
-        .bind(new.checkout_key)
+        .bind(row.customer_id)
+        .bind(&placed.checkout_key)
         .fetch_one(&mut *conn)
         .await?;
         return Ok(Err(existing));
     }
-    let n = new.lines.len();
+    let n = placed.lines.len();
     let mut line_nos = Vec::with_capacity(n);
     let mut product_ids = Vec::with_capacity(n);
     let mut skus = Vec::with_capacity(n);
     let mut names = Vec::with_capacity(n);
     let mut quantities = Vec::with_capacity(n);
     let mut prices = Vec::with_capacity(n);
-    for (i, line) in new.lines.iter().enumerate() {
+    for (i, line) in placed.lines.iter().enumerate() {
         line_nos.push(i as i32 + 1);
         product_ids.push(line.product_id);
         skus.push(line.sku.as_str());
@@ -257,7 +335,7 @@ pub async fn insert(
          SELECT $1, * FROM unnest($2::int[], $3::uuid[], $4::text[], $5::text[], $6::int[], \
                                   $7::bigint[])",
     )
-    .bind(new.id)
+    .bind(row.id)
     .bind(&line_nos)
     .bind(&product_ids)
     .bind(&skus)
@@ -269,58 +347,144 @@ pub async fn insert(
     Ok(Ok(()))
 }
 
-/// Appends `event` to the order's log and updates the projection: the order moves to
-/// `status` (a cancellation also records why). `order` must be locked ([`lock`]) or new; it
-/// is updated to what was written.
+/// Writes what [`OrderRow::apply`] changed.
+async fn write(conn: &mut PgConnection, order: &OrderRow) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE orders SET status = $2, version = $3, cancel_reason = $4, cancel_detail = $5, \
+                           payment_action_url = $6, payment_action_expires_at = $7, \
+                           updated_at = $8 \
+         WHERE id = $1",
+    )
+    .bind(order.id)
+    .bind(order.status)
+    .bind(order.version)
+    .bind(order.cancel_reason.as_ref().map(|r| reason_code(r.0)))
+    .bind(&order.cancel_detail)
+    .bind(&order.payment_action_url)
+    .bind(order.payment_action_expires_at)
+    .bind(order.updated_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Appends entry `seq` to order `id`'s log.
+async fn log(
+    conn: &mut PgConnection,
+    id: Uuid,
+    seq: i32,
+    event: &OrderEvent,
+    at: DateTime<Utc>,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO order_events (order_id, seq, kind, data, occurred_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(seq)
+    .bind(event.kind())
+    .bind(Json(event))
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Places order `id`: its first log entry (`placed`, complete) and its projection (`pending`,
+/// with its lines), or finds the order this customer already placed with this key
+/// (`Err(id)`, nothing written).
+pub async fn place(
+    conn: &mut PgConnection,
+    id: Uuid,
+    event: &OrderEvent,
+) -> Result<Result<OrderRow, Uuid>, Error> {
+    let at = entry_time();
+    let placed = Placed::from_entry(id, event, at).expect("checkout writes complete entries");
+    if let Err(existing) = write_placed(conn, &placed).await? {
+        return Ok(Err(existing));
+    }
+    log(conn, id, 1, event, at).await?;
+    Ok(Ok(placed.row))
+}
+
+/// Appends `event` to the order's log and updates the projection ([`OrderRow::apply`]): a
+/// transition the order's state does not allow is refused and nothing is written. `order`
+/// must be locked ([`lock`]); it is updated to what was written.
 pub async fn append(
     conn: &mut PgConnection,
     order: &mut OrderRow,
     event: &OrderEvent,
-    status: Status,
 ) -> Result<(), Error> {
+    let at = entry_time();
     let seq = order.version + 1;
-    sqlx::query("INSERT INTO order_events (order_id, seq, kind, data) VALUES ($1, $2, $3, $4)")
-        .bind(order.id)
-        .bind(seq)
-        .bind(event.kind())
-        .bind(Json(event))
+    let mut next = order.clone();
+    next.apply(seq, event, at)?;
+    log(conn, order.id, seq, event, at).await?;
+    write(conn, &next).await?;
+    *order = next;
+    Ok(())
+}
+
+/// Empties the `orders` and `order_lines` projections and rebuilds them from the log, every
+/// entry of every order applied in order by the functions the live path uses; returns how
+/// many orders were rebuilt. Holds the log against appends meanwhile (the caller's
+/// transaction makes it all or nothing); the saga's state is not touched.
+pub async fn rebuild(conn: &mut PgConnection) -> Result<u64, Error> {
+    // Appends wait (and appends under way finish first); readers see the old projection
+    // until the transaction commits.
+    sqlx::query("LOCK TABLE order_events IN SHARE MODE")
         .execute(&mut *conn)
         .await?;
-    let (reason, detail) = match event {
-        OrderEvent::Cancelled { reason, detail } => (Some(Json(*reason)), Some(detail.clone())),
-        _ => (order.cancel_reason, order.cancel_detail.clone()),
-    };
-    let (action_url, action_expires) = match event {
-        OrderEvent::PaymentActionRequired { until, action_url } => {
-            (action_url.clone(), Some(*until))
+    sqlx::query("LOCK TABLE orders, order_lines IN EXCLUSIVE MODE")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM order_lines")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM orders")
+        .execute(&mut *conn)
+        .await?;
+    let ids: Vec<Uuid> =
+        sqlx::query_scalar("SELECT DISTINCT order_id FROM order_events ORDER BY order_id")
+            .fetch_all(&mut *conn)
+            .await?;
+    for &id in &ids {
+        let entries: Vec<(i32, Json<serde_json::Value>, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT seq, data, occurred_at FROM order_events WHERE order_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let unbuildable =
+            |why: &str| Error::Conflict(format!("Order {id}'s log cannot be replayed: {why}."));
+        let mut entries = entries.into_iter().map(|(seq, Json(data), at)| {
+            serde_json::from_value::<OrderEvent>(data)
+                .map(|event| (seq, Json(event), at))
+                .map_err(|e| unbuildable(&format!("entry {seq} does not read ({e})")))
+        });
+        let placed = match entries.next().transpose()? {
+            Some((1, Json(event), at)) => Placed::from_entry(id, &event, at).ok_or_else(|| {
+                unbuildable("its placed entry predates the recording of the whole order")
+            })?,
+            _ => return Err(unbuildable("it does not start with entry 1")),
+        };
+        let mut row = placed.row.clone();
+        for entry in entries {
+            let (seq, Json(event), at) = entry?;
+            if seq != row.version + 1 {
+                return Err(unbuildable(&format!("entry {seq} follows {}", row.version)));
+            }
+            row.apply(seq, &event, at)
+                .map_err(|e| unbuildable(&format!("entry {seq}: {e}")))?;
         }
-        _ => (
-            order.payment_action_url.clone(),
-            order.payment_action_expires_at,
-        ),
-    };
-    order.updated_at = sqlx::query_scalar(
-        "UPDATE orders SET status = $2, version = $3, cancel_reason = $4, cancel_detail = $5, \
-                           payment_action_url = $6, payment_action_expires_at = $7, \
-                           updated_at = now() \
-         WHERE id = $1 RETURNING updated_at",
-    )
-    .bind(order.id)
-    .bind(status)
-    .bind(seq)
-    .bind(reason.map(|r| reason_code(r.0)))
-    .bind(&detail)
-    .bind(&action_url)
-    .bind(action_expires)
-    .fetch_one(&mut *conn)
-    .await?;
-    order.payment_action_url = action_url;
-    order.payment_action_expires_at = action_expires;
-    order.version = seq;
-    order.status = status;
-    order.cancel_reason = reason;
-    order.cancel_detail = detail;
-    Ok(())
+        if write_placed(conn, &placed).await?.is_err() {
+            return Err(unbuildable(
+                "another order was placed with its Idempotency-Key",
+            ));
+        }
+        write(conn, &row).await?;
+    }
+    Ok(ids.len() as u64)
 }
 
 /// The stored code of a cancellation reason (`out_of_stock`).

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::{
     checkout::{Address, PricedLine},
     saga::Compensation,
+    status::Transition,
 };
 
 /// One entry of an order's log.
@@ -113,6 +114,24 @@ impl From<&PricedLine> for PlacedLine {
 }
 
 impl OrderEvent {
+    /// What the entry does to the order's state: `None` for `placed` (which creates it,
+    /// `pending`) and for entries that record what happened around the order without moving
+    /// it (compensations and their answers, the stock's commit).
+    pub fn transition(&self) -> Option<Transition> {
+        match self {
+            OrderEvent::StockReserved { .. } => Some(Transition::Reserve),
+            OrderEvent::PaymentActionRequired { .. } => Some(Transition::RequireAction),
+            OrderEvent::PaymentAuthorized { .. } => Some(Transition::Authorize),
+            OrderEvent::Confirmed => Some(Transition::Confirm),
+            OrderEvent::Cancelled { .. } => Some(Transition::Cancel),
+            OrderEvent::Placed { .. }
+            | OrderEvent::LateReplyCompensated { .. }
+            | OrderEvent::StockCommitted
+            | OrderEvent::StockReleased
+            | OrderEvent::PaymentVoided => None,
+        }
+    }
+
     /// The entry's `type`, stored in its own column.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -155,6 +174,51 @@ mod placed_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replaying_a_saga_s_entries_walks_the_state_machine_to_where_the_order_is() {
+        use super::super::status::Status;
+        let entries = [
+            OrderEvent::StockReserved {
+                reservation_id: Uuid::nil(),
+                expires_at: None,
+            },
+            OrderEvent::PaymentActionRequired {
+                until: Utc::now(),
+                action_url: None,
+            },
+            OrderEvent::PaymentAuthorized {
+                payment_id: Uuid::nil(),
+            },
+            OrderEvent::StockCommitted,
+            OrderEvent::Confirmed,
+        ];
+        let status =
+            entries
+                .iter()
+                .fold(Status::Pending, |status, entry| match entry.transition() {
+                    Some(t) => status.apply(t).unwrap(),
+                    None => status,
+                });
+        assert_eq!(status, Status::Confirmed);
+        let after_cancel = [
+            OrderEvent::Cancelled {
+                reason: CancelReason::TimedOut,
+                detail: "x".into(),
+            },
+            OrderEvent::LateReplyCompensated {
+                compensation: Compensation::Void,
+            },
+            OrderEvent::PaymentVoided,
+            OrderEvent::StockReleased,
+        ]
+        .iter()
+        .fold(Status::Reserved, |status, entry| match entry.transition() {
+            Some(t) => status.apply(t).unwrap(),
+            None => status,
+        });
+        assert_eq!(after_cancel, Status::Cancelled);
+    }
 
     #[test]
     fn the_stored_type_is_the_serialized_tag() {

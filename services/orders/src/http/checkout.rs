@@ -15,11 +15,10 @@ use crate::{
     domain::{
         checkout::{CheckoutRequest, totals},
         log::{OrderEvent, PlacedLine},
-        status::Status,
     },
     error::Error,
     saga,
-    store::{self, NewOrder, Order},
+    store::{self, Order},
 };
 
 /// Places an order from the items, shipping address, email and payment method, and answers
@@ -52,32 +51,20 @@ pub async fn checkout(
     let lines = state.catalog.price(&request.items).await?;
     let totals = totals(&lines).map_err(Error::Invalid)?;
     let id = Uuid::now_v7();
-    let mut tx = state.db.begin().await?;
-    let new = NewOrder {
-        id,
-        customer_id: customer,
-        checkout_key: &key,
-        email: &request.email,
-        shipping_address: &request.shipping_address,
-        payment_method: &request.payment_method,
-        lines: &lines,
-        totals,
+    let placed = OrderEvent::Placed {
+        customer_id: Some(customer),
+        email: request.email.clone(),
+        shipping_address: request.shipping_address.clone(),
+        total: totals.total,
+        lines: lines.iter().map(PlacedLine::from).collect(),
+        subtotal: Some(totals.subtotal),
+        currency: Some(totals.total.currency.as_str().to_owned()),
+        payment_method: Some(request.payment_method.clone()),
+        checkout_key: Some(key.clone()),
     };
-    let id = match store::insert(&mut tx, &new).await? {
-        Ok(()) => {
-            let mut order = store::lock(&mut tx, id).await?.expect("inserted above");
-            let placed = OrderEvent::Placed {
-                customer_id: Some(customer),
-                email: request.email.clone(),
-                shipping_address: request.shipping_address.clone(),
-                total: totals.total,
-                lines: lines.iter().map(PlacedLine::from).collect(),
-                subtotal: Some(totals.subtotal),
-                currency: Some(totals.total.currency.as_str().to_owned()),
-                payment_method: Some(request.payment_method.clone()),
-                checkout_key: Some(key.clone()),
-            };
-            store::append(&mut tx, &mut order, &placed, Status::Pending).await?;
+    let mut tx = state.db.begin().await?;
+    let id = match store::place(&mut tx, id, &placed).await? {
+        Ok(order) => {
             let mut event = tienda_events::Envelope::new(
                 crate::SOURCE,
                 OrderPlaced {

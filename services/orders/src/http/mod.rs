@@ -1,5 +1,6 @@
-//! The HTTP API: checkout and orders.
+//! The HTTP API: checkout and orders; the operators' routes on the admin listener.
 
+pub mod admin;
 pub mod checkout;
 pub mod orders;
 

@@ -45,6 +45,8 @@ impl Bus {
 
 pub struct TestApp {
     pub base: String,
+    /// The admin listener (`/admin/...`).
+    pub admin_base: String,
     pub http: reqwest::Client,
     pub db: sqlx::PgPool,
     pub js: async_nats::jetstream::Context,
@@ -54,6 +56,13 @@ pub struct TestApp {
     pub other_customer: String,
     pub admin: String,
     pub products: Products,
+    /// The orders flags, to start it again on the same database and NATS.
+    args: Vec<String>,
+    /// The running orders process: its shutdown and its serving task.
+    running: Option<(
+        tienda_kit::Shutdown,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    )>,
     _nats: NatsServer,
     _database: TestDatabase,
 }
@@ -168,16 +177,14 @@ pub async fn spawn_app_with(flags: &[&str]) -> TestApp {
     args.push(format!("--products-url={}", products.base));
     args.push("--sweep-interval-ms=50".into());
     args.extend(flags.iter().map(|f| f.to_string()));
-    let app = tienda_orders::Application::build(tienda_orders::config::Config::parse_from(args))
-        .await
-        .expect("orders builds");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let db = app.platform().db().clone();
-    tokio::spawn(app.run_until_stopped());
+    let (base, admin_base, db, running) = start_orders(&args).await;
     TestApp {
         base,
+        admin_base,
         http: reqwest::Client::new(),
         db,
+        args,
+        running: Some(running),
         js: async_nats::jetstream::new(client),
         bus,
         customer: issuer.token(CUSTOMER, &["customer"]),
@@ -188,6 +195,29 @@ pub async fn spawn_app_with(flags: &[&str]) -> TestApp {
         _nats: nats,
         _database: database,
     }
+}
+
+type Started = (
+    String,
+    String,
+    sqlx::PgPool,
+    (
+        tienda_kit::Shutdown,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ),
+);
+
+/// Builds and serves an orders process from `args`.
+async fn start_orders(args: &[String]) -> Started {
+    let app = tienda_orders::Application::build(tienda_orders::config::Config::parse_from(args))
+        .await
+        .expect("orders builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let admin_base = format!("http://127.0.0.1:{}", app.admin_port());
+    let db = app.platform().db().clone();
+    let shutdown = app.platform().shutdown.clone();
+    let task = tokio::spawn(app.run_until_stopped());
+    (base, admin_base, db, (shutdown, task))
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -208,6 +238,26 @@ pub fn checkout_body(items: &[(Uuid, &str, u32)]) -> Value {
 }
 
 impl TestApp {
+    /// Stops the orders process as SIGTERM would (its platform's shutdown) and waits until it
+    /// has drained and exited.
+    pub async fn stop(&mut self) {
+        let (shutdown, task) = self.running.take().expect("orders is running");
+        shutdown.trigger();
+        task.await
+            .expect("orders did not panic")
+            .expect("orders stopped cleanly");
+    }
+
+    /// Starts a new orders process on the same database and NATS.
+    pub async fn start(&mut self) {
+        assert!(self.running.is_none(), "stop it first");
+        let (base, admin_base, db, running) = start_orders(&self.args).await;
+        self.base = base;
+        self.admin_base = admin_base;
+        self.db = db;
+        self.running = Some(running);
+    }
+
     pub async fn send(
         &self,
         method: Method,

@@ -590,3 +590,180 @@ async fn duplicate_replies_change_nothing_twice() {
         ]
     );
 }
+
+/// The raw body of a GET as `token`; asserts `expected`.
+async fn body(app: &TestApp, path: &str, token: &str, expected: u16) -> String {
+    let response = app
+        .send(reqwest::Method::GET, path, Some(token), None, None)
+        .await;
+    assert_eq!(response.status().as_u16(), expected, "GET {path}");
+    response.text().await.unwrap()
+}
+
+/// Calls the admin listener's rebuild as `token`.
+async fn rebuild(app: &TestApp, token: Option<&str>) -> reqwest::Response {
+    let mut request = app
+        .http
+        .post(format!("{}/admin/orders/rebuild", app.admin_base));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_read_models_rebuilt_from_the_log_answer_byte_for_byte_as_before() {
+    let app = spawn_app().await;
+    // Confirmed.
+    let confirmed = app.placed_order("MUG-1", 1250, 1).await;
+    let reserve = app
+        .bus
+        .expect("tienda.inventory.cmd.reserve", confirmed)
+        .await;
+    reserved(&app, &reserve).await;
+    let authorize = app
+        .bus
+        .expect("tienda.payment.cmd.authorize", confirmed)
+        .await;
+    authorized(&app, &authorize).await;
+    let commit = app
+        .bus
+        .expect("tienda.inventory.cmd.commit", confirmed)
+        .await;
+    committed(&app, &commit).await;
+    app.wait_for_status(confirmed, "confirmed").await;
+    // Cancelled: the payment is declined.
+    let cancelled = app.placed_order("MUG-2", 990, 2).await;
+    let reserve = app
+        .bus
+        .expect("tienda.inventory.cmd.reserve", cancelled)
+        .await;
+    reserved(&app, &reserve).await;
+    let authorize = app
+        .bus
+        .expect("tienda.payment.cmd.authorize", cancelled)
+        .await;
+    declined(&app, &authorize).await;
+    app.wait_for_status(cancelled, "cancelled").await;
+    // Awaiting the customer's 3-D Secure challenge.
+    let awaiting = app.placed_order("MUG-3", 500, 3).await;
+    let reserve = app
+        .bus
+        .expect("tienda.inventory.cmd.reserve", awaiting)
+        .await;
+    reserved(&app, &reserve).await;
+    let challenged = app
+        .bus
+        .expect("tienda.payment.cmd.authorize", awaiting)
+        .await;
+    let challenge = PaymentRequiresAction {
+        payment_id: uuid(&challenged.data["payment_id"]),
+        order_id: awaiting,
+        action_url: "https://pay.example/3ds/abc".into(),
+        expires_at: Utc::now() + chrono::Duration::minutes(15),
+    };
+    app.reply("payments", challenge, &challenged).await;
+    app.wait_for_status(awaiting, "awaiting_payment_action")
+        .await;
+
+    let paths = [
+        format!("/v1/orders/{confirmed}"),
+        format!("/v1/orders/{cancelled}"),
+        format!("/v1/orders/{awaiting}"),
+        "/v1/orders".to_owned(),
+        "/v1/orders?limit=2".to_owned(),
+    ];
+    let mut before = Vec::new();
+    for path in &paths {
+        before.push(body(&app, path, &app.customer, 200).await);
+    }
+    let log_before: i64 = sqlx::query_scalar("SELECT count(*) FROM order_events")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let sagas_before: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT order_id, step FROM sagas ORDER BY order_id")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+
+    sqlx::query("DELETE FROM order_lines")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM orders")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    body(&app, &paths[0], &app.customer, 404).await;
+    assert_eq!(rebuild(&app, None).await.status().as_u16(), 401);
+    assert_eq!(
+        rebuild(&app, Some(&app.customer)).await.status().as_u16(),
+        403
+    );
+    let response = rebuild(&app, Some(&app.admin)).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let rebuilt: Value = response.json().await.unwrap();
+
+    assert_eq!(rebuilt, serde_json::json!({"orders": 3}));
+    for (path, before) in paths.iter().zip(&before) {
+        assert_eq!(
+            &body(&app, path, &app.customer, 200).await,
+            before,
+            "{path}"
+        );
+    }
+    let log_after: i64 = sqlx::query_scalar("SELECT count(*) FROM order_events")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(log_after, log_before);
+    let sagas_after: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT order_id, step FROM sagas ORDER BY order_id")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(sagas_after, sagas_before);
+    // The saga carries on over the rebuilt projection.
+    authorized(&app, &challenged).await;
+    let commit = app
+        .bus
+        .expect("tienda.inventory.cmd.commit", awaiting)
+        .await;
+    committed(&app, &commit).await;
+    app.wait_for_status(awaiting, "confirmed").await;
+}
+
+#[tokio::test]
+async fn a_restarted_orders_process_resumes_the_sagas_in_flight() {
+    let mut app = spawn_app().await;
+    let id = app.placed_order("MUG-1", 1250, 1).await;
+    let reserve = app.bus.expect("tienda.inventory.cmd.reserve", id).await;
+    app.stop().await;
+
+    // Inventory answers while no orders process runs.
+    reserved(&app, &reserve).await;
+    assert!(app.bus.about("tienda.payment.cmd.authorize", id).is_empty());
+    app.start().await;
+    let authorize = app.bus.expect("tienda.payment.cmd.authorize", id).await;
+    authorized(&app, &authorize).await;
+    let commit = app.bus.expect("tienda.inventory.cmd.commit", id).await;
+    committed(&app, &commit).await;
+    let order = app.wait_for_status(id, "confirmed").await;
+
+    assert_eq!(order["cancellation"], Value::Null);
+    assert_eq!(
+        commit.data["reservation_id"],
+        reserve.data["reservation_id"]
+    );
+    assert_eq!(app.saga(id).await, ("completed".to_owned(), false));
+    assert_eq!(
+        app.log(id).await,
+        [
+            "placed",
+            "stock_reserved",
+            "payment_authorized",
+            "confirmed"
+        ]
+    );
+}
