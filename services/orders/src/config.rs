@@ -67,4 +67,9 @@ pub struct Config {
     /// How often overdue saga steps are looked for, in milliseconds (default 500).
     #[arg(long, env = "ORDERS_SWEEP_INTERVAL_MS", default_value_t = 500)]
     pub sweep_interval_ms: u64,
+
+    /// How long after placing an order its customer may still cancel it (while it is not
+    /// shipped), in seconds (default 1800). Admins may cancel any time before delivery.
+    #[arg(long, env = "ORDERS_CANCEL_WINDOW_SECONDS", default_value_t = 1_800)]
+    pub cancel_window_seconds: u64,
 }

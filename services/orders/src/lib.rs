@@ -93,6 +93,7 @@ impl Application {
                 base_url: config.products_url.clone(),
             },
             timeouts,
+            cancel_window: Duration::from_secs(config.cancel_window_seconds),
         };
         let (router, openapi) = http::router(state);
         // Operators inspect, replay or discard the replies this service gave up on, and

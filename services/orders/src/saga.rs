@@ -76,7 +76,7 @@ impl Timeouts {
 }
 
 /// `data` as a message about `order_id`: correlated by the order, caused by `cause`.
-fn about<T: Message>(data: T, order_id: Uuid, cause: Option<Uuid>) -> Envelope<T> {
+pub(crate) fn about<T: Message>(data: T, order_id: Uuid, cause: Option<Uuid>) -> Envelope<T> {
     let mut envelope = Envelope::new(SOURCE, data);
     envelope.correlation_id = order_id;
     envelope.causation_id = cause;
@@ -385,6 +385,21 @@ async fn apply(
         }
     }
     store::save_saga(conn, saga).await
+}
+
+/// Cancels `order` (locked) at a customer's or an admin's request, as
+/// [`crate::domain::saga::cancel_requested`] decided: the compensations its state requires
+/// (re-sent by the sweeper until answered), the log entry and `order.cancelled`, in the
+/// caller's transaction. `saga` must be locked before the order, as the consumers do.
+pub async fn cancel_on_request(
+    conn: &mut PgConnection,
+    saga: &mut Saga,
+    order: &mut OrderRow,
+    decision: &Decision,
+    timeouts: Timeouts,
+) -> Result<(), Error> {
+    debug_assert!(matches!(decision, Decision::Cancel { .. }));
+    apply(conn, saga, order, decision, None, timeouts).await
 }
 
 /// The consumer `orders-inventory-events`: inventory's answers to the saga's commands.

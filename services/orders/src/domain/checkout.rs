@@ -74,7 +74,7 @@ pub struct PricedLine {
 /// Field errors: `(field, message)`.
 pub type FieldErrors = Vec<(String, String)>;
 
-fn length(fields: &mut FieldErrors, field: &str, value: &str, min: usize, max: usize) {
+pub(crate) fn length(fields: &mut FieldErrors, field: &str, value: &str, min: usize, max: usize) {
     let n = value.trim().chars().count();
     if n < min || n > max {
         let message = if min == 0 {
@@ -113,7 +113,7 @@ fn luhn(digits: &[u32]) -> bool {
 
 /// Refuses control characters (NUL, line breaks, ...) in a text field; they have no place
 /// in an address and some cannot be stored.
-fn no_control(fields: &mut FieldErrors, field: &str, value: &str) -> bool {
+pub(crate) fn no_control(fields: &mut FieldErrors, field: &str, value: &str) -> bool {
     if value.chars().any(char::is_control) {
         fields.push((
             field.to_owned(),

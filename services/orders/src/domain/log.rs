@@ -66,6 +66,15 @@ pub enum OrderEvent {
     },
     /// Stock committed: the order will be fulfilled.
     Confirmed,
+    /// Handed to a carrier.
+    Shipped {
+        /// Who carries it.
+        carrier: String,
+        /// The carrier's tracking number.
+        tracking_number: String,
+    },
+    /// Reached the customer.
+    Delivered,
     /// The order will not be fulfilled.
     Cancelled {
         /// The code.
@@ -123,6 +132,8 @@ impl OrderEvent {
             OrderEvent::PaymentActionRequired { .. } => Some(Transition::RequireAction),
             OrderEvent::PaymentAuthorized { .. } => Some(Transition::Authorize),
             OrderEvent::Confirmed => Some(Transition::Confirm),
+            OrderEvent::Shipped { .. } => Some(Transition::Ship),
+            OrderEvent::Delivered => Some(Transition::Deliver),
             OrderEvent::Cancelled { .. } => Some(Transition::Cancel),
             OrderEvent::Placed { .. }
             | OrderEvent::LateReplyCompensated { .. }
@@ -140,6 +151,8 @@ impl OrderEvent {
             OrderEvent::PaymentActionRequired { .. } => "payment_action_required",
             OrderEvent::PaymentAuthorized { .. } => "payment_authorized",
             OrderEvent::Confirmed => "confirmed",
+            OrderEvent::Shipped { .. } => "shipped",
+            OrderEvent::Delivered => "delivered",
             OrderEvent::Cancelled { .. } => "cancelled",
             OrderEvent::LateReplyCompensated { .. } => "late_reply_compensated",
             OrderEvent::StockCommitted => "stock_committed",
@@ -225,6 +238,11 @@ mod tests {
         for event in [
             OrderEvent::Confirmed,
             OrderEvent::StockCommitted,
+            OrderEvent::Shipped {
+                carrier: "SEUR".into(),
+                tracking_number: "X1".into(),
+            },
+            OrderEvent::Delivered,
             OrderEvent::Cancelled {
                 reason: CancelReason::OutOfStock,
                 detail: "x".into(),

@@ -262,6 +262,80 @@ pub fn decide(status: Status, reply: &Reply) -> Decision {
     }
 }
 
+/// Who asks to cancel an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requester {
+    /// The customer who placed it; `within_window`: the cancellation window has not passed.
+    Owner {
+        /// Whether the cancellation window is still open.
+        within_window: bool,
+    },
+    /// An admin: any time before delivery.
+    Admin,
+}
+
+/// Why a cancellation request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelRefused {
+    /// The order's state does not allow it (for a customer: shipped or later).
+    Illegal(super::status::IllegalTransition),
+    /// The customer's cancellation window has passed.
+    WindowPassed,
+}
+
+/// The saga's answer to a request to cancel an order in `status`: a [`Decision::Cancel`]
+/// that compensates what the saga holds in that state, or why not.
+///
+/// - `pending`: nothing is known to be held (a late `reserved` is released when it comes).
+/// - `reserved`, `awaiting_payment_action`: release the stock; void the payment (an
+///   authorization may be in flight or held).
+/// - `authorized`, `confirmed`, `shipped`: the stock is committed (or being committed) and
+///   inventory cannot take a sale back, so only the payment is voided.
+///
+/// A customer may cancel only while the order is not shipped and within the window; an admin
+/// any time before delivery (the state machine's rule).
+pub fn cancel_requested(status: Status, requester: Requester) -> Result<Decision, CancelRefused> {
+    use Status::*;
+    let illegal = || {
+        CancelRefused::Illegal(super::status::IllegalTransition {
+            from: status,
+            transition: Transition::Cancel,
+        })
+    };
+    status
+        .apply(Transition::Cancel)
+        .map_err(CancelRefused::Illegal)?;
+    let (reason, detail) = match requester {
+        Requester::Owner { within_window } => {
+            if status == Shipped {
+                return Err(illegal());
+            }
+            if !within_window {
+                return Err(CancelRefused::WindowPassed);
+            }
+            (
+                CancelReason::CustomerRequested,
+                "Cancelled at your request; nothing was charged.",
+            )
+        }
+        Requester::Admin => (
+            CancelReason::AdminRequested,
+            "Cancelled by the shop; nothing was charged.",
+        ),
+    };
+    let (release, void) = match status {
+        Pending => (false, false),
+        Reserved | AwaitingPaymentAction => (true, true),
+        _ => (false, true),
+    };
+    Ok(Decision::Cancel {
+        reason,
+        detail: detail.into(),
+        release,
+        void,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::{Status::*, *};
@@ -516,5 +590,64 @@ mod tests {
     fn only_settled_sagas_stop_waiting() {
         assert!(Step::Committing.is_waiting() && Step::Compensating.is_waiting());
         assert!(!Step::Completed.is_waiting() && !Step::Compensated.is_waiting());
+    }
+
+    #[test]
+    fn a_customer_cancels_before_shipping_within_the_window_compensating_what_is_held() {
+        let owner = Requester::Owner {
+            within_window: true,
+        };
+        let expected = [
+            (Pending, false, false),
+            (Reserved, true, true),
+            (AwaitingPaymentAction, true, true),
+            (Authorized, false, true),
+            (Confirmed, false, true),
+        ];
+        for (status, release, void) in expected {
+            assert_eq!(
+                cancel_of(&cancel_requested(status, owner).unwrap()),
+                Some((CancelReason::CustomerRequested, release, void)),
+                "{status}"
+            );
+        }
+        for status in [Shipped, Delivered, Cancelled, Refunded] {
+            assert!(
+                matches!(
+                    cancel_requested(status, owner),
+                    Err(CancelRefused::Illegal(_))
+                ),
+                "{status}"
+            );
+        }
+        assert_eq!(
+            cancel_requested(
+                Confirmed,
+                Requester::Owner {
+                    within_window: false
+                }
+            ),
+            Err(CancelRefused::WindowPassed)
+        );
+    }
+
+    #[test]
+    fn an_admin_cancels_any_time_before_delivery() {
+        for status in Status::ALL {
+            let result = cancel_requested(status, Requester::Admin);
+            let allowed = !matches!(status, Delivered | Cancelled | Refunded);
+            assert_eq!(result.is_ok(), allowed, "{status}");
+            if let Ok(decision) = result {
+                assert_eq!(
+                    cancel_of(&decision).map(|c| c.0),
+                    Some(CancelReason::AdminRequested)
+                );
+                assert_eq!(decision.transitions(), [Transition::Cancel]);
+            }
+        }
+        assert_eq!(
+            cancel_of(&cancel_requested(Shipped, Requester::Admin).unwrap()),
+            Some((CancelReason::AdminRequested, false, true))
+        );
     }
 }

@@ -29,6 +29,8 @@ pub struct AppState {
     pub catalog: Catalog,
     /// The saga's step deadlines.
     pub timeouts: Timeouts,
+    /// How long after placing an order its customer may cancel it.
+    pub cancel_window: std::time::Duration,
 }
 
 /// The customer a token speaks for.
@@ -52,6 +54,9 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .merge(checkout)
         .routes(routes!(orders::list))
         .routes(routes!(orders::get))
+        .routes(routes!(orders::cancel))
+        .routes(routes!(orders::ship))
+        .routes(routes!(orders::deliver))
         .route_layer(middleware::from_fn_with_state(
             state.verifier.clone(),
             authenticate,

@@ -4,14 +4,20 @@ use axum::{
     Extension,
     extract::{Path, Query, State},
 };
-use tienda_kit::{Problem, json::Json, jwt::Claims};
+use tienda_kit::{Problem, json::Json, jwt::Claims, outbox};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::{AppState, customer_id};
 use crate::{
+    domain::{
+        log::OrderEvent,
+        saga::{CancelRefused, Requester, cancel_requested},
+        shipment::ShipRequest,
+    },
     error::Error,
-    store::{self, Order, OrderPage},
+    saga,
+    store::{self, Order, OrderPage, OrderRow, SagaKey},
 };
 
 /// `GET /v1/orders` parameters.
@@ -110,4 +116,155 @@ pub async fn get(
         order.payment_action = None;
     }
     Ok(Json(order))
+}
+
+fn order_id(id: &str) -> Result<Uuid, Error> {
+    Uuid::try_parse(id).map_err(|_| Error::NotFound(format!("No order {id}.")))
+}
+
+fn require_admin(claims: &Claims) -> Result<(), Error> {
+    if claims.has_role("admin") {
+        Ok(())
+    } else {
+        Err(Error::Forbidden("Only an admin may do this.".into()))
+    }
+}
+
+/// Cancels an order. Its owner may, while it is not shipped and within the cancellation
+/// window (`ORDERS_CANCEL_WINDOW_SECONDS`, default 30 minutes after placing it); an admin may
+/// any time before delivery. What the saga holds is undone: the reservation released (while
+/// the stock is only reserved), the payment authorization voided (both re-sent until
+/// answered); `order.cancelled` is published with reason `customer_requested` or
+/// `admin_requested`. Another customer's order is not found.
+#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders",
+    params(("id" = Uuid, Path, description = "The order's id")),
+    responses((status = 200, body = Order, description = "Cancelled"),
+              (status = 401, body = Problem), (status = 404, body = Problem),
+              (status = 409, body = Problem, description = "Not possible in the order's state (shipped for a customer, delivered, cancelled), or the cancellation window has passed")),
+    security(("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(claims): Extension<Claims>,
+    Path(id): Path<String>,
+) -> Result<Json<Order>, Error> {
+    let not_found = || Error::NotFound(format!("No order {id}."));
+    let order_id = order_id(&id)?;
+    let mut tx = state.db.begin().await?;
+    // The saga before the order, as the saga's consumers lock them.
+    let mut saga = store::lock_saga(&mut tx, SagaKey::Order(order_id))
+        .await?
+        .ok_or_else(not_found)?;
+    let mut order = store::lock(&mut tx, order_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let owner = claims.sub.parse::<Uuid>().ok() == Some(order.customer_id);
+    let requester = if claims.has_role("admin") {
+        Requester::Admin
+    } else if owner {
+        let window =
+            chrono::Duration::from_std(state.cancel_window).unwrap_or(chrono::Duration::MAX);
+        let within_window = order
+            .created_at
+            .checked_add_signed(window)
+            .is_none_or(|closes| chrono::Utc::now() < closes);
+        Requester::Owner { within_window }
+    } else {
+        return Err(not_found());
+    };
+    let decision = cancel_requested(order.status, requester).map_err(|refused| match refused {
+        CancelRefused::Illegal(illegal) => Error::Illegal(illegal),
+        CancelRefused::WindowPassed => Error::Conflict(format!(
+            "The order can no longer be cancelled: the {} minutes to cancel it after placing it have passed.",
+            state.cancel_window.as_secs() / 60
+        )),
+    })?;
+    saga::cancel_on_request(&mut tx, &mut saga, &mut order, &decision, state.timeouts).await?;
+    let view = store::get(&mut tx, order_id).await?.ok_or_else(not_found)?;
+    tx.commit().await?;
+    tracing::info!(%order_id, ?requester, "order cancelled on request");
+    Ok(Json(view))
+}
+
+/// The order, locked, for an admin's fulfilment step.
+async fn locked_for_admin(
+    conn: &mut sqlx::PgConnection,
+    claims: &Claims,
+    id: &str,
+) -> Result<OrderRow, Error> {
+    require_admin(claims)?;
+    let order_id = order_id(id)?;
+    store::lock(conn, order_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("No order {id}.")))
+}
+
+/// Hands a `confirmed` order to a carrier (admins only): it becomes `shipped` and
+/// `order.shipped` is published with the carrier and tracking number.
+#[utoipa::path(post, path = "/v1/orders/{id}/ship", tag = "orders", request_body = ShipRequest,
+    params(("id" = Uuid, Path, description = "The order's id")),
+    responses((status = 200, body = Order, description = "Shipped"),
+              (status = 401, body = Problem), (status = 403, body = Problem, description = "Not an admin"),
+              (status = 404, body = Problem),
+              (status = 409, body = Problem, description = "The order is not confirmed"),
+              (status = 422, body = Problem, description = "Invalid fields (empty, too long, control characters), each named")),
+    security(("bearer" = [])))]
+pub async fn ship(
+    State(state): State<AppState>,
+    Extension(claims): Extension<Claims>,
+    Path(id): Path<String>,
+    Json(request): Json<ShipRequest>,
+) -> Result<Json<Order>, Error> {
+    require_admin(&claims)?;
+    let request = request.validate().map_err(Error::Invalid)?;
+    let mut tx = state.db.begin().await?;
+    let mut order = locked_for_admin(&mut tx, &claims, &id).await?;
+    let entry = OrderEvent::Shipped {
+        carrier: request.carrier.clone(),
+        tracking_number: request.tracking_number.clone(),
+    };
+    store::append(&mut tx, &mut order, &entry).await?;
+    let shipped = tienda_events::order::OrderShipped {
+        order_id: order.id,
+        customer_id: Some(order.customer_id),
+        email: order.email.clone(),
+        carrier: request.carrier,
+        tracking_number: request.tracking_number,
+    };
+    outbox::enqueue(&mut tx, saga::about(shipped, order.id, None)).await?;
+    let view = store::get(&mut tx, order.id)
+        .await?
+        .expect("locked in this transaction");
+    tx.commit().await?;
+    Ok(Json(view))
+}
+
+/// Records that a `shipped` order reached the customer (admins only): it becomes `delivered`
+/// and `order.delivered` is published.
+#[utoipa::path(post, path = "/v1/orders/{id}/deliver", tag = "orders",
+    params(("id" = Uuid, Path, description = "The order's id")),
+    responses((status = 200, body = Order, description = "Delivered"),
+              (status = 401, body = Problem), (status = 403, body = Problem, description = "Not an admin"),
+              (status = 404, body = Problem),
+              (status = 409, body = Problem, description = "The order is not shipped")),
+    security(("bearer" = [])))]
+pub async fn deliver(
+    State(state): State<AppState>,
+    Extension(claims): Extension<Claims>,
+    Path(id): Path<String>,
+) -> Result<Json<Order>, Error> {
+    let mut tx = state.db.begin().await?;
+    let mut order = locked_for_admin(&mut tx, &claims, &id).await?;
+    store::append(&mut tx, &mut order, &OrderEvent::Delivered).await?;
+    let delivered = tienda_events::order::OrderDelivered {
+        order_id: order.id,
+        customer_id: Some(order.customer_id),
+        email: order.email.clone(),
+        delivered_at: order.updated_at,
+    };
+    outbox::enqueue(&mut tx, saga::about(delivered, order.id, None)).await?;
+    let view = store::get(&mut tx, order.id)
+        .await?
+        .expect("locked in this transaction");
+    tx.commit().await?;
+    Ok(Json(view))
 }

@@ -1,6 +1,7 @@
 //! The orders service against real PostgreSQL, nats-server and a real products service.
 
 mod checkout;
+mod fulfilment;
 mod helpers;
 mod orders;
 mod saga;

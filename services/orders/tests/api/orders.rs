@@ -110,7 +110,14 @@ async fn the_openapi_document_lists_every_operation_and_resolves() {
         .unwrap();
 
     let operations = tienda_kit::testing::check_openapi(&doc);
-    for op in ["POST /v1/checkout", "GET /v1/orders", "GET /v1/orders/{id}"] {
+    for op in [
+        "POST /v1/checkout",
+        "GET /v1/orders",
+        "GET /v1/orders/{id}",
+        "POST /v1/orders/{id}/cancel",
+        "POST /v1/orders/{id}/ship",
+        "POST /v1/orders/{id}/deliver",
+    ] {
         assert!(operations.iter().any(|o| o == op), "{op} in {operations:?}");
     }
     let action = &doc["components"]["schemas"]["PaymentAction"]["properties"];
