@@ -424,6 +424,15 @@ pub fn check_openapi(doc: &serde_json::Value) -> Vec<String> {
     operations
 }
 
+/// Provisions the whole shop's topology (every stream and durable consumer, as `tienda up`
+/// does) on `jetstream`; panics naming what could not be provisioned.
+pub async fn provision_topology(jetstream: &async_nats::jetstream::Context) {
+    for item in tienda_provision::topology::provision_all(jetstream).await {
+        item.result
+            .unwrap_or_else(|e| panic!("provisioning {}: {e}", item.name));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

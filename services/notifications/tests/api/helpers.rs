@@ -33,10 +33,7 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
     let nats = NatsServer::start();
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = jetstream::new(client);
-    for item in tienda_provision::topology::provision_all(&js).await {
-        item.result
-            .unwrap_or_else(|e| panic!("provisioning {}: {e}", item.name));
-    }
+    tienda_kit::testing::provision_topology(&js).await;
     let database = TestDatabase::create().await;
     let issuer = TokenIssuer::start().await;
     let outbox = std::env::temp_dir().join(format!("tienda-notifications-{}", Uuid::now_v7()));

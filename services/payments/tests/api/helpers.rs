@@ -38,10 +38,7 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
     let nats = NatsServer::start();
     let client = async_nats::connect(nats.url()).await.unwrap();
     let jetstream = jetstream::new(client);
-    for item in tienda_provision::topology::provision_all(&jetstream).await {
-        item.result
-            .unwrap_or_else(|e| panic!("provisioning {}: {e}", item.name));
-    }
+    tienda_kit::testing::provision_topology(&jetstream).await;
     let database = TestDatabase::create().await;
     let issuer = TokenIssuer::start().await;
     let mut args = vec![

@@ -41,10 +41,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn provision(nats_url: &str) {
     let client = async_nats::connect(nats_url).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    for item in tienda_provision::topology::provision_all(&js).await {
-        item.result
-            .unwrap_or_else(|e| panic!("provisioning {}: {e}", item.name));
-    }
+    tienda_kit::testing::provision_topology(&js).await;
 }
 
 /// Another replica on the same database and NATS.
