@@ -62,6 +62,60 @@ async fn checkout(
     body
 }
 
+/// Browses as a guest, fills a guest cart with `quantity` of `sku`, signs in (the cart merges
+/// into the customer's) and checks the cart out; returns the order as answered (202).
+async fn browse_cart_and_checkout(shop: &Shop, token: &str, sku: &str, quantity: u32) -> Value {
+    let (status, found) = shop
+        .get(shop.url(Products, "/v1/products?q=ceramic"), None)
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["items"][0]["variants"][0]["sku"], sku, "{found}");
+    let (status, cart) = shop.post(shop.url(Orders, "/v1/cart"), None, json!({})).await;
+    assert_eq!(status, 201, "{cart}");
+    let cart_token = cart["token"].as_str().unwrap().to_owned();
+    let added = shop
+        .http
+        .post(shop.url(Orders, "/v1/cart/items"))
+        .header("Cart-Token", &cart_token)
+        .json(&json!({"sku": sku, "quantity": quantity}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 200);
+    // Signed in now, still carrying the guest cart's token: it merges.
+    let merged: Value = shop
+        .http
+        .get(shop.url(Orders, "/v1/cart"))
+        .bearer_auth(token)
+        .header("Cart-Token", &cart_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(merged["items"][0]["sku"], sku, "{merged}");
+    assert_eq!(merged["items"][0]["quantity"], quantity, "{merged}");
+    let response = shop
+        .http
+        .post(shop.url(Orders, "/v1/checkout"))
+        .bearer_auth(token)
+        .header("Idempotency-Key", Uuid::now_v7().to_string())
+        .json(&json!({
+            "email": "ada@e2e.test",
+            "shipping_address": {"name": "Ada Lovelace", "line1": "Calle Mayor 1",
+                                 "city": "Madrid", "postal_code": "28013", "country": "ES"},
+            "payment_method": "pm_card_visa",
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, 202, "{body}");
+    body
+}
+
 /// Waits until the order reaches a final state of the saga; returns it.
 async fn settled(shop: &Shop, token: &str, order: &Value) -> Value {
     let id = order["id"].as_str().expect("the order has an id");
@@ -117,8 +171,8 @@ async fn a_paid_checkout_is_confirmed_and_a_declined_or_short_one_cancelled_with
     };
     let token = customer(&shop, "ada@e2e.test").await;
 
-    // Paid: reserved, authorized, confirmed, and the stock sold.
-    let placed = checkout(&shop, &token, &product_id, "MUG-E2E", 2, "pm_card_visa").await;
+    // Browse, cart, sign in, checkout, paid: reserved, authorized, confirmed, stock sold.
+    let placed = browse_cart_and_checkout(&shop, &token, "MUG-E2E", 2).await;
     assert_eq!(placed["status"], "pending", "{placed}");
     let order = settled(&shop, &token, &placed).await;
     assert_eq!(order["status"], "confirmed", "{order}");

@@ -63,6 +63,40 @@ impl fmt::Display for Currency {
     }
 }
 
+impl Currency {
+    /// Digits after the decimal point of the currency's minor unit (ISO 4217): 0 for JPY,
+    /// 3 for KWD, 2 for the rest.
+    pub fn exponent(&self) -> u32 {
+        match self.as_str() {
+            "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF"
+            | "UGX" | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+            "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+            _ => 2,
+        }
+    }
+}
+
+/// For people: `12.50 EUR`, `1200 JPY`, `-3.000 KWD`.
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let exponent = self.currency.exponent();
+        let sign = if self.amount < 0 { "-" } else { "" };
+        let units = self.amount.unsigned_abs();
+        if exponent == 0 {
+            return write!(f, "{sign}{units} {}", self.currency);
+        }
+        let scale = 10u64.pow(exponent);
+        write!(
+            f,
+            "{sign}{}.{:0width$} {}",
+            units / scale,
+            units % scale,
+            self.currency,
+            width = exponent as usize
+        )
+    }
+}
+
 impl fmt::Debug for Currency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Currency({})", self.as_str())
@@ -82,6 +116,19 @@ mod tests {
             serde_json::to_string(&m).unwrap(),
             r#"{"amount":1999,"currency":"EUR"}"#
         );
+    }
+
+    #[test]
+    fn money_reads_in_major_units() {
+        let money = |amount, currency: &str| Money {
+            amount,
+            currency: currency.parse().unwrap(),
+        };
+        assert_eq!(money(1250, "EUR").to_string(), "12.50 EUR");
+        assert_eq!(money(5, "USD").to_string(), "0.05 USD");
+        assert_eq!(money(1200, "JPY").to_string(), "1200 JPY");
+        assert_eq!(money(-3000, "KWD").to_string(), "-3.000 KWD");
+        assert_eq!(money(i64::MIN, "EUR").to_string(), "-92233720368547758.08 EUR");
     }
 
     #[test]

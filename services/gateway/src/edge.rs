@@ -68,11 +68,15 @@ pub fn layers(router: Router, origins: &str) -> anyhow::Result<Router> {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            HeaderName::from_static("last-event-id"),
             HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("cart-token"),
             HeaderName::from_static("x-request-id"),
         ])
         .expose_headers([
             header::ETAG,
+            header::LOCATION,
             header::RETRY_AFTER,
             HeaderName::from_static("ratelimit"),
             HeaderName::from_static("ratelimit-policy"),

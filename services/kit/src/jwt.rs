@@ -353,3 +353,24 @@ pub async fn authenticate(
         Err(error) => unauthorized(&error),
     }
 }
+
+/// Middleware (`from_fn_with_state(verifier, authenticate_optional)`) for routes open to
+/// guests: without an `Authorization` header the request goes on with no claims; with one,
+/// the token must be valid (401 otherwise — a bad token never turns a customer into a
+/// guest). Handlers take `Option<Extension<Claims>>`.
+pub async fn authenticate_optional(
+    State(verifier): State<Verifier>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if !request.headers().contains_key(header::AUTHORIZATION) {
+        return next.run(request).await;
+    }
+    match verifier.verify_headers(request.headers()).await {
+        Ok(claims) => {
+            request.extensions_mut().insert(claims);
+            next.run(request).await
+        }
+        Err(error) => unauthorized(&error),
+    }
+}

@@ -1,8 +1,8 @@
 //! Prices and availability from products, over HTTP through the kit's outbound client (so the
 //! CircuitPolicy for `{kind: Service, name: products}` applies).
 //!
-//! Products has no lookup by SKU yet, so each checkout line names its product and this reads
-//! `GET /v1/products/{id}` once per distinct product, then finds the line's variant in it.
+//! One call, `GET /v1/products/variants?skus=…`, answers the SKUs that are for sale with their
+//! product, name, price and available units; a SKU missing from the answer cannot be bought.
 
 use std::collections::HashMap;
 
@@ -16,18 +16,27 @@ use crate::{
     error::Error,
 };
 
-/// Products' view of a product: only what pricing needs (other fields are ignored).
-#[derive(Debug, Deserialize)]
-struct Product {
-    name: String,
-    status: String,
-    variants: Vec<Variant>,
+/// Most SKUs products answers in one lookup.
+const LOOKUP_MAX: usize = 100;
+
+/// A variant for sale, as products answers it (other fields are ignored).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SaleVariant {
+    /// The SKU.
+    pub sku: String,
+    /// Its product.
+    pub product_id: Uuid,
+    /// The product's name.
+    pub name: String,
+    /// Today's price of one unit.
+    pub price: Money,
+    /// Units that can be reserved now.
+    pub available: i64,
 }
 
 #[derive(Debug, Deserialize)]
-struct Variant {
-    sku: String,
-    price: Money,
+struct VariantList {
+    items: Vec<SaleVariant>,
 }
 
 /// The products service as orders calls it.
@@ -40,8 +49,24 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    async fn product(&self, id: Uuid) -> Result<Option<Product>, Error> {
-        let url = format!("{}/v1/products/{id}", self.base_url.trim_end_matches('/'));
+    /// The SKUs among `skus` that are for sale, by SKU.
+    pub async fn variants(&self, skus: &[&str]) -> Result<HashMap<String, SaleVariant>, Error> {
+        let mut found = HashMap::with_capacity(skus.len());
+        for chunk in skus.chunks(LOOKUP_MAX) {
+            for variant in self.lookup(chunk).await? {
+                found.insert(variant.sku.clone(), variant);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn lookup(&self, skus: &[&str]) -> Result<Vec<SaleVariant>, Error> {
+        let url = format!(
+            "{}/v1/products/variants?skus={}",
+            self.base_url.trim_end_matches('/'),
+            // SKUs are letters, digits, '.', '_' and '-': nothing to escape.
+            skus.join(",")
+        );
         let request = self
             .outbound
             .client()
@@ -59,52 +84,41 @@ impl Catalog {
             .await
             .map_err(|e| unavailable(e.to_string()))?;
         match response.status() {
-            reqwest::StatusCode::NOT_FOUND => Ok(None),
             status if status.is_success() => response
-                .json::<Product>()
+                .json::<VariantList>()
                 .await
-                .map(Some)
-                .map_err(|e| unavailable(format!("unreadable product: {e}"))),
+                .map(|list| list.items)
+                .map_err(|e| unavailable(format!("unreadable variants: {e}"))),
             status => Err(unavailable(format!("products answered {status}"))),
         }
     }
 
-    /// Prices `items` at today's prices. Lines whose product is unknown or not for sale, or
-    /// whose SKU is not one of its variants, are refused together, each named.
+    /// Prices `items` at today's prices. Lines whose SKU is not for sale, or that name a
+    /// product the SKU is not a variant of, are refused together, each named.
     pub async fn price(&self, items: &[ItemRequest]) -> Result<Vec<PricedLine>, Error> {
-        let mut ids: Vec<Uuid> = items.iter().map(|i| i.product_id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let found = futures::future::try_join_all(ids.iter().map(|id| self.product(*id))).await?;
-        let products: HashMap<Uuid, Option<Product>> = ids.into_iter().zip(found).collect();
+        let skus: Vec<&str> = items.iter().map(|i| i.sku.as_str()).collect();
+        let variants = self.variants(&skus).await?;
         let mut fields = FieldErrors::new();
         let mut lines = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            let Some(product) = products.get(&item.product_id).and_then(Option::as_ref) else {
+            let Some(variant) = variants.get(&item.sku) else {
                 fields.push((
-                    format!("items[{i}].product_id"),
-                    format!("no product {} is for sale", item.product_id),
+                    format!("items[{i}].sku"),
+                    format!("{} is not for sale", item.sku),
                 ));
                 continue;
             };
-            if product.status != "active" {
+            if item.product_id.is_some_and(|id| id != variant.product_id) {
                 fields.push((
-                    format!("items[{i}].sku"),
-                    format!("{} ({}) is not for sale", item.sku, product.name),
+                    format!("items[{i}].product_id"),
+                    format!("is not the product of {}", item.sku),
                 ));
                 continue;
             }
-            let Some(variant) = product.variants.iter().find(|v| v.sku == item.sku) else {
-                fields.push((
-                    format!("items[{i}].sku"),
-                    format!("{} is not a variant of {}", item.sku, product.name),
-                ));
-                continue;
-            };
             lines.push(PricedLine {
-                product_id: item.product_id,
+                product_id: variant.product_id,
                 sku: item.sku.clone(),
-                name: product.name.clone(),
+                name: variant.name.clone(),
                 quantity: item.quantity,
                 unit_price: variant.price,
             });

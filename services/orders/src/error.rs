@@ -29,6 +29,20 @@ pub enum Error {
     /// The stored data does not allow it (the detail says why).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// No cart can be found without a token or sign-in (the detail says what to send).
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// Prices changed since the customer saw them: nothing was done until they confirm.
+    #[error("prices changed")]
+    PriceChanged(Vec<crate::http::cart::PriceChange>),
+    /// Fewer units can be reserved than asked.
+    #[error("insufficient stock of {sku}")]
+    InsufficientStock {
+        /// The SKU.
+        sku: String,
+        /// Units that can be reserved now.
+        available: i64,
+    },
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -56,6 +70,37 @@ impl From<Error> for Problem {
             Error::Conflict(detail) => {
                 Problem::new(StatusCode::CONFLICT, "conflict", "Conflict").with_detail(detail)
             }
+            Error::Unauthorized(detail) => {
+                Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
+                    .with_detail(detail)
+            }
+            Error::PriceChanged(lines) => {
+                let named: Vec<String> = lines
+                    .iter()
+                    .map(|l| format!("{} ({} → {})", l.name, l.seen, l.current))
+                    .collect();
+                Problem::new(
+                    StatusCode::CONFLICT,
+                    "price-changed",
+                    "Prices changed since they were shown",
+                )
+                .with_detail(format!(
+                    "The price changed for {}. Show the customer the new prices; once they \
+                     accept, send PATCH /v1/cart {{\"accept_prices\": true}} and check out again.",
+                    named.join(", ")
+                ))
+                .with_extension("lines", serde_json::json!(lines))
+            }
+            Error::InsufficientStock { sku, available } => Problem::new(
+                StatusCode::CONFLICT,
+                "insufficient-stock",
+                "Not enough stock",
+            )
+            .with_detail(format!(
+                "Only {available} units of {sku} can be ordered now; ask for fewer."
+            ))
+            .with_extension("sku", serde_json::json!(sku))
+            .with_extension("available", serde_json::json!(available)),
             Error::Database(err) => {
                 tracing::error!(error = %err, "database error");
                 Problem::internal()

@@ -11,6 +11,7 @@
 //! - [`http`]: the API
 //! - [`error`]: errors as problem documents
 
+pub mod cart;
 pub mod catalog;
 pub mod config;
 pub mod domain;

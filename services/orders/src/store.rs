@@ -570,6 +570,21 @@ async fn views(conn: &mut PgConnection, rows: Vec<OrderRow>) -> Result<Vec<Order
         .collect())
 }
 
+/// The order this customer placed with this checkout key, if any.
+pub async fn by_checkout_key(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+    key: &str,
+) -> Result<Option<Uuid>, Error> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM orders WHERE customer_id = $1 AND checkout_key = $2")
+            .bind(customer_id)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?,
+    )
+}
+
 /// Where a customer follows an order.
 pub fn tracking_url(id: Uuid) -> String {
     format!("/v1/orders/{id}")

@@ -21,8 +21,10 @@ pub struct CheckoutRequest {
     /// The payment provider's token for the payment method (`pm_card_visa`), never a card
     /// number: 1-100 visible ASCII characters.
     pub payment_method: String,
-    /// What to order (until the cart exists): 1-50 lines, one per SKU.
-    pub items: Vec<ItemRequest>,
+    /// What to order, 1-50 lines, one per SKU; when left out, the customer's cart (which
+    /// checkout empties).
+    #[serde(default)]
+    pub items: Option<Vec<ItemRequest>>,
 }
 
 /// A postal address.
@@ -48,8 +50,9 @@ pub struct Address {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemRequest {
-    /// The product the SKU belongs to (products is asked for its price and status).
-    pub product_id: Uuid,
+    /// The product the SKU belongs to; when given, it must be the SKU's.
+    #[serde(default)]
+    pub product_id: Option<Uuid>,
     /// The variant.
     pub sku: String,
     /// 1-100 units.
@@ -185,17 +188,13 @@ impl CheckoutRequest {
                 "must be a payment method token (1-100 visible ASCII characters)".into(),
             ));
         }
-        if self.items.is_empty() || self.items.len() > MAX_LINES {
+        let items = self.items.as_deref().unwrap_or_default();
+        if self.items.is_some() && (items.is_empty() || items.len() > MAX_LINES) {
             fields.push(("items".into(), format!("must have 1 to {MAX_LINES} lines")));
         }
         let mut seen = std::collections::HashSet::new();
-        for (i, item) in self.items.iter().enumerate() {
-            let sku_ok = (1..=64).contains(&item.sku.len())
-                && item
-                    .sku
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-            if !sku_ok {
+        for (i, item) in items.iter().enumerate() {
+            if !valid_sku(&item.sku) {
                 fields.push((format!("items[{i}].sku"), "must be a SKU".into()));
             } else if !seen.insert(item.sku.clone()) {
                 fields.push((
@@ -216,6 +215,14 @@ impl CheckoutRequest {
             Err(fields)
         }
     }
+}
+
+/// Whether `sku` is a SKU as products accepts them: 1-64 letters, digits, '.', '_', '-'.
+pub fn valid_sku(sku: &str) -> bool {
+    (1..=64).contains(&sku.len())
+        && sku
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// What an order costs.

@@ -10,10 +10,11 @@ use tienda_events::order::OrderPlaced;
 use tienda_kit::{Problem, idempotency, json::Json, jwt::Claims, outbox};
 use uuid::Uuid;
 
-use super::{AppState, customer_id};
+use super::{AppState, cart::price_lines, customer_id};
 use crate::{
+    cart::{self, CartRef},
     domain::{
-        checkout::{CheckoutRequest, totals},
+        checkout::{CheckoutRequest, PricedLine, totals},
         log::{OrderEvent, PlacedLine},
     },
     error::Error,
@@ -48,7 +49,18 @@ pub async fn checkout(
         .unwrap_or_default()
         .trim_matches('"')
         .to_owned();
-    let lines = state.catalog.price(&request.items).await?;
+    // Placed before with this key (its stored answer was lost): answer with that order,
+    // before the cart it emptied is looked at.
+    if let Some(id) = store::by_checkout_key(&mut *state.db.acquire().await?, customer, &key).await? {
+        return answer(&state, id).await;
+    }
+    let (lines, from_cart) = match &request.items {
+        Some(items) => (state.catalog.price(items).await?, None),
+        None => {
+            let (lines, cart) = from_cart(&state, &claims, &headers).await?;
+            (lines, Some(cart))
+        }
+    };
     let totals = totals(&lines).map_err(Error::Invalid)?;
     let id = Uuid::now_v7();
     let placed = OrderEvent::Placed {
@@ -63,6 +75,17 @@ pub async fn checkout(
         checkout_key: Some(key.clone()),
     };
     let mut tx = state.db.begin().await?;
+    if let Some(cart) = from_cart {
+        // The lines priced are the cart's only if it has not changed since they were read;
+        // placing the order empties it, so a second checkout of the same cart finds it empty.
+        if cart::lock(&mut tx, cart.id).await? != Some(cart.version) {
+            return Err(Error::Conflict(
+                "The cart changed during checkout; read it and check out again.".into(),
+            ));
+        }
+        cart::clear(&mut tx, cart.id).await?;
+        cart::touch(&mut tx, cart.id).await?;
+    }
     let id = match store::place(&mut tx, id, &placed).await? {
         Ok(order) => {
             let mut event = tienda_events::Envelope::new(
@@ -91,10 +114,15 @@ pub async fn checkout(
         // Placed before with this key (its stored answer was lost): answer with that order.
         Err(existing) => existing,
     };
-    let order = store::get(&mut tx, id)
-        .await?
-        .expect("exists in this transaction");
     tx.commit().await?;
+    answer(&state, id).await
+}
+
+/// `202` with the order.
+async fn answer(state: &AppState, id: Uuid) -> Result<Response, Error> {
+    let order = store::get(&mut *state.db.acquire().await?, id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("No order {id}.")))?;
     let location = header::HeaderValue::from_str(&order.tracking_url).expect("ascii");
     Ok((
         StatusCode::ACCEPTED,
@@ -102,4 +130,49 @@ pub async fn checkout(
         Json(order),
     )
         .into_response())
+}
+
+/// The customer's cart priced for checkout (a guest cart named by `Cart-Token` merged into
+/// it first), and the version it was read at. An empty cart, lines no longer for sale, and
+/// prices changed since the customer saw them are refused, naming the lines.
+async fn from_cart(
+    state: &AppState,
+    claims: &Claims,
+    headers: &HeaderMap,
+) -> Result<(Vec<PricedLine>, CartRef), Error> {
+    let (cart, _) = super::cart::resolve(state, Some(claims), headers, false).await?;
+    let (cart, lines) = {
+        let mut conn = state.db.acquire().await?;
+        let version = cart::lock(&mut conn, cart.id).await?.unwrap_or(cart.version);
+        let lines = cart::lines(&mut conn, cart.id).await?;
+        (CartRef { id: cart.id, version }, lines)
+    };
+    if lines.is_empty() {
+        return Err(Error::Invalid(vec![(
+            "items".into(),
+            "the cart is empty: add lines with POST /v1/cart/items, or send items".into(),
+        )]));
+    }
+    let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
+    let variants = state.catalog.variants(&skus).await?;
+    let (view, priced) = price_lines(cart.id, lines, &variants)?;
+    let gone: Vec<(String, String)> = view
+        .items
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| !line.for_sale)
+        .map(|(i, line)| {
+            (
+                format!("items[{i}].sku"),
+                format!("{} ({}) is no longer for sale; remove it from the cart", line.sku, line.name),
+            )
+        })
+        .collect();
+    if !gone.is_empty() {
+        return Err(Error::Invalid(gone));
+    }
+    if !view.price_changes.is_empty() {
+        return Err(Error::PriceChanged(view.price_changes));
+    }
+    Ok((priced, cart))
 }

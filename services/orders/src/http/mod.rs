@@ -1,6 +1,7 @@
 //! The HTTP API: checkout and orders; the operators' routes on the admin listener.
 
 pub mod admin;
+pub mod cart;
 pub mod checkout;
 pub mod orders;
 
@@ -8,7 +9,7 @@ use axum::{Router, middleware};
 use sqlx::PgPool;
 use tienda_kit::{
     idempotency::{self, Options},
-    jwt::{Claims, Verifier, authenticate},
+    jwt::{Claims, Verifier, authenticate, authenticate_optional},
 };
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -50,6 +51,15 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             state.idempotency.clone(),
             Options::required(),
         ));
+    // Open to guests (a Cart-Token) and to signed-in customers.
+    let cart = OpenApiRouter::new()
+        .routes(routes!(cart::get, cart::create, cart::patch, cart::clear))
+        .routes(routes!(cart::add_item))
+        .routes(routes!(cart::set_item, cart::remove_item))
+        .route_layer(middleware::from_fn_with_state(
+            state.verifier.clone(),
+            authenticate_optional,
+        ));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(checkout)
         .routes(routes!(orders::list))
@@ -61,6 +71,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             state.verifier.clone(),
             authenticate,
         ))
+        .merge(cart)
         .with_state(state)
         .split_for_parts()
 }

@@ -196,11 +196,16 @@ async fn unknown_skus_and_products_not_for_sale_are_refused_naming_the_lines() {
         .products
         .create("Old mug", "archived", &[("OLD-1", 900)])
         .await;
+    app.products
+        .create("Pen", "active", &[("PEN-1", 150)])
+        .await;
     let body = checkout_body(&[
         (mug, "MUG-1", 1),
         (mug, "MUG-9", 1),
         (old, "OLD-1", 1),
         (Uuid::now_v7(), "GONE-1", 1),
+        // For sale, but named with another product.
+        (mug, "PEN-1", 1),
     ]);
 
     let response = app
@@ -223,7 +228,12 @@ async fn unknown_skus_and_products_not_for_sale_are_refused_naming_the_lines() {
         .collect();
     assert_eq!(
         fields,
-        ["items[1].sku", "items[2].sku", "items[3].product_id"]
+        [
+            "items[1].sku",
+            "items[2].sku",
+            "items[3].sku",
+            "items[4].product_id"
+        ]
     );
     let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
         .fetch_one(&app.db)

@@ -100,6 +100,40 @@ impl Products {
         let product: Value = response.json().await.unwrap();
         product["id"].as_str().unwrap().parse().unwrap()
     }
+
+    /// An admin's token for products.
+    pub fn admin_token(&self) -> &str {
+        &self.admin
+    }
+
+    /// Sets a SKU's on-hand stock.
+    pub async fn stock(&self, sku: &str, on_hand: i64) {
+        let response = self
+            .http
+            .put(format!("{}/v1/inventory/{sku}", self.base))
+            .bearer_auth(&self.admin)
+            .json(&json!({"on_hand": on_hand, "reason": "initial count"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    /// Sets a SKU's price (EUR minor units), as an admin's price update would.
+    pub async fn set_price(&self, sku: &str, amount: i64) {
+        let response = self
+            .http
+            .post(format!("{}/v1/products/prices", self.base))
+            .bearer_auth(&self.admin)
+            .json(&json!({"items": [{"sku": sku, "price": {"amount": amount, "currency": "EUR"}}]}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let report: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(report["failed"], 0, "{report}");
+    }
 }
 
 pub async fn provision(nats_url: &str) {
@@ -263,7 +297,24 @@ impl TestApp {
         key: Option<&str>,
         body: Option<&Value>,
     ) -> reqwest::Response {
+        self.send_with_cart(method, path, token, None, key, body)
+            .await
+    }
+
+    /// [`Self::send`] with a guest cart's token.
+    pub async fn send_with_cart(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        cart: Option<&str>,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(cart) = cart {
+            request = request.header("Cart-Token", cart);
+        }
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }

@@ -1,5 +1,6 @@
 //! The orders service against real PostgreSQL, nats-server and a real products service.
 
+mod cart;
 mod checkout;
 mod fulfilment;
 mod helpers;

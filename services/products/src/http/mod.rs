@@ -4,6 +4,7 @@ pub mod bulk;
 pub mod categories;
 pub mod inventory;
 pub mod products;
+pub mod variants;
 
 use axum::{
     Router,
@@ -93,6 +94,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(products::list))
         .routes(routes!(products::get))
+        .routes(routes!(variants::lookup))
         .routes(routes!(categories::list))
         .routes(routes!(categories::get))
         .routes(routes!(inventory::stock))

@@ -587,3 +587,63 @@ async fn the_openapi_document_describes_the_idempotency_key_on_reservations() {
         "{operation}"
     );
 }
+
+#[tokio::test]
+async fn variants_by_sku_answer_only_what_is_for_sale_in_the_order_asked() {
+    let app = spawn_app().await;
+    app.create_product(product("Cup", &[("CUP-S", 900), ("CUP-L", 1200)]))
+        .await;
+    app.stock("CUP-L", 7).await;
+    let mut draft = product("Secret", &[("SECRET-1", 100)]);
+    draft["status"] = json!("draft");
+    app.create_product(draft).await;
+
+    let found = app
+        .get_json("/v1/products/variants?skus=CUP-L,NOPE-1,SECRET-1,CUP-S,CUP-L")
+        .await;
+    let items = found["items"].as_array().unwrap();
+    let skus: Vec<&str> = items.iter().map(|i| i["sku"].as_str().unwrap()).collect();
+    assert_eq!(skus, ["CUP-L", "CUP-S"], "{found}");
+    assert_eq!(items[0]["name"], "Cup");
+    assert_eq!(items[0]["price"], json!({"amount": 1200, "currency": "EUR"}));
+    assert_eq!(items[0]["available"], 7);
+    assert_eq!(items[1]["available"], 0);
+
+    // Held units are not available.
+    let held = reserve(
+        &app,
+        Uuid::now_v7(),
+        json!([{"sku": "CUP-L", "quantity": 5}]),
+        60,
+    )
+    .await;
+    assert_eq!(held.status(), StatusCode::CREATED);
+    let found = app.get_json("/v1/products/variants?skus=CUP-L").await;
+    assert_eq!(found["items"][0]["available"], 2);
+
+    for bad in [
+        "/v1/products/variants",
+        "/v1/products/variants?skus=",
+        "/v1/products/variants?skus=A%00B",
+        "/v1/products/variants?skus=A,,B",
+        "/v1/products/variants?skus=A&extra=1",
+    ] {
+        let response = app.send(Method::GET, bad, None, None).await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{bad}"
+        );
+    }
+    let many: Vec<String> = (0..101).map(|i| format!("S-{i}")).collect();
+    let response = app
+        .send(
+            Method::GET,
+            &format!("/v1/products/variants?skus={}", many.join(",")),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
