@@ -8,6 +8,8 @@
 //! - [`store`]: SQL: orders, lines, the event log, saga state
 //! - [`catalog`]: prices from products over HTTP (the kit's outbound client)
 //! - [`saga`]: the saga's consumers (inventory and payment replies) and deadline sweeper
+//! - [`cart`]: carts in PostgreSQL (guest tokens, lines with the price seen)
+//! - [`timeline`]: an order's log as customers read it, and the feed of appends
 //! - [`http`]: the API
 //! - [`error`]: errors as problem documents
 
@@ -19,6 +21,7 @@ pub mod error;
 pub mod http;
 pub mod saga;
 pub mod store;
+pub mod timeline;
 
 use std::time::Duration;
 
@@ -44,6 +47,9 @@ pub const INVENTORY_CONSUMER: &str = "orders-inventory-events";
 
 /// The durable consumer of payments' replies (provisioned by the operator).
 pub const PAYMENT_CONSUMER: &str = "orders-payment-events";
+
+/// Most order timelines streamed at once by one process.
+pub const MAX_EVENT_STREAMS: usize = 1_000;
 
 /// A built orders service.
 #[derive(Debug)]
@@ -85,7 +91,15 @@ impl Application {
             Duration::from_millis(config.sweep_interval_ms.max(10)),
             platform.shutdown.clone(),
         ));
+        let feed = timeline::Feed::new(MAX_EVENT_STREAMS);
+        platform.spawn(timeline::listen(
+            platform.db().clone(),
+            feed.clone(),
+            platform.shutdown.clone(),
+        ));
         let state = http::AppState {
+            feed,
+            shutdown: platform.shutdown.clone(),
             db: platform.db().clone(),
             verifier: config.tokens.verifier(),
             idempotency: Store::start(&platform, StoreConfig::default()),

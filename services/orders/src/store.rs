@@ -570,6 +570,17 @@ async fn views(conn: &mut PgConnection, rows: Vec<OrderRow>) -> Result<Vec<Order
         .collect())
 }
 
+/// Whose order `id` is, from its log (the projection may be being rebuilt).
+pub async fn owner(conn: &mut PgConnection, id: Uuid) -> Result<Option<Uuid>, Error> {
+    let customer: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT data->>'customer_id' FROM order_events WHERE order_id = $1 AND seq = 1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(customer.map(|c| c.and_then(|c| c.parse().ok()).unwrap_or(Uuid::nil())))
+}
+
 /// The order this customer placed with this checkout key, if any.
 pub async fn by_checkout_key(
     conn: &mut PgConnection,
@@ -604,18 +615,38 @@ pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<Order>, Err
     }
 }
 
-/// A customer's orders, newest first, after `before` (exclusive), at most `limit`.
-pub async fn list_for_customer(
+/// Which orders a list shows.
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    /// Only this customer's.
+    pub customer_id: Option<Uuid>,
+    /// Only in this status.
+    pub status: Option<Status>,
+    /// Placed at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Placed before.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// Orders matching `filter`, newest first, after `before` (exclusive), at most `limit`.
+pub async fn list(
     conn: &mut PgConnection,
-    customer_id: Uuid,
+    filter: &OrderFilter,
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Order>, Error> {
     let rows: Vec<OrderRow> = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {ORDER_COLUMNS} FROM orders \
-         WHERE customer_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+         WHERE ($1::uuid IS NULL OR customer_id = $1) AND ($2::text IS NULL OR status = $2) \
+           AND ($3::timestamptz IS NULL OR created_at >= $3) \
+           AND ($4::timestamptz IS NULL OR created_at < $4) \
+           AND ($5::uuid IS NULL OR id < $5) \
+         ORDER BY id DESC LIMIT $6"
     )))
-    .bind(customer_id)
+    .bind(filter.customer_id)
+    .bind(filter.status)
+    .bind(filter.from)
+    .bind(filter.to)
     .bind(before)
     .bind(limit)
     .fetch_all(&mut *conn)

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod cart;
 pub mod checkout;
 pub mod orders;
+pub mod timeline;
 
 use axum::{Router, middleware};
 use sqlx::PgPool;
@@ -32,6 +33,10 @@ pub struct AppState {
     pub timeouts: Timeouts,
     /// How long after placing an order its customer may cancel it.
     pub cancel_window: std::time::Duration,
+    /// Wakes open order timelines.
+    pub feed: crate::timeline::Feed,
+    /// Ends open event streams when the process stops.
+    pub shutdown: tienda_kit::Shutdown,
 }
 
 /// The customer a token speaks for.
@@ -67,6 +72,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(orders::cancel))
         .routes(routes!(orders::ship))
         .routes(routes!(orders::deliver))
+        .routes(routes!(timeline::timeline))
         .route_layer(middleware::from_fn_with_state(
             state.verifier.clone(),
             authenticate,

@@ -12,12 +12,13 @@ use super::{AppState, customer_id};
 use crate::{
     domain::{
         log::OrderEvent,
+        status::Status,
         saga::{CancelRefused, Requester, cancel_requested},
         shipment::ShipRequest,
     },
     error::Error,
     saga,
-    store::{self, Order, OrderPage, OrderRow, SagaKey},
+    store::{self, Order, OrderFilter, OrderPage, OrderRow, SagaKey},
 };
 
 /// `GET /v1/orders` parameters.
@@ -28,43 +29,98 @@ pub struct ListParams {
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Only orders in this status (`confirmed`, `cancelled`, ...).
+    pub status: Option<String>,
+    /// Only orders placed at or after this time (RFC 3339).
+    pub from: Option<String>,
+    /// Only orders placed before this time (RFC 3339).
+    pub to: Option<String>,
+    /// Admins only: one customer's orders.
+    pub customer_id: Option<Uuid>,
+}
+
+fn timestamp(
+    fields: &mut Vec<(String, String)>,
+    key: &str,
+    value: &str,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    match chrono::DateTime::parse_from_rfc3339(value) {
+        Ok(at) => Some(at.to_utc()),
+        Err(_) => {
+            fields.push((
+                key.to_owned(),
+                "must be an RFC 3339 time such as 2026-12-01T00:00:00Z".to_owned(),
+            ));
+            None
+        }
+    }
 }
 
 impl ListParams {
-    /// Reads the query string; unknown parameters and bad values are field errors.
-    pub fn parse(pairs: &[(String, String)]) -> Result<Self, Error> {
-        let mut params = Self::default();
+    /// Reads the query string into a filter and a page; unknown parameters, repeated ones and
+    /// bad values are field errors.
+    pub fn parse(pairs: &[(String, String)]) -> Result<(OrderFilter, Option<Uuid>, i64), Error> {
+        let mut filter = OrderFilter::default();
+        let mut before = None;
+        let mut limit = 20;
         let mut fields = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (key, value) in pairs {
+            if !seen.insert(key.as_str()) {
+                fields.push((key.clone(), "must be given once".to_owned()));
+                continue;
+            }
             match key.as_str() {
                 "limit" => match value.parse::<i64>() {
-                    Ok(v) if (1..=100).contains(&v) => params.limit = Some(v),
+                    Ok(v) if (1..=100).contains(&v) => limit = v,
                     _ => fields.push((key.clone(), "must be 1 to 100".to_owned())),
                 },
-                "cursor" if Uuid::try_parse(value).is_ok() => {
-                    params.cursor = Some(value.clone());
-                }
-                "cursor" => fields.push((
-                    key.clone(),
-                    "must be the next_cursor of a previous page".to_owned(),
-                )),
+                "cursor" => match Uuid::try_parse(value) {
+                    Ok(id) => before = Some(id),
+                    Err(_) => fields.push((
+                        key.clone(),
+                        "must be the next_cursor of a previous page".to_owned(),
+                    )),
+                },
+                "status" => match serde_json::from_value::<Status>(value.as_str().into()) {
+                    Ok(status) => filter.status = Some(status),
+                    Err(_) => fields.push((
+                        key.clone(),
+                        "must be an order status: pending, reserved, awaiting_payment_action, \
+                         authorized, confirmed, shipped, delivered, cancelled or refunded"
+                            .to_owned(),
+                    )),
+                },
+                "from" => filter.from = timestamp(&mut fields, key, value),
+                "to" => filter.to = timestamp(&mut fields, key, value),
+                "customer_id" => match Uuid::try_parse(value) {
+                    Ok(id) => filter.customer_id = Some(id),
+                    Err(_) => fields.push((key.clone(), "must be a customer's id".to_owned())),
+                },
                 _ => fields.push((
                     key.clone(),
                     "is not a parameter of this endpoint".to_owned(),
                 )),
             }
         }
+        if let (Some(from), Some(to)) = (filter.from, filter.to)
+            && from >= to
+        {
+            fields.push(("to".to_owned(), "must be after from".to_owned()));
+        }
         if fields.is_empty() {
-            Ok(params)
+            Ok((filter, before, limit))
         } else {
             Err(Error::Invalid(fields))
         }
     }
 }
 
-/// The caller's orders, newest first, a page at a time.
+/// Orders, newest first, a page at a time: a customer's own; for admins every order, or one
+/// customer's with `customer_id`. Filters: `status`, `from`, `to`.
 #[utoipa::path(get, path = "/v1/orders", tag = "orders", params(ListParams),
     responses((status = 200, body = OrderPage), (status = 401, body = Problem),
+              (status = 403, body = Problem, description = "customer_id without the admin role"),
               (status = 422, body = Problem)),
     security(("bearer" = [])))]
 pub async fn list(
@@ -72,15 +128,17 @@ pub async fn list(
     Extension(claims): Extension<Claims>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<OrderPage>, Error> {
-    let customer = customer_id(&claims)?;
-    let params = ListParams::parse(&pairs)?;
-    let limit = params.limit.unwrap_or(20);
-    let before = params
-        .cursor
-        .as_deref()
-        .map(|c| Uuid::try_parse(c).expect("checked by parse"));
+    let (mut filter, before, limit) = ListParams::parse(&pairs)?;
+    if !claims.has_role("admin") {
+        if filter.customer_id.is_some() {
+            return Err(Error::Forbidden(
+                "Only admins list other customers' orders; leave out customer_id.".into(),
+            ));
+        }
+        filter.customer_id = Some(customer_id(&claims)?);
+    }
     let mut conn = state.db.acquire().await?;
-    let mut items = store::list_for_customer(&mut conn, customer, before, limit + 1).await?;
+    let mut items = store::list(&mut conn, &filter, before, limit + 1).await?;
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
         items.last().map(|o| o.id.simple().to_string())

@@ -13,11 +13,11 @@ use uuid::Uuid;
 
 use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
-fn uuid(value: &Value) -> Uuid {
+pub(crate) fn uuid(value: &Value) -> Uuid {
     value.as_str().unwrap().parse().unwrap()
 }
 
-fn mug() -> Vec<Line> {
+pub(crate) fn mug() -> Vec<Line> {
     vec![Line {
         sku: "MUG-1".into(),
         quantity: 1,
@@ -25,7 +25,7 @@ fn mug() -> Vec<Line> {
 }
 
 /// An order placed and reserved by inventory (the authorization asked); returns its id.
-async fn reserved_order(app: &TestApp) -> Uuid {
+pub(crate) async fn reserved_order(app: &TestApp) -> Uuid {
     let id = app.placed_order("MUG-1", 1250, 1).await;
     let reserve = app.bus.expect("tienda.inventory.cmd.reserve", id).await;
     let event = InventoryReserved {
@@ -41,7 +41,7 @@ async fn reserved_order(app: &TestApp) -> Uuid {
 }
 
 /// An order driven through the saga to `confirmed`; returns its id.
-async fn confirmed_order(app: &TestApp) -> Uuid {
+pub(crate) async fn confirmed_order(app: &TestApp) -> Uuid {
     let id = reserved_order(app).await;
     let authorize = app.bus.expect("tienda.payment.cmd.authorize", id).await;
     let event = PaymentAuthorized {

@@ -6,3 +6,4 @@ mod fulfilment;
 mod helpers;
 mod orders;
 mod saga;
+mod timeline;

@@ -2,7 +2,7 @@ use pretty_assertions::assert_eq;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::helpers::{checkout_body, spawn_app};
+use crate::helpers::{TestApp, checkout_body, spawn_app};
 
 #[tokio::test]
 async fn another_customer_s_order_is_not_found_but_an_admin_sees_it() {
@@ -98,6 +98,106 @@ async fn my_orders_are_listed_newest_first_a_page_at_a_time() {
     assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
 
+async fn list(app: &TestApp, token: &str, query: &str) -> (StatusCode, Value) {
+    let response = app
+        .send(Method::GET, &format!("/v1/orders{query}"), Some(token), None, None)
+        .await;
+    (response.status(), response.json().await.unwrap())
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn admins_list_every_order_filtered_by_status_customer_and_date() {
+    let app = spawn_app().await;
+    let mug = app
+        .products
+        .create("Mug", "active", &[("MUG-1", 1250)])
+        .await;
+    let mine = app.place(&checkout_body(&[(mug, "MUG-1", 1)])).await;
+    let before_theirs = chrono::Utc::now();
+    let theirs = app
+        .send(
+            Method::POST,
+            "/v1/checkout",
+            Some(&app.other_customer),
+            Some("theirs"),
+            Some(&checkout_body(&[(mug, "MUG-1", 2)])),
+        )
+        .await;
+    assert_eq!(theirs.status(), StatusCode::ACCEPTED);
+    let theirs: Value = theirs.json().await.unwrap();
+    let cancelled = app
+        .send(
+            Method::POST,
+            &format!("/v1/orders/{}/cancel", mine["id"].as_str().unwrap()),
+            Some(&app.customer),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let (mine_id, theirs_id) = (
+        mine["id"].as_str().unwrap().to_owned(),
+        theirs["id"].as_str().unwrap().to_owned(),
+    );
+
+    let (status, all) = list(&app, &app.admin, "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&all), [theirs_id.clone(), mine_id.clone()]);
+    let (_, page) = list(&app, &app.admin, "?status=cancelled").await;
+    assert_eq!(ids(&page), [mine_id.clone()]);
+    let (_, page) = list(&app, &app.admin, "?status=pending").await;
+    assert_eq!(ids(&page), [theirs_id.clone()]);
+    let (_, page) = list(
+        &app,
+        &app.admin,
+        &format!("?customer_id={}", crate::helpers::OTHER_CUSTOMER),
+    )
+    .await;
+    assert_eq!(ids(&page), [theirs_id.clone()]);
+    let at = before_theirs.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let (_, page) = list(&app, &app.admin, &format!("?from={at}")).await;
+    assert_eq!(ids(&page), [theirs_id.clone()]);
+    let (_, page) = list(&app, &app.admin, &format!("?to={at}")).await;
+    assert_eq!(ids(&page), [mine_id.clone()]);
+    let (_, page) = list(&app, &app.admin, "?limit=1").await;
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let (_, next) = list(&app, &app.admin, &format!("?limit=1&cursor={cursor}")).await;
+    assert_eq!(ids(&next), [mine_id.clone()]);
+    assert!(next["next_cursor"].is_null());
+
+    // A customer filters only their own orders, and may not ask for someone else's.
+    let (_, page) = list(&app, &app.customer, "?status=pending").await;
+    assert_eq!(ids(&page), Vec::<String>::new());
+    let (status, _) = list(
+        &app,
+        &app.customer,
+        &format!("?customer_id={}", crate::helpers::OTHER_CUSTOMER),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    for bad in [
+        "?status=lost",
+        "?from=yesterday",
+        "?customer_id=7",
+        "?limit=1&limit=2",
+        "?from=2026-12-02T00:00:00Z&to=2026-12-01T00:00:00Z",
+        "?status=%00",
+    ] {
+        let (status, problem) = list(&app, &app.admin, bad).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {problem}");
+    }
+}
+
 #[tokio::test]
 async fn the_openapi_document_lists_every_operation_and_resolves() {
     let app = spawn_app().await;
@@ -117,6 +217,14 @@ async fn the_openapi_document_lists_every_operation_and_resolves() {
         "POST /v1/orders/{id}/cancel",
         "POST /v1/orders/{id}/ship",
         "POST /v1/orders/{id}/deliver",
+        "GET /v1/orders/{id}/timeline",
+        "GET /v1/cart",
+        "POST /v1/cart",
+        "PATCH /v1/cart",
+        "DELETE /v1/cart",
+        "POST /v1/cart/items",
+        "PATCH /v1/cart/items/{sku}",
+        "DELETE /v1/cart/items/{sku}",
     ] {
         assert!(operations.iter().any(|o| o == op), "{op} in {operations:?}");
     }
