@@ -45,6 +45,9 @@ pub struct Order {
     /// challenge (3-D Secure) and until when. Shown to the owner only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payment_action: Option<PaymentAction>,
+    /// The carrier and tracking number, once shipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shipment: Option<Shipment>,
     /// Where to follow it.
     pub tracking_url: String,
     /// Placed.
@@ -79,6 +82,20 @@ pub struct Cancellation {
     pub reason: CancelReason,
     /// A sentence the customer can read.
     pub detail: String,
+}
+
+/// How an order travels.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Shipment {
+    /// Who carries it (`SEUR`).
+    pub carrier: String,
+    /// The carrier's tracking number.
+    pub tracking_number: String,
+    /// When it was handed to the carrier.
+    pub shipped_at: DateTime<Utc>,
+    /// When it reached the customer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<DateTime<Utc>>,
 }
 
 /// A payment challenge the customer must complete.
@@ -128,6 +145,14 @@ pub struct OrderRow {
     pub payment_action_url: Option<String>,
     /// Until when the challenge can be completed.
     pub payment_action_expires_at: Option<DateTime<Utc>>,
+    /// Who carries it, once shipped.
+    pub carrier: Option<String>,
+    /// The carrier's tracking number.
+    pub tracking_number: Option<String>,
+    /// When it was handed to the carrier.
+    pub shipped_at: Option<DateTime<Utc>>,
+    /// When it reached the customer.
+    pub delivered_at: Option<DateTime<Utc>>,
     /// Last log entry applied.
     pub version: i32,
     /// Placed.
@@ -239,6 +264,10 @@ impl Placed {
                 cancel_detail: None,
                 payment_action_url: None,
                 payment_action_expires_at: None,
+                carrier: None,
+                tracking_number: None,
+                shipped_at: None,
+                delivered_at: None,
                 version: 1,
                 created_at: at,
                 updated_at: at,
@@ -271,6 +300,15 @@ impl OrderRow {
                 self.payment_action_url = action_url.clone();
                 self.payment_action_expires_at = Some(*until);
             }
+            OrderEvent::Shipped {
+                carrier,
+                tracking_number,
+            } => {
+                self.carrier = Some(carrier.clone());
+                self.tracking_number = Some(tracking_number.clone());
+                self.shipped_at = Some(at);
+            }
+            OrderEvent::Delivered => self.delivered_at = Some(at),
             _ => {}
         }
         self.version = seq;
@@ -352,7 +390,8 @@ async fn write(conn: &mut PgConnection, order: &OrderRow) -> Result<(), Error> {
     sqlx::query(
         "UPDATE orders SET status = $2, version = $3, cancel_reason = $4, cancel_detail = $5, \
                            payment_action_url = $6, payment_action_expires_at = $7, \
-                           updated_at = $8 \
+                           updated_at = $8, carrier = $9, tracking_number = $10, \
+                           shipped_at = $11, delivered_at = $12 \
          WHERE id = $1",
     )
     .bind(order.id)
@@ -363,6 +402,10 @@ async fn write(conn: &mut PgConnection, order: &OrderRow) -> Result<(), Error> {
     .bind(&order.payment_action_url)
     .bind(order.payment_action_expires_at)
     .bind(order.updated_at)
+    .bind(&order.carrier)
+    .bind(&order.tracking_number)
+    .bind(order.shipped_at)
+    .bind(order.delivered_at)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -497,7 +540,8 @@ fn reason_code(reason: CancelReason) -> String {
 
 const ORDER_COLUMNS: &str = "id, customer_id, email, shipping_address, payment_method, status, \
      currency, subtotal, total, to_jsonb(cancel_reason) AS cancel_reason, cancel_detail, \
-     payment_action_url, payment_action_expires_at, version, created_at, updated_at";
+     payment_action_url, payment_action_expires_at, carrier, tracking_number, shipped_at, \
+     delivered_at, version, created_at, updated_at";
 
 /// The order, locked for the rest of the transaction.
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<OrderRow>, Error> {
@@ -560,6 +604,15 @@ async fn views(conn: &mut PgConnection, rows: Vec<OrderRow>) -> Result<Vec<Order
                             expires_at,
                         })
                     }
+                    _ => None,
+                },
+                shipment: match (&row.carrier, &row.tracking_number, row.shipped_at) {
+                    (Some(carrier), Some(tracking_number), Some(shipped_at)) => Some(Shipment {
+                        carrier: carrier.clone(),
+                        tracking_number: tracking_number.clone(),
+                        shipped_at,
+                        delivered_at: row.delivered_at,
+                    }),
                     _ => None,
                 },
                 tracking_url: tracking_url(row.id),

@@ -225,6 +225,10 @@ async fn an_admin_ships_and_delivers_a_confirmed_order_publishing_both_events() 
     let (status, order) = post(&app, id, "ship", &app.admin, Some(&shipment())).await;
     assert_eq!(status, StatusCode::OK, "{order}");
     assert_eq!(order["status"], "shipped");
+    assert_eq!(order["shipment"]["carrier"], "SEUR");
+    assert_eq!(order["shipment"]["tracking_number"], "ES-123456789");
+    assert!(order["shipment"]["shipped_at"].is_string());
+    assert!(order["shipment"].get("delivered_at").is_none());
     app.bus.expect("tienda.order.shipped", id).await;
     let stream = app.js.get_stream("ORDER").await.unwrap();
     let stored = stream
@@ -248,7 +252,10 @@ async fn an_admin_ships_and_delivers_a_confirmed_order_publishing_both_events() 
     assert_eq!(order["status"], "delivered");
     let delivered = app.bus.expect("tienda.order.delivered", id).await;
     assert!(delivered.data["delivered_at"].is_string());
-    assert_eq!(app.order(id).await["status"], "delivered");
+    let read = app.order(id).await;
+    assert_eq!(read["status"], "delivered");
+    assert_eq!(read["shipment"]["carrier"], "SEUR", "{read}");
+    assert!(read["shipment"]["delivered_at"].is_string(), "{read}");
 
     // Delivered: not even an admin cancels it.
     let (status, _) = post(&app, id, "cancel", &app.admin, None).await;

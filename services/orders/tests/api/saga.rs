@@ -632,6 +632,17 @@ async fn the_read_models_rebuilt_from_the_log_answer_byte_for_byte_as_before() {
         .await;
     committed(&app, &commit).await;
     app.wait_for_status(confirmed, "confirmed").await;
+    // ... and shipped: the view shows the shipment.
+    let shipped = app
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/orders/{confirmed}/ship"),
+            Some(&app.admin),
+            None,
+            Some(&serde_json::json!({"carrier": "SEUR", "tracking_number": "ES-1"})),
+        )
+        .await;
+    assert_eq!(shipped.status().as_u16(), 200);
     // Cancelled: the payment is declined.
     let cancelled = app.placed_order("MUG-2", 990, 2).await;
     let reserve = app
