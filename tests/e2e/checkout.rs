@@ -70,7 +70,9 @@ async fn browse_cart_and_checkout(shop: &Shop, token: &str, sku: &str, quantity:
         .await;
     assert_eq!(status, 200, "{found}");
     assert_eq!(found["items"][0]["variants"][0]["sku"], sku, "{found}");
-    let (status, cart) = shop.post(shop.url(Orders, "/v1/cart"), None, json!({})).await;
+    let (status, cart) = shop
+        .post(shop.url(Orders, "/v1/cart"), None, json!({}))
+        .await;
     assert_eq!(status, 201, "{cart}");
     let cart_token = cart["token"].as_str().unwrap().to_owned();
     let added = shop
@@ -174,6 +176,25 @@ async fn a_paid_checkout_is_confirmed_and_a_declined_or_short_one_cancelled_with
     // Browse, cart, sign in, checkout, paid: reserved, authorized, confirmed, stock sold.
     let placed = browse_cart_and_checkout(&shop, &token, "MUG-E2E", 2).await;
     assert_eq!(placed["status"], "pending", "{placed}");
+    // The storefront follows it live through the gateway.
+    let timeline = shop.url(
+        Orders,
+        &format!("/v1/orders/{}/timeline", placed["id"].as_str().unwrap()),
+    );
+    let (status, seen) =
+        tienda_e2e::timeline::until_settled(&shop.http, &timeline, &token, Duration::from_secs(30))
+            .await
+            .unwrap();
+    assert_eq!(status, "confirmed");
+    assert_eq!(
+        seen,
+        [
+            "placed",
+            "stock_reserved",
+            "payment_authorized",
+            "confirmed"
+        ]
+    );
     let order = settled(&shop, &token, &placed).await;
     assert_eq!(order["status"], "confirmed", "{order}");
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -3,6 +3,7 @@
 
 mod checkout;
 mod demo;
+mod faults;
 mod journeys;
 mod operations;
 mod policies;

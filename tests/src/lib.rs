@@ -5,6 +5,7 @@
 //! The service binaries must be built (`cargo build --workspace --bins`; `tests/run` does).
 
 pub mod load;
+pub mod timeline;
 
 use std::path::{Path, PathBuf};
 

@@ -50,7 +50,7 @@ pub struct Outcome {
     pub cpu_ms_per_request: BTreeMap<String, f64>,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -233,7 +233,7 @@ async fn send(http: &reqwest::Client, request: &Request) -> bool {
 }
 
 /// CPU milliseconds per request each of `pids` used since `before` (their CPU seconds then).
-fn cpu_ms_per_request(
+pub fn cpu_ms_per_request(
     pids: &[(String, u32)],
     before: &[f64],
     requests: usize,

@@ -128,7 +128,10 @@ mod tests {
         assert_eq!(money(5, "USD").to_string(), "0.05 USD");
         assert_eq!(money(1200, "JPY").to_string(), "1200 JPY");
         assert_eq!(money(-3000, "KWD").to_string(), "-3.000 KWD");
-        assert_eq!(money(i64::MIN, "EUR").to_string(), "-92233720368547758.08 EUR");
+        assert_eq!(
+            money(i64::MIN, "EUR").to_string(),
+            "-92233720368547758.08 EUR"
+        );
     }
 
     #[test]

@@ -52,8 +52,11 @@ impl Line {
             amount: self.seen_amount,
             currency: self.seen_currency.parse().map_err(|_| {
                 Error::Database(sqlx::Error::Decode(
-                    format!("cart line {} has currency {:?}", self.sku, self.seen_currency)
-                        .into(),
+                    format!(
+                        "cart line {} has currency {:?}",
+                        self.sku, self.seen_currency
+                    )
+                    .into(),
                 ))
             })?,
         })
@@ -98,11 +101,12 @@ pub async fn create_guest(conn: &mut PgConnection) -> Result<(CartRef, String), 
     .execute(&mut *conn)
     .await?;
     let token = new_token();
-    let cart = sqlx::query_as("INSERT INTO carts (id, token_hash) VALUES ($1, $2) RETURNING id, version")
-        .bind(Uuid::now_v7())
-        .bind(token_digest(&token))
-        .fetch_one(&mut *conn)
-        .await?;
+    let cart =
+        sqlx::query_as("INSERT INTO carts (id, token_hash) VALUES ($1, $2) RETURNING id, version")
+            .bind(Uuid::now_v7())
+            .bind(token_digest(&token))
+            .fetch_one(&mut *conn)
+            .await?;
     Ok((cart, token))
 }
 

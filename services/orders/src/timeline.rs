@@ -2,14 +2,18 @@
 //! event streams when an entry is appended (PostgreSQL `LISTEN order_events`, notified by a
 //! trigger on commit, so every replica hears of appends made by any other).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sqlx::{PgConnection, PgPool, postgres::PgListener, types::Json};
 use tienda_kit::{Shutdown, resilience::Backoff};
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::{Semaphore, watch};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -131,28 +135,74 @@ pub async fn entries(
     Ok(out)
 }
 
-/// Wakes open timelines when an order's log grows, and bounds how many are open.
+/// Wakes open timelines when an order's log grows, and bounds how many are open. Each
+/// watched order has one counter that the listener moves on every append; a stream waits for
+/// its order's counter to change, so it never misses an append made while it was reading.
 #[derive(Debug, Clone)]
 pub struct Feed {
-    appended: broadcast::Sender<Uuid>,
+    watched: Arc<Mutex<HashMap<Uuid, watch::Sender<u64>>>>,
     /// One permit per open event stream.
     pub streams: Arc<Semaphore>,
 }
 
+/// A stream's watch on one order; stops watching when dropped.
+#[derive(Debug)]
+pub struct Watch {
+    order_id: Uuid,
+    /// Changes on every append to the order's log.
+    pub appended: watch::Receiver<u64>,
+    watched: Arc<Mutex<HashMap<Uuid, watch::Sender<u64>>>>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut watched = self.watched.lock().expect("not poisoned");
+        // This receiver is still alive here: it is the last when the count is one.
+        if watched
+            .get(&self.order_id)
+            .is_some_and(|sender| sender.receiver_count() <= 1)
+        {
+            watched.remove(&self.order_id);
+        }
+    }
+}
+
 impl Feed {
-    /// A feed allowing `max_streams` open event streams; [`listen`] fills it.
+    /// A feed allowing `max_streams` open event streams; [`listen`] moves it.
     pub fn new(max_streams: usize) -> Self {
-        let (appended, _) = broadcast::channel(1024);
         Self {
-            appended,
+            watched: Arc::default(),
             streams: Arc::new(Semaphore::new(max_streams)),
         }
     }
 
-    /// Order ids as entries are appended to their logs. A receiver that lags, or a listener
-    /// that reconnects, misses some: readers also look again every few seconds.
-    pub fn subscribe(&self) -> broadcast::Receiver<Uuid> {
-        self.appended.subscribe()
+    /// Watches `order_id`'s log. A listener that reconnects misses appends made meanwhile:
+    /// readers also look again every few seconds.
+    pub fn watch(&self, order_id: Uuid) -> Watch {
+        let appended = self
+            .watched
+            .lock()
+            .expect("not poisoned")
+            .entry(order_id)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe();
+        Watch {
+            order_id,
+            appended,
+            watched: self.watched.clone(),
+        }
+    }
+
+    /// Tells the watchers of `order_id` its log grew.
+    fn appended(&self, order_id: Uuid) {
+        if let Some(sender) = self.watched.lock().expect("not poisoned").get(&order_id) {
+            sender.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// How many orders are watched (for tests).
+    pub fn watched(&self) -> usize {
+        self.watched.lock().expect("not poisoned").len()
     }
 }
 
@@ -187,8 +237,7 @@ pub async fn listen(db: PgPool, feed: Feed, shutdown: Shutdown) {
                 notification = listener.recv() => match notification {
                     Ok(notification) => {
                         if let Ok(id) = notification.payload().parse() {
-                            // No receiver is not an error: nobody is watching that order.
-                            let _ = feed.appended.send(id);
+                            feed.appended(id);
                         }
                     }
                     Err(error) => {
@@ -198,5 +247,32 @@ pub async fn listen(db: PgPool, feed: Feed, shutdown: Shutdown) {
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_watch_sees_appends_made_while_it_was_busy_and_is_forgotten_when_dropped() {
+        let feed = Feed::new(10);
+        let id = Uuid::now_v7();
+        let mut first = feed.watch(id);
+        let second = feed.watch(id);
+        assert_eq!(feed.watched(), 1);
+        // Appended while nobody was waiting: the next wait returns at once.
+        feed.appended(id);
+        feed.appended(Uuid::now_v7());
+        assert!(first.appended.has_changed().unwrap());
+        tokio::time::timeout(Duration::from_secs(1), first.appended.changed())
+            .await
+            .expect("not missed")
+            .unwrap();
+        assert!(!first.appended.has_changed().unwrap());
+        drop(second);
+        assert_eq!(feed.watched(), 1, "still watched by the first");
+        drop(first);
+        assert_eq!(feed.watched(), 0);
     }
 }

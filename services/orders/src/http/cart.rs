@@ -425,7 +425,10 @@ pub async fn add_item(
 ) -> Result<Json<CartView>, Error> {
     let mut fields = FieldErrors::new();
     if !valid_sku(&item.sku) {
-        fields.push(("sku".into(), "must be a SKU (1-64 letters, digits, '.', '_', '-')".into()));
+        fields.push((
+            "sku".into(),
+            "must be a SKU (1-64 letters, digits, '.', '_', '-')".into(),
+        ));
     }
     check_quantity(&mut fields, item.quantity);
     if !fields.is_empty() {
@@ -438,7 +441,10 @@ pub async fn add_item(
         .await?
         .remove(&item.sku)
         .ok_or_else(|| {
-            Error::Invalid(vec![("sku".into(), format!("{} is not for sale", item.sku))])
+            Error::Invalid(vec![(
+                "sku".into(),
+                format!("{} is not for sale", item.sku),
+            )])
         })?;
     let mut tx = state.db.begin().await?;
     cart::lock(&mut tx, cart.id).await?;

@@ -51,7 +51,9 @@ pub async fn checkout(
         .to_owned();
     // Placed before with this key (its stored answer was lost): answer with that order,
     // before the cart it emptied is looked at.
-    if let Some(id) = store::by_checkout_key(&mut *state.db.acquire().await?, customer, &key).await? {
+    if let Some(id) =
+        store::by_checkout_key(&mut *state.db.acquire().await?, customer, &key).await?
+    {
         return answer(&state, id).await;
     }
     let (lines, from_cart) = match &request.items {
@@ -143,9 +145,17 @@ async fn from_cart(
     let (cart, _) = super::cart::resolve(state, Some(claims), headers, false).await?;
     let (cart, lines) = {
         let mut conn = state.db.acquire().await?;
-        let version = cart::lock(&mut conn, cart.id).await?.unwrap_or(cart.version);
+        let version = cart::lock(&mut conn, cart.id)
+            .await?
+            .unwrap_or(cart.version);
         let lines = cart::lines(&mut conn, cart.id).await?;
-        (CartRef { id: cart.id, version }, lines)
+        (
+            CartRef {
+                id: cart.id,
+                version,
+            },
+            lines,
+        )
     };
     if lines.is_empty() {
         return Err(Error::Invalid(vec![(
@@ -164,7 +174,10 @@ async fn from_cart(
         .map(|(i, line)| {
             (
                 format!("items[{i}].sku"),
-                format!("{} ({}) is no longer for sale; remove it from the cart", line.sku, line.name),
+                format!(
+                    "{} ({}) is no longer for sale; remove it from the cart",
+                    line.sku, line.name
+                ),
             )
         })
         .collect();

@@ -12,9 +12,9 @@ use super::{AppState, customer_id};
 use crate::{
     domain::{
         log::OrderEvent,
-        status::Status,
         saga::{CancelRefused, Requester, cancel_requested},
         shipment::ShipRequest,
+        status::Status,
     },
     error::Error,
     saga,

@@ -16,10 +16,7 @@ use axum::{
 use futures::Stream;
 use serde::Serialize;
 use tienda_kit::{Problem, Shutdown, json::Json, jwt::Claims};
-use tokio::{
-    sync::{OwnedSemaphorePermit, broadcast},
-    time::Instant,
-};
+use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -27,7 +24,7 @@ use super::AppState;
 use crate::{
     error::Error,
     store,
-    timeline::{self, Reader, TimelineEntry},
+    timeline::{self, Reader, TimelineEntry, Watch},
 };
 
 /// How long one event stream stays open before the server ends it (the client's
@@ -116,8 +113,8 @@ pub async fn timeline(
         order_id,
         reader,
         after,
-        // Subscribed before the first read, so an entry appended in between wakes it.
-        appended: state.feed.subscribe(),
+        // Watched before the first read, so an entry appended in between wakes it.
+        watch: state.feed.watch(order_id),
         pending: VecDeque::new(),
         first: true,
         ends_at: Instant::now() + STREAM_LIFETIME,
@@ -135,7 +132,7 @@ struct Follow {
     order_id: Uuid,
     reader: Reader,
     after: i32,
-    appended: broadcast::Receiver<Uuid>,
+    watch: Watch,
     pending: VecDeque<TimelineEntry>,
     first: bool,
     ends_at: Instant,
@@ -167,20 +164,11 @@ impl Follow {
 
     /// Waits for a reason to read again; `false` when the stream must end.
     async fn wait(&mut self) -> bool {
-        let poll = tokio::time::sleep(POLL);
-        tokio::pin!(poll);
-        loop {
-            tokio::select! {
-                _ = self.shutdown.wait() => return false,
-                _ = tokio::time::sleep_until(self.ends_at) => return false,
-                _ = &mut poll => return true,
-                appended = self.appended.recv() => match appended {
-                    Ok(id) if id == self.order_id => return true,
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => return true,
-                    Err(broadcast::error::RecvError::Closed) => return false,
-                },
-            }
+        tokio::select! {
+            _ = self.shutdown.wait() => false,
+            _ = tokio::time::sleep_until(self.ends_at) => false,
+            _ = tokio::time::sleep(POLL) => true,
+            changed = self.watch.appended.changed() => changed.is_ok(),
         }
     }
 }

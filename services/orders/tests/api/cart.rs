@@ -26,7 +26,10 @@ async fn call(
     if status == StatusCode::NO_CONTENT {
         return (status, Value::Null);
     }
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     if status.is_client_error() {
         assert_eq!(content_type, "application/problem+json", "{method} {path}");
     }
@@ -100,12 +103,18 @@ async fn a_guest_cart_is_found_by_its_token_and_priced_at_read_time() {
     assert!(cart.get("token").is_none(), "the token is shown once");
     let line = &cart["items"][0];
     assert_eq!(line["name"], "Mug");
-    assert_eq!(line["unit_price"], json!({"amount": 1250, "currency": "EUR"}));
+    assert_eq!(
+        line["unit_price"],
+        json!({"amount": 1250, "currency": "EUR"})
+    );
     assert_eq!(line["seen_unit_price"], line["unit_price"]);
     assert_eq!(line["price_changed"], false);
     assert_eq!(line["for_sale"], true);
     assert_eq!(line["available"], 5);
-    assert_eq!(cart["totals"]["total"], json!({"amount": 2500, "currency": "EUR"}));
+    assert_eq!(
+        cart["totals"]["total"],
+        json!({"amount": 2500, "currency": "EUR"})
+    );
 
     // Adding more of a line adds units; beyond the stock is refused, saying how many.
     let (status, problem) = call(
@@ -118,10 +127,17 @@ async fn a_guest_cart_is_found_by_its_token_and_priced_at_read_time() {
     )
     .await;
     assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(problem["type"].as_str().unwrap().rsplit('/').next(), Some("insufficient-stock"));
+    assert_eq!(
+        problem["type"].as_str().unwrap().rsplit('/').next(),
+        Some("insufficient-stock")
+    );
     assert_eq!(problem["available"], 5);
     let (_, cart) = call(&app, Method::GET, "/v1/cart", None, t, None).await;
-    assert_eq!(skus_and_quantities(&cart), [("MUG-1".into(), 2)], "nothing changed");
+    assert_eq!(
+        skus_and_quantities(&cart),
+        [("MUG-1".into(), 2)],
+        "nothing changed"
+    );
 
     // What cannot be bought is refused naming the field.
     for (body, field) in [
@@ -131,8 +147,15 @@ async fn a_guest_cart_is_found_by_its_token_and_priced_at_read_time() {
         (json!({"sku": "MUG-1", "quantity": 0}), "quantity"),
         (json!({"sku": "MUG-1", "quantity": 101}), "quantity"),
     ] {
-        let (status, problem) =
-            call(&app, Method::POST, "/v1/cart/items", None, t, Some(body.clone())).await;
+        let (status, problem) = call(
+            &app,
+            Method::POST,
+            "/v1/cart/items",
+            None,
+            t,
+            Some(body.clone()),
+        )
+        .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         assert_eq!(problem["errors"][0]["field"], field, "{body}: {problem}");
     }
@@ -145,7 +168,11 @@ async fn a_guest_cart_is_found_by_its_token_and_priced_at_read_time() {
         Some(json!({"sku": "MUG-1", "quantity": 1, "price": 1})),
     )
     .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "unknown fields are refused");
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown fields are refused"
+    );
 
     // Set a line's units; a missing line is 404.
     let (status, cart) = call(
@@ -240,7 +267,13 @@ async fn a_price_change_is_reported_and_checkout_waits_for_the_customer_to_accep
 
     // Checkout refuses, naming the line, and changes nothing.
     let refused = app
-        .send(Method::POST, "/v1/checkout", me, Some("first"), Some(&from_cart()))
+        .send(
+            Method::POST,
+            "/v1/checkout",
+            me,
+            Some("first"),
+            Some(&from_cart()),
+        )
         .await;
     assert_eq!(refused.status(), StatusCode::CONFLICT);
     let problem: Value = refused.json().await.unwrap();
@@ -251,7 +284,11 @@ async fn a_price_change_is_reported_and_checkout_waits_for_the_customer_to_accep
     assert!(detail.contains("accept_prices"), "{detail}");
     assert_eq!(orders_count(&app).await, 0);
     let (_, cart) = call(&app, Method::GET, "/v1/cart", me, None, None).await;
-    assert_eq!(cart["items"].as_array().unwrap().len(), 2, "the cart is kept");
+    assert_eq!(
+        cart["items"].as_array().unwrap().len(),
+        2,
+        "the cart is kept"
+    );
 
     // The customer accepts; the same key now places the order at the new price.
     let (status, cart) = call(
@@ -267,7 +304,13 @@ async fn a_price_change_is_reported_and_checkout_waits_for_the_customer_to_accep
     assert_eq!(cart["price_changes"], json!([]));
     assert_eq!(cart["items"][0]["seen_unit_price"]["amount"], 1200);
     let placed = app
-        .send(Method::POST, "/v1/checkout", me, Some("first"), Some(&from_cart()))
+        .send(
+            Method::POST,
+            "/v1/checkout",
+            me,
+            Some("first"),
+            Some(&from_cart()),
+        )
         .await;
     assert_eq!(placed.status(), StatusCode::ACCEPTED);
     let order: Value = placed.json().await.unwrap();
@@ -278,14 +321,26 @@ async fn a_price_change_is_reported_and_checkout_waits_for_the_customer_to_accep
     let (_, cart) = call(&app, Method::GET, "/v1/cart", me, None, None).await;
     assert_eq!(cart["items"], json!([]));
     let again = app
-        .send(Method::POST, "/v1/checkout", me, Some("second"), Some(&from_cart()))
+        .send(
+            Method::POST,
+            "/v1/checkout",
+            me,
+            Some("second"),
+            Some(&from_cart()),
+        )
         .await;
     assert_eq!(again.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let problem: Value = again.json().await.unwrap();
     assert_eq!(problem["errors"][0]["field"], "items");
     // A retry with the first key answers the first order.
     let retried = app
-        .send(Method::POST, "/v1/checkout", me, Some("first"), Some(&from_cart()))
+        .send(
+            Method::POST,
+            "/v1/checkout",
+            me,
+            Some("first"),
+            Some(&from_cart()),
+        )
         .await;
     assert_eq!(retried.status(), StatusCode::ACCEPTED);
     let retried: Value = retried.json().await.unwrap();
@@ -331,12 +386,23 @@ async fn a_line_no_longer_for_sale_is_named_at_checkout() {
     assert!(cart["items"][0].get("unit_price").is_none());
     assert!(cart.get("totals").is_none());
     let refused = app
-        .send(Method::POST, "/v1/checkout", me, Some("k"), Some(&from_cart()))
+        .send(
+            Method::POST,
+            "/v1/checkout",
+            me,
+            Some("k"),
+            Some(&from_cart()),
+        )
         .await;
     assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let problem: Value = refused.json().await.unwrap();
     assert_eq!(problem["errors"][0]["field"], "items[0].sku");
-    assert!(problem["errors"][0]["message"].as_str().unwrap().contains("MUG-2"));
+    assert!(
+        problem["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("MUG-2")
+    );
     assert_eq!(orders_count(&app).await, 0);
 }
 
@@ -442,7 +508,10 @@ async fn concurrent_checkouts_of_one_cart_place_one_order() {
         }
     }))
     .await;
-    let placed = answers.iter().filter(|s| **s == StatusCode::ACCEPTED).count();
+    let placed = answers
+        .iter()
+        .filter(|s| **s == StatusCode::ACCEPTED)
+        .count();
     assert_eq!(placed, 1, "{answers:?}");
     assert!(
         answers

@@ -100,7 +100,13 @@ async fn my_orders_are_listed_newest_first_a_page_at_a_time() {
 
 async fn list(app: &TestApp, token: &str, query: &str) -> (StatusCode, Value) {
     let response = app
-        .send(Method::GET, &format!("/v1/orders{query}"), Some(token), None, None)
+        .send(
+            Method::GET,
+            &format!("/v1/orders{query}"),
+            Some(token),
+            None,
+            None,
+        )
         .await;
     (response.status(), response.json().await.unwrap())
 }

@@ -5,11 +5,7 @@ use std::time::Duration;
 use pretty_assertions::assert_eq;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tienda_events::{
-    Money,
-    inventory::InventoryCommitted,
-    payment::PaymentAuthorized,
-};
+use tienda_events::{Money, inventory::InventoryCommitted, payment::PaymentAuthorized};
 use uuid::Uuid;
 
 use crate::{
@@ -99,7 +95,10 @@ async fn the_timeline_streams_each_entry_as_it_happens_and_resumes_from_last_eve
     let (seq, event, placed) = stream.next().await.unwrap();
     assert_eq!((seq.as_str(), event.as_str()), ("1", "placed"));
     assert_eq!(placed["status"], "pending");
-    assert_eq!(placed["data"]["total"], json!({"amount": 1250, "currency": "EUR"}));
+    assert_eq!(
+        placed["data"]["total"],
+        json!({"amount": 1250, "currency": "EUR"})
+    );
     assert!(placed["data"].get("payment_method").is_none(), "{placed}");
     let (seq, event, reserved) = stream.next().await.unwrap();
     assert_eq!((seq.as_str(), event.as_str()), ("2", "stock_reserved"));
@@ -190,7 +189,13 @@ async fn the_timeline_as_json_is_the_owners_or_an_admins_and_shows_the_shipment(
     let (status, _) = timeline(&app, Uuid::now_v7(), &app.customer).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let response = app
-        .send(Method::GET, "/v1/orders/%00/timeline", Some(&app.customer), None, None)
+        .send(
+            Method::GET,
+            "/v1/orders/%00/timeline",
+            Some(&app.customer),
+            None,
+            None,
+        )
         .await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let response = app
@@ -203,7 +208,13 @@ async fn the_timeline_as_json_is_the_owners_or_an_admins_and_shows_the_shipment(
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let anonymous = app
-        .send(Method::GET, &format!("/v1/orders/{id}/timeline"), None, None, None)
+        .send(
+            Method::GET,
+            &format!("/v1/orders/{id}/timeline"),
+            None,
+            None,
+            None,
+        )
         .await;
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }

@@ -72,11 +72,9 @@ pub async fn lookup(
         }
     }
     if skus.len() > MAX_SKUS {
-        return Err(Error::Invalid(vec![(
-            "skus".into(),
-            format!("at most {MAX_SKUS} SKUs"),
-        )])
-        .into());
+        return Err(
+            Error::Invalid(vec![("skus".into(), format!("at most {MAX_SKUS} SKUs"))]).into(),
+        );
     }
     let rows: Vec<(String, Uuid, String, serde_json::Value, i64, String, i64)> = sqlx::query_as(
         "SELECT v.sku, p.id, p.name, v.attributes, v.price_amount, v.currency,
@@ -94,19 +92,21 @@ pub async fn lookup(
     .map_err(Error::from)?;
     let items = rows
         .into_iter()
-        .map(|(sku, product_id, name, attributes, amount, currency, available)| {
-            let currency = currency.parse().map_err(|_| {
-                sqlx::Error::Decode(format!("variant {sku} has currency {currency:?}").into())
-            })?;
-            Ok(SaleVariant {
-                sku,
-                product_id,
-                name,
-                attributes,
-                price: Money { amount, currency },
-                available,
-            })
-        })
+        .map(
+            |(sku, product_id, name, attributes, amount, currency, available)| {
+                let currency = currency.parse().map_err(|_| {
+                    sqlx::Error::Decode(format!("variant {sku} has currency {currency:?}").into())
+                })?;
+                Ok(SaleVariant {
+                    sku,
+                    product_id,
+                    name,
+                    attributes,
+                    price: Money { amount, currency },
+                    available,
+                })
+            },
+        )
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Error::from)?;
     Ok(Json(VariantList { items }))

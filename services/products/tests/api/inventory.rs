@@ -605,7 +605,10 @@ async fn variants_by_sku_answer_only_what_is_for_sale_in_the_order_asked() {
     let skus: Vec<&str> = items.iter().map(|i| i["sku"].as_str().unwrap()).collect();
     assert_eq!(skus, ["CUP-L", "CUP-S"], "{found}");
     assert_eq!(items[0]["name"], "Cup");
-    assert_eq!(items[0]["price"], json!({"amount": 1200, "currency": "EUR"}));
+    assert_eq!(
+        items[0]["price"],
+        json!({"amount": 1200, "currency": "EUR"})
+    );
     assert_eq!(items[0]["available"], 7);
     assert_eq!(items[1]["available"], 0);
 

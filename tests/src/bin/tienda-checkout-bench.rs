@@ -1,0 +1,295 @@
+//! The checkout bench: the shop as `tienda up` runs it (release binaries, PostgreSQL and NATS
+//! with fsync on), checkouts sent open loop through the gateway at fixed rates, each timed from
+//! its scheduled start until its order reads `confirmed` — followed as a storefront does, on
+//! the order's timeline (server-sent events). Writes JSON and Markdown.
+//!
+//!     tests/bench checkout [--seconds 10] [--rates 50,200] [--out target/bench/checkout]
+//!
+//! Coordinated omission is avoided as in `tienda-bench`: a checkout sent late because the
+//! machine stalled counts the stall in its latency.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use tienda_crds::Component::{self, Auth, Gateway, Orders, Payments, Products};
+use tienda_e2e::{Shop, load, timeline};
+use uuid::Uuid;
+
+/// Limits far above what the bench sends (one client address, one customer).
+const BENCH_POLICIES: &str = "apiVersion: tienda.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: bench-checkout}
+spec:
+  targetRef: {kind: Shop, name: local}
+  rules:
+    - {name: checkout, match: {path: /v1/checkout, methods: [POST]}, clientKey: {type: User}, algorithm: SlidingWindow, requests: 1000000, period: 1s}
+    - {name: reads, match: {methods: [GET]}, clientKey: {type: ClientIP}, algorithm: TokenBucket, requests: 1000000, period: 1s}
+";
+
+const SKUS: usize = 100;
+
+fn main() -> anyhow::Result<()> {
+    let seconds: u64 = load::arg("--seconds", "10").parse()?;
+    let rates: Vec<u64> = load::arg("--rates", "50,200")
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let out = std::path::PathBuf::from(load::arg("--out", "target/bench/checkout"));
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(run(seconds, rates, out))
+}
+
+/// One checkout's fate.
+struct Sample {
+    /// From the scheduled start to `confirmed` (or to the failure).
+    settled: Duration,
+    /// From the scheduled start to the `202`.
+    accepted: Duration,
+    /// `confirmed`, or what went wrong.
+    outcome: String,
+}
+
+async fn checkout(
+    http: reqwest::Client,
+    gateway: String,
+    token: String,
+    sku: String,
+    due: Instant,
+) -> Sample {
+    let failed = |outcome: String| Sample {
+        settled: due.elapsed(),
+        accepted: due.elapsed(),
+        outcome,
+    };
+    let response = http
+        .post(format!("{gateway}/v1/checkout"))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", Uuid::now_v7().to_string())
+        .json(&json!({
+            "email": "bench@bench.test",
+            "shipping_address": {"name": "Bench", "line1": "Calle Mayor 1", "city": "Madrid",
+                                 "postal_code": "28013", "country": "ES"},
+            "payment_method": "pm_card_visa",
+            "items": [{"sku": sku, "quantity": 1}],
+        }))
+        .send()
+        .await;
+    let order: Value = match response {
+        Ok(r) if r.status() == 202 => match r.json().await {
+            Ok(order) => order,
+            Err(e) => return failed(format!("unreadable order: {e}")),
+        },
+        Ok(r) => return failed(format!("checkout answered {}", r.status())),
+        Err(e) => return failed(format!("checkout failed: {e}")),
+    };
+    let accepted = due.elapsed();
+    let url = format!(
+        "{gateway}/v1/orders/{}/timeline",
+        order["id"].as_str().unwrap_or_default()
+    );
+    let outcome = match timeline::until_settled(&http, &url, &token, Duration::from_secs(30)).await
+    {
+        Ok((status, _)) => status,
+        Err(e) => e,
+    };
+    Sample {
+        settled: due.elapsed(),
+        accepted,
+        outcome,
+    }
+}
+
+async fn run(seconds: u64, rates: Vec<u64>, out: std::path::PathBuf) -> anyhow::Result<()> {
+    let shop = Shop::start().await;
+    shop.write_file("ratelimitpolicy.yaml", BENCH_POLICIES);
+    shop.wait_for_policy("bench-checkout", 1).await;
+    let components = [Gateway, Auth, Products, Orders, Payments];
+    let pids: Vec<(String, u32)> = components
+        .iter()
+        .filter_map(|c| Some((c.to_string(), shop.system.process(*c)?.pid())))
+        .collect();
+
+    // Seed: SKUs with stock no run exhausts, and a customer.
+    let admin = shop.admin_token().await;
+    let mut csv =
+        String::from("sku,name,description,price_amount,currency,status,attributes,on_hand\n");
+    for i in 0..SKUS {
+        let _ = writeln!(
+            csv,
+            "BENCH-{i:03},Bench mug {i},A mug.,{},EUR,active,color=blue,1000000",
+            500 + i * 10
+        );
+    }
+    let seeded: Value = shop
+        .http
+        .post(shop.direct(Products, "/v1/products/import"))
+        .bearer_auth(&admin)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await?
+        .json()
+        .await?;
+    anyhow::ensure!(seeded["failed"] == 0, "seeding failed: {seeded}");
+    let password = "correct horse battery staple 42";
+    shop.post(
+        shop.url(Auth, "/v1/auth/register"),
+        None,
+        json!({"email": "bench@bench.test", "password": password, "name": "Bench"}),
+    )
+    .await;
+    let (_, pair) = shop
+        .post(
+            shop.url(Auth, "/v1/auth/login"),
+            None,
+            json!({"email": "bench@bench.test", "password": password}),
+        )
+        .await;
+    let token = pair["access_token"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no token: {pair}"))?
+        .to_owned();
+    let gateway = shop.system.urls[&Component::Gateway].clone();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()?;
+
+    let mut results = Vec::new();
+    for rate in rates {
+        for (phase, length) in [("warm-up", 2), ("measured", seconds)] {
+            let cpu_before: Vec<f64> = pids.iter().map(|(_, p)| load::cpu_seconds(*p)).collect();
+            let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
+            let total = (length * rate) as usize;
+            let started = Instant::now();
+            let mut tasks = Vec::with_capacity(total);
+            for i in 0..total {
+                let due = started + interval * i as u32;
+                tokio::time::sleep_until(due.into()).await;
+                tasks.push(tokio::spawn(checkout(
+                    http.clone(),
+                    gateway.clone(),
+                    token.clone(),
+                    format!("BENCH-{:03}", (i * 37) % SKUS),
+                    due,
+                )));
+            }
+            let mut settled = Vec::with_capacity(total);
+            let mut accepted = Vec::with_capacity(total);
+            let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+            for task in tasks {
+                let sample = task.await?;
+                if sample.outcome != "confirmed" {
+                    *failures.entry(sample.outcome.clone()).or_default() += 1;
+                }
+                settled.push(sample.settled);
+                accepted.push(sample.accepted);
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            if phase == "warm-up" {
+                continue;
+            }
+            settled.sort();
+            accepted.sort();
+            let ms = |sorted: &[Duration], p| load::percentile(sorted, p);
+            let result = json!({
+                "rate": rate,
+                "checkouts": total,
+                "seconds": elapsed,
+                "confirmed_p50_ms": ms(&settled, 0.5),
+                "confirmed_p95_ms": ms(&settled, 0.95),
+                "confirmed_p99_ms": ms(&settled, 0.99),
+                "confirmed_max_ms": settled.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+                "accepted_p50_ms": ms(&accepted, 0.5),
+                "accepted_p95_ms": ms(&accepted, 0.95),
+                "accepted_p99_ms": ms(&accepted, 0.99),
+                "failures": failures,
+                "cpu_ms_per_checkout": load::cpu_ms_per_request(&pids, &cpu_before, total),
+            });
+            eprintln!(
+                "{rate}/s: confirmed p95 {:.1} ms, p99 {:.1} ms; {} not confirmed",
+                result["confirmed_p95_ms"].as_f64().unwrap_or(0.0),
+                result["confirmed_p99_ms"].as_f64().unwrap_or(0.0),
+                failures.values().sum::<usize>()
+            );
+            results.push(result);
+        }
+    }
+    let peak: BTreeMap<String, f64> = pids
+        .iter()
+        .map(|(c, pid)| (c.clone(), load::peak_rss_mib(*pid)))
+        .collect();
+    let machine = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Machine: {machine}, {cores} cores; {seconds} s per rate, open loop through the gateway; \
+         latency from each checkout's scheduled start.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| rate /s | checkouts | confirmed p50 ms | p95 ms | p99 ms | max ms | 202 p50 ms | 202 p99 ms | not confirmed | CPU ms per checkout |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
+    for r in &results {
+        let cpu: Vec<String> = r["cpu_ms_per_checkout"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| format!("{k} {:.2}", v.as_f64().unwrap_or(0.0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            r["rate"],
+            r["checkouts"],
+            f("confirmed_p50_ms"),
+            f("confirmed_p95_ms"),
+            f("confirmed_p99_ms"),
+            f("confirmed_max_ms"),
+            f("accepted_p50_ms"),
+            f("accepted_p99_ms"),
+            r["failures"],
+            cpu.join(", ")
+        );
+    }
+    let _ = writeln!(md, "\n| process | peak RSS MiB |\n|---|---:|");
+    for (c, mib) in &peak {
+        let _ = writeln!(md, "| {c} | {mib:.1} |");
+    }
+    let result = json!({
+        "machine": {"cpu": machine, "cores": cores},
+        "seconds": seconds,
+        "rates": results,
+        "peak_rss_mib": peak,
+    });
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(
+        out.with_extension("json"),
+        serde_json::to_string_pretty(&result)?,
+    )?;
+    std::fs::write(out.with_extension("md"), &md)?;
+    println!("{md}");
+    shop.stop().await;
+    Ok(())
+}
