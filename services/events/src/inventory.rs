@@ -2,7 +2,8 @@
 //!
 //! The saga sends a command on `tienda.inventory.cmd.<name>` and waits for the matching event
 //! (`reserved` or `reservation_failed`, `committed`, `released`) with the same
-//! `reservation_id`. All commands are idempotent by `reservation_id`.
+//! `reservation_id`. All commands are idempotent by `reservation_id`; `restock` (answered by
+//! `restocked`) by its `restock_id`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -80,6 +81,29 @@ contract!(
     |m| m.reservation_id
 );
 
+/// Command: put units back on the shelf — a cancelled order's sold stock that never left the
+/// warehouse, or goods a customer returned. Idempotent by `restock_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestockInventory {
+    /// Chosen by the caller; repeating it never restocks twice.
+    pub restock_id: Uuid,
+    /// The order the units came from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<Uuid>,
+    /// What goes back.
+    pub items: Vec<Line>,
+    /// Why (recorded in the stock ledger).
+    pub reason: String,
+}
+contract!(
+    Command,
+    RestockInventory,
+    "inventory",
+    "restock",
+    1,
+    |m| m.restock_id
+);
+
 /// Stock is held for a reservation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InventoryReserved {
@@ -145,6 +169,26 @@ pub struct InventoryReleased {
 }
 contract!(Event, InventoryReleased, "inventory", "released", 1, |m| m
     .reservation_id);
+
+/// Units went back on the shelf (on-hand grew by `items`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InventoryRestocked {
+    /// The restock asked for.
+    pub restock_id: Uuid,
+    /// The order, if the command named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<Uuid>,
+    /// What went back.
+    pub items: Vec<Line>,
+}
+contract!(
+    Event,
+    InventoryRestocked,
+    "inventory",
+    "restocked",
+    1,
+    |m| m.restock_id
+);
 
 /// An admin changed a SKU's on-hand stock.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -184,6 +184,17 @@ fn inventory_contracts_match_their_fixtures() {
         items: lines(),
         reason: ReleaseReason::Expired,
     });
+    check(RestockInventory {
+        restock_id: id(6),
+        order_id: Some(id(5)),
+        items: lines(),
+        reason: "order cancelled before shipping".into(),
+    });
+    check(InventoryRestocked {
+        restock_id: id(6),
+        order_id: Some(id(5)),
+        items: lines(),
+    });
     check(InventoryAdjusted {
         sku: "MUG-01".into(),
         on_hand: 40,
@@ -377,6 +388,7 @@ fn every_saga_subject_fits_the_consumers_filters() {
         tokens::<InventoryReservationFailed>(),
         tokens::<InventoryCommitted>(),
         tokens::<InventoryReleased>(),
+        tokens::<InventoryRestocked>(),
     ];
     for (count, subject) in events {
         assert_eq!(count, 3, "{subject} is an event: tienda.<domain>.<event>");
@@ -389,6 +401,7 @@ fn every_saga_subject_fits_the_consumers_filters() {
         tokens::<ReserveInventory>(),
         tokens::<CommitReservation>(),
         tokens::<ReleaseReservation>(),
+        tokens::<RestockInventory>(),
     ];
     for (count, subject) in commands {
         assert_eq!(count, 4, "{subject} is a command");

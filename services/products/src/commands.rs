@@ -1,5 +1,5 @@
 //! The order saga's inventory commands from JetStream (`tienda.inventory.cmd.reserve|commit|
-//! release`), applied in the consumer's transaction with the same code as the HTTP API. Each
+//! release|restock`), applied in the consumer's transaction with the same code as the HTTP API. Each
 //! answers with an event: `inventory.reserved` or `inventory.reservation_failed`,
 //! `inventory.committed` (or `inventory.released` for a commit that came after the
 //! reservation expired or was released), `inventory.released`. A command repeated by the saga (a new message
@@ -10,7 +10,7 @@ use tienda_events::{
     Envelope, Message,
     inventory::{
         CommitReservation, InventoryCommitted, InventoryReleased, InventoryReservationFailed,
-        InventoryReserved, ReleaseReason, ReleaseReservation, ReserveInventory,
+        InventoryReserved, ReleaseReason, ReleaseReservation, ReserveInventory, RestockInventory,
     },
 };
 use tienda_kit::{
@@ -144,6 +144,13 @@ impl Handler for InventoryCommands {
                     Ok((existing, false)) => restate(conn, &existing, &command).await,
                     Err(e) => Err(permanent(e)),
                 }
+            }
+            "restock" => {
+                let command = delivery.envelope::<RestockInventory>()?;
+                inventory::restock(conn, &command.data, &command)
+                    .await
+                    .map(|_| ())
+                    .map_err(permanent)
             }
             other => Err(HandlerError::Permanent(anyhow::anyhow!(
                 "unknown inventory command {other:?} on {}",

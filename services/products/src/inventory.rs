@@ -631,3 +631,70 @@ pub async fn sweep(pool: &PgPool) -> Result<usize, Error> {
     tx.commit().await?;
     Ok(ids.len())
 }
+
+/// Puts `items` back on the shelf once per `restock_id` (on-hand grows, each line in the stock
+/// ledger as `restock: <reason>`), answering `inventory.restocked` caused by `cause`. A restock
+/// seen before changes nothing and is answered again with what it did then. SKUs the catalog
+/// does not stock are left out of the answer.
+pub async fn restock<C: tienda_events::Message>(
+    conn: &mut PgConnection,
+    command: &tienda_events::inventory::RestockInventory,
+    cause: &Envelope<C>,
+) -> Result<bool, Error> {
+    use tienda_events::inventory::InventoryRestocked;
+    let mut tx = conn.begin().await?;
+    let inserted: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO restocks (id, order_id, items, reason) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (id) DO NOTHING RETURNING id",
+    )
+    .bind(command.restock_id)
+    .bind(command.order_id)
+    .bind(sqlx::types::Json(&command.items))
+    .bind(&command.reason)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let items = if inserted.is_some() {
+        let skus: Vec<&str> = command.items.iter().map(|l| l.sku.as_str()).collect();
+        let quantities: Vec<i64> = command.items.iter().map(|l| i64::from(l.quantity)).collect();
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "UPDATE inventory i SET on_hand = i.on_hand + r.qty, updated_at = now() \
+             FROM unnest($1::text[], $2::bigint[]) AS r(sku, qty) WHERE i.sku = r.sku \
+             RETURNING i.sku, i.on_hand, r.qty",
+        )
+        .bind(&skus)
+        .bind(&quantities)
+        .fetch_all(&mut *tx)
+        .await?;
+        let reason = format!("restock: {}", command.reason);
+        let mut restocked = Vec::with_capacity(rows.len());
+        for (sku, on_hand, qty) in rows {
+            ledger(&mut tx, &sku, qty, on_hand, &reason, None, None).await?;
+            restocked.push(Line {
+                sku,
+                quantity: u32::try_from(qty).unwrap_or(u32::MAX),
+            });
+        }
+        restocked.sort_by(|a, b| a.sku.cmp(&b.sku));
+        sqlx::query("UPDATE restocks SET items = $2 WHERE id = $1")
+            .bind(command.restock_id)
+            .bind(sqlx::types::Json(&restocked))
+            .execute(&mut *tx)
+            .await?;
+        restocked
+    } else {
+        let sqlx::types::Json(items): sqlx::types::Json<Vec<Line>> =
+            sqlx::query_scalar("SELECT items FROM restocks WHERE id = $1")
+                .bind(command.restock_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        items
+    };
+    let event = InventoryRestocked {
+        restock_id: command.restock_id,
+        order_id: command.order_id,
+        items,
+    };
+    outbox::enqueue(&mut tx, Envelope::caused_by(SOURCE, event, cause)).await?;
+    tx.commit().await?;
+    Ok(inserted.is_some())
+}

@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tienda_events::{
     Envelope,
-    inventory::{CommitReservation, Line, ReleaseReservation, ReserveInventory},
+    inventory::{CommitReservation, Line, ReleaseReservation, ReserveInventory, RestockInventory},
 };
 use uuid::Uuid;
 
@@ -649,4 +649,72 @@ async fn variants_by_sku_answer_only_what_is_for_sale_in_the_order_asked() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn a_restock_puts_units_back_once_however_often_it_is_sent() {
+    let app = spawn_app().await;
+    app.create_product(product("Lamp", &[("LAMP-1", 4000), ("LAMP-2", 4200)]))
+        .await;
+    app.stock("LAMP-1", 2).await;
+    let client = async_nats::connect(app.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let mut answers = client.subscribe("tienda.inventory.*").await.unwrap();
+    let restock_id = Uuid::now_v7();
+    let order = Uuid::now_v7();
+    let command = || {
+        Envelope::new(
+            "orders",
+            RestockInventory {
+                restock_id,
+                order_id: Some(order),
+                items: vec![
+                    Line {
+                        sku: "LAMP-1".into(),
+                        quantity: 3,
+                    },
+                    Line {
+                        sku: "GONE-9".into(),
+                        quantity: 1,
+                    },
+                ],
+                reason: "order cancelled before shipping".into(),
+            },
+        )
+    };
+    for attempt in 0..2 {
+        let sent = command();
+        js.publish(
+            "tienda.inventory.cmd.restock",
+            serde_json::to_vec(&sent).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+        let (subject, event) = answer_to(&mut answers, sent.id).await;
+        assert_eq!(subject, "tienda.inventory.restocked", "attempt {attempt}");
+        assert_eq!(event.data["restock_id"], json!(restock_id));
+        assert_eq!(event.data["order_id"], json!(order));
+        assert_eq!(
+            event.data["items"],
+            json!([{"sku": "LAMP-1", "quantity": 3}]),
+            "the unknown SKU is left out"
+        );
+        assert_eq!(
+            app.get_json("/v1/inventory/LAMP-1").await["on_hand"],
+            5,
+            "attempt {attempt}: restocked once"
+        );
+    }
+    let reasons: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT reason, delta FROM stock_ledger WHERE sku = 'LAMP-1' ORDER BY id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        reasons.last().unwrap(),
+        &("restock: order cancelled before shipping".to_owned(), 3)
+    );
 }
