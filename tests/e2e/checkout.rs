@@ -239,3 +239,177 @@ async fn a_paid_checkout_is_confirmed_and_a_declined_or_short_one_cancelled_with
     );
     shop.stop().await;
 }
+
+/// Waits until `check` holds for the order as its owner reads it.
+async fn order_until(
+    shop: &Shop,
+    token: &str,
+    id: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, order) = shop
+            .get(shop.url(Orders, &format!("/v1/orders/{id}")), Some(token))
+            .await;
+        assert_eq!(status, 200, "{order}");
+        if check(&order) {
+            return order;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "order {id}: {what} never happened: {order}\n{}",
+            shop.log(tienda_crds::Component::Payments)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn after_the_sale_shipping_charges_a_return_refunds_and_restocks_and_a_cancel_restocks() {
+    let shop = Shop::start().await;
+    let admin = shop.admin_token().await;
+    let (status, product) = shop
+        .post(
+            shop.url(Products, "/v1/products"),
+            Some(&admin),
+            json!({"name": "Jarra", "description": "Jug.", "status": "active", "variants": [
+                       {"sku": "JUG-E2E", "price": {"amount": 2000, "currency": "EUR"}}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{product}");
+    let product_id = product["id"].as_str().unwrap().to_owned();
+    let stocked = shop
+        .http
+        .put(shop.url(Products, "/v1/inventory/JUG-E2E"))
+        .bearer_auth(&admin)
+        .json(&json!({"on_hand": 10, "reason": "delivery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stocked.status(), 200);
+    let on_hand = || async {
+        shop.get(shop.url(Products, "/v1/inventory/JUG-E2E"), None)
+            .await
+            .1["on_hand"]
+            .as_i64()
+            .unwrap()
+    };
+    let token = customer(&shop, "grace@e2e.test").await;
+
+    // Bought, shipped (the card is charged), delivered, returned: refunded and restocked.
+    let placed = checkout(&shop, &token, &product_id, "JUG-E2E", 2, "pm_card_visa").await;
+    let order = settled(&shop, &token, &placed).await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+    let id = order["id"].as_str().unwrap().to_owned();
+    let (status, shipped) = shop
+        .post(
+            shop.url(Orders, &format!("/v1/orders/{id}/ship")),
+            Some(&admin),
+            json!({"carrier": "Correos", "tracking_number": "PK-42"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{shipped}");
+    order_until(&shop, &token, &id, "capture", |o| {
+        o["payment"]["captured"]["amount"] == 4000
+    })
+    .await;
+    let (status, _) = shop
+        .post(
+            shop.url(Orders, &format!("/v1/orders/{id}/deliver")),
+            Some(&admin),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, returned) = shop
+        .post(
+            shop.url(Orders, &format!("/v1/orders/{id}/returns")),
+            Some(&token),
+            json!({"items": [{"sku": "JUG-E2E", "quantity": 2}], "reason": "Too big"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{returned}");
+    let before = on_hand().await;
+    let (status, received) = shop
+        .post(
+            shop.url(
+                Orders,
+                &format!(
+                    "/v1/orders/{id}/returns/{}/receive",
+                    returned["id"].as_str().unwrap()
+                ),
+            ),
+            Some(&admin),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{received}");
+    let refunded = order_until(&shop, &token, &id, "refund", |o| o["status"] == "refunded").await;
+    assert_eq!(refunded["payment"]["refunded"]["amount"], 4000);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while on_hand().await != before + 2 {
+        assert!(Instant::now() < deadline, "the return was never restocked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, payments) = shop
+        .get(
+            shop.url(
+                tienda_crds::Component::Payments,
+                &format!("/v1/payments?order_id={id}"),
+            ),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(payments["items"][0]["status"], "refunded", "{payments}");
+
+    // Confirmed, then cancelled by the customer: voided, and the sold units back on the shelf.
+    let placed = checkout(&shop, &token, &product_id, "JUG-E2E", 3, "pm_card_visa").await;
+    let order = settled(&shop, &token, &placed).await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+    let sold = on_hand().await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let (status, cancelled) = shop
+        .post(
+            shop.url(Orders, &format!("/v1/orders/{id}/cancel")),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while on_hand().await != sold + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled sale was never restocked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, payments) = shop
+        .get(
+            shop.url(
+                tienda_crds::Component::Payments,
+                &format!("/v1/payments?order_id={id}"),
+            ),
+            Some(&admin),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut payments = payments;
+    while payments["items"][0]["status"] != "voided" {
+        assert!(Instant::now() < deadline, "never voided: {payments}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        payments = shop
+            .get(
+                shop.url(
+                    tienda_crds::Component::Payments,
+                    &format!("/v1/payments?order_id={id}"),
+                ),
+                Some(&admin),
+            )
+            .await
+            .1;
+    }
+    shop.stop().await;
+}

@@ -95,14 +95,8 @@ pub struct RestockInventory {
     /// Why (recorded in the stock ledger).
     pub reason: String,
 }
-contract!(
-    Command,
-    RestockInventory,
-    "inventory",
-    "restock",
-    1,
-    |m| m.restock_id
-);
+contract!(Command, RestockInventory, "inventory", "restock", 1, |m| m
+    .restock_id);
 
 /// Stock is held for a reservation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

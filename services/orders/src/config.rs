@@ -72,4 +72,9 @@ pub struct Config {
     /// shipped), in seconds (default 1800). Admins may cancel any time before delivery.
     #[arg(long, env = "ORDERS_CANCEL_WINDOW_SECONDS", default_value_t = 1_800)]
     pub cancel_window_seconds: u64,
+
+    /// How long after delivery its customer may return an order, in days (default 30).
+    /// Admins may record a return any time after delivery.
+    #[arg(long, env = "ORDERS_RETURN_WINDOW_DAYS", default_value_t = 30)]
+    pub return_window_days: u64,
 }

@@ -8,11 +8,13 @@
 //! - [`store`]: SQL: orders, lines, the event log, saga state
 //! - [`catalog`]: prices from products over HTTP (the kit's outbound client)
 //! - [`saga`]: the saga's consumers (inventory and payment replies) and deadline sweeper
+//! - [`aftersale`]: capture at shipping, refunds, returns and their restock
 //! - [`cart`]: carts in PostgreSQL (guest tokens, lines with the price seen)
 //! - [`timeline`]: an order's log as customers read it, and the feed of appends
 //! - [`http`]: the API
 //! - [`error`]: errors as problem documents
 
+pub mod aftersale;
 pub mod cart;
 pub mod catalog;
 pub mod config;
@@ -109,6 +111,7 @@ impl Application {
             },
             timeouts,
             cancel_window: Duration::from_secs(config.cancel_window_seconds),
+            return_window: Duration::from_secs(config.return_window_days * 86_400),
         };
         let (router, openapi) = http::router(state);
         // Operators inspect, replay or discard the replies this service gave up on, and

@@ -18,12 +18,13 @@ use tienda_events::{
     Envelope, Message,
     inventory::{
         CommitReservation, InventoryCommitted, InventoryReleased, InventoryReservationFailed,
-        InventoryReserved, Line, ReleaseReservation, ReserveInventory,
+        InventoryReserved, InventoryRestocked, Line, ReleaseReservation, ReserveInventory,
+        RestockInventory,
     },
     order::{OrderCancelled, OrderConfirmed, OrderLine},
     payment::{
-        AuthorizePayment, PaymentAuthorized, PaymentDeclined, PaymentFailed, PaymentOperation,
-        PaymentRequiresAction, PaymentVoided, VoidPayment,
+        AuthorizePayment, PaymentAuthorized, PaymentCaptured, PaymentDeclined, PaymentFailed,
+        PaymentOperation, PaymentRefunded, PaymentRequiresAction, PaymentVoided, VoidPayment,
     },
 };
 use tienda_kit::{
@@ -76,14 +77,14 @@ impl Timeouts {
 }
 
 /// `data` as a message about `order_id`: correlated by the order, caused by `cause`.
-pub(crate) fn about<T: Message>(data: T, order_id: Uuid, cause: Option<Uuid>) -> Envelope<T> {
+pub fn about<T: Message>(data: T, order_id: Uuid, cause: Option<Uuid>) -> Envelope<T> {
     let mut envelope = Envelope::new(SOURCE, data);
     envelope.correlation_id = order_id;
     envelope.causation_id = cause;
     envelope
 }
 
-fn lines_of(lines: &[PricedLine]) -> (Vec<Line>, Vec<OrderLine>) {
+pub(crate) fn lines_of(lines: &[PricedLine]) -> (Vec<Line>, Vec<OrderLine>) {
     lines
         .iter()
         .map(|l| {
@@ -120,6 +121,7 @@ pub async fn begin(
         reservation_expires_at: None,
         void_pending: false,
         release_pending: false,
+        restock_pending: false,
         retry_at: None,
     };
     store::insert_saga(conn, &saga).await?;
@@ -208,6 +210,18 @@ async fn compensate(
             outbox::enqueue(conn, about(void, id, cause)).await?;
             saga.void_pending = true;
         }
+        Compensation::Restock => {
+            let lines = store::lines(conn, id).await?;
+            let restock = RestockInventory {
+                // One restock per order: the saga's reservation is the sale it undoes.
+                restock_id: saga.reservation_id,
+                order_id: Some(id),
+                items: lines_of(&lines).0,
+                reason: format!("order {id} cancelled before shipping"),
+            };
+            outbox::enqueue(conn, about(restock, id, cause)).await?;
+            saga.restock_pending = true;
+        }
     }
     Ok(())
 }
@@ -215,7 +229,7 @@ async fn compensate(
 /// After a cancellation's compensations changed: wait for the pending ones, or stop.
 fn settle_step(saga: &mut Saga, now: DateTime<Utc>, timeouts: Timeouts) {
     saga.retry_at = None;
-    if saga.void_pending || saga.release_pending {
+    if saga.void_pending || saga.release_pending || saga.restock_pending {
         saga.step = Step::Compensating;
         saga.deadline = Some(Timeouts::after(now, timeouts.resend));
     } else {
@@ -320,12 +334,16 @@ async fn apply(
             detail,
             release,
             void,
+            restock,
         } => {
             if *void {
                 compensate(conn, saga, Compensation::Void, cause, now, t).await?;
             }
             if *release {
                 compensate(conn, saga, Compensation::Release, cause, now, t).await?;
+            }
+            if *restock {
+                compensate(conn, saga, Compensation::Restock, cause, now, t).await?;
             }
             let event = OrderEvent::Cancelled {
                 reason: *reason,
@@ -346,6 +364,7 @@ async fn apply(
             let pending = match compensation {
                 Compensation::Release => saga.release_pending,
                 Compensation::Void => saga.void_pending,
+                Compensation::Restock => saga.restock_pending,
             };
             if pending {
                 // Already sent and re-sent until answered.
@@ -363,6 +382,7 @@ async fn apply(
             let (pending, event) = match compensation {
                 Compensation::Release => (&mut saga.release_pending, OrderEvent::StockReleased),
                 Compensation::Void => (&mut saga.void_pending, OrderEvent::PaymentVoided),
+                Compensation::Restock => (&mut saga.restock_pending, OrderEvent::StockRestocked),
             };
             if *pending {
                 *pending = false;
@@ -376,6 +396,9 @@ async fn apply(
             }
             if saga.release_pending {
                 compensate(conn, saga, Compensation::Release, cause, now, t).await?;
+            }
+            if saga.restock_pending {
+                compensate(conn, saga, Compensation::Restock, cause, now, t).await?;
             }
             settle_step(saga, now, t);
         }
@@ -443,6 +466,17 @@ impl Handler for InventoryReplies {
                 let key = SagaKey::Reservation(e.data.reservation_id);
                 react(conn, key, Reply::Released, e.id, t).await
             }
+            "restocked" => {
+                let e = delivery.envelope::<InventoryRestocked>()?;
+                // A cancelled order's restock carries its saga's reservation id; a return's,
+                // the return's id.
+                let key = SagaKey::Reservation(e.data.restock_id);
+                match store::lock_saga(conn, key).await {
+                    Ok(Some(_)) => react(conn, key, Reply::Restocked, e.id, t).await,
+                    Ok(None) => crate::aftersale::return_restocked(conn, &e.data, e.id).await,
+                    Err(error) => Err(error),
+                }
+            }
             // `adjusted`, `low_stock`: not the saga's business.
             _ => Ok(()),
         };
@@ -505,10 +539,8 @@ impl Handler for PaymentReplies {
                             expired = f.expired, detail = %f.detail, "a void failed");
                         react(conn, key, Reply::VoidFailed { settled }, e.id, t).await
                     }
-                    _ => {
-                        tracing::warn!(payment_id = %f.payment_id, operation = ?f.operation,
-                            detail = %f.detail, "a payment command failed");
-                        Ok(())
+                    PaymentOperation::Capture | PaymentOperation::Refund => {
+                        crate::aftersale::failed(conn, f).await
                     }
                 }
             }
@@ -523,7 +555,14 @@ impl Handler for PaymentReplies {
                 )
                 .await
             }
-            // `captured`, `refunded`: not part of checkout.
+            "captured" => {
+                let e = delivery.envelope::<PaymentCaptured>()?;
+                crate::aftersale::captured(conn, &e.data, t).await
+            }
+            "refunded" => {
+                let e = delivery.envelope::<PaymentRefunded>()?;
+                crate::aftersale::refunded(conn, &e.data).await
+            }
             _ => Ok(()),
         };
         result.map_err(handler_error)
@@ -591,6 +630,9 @@ pub async fn sweeper(db: PgPool, timeouts: Timeouts, every: Duration, shutdown: 
         }
         // Full batches are followed by another, a bounded number of times per tick (sagas
         // another replica holds stay due and must not spin this loop).
+        if let Err(e) = crate::aftersale::sweep(&db, timeouts).await {
+            tracing::warn!(error = %e, "resending captures and refunds failed");
+        }
         for _ in 0..20 {
             match sweep(&db, timeouts).await {
                 Ok(n) if n as i64 == SWEEP_BATCH => continue,

@@ -48,6 +48,8 @@ pub struct Order {
     /// The carrier and tracking number, once shipped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shipment: Option<Shipment>,
+    /// The money: charged at shipping, refunded after.
+    pub payment: PaymentSummary,
     /// Where to follow it.
     pub tracking_url: String,
     /// Placed.
@@ -82,6 +84,15 @@ pub struct Cancellation {
     pub reason: CancelReason,
     /// A sentence the customer can read.
     pub detail: String,
+}
+
+/// What the customer was charged and given back.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub struct PaymentSummary {
+    /// Captured (at shipping); until then the total is only authorized.
+    pub captured: Money,
+    /// Refunded so far.
+    pub refunded: Money,
 }
 
 /// How an order travels.
@@ -153,6 +164,10 @@ pub struct OrderRow {
     pub shipped_at: Option<DateTime<Utc>>,
     /// When it reached the customer.
     pub delivered_at: Option<DateTime<Utc>>,
+    /// Minor units captured.
+    pub captured: i64,
+    /// Minor units refunded.
+    pub refunded: i64,
     /// Last log entry applied.
     pub version: i32,
     /// Placed.
@@ -203,12 +218,14 @@ pub struct Saga {
     pub void_pending: bool,
     /// A release is sent and unanswered.
     pub release_pending: bool,
+    /// A restock is sent and unanswered.
+    pub restock_pending: bool,
     /// When to send the authorization again after a retryable failure.
     pub retry_at: Option<DateTime<Utc>>,
 }
 
 const SAGA_COLUMNS: &str = "order_id, step, deadline, reservation_id, payment_id, \
-     reservation_expires_at, void_pending, release_pending, retry_at";
+     reservation_expires_at, void_pending, release_pending, restock_pending, retry_at";
 
 /// The time a log entry records, as PostgreSQL stores it (microseconds), so the entry and the
 /// projection written from it hold the same instant.
@@ -268,6 +285,8 @@ impl Placed {
                 tracking_number: None,
                 shipped_at: None,
                 delivered_at: None,
+                captured: 0,
+                refunded: 0,
                 version: 1,
                 created_at: at,
                 updated_at: at,
@@ -309,6 +328,8 @@ impl OrderRow {
                 self.shipped_at = Some(at);
             }
             OrderEvent::Delivered => self.delivered_at = Some(at),
+            OrderEvent::PaymentCaptured { amount } => self.captured = amount.amount,
+            OrderEvent::Refunded { refunded_total, .. } => self.refunded = refunded_total.amount,
             _ => {}
         }
         self.version = seq;
@@ -391,7 +412,7 @@ async fn write(conn: &mut PgConnection, order: &OrderRow) -> Result<(), Error> {
         "UPDATE orders SET status = $2, version = $3, cancel_reason = $4, cancel_detail = $5, \
                            payment_action_url = $6, payment_action_expires_at = $7, \
                            updated_at = $8, carrier = $9, tracking_number = $10, \
-                           shipped_at = $11, delivered_at = $12 \
+                           shipped_at = $11, delivered_at = $12, captured = $13, refunded = $14 \
          WHERE id = $1",
     )
     .bind(order.id)
@@ -406,6 +427,8 @@ async fn write(conn: &mut PgConnection, order: &OrderRow) -> Result<(), Error> {
     .bind(&order.tracking_number)
     .bind(order.shipped_at)
     .bind(order.delivered_at)
+    .bind(order.captured)
+    .bind(order.refunded)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -541,12 +564,22 @@ fn reason_code(reason: CancelReason) -> String {
 const ORDER_COLUMNS: &str = "id, customer_id, email, shipping_address, payment_method, status, \
      currency, subtotal, total, to_jsonb(cancel_reason) AS cancel_reason, cancel_detail, \
      payment_action_url, payment_action_expires_at, carrier, tracking_number, shipped_at, \
-     delivered_at, version, created_at, updated_at";
+     delivered_at, captured, refunded, version, created_at, updated_at";
 
 /// The order, locked for the rest of the transaction.
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<OrderRow>, Error> {
     Ok(sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// The order's row, not locked.
+pub async fn get_row(conn: &mut PgConnection, id: Uuid) -> Result<Option<OrderRow>, Error> {
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"
     )))
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -614,6 +647,10 @@ async fn views(conn: &mut PgConnection, rows: Vec<OrderRow>) -> Result<Vec<Order
                         delivered_at: row.delivered_at,
                     }),
                     _ => None,
+                },
+                payment: PaymentSummary {
+                    captured: row.money(row.captured),
+                    refunded: row.money(row.refunded),
                 },
                 tracking_url: tracking_url(row.id),
                 created_at: row.created_at,
@@ -753,7 +790,8 @@ pub async fn lock_saga(conn: &mut PgConnection, key: SagaKey) -> Result<Option<S
 pub async fn save_saga(conn: &mut PgConnection, saga: &Saga) -> Result<(), Error> {
     sqlx::query(
         "UPDATE sagas SET step = $2, deadline = $3, reservation_expires_at = $4, \
-                void_pending = $5, release_pending = $6, retry_at = $7, updated_at = now() \
+                void_pending = $5, release_pending = $6, retry_at = $7, restock_pending = $8, \
+                updated_at = now() \
          WHERE order_id = $1",
     )
     .bind(saga.order_id)
@@ -763,6 +801,7 @@ pub async fn save_saga(conn: &mut PgConnection, saga: &Saga) -> Result<(), Error
     .bind(saga.void_pending)
     .bind(saga.release_pending)
     .bind(saga.retry_at)
+    .bind(saga.restock_pending)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -70,6 +70,15 @@ fn title(event: &OrderEvent) -> &'static str {
         OrderEvent::StockReleased => "Reserved items released",
         OrderEvent::PaymentVoided => "Payment authorization released",
         OrderEvent::LateReplyCompensated { .. } => "A late step was undone",
+        OrderEvent::StockRestocked => "Items put back in stock",
+        OrderEvent::PaymentCaptured { .. } => "Payment charged",
+        OrderEvent::CaptureFailed { .. } => "The payment could not be charged",
+        OrderEvent::RefundRequested { .. } => "Refund on its way",
+        OrderEvent::Refunded { .. } => "Refunded",
+        OrderEvent::RefundFailed { .. } => "The refund could not be made",
+        OrderEvent::ReturnRequested { .. } => "Return requested",
+        OrderEvent::ReturnReceived { .. } => "Return received",
+        OrderEvent::ReturnRestocked { .. } => "Returned items back in stock",
     }
 }
 
@@ -91,6 +100,30 @@ fn data(event: &OrderEvent, reader: Reader) -> Map<String, Value> {
         OrderEvent::Cancelled { reason, detail } => json!({"reason": reason, "detail": detail}),
         OrderEvent::LateReplyCompensated { compensation } => {
             json!({"compensation": compensation})
+        }
+        OrderEvent::PaymentCaptured { amount } => json!({"amount": amount}),
+        OrderEvent::RefundRequested {
+            amount, return_id, ..
+        } => json!({"amount": amount, "return_id": return_id}),
+        OrderEvent::Refunded {
+            amount,
+            refunded_total,
+            ..
+        } => json!({"amount": amount, "refunded_total": refunded_total}),
+        OrderEvent::ReturnRequested {
+            return_id,
+            items,
+            amount,
+            reason,
+        } => json!({"return_id": return_id, "items": items, "amount": amount, "reason": reason}),
+        OrderEvent::ReturnReceived { return_id } | OrderEvent::ReturnRestocked { return_id } => {
+            json!({"return_id": return_id})
+        }
+        OrderEvent::CaptureFailed { detail } | OrderEvent::RefundFailed { detail, .. } => {
+            match reader {
+                Reader::Admin => json!({"detail": detail}),
+                Reader::Owner => json!({}),
+            }
         }
         _ => json!({}),
     };

@@ -655,7 +655,11 @@ pub async fn restock<C: tienda_events::Message>(
     .await?;
     let items = if inserted.is_some() {
         let skus: Vec<&str> = command.items.iter().map(|l| l.sku.as_str()).collect();
-        let quantities: Vec<i64> = command.items.iter().map(|l| i64::from(l.quantity)).collect();
+        let quantities: Vec<i64> = command
+            .items
+            .iter()
+            .map(|l| i64::from(l.quantity))
+            .collect();
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
             "UPDATE inventory i SET on_hand = i.on_hand + r.qty, updated_at = now() \
              FROM unnest($1::text[], $2::bigint[]) AS r(sku, qty) WHERE i.sku = r.sku \

@@ -116,7 +116,7 @@ fn luhn(digits: &[u32]) -> bool {
 
 /// Refuses control characters (NUL, line breaks, ...) in a text field; they have no place
 /// in an address and some cannot be stored.
-pub(crate) fn no_control(fields: &mut FieldErrors, field: &str, value: &str) -> bool {
+pub fn no_control(fields: &mut FieldErrors, field: &str, value: &str) -> bool {
     if value.chars().any(char::is_control) {
         fields.push((
             field.to_owned(),

@@ -93,6 +93,78 @@ pub enum OrderEvent {
     StockReleased,
     /// Payments released the authorization.
     PaymentVoided,
+    /// Inventory put the cancelled order's sold stock back on the shelf.
+    StockRestocked,
+    /// The payment was captured (at shipping): money moved.
+    PaymentCaptured {
+        /// What was captured.
+        amount: Money,
+    },
+    /// The capture was refused for good (the authorization expired, say): an admin must act.
+    CaptureFailed {
+        /// Payments' account of it.
+        detail: String,
+    },
+    /// A refund was asked of payments.
+    RefundRequested {
+        /// The refund (payments is idempotent by it).
+        refund_id: Uuid,
+        /// How much.
+        amount: Money,
+        /// Why.
+        reason: String,
+        /// The return it pays back, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        return_id: Option<Uuid>,
+    },
+    /// Money went back to the customer.
+    Refunded {
+        /// The refund.
+        refund_id: Uuid,
+        /// This refund.
+        amount: Money,
+        /// Everything refunded so far.
+        refunded_total: Money,
+        /// The whole order is refunded (the order becomes `refunded`).
+        full: bool,
+    },
+    /// A refund was refused for good: an admin must act.
+    RefundFailed {
+        /// The refund.
+        refund_id: Uuid,
+        /// Payments' account of it.
+        detail: String,
+    },
+    /// The customer asked to send goods back.
+    ReturnRequested {
+        /// The return.
+        return_id: Uuid,
+        /// What goes back.
+        items: Vec<ReturnLine>,
+        /// What it refunds: the lines at the prices paid.
+        amount: Money,
+        /// Why, in the customer's words.
+        reason: String,
+    },
+    /// The returned goods arrived: they are restocked and refunded.
+    ReturnReceived {
+        /// The return.
+        return_id: Uuid,
+    },
+    /// Inventory put a return's goods back on the shelf.
+    ReturnRestocked {
+        /// The return.
+        return_id: Uuid,
+    },
+}
+
+/// A returned quantity of one SKU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReturnLine {
+    /// The variant.
+    pub sku: String,
+    /// Units.
+    pub quantity: u32,
 }
 
 /// A line as the order log records it.
@@ -139,7 +211,16 @@ impl OrderEvent {
             | OrderEvent::LateReplyCompensated { .. }
             | OrderEvent::StockCommitted
             | OrderEvent::StockReleased
-            | OrderEvent::PaymentVoided => None,
+            | OrderEvent::PaymentVoided
+            | OrderEvent::StockRestocked
+            | OrderEvent::PaymentCaptured { .. }
+            | OrderEvent::CaptureFailed { .. }
+            | OrderEvent::RefundRequested { .. }
+            | OrderEvent::RefundFailed { .. }
+            | OrderEvent::ReturnRequested { .. }
+            | OrderEvent::ReturnReceived { .. }
+            | OrderEvent::ReturnRestocked { .. } => None,
+            OrderEvent::Refunded { full, .. } => full.then_some(Transition::Refund),
         }
     }
 
@@ -158,6 +239,15 @@ impl OrderEvent {
             OrderEvent::StockCommitted => "stock_committed",
             OrderEvent::StockReleased => "stock_released",
             OrderEvent::PaymentVoided => "payment_voided",
+            OrderEvent::StockRestocked => "stock_restocked",
+            OrderEvent::PaymentCaptured { .. } => "payment_captured",
+            OrderEvent::CaptureFailed { .. } => "capture_failed",
+            OrderEvent::RefundRequested { .. } => "refund_requested",
+            OrderEvent::Refunded { .. } => "refunded",
+            OrderEvent::RefundFailed { .. } => "refund_failed",
+            OrderEvent::ReturnRequested { .. } => "return_requested",
+            OrderEvent::ReturnReceived { .. } => "return_received",
+            OrderEvent::ReturnRestocked { .. } => "return_restocked",
         }
     }
 }

@@ -90,6 +90,8 @@ pub enum Reply {
         /// Nothing to void.
         settled: bool,
     },
+    /// Inventory put the order's sold stock back on the shelf.
+    Restocked,
     /// The current step's deadline passed without an answer.
     DeadlinePassed,
     /// The time to retry a retryable authorization failure came.
@@ -104,6 +106,8 @@ pub enum Compensation {
     Release,
     /// `tienda.payment.cmd.void`.
     Void,
+    /// `tienda.inventory.cmd.restock`: stock sold for an order that was then cancelled.
+    Restock,
 }
 
 /// What to do.
@@ -141,6 +145,8 @@ pub enum Decision {
         release: bool,
         /// Whether to send `payment.cmd.void`.
         void: bool,
+        /// Whether to send `inventory.cmd.restock` (the stock was sold and never left).
+        restock: bool,
     },
     /// A late reply to a cancelled order: undo what it did, leave the order as it is.
     Compensate(Compensation),
@@ -196,6 +202,7 @@ pub fn decide(status: Status, reply: &Reply) -> Decision {
             detail: format!("Not enough stock of {}.", skus.join(", ")),
             release: false,
             void: false,
+            restock: false,
         },
         Reply::PaymentActionRequired { until, action_url } if status == Reserved => {
             Decision::AwaitAction {
@@ -210,6 +217,7 @@ pub fn decide(status: Status, reply: &Reply) -> Decision {
             detail: format!("The payment was declined: {message}"),
             release: true,
             void: false,
+            restock: false,
         },
         Reply::AuthorizationFailed { retryable: true } if awaiting_payment => {
             Decision::ScheduleAuthorizeRetry
@@ -219,9 +227,13 @@ pub fn decide(status: Status, reply: &Reply) -> Decision {
             detail: "The payment could not be made; nothing was charged.".into(),
             release: true,
             void: false,
+            restock: false,
         },
         Reply::RetryDue if awaiting_payment => Decision::RetryAuthorize,
         Reply::Committed if status == Authorized => Decision::Confirm,
+        // Sold after the order was cancelled (the commit was in flight): put it back.
+        Reply::Committed if status == Cancelled => Decision::Compensate(Compensation::Restock),
+        Reply::Restocked if status == Cancelled => Decision::Settled(Compensation::Restock),
         // The stock is gone (the reservation expired) while the payment was pending or held.
         Reply::Released if awaiting_payment || status == Authorized => Decision::Cancel {
             reason: CancelReason::TimedOut,
@@ -230,6 +242,7 @@ pub fn decide(status: Status, reply: &Reply) -> Decision {
                 .into(),
             release: false,
             void: true,
+            restock: false,
         },
         Reply::Released if status == Cancelled => Decision::Settled(Compensation::Release),
         Reply::Voided if status == Cancelled => Decision::Settled(Compensation::Void),
@@ -244,6 +257,7 @@ pub fn decide(status: Status, reply: &Reply) -> Decision {
                 // and the reservation's TTL backs that up.
                 release: false,
                 void: false,
+                restock: false,
             },
             Reserved | AwaitingPaymentAction => Decision::Cancel {
                 reason: CancelReason::TimedOut,
@@ -252,6 +266,7 @@ pub fn decide(status: Status, reply: &Reply) -> Decision {
                 // An authorization may be in flight or held: void it now rather than wait
                 // for a late `authorized` (payments refuses a void of nothing harmlessly).
                 void: true,
+                restock: false,
             },
             // A commit cannot be undone blindly: ask again until inventory answers.
             Authorized => Decision::ResendCommit,
@@ -289,8 +304,11 @@ pub enum CancelRefused {
 /// - `pending`: nothing is known to be held (a late `reserved` is released when it comes).
 /// - `reserved`, `awaiting_payment_action`: release the stock; void the payment (an
 ///   authorization may be in flight or held).
-/// - `authorized`, `confirmed`, `shipped`: the stock is committed (or being committed) and
-///   inventory cannot take a sale back, so only the payment is voided.
+/// - `authorized`: the stock is being committed; the payment is voided (a commit that lands
+///   after the cancellation is answered by a restock).
+/// - `confirmed`: the payment is voided and the sold stock, which never left, restocked.
+/// - `shipped` (admins only): the goods are out and the payment is captured at shipping:
+///   what was captured is refunded (outside this table, by [`crate::aftersale`]).
 ///
 /// A customer may cancel only while the order is not shipped and within the window; an admin
 /// any time before delivery (the state machine's rule).
@@ -318,21 +336,28 @@ pub fn cancel_requested(status: Status, requester: Requester) -> Result<Decision
                 "Cancelled at your request; nothing was charged.",
             )
         }
+        Requester::Admin if status == Shipped => (
+            CancelReason::AdminRequested,
+            "Cancelled by the shop after shipping; what was charged is refunded.",
+        ),
         Requester::Admin => (
             CancelReason::AdminRequested,
             "Cancelled by the shop; nothing was charged.",
         ),
     };
-    let (release, void) = match status {
-        Pending => (false, false),
-        Reserved | AwaitingPaymentAction => (true, true),
-        _ => (false, true),
+    let (release, void, restock) = match status {
+        Pending => (false, false, false),
+        Reserved | AwaitingPaymentAction => (true, true, false),
+        Authorized => (false, true, false),
+        Confirmed => (false, true, true),
+        _ => (false, false, false),
     };
     Ok(Decision::Cancel {
         reason,
         detail: detail.into(),
         release,
         void,
+        restock,
     })
 }
 
@@ -379,6 +404,7 @@ mod tests {
             Reply::Voided,
             Reply::VoidFailed { settled: true },
             Reply::VoidFailed { settled: false },
+            Reply::Restocked,
             Reply::DeadlinePassed,
             Reply::RetryDue,
         ]
@@ -561,9 +587,22 @@ mod tests {
             },
             Reply::AuthorizationFailed { retryable: false },
             Reply::ReservationFailed { skus: vec![] },
-            Reply::Committed,
         ] {
             assert_eq!(decide(Cancelled, &reply), Decision::Ignore, "{reply:?}");
+        }
+        assert_eq!(
+            decide(Cancelled, &Reply::Committed),
+            Decision::Compensate(Compensation::Restock),
+            "sold after the cancellation: put back"
+        );
+        assert_eq!(
+            decide(Cancelled, &Reply::Restocked),
+            Decision::Settled(Compensation::Restock)
+        );
+        for status in Status::ALL {
+            if status != Cancelled {
+                assert_eq!(decide(status, &Reply::Restocked), Decision::Ignore);
+            }
         }
     }
 
@@ -647,7 +686,19 @@ mod tests {
         }
         assert_eq!(
             cancel_of(&cancel_requested(Shipped, Requester::Admin).unwrap()),
-            Some((CancelReason::AdminRequested, false, true))
+            Some((CancelReason::AdminRequested, false, false)),
+            "captured at shipping: refunded, not voided"
         );
+    }
+
+    #[test]
+    fn only_a_cancelled_confirmed_order_restocks_what_it_sold() {
+        for status in Status::ALL {
+            let Ok(Decision::Cancel { restock, .. }) = cancel_requested(status, Requester::Admin)
+            else {
+                continue;
+            };
+            assert_eq!(restock, status == Confirmed, "{status}");
+        }
     }
 }

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod cart;
 pub mod checkout;
 pub mod orders;
+pub mod returns;
 pub mod timeline;
 
 use axum::{Router, middleware};
@@ -33,6 +34,8 @@ pub struct AppState {
     pub timeouts: Timeouts,
     /// How long after placing an order its customer may cancel it.
     pub cancel_window: std::time::Duration,
+    /// How long after delivery its customer may return it.
+    pub return_window: std::time::Duration,
     /// Wakes open order timelines.
     pub feed: crate::timeline::Feed,
     /// Ends open event streams when the process stops.
@@ -73,6 +76,8 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(orders::ship))
         .routes(routes!(orders::deliver))
         .routes(routes!(timeline::timeline))
+        .routes(routes!(returns::list, returns::create))
+        .routes(routes!(returns::receive))
         .route_layer(middleware::from_fn_with_state(
             state.verifier.clone(),
             authenticate,

@@ -176,11 +176,11 @@ pub async fn get(
     Ok(Json(order))
 }
 
-fn order_id(id: &str) -> Result<Uuid, Error> {
+pub(crate) fn order_id(id: &str) -> Result<Uuid, Error> {
     Uuid::try_parse(id).map_err(|_| Error::NotFound(format!("No order {id}.")))
 }
 
-fn require_admin(claims: &Claims) -> Result<(), Error> {
+pub(crate) fn require_admin(claims: &Claims) -> Result<(), Error> {
     if claims.has_role("admin") {
         Ok(())
     } else {
@@ -236,7 +236,11 @@ pub async fn cancel(
             state.cancel_window.as_secs() / 60
         )),
     })?;
+    let shipped = order.status == crate::domain::status::Status::Shipped;
     saga::cancel_on_request(&mut tx, &mut saga, &mut order, &decision, state.timeouts).await?;
+    if shipped {
+        crate::aftersale::cancelled_after_shipping(&mut tx, &mut order, state.timeouts).await?;
+    }
     let view = store::get(&mut tx, order_id).await?.ok_or_else(not_found)?;
     tx.commit().await?;
     tracing::info!(%order_id, ?requester, "order cancelled on request");
@@ -281,6 +285,7 @@ pub async fn ship(
         tracking_number: request.tracking_number.clone(),
     };
     store::append(&mut tx, &mut order, &entry).await?;
+    crate::aftersale::capture_on_ship(&mut tx, &order, state.timeouts).await?;
     let shipped = tienda_events::order::OrderShipped {
         order_id: order.id,
         customer_id: Some(order.customer_id),

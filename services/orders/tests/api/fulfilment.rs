@@ -6,7 +6,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tienda_events::{
     Envelope, Money,
-    inventory::{InventoryCommitted, InventoryReleased, InventoryReserved, Line, ReleaseReason},
+    inventory::{
+        InventoryCommitted, InventoryReleased, InventoryReserved, InventoryRestocked, Line,
+        ReleaseReason,
+    },
     payment::{PaymentAuthorized, PaymentVoided},
 };
 use uuid::Uuid;
@@ -124,8 +127,14 @@ async fn a_customer_cancels_a_confirmed_order_its_payment_is_voided_and_order_ca
     let cancelled = app.bus.expect("tienda.order.cancelled", id).await;
     assert_eq!(cancelled.data["reason"], "customer_requested");
     assert_eq!(cancelled.data["customer_id"], crate::helpers::CUSTOMER);
-    // The stock is committed (sold): there is no reservation left to release.
+    // The stock is committed (sold): there is no reservation left to release, but the sold
+    // units never left the warehouse: they are put back.
     assert_eq!(sent(&app, "tienda.inventory.cmd.release", id).await, 0);
+    let restock = app.bus.expect("tienda.inventory.cmd.restock", id).await;
+    assert_eq!(
+        restock.data["items"],
+        serde_json::json!([{"sku": "MUG-1", "quantity": 1}])
+    );
     assert_eq!(app.saga(id).await, ("compensating".to_owned(), true));
 
     let done = app
@@ -139,6 +148,18 @@ async fn a_customer_cancels_a_confirmed_order_its_payment_is_voided_and_order_ca
         )
         .await;
     app.handled(tienda_orders::PAYMENT_CONSUMER, done).await;
+    assert_eq!(
+        app.saga(id).await,
+        ("compensating".to_owned(), true),
+        "the restock is still unanswered"
+    );
+    let restocked = InventoryRestocked {
+        restock_id: uuid(&restock.data["restock_id"]),
+        order_id: Some(id),
+        items: mug(),
+    };
+    let done = app.reply("products", restocked, &restock).await;
+    app.handled(tienda_orders::INVENTORY_CONSUMER, done).await;
     assert_eq!(app.saga(id).await, ("compensated".to_owned(), false));
     assert_eq!(
         app.log(id).await,
@@ -148,7 +169,8 @@ async fn a_customer_cancels_a_confirmed_order_its_payment_is_voided_and_order_ca
             "payment_authorized",
             "confirmed",
             "cancelled",
-            "payment_voided"
+            "payment_voided",
+            "stock_restocked"
         ]
     );
 }

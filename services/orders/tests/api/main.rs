@@ -1,5 +1,6 @@
 //! The orders service against real PostgreSQL, nats-server and a real products service.
 
+mod aftersale;
 mod cart;
 mod checkout;
 mod fulfilment;

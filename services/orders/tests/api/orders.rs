@@ -157,32 +157,32 @@ async fn admins_list_every_order_filtered_by_status_customer_and_date() {
 
     let (status, all) = list(&app, &app.admin, "").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(ids(&all), [theirs_id.clone(), mine_id.clone()]);
+    assert_eq!(ids(&all), [theirs_id.as_str(), mine_id.as_str()]);
     let (_, page) = list(&app, &app.admin, "?status=cancelled").await;
-    assert_eq!(ids(&page), [mine_id.clone()]);
+    assert_eq!(ids(&page), [mine_id.as_str()]);
     let (_, page) = list(&app, &app.admin, "?status=pending").await;
-    assert_eq!(ids(&page), [theirs_id.clone()]);
+    assert_eq!(ids(&page), [theirs_id.as_str()]);
     let (_, page) = list(
         &app,
         &app.admin,
         &format!("?customer_id={}", crate::helpers::OTHER_CUSTOMER),
     )
     .await;
-    assert_eq!(ids(&page), [theirs_id.clone()]);
+    assert_eq!(ids(&page), [theirs_id.as_str()]);
     let at = before_theirs.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let (_, page) = list(&app, &app.admin, &format!("?from={at}")).await;
-    assert_eq!(ids(&page), [theirs_id.clone()]);
+    assert_eq!(ids(&page), [theirs_id.as_str()]);
     let (_, page) = list(&app, &app.admin, &format!("?to={at}")).await;
-    assert_eq!(ids(&page), [mine_id.clone()]);
+    assert_eq!(ids(&page), [mine_id.as_str()]);
     let (_, page) = list(&app, &app.admin, "?limit=1").await;
     let cursor = page["next_cursor"].as_str().unwrap().to_owned();
     let (_, next) = list(&app, &app.admin, &format!("?limit=1&cursor={cursor}")).await;
-    assert_eq!(ids(&next), [mine_id.clone()]);
+    assert_eq!(ids(&next), [mine_id.as_str()]);
     assert!(next["next_cursor"].is_null());
 
     // A customer filters only their own orders, and may not ask for someone else's.
     let (_, page) = list(&app, &app.customer, "?status=pending").await;
-    assert_eq!(ids(&page), Vec::<String>::new());
+    assert!(ids(&page).is_empty());
     let (status, _) = list(
         &app,
         &app.customer,

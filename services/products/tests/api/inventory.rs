@@ -707,12 +707,11 @@ async fn a_restock_puts_units_back_once_however_often_it_is_sent() {
             "attempt {attempt}: restocked once"
         );
     }
-    let reasons: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT reason, delta FROM stock_ledger WHERE sku = 'LAMP-1' ORDER BY id",
-    )
-    .fetch_all(&app.db)
-    .await
-    .unwrap();
+    let reasons: Vec<(String, i64)> =
+        sqlx::query_as("SELECT reason, delta FROM stock_ledger WHERE sku = 'LAMP-1' ORDER BY id")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
     assert_eq!(
         reasons.last().unwrap(),
         &("restock: order cancelled before shipping".to_owned(), 3)
