@@ -850,8 +850,9 @@ fn invalid_key(detail: &str) -> Problem {
     ))
 }
 
-/// The key, if sent: a Structured Field string (`"abc"`) or a bare value (`abc`).
-fn key_of(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+/// The key, if sent: a Structured Field string (`"abc"`) or a bare value (`abc`), decoded as
+/// the layer decodes it (handlers that record the key use this, so both agree).
+pub fn key_of(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     let mut values = headers.get_all(KEY).iter();
     let Some(value) = values.next() else {
         return Ok(None);

@@ -478,6 +478,20 @@ pub async fn receive_return(
             found.status
         )));
     }
+    // The refund is bounded by what was captured: not before the capture is settled.
+    let capture: Option<String> = sqlx::query_scalar(
+        "SELECT status FROM payment_actions WHERE order_id = $1 AND kind = 'capture'",
+    )
+    .bind(order.id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if capture.as_deref() == Some("pending") {
+        return Err(Error::Conflict(
+            "The order's payment is still being charged; receive the return once the capture \
+             is settled (see the order's timeline), so its refund can be sent."
+                .into(),
+        ));
+    }
     store::append(conn, order, &OrderEvent::ReturnReceived { return_id }).await?;
     let restock = RestockInventory {
         restock_id: return_id,

@@ -43,6 +43,9 @@ pub enum Error {
         /// Units that can be reserved now.
         available: i64,
     },
+    /// The caller holds too much at once (the detail says what to do).
+    #[error("too many: {0}")]
+    TooManyRequests(String),
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -101,6 +104,12 @@ impl From<Error> for Problem {
             ))
             .with_extension("sku", serde_json::json!(sku))
             .with_extension("available", serde_json::json!(available)),
+            Error::TooManyRequests(detail) => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-requests",
+                "Too many requests",
+            )
+            .with_detail(detail),
             Error::Database(err) => {
                 tracing::error!(error = %err, "database error");
                 Problem::internal()

@@ -176,6 +176,30 @@ pub struct Feed {
     watched: Arc<Mutex<HashMap<Uuid, watch::Sender<u64>>>>,
     /// One permit per open event stream.
     pub streams: Arc<Semaphore>,
+    /// Open streams per caller (token subject).
+    per_caller: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// Most event streams one caller keeps open at once (a few tabs; not the whole pool).
+pub const MAX_STREAMS_PER_CALLER: usize = 5;
+
+/// One of a caller's open streams; counted until dropped.
+#[derive(Debug)]
+pub struct CallerSlot {
+    caller: String,
+    per_caller: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for CallerSlot {
+    fn drop(&mut self) {
+        let mut open = self.per_caller.lock().expect("not poisoned");
+        if let Some(n) = open.get_mut(&self.caller) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.caller);
+            }
+        }
+    }
 }
 
 /// A stream's watch on one order; stops watching when dropped.
@@ -206,7 +230,22 @@ impl Feed {
         Self {
             watched: Arc::default(),
             streams: Arc::new(Semaphore::new(max_streams)),
+            per_caller: Arc::default(),
         }
+    }
+
+    /// A slot for one more stream of `caller`, or `None` at [`MAX_STREAMS_PER_CALLER`].
+    pub fn caller_slot(&self, caller: &str) -> Option<CallerSlot> {
+        let mut open = self.per_caller.lock().expect("not poisoned");
+        let n = open.entry(caller.to_owned()).or_default();
+        if *n >= MAX_STREAMS_PER_CALLER {
+            return None;
+        }
+        *n += 1;
+        Some(CallerSlot {
+            caller: caller.to_owned(),
+            per_caller: self.per_caller.clone(),
+        })
     }
 
     /// Watches `order_id`'s log. A listener that reconnects misses appends made meanwhile:
@@ -307,5 +346,17 @@ mod tests {
         assert_eq!(feed.watched(), 1, "still watched by the first");
         drop(first);
         assert_eq!(feed.watched(), 0);
+    }
+
+    #[test]
+    fn one_caller_holds_a_few_streams_and_gets_them_back() {
+        let feed = Feed::new(100);
+        let slots: Vec<_> = (0..MAX_STREAMS_PER_CALLER)
+            .map(|_| feed.caller_slot("ana").expect("within the cap"))
+            .collect();
+        assert!(feed.caller_slot("ana").is_none());
+        assert!(feed.caller_slot("bea").is_some(), "others are not affected");
+        drop(slots);
+        assert!(feed.caller_slot("ana").is_some());
     }
 }

@@ -210,6 +210,13 @@ async fn merge(state: &AppState, into: Uuid, token: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Locks the cart for a change; gone meanwhile (deleted, or merged into a customer's) is 404.
+async fn lock(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<i64, Error> {
+    cart::lock(conn, id).await?.ok_or_else(|| {
+        Error::NotFound("The cart is gone (deleted, or merged into your account's cart).".into())
+    })
+}
+
 fn units(quantity: i32) -> u32 {
     u32::try_from(quantity).unwrap_or(0)
 }
@@ -237,7 +244,10 @@ pub fn price_lines(
     let mut price_changes = Vec::new();
     for line in lines {
         let seen = line.seen()?;
-        let variant = variants.get(&line.sku);
+        // Repriced into another currency than the customer saw: not for sale in this cart.
+        let variant = variants
+            .get(&line.sku)
+            .filter(|v| v.price.currency == seen.currency);
         let current = variant.map(|v| v.price);
         let changed = current.is_some_and(|c| c != seen);
         if let (true, Some(current)) = (changed, current) {
@@ -350,12 +360,16 @@ pub async fn patch(
         let lines = cart::lines(&mut *state.db.acquire().await?, cart.id).await?;
         let variants = variants(&state, lines.iter().map(|l| l.sku.as_str())).await?;
         let mut tx = state.db.begin().await?;
-        cart::lock(&mut tx, cart.id).await?;
+        lock(&mut tx, cart.id).await?;
         for mut line in cart::lines(&mut tx, cart.id).await? {
             let Some(variant) = variants.get(&line.sku) else {
                 continue;
             };
-            if line.seen()? != variant.price {
+            let seen = line.seen()?;
+            if variant.price.currency != seen.currency {
+                continue; // shown as not for sale; the customer removes it
+            }
+            if seen != variant.price {
                 line.seen_amount = variant.price.amount;
                 line.seen_currency = variant.price.currency.to_string();
                 cart::put_line(&mut tx, cart.id, &line).await?;
@@ -447,7 +461,7 @@ pub async fn add_item(
             )])
         })?;
     let mut tx = state.db.begin().await?;
-    cart::lock(&mut tx, cart.id).await?;
+    lock(&mut tx, cart.id).await?;
     let lines = cart::lines(&mut tx, cart.id).await?;
     let existing = lines.iter().find(|l| l.sku == item.sku);
     let have = existing.map_or(0, |l| units(l.quantity));
@@ -527,7 +541,7 @@ pub async fn set_item(
         .remove(&sku)
         .map(|v| v.available);
     let mut tx = state.db.begin().await?;
-    cart::lock(&mut tx, cart.id).await?;
+    lock(&mut tx, cart.id).await?;
     let mut line = cart::lines(&mut tx, cart.id)
         .await?
         .into_iter()
@@ -577,7 +591,7 @@ pub async fn remove_item(
     check_sku(&sku)?;
     let (cart, _) = resolve(&state, claims(&auth), &headers, false).await?;
     let mut tx = state.db.begin().await?;
-    cart::lock(&mut tx, cart.id).await?;
+    lock(&mut tx, cart.id).await?;
     if !cart::remove_line(&mut tx, cart.id, &sku).await? {
         return Err(no_line(&sku));
     }

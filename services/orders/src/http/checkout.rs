@@ -42,13 +42,12 @@ pub async fn checkout(
 ) -> Result<Response, Error> {
     let customer = customer_id(&claims)?;
     let request = request.validate().map_err(Error::Invalid)?;
-    // The idempotency layer has checked the key is there and well formed.
-    let key = headers
-        .get(idempotency::KEY)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .trim_matches('"')
-        .to_owned();
+    // The idempotency layer has checked the key is there and well formed; decoded the way it
+    // decodes it, so `"abc"` and `abc` are one key to both.
+    let key = idempotency::key_of(&headers)
+        .ok()
+        .flatten()
+        .ok_or_else(|| Error::Invalid(vec![("Idempotency-Key".into(), "is required".into())]))?;
     // Placed before with this key (its stored answer was lost): answer with that order,
     // before the cart it emptied is looked at.
     if let Some(id) =

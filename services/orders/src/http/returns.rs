@@ -81,20 +81,27 @@ impl ReturnRequest {
     }
 }
 
-/// The order, locked, if the caller owns it or is an admin (else not found).
+/// The order if the caller owns it or is an admin (else not found), locked with `lock` — only
+/// once the caller is known to be allowed, so nobody can hold another's order.
 async fn owned_or_admin(
     conn: &mut sqlx::PgConnection,
     claims: &Claims,
     id: &str,
+    lock: bool,
 ) -> Result<(OrderRow, bool), Error> {
     let not_found = || Error::NotFound(format!("No order {id}."));
-    let order = store::lock(conn, order_id(id)?)
+    let order_id = order_id(id)?;
+    let order = store::get_row(conn, order_id)
         .await?
         .ok_or_else(not_found)?;
     let owner = claims.sub.parse::<Uuid>().ok() == Some(order.customer_id);
     if !owner && !claims.has_role("admin") {
         return Err(not_found());
     }
+    if !lock {
+        return Ok((order, owner));
+    }
+    let order = store::lock(conn, order_id).await?.ok_or_else(not_found)?;
     Ok((order, owner))
 }
 
@@ -110,7 +117,7 @@ pub async fn list(
     Path(id): Path<String>,
 ) -> Result<Json<ReturnList>, Error> {
     let mut tx = state.db.begin().await?;
-    let (order, _) = owned_or_admin(&mut tx, &claims, &id).await?;
+    let (order, _) = owned_or_admin(&mut tx, &claims, &id, false).await?;
     let items = aftersale::returns(&mut tx, order.id).await?;
     tx.commit().await?;
     Ok(Json(ReturnList { items }))
@@ -135,7 +142,7 @@ pub async fn create(
 ) -> Result<Response, Error> {
     let request = request.validate().map_err(Error::Invalid)?;
     let mut tx = state.db.begin().await?;
-    let (mut order, owner) = owned_or_admin(&mut tx, &claims, &id).await?;
+    let (mut order, owner) = owned_or_admin(&mut tx, &claims, &id, true).await?;
     if owner && !claims.has_role("admin") {
         let window =
             chrono::Duration::from_std(state.return_window).unwrap_or(chrono::Duration::MAX);
@@ -186,7 +193,7 @@ pub async fn receive(
     let return_id = Uuid::try_parse(&return_id)
         .map_err(|_| Error::NotFound(format!("No return {return_id}.")))?;
     let mut tx = state.db.begin().await?;
-    let (mut order, _) = owned_or_admin(&mut tx, &claims, &id).await?;
+    let (mut order, _) = owned_or_admin(&mut tx, &claims, &id, true).await?;
     aftersale::receive_return(&mut tx, &mut order, return_id, state.timeouts).await?;
     let received = aftersale::returns(&mut tx, order.id)
         .await?

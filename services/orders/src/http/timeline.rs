@@ -52,6 +52,7 @@ pub struct Timeline {
                content((Timeline = "application/json"), (String = "text/event-stream"))),
               (status = 401, body = Problem), (status = 404, body = Problem),
               (status = 422, body = Problem, description = "A malformed Last-Event-ID"),
+              (status = 429, body = Problem, description = "The caller follows too many timelines"),
               (status = 503, body = Problem, description = "Too many open event streams")),
     security(("bearer" = [])))]
 pub async fn timeline(
@@ -96,6 +97,13 @@ pub async fn timeline(
         return Ok(Json(Timeline { items }).into_response());
     }
     drop(conn);
+    let caller = state.feed.caller_slot(&claims.sub).ok_or_else(|| {
+        Error::TooManyRequests(format!(
+            "You already follow {} order timelines; close one, or read GET \
+             /v1/orders/{{id}}/timeline as JSON.",
+            timeline::MAX_STREAMS_PER_CALLER
+        ))
+    })?;
     let permit = state
         .feed
         .streams
@@ -120,6 +128,7 @@ pub async fn timeline(
         ends_at: Instant::now() + STREAM_LIFETIME,
         shutdown: state.shutdown.clone(),
         _permit: permit,
+        _caller: caller,
     };
     Ok(Sse::new(events(follow))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
@@ -138,6 +147,7 @@ struct Follow {
     ends_at: Instant,
     shutdown: Shutdown,
     _permit: OwnedSemaphorePermit,
+    _caller: timeline::CallerSlot,
 }
 
 impl Follow {

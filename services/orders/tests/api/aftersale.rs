@@ -294,3 +294,37 @@ async fn an_unanswered_capture_is_sent_again_and_a_refused_one_recorded_for_an_a
         .unwrap();
     assert_eq!(failed["data"]["detail"], "the authorization expired");
 }
+
+#[tokio::test]
+async fn a_return_is_received_only_once_the_capture_is_settled_so_its_refund_is_never_lost() {
+    let app = spawn_app().await;
+    let id = confirmed_order(&app).await;
+    ship(&app, id).await;
+    let (status, _) = post(&app, &format!("/v1/orders/{id}/deliver"), &app.admin, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, created) = post(
+        &app,
+        &format!("/v1/orders/{id}/returns"),
+        &app.customer,
+        Some(json!({"items": [{"sku": "MUG-1", "quantity": 1}], "reason": "Wrong colour"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let receive = format!(
+        "/v1/orders/{id}/returns/{}/receive",
+        created["id"].as_str().unwrap()
+    );
+    let (status, problem) = post(&app, &receive, &app.admin, None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("capture"),
+        "{problem}"
+    );
+    assert_eq!(app.bus.about("tienda.payment.cmd.refund", id).len(), 0);
+
+    capture(&app, id).await;
+    let (status, received) = post(&app, &receive, &app.admin, None).await;
+    assert_eq!(status, StatusCode::OK, "{received}");
+    let command = app.bus.expect("tienda.payment.cmd.refund", id).await;
+    assert_eq!(command.data["amount"]["amount"], 1250);
+}

@@ -382,3 +382,36 @@ async fn control_characters_in_any_text_field_are_a_422_naming_it_not_a_500() {
         .unwrap();
     assert_eq!(orders, 0);
 }
+
+#[tokio::test]
+async fn keys_differing_only_by_a_quote_are_two_checkouts() {
+    let app = spawn_app().await;
+    let mug = app
+        .products
+        .create("Mug", "active", &[("MUG-1", 1250)])
+        .await;
+    let first = app
+        .send(
+            Method::POST,
+            "/v1/checkout",
+            Some(&app.customer),
+            Some("k1\""),
+            Some(&checkout_body(&[(mug, "MUG-1", 1)])),
+        )
+        .await;
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let first: Value = first.json().await.unwrap();
+    let second = app
+        .send(
+            Method::POST,
+            "/v1/checkout",
+            Some(&app.customer),
+            Some("k1"),
+            Some(&checkout_body(&[(mug, "MUG-1", 2)])),
+        )
+        .await;
+    assert_eq!(second.status(), StatusCode::ACCEPTED);
+    let second: Value = second.json().await.unwrap();
+    assert_ne!(second["id"], first["id"], "a new key is a new order");
+    assert_eq!(second["items"][0]["quantity"], 2);
+}

@@ -230,3 +230,43 @@ async fn stopping_orders_ends_open_streams_instead_of_hanging_the_drain() {
         .expect("orders stops while a timeline is open");
     assert!(stream.next().await.is_none(), "the stream ended");
 }
+
+#[tokio::test]
+async fn one_customer_cannot_hold_more_than_a_few_streams() {
+    let app = spawn_app().await;
+    let id = app.placed_order("MUG-1", 1250, 1).await;
+    let mut open = Vec::new();
+    for _ in 0..tienda_orders::timeline::MAX_STREAMS_PER_CALLER {
+        open.push(Stream::open(&app, id, &app.customer, None).await);
+    }
+    let refused = app
+        .http
+        .get(format!("{}/v1/orders/{id}/timeline", app.base))
+        .bearer_auth(&app.customer)
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    // An admin still follows it; once a stream closes, the customer may open another.
+    Stream::open(&app, id, &app.admin, None).await;
+    drop(open.pop());
+    let mut again = None;
+    for _ in 0..100 {
+        let response = app
+            .http
+            .get(format!("{}/v1/orders/{id}/timeline", app.base))
+            .bearer_auth(&app.customer)
+            .header("Accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::OK {
+            again = Some(response);
+            break;
+        }
+        // The server notices the closed connection on its next write or wake-up.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(again.is_some(), "the closed stream's slot came back");
+}
