@@ -12,7 +12,8 @@ pub async fn until_settled(
     token: &str,
     within: Duration,
 ) -> Result<(String, Vec<String>), String> {
-    tokio::time::timeout(within, async {
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(within, async {
         let mut response = http
             .get(url)
             .bearer_auth(token)
@@ -24,7 +25,6 @@ pub async fn until_settled(
             return Err(format!("stream refused: {}", response.status()));
         }
         let mut buffer = String::new();
-        let mut seen = Vec::new();
         loop {
             while let Some(end) = buffer.find("\n\n") {
                 let block: String = buffer.drain(..end + 2).collect();
@@ -35,7 +35,7 @@ pub async fn until_settled(
                     serde_json::from_str(data.trim()).map_err(|e| format!("bad entry: {e}"))?;
                 seen.push(entry["type"].as_str().unwrap_or_default().to_owned());
                 if let Some(status @ ("confirmed" | "cancelled")) = entry["status"].as_str() {
-                    return Ok((status.to_owned(), seen));
+                    return Ok(status.to_owned());
                 }
             }
             match response.chunk().await {
@@ -45,6 +45,10 @@ pub async fn until_settled(
             }
         }
     })
-    .await
-    .map_err(|_| format!("not settled within {within:?}"))?
+    .await;
+    match read {
+        Ok(Ok(status)) => Ok((status, seen)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(format!("not settled within {within:?} (saw {seen:?})")),
+    }
 }

@@ -95,6 +95,10 @@ pub struct Platform {
     pub shutdown: Shutdown,
     /// Background tasks that must finish before the process exits.
     pub tasks: TaskTracker,
+    /// Set when a background task panicked: the process then stops and exits with an error,
+    /// so its supervisor (Kubernetes, `tienda up`) starts it again instead of leaving it
+    /// serving without its relay or a consumer.
+    pub task_panicked: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What a service needs from the platform.
@@ -152,6 +156,7 @@ impl Platform {
             health,
             shutdown,
             tasks: TaskTracker::new(),
+            task_panicked: Default::default(),
         })
     }
 
@@ -214,12 +219,24 @@ impl Platform {
     }
 
     /// Runs a background task (relay, consumer) that is awaited on shutdown. It must stop
-    /// when `self.shutdown` triggers.
+    /// when `self.shutdown` triggers. If it panics, the process stops and exits with an error
+    /// (a service without its relay or a consumer must not go on answering as if healthy).
     pub fn spawn<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.tasks.spawn(task);
+        let inner = tokio::spawn(task);
+        let shutdown = self.shutdown.clone();
+        let panicked = self.task_panicked.clone();
+        self.tasks.spawn(async move {
+            if let Err(error) = inner.await
+                && error.is_panic()
+            {
+                tracing::error!(%error, "a background task panicked; stopping so the process is restarted");
+                panicked.store(true, std::sync::atomic::Ordering::SeqCst);
+                shutdown.trigger();
+            }
+        });
     }
 }
 
@@ -450,6 +467,12 @@ impl Application {
             db.close().await;
         }
         tracing::info!(service = platform.name, "stopped");
+        if platform
+            .task_panicked
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            anyhow::bail!("a background task panicked (see the log above); exiting to be restarted");
+        }
         Ok(())
     }
 }

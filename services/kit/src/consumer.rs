@@ -380,83 +380,90 @@ async fn process<H: Handler>(shared: &Shared<H>, message: jetstream::Message) {
         .with_label_values(&[&consumer_label])
         .observe(started.elapsed().as_secs_f64());
 
-    let _enter = span.enter();
-    let result = match outcome {
-        Applied::Processed | Applied::Duplicate => {
-            let label = if matches!(outcome, Applied::Processed) {
-                "processed"
-            } else {
-                "duplicate"
-            };
-            shared
-                .metrics
-                .messages
-                .with_label_values(&[&consumer_label, label])
-                .inc();
-            message.double_ack().await
-        }
-        Applied::Failed(HandlerError::Transient(err))
-            if shared.max_deliver <= 0 || delivered < shared.max_deliver =>
-        {
-            let delay = Backoff::new(shared.config.retry_base, shared.config.retry_max)
-                .delay(delivered as u32);
-            tracing::warn!(error = %format!("{err:#}"), retry_in_ms = delay.as_millis() as u64, "handler failed; will retry");
-            shared
-                .metrics
-                .messages
-                .with_label_values(&[&consumer_label, "retried"])
-                .inc();
-            message.ack_with(AckKind::Nak(Some(delay))).await
-        }
-        Applied::Failed(err) => {
-            let reason = match &err {
-                HandlerError::Permanent(e) => format!("permanent failure: {e:#}"),
-                HandlerError::Transient(e) => {
-                    format!(
-                        "failed on the last of {} deliveries: {e:#}",
-                        shared.max_deliver
-                    )
-                }
-            };
-            let copy = dead_letter::Letter {
-                stream: &shared.config.stream,
-                consumer: &shared.config.durable,
-                subject: &delivery.subject,
-                sequence,
-                deliveries: delivered,
-                reason: &reason,
-                headers: &delivery.headers,
-                payload: delivery.payload.clone(),
-            };
-            match dead_letter::publish(&shared.jetstream, &shared.config.component, copy).await {
-                Ok(()) => {
-                    tracing::error!(%reason, "message dead-lettered");
-                    shared
-                        .metrics
-                        .messages
-                        .with_label_values(&[&consumer_label, "dead_lettered"])
-                        .inc();
-                    message.ack_with(AckKind::Term).await
-                }
-                Err(dlq_err) => {
-                    // Never drop a message we could not park: retry it instead.
-                    tracing::error!(error = %dlq_err, %reason, "cannot dead-letter; retrying the message");
-                    shared
-                        .metrics
-                        .messages
-                        .with_label_values(&[&consumer_label, "retried"])
-                        .inc();
-                    message
-                        .ack_with(AckKind::Nak(Some(shared.config.retry_max)))
-                        .await
+    // The acknowledgement and its logs belong to the message's span. Never `span.enter()`
+    // here: a guard held across an `.await` corrupts the span stack of whatever task runs
+    // next on the thread (tracing-subscriber then panics, "tried to clone a span that already
+    // closed", killing that task — the outbox relay, say).
+    async {
+        let result = match outcome {
+            Applied::Processed | Applied::Duplicate => {
+                let label = if matches!(outcome, Applied::Processed) {
+                    "processed"
+                } else {
+                    "duplicate"
+                };
+                shared
+                    .metrics
+                    .messages
+                    .with_label_values(&[&consumer_label, label])
+                    .inc();
+                message.double_ack().await
+            }
+            Applied::Failed(HandlerError::Transient(err))
+                if shared.max_deliver <= 0 || delivered < shared.max_deliver =>
+            {
+                let delay = Backoff::new(shared.config.retry_base, shared.config.retry_max)
+                    .delay(delivered as u32);
+                tracing::warn!(error = %format!("{err:#}"), retry_in_ms = delay.as_millis() as u64, "handler failed; will retry");
+                shared
+                    .metrics
+                    .messages
+                    .with_label_values(&[&consumer_label, "retried"])
+                    .inc();
+                message.ack_with(AckKind::Nak(Some(delay))).await
+            }
+            Applied::Failed(err) => {
+                let reason = match &err {
+                    HandlerError::Permanent(e) => format!("permanent failure: {e:#}"),
+                    HandlerError::Transient(e) => {
+                        format!(
+                            "failed on the last of {} deliveries: {e:#}",
+                            shared.max_deliver
+                        )
+                    }
+                };
+                let copy = dead_letter::Letter {
+                    stream: &shared.config.stream,
+                    consumer: &shared.config.durable,
+                    subject: &delivery.subject,
+                    sequence,
+                    deliveries: delivered,
+                    reason: &reason,
+                    headers: &delivery.headers,
+                    payload: delivery.payload.clone(),
+                };
+                match dead_letter::publish(&shared.jetstream, &shared.config.component, copy).await {
+                    Ok(()) => {
+                        tracing::error!(%reason, "message dead-lettered");
+                        shared
+                            .metrics
+                            .messages
+                            .with_label_values(&[&consumer_label, "dead_lettered"])
+                            .inc();
+                        message.ack_with(AckKind::Term).await
+                    }
+                    Err(dlq_err) => {
+                        // Never drop a message we could not park: retry it instead.
+                        tracing::error!(error = %dlq_err, %reason, "cannot dead-letter; retrying the message");
+                        shared
+                            .metrics
+                            .messages
+                            .with_label_values(&[&consumer_label, "retried"])
+                            .inc();
+                        message
+                            .ack_with(AckKind::Nak(Some(shared.config.retry_max)))
+                            .await
+                    }
                 }
             }
+        };
+        if let Err(err) = result {
+            // The message will be redelivered; the inbox makes that harmless.
+            tracing::warn!(error = %err, "acknowledging failed");
         }
-    };
-    if let Err(err) = result {
-        // The message will be redelivered; the inbox makes that harmless.
-        tracing::warn!(error = %err, "acknowledging failed");
     }
+    .instrument(span)
+    .await;
 }
 
 enum Applied {

@@ -31,10 +31,11 @@ spec:
 ";
 
 const SKUS: usize = 100;
+const CUSTOMERS: usize = 200;
 
 fn main() -> anyhow::Result<()> {
     let seconds: u64 = load::arg("--seconds", "10").parse()?;
-    let rates: Vec<u64> = load::arg("--rates", "50,200")
+    let rates: Vec<u64> = load::arg("--rates", "50,100,200")
         .split(',')
         .map(str::parse)
         .collect::<Result<_, _>>()?;
@@ -138,24 +139,32 @@ async fn run(seconds: u64, rates: Vec<u64>, out: std::path::PathBuf) -> anyhow::
         .json()
         .await?;
     anyhow::ensure!(seeded["failed"] == 0, "seeding failed: {seeded}");
+    // Customers follow their own orders (a caller may hold only a few timelines open), so
+    // the load comes from many of them, round robin.
     let password = "correct horse battery staple 42";
-    shop.post(
-        shop.url(Auth, "/v1/auth/register"),
-        None,
-        json!({"email": "bench@bench.test", "password": password, "name": "Bench"}),
-    )
-    .await;
-    let (_, pair) = shop
-        .post(
-            shop.url(Auth, "/v1/auth/login"),
+    let mut tokens = Vec::with_capacity(CUSTOMERS);
+    for n in 0..CUSTOMERS {
+        let email = format!("bench-{n}@bench.test");
+        shop.post(
+            shop.url(Auth, "/v1/auth/register"),
             None,
-            json!({"email": "bench@bench.test", "password": password}),
+            json!({"email": email, "password": password, "name": "Bench"}),
         )
         .await;
-    let token = pair["access_token"]
-        .as_str()
-        .ok_or_else(|| anyhow::anyhow!("no token: {pair}"))?
-        .to_owned();
+        let (_, pair) = shop
+            .post(
+                shop.url(Auth, "/v1/auth/login"),
+                None,
+                json!({"email": email, "password": password}),
+            )
+            .await;
+        tokens.push(
+            pair["access_token"]
+                .as_str()
+                .ok_or_else(|| anyhow::anyhow!("no token: {pair}"))?
+                .to_owned(),
+        );
+    }
     let gateway = shop.system.urls[&Component::Gateway].clone();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
@@ -175,7 +184,7 @@ async fn run(seconds: u64, rates: Vec<u64>, out: std::path::PathBuf) -> anyhow::
                 tasks.push(tokio::spawn(checkout(
                     http.clone(),
                     gateway.clone(),
-                    token.clone(),
+                    tokens[i % CUSTOMERS].clone(),
                     format!("BENCH-{:03}", (i * 37) % SKUS),
                     due,
                 )));
@@ -290,6 +299,14 @@ async fn run(seconds: u64, rates: Vec<u64>, out: std::path::PathBuf) -> anyhow::
     )?;
     std::fs::write(out.with_extension("md"), &md)?;
     println!("{md}");
+    // What went wrong, if anything did: the services' warnings and errors.
+    for component in components {
+        for line in shop.log(component).lines() {
+            if line.contains("ERROR") || line.contains("WARN") {
+                eprintln!("{component}: {line}");
+            }
+        }
+    }
     shop.stop().await;
     Ok(())
 }

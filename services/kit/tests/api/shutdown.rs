@@ -65,3 +65,36 @@ async fn a_shutdown_right_after_start_is_a_clean_stop() {
             .expect("a clean stop");
     }
 }
+
+/// A background task that panics (the outbox relay, a consumer) stops the process with an
+/// error, so its supervisor restarts it, instead of leaving it answering without the task.
+#[tokio::test]
+async fn a_panicking_background_task_stops_the_process_with_an_error() {
+    tienda_kit::install_crypto_provider();
+    let platform = tienda_kit::Platform::start(
+        "panics",
+        tienda_kit::testing::config(None),
+        tienda_kit::Needs::default(),
+    )
+    .await
+    .unwrap();
+    let shutdown = platform.shutdown.clone();
+    platform.spawn(async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        panic!("a relay bug");
+    });
+    // A well-behaved task beside it.
+    platform.spawn(async move { shutdown.wait().await });
+    let app = tienda_kit::Application::build(
+        platform,
+        axum::Router::new(),
+        utoipa::openapi::OpenApi::default(),
+    )
+    .await
+    .unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(20), app.run_until_stopped())
+        .await
+        .expect("stops on its own");
+    let error = stopped.expect_err("exits with an error");
+    assert!(error.to_string().contains("background task panicked"), "{error}");
+}
