@@ -471,7 +471,9 @@ impl Application {
             .task_panicked
             .load(std::sync::atomic::Ordering::SeqCst)
         {
-            anyhow::bail!("a background task panicked (see the log above); exiting to be restarted");
+            anyhow::bail!(
+                "a background task panicked (see the log above); exiting to be restarted"
+            );
         }
         Ok(())
     }

@@ -96,5 +96,8 @@ async fn a_panicking_background_task_stops_the_process_with_an_error() {
         .await
         .expect("stops on its own");
     let error = stopped.expect_err("exits with an error");
-    assert!(error.to_string().contains("background task panicked"), "{error}");
+    assert!(
+        error.to_string().contains("background task panicked"),
+        "{error}"
+    );
 }
