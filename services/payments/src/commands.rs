@@ -42,10 +42,12 @@ use crate::{
     challenge::{Challenges, token_digest},
     db::{
         attempts::{self, NewAttempt, Operation, Outcome},
+        fraud,
         payments::{self, Authorization, NewPayment, Payment},
         refunds::{self, NewRefund, Refund},
     },
     domain::{
+        fraud::{Rules, Verdict, assess},
         money::Amount,
         payment::{self as state, PaymentStatus, Transition},
         refund,
@@ -324,6 +326,51 @@ impl PaymentCommands {
                 (payment.expect("inserted with the attempt"), attempt_id)
             }
         };
+        // The fraud rules, once per payment (a command retried after a crash screens again:
+        // the decision is written in this transaction).
+        if fraud::get(conn, payment.id).await?.is_none() {
+            let signals = fraud::signals(
+                conn,
+                payment.id,
+                payment.customer_id,
+                &payment.email,
+                payment.currency.as_str(),
+            )
+            .await?;
+            let (verdict, reasons) =
+                assess(&Rules::default(), &signals, payment.money(payment.amount));
+            fraud::record(conn, payment.id, verdict, &reasons).await?;
+            if verdict == Verdict::Block {
+                let why: Vec<&str> = reasons.iter().map(|r| r.detail.as_str()).collect();
+                let why = why.join("; ");
+                tracing::warn!(payment_id = %payment.id, %why, "payment blocked by the fraud rules");
+                // The customer is not told which rule: that would teach how to get around it.
+                let message =
+                    "The payment was declined; use another payment method or contact the shop.";
+                let next = self.step(&payment, Transition::AuthorizationDeclined)?;
+                let outcome = Authorization {
+                    decline: Some(("fraud_blocked", message)),
+                    ..Default::default()
+                };
+                payments::set_authorization(conn, payment.id, next, &outcome).await?;
+                attempts::finish(
+                    conn,
+                    attempt_id,
+                    Outcome::Declined,
+                    Some("fraud_blocked"),
+                    Some(&why),
+                    None,
+                )
+                .await?;
+                let event = PaymentDeclined {
+                    payment_id: payment.id,
+                    order_id: payment.order_id,
+                    code: "fraud_blocked".into(),
+                    message: message.into(),
+                };
+                return reply(conn, event, command).await;
+            }
+        }
         // Only a call whose answer was lost is made after the deadline.
         let late = expired(c.deadline);
         let Some(provider) = self.providers.get(&payment.provider) else {

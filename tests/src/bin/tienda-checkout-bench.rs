@@ -31,7 +31,9 @@ spec:
 ";
 
 const SKUS: usize = 100;
-const CUSTOMERS: usize = 200;
+/// Enough that no customer places more than five orders in ten minutes at the default rates
+/// (payments' fraud rules block the sixth).
+const CUSTOMERS: usize = 1_000;
 
 fn main() -> anyhow::Result<()> {
     let seconds: u64 = load::arg("--seconds", "10").parse()?;

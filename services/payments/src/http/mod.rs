@@ -1,6 +1,7 @@
 //! The HTTP API: admins read payments; customers answer sandbox 3-D Secure challenges.
 
 pub mod challenges;
+pub mod fraud;
 pub mod payments;
 
 use axum::{Router, middleware};
@@ -23,6 +24,8 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let admin = OpenApiRouter::new()
         .routes(routes!(payments::list))
         .routes(routes!(payments::get))
+        .routes(routes!(fraud::reviews))
+        .routes(routes!(fraud::decide))
         .route_layer(middleware::from_fn_with_state(
             RequireRole {
                 verifier: state.verifier.clone(),

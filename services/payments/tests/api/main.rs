@@ -3,6 +3,7 @@
 //! onto the PAYMENT stream as orders publishes them; replies are read back from the stream.
 
 mod commands;
+mod fraud;
 mod helpers;
 mod lost_commits;
 mod payments_api;

@@ -1,0 +1,147 @@
+//! `fraud_decisions`, and the customer's history the rules read from `payments`.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, types::Json};
+use uuid::Uuid;
+
+use crate::domain::fraud::{Reason, Rules, Signals, Verdict};
+
+/// The customer's history before payment `id` (their account's, or their email's for a guest):
+/// payments in the velocity window, the run of declines, and authorized payments in `currency`.
+pub async fn signals(
+    conn: &mut PgConnection,
+    id: Uuid,
+    customer_id: Option<Uuid>,
+    email: &str,
+    currency: &str,
+) -> Result<Signals, sqlx::Error> {
+    // One customer's payments, newest first, this one left out.
+    const MINE: &str = "FROM payments WHERE id <> $1 AND \
+        (($2::uuid IS NOT NULL AND customer_id = $2) OR ($2::uuid IS NULL AND customer_id IS NULL AND email = $3))";
+    let recent: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) {MINE} AND created_at > now() - make_interval(mins => $4)"
+    )))
+    .bind(id)
+    .bind(customer_id)
+    .bind(email)
+    .bind(i32::try_from(Rules::VELOCITY_WINDOW_MINUTES).unwrap_or(i32::MAX))
+    .fetch_one(&mut *conn)
+    .await?;
+    let statuses: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT status {MINE} AND status NOT IN ('pending', 'requires_action') \
+         ORDER BY created_at DESC LIMIT 20"
+    )))
+    .bind(id)
+    .bind(customer_id)
+    .bind(email)
+    .fetch_all(&mut *conn)
+    .await?;
+    let consecutive_declines = statuses.iter().take_while(|s| *s == "declined").count() as i64;
+    let (prior_authorized, average_authorized): (i64, Option<i64>) =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*), avg(amount)::bigint {MINE} AND currency = $4 AND status IN \
+             ('authorized', 'partially_captured', 'captured', 'partially_refunded', 'refunded')"
+        )))
+        .bind(id)
+        .bind(customer_id)
+        .bind(email)
+        .bind(currency)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(Signals {
+        recent,
+        consecutive_declines,
+        prior_authorized,
+        average_authorized,
+    })
+}
+
+/// Records payment `id`'s decision (once: a repeated authorize keeps the first).
+pub async fn record(
+    conn: &mut PgConnection,
+    id: Uuid,
+    verdict: Verdict,
+    reasons: &[Reason],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO fraud_decisions (payment_id, verdict, reasons) VALUES ($1, $2, $3) \
+         ON CONFLICT (payment_id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(verdict)
+    .bind(Json(reasons))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A decision as admins see it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Decision {
+    /// The payment.
+    pub payment_id: Uuid,
+    /// Its order.
+    pub order_id: Uuid,
+    /// What the rules said.
+    pub verdict: Verdict,
+    /// Why.
+    #[schema(value_type = Vec<Reason>)]
+    pub reasons: Json<Vec<Reason>>,
+    /// For reviews: `approved` or `rejected`, once decided.
+    pub review_outcome: Option<String>,
+    /// Who decided.
+    pub reviewed_by: Option<String>,
+    /// Their note.
+    pub review_note: Option<String>,
+    /// When.
+    pub reviewed_at: Option<DateTime<Utc>>,
+    /// When the rules ran.
+    pub created_at: DateTime<Utc>,
+}
+
+const DECISION: &str = "SELECT d.payment_id, p.order_id, d.verdict, d.reasons, d.review_outcome, \
+     d.reviewed_by, d.review_note, d.reviewed_at, d.created_at \
+     FROM fraud_decisions d JOIN payments p ON p.id = d.payment_id";
+
+/// Reviews waiting for an admin (or all of them with `decided`), oldest first, at most 100.
+pub async fn reviews(conn: &mut PgConnection, decided: bool) -> Result<Vec<Decision>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{DECISION} WHERE d.verdict = 'review' AND (d.review_outcome IS NULL OR $1) \
+         ORDER BY d.created_at LIMIT 100"
+    )))
+    .bind(decided)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Payment `id`'s decision.
+pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<Decision>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{DECISION} WHERE d.payment_id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await
+}
+
+/// Records an admin's decision on an open review; `false` when there is none open.
+pub async fn decide(
+    conn: &mut PgConnection,
+    id: Uuid,
+    outcome: &str,
+    by: &str,
+    note: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE fraud_decisions SET review_outcome = $2, reviewed_by = $3, review_note = $4, \
+                reviewed_at = now() \
+         WHERE payment_id = $1 AND verdict = 'review' AND review_outcome IS NULL",
+    )
+    .bind(id)
+    .bind(outcome)
+    .bind(by)
+    .bind(note)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
