@@ -1,5 +1,6 @@
 //! The HTTP API: admins read payments; customers answer sandbox 3-D Secure challenges.
 
+pub mod analytics;
 pub mod challenges;
 pub mod fraud;
 pub mod payments;
@@ -25,6 +26,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(payments::list))
         .routes(routes!(payments::get))
         .routes(routes!(fraud::reviews))
+        .routes(routes!(analytics::analytics))
         .routes(routes!(fraud::decide))
         .route_layer(middleware::from_fn_with_state(
             RequireRole {

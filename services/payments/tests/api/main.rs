@@ -2,6 +2,7 @@
 //! nats-server (provisioned the way the operator does it) per test. Commands are published
 //! onto the PAYMENT stream as orders publishes them; replies are read back from the stream.
 
+mod analytics;
 mod commands;
 mod fraud;
 mod helpers;

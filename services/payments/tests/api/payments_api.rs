@@ -123,6 +123,7 @@ async fn the_openapi_document_describes_the_payment_endpoints() {
             "GET /livez",
             "GET /readyz",
             "GET /v1/payments",
+            "GET /v1/payments/analytics",
             "GET /v1/payments/fraud-reviews",
             "GET /v1/payments/{id}",
             "POST /v1/payments/{id}/challenges/{token}",

@@ -1,0 +1,73 @@
+//! Admins' payment analytics, computed from the ledger.
+
+use pretty_assertions::assert_eq;
+use serde_json::{Value, json};
+
+use crate::helpers::{capture, eur, refund, spawn_app};
+
+#[tokio::test]
+async fn analytics_count_volume_success_declines_and_refunds_by_day_provider_and_currency() {
+    let mut app = spawn_app().await;
+    let (first, _) = app.authorize("pm_card_visa", 1000).await;
+    assert_eq!(app.ask(capture(&first, None)).await.name(), "captured");
+    assert_eq!(app.ask(refund(&first, eur(400))).await.name(), "refunded");
+    app.authorize("pm_card_visa", 2000).await;
+    app.authorize("pm_card_chargeDeclined", 500).await;
+    app.authorize("pm_card_chargeDeclinedInsufficientFunds", 500)
+        .await;
+    let (_, challenged) = app.authorize("pm_card_threeDSecure2Required", 700).await;
+    assert_eq!(challenged.name(), "requires_action");
+
+    let report: Value = app
+        .get("/v1/payments/analytics", Some(&app.admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let days = report["days"].as_array().unwrap();
+    assert_eq!(days.len(), 1, "{report}");
+    let today = &days[0];
+    assert_eq!(today["day"], report["to"]);
+    assert_eq!(today["provider"], "sandbox");
+    assert_eq!(today["attempted"], 5);
+    assert_eq!(today["authorized"], 2);
+    assert_eq!(today["declined"], 2);
+    assert_eq!(today["abandoned_challenges"], 0);
+    assert_eq!(today["open"], 1, "the challenge is still open");
+    assert_eq!(today["success_rate"], 0.5, "2 authorized of 4 decided");
+    assert_eq!(
+        today["authorized_amount"],
+        json!({"amount": 3000, "currency": "EUR"})
+    );
+    assert_eq!(today["captured_amount"]["amount"], 1000);
+    assert_eq!(today["refunded_amount"]["amount"], 400);
+    assert_eq!(
+        report["decline_reasons"],
+        json!([{"code": "card_declined", "count": 1}, {"code": "insufficient_funds", "count": 1}])
+    );
+
+    // A window with nothing in it, bad windows, and non-admins.
+    let empty: Value = app
+        .get(
+            "/v1/payments/analytics?from=2020-01-01&to=2020-01-31",
+            Some(&app.admin),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(empty["days"], json!([]));
+    for bad in [
+        "?from=2026-12-02&to=2026-12-01",
+        "?from=2020-01-01&to=2026-12-01",
+        "?from=yesterday",
+        "?days=3",
+    ] {
+        let response = app
+            .get(&format!("/v1/payments/analytics{bad}"), Some(&app.admin))
+            .await;
+        assert_eq!(response.status(), 422, "{bad}");
+    }
+    let customer = app.get("/v1/payments/analytics", Some(&app.customer)).await;
+    assert_eq!(customer.status(), 403);
+}
