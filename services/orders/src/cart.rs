@@ -206,6 +206,39 @@ pub async fn delete(conn: &mut PgConnection, id: Uuid) -> Result<(), Error> {
     Ok(())
 }
 
+/// Puts an order's lines back into its customer's cart (after the payment was refused, so the
+/// customer can try another card without filling the cart again): units are added to lines
+/// already there (up to `max`), new lines keep the price the order was placed at as the price
+/// the customer saw.
+pub async fn restore(
+    conn: &mut PgConnection,
+    customer: Uuid,
+    lines: &[crate::domain::checkout::PricedLine],
+    max: u32,
+) -> Result<(), Error> {
+    let cart = of_customer(conn, customer).await?;
+    lock(conn, cart.id).await?;
+    let mine = self::lines(conn, cart.id).await?;
+    for line in lines {
+        let existing = mine.iter().find(|m| m.sku == line.sku);
+        let have = existing.map_or(0, |m| u32::try_from(m.quantity).unwrap_or(0));
+        let restored = Line {
+            sku: line.sku.clone(),
+            product_id: line.product_id,
+            name: line.name.clone(),
+            quantity: i32::try_from((have + line.quantity).min(max)).unwrap_or(i32::MAX),
+            seen_amount: existing.map_or(line.unit_price.amount, |m| m.seen_amount),
+            seen_currency: existing.map_or_else(
+                || line.unit_price.currency.to_string(),
+                |m| m.seen_currency.clone(),
+            ),
+            added_at: existing.map_or_else(Utc::now, |m| m.added_at),
+        };
+        put_line(conn, cart.id, &restored).await?;
+    }
+    touch(conn, cart.id).await
+}
+
 /// The quantity a merged line gets: the sum of both carts' units, capped by the stock that
 /// can be reserved (`available`, when known) and by `max` — but never below what the
 /// customer's own cart already held. `0` means the line is not added.

@@ -358,6 +358,22 @@ async fn apply(
                 detail: detail.clone(),
             };
             outbox::enqueue(conn, about(cancelled, id, cause)).await?;
+            // A refused card should not cost the customer their cart.
+            if matches!(
+                reason,
+                tienda_events::order::CancelReason::PaymentDeclined
+                    | tienda_events::order::CancelReason::PaymentFailed
+            ) && store::placed_from_cart(conn, id).await?
+            {
+                let lines = store::lines(conn, id).await?;
+                crate::cart::restore(
+                    conn,
+                    order.customer_id,
+                    &lines,
+                    crate::domain::checkout::MAX_QUANTITY,
+                )
+                .await?;
+            }
             settle_step(saga, now, t);
         }
         Decision::Compensate(compensation) => {

@@ -259,6 +259,7 @@ impl Placed {
             currency: Some(currency),
             payment_method: Some(payment_method),
             checkout_key: Some(checkout_key),
+            ..
         } = event
         else {
             return None;
@@ -669,6 +670,18 @@ pub async fn owner(conn: &mut PgConnection, id: Uuid) -> Result<Option<Uuid>, Er
     .fetch_optional(&mut *conn)
     .await?;
     Ok(customer.map(|c| c.and_then(|c| c.parse().ok()).unwrap_or(Uuid::nil())))
+}
+
+/// Whether order `id` was checked out from its customer's cart.
+pub async fn placed_from_cart(conn: &mut PgConnection, id: Uuid) -> Result<bool, Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT COALESCE((data->>'from_cart')::boolean, false) FROM order_events \
+         WHERE order_id = $1 AND seq = 1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .unwrap_or(false))
 }
 
 /// The order this customer placed with this checkout key, if any.

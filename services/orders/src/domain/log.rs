@@ -42,6 +42,10 @@ pub enum OrderEvent {
         /// The Idempotency-Key it was placed with.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         checkout_key: Option<String>,
+        /// Checked out from the customer's cart (its lines go back there if the payment is
+        /// refused).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        from_cart: bool,
     },
     /// Inventory holds the stock.
     StockReserved {

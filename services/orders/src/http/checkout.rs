@@ -74,6 +74,7 @@ pub async fn checkout(
         currency: Some(totals.total.currency.as_str().to_owned()),
         payment_method: Some(request.payment_method.clone()),
         checkout_key: Some(key.clone()),
+        from_cart: from_cart.is_some(),
     };
     let mut tx = state.db.begin().await?;
     if let Some(cart) = from_cart {

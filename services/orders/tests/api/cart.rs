@@ -521,3 +521,76 @@ async fn concurrent_checkouts_of_one_cart_place_one_order() {
     );
     assert_eq!(orders_count(&app).await, 1);
 }
+
+#[tokio::test]
+async fn a_declined_card_puts_the_lines_back_in_the_cart_to_try_another() {
+    let app = spawn_app().await;
+    app.products
+        .create("Mug", "active", &[("MUG-1", 1000)])
+        .await;
+    app.products.stock("MUG-1", 10).await;
+    let me = Some(app.customer.as_str());
+    call(
+        &app,
+        Method::POST,
+        "/v1/cart/items",
+        me,
+        None,
+        Some(json!({"sku": "MUG-1", "quantity": 2})),
+    )
+    .await;
+    let placed = app
+        .send(
+            Method::POST,
+            "/v1/checkout",
+            me,
+            Some("k"),
+            Some(&from_cart()),
+        )
+        .await;
+    assert_eq!(placed.status(), StatusCode::ACCEPTED);
+    let order: Value = placed.json().await.unwrap();
+    let id: uuid::Uuid = order["id"].as_str().unwrap().parse().unwrap();
+    let (_, cart) = call(&app, Method::GET, "/v1/cart", me, None, None).await;
+    assert_eq!(cart["items"], json!([]), "emptied by the checkout");
+
+    let reserve = app.bus.expect("tienda.inventory.cmd.reserve", id).await;
+    let reserved = tienda_events::inventory::InventoryReserved {
+        reservation_id: reserve.data["reservation_id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap(),
+        order_id: Some(id),
+        items: vec![tienda_events::inventory::Line {
+            sku: "MUG-1".into(),
+            quantity: 2,
+        }],
+        expires_at: chrono::Utc::now() + chrono::Duration::minutes(15),
+    };
+    app.reply("products", reserved, &reserve).await;
+    let authorize = app.bus.expect("tienda.payment.cmd.authorize", id).await;
+    let declined = tienda_events::payment::PaymentDeclined {
+        payment_id: authorize.data["payment_id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap(),
+        order_id: id,
+        code: "card_declined".into(),
+        message: "Your card was declined.".into(),
+    };
+    app.reply("payments", declined, &authorize).await;
+    app.wait_for_status(id, "cancelled").await;
+
+    let (_, cart) = call(&app, Method::GET, "/v1/cart", me, None, None).await;
+    assert_eq!(skus_and_quantities(&cart), [("MUG-1".into(), 2)]);
+    assert_eq!(cart["items"][0]["seen_unit_price"]["amount"], 1000);
+    // Checked out again with another card: a second order, from the restored cart.
+    let mut body = from_cart();
+    body["payment_method"] = json!("pm_card_mastercard");
+    let again = app
+        .send(Method::POST, "/v1/checkout", me, Some("k2"), Some(&body))
+        .await;
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+}
