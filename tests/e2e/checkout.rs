@@ -6,31 +6,9 @@ use std::time::{Duration, Instant};
 
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
-use tienda_crds::Component::{Auth, Orders, Products};
+use tienda_crds::Component::{Orders, Products};
 use tienda_e2e::Shop;
 use uuid::Uuid;
-
-/// A signed-in customer's token.
-async fn customer(shop: &Shop, email: &str) -> String {
-    let password = "correct horse battery staple 42";
-    let (status, body) = shop
-        .post(
-            shop.url(Auth, "/v1/auth/register"),
-            None,
-            json!({"email": email, "password": password, "name": "Ada"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, pair) = shop
-        .post(
-            shop.url(Auth, "/v1/auth/login"),
-            None,
-            json!({"email": email, "password": password}),
-        )
-        .await;
-    assert_eq!(status, 200, "{pair}");
-    pair["access_token"].as_str().unwrap().to_owned()
-}
 
 /// Checks out `quantity` of `sku` paying with `card`; returns the order as answered (202).
 async fn checkout(
@@ -171,7 +149,7 @@ async fn a_paid_checkout_is_confirmed_and_a_declined_or_short_one_cancelled_with
             .await
             .1
     };
-    let token = customer(&shop, "ada@e2e.test").await;
+    let token = shop.customer("ada@e2e.test").await;
 
     // Browse, cart, sign in, checkout, paid: reserved, authorized, confirmed, stock sold.
     let placed = browse_cart_and_checkout(&shop, &token, "MUG-E2E", 2).await;
@@ -296,7 +274,7 @@ async fn after_the_sale_shipping_charges_a_return_refunds_and_restocks_and_a_can
             .as_i64()
             .unwrap()
     };
-    let token = customer(&shop, "grace@e2e.test").await;
+    let token = shop.customer("grace@e2e.test").await;
 
     // Bought, shipped (the card is charged), delivered, returned: refunded and restocked.
     let placed = checkout(&shop, &token, &product_id, "JUG-E2E", 2, "pm_card_visa").await;

@@ -15,7 +15,7 @@ use std::{
 use futures::StreamExt;
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
-use tienda_crds::Component::{self, Auth, Orders, Payments, Products};
+use tienda_crds::Component::{self, Orders, Payments, Products};
 use tienda_e2e::Shop;
 use uuid::Uuid;
 
@@ -27,28 +27,6 @@ const MOST_KILLS: u32 = 12;
 /// A random number below `n`.
 fn below(n: u128) -> u128 {
     Uuid::new_v4().as_u128() % n
-}
-
-async fn customer(shop: &Shop, n: usize) -> String {
-    let email = format!("fault-{n}@e2e.test");
-    let password = "correct horse battery staple 42";
-    let (status, body) = shop
-        .post(
-            shop.url(Auth, "/v1/auth/register"),
-            None,
-            json!({"email": email, "password": password, "name": "Ada"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, pair) = shop
-        .post(
-            shop.url(Auth, "/v1/auth/login"),
-            None,
-            json!({"email": email, "password": password}),
-        )
-        .await;
-    assert_eq!(status, 200, "{pair}");
-    pair["access_token"].as_str().unwrap().to_owned()
 }
 
 /// Checks out as a client does through crashes: the same `Idempotency-Key` again after a
@@ -149,7 +127,7 @@ async fn checkouts_survive_sigkill_of_orders_products_and_payments_nothing_lost_
     // Five checkouts each: payments' fraud rules block a sixth within ten minutes.
     let mut tokens = Vec::new();
     for n in 0..CHECKOUTS / 5 {
-        tokens.push(customer(&shop, n).await);
+        tokens.push(shop.customer(&format!("fault-{n}@e2e.test")).await);
     }
 
     // Crashes at random points while the checkouts run.

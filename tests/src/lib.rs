@@ -196,6 +196,28 @@ impl Shop {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Registers a customer with `email` and signs them in; returns the access token.
+    pub async fn customer(&self, email: &str) -> String {
+        let password = "correct horse battery staple 42";
+        let (status, body) = self
+            .post(
+                self.url(Component::Auth, "/v1/auth/register"),
+                None,
+                json!({"email": email, "password": password, "name": "Ada"}),
+            )
+            .await;
+        assert_eq!(status, 201, "register {email}: {body}");
+        let (status, pair) = self
+            .post(
+                self.url(Component::Auth, "/v1/auth/login"),
+                None,
+                json!({"email": email, "password": password}),
+            )
+            .await;
+        assert_eq!(status, 200, "login {email}: {pair}");
+        pair["access_token"].as_str().unwrap().to_owned()
+    }
+
     /// Signs the first admin in; returns the access token.
     pub async fn admin_token(&self) -> String {
         let (status, body) = self

@@ -236,15 +236,7 @@ async fn run(seconds: u64, rates: Vec<u64>, out: std::path::PathBuf) -> anyhow::
         .iter()
         .map(|(c, pid)| (c.clone(), load::peak_rss_mib(*pid)))
         .collect();
-    let machine = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let (machine, cores) = load::machine();
 
     let mut md = String::new();
     let _ = writeln!(

@@ -697,15 +697,7 @@ async fn run(options: &Options, children: &mut Children) -> anyhow::Result<()> {
         gateway_nginx_cpu: cpu(gateway_rate, "gateway") / cpu(nginx_rate, "nginx"),
     };
 
-    let machine = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let (machine, cores) = load::machine();
     let mut md = String::new();
     let _ = writeln!(
         md,

@@ -192,27 +192,42 @@ impl CheckoutRequest {
         if self.items.is_some() && (items.is_empty() || items.len() > MAX_LINES) {
             fields.push(("items".into(), format!("must have 1 to {MAX_LINES} lines")));
         }
-        let mut seen = std::collections::HashSet::new();
-        for (i, item) in items.iter().enumerate() {
-            if !valid_sku(&item.sku) {
-                fields.push((format!("items[{i}].sku"), "must be a SKU".into()));
-            } else if !seen.insert(item.sku.clone()) {
-                fields.push((
-                    format!("items[{i}].sku"),
-                    "appears in another line; order it once with the total quantity".into(),
-                ));
-            }
-            if !(1..=MAX_QUANTITY).contains(&item.quantity) {
-                fields.push((
-                    format!("items[{i}].quantity"),
-                    format!("must be 1 to {MAX_QUANTITY}"),
-                ));
-            }
-        }
+        check_lines(
+            &mut fields,
+            items.iter().map(|i| (i.sku.as_str(), i.quantity)),
+            "order",
+        );
         if fields.is_empty() {
             Ok(self)
         } else {
             Err(fields)
+        }
+    }
+}
+
+/// Checks `items` lines `(sku, quantity)`: each a SKU, once, 1 to [`MAX_QUANTITY`] units;
+/// errors name `items[i].sku` and `items[i].quantity`. `verb` says what the lines are for
+/// ("order", "return").
+pub fn check_lines<'a>(
+    fields: &mut FieldErrors,
+    lines: impl Iterator<Item = (&'a str, u32)>,
+    verb: &str,
+) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, (sku, quantity)) in lines.enumerate() {
+        if !valid_sku(sku) {
+            fields.push((format!("items[{i}].sku"), "must be a SKU".into()));
+        } else if !seen.insert(sku) {
+            fields.push((
+                format!("items[{i}].sku"),
+                format!("appears in another line; {verb} it once with the total quantity"),
+            ));
+        }
+        if !(1..=MAX_QUANTITY).contains(&quantity) {
+            fields.push((
+                format!("items[{i}].quantity"),
+                format!("must be 1 to {MAX_QUANTITY}"),
+            ));
         }
     }
 }

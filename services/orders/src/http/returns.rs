@@ -19,7 +19,7 @@ use super::{
 use crate::{
     aftersale::{self, Return},
     domain::{
-        checkout::{FieldErrors, MAX_LINES, MAX_QUANTITY, no_control, valid_sku},
+        checkout::{FieldErrors, MAX_LINES, check_lines, no_control},
         log::ReturnLine,
     },
     error::Error,
@@ -56,23 +56,11 @@ impl ReturnRequest {
         if self.items.is_empty() || self.items.len() > MAX_LINES {
             fields.push(("items".into(), format!("must have 1 to {MAX_LINES} lines")));
         }
-        let mut seen = std::collections::HashSet::new();
-        for (i, item) in self.items.iter().enumerate() {
-            if !valid_sku(&item.sku) {
-                fields.push((format!("items[{i}].sku"), "must be a SKU".into()));
-            } else if !seen.insert(item.sku.clone()) {
-                fields.push((
-                    format!("items[{i}].sku"),
-                    "appears in another line; return it once with the total quantity".into(),
-                ));
-            }
-            if !(1..=MAX_QUANTITY).contains(&item.quantity) {
-                fields.push((
-                    format!("items[{i}].quantity"),
-                    format!("must be 1 to {MAX_QUANTITY}"),
-                ));
-            }
-        }
+        check_lines(
+            &mut fields,
+            self.items.iter().map(|l| (l.sku.as_str(), l.quantity)),
+            "return",
+        );
         if fields.is_empty() {
             Ok(self)
         } else {
