@@ -411,7 +411,7 @@ pub async fn request_return(
     order: &mut OrderRow,
     items: &[ReturnLine],
     reason: &str,
-) -> Result<Uuid, Error> {
+) -> Result<Return, Error> {
     if order.status != Status::Delivered {
         return Err(Error::Conflict(format!(
             "Only a delivered order can be returned; this one is {}.",
@@ -457,17 +457,26 @@ pub async fn request_return(
         reason: reason.to_owned(),
     };
     store::append(conn, order, &entry).await?;
-    Ok(return_id)
+    Ok(Return {
+        id: return_id,
+        status: "requested".into(),
+        items: items.to_vec(),
+        amount: order.money(amount),
+        reason: reason.to_owned(),
+        // The entry's time: `append` moved the order to it.
+        requested_at: order.updated_at,
+    })
 }
 
-/// The returned goods arrived (admin): restocked and refunded.
+/// The returned goods arrived (admin): restocked and refunded. Returns the return, now
+/// `received`.
 pub async fn receive_return(
     conn: &mut PgConnection,
     order: &mut OrderRow,
     return_id: Uuid,
     t: Timeouts,
-) -> Result<(), Error> {
-    let found = returns(conn, order.id)
+) -> Result<Return, Error> {
+    let mut found = returns(conn, order.id)
         .await?
         .into_iter()
         .find(|r| r.id == return_id)
@@ -517,7 +526,8 @@ pub async fn receive_return(
         t,
     )
     .await?;
-    Ok(())
+    found.status = "received".into();
+    Ok(found)
 }
 
 /// `inventory.restocked` for a return: recorded once.

@@ -134,6 +134,16 @@ pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<i64>, Erro
     )
 }
 
+/// The cart's version now (without locking), or `None` when it is gone.
+pub async fn version(conn: &mut PgConnection, id: Uuid) -> Result<Option<i64>, Error> {
+    Ok(
+        sqlx::query_scalar("SELECT version FROM carts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?,
+    )
+}
+
 /// The cart's lines, oldest first.
 pub async fn lines(conn: &mut PgConnection, id: Uuid) -> Result<Vec<Line>, Error> {
     Ok(sqlx::query_as(

@@ -87,6 +87,41 @@ impl Handler for PaymentCommands {
     }
 }
 
+/// A declined authorization: the code and the customer's sentence as sent in
+/// `payment.declined`, the attempt's detail, and the provider's reference (none when the
+/// provider was never asked).
+struct Decline {
+    code: String,
+    message: String,
+    detail: String,
+    reference: Option<String>,
+}
+
+/// Runs the fraud rules on a new payment unless it was screened before, recording the
+/// decision; the reasons when it is blocked.
+async fn screen(
+    conn: &mut PgConnection,
+    payment: &Payment,
+) -> Result<Option<String>, HandlerError> {
+    if fraud::get(conn, payment.id).await?.is_some() {
+        return Ok(None);
+    }
+    let signals = fraud::signals(
+        conn,
+        payment.id,
+        payment.customer_id,
+        &payment.email,
+        payment.currency.as_str(),
+    )
+    .await?;
+    let (verdict, reasons) = assess(&Rules::default(), &signals, payment.money(payment.amount));
+    fraud::record(conn, payment.id, verdict, &reasons).await?;
+    Ok((verdict == Verdict::Block).then(|| {
+        let why: Vec<&str> = reasons.iter().map(|r| r.detail.as_str()).collect();
+        why.join("; ")
+    }))
+}
+
 /// Writes the reply to `command` to the outbox.
 async fn reply<T: Message, C>(
     conn: &mut PgConnection,
@@ -328,48 +363,20 @@ impl PaymentCommands {
         };
         // The fraud rules, once per payment (a command retried after a crash screens again:
         // the decision is written in this transaction).
-        if fraud::get(conn, payment.id).await?.is_none() {
-            let signals = fraud::signals(
-                conn,
-                payment.id,
-                payment.customer_id,
-                &payment.email,
-                payment.currency.as_str(),
-            )
-            .await?;
-            let (verdict, reasons) =
-                assess(&Rules::default(), &signals, payment.money(payment.amount));
-            fraud::record(conn, payment.id, verdict, &reasons).await?;
-            if verdict == Verdict::Block {
-                let why: Vec<&str> = reasons.iter().map(|r| r.detail.as_str()).collect();
-                let why = why.join("; ");
-                tracing::warn!(payment_id = %payment.id, %why, "payment blocked by the fraud rules");
-                // The customer is not told which rule: that would teach how to get around it.
-                let message =
-                    "The payment was declined; use another payment method or contact the shop.";
-                let next = self.step(&payment, Transition::AuthorizationDeclined)?;
-                let outcome = Authorization {
-                    decline: Some(("fraud_blocked", message)),
-                    ..Default::default()
-                };
-                payments::set_authorization(conn, payment.id, next, &outcome).await?;
-                attempts::finish(
-                    conn,
-                    attempt_id,
-                    Outcome::Declined,
-                    Some("fraud_blocked"),
-                    Some(&why),
-                    None,
-                )
-                .await?;
-                let event = PaymentDeclined {
-                    payment_id: payment.id,
-                    order_id: payment.order_id,
-                    code: "fraud_blocked".into(),
-                    message: message.into(),
-                };
-                return reply(conn, event, command).await;
-            }
+        if let Some(why) = screen(conn, &payment).await? {
+            tracing::warn!(payment_id = %payment.id, %why, "payment blocked by the fraud rules");
+            // The customer is not told which rule: that would teach how to get around it.
+            let decline = Decline {
+                code: "fraud_blocked".into(),
+                message:
+                    "The payment was declined; use another payment method or contact the shop."
+                        .into(),
+                detail: why,
+                reference: None,
+            };
+            return self
+                .decline(conn, &payment, attempt_id, decline, command)
+                .await;
         }
         // Only a call whose answer was lost is made after the deadline.
         let late = expired(c.deadline);
@@ -448,30 +455,15 @@ impl PaymentCommands {
                 code,
                 message,
             }) => {
-                let next = self.step(&payment, Transition::AuthorizationDeclined)?;
-                let outcome = Authorization {
-                    reference: Some(&reference),
-                    decline: Some((&code, &message)),
-                    ..Default::default()
-                };
-                payments::set_authorization(conn, payment.id, next, &outcome).await?;
-                attempts::finish(
-                    conn,
-                    attempt_id,
-                    Outcome::Declined,
-                    Some(&code),
-                    Some(&message),
-                    Some(&reference),
-                )
-                .await?;
                 // Late or not, nothing is held: the decline is the outcome.
-                let event = PaymentDeclined {
-                    payment_id: payment.id,
-                    order_id: payment.order_id,
+                let decline = Decline {
+                    detail: message.clone(),
                     code,
                     message,
+                    reference: Some(reference),
                 };
-                reply(conn, event, command).await
+                self.decline(conn, &payment, attempt_id, decline, command)
+                    .await
             }
             Err(error) if late && error.retryable() => Err(outcome_unknown(payment.id, &error)),
             Err(error) => {
@@ -488,6 +480,40 @@ impl PaymentCommands {
                 reply(conn, failed, command).await
             }
         }
+    }
+
+    /// Records `decline` on the payment and its attempt and answers `payment.declined`.
+    async fn decline(
+        &self,
+        conn: &mut PgConnection,
+        payment: &Payment,
+        attempt_id: Uuid,
+        decline: Decline,
+        command: &Envelope<AuthorizePayment>,
+    ) -> Result<(), HandlerError> {
+        let next = self.step(payment, Transition::AuthorizationDeclined)?;
+        let outcome = Authorization {
+            reference: decline.reference.as_deref(),
+            decline: Some((&decline.code, &decline.message)),
+            ..Default::default()
+        };
+        payments::set_authorization(conn, payment.id, next, &outcome).await?;
+        attempts::finish(
+            conn,
+            attempt_id,
+            Outcome::Declined,
+            Some(&decline.code),
+            Some(&decline.detail),
+            decline.reference.as_deref(),
+        )
+        .await?;
+        let event = PaymentDeclined {
+            payment_id: payment.id,
+            order_id: payment.order_id,
+            code: decline.code,
+            message: decline.message,
+        };
+        reply(conn, event, command).await
     }
 
     /// An authorization learnt only after the authorize command's deadline (its first answer

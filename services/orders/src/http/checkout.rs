@@ -145,7 +145,8 @@ async fn from_cart(
     let (cart, _) = super::cart::resolve(state, Some(claims), headers, false).await?;
     let (cart, lines) = {
         let mut conn = state.db.acquire().await?;
-        let version = cart::lock(&mut conn, cart.id)
+        // Read before the lines: a change in between makes the check at placing refuse.
+        let version = cart::version(&mut conn, cart.id)
             .await?
             .unwrap_or(cart.version);
         let lines = cart::lines(&mut conn, cart.id).await?;

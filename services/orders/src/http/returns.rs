@@ -145,15 +145,10 @@ pub async fn create(
             )));
         }
     }
-    let return_id =
+    let created =
         aftersale::request_return(&mut tx, &mut order, &request.items, &request.reason).await?;
-    let created = aftersale::returns(&mut tx, order.id)
-        .await?
-        .into_iter()
-        .find(|r| r.id == return_id)
-        .expect("written in this transaction");
     tx.commit().await?;
-    let location = format!("/v1/orders/{}/returns/{return_id}", order.id);
+    let location = format!("/v1/orders/{}/returns/{}", order.id, created.id);
     Ok((
         StatusCode::CREATED,
         [(axum::http::header::LOCATION, location)],
@@ -182,12 +177,8 @@ pub async fn receive(
         .map_err(|_| Error::NotFound(format!("No return {return_id}.")))?;
     let mut tx = state.db.begin().await?;
     let (mut order, _) = owned_or_admin(&mut tx, &claims, &id, true).await?;
-    aftersale::receive_return(&mut tx, &mut order, return_id, state.timeouts).await?;
-    let received = aftersale::returns(&mut tx, order.id)
-        .await?
-        .into_iter()
-        .find(|r| r.id == return_id)
-        .expect("found above");
+    let received =
+        aftersale::receive_return(&mut tx, &mut order, return_id, state.timeouts).await?;
     tx.commit().await?;
     Ok(Json(received))
 }

@@ -59,6 +59,7 @@ pub async fn lookup(
 ) -> Result<Json<VariantList>, Problem> {
     let Query(query) = query.map_err(|e| Problem::validation(e.body_text()))?;
     let mut skus: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for sku in query.skus.split(',') {
         if !valid_sku(sku) {
             return Err(Error::Invalid(vec![(
@@ -67,7 +68,8 @@ pub async fn lookup(
             )])
             .into());
         }
-        if !skus.iter().any(|s| s == sku) {
+        // A set, not a scan of the list: the query string may hold thousands of SKUs.
+        if seen.insert(sku) {
             skus.push(sku.to_owned());
         }
     }
