@@ -265,17 +265,17 @@ pub async fn sweep(db: &PgPool) -> Result<usize, Error> {
     Ok(declined)
 }
 
-/// Sweeps every `every` until `shutdown`.
+/// Sweeps every `every` until `shutdown` (the first sweep, at start, is the caller's).
 pub async fn run_sweeper(db: PgPool, every: Duration, shutdown: tienda_kit::shutdown::Shutdown) {
-    while !shutdown.is_triggered() {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.wait() => return,
+        }
         match sweep(&db).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(declined = n, "declined lapsed 3-D Secure challenges"),
             Err(e) => tracing::warn!(error = %e, "sweeping lapsed challenges failed; will retry"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = shutdown.wait() => {}
         }
     }
 }

@@ -85,6 +85,10 @@ impl Application {
         // Each command holds a database connection across its provider call and takes a second
         // one for a moment to record the attempt as started: at most half the pool, less two
         // for the relay and the API.
+        // Challenges that lapsed while the service was down are declined before any command
+        // or answer is taken; the sweeper then runs every period. (Sweeping from the spawned
+        // task's first poll raced with the first requests.)
+        challenge::sweep(platform.db()).await?;
         let mut consumer = ConsumerConfig::new(SOURCE, "PAYMENT", COMMANDS_CONSUMER);
         consumer.concurrency =
             (config.common.database_max_connections.saturating_sub(2) / 2).clamp(1, 6) as usize;
