@@ -3,7 +3,7 @@
 # reachable servers), and stop them on exit. Source it after `set -euo pipefail`.
 #
 # After `infra_start [fast]`: DATABASE_URL, NATS_URL, NATS_SERVER, PG_BIN, KUBERNETES_VALIDATE, NODE, HELM,
-# AIOSMTPD_PYTHON are exported and `$scratch` holds the servers' data and logs. `fast` turns PostgreSQL's fsync
+# AIOSMTPD_PYTHON, LOCALSTRIPE_PYTHON are exported and `$scratch` holds the servers' data and logs. `fast` turns PostgreSQL's fsync
 # off (tests only; benchmarks and `tienda up` keep it on).
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -42,7 +42,7 @@ infra_start() {
   local mode="${1:-}"
   step "tools"
   eval "$(tests/tools/install)"
-  export PG_BIN NATS_SERVER KUBERNETES_VALIDATE NODE HELM AIOSMTPD_PYTHON
+  export PG_BIN NATS_SERVER KUBERNETES_VALIDATE NODE HELM AIOSMTPD_PYTHON LOCALSTRIPE_PYTHON
 
   scratch="$(mktemp -d /tmp/tienda-test.XXXXXX)"
   trap infra_cleanup EXIT

@@ -33,10 +33,17 @@ use crate::{
     },
     domain::payment::{PaymentStatus, Transition},
     error::Error,
+    provider::{FollowUpRequest, IntentState, Provider, Providers},
 };
 
 /// Stripe's code for a failed or abandoned authentication.
 pub const ABANDONED_CODE: &str = "payment_intent_authentication_failure";
+
+/// Why a challenge nobody answered in time was declined.
+const LAPSED: &str = "The 3-D Secure challenge was not answered in time.";
+
+/// Why an abandoned challenge was declined.
+const ABANDONED: &str = "The customer did not complete 3-D Secure authentication.";
 
 /// How challenges are offered.
 #[derive(Debug, Clone)]
@@ -120,15 +127,13 @@ fn continuing<T: Message>(data: T, payment: &Payment) -> Envelope<T> {
     }
 }
 
-/// Applies the customer's answer to payment `id`'s open challenge `token`, in the caller's
-/// transaction, and returns the payment. A lapsed challenge is declined whatever the answer.
-/// An unknown payment or a wrong token is `NotFound`; the right token on a challenge already
+/// Payment `id` with its challenge `token` checked, locked in the caller's transaction. An
+/// unknown payment or a wrong token is `NotFound`; the right token on a challenge already
 /// answered (or declined by the sweeper) is `Conflict`.
-pub async fn answer(
+pub async fn open_challenge(
     conn: &mut PgConnection,
     id: Uuid,
     token: &str,
-    outcome: ChallengeOutcome,
 ) -> Result<Payment, Error> {
     payments::lock(conn, id).await?;
     let not_found = || {
@@ -150,11 +155,103 @@ pub async fn answer(
             payment.status
         )));
     }
+    Ok(payment)
+}
+
+/// Applies the customer's answer to payment `id`'s open challenge `token`, in the caller's
+/// transaction, and returns the payment. A lapsed challenge is declined whatever the answer.
+/// Errors as [`open_challenge`]'s.
+pub async fn answer(
+    conn: &mut PgConnection,
+    providers: &Providers,
+    id: Uuid,
+    token: &str,
+    outcome: ChallengeOutcome,
+) -> Result<Payment, Error> {
+    let payment = open_challenge(conn, id, token).await?;
     let lapsed = payment
         .challenge_expires_at
         .is_some_and(|at| at < Utc::now());
-    let completed = outcome == ChallengeOutcome::Complete && !lapsed;
-    conclude(conn, &payment, completed, lapsed).await
+    if lapsed {
+        return conclude(conn, &payment, Some((ABANDONED_CODE, LAPSED))).await;
+    }
+    if let Some(provider) = providers.get(&payment.provider)
+        && provider.challenges_at_provider()
+    {
+        return answer_at_provider(conn, &payment, provider.as_ref(), outcome).await;
+    }
+    let decline = (outcome == ChallengeOutcome::Abandon).then_some((ABANDONED_CODE, ABANDONED));
+    conclude(conn, &payment, decline).await
+}
+
+/// How long a provider has to answer while a customer waits on the challenge page.
+const PROVIDER_WAIT: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
+/// The customer's answer to a challenge they completed with the provider (Stripe.js): their
+/// word decides nothing; the provider's state of the intent does. An abandoned challenge is
+/// cancelled at the provider too (so nothing is held if the customer finishes it later).
+async fn answer_at_provider(
+    conn: &mut PgConnection,
+    payment: &Payment,
+    provider: &dyn Provider,
+    outcome: ChallengeOutcome,
+) -> Result<Payment, Error> {
+    let Some(reference) = payment.provider_reference.as_deref() else {
+        return Err(Error::Conflict(format!(
+            "Payment {} has no authorization at {} to complete.",
+            payment.id, payment.provider
+        )));
+    };
+    match outcome {
+        ChallengeOutcome::Complete => {
+            let intent = provider
+                .retrieve(reference, Utc::now() + PROVIDER_WAIT)
+                .await
+                .map_err(|e| Error::Unavailable(e.to_string()))?;
+            conclude_from(conn, payment, &intent.state)
+                .await?
+                .ok_or_else(|| {
+                    Error::Conflict(format!(
+                        "{} has not completed the authentication yet; finish it in the \
+                         provider's window (Stripe.js handleNextAction with the client secret \
+                         from GET on this URL), then answer again.",
+                        payment.provider
+                    ))
+                })
+        }
+        ChallengeOutcome::Abandon => {
+            let cancel = FollowUpRequest {
+                reference: reference.to_owned(),
+                amount: None,
+                reason: None,
+                idempotency_key: format!("void-challenge-{}", payment.id),
+                deadline: Utc::now() + PROVIDER_WAIT,
+            };
+            if let Err(e) = provider.void(&cancel).await {
+                // A later webhook finding the intent held voids it (webhooks::reconcile).
+                tracing::warn!(payment_id = %payment.id, error = %e,
+                    "cancelling an abandoned challenge at the provider failed");
+            }
+            conclude(conn, payment, Some((ABANDONED_CODE, ABANDONED))).await
+        }
+    }
+}
+
+/// Concludes `payment`'s open challenge from the provider's state of the intent: authorized
+/// when it is held, declined when it failed or was cancelled. `None`: the provider has no
+/// conclusion yet (still waiting for the customer, or processing).
+pub async fn conclude_from(
+    conn: &mut PgConnection,
+    payment: &Payment,
+    state: &IntentState,
+) -> Result<Option<Payment>, Error> {
+    let decline = match state {
+        IntentState::Authorized | IntentState::Captured => None,
+        IntentState::Declined { code, message } => Some((code.as_str(), message.as_str())),
+        IntentState::Canceled => Some((ABANDONED_CODE, ABANDONED)),
+        IntentState::RequiresAction | IntentState::Processing => return Ok(None),
+    };
+    conclude(conn, payment, decline).await.map(Some)
 }
 
 /// Declines payment `id`'s challenge if it is still open and lapsed (re-checked under the
@@ -170,19 +267,19 @@ pub async fn decline_if_lapsed(conn: &mut PgConnection, id: Uuid) -> Result<bool
     if payment.status != PaymentStatus::RequiresAction || !lapsed {
         return Ok(false);
     }
-    conclude(conn, &payment, false, true).await?;
+    conclude(conn, &payment, Some((ABANDONED_CODE, LAPSED))).await?;
     Ok(true)
 }
 
-/// Ends `payment`'s open challenge: authorized when `completed`, else declined; records the
-/// attempt and continues the saga with the event.
+/// Ends `payment`'s open challenge: authorized without `decline`, else declined with its code
+/// and message; records the attempt and continues the saga with the event.
 async fn conclude(
     conn: &mut PgConnection,
     payment: &Payment,
-    completed: bool,
-    lapsed: bool,
+    decline: Option<(&str, &str)>,
 ) -> Result<Payment, Error> {
     let id = payment.id;
+    let completed = decline.is_none();
     let transition = if completed {
         Transition::ChallengeCompleted
     } else {
@@ -192,17 +289,12 @@ async fn conclude(
         .status
         .next(transition)
         .map_err(|e| Error::Conflict(e.to_string()))?;
-    let message = if lapsed {
-        "The 3-D Secure challenge was not answered in time."
-    } else {
-        "The customer did not complete 3-D Secure authentication."
-    };
     let stored = payments::set_authorization(
         conn,
         id,
         next,
         &Authorization {
-            decline: (!completed).then_some((ABANDONED_CODE, message)),
+            decline,
             ..Default::default()
         },
     )
@@ -218,8 +310,8 @@ async fn conclude(
         } else {
             Outcome::Declined
         },
-        code: (!completed).then_some(ABANDONED_CODE),
-        detail: (!completed).then_some(message),
+        code: decline.map(|(code, _)| code),
+        detail: decline.map(|(_, message)| message),
         provider_reference: payment.provider_reference.as_deref(),
         command_id: None,
     };
@@ -233,10 +325,11 @@ async fn conclude(
         };
         outbox::enqueue(conn, continuing(event, payment)).await?;
     } else {
+        let (code, message) = decline.unwrap_or_default();
         let event = PaymentDeclined {
             payment_id: id,
             order_id: payment.order_id,
-            code: ABANDONED_CODE.to_owned(),
+            code: code.to_owned(),
             message: message.to_owned(),
         };
         outbox::enqueue(conn, continuing(event, payment)).await?;

@@ -6,8 +6,37 @@ use tienda_kit::{CommonConfig, TokenConfig, policy::PolicyConfig};
 /// Which provider new payments go to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProviderName {
-    /// Built in, no network, Stripe's test PaymentMethod ids (the only one built so far).
+    /// Built in, no network, Stripe's test PaymentMethod ids.
     Sandbox,
+    /// Stripe's PaymentIntents (`STRIPE_SECRET_KEY` required).
+    Stripe,
+}
+
+/// Stripe: where its API is, the key, and the webhook secrets.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StripeConfig {
+    /// Stripe's API base URL (an emulator's in tests).
+    #[arg(long, env = "STRIPE_API_BASE", default_value = crate::provider::stripe::DEFAULT_API_BASE)]
+    pub stripe_api_base: String,
+
+    /// The secret API key (`sk_test_…`, `sk_live_…`). When set, Stripe is configured even if
+    /// new payments go to another provider, so its payments can still be followed up.
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<String>,
+
+    /// Webhook signing secrets (`whsec_…`), comma-separated; any of them verifies, so a secret
+    /// is rotated by adding the new one, then removing the old once Stripe signs with the new.
+    #[arg(
+        long,
+        env = "STRIPE_WEBHOOK_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub stripe_webhook_secrets: Vec<String>,
+
+    /// How far a webhook signature's timestamp may be from now, in seconds (default 300).
+    #[arg(long, env = "STRIPE_WEBHOOK_TOLERANCE_SECONDS", default_value_t = 300)]
+    pub stripe_webhook_tolerance_seconds: u64,
 }
 
 /// `tienda-payments`.
@@ -25,6 +54,15 @@ pub struct Config {
     /// Where CircuitPolicies for the calls this service makes come from.
     #[command(flatten)]
     pub policy: PolicyConfig,
+
+    /// Stripe, when used.
+    #[command(flatten)]
+    pub stripe: StripeConfig,
+
+    /// How often stored webhook events waiting for a retry are looked at, in seconds
+    /// (default 5; a new event is processed at once).
+    #[arg(long, env = "PAYMENTS_WEBHOOK_POLL_SECONDS", default_value_t = 5)]
+    pub webhook_poll_seconds: u64,
 
     /// The provider new payments go to (default `sandbox`).
     #[arg(long, env = "PAYMENTS_PROVIDER", value_enum, default_value_t = ProviderName::Sandbox)]

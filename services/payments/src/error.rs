@@ -15,6 +15,9 @@ pub enum Error {
     /// The request clashes with the current state.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A provider could not be reached; the same request may work later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -26,6 +29,7 @@ impl From<Error> for Problem {
             Error::Invalid(fields) => Problem::invalid_fields(fields),
             Error::NotFound(what) => Problem::not_found(what),
             Error::Conflict(detail) => Problem::conflict(detail),
+            Error::Unavailable(detail) => Problem::unavailable(detail),
             Error::Database(err) => {
                 tracing::error!(error = %err, "database error");
                 Problem::internal()

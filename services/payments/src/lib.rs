@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`config`]: flags and environment
 //! - [`domain`]: money with currency exponents, the payment state machine, the refund bound
-//! - [`provider`]: the provider trait and the built-in `sandbox`
+//! - [`provider`]: the provider trait, the built-in `sandbox` and `stripe`
+//! - [`webhooks`]: provider webhooks verified, stored once, reconciled with the provider
 //! - [`db`]: SQL for payments, attempts and refunds
 //! - [`commands`]: the saga's payment commands from JetStream, answered through the outbox
 //! - [`challenge`]: the sandbox's 3-D Secure challenges
@@ -33,8 +34,12 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod provider;
+pub mod webhooks;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::sync::Notify;
 
 use tienda_kit::{
     Needs, Platform, consumer::ConsumerConfig, dead_letter::DeadLetters, outbox::RelayConfig,
@@ -44,7 +49,8 @@ use crate::{
     challenge::Challenges,
     commands::PaymentCommands,
     config::{Config, ProviderName},
-    provider::{Providers, sandbox::Sandbox},
+    provider::{Providers, sandbox::Sandbox, stripe::Stripe},
+    webhooks::WebhookSecrets,
 };
 
 /// The `source` of every envelope payments writes.
@@ -55,6 +61,45 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The durable consumer of the saga's payment commands (provisioned by the operator).
 pub const COMMANDS_CONSUMER: &str = "payments-commands";
+
+/// The providers of this process: the chosen one for new payments, plus Stripe when its key
+/// is set and the sandbox always (payments made earlier with them can be followed up).
+async fn providers(platform: &Platform, config: &Config) -> anyhow::Result<Providers> {
+    let sandbox = Arc::new(Sandbox::new(Duration::from_millis(config.sandbox_slow_ms)));
+    let stripe = match &config.stripe.stripe_secret_key {
+        Some(key) if !key.is_empty() => {
+            let outbound = tienda_kit::outbound::Outbound::start(platform, &config.policy).await?;
+            Some(Arc::new(Stripe::new(
+                outbound,
+                &config.stripe.stripe_api_base,
+                key.clone(),
+            )))
+        }
+        _ => None,
+    };
+    Ok(match config.provider {
+        ProviderName::Sandbox => {
+            let providers = Providers::new(sandbox);
+            match stripe {
+                Some(stripe) => providers.with(stripe),
+                None => providers,
+            }
+        }
+        ProviderName::Stripe => {
+            let stripe = stripe.context(
+                "PAYMENTS_PROVIDER=stripe needs STRIPE_SECRET_KEY (the secret API key, sk_test_… \
+                 or sk_live_…); set it, or choose PAYMENTS_PROVIDER=sandbox",
+            )?;
+            if config.stripe.stripe_webhook_secrets.is_empty() {
+                tracing::warn!(
+                    "STRIPE_WEBHOOK_SECRETS is empty: every Stripe webhook will be refused, and \
+                     3-D Secure payments conclude only when the customer answers the challenge URL"
+                );
+            }
+            Providers::new(stripe).with(sandbox)
+        }
+    })
+}
 
 /// A built payments service.
 #[derive(Debug)]
@@ -73,11 +118,7 @@ impl Application {
         )
         .await?;
         platform.start_relay(RelayConfig::default())?;
-        let providers = match config.provider {
-            ProviderName::Sandbox => Providers::new(Arc::new(Sandbox::new(Duration::from_millis(
-                config.sandbox_slow_ms,
-            )))),
-        };
+        let providers = providers(&platform, &config).await?;
         let challenges = Challenges {
             public_url: config.public_url.clone(),
             ttl: Duration::from_secs(config.challenge_ttl_seconds),
@@ -96,10 +137,28 @@ impl Application {
             consumer,
             PaymentCommands {
                 db: platform.db().clone(),
-                providers,
+                providers: providers.clone(),
                 challenges,
             },
         )?;
+        let webhook_wake = Arc::new(Notify::new());
+        platform.spawn(webhooks::run_worker(
+            platform.db().clone(),
+            providers.clone(),
+            webhook_wake.clone(),
+            Duration::from_secs(config.webhook_poll_seconds.max(1)),
+            platform.shutdown.clone(),
+        ));
+        let mut webhook_secrets = BTreeMap::new();
+        if providers.get(provider::stripe::NAME).is_some() {
+            webhook_secrets.insert(
+                provider::stripe::NAME,
+                WebhookSecrets::new(
+                    &config.stripe.stripe_webhook_secrets,
+                    Duration::from_secs(config.stripe.stripe_webhook_tolerance_seconds),
+                ),
+            );
+        }
         platform.spawn(challenge::run_sweeper(
             platform.db().clone(),
             Duration::from_secs(config.challenge_sweep_seconds.max(1)),
@@ -108,6 +167,9 @@ impl Application {
         let (router, openapi) = http::router(http::AppState {
             db: platform.db().clone(),
             verifier: config.tokens.verifier(),
+            providers,
+            webhook_secrets: Arc::new(webhook_secrets),
+            webhook_wake,
         });
         // Operators inspect, replay or discard the commands this service gave up on.
         let admin = tienda_kit::dead_letter::router(

@@ -1,15 +1,22 @@
-//! The HTTP API: admins read payments; customers answer sandbox 3-D Secure challenges.
+//! The HTTP API: admins read payments; customers answer 3-D Secure challenges; providers send
+//! webhooks.
 
 pub mod analytics;
 pub mod challenges;
 pub mod fraud;
 pub mod payments;
+pub mod webhooks;
 
-use axum::{Router, middleware};
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::{Router, extract::DefaultBodyLimit, middleware};
 use sqlx::PgPool;
 use tienda_kit::jwt::{RequireRole, Verifier, require_role};
+use tokio::sync::Notify;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{provider::Providers, webhooks::WebhookSecrets};
 
 /// What handlers share.
 #[derive(Clone, Debug)]
@@ -18,7 +25,16 @@ pub struct AppState {
     pub db: PgPool,
     /// Checks access tokens.
     pub verifier: Verifier,
+    /// The providers (challenges completed at the provider are checked with it).
+    pub providers: Providers,
+    /// Webhook secrets by provider; a provider absent here takes no webhooks.
+    pub webhook_secrets: Arc<BTreeMap<&'static str, WebhookSecrets>>,
+    /// Wakes the webhook worker when an event is stored.
+    pub webhook_wake: Arc<Notify>,
 }
+
+/// The largest webhook body taken (Stripe's events are a few KiB).
+const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
 
 /// The API and its OpenAPI document, from one list of handlers.
 pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
@@ -37,7 +53,13 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         ));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         // The challenge's secret token is the customer's credential (guests have no account).
-        .routes(routes!(challenges::answer))
+        .routes(routes!(challenges::show, challenges::answer))
+        // Providers authenticate by signature; their bodies are read raw, within a bound.
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(webhooks::receive))
+                .layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
+        )
         .merge(admin)
         .with_state(state)
         .split_for_parts()

@@ -2,8 +2,9 @@
 //! idempotency key the provider must honour (a repeat with the same key is answered with the
 //! first result and moves no money twice).
 //!
-//! Built in: [`sandbox`] (no network, Stripe's test PaymentMethod ids). Stripe and PayPal are
-//! not built yet. A network provider holds the service's
+//! Built in: [`sandbox`] (no network, Stripe's test PaymentMethod ids) and [`stripe`]
+//! (PaymentIntents over Stripe's REST API). PayPal is not built yet. A network provider holds
+//! the service's
 //! [`tienda_kit::outbound::Outbound`] and sends every request with
 //! `outbound.call_until(Target::External("stripe"), request, Some(deadline))`, the deadline
 //! being the command's, with the key in `Idempotency-Key` (Stripe) or `PayPal-Request-Id`, so
@@ -11,6 +12,7 @@
 //! safe; an open circuit or a timeout maps to [`ProviderError::Unavailable`].
 
 pub mod sandbox;
+pub mod stripe;
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
@@ -82,6 +84,39 @@ pub struct Receipt {
     pub reference: String,
 }
 
+/// Where an authorization is at the provider now (asked when a webhook arrives or a customer
+/// says a challenge is done: the provider's current state, never the message's, decides).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntentState {
+    /// Waiting for the customer's authentication.
+    RequiresAction,
+    /// Still being worked on at the provider.
+    Processing,
+    /// Held and capturable.
+    Authorized,
+    /// Captured (all or part); nothing more can be held.
+    Captured,
+    /// Refused, or authentication failed; nothing is held.
+    Declined {
+        /// Stripe's code (`card_declined`, `payment_intent_authentication_failure`).
+        code: String,
+        /// A sentence for the customer.
+        message: String,
+    },
+    /// Released.
+    Canceled,
+}
+
+/// An authorization as the provider reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    /// Its state.
+    pub state: IntentState,
+    /// What the customer's browser needs to complete a challenge with the provider's own
+    /// script (Stripe.js `handleNextAction`), while one is open.
+    pub client_secret: Option<String>,
+}
+
 /// A provider call that produced no usable answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
@@ -128,6 +163,27 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// Gives back (part of) a capture.
     fn refund<'a>(&'a self, request: &'a FollowUpRequest)
     -> BoxFuture<'a, ProviderResult<Receipt>>;
+
+    /// Whether the customer completes 3-D Secure with the provider (its script, its page)
+    /// rather than on our challenge page: then only the provider's state, fetched with
+    /// [`Provider::retrieve`], concludes a challenge.
+    fn challenges_at_provider(&self) -> bool {
+        false
+    }
+
+    /// The authorization `reference` as the provider has it now. Providers that keep no
+    /// state of their own (the sandbox) refuse.
+    fn retrieve<'a>(
+        &'a self,
+        reference: &'a str,
+        deadline: DateTime<Utc>,
+    ) -> BoxFuture<'a, ProviderResult<Intent>> {
+        let _ = (reference, deadline);
+        Box::pin(std::future::ready(Err(ProviderError::Rejected(format!(
+            "{} keeps no state to retrieve",
+            self.name()
+        )))))
+    }
 }
 
 /// The providers this process can use, by name, and the one new payments go to.
@@ -145,6 +201,14 @@ impl Providers {
             by_name: BTreeMap::from([(name, default)]),
             default: name,
         }
+    }
+
+    /// Also `provider` (payments made with it can be followed up; new ones still go to the
+    /// default).
+    #[must_use]
+    pub fn with(mut self, provider: Arc<dyn Provider>) -> Self {
+        self.by_name.entry(provider.name()).or_insert(provider);
+        self
     }
 
     /// The provider new payments go to.

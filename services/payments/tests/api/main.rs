@@ -8,3 +8,4 @@ mod fraud;
 mod helpers;
 mod lost_commits;
 mod payments_api;
+mod stripe;

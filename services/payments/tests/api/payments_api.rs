@@ -126,8 +126,10 @@ async fn the_openapi_document_describes_the_payment_endpoints() {
             "GET /v1/payments/analytics",
             "GET /v1/payments/fraud-reviews",
             "GET /v1/payments/{id}",
+            "GET /v1/payments/{id}/challenges/{token}",
             "POST /v1/payments/{id}/challenges/{token}",
             "POST /v1/payments/{id}/review",
+            "POST /v1/webhooks/{provider}",
         ]
     );
     assert_eq!(
