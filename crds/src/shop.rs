@@ -100,6 +100,59 @@ pub struct ShopSpec {
     /// Tracing export (OpenTelemetry over OTLP); off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telemetry: Option<Telemetry>,
+
+    /// How the shop takes payments (default: the built-in `sandbox`, which moves no money).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payments: Option<ShopPayments>,
+}
+
+/// The payment provider new payments go to.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.provider != 'stripe' || has(self.stripe)")
+        .message("provider stripe needs stripe.secretRef")
+        .field_path(".stripe")
+)]
+pub struct ShopPayments {
+    /// `sandbox` (built in, Stripe's test card tokens, no network) or `stripe`.
+    #[serde(default)]
+    pub provider: PaymentProvider,
+
+    /// Stripe's settings (required when the provider is `stripe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe: Option<StripeSettings>,
+}
+
+/// A payment provider.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentProvider {
+    /// Built in; no network.
+    #[default]
+    Sandbox,
+    /// Stripe's PaymentIntents.
+    Stripe,
+}
+
+/// Where Stripe is and where its keys are kept.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StripeSettings {
+    /// Stripe's API base URL (default `https://api.stripe.com`; a test emulator's, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(
+        validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')")
+            .message("must be an http:// or https:// URL")
+    )]
+    pub api_base: Option<String>,
+
+    /// A Secret in the Shop's namespace with `secretKey` (the API secret key) and, optionally,
+    /// `webhookSecrets` (comma-separated signing secrets; several while rotating). Under
+    /// `tienda up` the same values come from `STRIPE_SECRET_KEY` and `STRIPE_WEBHOOK_SECRETS`
+    /// in its own environment.
+    pub secret_ref: SecretRef,
 }
 
 fn default_registry() -> String {

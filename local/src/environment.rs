@@ -43,6 +43,9 @@ pub fn environment(
             let value = match value {
                 Value::Literal(text) => Some(text),
                 Value::Secret { key } => placement.credentials.get(key).cloned(),
+                // A Secret the user keeps (Stripe's keys): no cluster here, so the variable of
+                // the same name in `tienda up`'s own environment.
+                Value::ShopSecret { .. } => std::env::var(name).ok().filter(|v| !v.is_empty()),
                 Value::Field { path } => match path {
                     "metadata.namespace" => Some(LOCAL_NAMESPACE.to_owned()),
                     _ => Some(format!("{shop_name}-{component}")),

@@ -143,6 +143,20 @@ fn env_var(service: &Service, shop: &Shop, name: &str, value: Value) -> EnvVar {
                 ..EnvVarSource::default()
             });
         }
+        Value::ShopSecret {
+            name: secret,
+            key,
+            optional,
+        } => {
+            return source(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret,
+                    key: key.into(),
+                    optional: Some(optional),
+                }),
+                ..EnvVarSource::default()
+            });
+        }
         Value::Field { path } => {
             return source(EnvVarSource {
                 field_ref: Some(ObjectFieldSelector {
@@ -475,6 +489,61 @@ mod tests {
         env.iter()
             .find(|v| v.name == name)
             .unwrap_or_else(|| panic!("no {name}"))
+    }
+
+    #[test]
+    fn the_shop_chooses_the_payment_provider_and_stripes_keys_come_from_its_secret() {
+        let mut shop = shop();
+        shop.spec.payments = Some(
+            serde_json::from_value(json!({
+                "provider": "stripe",
+                "stripe": {"secretRef": {"name": "stripe-keys"}}
+            }))
+            .unwrap(),
+        );
+        let payments = crate::shop::desired_services(&shop)
+            .into_iter()
+            .find(|s| s.spec.component == tienda_crds::Component::Payments)
+            .unwrap();
+        let env = environment(&payments, &shop);
+        assert_eq!(
+            var(&env, "PAYMENTS_PROVIDER").value.as_deref(),
+            Some("stripe")
+        );
+        let key = var(&env, "STRIPE_SECRET_KEY");
+        assert_eq!(key.value, None, "never copied into the Deployment");
+        let selector = key
+            .value_from
+            .as_ref()
+            .and_then(|f| f.secret_key_ref.as_ref())
+            .unwrap();
+        assert_eq!(
+            (
+                selector.name.as_str(),
+                selector.key.as_str(),
+                selector.optional
+            ),
+            ("stripe-keys", "secretKey", Some(false))
+        );
+        let webhooks = var(&env, "STRIPE_WEBHOOK_SECRETS")
+            .value_from
+            .as_ref()
+            .and_then(|f| f.secret_key_ref.as_ref())
+            .unwrap();
+        assert_eq!(
+            (
+                webhooks.name.as_str(),
+                webhooks.key.as_str(),
+                webhooks.optional
+            ),
+            ("stripe-keys", "webhookSecrets", Some(true))
+        );
+        assert!(
+            !env.iter().any(|v| v.name == "STRIPE_API_BASE"),
+            "Stripe's own API unless the Shop says otherwise"
+        );
+        let orders = environment(&service(), &shop);
+        assert!(!orders.iter().any(|v| v.name.starts_with("STRIPE_")));
     }
 
     #[test]

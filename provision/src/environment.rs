@@ -7,7 +7,10 @@
 //! The names in [`var`] are contracts with the services (their `clap` `env` attributes) and
 //! with users' Shop `env` overrides: never rename one.
 
-use tienda_crds::{Component, Shop};
+use tienda_crds::{
+    Component, Shop,
+    shop::{PaymentProvider, ShopPayments},
+};
 
 /// Environment variable names a component is given.
 pub mod var {
@@ -60,6 +63,22 @@ pub mod var {
     pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
     /// The service name traces carry: `tienda-<component>`.
     pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+    /// The provider new payments go to: `sandbox` or `stripe` (the Shop's `payments.provider`).
+    pub const PAYMENTS_PROVIDER: &str = "PAYMENTS_PROVIDER";
+    /// Stripe's API base URL (the Shop's `payments.stripe.apiBase`).
+    pub const STRIPE_API_BASE: &str = "STRIPE_API_BASE";
+    /// Stripe's secret key (the Shop's Stripe Secret, key `secretKey`).
+    pub const STRIPE_SECRET_KEY: &str = "STRIPE_SECRET_KEY";
+    /// Stripe's webhook signing secrets, comma-separated (key `webhookSecrets`, optional).
+    pub const STRIPE_WEBHOOK_SECRETS: &str = "STRIPE_WEBHOOK_SECRETS";
+}
+
+/// Keys of the Secret a Shop's `payments.stripe.secretRef` names.
+pub mod stripe_secret {
+    /// The API secret key (required).
+    pub const SECRET_KEY: &str = "secretKey";
+    /// Webhook signing secrets, comma-separated (optional).
+    pub const WEBHOOK_SECRETS: &str = "webhookSecrets";
 }
 
 /// The admin listener's port in a pod (the container port named `admin`).
@@ -83,6 +102,16 @@ pub enum Value {
     Secret {
         /// The key (also the variable's name).
         key: &'static str,
+    },
+    /// A key of a Secret the Shop names (the user's, e.g. Stripe's keys): a `secretKeyRef` in a
+    /// cluster; under `tienda up`, the variable of the same name in its own environment.
+    ShopSecret {
+        /// The Secret's name, in the Shop's namespace.
+        name: String,
+        /// The key.
+        key: &'static str,
+        /// Whether the pod starts without it.
+        optional: bool,
     },
     /// A fact about the running instance: the downward API (`fieldRef`) in a cluster.
     Field {
@@ -197,6 +226,11 @@ pub fn component_environment(shop: &Shop, component: Component) -> Vec<(&'static
             },
         ));
     }
+    if component == Component::Payments
+        && let Some(payments) = &shop.spec.payments
+    {
+        vars.extend(payments_environment(payments));
+    }
     if shop.spec.nats.credentials_secret_ref.is_some() {
         vars.push((var::NATS_CREDS_FILE, placed(Placed::NatsCredsFile)));
     }
@@ -210,6 +244,39 @@ pub fn component_environment(shop: &Shop, component: Component) -> Vec<(&'static
         var::OTEL_SERVICE_NAME,
         Value::Literal(format!("tienda-{component}")),
     ));
+    vars
+}
+
+/// What the payments component is told of the Shop's `payments`.
+fn payments_environment(payments: &ShopPayments) -> Vec<(&'static str, Value)> {
+    let provider = match payments.provider {
+        PaymentProvider::Sandbox => "sandbox",
+        PaymentProvider::Stripe => "stripe",
+    };
+    let mut vars = vec![(var::PAYMENTS_PROVIDER, Value::Literal(provider.to_owned()))];
+    // Stripe's keys are given whenever they are configured, so payments made with Stripe can
+    // still be captured and refunded after the shop moves to another provider.
+    if let Some(stripe) = &payments.stripe {
+        if let Some(base) = &stripe.api_base {
+            vars.push((var::STRIPE_API_BASE, Value::Literal(base.clone())));
+        }
+        vars.push((
+            var::STRIPE_SECRET_KEY,
+            Value::ShopSecret {
+                name: stripe.secret_ref.name.clone(),
+                key: stripe_secret::SECRET_KEY,
+                optional: false,
+            },
+        ));
+        vars.push((
+            var::STRIPE_WEBHOOK_SECRETS,
+            Value::ShopSecret {
+                name: stripe.secret_ref.name.clone(),
+                key: stripe_secret::WEBHOOK_SECRETS,
+                optional: true,
+            },
+        ));
+    }
     vars
 }
 
@@ -294,6 +361,61 @@ mod tests {
             names.sort();
             names.dedup();
             assert_eq!(names.len(), count, "{component}");
+        }
+    }
+
+    #[test]
+    fn payments_gets_the_shops_provider_and_stripes_keys_by_reference() {
+        let sandbox = component_environment(&plain(), Component::Payments);
+        assert!(
+            !names(&sandbox).contains(&var::PAYMENTS_PROVIDER),
+            "default: the service's own"
+        );
+        let stripe = shop(serde_json::json!({
+            "version": "0.1.0", "postgres": {"host": "pg", "adminSecretRef": {"name": "pg"}},
+            "nats": {"url": "nats://nats:4222"},
+            "payments": {"provider": "stripe",
+                         "stripe": {"apiBase": "http://stripe-mock:12111", "secretRef": {"name": "stripe-keys"}}}
+        }));
+        let vars = component_environment(&stripe, Component::Payments);
+        let get = |name: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            get(var::PAYMENTS_PROVIDER),
+            Some(Value::Literal("stripe".into()))
+        );
+        assert_eq!(
+            get(var::STRIPE_API_BASE),
+            Some(Value::Literal("http://stripe-mock:12111".into()))
+        );
+        assert_eq!(
+            get(var::STRIPE_SECRET_KEY),
+            Some(Value::ShopSecret {
+                name: "stripe-keys".into(),
+                key: stripe_secret::SECRET_KEY,
+                optional: false
+            })
+        );
+        assert_eq!(
+            get(var::STRIPE_WEBHOOK_SECRETS),
+            Some(Value::ShopSecret {
+                name: "stripe-keys".into(),
+                key: stripe_secret::WEBHOOK_SECRETS,
+                optional: true
+            })
+        );
+        for other in Component::ALL
+            .into_iter()
+            .filter(|c| *c != Component::Payments)
+        {
+            let names = names(&component_environment(&stripe, other));
+            assert!(
+                !names.contains(&var::STRIPE_SECRET_KEY),
+                "{other} never sees Stripe's key"
+            );
         }
     }
 }

@@ -158,6 +158,7 @@ fn cases() -> Vec<Case> {
     const OPEN_FOR: &str = "openFor must be between 100ms and 1h";
     const RATIO: &str = "failureRatio must be in (0, 1]";
     const FALLBACK: &str = "must be 429, 502, 503 or 504";
+    const STRIPE: &str = "provider stripe needs stripe.secretRef";
 
     let ingress = json!({"host": "shop.example.com"});
     let route = json!({"parentRefs": [{"name": "public"}]});
@@ -212,6 +213,31 @@ fn cases() -> Vec<Case> {
             "Shop",
             OTLP,
             json!({"spec": {"telemetry": {"otlpEndpoint": "otel:4317"}}}),
+        ),
+        ok(
+            "Shop",
+            STRIPE,
+            json!({"spec": {"payments": {"provider": "stripe", "stripe": {"secretRef": {"name": "stripe-keys"}}}}}),
+        ),
+        ok(
+            "Shop",
+            STRIPE,
+            json!({"spec": {"payments": {"provider": "sandbox"}}}),
+        ),
+        bad(
+            "Shop",
+            STRIPE,
+            json!({"spec": {"payments": {"provider": "stripe"}}}),
+        ),
+        ok(
+            "Shop",
+            OTLP,
+            json!({"spec": {"payments": {"provider": "stripe", "stripe": {"apiBase": "http://localhost:8420", "secretRef": {"name": "k"}}}}}),
+        ),
+        bad(
+            "Shop",
+            OTLP,
+            json!({"spec": {"payments": {"provider": "stripe", "stripe": {"apiBase": "localhost:8420", "secretRef": {"name": "k"}}}}}),
         ),
         // Service
         ok_update(
