@@ -258,6 +258,35 @@ fn action_path(reply: &crate::helpers::Reply) -> String {
     reply.data()["action_url"].as_str().unwrap().to_owned()
 }
 
+/// A 3-D Secure payment at Stripe waiting for the customer.
+struct Challenged {
+    auth: AuthorizePayment,
+    /// The action URL (a path on our API).
+    action: String,
+    /// The PaymentIntent.
+    reference: String,
+    /// What Stripe.js would be given.
+    client_secret: String,
+}
+
+/// Authorizes `amount` on a card Stripe asks to authenticate.
+async fn challenged(app: &mut TestApp, emulator: &LocalStripe, amount: i64) -> Challenged {
+    let card = emulator.payment_method(THREE_DS_CARD).await;
+    let (auth, reply) = app.authorize(&card, amount).await;
+    assert_eq!(reply.name(), "requires_action", "{:?}", reply.data());
+    let reference = reference_of(app, auth.payment_id).await;
+    let client_secret = emulator.intent(&reference).await["client_secret"]
+        .as_str()
+        .expect("a client secret")
+        .to_owned();
+    Challenged {
+        auth,
+        action: action_path(&reply),
+        reference,
+        client_secret,
+    }
+}
+
 async fn reference_of(app: &TestApp, id: Uuid) -> String {
     app.payment(id).await["provider_reference"]
         .as_str()
@@ -337,17 +366,17 @@ async fn a_three_d_secure_payment_is_concluded_by_a_signed_webhook_and_the_emula
     emulator
         .send_webhooks_to(&app.url("/v1/webhooks/stripe"))
         .await;
-    let card = emulator.payment_method(THREE_DS_CARD).await;
-
-    let (auth, reply) = app.authorize(&card, 2_500).await;
-    assert_eq!(reply.name(), "requires_action", "{:?}", reply.data());
-    let action = action_path(&reply);
+    let Challenged {
+        auth,
+        action,
+        reference,
+        client_secret,
+    } = challenged(&mut app, &emulator, 2_500).await;
 
     // The page reads the client secret for Stripe.js.
     let view: Value = app.get(&action, None).await.json().await.unwrap();
     assert_eq!(view["provider"], "stripe");
-    let client_secret = view["client_secret"].as_str().expect("a client secret");
-    let reference = reference_of(&app, auth.payment_id).await;
+    assert_eq!(view["client_secret"], client_secret.as_str());
     assert!(client_secret.starts_with(&reference), "{client_secret}");
 
     // Saying "complete" before Stripe has the authentication changes nothing.
@@ -367,7 +396,9 @@ async fn a_three_d_secure_payment_is_concluded_by_a_signed_webhook_and_the_emula
     // The customer authenticates with Stripe; Stripe's webhook concludes the challenge. The
     // emulator sends no event when a manual-capture intent becomes capturable, so the test
     // sends the one Stripe sends (`amount_capturable_updated`), signed as Stripe signs.
-    emulator.authenticate(&reference, client_secret, true).await;
+    emulator
+        .authenticate(&reference, &client_secret, true)
+        .await;
     let event = intent_event(
         "evt_capturable",
         "payment_intent.amount_capturable_updated",
@@ -424,13 +455,10 @@ async fn auth_correlation(app: &TestApp, auth: &AuthorizePayment) -> Uuid {
 async fn a_failed_authentication_at_stripe_declines_when_the_customer_comes_back() {
     let emulator = LocalStripe::start();
     let mut app = spawn_on_stripe(&emulator, &[]).await;
-    let card = emulator.payment_method(THREE_DS_CARD).await;
-    let (auth, reply) = app.authorize(&card, 2_500).await;
-    let action = action_path(&reply);
-    let reference = reference_of(&app, auth.payment_id).await;
-    let view: Value = app.get(&action, None).await.json().await.unwrap();
+    let challenge = challenged(&mut app, &emulator, 2_500).await;
+    let action = challenge.action;
     emulator
-        .authenticate(&reference, view["client_secret"].as_str().unwrap(), false)
+        .authenticate(&challenge.reference, &challenge.client_secret, false)
         .await;
 
     // No webhook configured: the customer's "complete" asks Stripe, which says it failed.
@@ -526,17 +554,14 @@ async fn webhooks_are_verified_stored_once_and_accept_either_secret_while_rotati
 async fn an_out_of_order_failure_event_cannot_undo_what_stripe_says() {
     let emulator = LocalStripe::start();
     let mut app = spawn_on_stripe(&emulator, &[]).await;
-    let card = emulator.payment_method(THREE_DS_CARD).await;
-    let (auth, reply) = app.authorize(&card, 4_000).await;
-    let view: Value = app
-        .get(&action_path(&reply), None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let reference = reference_of(&app, auth.payment_id).await;
+    let Challenged {
+        auth,
+        reference,
+        client_secret,
+        ..
+    } = challenged(&mut app, &emulator, 4_000).await;
     emulator
-        .authenticate(&reference, view["client_secret"].as_str().unwrap(), true)
+        .authenticate(&reference, &client_secret, true)
         .await;
 
     // The first event to arrive is an old `payment_failed` (an earlier attempt's): the payload
@@ -584,14 +609,12 @@ async fn an_authorization_completed_at_stripe_after_the_challenge_lapsed_here_is
         &["--challenge-ttl-seconds=0", "--challenge-sweep-seconds=1"],
     )
     .await;
-    let card = emulator.payment_method(THREE_DS_CARD).await;
-    let (auth, reply) = app.authorize(&card, 4_000).await;
-    assert_eq!(reply.name(), "requires_action");
-    let reference = reference_of(&app, auth.payment_id).await;
-    let client_secret = emulator.intent(&reference).await["client_secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let Challenged {
+        auth,
+        reference,
+        client_secret,
+        ..
+    } = challenged(&mut app, &emulator, 4_000).await;
     let reply = app.reply().await;
     assert_eq!(
         reply.name(),
