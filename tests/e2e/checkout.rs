@@ -342,6 +342,42 @@ async fn after_the_sale_shipping_charges_a_return_refunds_and_restocks_and_a_can
         .await;
     assert_eq!(payments["items"][0]["status"], "refunded", "{payments}");
 
+    // The capture issued an invoice with the order's lines and the shipping address, the
+    // refund a credit note against it; the customer reads both, and the PDF, via the gateway.
+    let (status, invoices) = shop
+        .get(
+            shop.url(
+                tienda_crds::Component::Payments,
+                &format!("/v1/invoices?order_id={id}"),
+            ),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 200, "{invoices}");
+    let items = invoices["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{invoices}");
+    let invoice = items.iter().find(|i| i["kind"] == "invoice").unwrap();
+    let note = items.iter().find(|i| i["kind"] == "credit_note").unwrap();
+    assert_eq!(invoice["lines"][0]["sku"], "JUG-E2E");
+    assert_eq!(invoice["lines"][0]["quantity"], 2);
+    assert_eq!(invoice["total"]["amount"], 4000);
+    assert_eq!(invoice["customer"]["name"], "Ada Lovelace");
+    assert_eq!(note["total"]["amount"], 4000);
+    assert_eq!(note["credits"], invoice["number"]);
+    let pdf = shop
+        .http
+        .get(shop.url(
+            tienda_crds::Component::Payments,
+            invoice["pdf_url"].as_str().unwrap(),
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pdf.status(), 200);
+    assert_eq!(pdf.headers()["content-type"], "application/pdf");
+    assert!(pdf.bytes().await.unwrap().starts_with(b"%PDF-"));
+
     // Confirmed, then cancelled by the customer: voided, and the sold units back on the shelf.
     let placed = checkout(&shop, &token, &product_id, "JUG-E2E", 3, "pm_card_visa").await;
     let order = settled(&shop, &token, &placed).await;

@@ -70,9 +70,39 @@ pub struct CapturePayment {
     pub amount: Option<Money>,
     /// After this the command is answered `failed` (`expired`).
     pub deadline: DateTime<Utc>,
+    /// What the capture pays for, printed on the invoice it issues (absent: one line for the
+    /// amount).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice: Option<InvoiceDetails>,
 }
 contract!(Command, CapturePayment, "payment", "capture", 1, |m| m
     .payment_id);
+
+/// Who is billed and for what: the invoice a capture issues.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvoiceDetails {
+    /// The customer's name.
+    pub customer_name: String,
+    /// The billing address, one entry per printed line (street, city and postal code, ...).
+    pub address: Vec<String>,
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+    /// The order's lines, at the prices charged (taxes included).
+    pub lines: Vec<InvoiceLine>,
+}
+
+/// One line of an invoice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvoiceLine {
+    /// The variant.
+    pub sku: String,
+    /// What it is.
+    pub description: String,
+    /// Units.
+    pub quantity: u32,
+    /// The price of one unit, taxes included.
+    pub unit_price: Money,
+}
 
 /// Command: release an authorization that will not be captured (compensation).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

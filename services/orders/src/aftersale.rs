@@ -13,8 +13,8 @@ use tienda_events::{
     inventory::{InventoryRestocked, Line, RestockInventory},
     order::OrderRefunded,
     payment::{
-        CapturePayment, PaymentCaptured, PaymentFailed, PaymentOperation, PaymentRefunded,
-        RefundPayment,
+        CapturePayment, InvoiceDetails, InvoiceLine, PaymentCaptured, PaymentFailed,
+        PaymentOperation, PaymentRefunded, RefundPayment,
     },
 };
 use tienda_kit::outbox;
@@ -53,6 +53,37 @@ async fn payment_id(conn: &mut PgConnection, order_id: Uuid) -> Result<Uuid, Err
         .ok_or_else(|| Error::NotFound(format!("the saga of order {order_id}")))
 }
 
+/// Who is billed and for what: the order's lines and its shipping address (the invoice
+/// payments issues on capture).
+async fn invoice_details(
+    conn: &mut PgConnection,
+    order: &OrderRow,
+) -> Result<InvoiceDetails, Error> {
+    let lines = crate::store::lines(conn, order.id).await?;
+    let address = &order.shipping_address.0;
+    Ok(InvoiceDetails {
+        customer_name: address.name.clone(),
+        address: [
+            Some(address.line1.clone()),
+            address.line2.clone(),
+            Some(format!("{} {}", address.postal_code, address.city)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        country: address.country.clone(),
+        lines: lines
+            .into_iter()
+            .map(|l| InvoiceLine {
+                sku: l.sku,
+                description: l.name,
+                quantity: l.quantity,
+                unit_price: l.unit_price,
+            })
+            .collect(),
+    })
+}
+
 /// Enqueues the command for `action`.
 async fn send(
     conn: &mut PgConnection,
@@ -68,6 +99,7 @@ async fn send(
             order_id: order.id,
             amount: Some(order.money(action.amount)),
             deadline,
+            invoice: Some(invoice_details(conn, order).await?),
         };
         outbox::enqueue(conn, about(capture, order.id, None)).await?;
     } else {

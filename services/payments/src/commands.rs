@@ -52,6 +52,7 @@ use crate::{
         payment::{self as state, PaymentStatus, Transition},
         refund,
     },
+    invoice::{self, Invoicing},
     provider::{AuthorizeOutcome, AuthorizeRequest, FollowUpRequest, Providers},
 };
 
@@ -65,6 +66,8 @@ pub struct PaymentCommands {
     pub providers: Providers,
     /// How 3-D Secure challenges are offered.
     pub challenges: Challenges,
+    /// How invoices and credit notes are issued.
+    pub invoicing: Invoicing,
 }
 
 impl Handler for PaymentCommands {
@@ -717,6 +720,9 @@ impl PaymentCommands {
             return reply(conn, failed, command).await;
         }
         payments::set_totals(conn, payment.id, next, amount, 0).await?;
+        // In the capture's transaction: the invoice's number is taken only if it commits.
+        invoice::issue_for_capture(conn, &self.invoicing, &payment, amount, c.invoice.as_ref())
+            .await?;
         let event = PaymentCaptured {
             payment_id: payment.id,
             order_id: payment.order_id,
@@ -845,6 +851,15 @@ impl PaymentCommands {
             provider_reference: Some(&receipt),
         };
         refunds::insert(conn, &made).await?;
+        invoice::issue_for_refund(
+            conn,
+            &self.invoicing,
+            &payment,
+            c.refund_id,
+            amount,
+            &c.reason,
+        )
+        .await?;
         let event = PaymentRefunded {
             refund_id: c.refund_id,
             payment_id: payment.id,

@@ -39,6 +39,31 @@ pub struct StripeConfig {
     pub stripe_webhook_tolerance_seconds: u64,
 }
 
+/// How invoices are issued (on capture; credit notes on refund).
+#[derive(Debug, Clone, clap::Args)]
+pub struct InvoiceConfig {
+    /// The seller's name on invoices (default: the shop's name).
+    #[arg(long, env = "INVOICE_SELLER_NAME")]
+    pub invoice_seller_name: Option<String>,
+
+    /// The seller's postal address, lines separated by `;`.
+    #[arg(long, env = "INVOICE_SELLER_ADDRESS", default_value = "")]
+    pub invoice_seller_address: String,
+
+    /// The seller's country (ISO 3166-1 alpha-2).
+    #[arg(long, env = "INVOICE_SELLER_COUNTRY")]
+    pub invoice_seller_country: Option<String>,
+
+    /// The seller's VAT or tax number.
+    #[arg(long, env = "INVOICE_SELLER_TAX_ID")]
+    pub invoice_seller_tax_id: Option<String>,
+
+    /// The tax included in prices, in basis points (2100 = 21 %; default 0: none shown).
+    #[arg(long, env = "INVOICE_TAX_RATE_BPS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub invoice_tax_rate_bps: u32,
+}
+
 /// `tienda-payments`.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "tienda-payments", version, about = "Tienda's payments service")]
@@ -58,6 +83,10 @@ pub struct Config {
     /// Stripe, when used.
     #[command(flatten)]
     pub stripe: StripeConfig,
+
+    /// Invoices.
+    #[command(flatten)]
+    pub invoices: InvoiceConfig,
 
     /// How often stored webhook events waiting for a retry are looked at, in seconds
     /// (default 5; a new event is processed at once).

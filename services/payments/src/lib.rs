@@ -6,6 +6,7 @@
 //! - [`config`]: flags and environment
 //! - [`domain`]: money with currency exponents, the payment state machine, the refund bound
 //! - [`provider`]: the provider trait, the built-in `sandbox` and `stripe`
+//! - [`invoice`]: invoices on capture and credit notes on refund, gap-free numbers, HTML and PDF
 //! - [`webhooks`]: provider webhooks verified, stored once, reconciled with the provider
 //! - [`db`]: SQL for payments, attempts and refunds
 //! - [`commands`]: the saga's payment commands from JetStream, answered through the outbox
@@ -33,6 +34,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod invoice;
 pub mod provider;
 pub mod webhooks;
 
@@ -101,6 +103,31 @@ async fn providers(platform: &Platform, config: &Config) -> anyhow::Result<Provi
     })
 }
 
+/// The seller and tax rate invoices are issued with.
+fn invoicing(config: &Config) -> invoice::Invoicing {
+    let i = &config.invoices;
+    invoice::Invoicing {
+        shop: config.policy.shop.clone(),
+        seller: invoice::Party {
+            name: i
+                .invoice_seller_name
+                .clone()
+                .unwrap_or_else(|| config.policy.shop.clone()),
+            address: i
+                .invoice_seller_address
+                .split(';')
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            country: i.invoice_seller_country.clone(),
+            tax_id: i.invoice_seller_tax_id.clone(),
+            email: None,
+        },
+        tax_rate_bps: i.invoice_tax_rate_bps,
+    }
+}
+
 /// A built payments service.
 #[derive(Debug)]
 pub struct Application(tienda_kit::Application);
@@ -139,6 +166,7 @@ impl Application {
                 db: platform.db().clone(),
                 providers: providers.clone(),
                 challenges,
+                invoicing: invoicing(&config),
             },
         )?;
         let webhook_wake = Arc::new(Notify::new());

@@ -4,6 +4,7 @@
 pub mod analytics;
 pub mod challenges;
 pub mod fraud;
+pub mod invoices;
 pub mod payments;
 pub mod webhooks;
 
@@ -11,7 +12,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use axum::{Router, extract::DefaultBodyLimit, middleware};
 use sqlx::PgPool;
-use tienda_kit::jwt::{RequireRole, Verifier, require_role};
+use tienda_kit::jwt::{RequireRole, Verifier, authenticate, require_role};
 use tokio::sync::Notify;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -51,6 +52,14 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             },
             require_role,
         ));
+    // Customers read their own invoices; admins anyone's.
+    let customer = OpenApiRouter::new()
+        .routes(routes!(invoices::list))
+        .routes(routes!(invoices::get))
+        .route_layer(middleware::from_fn_with_state(
+            state.verifier.clone(),
+            authenticate,
+        ));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         // The challenge's secret token is the customer's credential (guests have no account).
         .routes(routes!(challenges::show, challenges::answer))
@@ -61,6 +70,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
                 .layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
         )
         .merge(admin)
+        .merge(customer)
         .with_state(state)
         .split_for_parts()
 }

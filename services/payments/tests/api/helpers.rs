@@ -23,7 +23,7 @@ pub struct TestApp {
     pub jetstream: jetstream::Context,
     replies: pull::Stream,
     _nats: NatsServer,
-    _issuer: TokenIssuer,
+    pub issuer: TokenIssuer,
     _database: TestDatabase,
 }
 
@@ -85,7 +85,7 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
         jetstream,
         replies,
         _nats: nats,
-        _issuer: issuer,
+        issuer,
         _database: database,
     }
 }
@@ -289,6 +289,7 @@ pub fn capture(of: &AuthorizePayment, amount: Option<Money>) -> CapturePayment {
         order_id: of.order_id,
         amount,
         deadline: in_a_minute(),
+        invoice: None,
     }
 }
 

@@ -6,6 +6,7 @@ mod analytics;
 mod commands;
 mod fraud;
 mod helpers;
+mod invoices;
 mod lost_commits;
 mod payments_api;
 mod stripe;

@@ -122,6 +122,8 @@ async fn the_openapi_document_describes_the_payment_endpoints() {
         [
             "GET /livez",
             "GET /readyz",
+            "GET /v1/invoices",
+            "GET /v1/invoices/{file}",
             "GET /v1/payments",
             "GET /v1/payments/analytics",
             "GET /v1/payments/fraud-reviews",
