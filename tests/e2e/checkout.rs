@@ -427,3 +427,141 @@ async fn after_the_sale_shipping_charges_a_return_refunds_and_restocks_and_a_can
     }
     shop.stop().await;
 }
+
+/// The Shop file naming Stripe at `api_base`, the keys in the payments component's own env (a
+/// local Shop has no Secrets), and a CircuitPolicy on `stripe` that opens after two failures
+/// for five seconds (longer than orders' 2 s between retries, so a retry meets it open).
+fn on_stripe(dir: &std::path::Path, api_base: &str) {
+    let shop = std::fs::read_to_string(dir.join("shop.yaml")).unwrap();
+    let shop = format!(
+        "{shop}  payments:
+    provider: stripe
+    stripe:
+      apiBase: {api_base}
+      secretRef: {{name: stripe-keys}}
+  components:
+    - name: gateway
+    - name: auth
+    - name: products
+    - name: orders
+    - name: payments
+      env:
+        - {{name: STRIPE_SECRET_KEY, value: {key}}}
+    - name: notifications
+",
+        key = tienda_kit::testing::STRIPE_TEST_KEY
+    );
+    std::fs::write(dir.join("shop.yaml"), shop).unwrap();
+    std::fs::write(
+        dir.join("circuitpolicy.yaml"),
+        "apiVersion: tienda.dev/v1alpha1
+kind: CircuitPolicy
+metadata: {name: stripe}
+spec:
+  targetRef: {kind: External, name: stripe}
+  timeout: 2s
+  circuitBreaker: {consecutiveFailures: 2, window: 30s, openFor: 5s, halfOpenRequests: 1}
+",
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_shop_on_stripe_takes_orders_and_rides_out_a_stripe_outage() {
+    let mut stripe = tienda_kit::testing::LocalStripe::start();
+    let api_base = stripe.base();
+    let shop = Shop::start_prepared(|dir| on_stripe(dir, &api_base), |_| {}).await;
+    let admin = shop.admin_token().await;
+    let (status, product) = shop
+        .post(
+            shop.url(Products, "/v1/products"),
+            Some(&admin),
+            json!({"name": "Cuenco", "description": "Bowl.", "status": "active", "variants": [
+                       {"sku": "BOWL-STRIPE", "price": {"amount": 1800, "currency": "EUR"}}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{product}");
+    let product_id = product["id"].as_str().unwrap().to_owned();
+    let stocked = shop
+        .http
+        .put(shop.url(Products, "/v1/inventory/BOWL-STRIPE"))
+        .bearer_auth(&admin)
+        .json(&json!({"on_hand": 10, "reason": "delivery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stocked.status(), 200);
+    let token = shop.customer("stripe@e2e.test").await;
+    let payment_of = |order_id: String| {
+        let (shop, admin) = (&shop, &admin);
+        async move {
+            let (status, payments) = shop
+                .get(
+                    shop.url(
+                        tienda_crds::Component::Payments,
+                        &format!("/v1/payments?order_id={order_id}"),
+                    ),
+                    Some(admin),
+                )
+                .await;
+            assert_eq!(status, 200, "{payments}");
+            payments["items"][0].clone()
+        }
+    };
+
+    // The Shop chose Stripe: the card is held there.
+    let placed = checkout(&shop, &token, &product_id, "BOWL-STRIPE", 1, "pm_card_visa").await;
+    let order = settled(&shop, &token, &placed).await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+    let payment = payment_of(order["id"].as_str().unwrap().to_owned()).await;
+    assert_eq!(payment["provider"], "stripe", "{payment}");
+    let intent = payment["provider_reference"].as_str().unwrap();
+    assert_eq!(stripe.intent(intent).await["status"], "requires_capture");
+
+    // Stripe goes down: the authorization fails as retryable, the circuit opens, and orders
+    // keeps retrying within its window instead of cancelling.
+    stripe.stop();
+    let placed = checkout(&shop, &token, &product_id, "BOWL-STRIPE", 1, "pm_card_visa").await;
+    let id = placed["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = Value::Null;
+    loop {
+        let payment = payment_of(id.clone()).await;
+        if let Some(payment_id) = payment["id"].as_str() {
+            let (_, detail) = shop
+                .get(
+                    shop.url(
+                        tienda_crds::Component::Payments,
+                        &format!("/v1/payments/{payment_id}"),
+                    ),
+                    Some(&admin),
+                )
+                .await;
+            let refused_by_circuit = detail["attempts"].as_array().is_some_and(|attempts| {
+                attempts.iter().any(|a| {
+                    a["outcome"] == "failed"
+                        && a["detail"].as_str().is_some_and(|d| d.contains("circuit"))
+                })
+            });
+            if refused_by_circuit {
+                break;
+            }
+            last = detail;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no authorization refused by the open circuit within 30 s: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, pending) = shop
+        .get(shop.url(Orders, &format!("/v1/orders/{id}")), Some(&token))
+        .await;
+    assert_ne!(pending["status"], "cancelled", "{pending}");
+
+    // Stripe is back: the circuit closes and the next retry authorizes.
+    stripe.restart();
+    let order = settled(&shop, &token, &placed).await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+    assert_eq!(payment_of(id).await["status"], "authorized");
+}

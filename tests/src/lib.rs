@@ -59,6 +59,15 @@ impl Shop {
     /// Starts it with `edit` applied to the options (as `tienda up`'s flags would, e.g.
     /// `--demo`).
     pub async fn start_with(edit: impl FnOnce(&mut Options)) -> Self {
+        Self::start_prepared(|_| {}, edit).await
+    }
+
+    /// Starts it with `prepare` run first on the shop's directory (a copy of examples/local:
+    /// a test writes its own Shop file or policies there), then `edit` on the options.
+    pub async fn start_prepared(
+        prepare: impl FnOnce(&std::path::Path),
+        edit: impl FnOnce(&mut Options),
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir =
             std::env::temp_dir().join(format!("tienda-e2e-{}", uuid::Uuid::now_v7().simple()));
@@ -70,6 +79,7 @@ impl Shop {
             let path = entry.unwrap().path();
             std::fs::copy(&path, shop_dir.join(path.file_name().unwrap())).unwrap();
         }
+        prepare(&shop_dir);
         let mut options = Options::new(shop_dir);
         options.data_dir = dir.join("data");
         options.database_url = None;

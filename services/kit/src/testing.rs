@@ -450,3 +450,168 @@ mod tests {
         );
     }
 }
+
+/// The API key the emulator is called with (it takes any `sk_…`).
+pub const STRIPE_TEST_KEY: &str = "sk_test_tienda";
+/// The secret the emulator signs webhooks with after [`LocalStripe::send_webhooks_to`].
+pub const STRIPE_TEST_WEBHOOK_SECRET: &str = "whsec_tienda_test";
+/// A card Stripe's test mode (and the emulator) asks to authenticate with 3-D Secure.
+pub const STRIPE_THREE_DS_CARD: &str = "4000002500003155";
+
+/// localstripe (PyPI; `LOCALSTRIPE_PYTHON` from tests/tools/install), a stateful Stripe
+/// emulator, on a loopback port with an empty store; killed on drop.
+#[derive(Debug)]
+pub struct LocalStripe {
+    child: Option<std::process::Child>,
+    port: u16,
+    http: reqwest::Client,
+}
+
+fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl LocalStripe {
+    /// Starts one on a free port.
+    pub fn start() -> Self {
+        crate::install_crypto_provider();
+        let mut emulator = Self {
+            child: None,
+            port: free_loopback_port(),
+            http: reqwest::Client::new(),
+        };
+        emulator.restart();
+        emulator
+    }
+
+    /// Starts the emulator (again) on its port, with an empty store.
+    pub fn restart(&mut self) {
+        let python = std::env::var("LOCALSTRIPE_PYTHON").expect(
+            "LOCALSTRIPE_PYTHON is not set: run the tests through tests/run, or \
+             `eval \"$(tests/tools/install)\"; export LOCALSTRIPE_PYTHON`",
+        );
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/testing/localstripe_server.py");
+        let child = std::process::Command::new(python)
+            .arg(script)
+            .arg(self.port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("localstripe starts");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!(
+            "localstripe did not listen on port {} within 10 s",
+            self.port
+        );
+    }
+
+    /// Kills the emulator (a provider outage); [`LocalStripe::restart`] brings it back.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Its base URL (`STRIPE_API_BASE`).
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// POSTs a form to the emulator; its JSON answer (panics unless 2xx).
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> serde_json::Value {
+        let mut body = String::new();
+        for (i, (k, v)) in form.iter().enumerate() {
+            if i > 0 {
+                body.push('&');
+            }
+            body.push_str(&format!("{k}={}", v.replace('&', "%26")));
+        }
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base()))
+            .basic_auth(STRIPE_TEST_KEY, Some(""))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+
+    /// A PaymentIntent as the emulator has it.
+    pub async fn intent(&self, id: &str) -> serde_json::Value {
+        self.http
+            .get(format!("{}/v1/payment_intents/{id}", self.base()))
+            .bearer_auth(STRIPE_TEST_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// A card PaymentMethod with `number`; its id.
+    pub async fn payment_method(&self, number: &str) -> String {
+        let pm = self
+            .post(
+                "/v1/payment_methods",
+                &[
+                    ("type", "card"),
+                    ("card[number]", number),
+                    ("card[exp_month]", "12"),
+                    ("card[exp_year]", "2030"),
+                    ("card[cvc]", "123"),
+                ],
+            )
+            .await;
+        pm["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Sends signed webhooks for every event to `url`.
+    pub async fn send_webhooks_to(&self, url: &str) {
+        let response = self
+            .http
+            .post(format!("{}/_config/webhooks/tienda", self.base()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("url={url}&secret={STRIPE_TEST_WEBHOOK_SECRET}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+
+    /// The customer's side of 3-D Secure, as Stripe.js does it.
+    pub async fn authenticate(&self, intent: &str, client_secret: &str, success: bool) {
+        self.post(
+            &format!("/v1/payment_intents/{intent}/_authenticate"),
+            &[
+                ("client_secret", client_secret),
+                ("success", if success { "true" } else { "false" }),
+            ],
+        )
+        .await;
+    }
+}
+
+impl Drop for LocalStripe {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

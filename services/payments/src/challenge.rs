@@ -222,6 +222,7 @@ async fn answer_at_provider(
         ChallengeOutcome::Abandon => {
             let cancel = FollowUpRequest {
                 reference: reference.to_owned(),
+                capture_reference: None,
                 amount: None,
                 reason: None,
                 idempotency_key: format!("void-challenge-{}", payment.id),

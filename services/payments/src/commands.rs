@@ -532,6 +532,7 @@ impl PaymentCommands {
         let next = self.step(payment, Transition::Void)?;
         let request = FollowUpRequest {
             reference: payment.provider_reference.clone().unwrap_or_default(),
+            capture_reference: None,
             amount: None,
             reason: None,
             idempotency_key: format!("void-{}", payment.id),
@@ -708,6 +709,7 @@ impl PaymentCommands {
         };
         let request = FollowUpRequest {
             reference: payment.provider_reference.clone().unwrap_or_default(),
+            capture_reference: None,
             amount: Some(Amount::parse(payment.money(amount)).expect("positive, known currency")),
             reason: None,
             idempotency_key: key,
@@ -765,6 +767,7 @@ impl PaymentCommands {
         };
         let request = FollowUpRequest {
             reference: payment.provider_reference.clone().unwrap_or_default(),
+            capture_reference: None,
             amount: None,
             reason: None,
             idempotency_key: key,
@@ -820,6 +823,7 @@ impl PaymentCommands {
         };
         let request = FollowUpRequest {
             reference: payment.provider_reference.clone().unwrap_or_default(),
+            capture_reference: attempts::capture_reference(conn, payment.id).await?,
             amount: Some(Amount::parse(payment.money(amount)).expect("positive, known currency")),
             reason: Some(c.reason.clone()),
             idempotency_key: key,

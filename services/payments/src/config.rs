@@ -10,6 +10,25 @@ pub enum ProviderName {
     Sandbox,
     /// Stripe's PaymentIntents (`STRIPE_SECRET_KEY` required).
     Stripe,
+    /// PayPal's Orders v2 (`PAYPAL_CLIENT_ID` and `PAYPAL_CLIENT_SECRET` required).
+    Paypal,
+}
+
+/// PayPal: where its API is and the app's credentials.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PayPalConfig {
+    /// PayPal's API base URL (default its sandbox; live: `https://api-m.paypal.com`).
+    #[arg(long, env = "PAYPAL_API_BASE", default_value = crate::provider::paypal::DEFAULT_API_BASE)]
+    pub paypal_api_base: String,
+
+    /// The REST app's client id. When set with the secret, PayPal is configured even if new
+    /// payments go to another provider, so its payments can still be followed up.
+    #[arg(long, env = "PAYPAL_CLIENT_ID")]
+    pub paypal_client_id: Option<String>,
+
+    /// The REST app's secret.
+    #[arg(long, env = "PAYPAL_CLIENT_SECRET", hide_env_values = true)]
+    pub paypal_client_secret: Option<String>,
 }
 
 /// Stripe: where its API is, the key, and the webhook secrets.
@@ -83,6 +102,10 @@ pub struct Config {
     /// Stripe, when used.
     #[command(flatten)]
     pub stripe: StripeConfig,
+
+    /// PayPal, when used.
+    #[command(flatten)]
+    pub paypal: PayPalConfig,
 
     /// Invoices.
     #[command(flatten)]

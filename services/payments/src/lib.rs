@@ -51,7 +51,7 @@ use crate::{
     challenge::Challenges,
     commands::PaymentCommands,
     config::{Config, ProviderName},
-    provider::{Providers, sandbox::Sandbox, stripe::Stripe},
+    provider::{Provider, Providers, paypal::PayPal, sandbox::Sandbox, stripe::Stripe},
     webhooks::WebhookSecrets,
 };
 
@@ -64,43 +64,70 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// The durable consumer of the saga's payment commands (provisioned by the operator).
 pub const COMMANDS_CONSUMER: &str = "payments-commands";
 
-/// The providers of this process: the chosen one for new payments, plus Stripe when its key
-/// is set and the sandbox always (payments made earlier with them can be followed up).
+/// The providers of this process: the chosen one for new payments, plus Stripe and PayPal
+/// when their credentials are set and the sandbox always (payments made earlier with them can
+/// be followed up).
 async fn providers(platform: &Platform, config: &Config) -> anyhow::Result<Providers> {
-    let sandbox = Arc::new(Sandbox::new(Duration::from_millis(config.sandbox_slow_ms)));
-    let stripe = match &config.stripe.stripe_secret_key {
-        Some(key) if !key.is_empty() => {
-            let outbound = tienda_kit::outbound::Outbound::start(platform, &config.policy).await?;
-            Some(Arc::new(Stripe::new(
-                outbound,
-                &config.stripe.stripe_api_base,
-                key.clone(),
-            )))
+    let sandbox: Arc<dyn Provider> =
+        Arc::new(Sandbox::new(Duration::from_millis(config.sandbox_slow_ms)));
+    let stripe_key = config
+        .stripe
+        .stripe_secret_key
+        .clone()
+        .filter(|k| !k.is_empty());
+    let paypal_credentials = match (
+        &config.paypal.paypal_client_id,
+        &config.paypal.paypal_client_secret,
+    ) {
+        (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
+            Some((id.clone(), secret.clone()))
         }
         _ => None,
     };
-    Ok(match config.provider {
-        ProviderName::Sandbox => {
-            let providers = Providers::new(sandbox);
-            match stripe {
-                Some(stripe) => providers.with(stripe),
-                None => providers,
-            }
-        }
+    let outbound = if stripe_key.is_some() || paypal_credentials.is_some() {
+        Some(tienda_kit::outbound::Outbound::start(platform, &config.policy).await?)
+    } else {
+        None
+    };
+    let stripe: Option<Arc<dyn Provider>> = stripe_key.map(|key| {
+        Arc::new(Stripe::new(
+            outbound.clone().expect("started above"),
+            &config.stripe.stripe_api_base,
+            key,
+        )) as Arc<dyn Provider>
+    });
+    let paypal: Option<Arc<dyn Provider>> = paypal_credentials.map(|(id, secret)| {
+        Arc::new(PayPal::new(
+            outbound.clone().expect("started above"),
+            &config.paypal.paypal_api_base,
+            id,
+            secret,
+        )) as Arc<dyn Provider>
+    });
+    let default = match config.provider {
+        ProviderName::Sandbox => sandbox.clone(),
         ProviderName::Stripe => {
-            let stripe = stripe.context(
-                "PAYMENTS_PROVIDER=stripe needs STRIPE_SECRET_KEY (the secret API key, sk_test_… \
-                 or sk_live_…); set it, or choose PAYMENTS_PROVIDER=sandbox",
-            )?;
             if config.stripe.stripe_webhook_secrets.is_empty() {
                 tracing::warn!(
                     "STRIPE_WEBHOOK_SECRETS is empty: every Stripe webhook will be refused, and \
                      3-D Secure payments conclude only when the customer answers the challenge URL"
                 );
             }
-            Providers::new(stripe).with(sandbox)
+            stripe.clone().context(
+                "PAYMENTS_PROVIDER=stripe needs STRIPE_SECRET_KEY (the secret API key, sk_test_… \
+                 or sk_live_…); set it, or choose PAYMENTS_PROVIDER=sandbox",
+            )?
         }
-    })
+        ProviderName::Paypal => paypal.clone().context(
+            "PAYMENTS_PROVIDER=paypal needs PAYPAL_CLIENT_ID and PAYPAL_CLIENT_SECRET (the REST \
+             app's credentials); set them, or choose PAYMENTS_PROVIDER=sandbox",
+        )?,
+    };
+    let mut providers = Providers::new(default).with(sandbox);
+    for provider in [stripe, paypal].into_iter().flatten() {
+        providers = providers.with(provider);
+    }
+    Ok(providers)
 }
 
 /// The seller and tax rate invoices are issued with.

@@ -284,6 +284,7 @@ pub async fn reconcile(
             let key = format!("void-orphan-{id}");
             let cancel = FollowUpRequest {
                 reference: reference.clone(),
+                capture_reference: None,
                 amount: None,
                 reason: None,
                 idempotency_key: key.clone(),

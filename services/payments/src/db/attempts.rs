@@ -192,3 +192,19 @@ pub async fn for_payment(
     .fetch_all(conn)
     .await
 }
+
+/// The provider's id of the payment's capture (the last that succeeded), which refunds name.
+pub async fn capture_reference(
+    conn: &mut PgConnection,
+    payment_id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT provider_reference FROM payment_attempts \
+         WHERE payment_id = $1 AND operation = 'capture' AND outcome = 'succeeded' \
+         ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(payment_id)
+    .fetch_optional(conn)
+    .await
+    .map(Option::flatten)
+}

@@ -3,14 +3,15 @@
 //! first result and moves no money twice).
 //!
 //! Built in: [`sandbox`] (no network, Stripe's test PaymentMethod ids) and [`stripe`]
-//! (PaymentIntents over Stripe's REST API). PayPal is not built yet. A network provider holds
-//! the service's
+//! (PaymentIntents over Stripe's REST API) and [`paypal`] (Orders v2). A network provider
+//! holds the service's
 //! [`tienda_kit::outbound::Outbound`] and sends every request with
 //! `outbound.call_until(Target::External("stripe"), request, Some(deadline))`, the deadline
 //! being the command's, with the key in `Idempotency-Key` (Stripe) or `PayPal-Request-Id`, so
 //! a CircuitPolicy on `{kind: External, name: stripe}` applies live and the kit's retries are
 //! safe; an open circuit or a timeout maps to [`ProviderError::Unavailable`].
 
+pub mod paypal;
 pub mod sandbox;
 pub mod stripe;
 
@@ -46,6 +47,9 @@ pub struct FollowUpRequest {
     pub amount: Option<Amount>,
     /// Why (refunds).
     pub reason: Option<String>,
+    /// The provider's id of the capture being refunded (refunds; PayPal refunds a capture,
+    /// Stripe the PaymentIntent).
+    pub capture_reference: Option<String>,
     /// Sent as the provider's idempotency key.
     pub idempotency_key: String,
     /// The provider must answer before this.

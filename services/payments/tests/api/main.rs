@@ -9,4 +9,5 @@ mod helpers;
 mod invoices;
 mod lost_commits;
 mod payments_api;
+mod paypal;
 mod stripe;

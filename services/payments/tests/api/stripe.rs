@@ -1,11 +1,9 @@
-//! The `stripe` provider against localstripe (a stateful Stripe emulator, PyPI), started per
-//! test on a loopback port, and the webhook endpoint with Stripe's signature scheme. The
+//! The `stripe` provider against localstripe (a stateful Stripe emulator, PyPI; the kit's
+//! `testing::LocalStripe`), started per test on a loopback port, and the webhook endpoint with Stripe's signature scheme. The
 //! emulator does not check idempotency keys; `requests_carry_the_key_the_secret_and_stripes_shapes`
 //! checks what we send against a recording server instead.
 
 use std::{
-    net::TcpListener,
-    process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -29,164 +27,10 @@ use uuid::Uuid;
 
 use crate::helpers::{TestApp, capture, eur, refund, spawn_app_with};
 
-const SECRET_KEY: &str = "sk_test_tienda";
-const WEBHOOK_SECRET: &str = "whsec_tienda_test";
-/// A card Stripe's test mode (and the emulator) asks to authenticate with 3-D Secure.
-const THREE_DS_CARD: &str = "4000002500003155";
-
-/// A localstripe process on a loopback port; killed on drop.
-struct LocalStripe {
-    child: Option<Child>,
-    port: u16,
-    http: reqwest::Client,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl LocalStripe {
-    fn start() -> Self {
-        tienda_kit::install_crypto_provider();
-        let mut emulator = Self {
-            child: None,
-            port: free_port(),
-            http: reqwest::Client::new(),
-        };
-        emulator.restart();
-        emulator
-    }
-
-    /// Starts the emulator (again) on its port, with an empty store.
-    fn restart(&mut self) {
-        let python = std::env::var("LOCALSTRIPE_PYTHON").expect(
-            "LOCALSTRIPE_PYTHON is not set: run the tests through tests/run, or \
-             `eval \"$(tests/tools/install)\"; export LOCALSTRIPE_PYTHON`",
-        );
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/stripe/localstripe_server.py"
-        );
-        let child = Command::new(python)
-            .arg(script)
-            .arg(self.port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("localstripe starts");
-        self.child = Some(child);
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "localstripe did not listen on port {} within 10 s",
-            self.port
-        );
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Value {
-        let mut body = String::new();
-        for (i, (k, v)) in form.iter().enumerate() {
-            if i > 0 {
-                body.push('&');
-            }
-            body.push_str(&format!("{k}={}", v.replace('&', "%26")));
-        }
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base()))
-            .basic_auth(SECRET_KEY, Some(""))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
-        response.json().await.unwrap()
-    }
-
-    async fn intent(&self, id: &str) -> Value {
-        self.http
-            .get(format!("{}/v1/payment_intents/{id}", self.base()))
-            .bearer_auth(SECRET_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    /// A card PaymentMethod with `number`; its id.
-    async fn payment_method(&self, number: &str) -> String {
-        let pm = self
-            .post(
-                "/v1/payment_methods",
-                &[
-                    ("type", "card"),
-                    ("card[number]", number),
-                    ("card[exp_month]", "12"),
-                    ("card[exp_year]", "2030"),
-                    ("card[cvc]", "123"),
-                ],
-            )
-            .await;
-        pm["id"].as_str().unwrap().to_owned()
-    }
-
-    /// Sends signed webhooks for every event to `url`.
-    async fn send_webhooks_to(&self, url: &str) {
-        let response = self
-            .http
-            .post(format!("{}/_config/webhooks/tienda", self.base()))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("url={url}&secret={WEBHOOK_SECRET}"))
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success());
-    }
-
-    /// The customer's side of 3-D Secure, as Stripe.js does it.
-    async fn authenticate(&self, intent: &str, client_secret: &str, success: bool) {
-        self.post(
-            &format!("/v1/payment_intents/{intent}/_authenticate"),
-            &[
-                ("client_secret", client_secret),
-                ("success", if success { "true" } else { "false" }),
-            ],
-        )
-        .await;
-    }
-}
-
-impl Drop for LocalStripe {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use tienda_kit::testing::{
+    LocalStripe, STRIPE_TEST_KEY as SECRET_KEY, STRIPE_TEST_WEBHOOK_SECRET as WEBHOOK_SECRET,
+    STRIPE_THREE_DS_CARD as THREE_DS_CARD,
+};
 
 fn stripe_flags(emulator: &LocalStripe) -> Vec<String> {
     vec![
