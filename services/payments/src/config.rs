@@ -116,6 +116,10 @@ pub struct Config {
     #[arg(long, env = "PAYMENTS_WEBHOOK_POLL_SECONDS", default_value_t = 5)]
     pub webhook_poll_seconds: u64,
 
+    /// How often the payment metrics are read from the ledger, in seconds (default 15).
+    #[arg(long, env = "PAYMENTS_METRICS_REFRESH_SECONDS", default_value_t = 15)]
+    pub metrics_refresh_seconds: u64,
+
     /// The provider new payments go to (default `sandbox`).
     #[arg(long, env = "PAYMENTS_PROVIDER", value_enum, default_value_t = ProviderName::Sandbox)]
     pub provider: ProviderName,

@@ -7,6 +7,8 @@
 //! - [`domain`]: money with currency exponents, the payment state machine, the refund bound
 //! - [`provider`]: the provider trait, the built-in `sandbox` and `stripe`
 //! - [`invoice`]: invoices on capture and credit notes on refund, gap-free numbers, HTML and PDF
+//! - [`metrics`]: payments by outcome for Prometheus, read from the ledger
+//! - [`reconcile`]: the daily comparison of our ledger with the providers' records
 //! - [`webhooks`]: provider webhooks verified, stored once, reconciled with the provider
 //! - [`db`]: SQL for payments, attempts and refunds
 //! - [`commands`]: the saga's payment commands from JetStream, answered through the outbox
@@ -35,7 +37,9 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod invoice;
+pub mod metrics;
 pub mod provider;
+pub mod reconcile;
 pub mod webhooks;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -202,6 +206,18 @@ impl Application {
             providers.clone(),
             webhook_wake.clone(),
             Duration::from_secs(config.webhook_poll_seconds.max(1)),
+            platform.shutdown.clone(),
+        ));
+        platform.spawn(reconcile::run_daily(
+            platform.db().clone(),
+            providers.clone(),
+            Duration::from_secs(3600),
+            platform.shutdown.clone(),
+        ));
+        let ledger = metrics::LedgerMetrics::register(&platform.metrics.registry)?;
+        platform.spawn(ledger.run(
+            platform.db().clone(),
+            Duration::from_secs(config.metrics_refresh_seconds.max(1)),
             platform.shutdown.clone(),
         ));
         let mut webhook_secrets = BTreeMap::new();

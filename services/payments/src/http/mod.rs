@@ -6,6 +6,7 @@ pub mod challenges;
 pub mod fraud;
 pub mod invoices;
 pub mod payments;
+pub mod reconciliations;
 pub mod webhooks;
 
 use std::{collections::BTreeMap, sync::Arc};
@@ -44,6 +45,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(payments::get))
         .routes(routes!(fraud::reviews))
         .routes(routes!(analytics::analytics))
+        .routes(routes!(reconciliations::get, reconciliations::run))
         .routes(routes!(fraud::decide))
         .route_layer(middleware::from_fn_with_state(
             RequireRole {

@@ -168,6 +168,12 @@ pub trait Provider: Send + Sync + fmt::Debug {
     fn refund<'a>(&'a self, request: &'a FollowUpRequest)
     -> BoxFuture<'a, ProviderResult<Receipt>>;
 
+    /// Whether the provider keeps records of its own that reconciliation compares ours with
+    /// (the sandbox does not).
+    fn keeps_records(&self) -> bool {
+        false
+    }
+
     /// Whether the customer completes 3-D Secure with the provider (its script, its page)
     /// rather than on our challenge page: then only the provider's state, fetched with
     /// [`Provider::retrieve`], concludes a challenge.

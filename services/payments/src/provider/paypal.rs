@@ -7,6 +7,7 @@
 //! | capture (part or all) | `POST /v2/payments/authorizations/{id}/capture` with `final_capture: true` (the rest is released) |
 //! | void | `POST /v2/payments/authorizations/{id}/void` |
 //! | refund | `POST /v2/payments/captures/{capture_id}/refund` |
+//! | retrieve (reconciliation) | `GET /v2/payments/authorizations/{id}` |
 //!
 //! Every request carries our idempotency key as `PayPal-Request-Id` (PayPal answers a repeat
 //! with the first result) and a bearer token from `POST /v1/oauth2/token` (client id and secret
@@ -36,8 +37,8 @@ use tienda_kit::{
 };
 
 use super::{
-    AuthorizeOutcome, AuthorizeRequest, FollowUpRequest, Provider, ProviderError, ProviderResult,
-    Receipt,
+    AuthorizeOutcome, AuthorizeRequest, FollowUpRequest, Intent, IntentState, Provider,
+    ProviderError, ProviderResult, Receipt,
 };
 use crate::domain::money::Amount;
 
@@ -214,17 +215,32 @@ impl PayPal {
         request_id: &str,
         deadline: DateTime<Utc>,
     ) -> ProviderResult<Answer> {
+        self.request(Method::POST, path, body, Some(request_id), deadline)
+            .await
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        request_id: Option<&str>,
+        deadline: DateTime<Utc>,
+    ) -> ProviderResult<Answer> {
         let token = self.token(deadline).await?;
+        let is_post = method == Method::POST;
         let mut builder = self
             .outbound
             .client()
-            .request(Method::POST, format!("{}{path}", self.api_base))
+            .request(method, format!("{}{path}", self.api_base))
             .bearer_auth(token)
-            .header("PayPal-Request-Id", request_id)
             .header("Prefer", "return=representation");
+        if let Some(request_id) = request_id {
+            builder = builder.header("PayPal-Request-Id", request_id);
+        }
         if let Some(body) = body {
             builder = builder.json(&body);
-        } else {
+        } else if is_post {
             builder = builder.header("content-type", "application/json");
         }
         let request = builder
@@ -305,6 +321,46 @@ impl PayPal {
 impl Provider for PayPal {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn keeps_records(&self) -> bool {
+        true
+    }
+
+    fn retrieve<'a>(
+        &'a self,
+        reference: &'a str,
+        deadline: DateTime<Utc>,
+    ) -> BoxFuture<'a, ProviderResult<Intent>> {
+        Box::pin(async move {
+            let path = format!("/v2/payments/authorizations/{reference}");
+            let authorization = match self
+                .request(Method::GET, &path, None, None, deadline)
+                .await?
+            {
+                Answer::Ok(value) => value,
+                Answer::Declined(error) => return Err(ProviderError::Rejected(error.describe())),
+            };
+            let state = match authorization["status"].as_str() {
+                Some("CREATED") => IntentState::Authorized,
+                Some("CAPTURED" | "PARTIALLY_CAPTURED") => IntentState::Captured,
+                Some("VOIDED" | "EXPIRED") => IntentState::Canceled,
+                Some("DENIED") => IntentState::Declined {
+                    code: "authorization_denied".into(),
+                    message: "PayPal declined the payment.".into(),
+                },
+                Some("PENDING") => IntentState::Processing,
+                other => {
+                    return Err(ProviderError::Rejected(format!(
+                        "PayPal answered authorization {reference} with status {other:?}"
+                    )));
+                }
+            };
+            Ok(Intent {
+                state,
+                client_secret: None,
+            })
+        })
     }
 
     fn authorize<'a>(

@@ -255,6 +255,45 @@ impl Stripe {
     }
 }
 
+/// A charge, as far as reconciliation reads it.
+#[derive(Debug, Deserialize)]
+struct Charge {
+    status: String,
+    #[serde(default)]
+    captured: bool,
+    #[serde(default)]
+    failure_code: Option<String>,
+    #[serde(default)]
+    failure_message: Option<String>,
+}
+
+impl Stripe {
+    async fn retrieve_charge(&self, id: &str, deadline: DateTime<Utc>) -> ProviderResult<Intent> {
+        let path = format!("/v1/charges/{id}");
+        let charge: Charge = match self.send(Method::GET, &path, None, None, deadline).await? {
+            Answer::Ok(bytes) => parse(&bytes)?,
+            Answer::Card(error) => return Err(ProviderError::Rejected(error.describe())),
+        };
+        let state = match (charge.status.as_str(), charge.captured) {
+            ("succeeded", true) => IntentState::Captured,
+            ("succeeded", false) => IntentState::Authorized,
+            ("pending", _) => IntentState::Processing,
+            _ => IntentState::Declined {
+                code: charge
+                    .failure_code
+                    .unwrap_or_else(|| "card_declined".into()),
+                message: charge
+                    .failure_message
+                    .unwrap_or_else(|| "Your card was declined.".into()),
+            },
+        };
+        Ok(Intent {
+            state,
+            client_secret: None,
+        })
+    }
+}
+
 fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> ProviderResult<T> {
     serde_json::from_slice(bytes)
         .map_err(|e| ProviderError::Unavailable(format!("Stripe's answer did not parse: {e}")))
@@ -411,12 +450,20 @@ impl Provider for Stripe {
         true
     }
 
+    fn keeps_records(&self) -> bool {
+        true
+    }
+
     fn retrieve<'a>(
         &'a self,
         reference: &'a str,
         deadline: DateTime<Utc>,
     ) -> BoxFuture<'a, ProviderResult<Intent>> {
         Box::pin(async move {
+            // A decline answered before an intent existed names the failed charge.
+            if reference.starts_with("ch_") {
+                return self.retrieve_charge(reference, deadline).await;
+            }
             let path = format!("/v1/payment_intents/{reference}");
             let intent: PaymentIntent =
                 match self.send(Method::GET, &path, None, None, deadline).await? {

@@ -71,3 +71,43 @@ async fn analytics_count_volume_success_declines_and_refunds_by_day_provider_and
     let customer = app.get("/v1/payments/analytics", Some(&app.customer)).await;
     assert_eq!(customer.status(), 403);
 }
+
+#[tokio::test]
+async fn payments_by_outcome_are_prometheus_metrics_read_from_the_ledger() {
+    let mut app = crate::helpers::spawn_app_with(&["--metrics-refresh-seconds=1"]).await;
+    let (auth, reply) = app.authorize("pm_card_visa", 1_500).await;
+    assert_eq!(reply.name(), "authorized");
+    let reply = app.ask(crate::helpers::capture(&auth, None)).await;
+    assert_eq!(reply.name(), "captured");
+    let (_, reply) = app
+        .authorize("pm_card_chargeDeclinedInsufficientFunds", 900)
+        .await;
+    assert_eq!(reply.name(), "declined");
+
+    let wanted = [
+        r#"payments_attempts_last_hour{code="",operation="authorize",outcome="succeeded",provider="sandbox",service="payments"} 1"#,
+        r#"payments_attempts_last_hour{code="",operation="capture",outcome="succeeded",provider="sandbox",service="payments"} 1"#,
+        r#"payments_attempts_last_hour{code="insufficient_funds",operation="authorize",outcome="declined",provider="sandbox",service="payments"} 1"#,
+        r#"payments_amount_last_hour_minor{currency="EUR",kind="captured",provider="sandbox",service="payments"} 1500"#,
+        r#"payments_amount_last_hour_minor{currency="EUR",kind="authorized",provider="sandbox",service="payments"} 1500"#,
+        r#"payments_webhook_backlog{service="payments"} 0"#,
+    ];
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = app
+            .http
+            .get(format!("{}/metrics", app.admin_base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if wanted.iter().all(|w| text.contains(w)) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let missing: Vec<_> = wanted.iter().filter(|w| !text.contains(*w)).collect();
+    panic!("missing from /metrics after 10 s: {missing:?}\n{text}");
+}

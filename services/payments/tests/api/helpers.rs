@@ -16,6 +16,8 @@ use uuid::Uuid;
 
 pub struct TestApp {
     pub base: String,
+    /// The admin listener (`/metrics`).
+    pub admin_base: String,
     pub http: reqwest::Client,
     pub db: sqlx::PgPool,
     pub admin: String,
@@ -58,6 +60,7 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
     let config = Config::parse_from(args);
     let app = Application::build(config).await.expect("payments builds");
     let base = format!("http://127.0.0.1:{}", app.port());
+    let admin_base = format!("http://127.0.0.1:{}", app.admin_port());
     let db = app.platform().db().clone();
     tokio::spawn(app.run_until_stopped());
     // Everything payments says, from the start of the stream (not its commands).
@@ -78,6 +81,7 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
         .unwrap();
     TestApp {
         base,
+        admin_base,
         http: reqwest::Client::new(),
         db,
         admin: issuer.token("00000000-0000-7000-8000-000000000001", &["admin"]),

@@ -368,6 +368,45 @@ async fn refund_capture(
     })
 }
 
+async fn show_authorization(
+    State(fixture): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let f = fixture.lock().unwrap();
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !bearer.is_some_and(|t| f.tokens.iter().any(|k| k == t)) {
+        let (s, b) = problem(
+            StatusCode::UNAUTHORIZED,
+            "AUTHENTICATION_FAILURE",
+            "INVALID_TOKEN",
+        );
+        return (s, axum::Json(b)).into_response();
+    }
+    match f.authorizations.get(&id) {
+        Some((_, authorized, captured, voided)) => {
+            let status = match (*voided, *captured) {
+                (true, _) => "VOIDED",
+                (false, 0) => "CREATED",
+                (false, c) if c < *authorized => "PARTIALLY_CAPTURED",
+                _ => "CAPTURED",
+            };
+            axum::Json(json!({"id": id, "status": status})).into_response()
+        }
+        None => {
+            let (s, b) = problem(
+                StatusCode::NOT_FOUND,
+                "RESOURCE_NOT_FOUND",
+                "INVALID_RESOURCE_ID",
+            );
+            (s, axum::Json(b)).into_response()
+        }
+    }
+}
+
 /// The fixture on a loopback port: its base URL and state.
 async fn start_fixture() -> (String, Shared) {
     let fixture: Shared = Arc::default();
@@ -383,6 +422,10 @@ async fn start_fixture() -> (String, Shared) {
             post(void_authorization),
         )
         .route("/v2/payments/captures/{id}/refund", post(refund_capture))
+        .route(
+            "/v2/payments/authorizations/{id}",
+            axum::routing::get(show_authorization),
+        )
         .with_state(fixture.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -432,6 +475,23 @@ async fn a_payment_is_authorized_captured_in_part_refunded_and_another_voided_at
     assert_eq!(reply.name(), "authorized");
     let reply = app.ask(void(&other)).await;
     assert_eq!(reply.name(), "voided", "{:?}", reply.data());
+
+    // Reconciliation reads each authorization back: PayPal agrees with our ledger.
+    let report: Value = app
+        .http
+        .post(app.url(&format!(
+            "/v1/payments/reconciliations/{}",
+            Utc::now().date_naive()
+        )))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["checked"], 2, "{report}");
+    assert_eq!(report["mismatches"], json!([]), "{report}");
 
     let f = fixture.lock().unwrap();
     assert_eq!(

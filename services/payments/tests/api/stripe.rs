@@ -633,3 +633,93 @@ async fn requests_carry_the_key_the_secret_and_stripes_shapes() {
         );
     }
 }
+
+#[tokio::test]
+async fn reconciliation_reports_every_payment_stripe_disagrees_with() {
+    let emulator = LocalStripe::start();
+    let mut app = spawn_on_stripe(&emulator, &[]).await;
+    let (_, reply) = app.authorize("pm_card_visa", 1_000).await;
+    assert_eq!(reply.name(), "authorized");
+    let (changed, reply) = app.authorize("pm_card_visa", 2_000).await;
+    assert_eq!(reply.name(), "authorized");
+    let (_, reply) = app.authorize("pm_card_chargeCustomerFail", 500).await;
+    assert_eq!(reply.name(), "declined");
+    // Someone cancels one in Stripe's dashboard, behind our back.
+    let reference = reference_of(&app, changed.payment_id).await;
+    emulator
+        .post(&format!("/v1/payment_intents/{reference}/cancel"), &[])
+        .await;
+
+    let day = Utc::now().date_naive();
+    let path = format!("/v1/payments/reconciliations/{day}");
+    assert_eq!(
+        app.get(&path, Some(&app.admin)).await.status(),
+        StatusCode::NOT_FOUND,
+        "not reconciled yet"
+    );
+    let response = app
+        .http
+        .post(app.url(&path))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(report["checked"], 3, "{report}");
+    assert_eq!(report["unchecked"], 0, "{report}");
+    assert_eq!(
+        report["mismatches"],
+        json!([{"payment_id": changed.payment_id, "provider": "stripe",
+                "provider_reference": reference, "ours": "authorized", "theirs": "canceled"}])
+    );
+    let again: Value = app.get(&path, Some(&app.admin)).await.json().await.unwrap();
+    assert_eq!(again["mismatches"], report["mismatches"]);
+
+    for (bad, status) in [
+        (
+            "/v1/payments/reconciliations/yesterday",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/v1/payments/reconciliations/2999-01-01",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let response = app
+            .http
+            .post(app.url(bad))
+            .bearer_auth(&app.admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{bad}");
+    }
+    let response = app
+        .http
+        .post(app.url(&path))
+        .bearer_auth(&app.customer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+
+    // Sandbox payments have no records elsewhere: skipped, not compared.
+    let mut sandbox = spawn_app_with(&[]).await;
+    let (_, reply) = sandbox.authorize("pm_card_visa", 1_000).await;
+    assert_eq!(reply.name(), "authorized");
+    let report: Value = sandbox
+        .http
+        .post(sandbox.url(&path))
+        .bearer_auth(&sandbox.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (report["checked"].as_i64(), report["skipped"].as_i64()),
+        (Some(0), Some(1))
+    );
+}
