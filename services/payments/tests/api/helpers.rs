@@ -229,6 +229,16 @@ impl TestApp {
         reply
     }
 
+    /// POSTs no body to `path` with `token`.
+    pub async fn post(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
         let mut request = self.http.get(self.url(path));
         if let Some(token) = token {

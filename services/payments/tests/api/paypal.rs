@@ -477,16 +477,10 @@ async fn a_payment_is_authorized_captured_in_part_refunded_and_another_voided_at
     assert_eq!(reply.name(), "voided", "{:?}", reply.data());
 
     // Reconciliation reads each authorization back: PayPal agrees with our ledger.
+    let day = Utc::now().date_naive();
     let report: Value = app
-        .http
-        .post(app.url(&format!(
-            "/v1/payments/reconciliations/{}",
-            Utc::now().date_naive()
-        )))
-        .bearer_auth(&app.admin)
-        .send()
+        .post(&format!("/v1/payments/reconciliations/{day}"), &app.admin)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -657,13 +657,7 @@ async fn reconciliation_reports_every_payment_stripe_disagrees_with() {
         StatusCode::NOT_FOUND,
         "not reconciled yet"
     );
-    let response = app
-        .http
-        .post(app.url(&path))
-        .bearer_auth(&app.admin)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post(&path, &app.admin).await;
     assert_eq!(response.status(), StatusCode::OK);
     let report: Value = response.json().await.unwrap();
     assert_eq!(report["checked"], 3, "{report}");
@@ -686,35 +680,20 @@ async fn reconciliation_reports_every_payment_stripe_disagrees_with() {
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
     ] {
-        let response = app
-            .http
-            .post(app.url(bad))
-            .bearer_auth(&app.admin)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), status, "{bad}");
+        assert_eq!(app.post(bad, &app.admin).await.status(), status, "{bad}");
     }
-    let response = app
-        .http
-        .post(app.url(&path))
-        .bearer_auth(&app.customer)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.post(&path, &app.customer).await.status(),
+        StatusCode::FORBIDDEN
+    );
 
     // Sandbox payments have no records elsewhere: skipped, not compared.
     let mut sandbox = spawn_app_with(&[]).await;
     let (_, reply) = sandbox.authorize("pm_card_visa", 1_000).await;
     assert_eq!(reply.name(), "authorized");
     let report: Value = sandbox
-        .http
-        .post(sandbox.url(&path))
-        .bearer_auth(&sandbox.admin)
-        .send()
+        .post(&path, &sandbox.admin)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
