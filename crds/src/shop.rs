@@ -114,14 +114,23 @@ pub struct ShopSpec {
         .message("provider stripe needs stripe.secretRef")
         .field_path(".stripe")
 )]
+#[x_kube(
+    validation = Rule::new("self.provider != 'paypal' || has(self.paypal)")
+        .message("provider paypal needs paypal.secretRef")
+        .field_path(".paypal")
+)]
 pub struct ShopPayments {
-    /// `sandbox` (built in, Stripe's test card tokens, no network) or `stripe`.
+    /// `sandbox` (built in, Stripe's test card tokens, no network), `stripe` or `paypal`.
     #[serde(default)]
     pub provider: PaymentProvider,
 
     /// Stripe's settings (required when the provider is `stripe`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stripe: Option<StripeSettings>,
+
+    /// PayPal's settings (required when the provider is `paypal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paypal: Option<PayPalSettings>,
 }
 
 /// A payment provider.
@@ -133,6 +142,8 @@ pub enum PaymentProvider {
     Sandbox,
     /// Stripe's PaymentIntents.
     Stripe,
+    /// PayPal's Orders v2.
+    Paypal,
 }
 
 /// Where Stripe is and where its keys are kept.
@@ -152,6 +163,26 @@ pub struct StripeSettings {
     /// `webhookSecrets` (comma-separated signing secrets; several while rotating). Under
     /// `tienda up` the same values come from `STRIPE_SECRET_KEY` and `STRIPE_WEBHOOK_SECRETS`
     /// in its own environment.
+    pub secret_ref: SecretRef,
+}
+
+/// Where PayPal is and where the app's credentials are kept.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PayPalSettings {
+    /// PayPal's API base URL (default its sandbox, `https://api-m.sandbox.paypal.com`; live:
+    /// `https://api-m.paypal.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(
+        validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')")
+            .message("must be an http:// or https:// URL")
+    )]
+    pub api_base: Option<String>,
+
+    /// A Secret in the Shop's namespace with the REST app's `clientId` and `clientSecret`.
+    /// Under `tienda up` the same values come from `PAYPAL_CLIENT_ID` and
+    /// `PAYPAL_CLIENT_SECRET` in its own environment.
     pub secret_ref: SecretRef,
 }
 

@@ -71,6 +71,20 @@ pub mod var {
     pub const STRIPE_SECRET_KEY: &str = "STRIPE_SECRET_KEY";
     /// Stripe's webhook signing secrets, comma-separated (key `webhookSecrets`, optional).
     pub const STRIPE_WEBHOOK_SECRETS: &str = "STRIPE_WEBHOOK_SECRETS";
+    /// PayPal's API base URL (the Shop's `payments.paypal.apiBase`).
+    pub const PAYPAL_API_BASE: &str = "PAYPAL_API_BASE";
+    /// The PayPal REST app's client id (the Shop's PayPal Secret, key `clientId`).
+    pub const PAYPAL_CLIENT_ID: &str = "PAYPAL_CLIENT_ID";
+    /// The PayPal REST app's secret (key `clientSecret`).
+    pub const PAYPAL_CLIENT_SECRET: &str = "PAYPAL_CLIENT_SECRET";
+}
+
+/// Keys of the Secret a Shop's `payments.paypal.secretRef` names.
+pub mod paypal_secret {
+    /// The REST app's client id.
+    pub const CLIENT_ID: &str = "clientId";
+    /// The REST app's secret.
+    pub const CLIENT_SECRET: &str = "clientSecret";
 }
 
 /// Keys of the Secret a Shop's `payments.stripe.secretRef` names.
@@ -252,9 +266,10 @@ fn payments_environment(payments: &ShopPayments) -> Vec<(&'static str, Value)> {
     let provider = match payments.provider {
         PaymentProvider::Sandbox => "sandbox",
         PaymentProvider::Stripe => "stripe",
+        PaymentProvider::Paypal => "paypal",
     };
     let mut vars = vec![(var::PAYMENTS_PROVIDER, Value::Literal(provider.to_owned()))];
-    // Stripe's keys are given whenever they are configured, so payments made with Stripe can
+    // A provider's keys are given whenever they are configured, so payments made with it can
     // still be captured and refunded after the shop moves to another provider.
     if let Some(stripe) = &payments.stripe {
         if let Some(base) = &stripe.api_base {
@@ -276,6 +291,24 @@ fn payments_environment(payments: &ShopPayments) -> Vec<(&'static str, Value)> {
                 optional: true,
             },
         ));
+    }
+    if let Some(paypal) = &payments.paypal {
+        if let Some(base) = &paypal.api_base {
+            vars.push((var::PAYPAL_API_BASE, Value::Literal(base.clone())));
+        }
+        for (name, key) in [
+            (var::PAYPAL_CLIENT_ID, paypal_secret::CLIENT_ID),
+            (var::PAYPAL_CLIENT_SECRET, paypal_secret::CLIENT_SECRET),
+        ] {
+            vars.push((
+                name,
+                Value::ShopSecret {
+                    name: paypal.secret_ref.name.clone(),
+                    key,
+                    optional: false,
+                },
+            ));
+        }
     }
     vars
 }
@@ -407,6 +440,31 @@ mod tests {
                 optional: true
             })
         );
+        let paypal = shop(serde_json::json!({
+            "version": "0.1.0", "postgres": {"host": "pg", "adminSecretRef": {"name": "pg"}},
+            "nats": {"url": "nats://nats:4222"},
+            "payments": {"provider": "paypal", "paypal": {"secretRef": {"name": "paypal-app"}}}
+        }));
+        let paypal_vars = component_environment(&paypal, Component::Payments);
+        let get = |name: &str| {
+            paypal_vars
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            get(var::PAYMENTS_PROVIDER),
+            Some(Value::Literal("paypal".into()))
+        );
+        assert_eq!(
+            get(var::PAYPAL_CLIENT_SECRET),
+            Some(Value::ShopSecret {
+                name: "paypal-app".into(),
+                key: paypal_secret::CLIENT_SECRET,
+                optional: false
+            })
+        );
+        assert_eq!(get(var::PAYPAL_API_BASE), None, "PayPal's own default");
         for other in Component::ALL
             .into_iter()
             .filter(|c| *c != Component::Payments)

@@ -159,6 +159,7 @@ fn cases() -> Vec<Case> {
     const RATIO: &str = "failureRatio must be in (0, 1]";
     const FALLBACK: &str = "must be 429, 502, 503 or 504";
     const STRIPE: &str = "provider stripe needs stripe.secretRef";
+    const PAYPAL: &str = "provider paypal needs paypal.secretRef";
 
     let ingress = json!({"host": "shop.example.com"});
     let route = json!({"parentRefs": [{"name": "public"}]});
@@ -228,6 +229,16 @@ fn cases() -> Vec<Case> {
             "Shop",
             STRIPE,
             json!({"spec": {"payments": {"provider": "stripe"}}}),
+        ),
+        ok(
+            "Shop",
+            PAYPAL,
+            json!({"spec": {"payments": {"provider": "paypal", "paypal": {"secretRef": {"name": "paypal-app"}}}}}),
+        ),
+        bad(
+            "Shop",
+            PAYPAL,
+            json!({"spec": {"payments": {"provider": "paypal", "stripe": {"secretRef": {"name": "k"}}}}}),
         ),
         ok(
             "Shop",
