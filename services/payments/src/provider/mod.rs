@@ -231,3 +231,40 @@ impl Providers {
         self.by_name.get(name).cloned()
     }
 }
+
+/// Sends a request built by a network provider through the outbound client under the
+/// provider's CircuitPolicy, finished by `deadline`; the status and the body. No answer
+/// (deadline passed, circuit open, transport error, body cut off) is
+/// [`ProviderError::Unavailable`].
+pub(crate) async fn send(
+    outbound: &tienda_kit::outbound::Outbound,
+    provider: &'static str,
+    request: reqwest::RequestBuilder,
+    deadline: DateTime<Utc>,
+) -> ProviderResult<(reqwest::StatusCode, bytes::Bytes)> {
+    let remaining = (deadline - Utc::now())
+        .to_std()
+        .unwrap_or(std::time::Duration::ZERO);
+    if remaining.is_zero() {
+        return Err(ProviderError::Unavailable(format!(
+            "the command's deadline passed before {provider} was called"
+        )));
+    }
+    let request = request
+        .build()
+        .map_err(|e| ProviderError::Rejected(format!("building the request to {provider}: {e}")))?;
+    let response = outbound
+        .call_until(
+            tienda_kit::outbound::Target::External(provider),
+            request,
+            Some(tienda_kit::resilience::deadline::Deadline::after(remaining)),
+        )
+        .await
+        .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| ProviderError::Unavailable(format!("reading {provider}'s answer: {e}")))?;
+    Ok((status, body))
+}

@@ -31,10 +31,7 @@ use futures::future::BoxFuture;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tienda_kit::{
-    outbound::{Outbound, Target},
-    resilience::deadline::Deadline,
-};
+use tienda_kit::outbound::Outbound;
 
 use super::{
     AuthorizeOutcome, AuthorizeRequest, FollowUpRequest, Intent, IntentState, Provider,
@@ -152,16 +149,6 @@ impl PayPal {
         }
     }
 
-    fn remaining(deadline: DateTime<Utc>) -> ProviderResult<Duration> {
-        let remaining = (deadline - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-        if remaining.is_zero() {
-            return Err(ProviderError::Unavailable(
-                "the command's deadline passed before PayPal was called".into(),
-            ));
-        }
-        Ok(remaining)
-    }
-
     /// A bearer token, cached until a minute before it expires.
     async fn token(&self, deadline: DateTime<Utc>) -> ProviderResult<String> {
         if let Some((token, until)) = self.token.lock().expect("not poisoned").as_ref()
@@ -175,19 +162,8 @@ impl PayPal {
             .post(format!("{}/v1/oauth2/token", self.api_base))
             .basic_auth(&self.client_id, Some(&self.client_secret))
             .header("content-type", "application/x-www-form-urlencoded")
-            .body("grant_type=client_credentials")
-            .build()
-            .map_err(|e| ProviderError::Rejected(format!("building the token request: {e}")))?;
-        let response = self
-            .outbound
-            .call_until(
-                Target::External(NAME),
-                request,
-                Some(Deadline::after(Self::remaining(deadline)?)),
-            )
-            .await
-            .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
-        let status = response.status();
+            .body("grant_type=client_credentials");
+        let (status, body) = super::send(&self.outbound, NAME, request, deadline).await?;
         if status == StatusCode::UNAUTHORIZED {
             return Err(ProviderError::Rejected(
                 "PayPal refused the client id and secret (PAYPAL_CLIENT_ID, PAYPAL_CLIENT_SECRET)"
@@ -199,7 +175,7 @@ impl PayPal {
                 "PayPal's token endpoint answered {status}"
             )));
         }
-        let token: Token = response.json().await.map_err(|e| {
+        let token: Token = serde_json::from_slice(&body).map_err(|e| {
             ProviderError::Unavailable(format!("PayPal's token did not parse: {e}"))
         })?;
         let lifetime = Duration::from_secs(token.expires_in.saturating_sub(60));
@@ -243,23 +219,7 @@ impl PayPal {
         } else if is_post {
             builder = builder.header("content-type", "application/json");
         }
-        let request = builder
-            .build()
-            .map_err(|e| ProviderError::Rejected(format!("building the request to PayPal: {e}")))?;
-        let response = self
-            .outbound
-            .call_until(
-                Target::External(NAME),
-                request,
-                Some(Deadline::after(Self::remaining(deadline)?)),
-            )
-            .await
-            .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| ProviderError::Unavailable(format!("reading PayPal's answer: {e}")))?;
+        let (status, bytes) = super::send(&self.outbound, NAME, builder, deadline).await?;
         if status.is_success() {
             // A void answers 204 with no body.
             let value = if bytes.is_empty() {

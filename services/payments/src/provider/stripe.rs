@@ -20,16 +20,11 @@
 //! is a refusal (repeating cannot help), while `409` (the same key in flight), `429`, `5xx`,
 //! timeouts and an open circuit are [`ProviderError::Unavailable`].
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use reqwest::{Method, StatusCode, header};
 use serde::Deserialize;
-use tienda_kit::{
-    outbound::{Outbound, Target},
-    resilience::deadline::Deadline,
-};
+use tienda_kit::outbound::Outbound;
 
 use super::{
     AuthorizeOutcome, AuthorizeRequest, FollowUpRequest, Intent, IntentState, Provider,
@@ -148,12 +143,6 @@ impl Stripe {
         idempotency_key: Option<&str>,
         deadline: DateTime<Utc>,
     ) -> ProviderResult<Answer> {
-        let remaining = (deadline - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-        if remaining.is_zero() {
-            return Err(ProviderError::Unavailable(
-                "the command's deadline passed before Stripe was called".to_owned(),
-            ));
-        }
         let mut builder = self
             .outbound
             .client()
@@ -167,23 +156,7 @@ impl Stripe {
                 .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
                 .body(form);
         }
-        let request = builder
-            .build()
-            .map_err(|e| ProviderError::Rejected(format!("building the request to Stripe: {e}")))?;
-        let response = self
-            .outbound
-            .call_until(
-                Target::External(NAME),
-                request,
-                Some(Deadline::after(remaining)),
-            )
-            .await
-            .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| ProviderError::Unavailable(format!("reading Stripe's answer: {e}")))?;
+        let (status, body) = super::send(&self.outbound, NAME, builder, deadline).await?;
         if status.is_success() {
             return Ok(Answer::Ok(body));
         }
