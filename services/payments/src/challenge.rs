@@ -223,6 +223,7 @@ async fn answer_at_provider(
             let cancel = FollowUpRequest {
                 reference: reference.to_owned(),
                 capture_reference: None,
+                payment_method: payment.payment_method.clone(),
                 amount: None,
                 reason: None,
                 idempotency_key: format!("void-challenge-{}", payment.id),

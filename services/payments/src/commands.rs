@@ -53,7 +53,7 @@ use crate::{
         refund,
     },
     invoice::{self, Invoicing},
-    provider::{AuthorizeOutcome, AuthorizeRequest, FollowUpRequest, Providers},
+    provider::{AuthorizeOutcome, AuthorizeRequest, FollowUpRequest, Providers, Receipt},
 };
 
 /// The consumer's handler.
@@ -123,6 +123,29 @@ async fn screen(
         let why: Vec<&str> = reasons.iter().map(|r| r.detail.as_str()).collect();
         why.join("; ")
     }))
+}
+
+/// A refund the provider made: the payment's totals and state move, the credit note is
+/// issued, and the event to publish.
+pub(crate) async fn refunded(
+    conn: &mut PgConnection,
+    invoicing: &Invoicing,
+    payment: &Payment,
+    next: PaymentStatus,
+    refund_id: Uuid,
+    amount: i64,
+    reason: &str,
+) -> Result<PaymentRefunded, sqlx::Error> {
+    let total = payment.refunded + amount;
+    payments::set_totals(conn, payment.id, next, payment.captured, total).await?;
+    invoice::issue_for_refund(conn, invoicing, payment, refund_id, amount, reason).await?;
+    Ok(PaymentRefunded {
+        refund_id,
+        payment_id: payment.id,
+        order_id: payment.order_id,
+        amount: payment.money(amount),
+        refunded_total: payment.money(total),
+    })
 }
 
 /// Writes the reply to `command` to the outbox.
@@ -239,10 +262,11 @@ async fn record_refusal(
         amount,
         currency: payment.currency.as_str(),
         reason: &command.reason,
-        succeeded: false,
+        status: "refused",
         refunded_total: payment.refunded,
         failure: Some(detail),
         provider_reference: None,
+        command: None,
     };
     refunds::insert(conn, &refusal).await
 }
@@ -533,6 +557,7 @@ impl PaymentCommands {
         let request = FollowUpRequest {
             reference: payment.provider_reference.clone().unwrap_or_default(),
             capture_reference: None,
+            payment_method: payment.payment_method.clone(),
             amount: None,
             reason: None,
             idempotency_key: format!("void-{}", payment.id),
@@ -710,6 +735,7 @@ impl PaymentCommands {
         let request = FollowUpRequest {
             reference: payment.provider_reference.clone().unwrap_or_default(),
             capture_reference: None,
+            payment_method: payment.payment_method.clone(),
             amount: Some(Amount::parse(payment.money(amount)).expect("positive, known currency")),
             reason: None,
             idempotency_key: key,
@@ -768,6 +794,7 @@ impl PaymentCommands {
         let request = FollowUpRequest {
             reference: payment.provider_reference.clone().unwrap_or_default(),
             capture_reference: None,
+            payment_method: payment.payment_method.clone(),
             amount: None,
             reason: None,
             idempotency_key: key,
@@ -811,7 +838,11 @@ impl PaymentCommands {
             Ok(amount) => amount.minor(),
             Err(e) => return reply(conn, failing.refused(format!("amount: {e}")), command).await,
         };
-        let next = refund::refund(payment.captured, payment.refunded, amount)
+        // Refunds still pending at the provider count against what is left; the payment's
+        // state moves when the money does.
+        let pending = refunds::pending_total(conn, payment.id).await?;
+        let next = refund::refund(payment.captured, payment.refunded + pending, amount)
+            .and_then(|_| refund::refund(payment.captured, payment.refunded, amount))
             .map_err(|e| e.to_string())
             .and_then(|t| payment.status.next(t).map_err(|e| e.to_string()));
         let next = match next {
@@ -824,6 +855,7 @@ impl PaymentCommands {
         let request = FollowUpRequest {
             reference: payment.provider_reference.clone().unwrap_or_default(),
             capture_reference: attempts::capture_reference(conn, payment.id).await?,
+            payment_method: payment.payment_method.clone(),
             amount: Some(Amount::parse(payment.money(amount)).expect("positive, known currency")),
             reason: Some(c.reason.clone()),
             idempotency_key: key,
@@ -841,36 +873,37 @@ impl PaymentCommands {
                 return reply(conn, failed, command).await;
             }
         };
-        let total = payment.refunded + amount;
-        payments::set_totals(conn, payment.id, next, payment.captured, total).await?;
-        let made = NewRefund {
+        let mut made = NewRefund {
             id: c.refund_id,
             payment_id: payment.id,
             amount,
             currency: payment.currency.as_str(),
             reason: &c.reason,
-            succeeded: true,
-            refunded_total: total,
+            status: "succeeded",
+            refunded_total: payment.refunded + amount,
             failure: None,
-            provider_reference: Some(&receipt),
+            provider_reference: Some(&receipt.reference),
+            command: Some((command.id, command.correlation_id)),
         };
+        if receipt.pending {
+            // Answered when it ends (refunds::run_follow_up); a repeated command waits too.
+            made.status = "pending";
+            refunds::insert(conn, &made).await?;
+            tracing::info!(refund_id = %c.refund_id, payment_id = %payment.id,
+                reference = %receipt.reference, "the provider has the refund pending; following it up");
+            return Ok(());
+        }
         refunds::insert(conn, &made).await?;
-        invoice::issue_for_refund(
+        let event = refunded(
             conn,
             &self.invoicing,
             &payment,
+            next,
             c.refund_id,
             amount,
             &c.reason,
         )
         .await?;
-        let event = PaymentRefunded {
-            refund_id: c.refund_id,
-            payment_id: payment.id,
-            order_id: payment.order_id,
-            amount: payment.money(amount),
-            refunded_total: payment.money(total),
-        };
         reply(conn, event, command).await
     }
 
@@ -889,6 +922,10 @@ impl PaymentCommands {
                 c.refund_id
             );
             return reply(conn, failing.refused(detail), command).await;
+        }
+        if earlier.status == "pending" {
+            // Its answer comes when the provider has made it, or given up.
+            return Ok(());
         }
         if earlier.status != "succeeded" {
             let detail = earlier.failure.clone().unwrap_or_default();
@@ -917,7 +954,7 @@ impl PaymentCommands {
         request: &FollowUpRequest,
         command_id: Uuid,
         late: bool,
-    ) -> Result<Result<String, PaymentFailed>, HandlerError> {
+    ) -> Result<Result<Receipt, PaymentFailed>, HandlerError> {
         let operation = match failing.operation {
             PaymentOperation::Capture => Operation::Capture,
             PaymentOperation::Void => Operation::Void,
@@ -964,7 +1001,7 @@ impl PaymentCommands {
                     Some(&receipt.reference),
                 )
                 .await?;
-                Ok(Ok(receipt.reference))
+                Ok(Ok(receipt))
             }
             Err(e) if late && e.retryable() => Err(outcome_unknown(payment.id, &e)),
             Err(e) => {

@@ -116,6 +116,11 @@ pub struct Config {
     #[arg(long, env = "PAYMENTS_WEBHOOK_POLL_SECONDS", default_value_t = 5)]
     pub webhook_poll_seconds: u64,
 
+    /// How often refunds left pending at the provider are looked at, in seconds (default 10;
+    /// each is asked about after 30 s, then ever less often, at most every six hours).
+    #[arg(long, env = "PAYMENTS_REFUND_POLL_SECONDS", default_value_t = 10)]
+    pub refund_poll_seconds: u64,
+
     /// How often the payment metrics are read from the ledger, in seconds (default 15).
     #[arg(long, env = "PAYMENTS_METRICS_REFRESH_SECONDS", default_value_t = 15)]
     pub metrics_refresh_seconds: u64,

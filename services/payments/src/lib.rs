@@ -38,6 +38,7 @@ pub mod error;
 pub mod http;
 pub mod invoice;
 pub mod metrics;
+pub mod pending_refunds;
 pub mod provider;
 pub mod reconcile;
 pub mod webhooks;
@@ -214,6 +215,15 @@ impl Application {
             Duration::from_secs(3600),
             platform.shutdown.clone(),
         ));
+        let refund_wake = Arc::new(Notify::new());
+        platform.spawn(pending_refunds::run(
+            platform.db().clone(),
+            providers.clone(),
+            invoicing(&config),
+            refund_wake.clone(),
+            Duration::from_secs(config.refund_poll_seconds.max(1)),
+            platform.shutdown.clone(),
+        ));
         let ledger = metrics::LedgerMetrics::register(&platform.metrics.registry)?;
         platform.spawn(ledger.run(
             platform.db().clone(),
@@ -241,6 +251,7 @@ impl Application {
             providers,
             webhook_secrets: Arc::new(webhook_secrets),
             webhook_wake,
+            refund_wake,
         });
         // Operators inspect, replay or discard the commands this service gave up on.
         let admin = tienda_kit::dead_letter::router(

@@ -10,7 +10,9 @@
 //! - `payments_amount_last_hour_minor{provider, currency, kind}`: amounts in minor units by
 //!   `kind` (`authorized`, `captured`, `refunded`) of the payments created in the hour;
 //! - `payments_open_challenges`: 3-D Secure challenges waiting for the customer;
-//! - `payments_webhook_backlog`: webhook events stored and not yet processed.
+//! - `payments_webhook_backlog`: webhook events stored and not yet processed;
+//! - `payments_refunds_pending`: refunds the providers have yet to make (followed up), and
+//!   `payments_refund_pending_oldest_seconds`, the age of the oldest: alert when it grows.
 //!
 //! Label values come from our own tables (provider names, operations, outcomes, currencies and
 //! the providers' decline codes), never from clients, so their number stays bounded.
@@ -27,6 +29,8 @@ pub struct LedgerMetrics {
     amounts: IntGaugeVec,
     open_challenges: IntGauge,
     webhook_backlog: IntGauge,
+    refunds_pending: IntGauge,
+    refund_pending_oldest: IntGauge,
 }
 
 impl std::fmt::Debug for LedgerMetrics {
@@ -60,6 +64,16 @@ impl LedgerMetrics {
             "payments_webhook_backlog",
             "Provider webhook events stored and not yet processed",
         )?;
+        let refunds_pending = IntGauge::new(
+            "payments_refunds_pending",
+            "Refunds the provider accepted and has not made yet",
+        )?;
+        let refund_pending_oldest = IntGauge::new(
+            "payments_refund_pending_oldest_seconds",
+            "Age of the oldest refund still pending at the provider (0: none)",
+        )?;
+        registry.register(Box::new(refunds_pending.clone()))?;
+        registry.register(Box::new(refund_pending_oldest.clone()))?;
         registry.register(Box::new(attempts.clone()))?;
         registry.register(Box::new(amounts.clone()))?;
         registry.register(Box::new(open_challenges.clone()))?;
@@ -69,6 +83,8 @@ impl LedgerMetrics {
             amounts,
             open_challenges,
             webhook_backlog,
+            refunds_pending,
+            refund_pending_oldest,
         })
     }
 
@@ -90,9 +106,12 @@ impl LedgerMetrics {
         )
         .fetch_all(db)
         .await?;
-        let (open, backlog): (i64, i64) = sqlx::query_as(
+        let (open, backlog, pending, oldest): (i64, i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT count(*) FROM payments WHERE status = 'requires_action'), \
-                    (SELECT count(*) FROM webhook_events WHERE processed_at IS NULL)",
+                    (SELECT count(*) FROM webhook_events WHERE processed_at IS NULL), \
+                    count(*), \
+                    coalesce(extract(epoch FROM now() - min(created_at)), 0)::bigint \
+             FROM refunds WHERE status = 'pending'",
         )
         .fetch_one(db)
         .await?;
@@ -117,6 +136,8 @@ impl LedgerMetrics {
         }
         self.open_challenges.set(open);
         self.webhook_backlog.set(backlog);
+        self.refunds_pending.set(pending);
+        self.refund_pending_oldest.set(oldest);
         Ok(())
     }
 

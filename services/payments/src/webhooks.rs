@@ -285,6 +285,7 @@ pub async fn reconcile(
             let cancel = FollowUpRequest {
                 reference: reference.clone(),
                 capture_reference: None,
+                payment_method: payment.payment_method.clone(),
                 amount: None,
                 reason: None,
                 idempotency_key: key.clone(),

@@ -33,6 +33,8 @@ pub struct AppState {
     pub webhook_secrets: Arc<BTreeMap<&'static str, WebhookSecrets>>,
     /// Wakes the webhook worker when an event is stored.
     pub webhook_wake: Arc<Notify>,
+    /// Wakes the pending-refund worker when a webhook says a refund changed.
+    pub refund_wake: Arc<Notify>,
 }
 
 /// The largest webhook body taken (Stripe's events are a few KiB).

@@ -75,6 +75,19 @@ pub async fn receive(
         .map_err(Error::from)?;
     if new {
         state.webhook_wake.notify_one();
+        // A refund that changed is asked about now rather than at its next check.
+        if let (Some("refund"), Some(id)) = (
+            head.data.object.object.as_deref(),
+            head.data.object.id.as_deref(),
+        ) && crate::db::refunds::check_now(
+            &mut *state.db.acquire().await.map_err(Error::from)?,
+            id,
+        )
+        .await
+        .map_err(Error::from)?
+        {
+            state.refund_wake.notify_one();
+        }
     } else {
         tracing::info!(provider = %name, event_id = %head.id, "duplicate webhook ignored");
     }

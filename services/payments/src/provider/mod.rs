@@ -50,6 +50,9 @@ pub struct FollowUpRequest {
     /// The provider's id of the capture being refunded (refunds; PayPal refunds a capture,
     /// Stripe the PaymentIntent).
     pub capture_reference: Option<String>,
+    /// The payment method the authorization was made with (the sandbox's test cards decide
+    /// how their refunds end).
+    pub payment_method: String,
     /// Sent as the provider's idempotency key.
     pub idempotency_key: String,
     /// The provider must answer before this.
@@ -86,6 +89,42 @@ pub struct Receipt {
     /// The provider's id of the operation (the PaymentIntent for captures and voids, the
     /// refund for refunds).
     pub reference: String,
+    /// The provider accepted a refund but has not made it yet (bank transfers, some card
+    /// networks): it is followed up with [`Provider::refund_status`] until it ends.
+    pub pending: bool,
+}
+
+impl Receipt {
+    /// A finished operation.
+    pub fn done(reference: impl Into<String>) -> Self {
+        Self {
+            reference: reference.into(),
+            pending: false,
+        }
+    }
+
+    /// A refund the provider has yet to make.
+    pub fn pending(reference: impl Into<String>) -> Self {
+        Self {
+            reference: reference.into(),
+            pending: true,
+        }
+    }
+}
+
+/// Where a refund is at the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundState {
+    /// The money went back.
+    Succeeded,
+    /// Not yet.
+    Pending,
+    /// It will not be made (the card was closed, the bank refused it): the money stays
+    /// captured.
+    Failed {
+        /// The provider's reason (`expired_or_canceled_card`, `declined`, ...).
+        reason: String,
+    },
 }
 
 /// Where an authorization is at the provider now (asked when a webhook arrives or a customer
@@ -179,6 +218,20 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// [`Provider::retrieve`], concludes a challenge.
     fn challenges_at_provider(&self) -> bool {
         false
+    }
+
+    /// Where the refund `reference` (a [`Receipt`] that was pending) is now. Providers whose
+    /// refunds are never pending refuse.
+    fn refund_status<'a>(
+        &'a self,
+        reference: &'a str,
+        deadline: DateTime<Utc>,
+    ) -> BoxFuture<'a, ProviderResult<RefundState>> {
+        let _ = (reference, deadline);
+        Box::pin(std::future::ready(Err(ProviderError::Rejected(format!(
+            "{} leaves no refund pending",
+            self.name()
+        )))))
     }
 
     /// The authorization `reference` as the provider has it now. Providers that keep no

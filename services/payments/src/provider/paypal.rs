@@ -35,7 +35,7 @@ use tienda_kit::outbound::Outbound;
 
 use super::{
     AuthorizeOutcome, AuthorizeRequest, FollowUpRequest, Intent, IntentState, Provider,
-    ProviderError, ProviderResult, Receipt,
+    ProviderError, ProviderResult, Receipt, RefundState,
 };
 use crate::domain::money::Amount;
 
@@ -258,8 +258,9 @@ impl PayPal {
         }
     }
 
-    /// A capture's or refund's own status decides: `COMPLETED` is done, `PENDING` is asked
-    /// again (same request id), anything else is refused.
+    /// A capture's or refund's own status decides: `COMPLETED` is done; a `PENDING` capture
+    /// is asked again (same request id); a `PENDING` refund is followed up
+    /// ([`Provider::refund_status`]); anything else is refused.
     fn completed(what: &str, answer: Answer) -> ProviderResult<Receipt> {
         let value = match answer {
             Answer::Ok(value) => value,
@@ -267,7 +268,8 @@ impl PayPal {
         };
         let id = value["id"].as_str().unwrap_or_default().to_owned();
         match value["status"].as_str() {
-            Some("COMPLETED") => Ok(Receipt { reference: id }),
+            Some("COMPLETED") => Ok(Receipt::done(id)),
+            Some("PENDING") if what == "refund" => Ok(Receipt::pending(id)),
             Some("PENDING") => Err(ProviderError::Unavailable(format!(
                 "PayPal has the {what} {id} pending; asking again"
             ))),
@@ -285,6 +287,32 @@ impl Provider for PayPal {
 
     fn keeps_records(&self) -> bool {
         true
+    }
+
+    fn refund_status<'a>(
+        &'a self,
+        reference: &'a str,
+        deadline: DateTime<Utc>,
+    ) -> BoxFuture<'a, ProviderResult<RefundState>> {
+        Box::pin(async move {
+            let path = format!("/v2/payments/refunds/{reference}");
+            let refund = match self
+                .request(Method::GET, &path, None, None, deadline)
+                .await?
+            {
+                Answer::Ok(value) => value,
+                Answer::Declined(error) => return Err(ProviderError::Rejected(error.describe())),
+            };
+            Ok(match refund["status"].as_str() {
+                Some("COMPLETED") => RefundState::Succeeded,
+                Some("PENDING") => RefundState::Pending,
+                other => RefundState::Failed {
+                    reason: refund["status_details"]["reason"]
+                        .as_str()
+                        .map_or_else(|| format!("{other:?}"), str::to_owned),
+                },
+            })
+        })
     }
 
     fn retrieve<'a>(
@@ -412,9 +440,7 @@ impl Provider for PayPal {
                 .send(&path, None, &request.idempotency_key, request.deadline)
                 .await?
             {
-                Answer::Ok(_) => Ok(Receipt {
-                    reference: request.reference.clone(),
-                }),
+                Answer::Ok(_) => Ok(Receipt::done(request.reference.clone())),
                 Answer::Declined(error) => Err(ProviderError::Rejected(error.describe())),
             }
         })

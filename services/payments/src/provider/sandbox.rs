@@ -14,9 +14,11 @@
 //! | `pm_card_chargeDeclinedProcessingError` | declined, `processing_error` |
 //! | `pm_card_threeDSecure2Required` | `requires_action`: the customer completes or abandons the challenge at the payment's action URL |
 //! | `pm_card_sandbox_slow` (ours, not Stripe's) | authorized after the configured delay (default 3 s), or unavailable if the command's deadline comes first — for watching deadlines and progress acks |
+//! | `pm_card_sandbox_refundPending` (ours) | authorized; its refunds stay `pending` for the slow card's delay, then succeed |
+//! | `pm_card_sandbox_refundFails` (ours) | authorized; its refunds are `pending`, then fail (`expired_or_canceled_card`) |
 //! | anything else | refused: no such PaymentMethod |
 //!
-//! Captures, voids and refunds succeed. Like Stripe, the sandbox remembers idempotency keys:
+//! Captures, voids and other refunds succeed at once. Like Stripe, the sandbox remembers idempotency keys:
 //! a repeat gets the first answer, and a key reused with other parameters is refused.
 
 use std::{
@@ -31,7 +33,7 @@ use uuid::Uuid;
 
 use super::{
     AuthorizeOutcome, AuthorizeRequest, FollowUpRequest, Provider, ProviderError, ProviderResult,
-    Receipt,
+    Receipt, RefundState,
 };
 
 /// The sandbox's name on payments and in CircuitPolicy targets.
@@ -39,6 +41,17 @@ pub const NAME: &str = "sandbox";
 
 /// The test card that answers slowly.
 pub const SLOW_CARD: &str = "pm_card_sandbox_slow";
+
+/// The test card whose refunds are pending for a while, then succeed.
+pub const REFUND_PENDING_CARD: &str = "pm_card_sandbox_refundPending";
+
+/// The test card whose refunds are pending, then fail.
+pub const REFUND_FAILS_CARD: &str = "pm_card_sandbox_refundFails";
+
+/// Refund references of the two cards above (the sandbox keeps no state: the reference
+/// says how the refund ends, and its UUIDv7 when it was made).
+const PENDING_REFUND: &str = "re_sandbox_pending_";
+const FAILING_REFUND: &str = "re_sandbox_failing_";
 
 /// Keys remembered before the memory is cleared (a sandbox, not a ledger).
 const MAX_KEYS: usize = 100_000;
@@ -93,6 +106,8 @@ const CARDS: &[(&str, Behaviour)] = &[
     ),
     ("pm_card_threeDSecure2Required", Behaviour::Challenge),
     (SLOW_CARD, Behaviour::Slow),
+    (REFUND_PENDING_CARD, Behaviour::Succeed),
+    (REFUND_FAILS_CARD, Behaviour::Succeed),
 ];
 
 /// An answer kept under its idempotency key, with the parameters it answered.
@@ -209,12 +224,13 @@ impl Sandbox {
                 request.reference
             )));
         }
-        let reference = if operation == "refund" {
-            format!("re_sandbox_{}", Uuid::now_v7().simple())
-        } else {
-            request.reference.clone()
+        let id = Uuid::now_v7().simple();
+        let receipt = match (operation, request.payment_method.as_str()) {
+            ("refund", REFUND_PENDING_CARD) => Receipt::pending(format!("{PENDING_REFUND}{id}")),
+            ("refund", REFUND_FAILS_CARD) => Receipt::pending(format!("{FAILING_REFUND}{id}")),
+            ("refund", _) => Receipt::done(format!("re_sandbox_{id}")),
+            _ => Receipt::done(request.reference.clone()),
         };
-        let receipt = Receipt { reference };
         self.remember(
             &request.idempotency_key,
             fingerprint,
@@ -253,6 +269,53 @@ impl Provider for Sandbox {
     ) -> BoxFuture<'a, ProviderResult<Receipt>> {
         futures::future::ready(self.follow_up("refund", request)).boxed()
     }
+
+    fn refund_status<'a>(
+        &'a self,
+        reference: &'a str,
+        _deadline: chrono::DateTime<Utc>,
+    ) -> BoxFuture<'a, ProviderResult<RefundState>> {
+        futures::future::ready(self.refund_state(reference)).boxed()
+    }
+}
+
+impl Sandbox {
+    fn refund_state(&self, reference: &str) -> ProviderResult<RefundState> {
+        let made = |id: &str| {
+            Uuid::try_parse(id)
+                .ok()
+                .and_then(|id| id.get_timestamp())
+                .map(|t| {
+                    let (secs, nanos) = t.to_unix();
+                    std::time::UNIX_EPOCH + Duration::new(secs, nanos)
+                })
+        };
+        if let Some(id) = reference.strip_prefix(PENDING_REFUND) {
+            let made = made(id).ok_or_else(|| no_such_refund(reference))?;
+            let age = std::time::SystemTime::now()
+                .duration_since(made)
+                .unwrap_or_default();
+            return Ok(if age < self.slow {
+                RefundState::Pending
+            } else {
+                RefundState::Succeeded
+            });
+        }
+        if let Some(id) = reference.strip_prefix(FAILING_REFUND) {
+            made(id).ok_or_else(|| no_such_refund(reference))?;
+            return Ok(RefundState::Failed {
+                reason: "expired_or_canceled_card".into(),
+            });
+        }
+        match reference.strip_prefix("re_sandbox_").map(Uuid::try_parse) {
+            Some(Ok(_)) => Ok(RefundState::Succeeded),
+            _ => Err(no_such_refund(reference)),
+        }
+    }
+}
+
+fn no_such_refund(reference: &str) -> ProviderError {
+    ProviderError::Rejected(format!("No such refund: '{reference}'"))
 }
 
 #[cfg(test)]

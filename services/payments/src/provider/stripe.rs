@@ -28,7 +28,7 @@ use tienda_kit::outbound::Outbound;
 
 use super::{
     AuthorizeOutcome, AuthorizeRequest, FollowUpRequest, Intent, IntentState, Provider,
-    ProviderError, ProviderResult, Receipt,
+    ProviderError, ProviderResult, Receipt, RefundState,
 };
 
 /// The provider's name on payments and in CircuitPolicy targets.
@@ -69,6 +69,27 @@ struct PaymentIntent {
 #[derive(Debug, Deserialize)]
 struct Refund {
     id: String,
+    /// `pending`, `requires_action`, `succeeded`, `failed` or `canceled`.
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    failure_reason: Option<String>,
+}
+
+impl Refund {
+    /// Where the refund is; a refund object without a status (old API versions) is made.
+    fn state(&self) -> RefundState {
+        match self.status.as_deref() {
+            None | Some("succeeded") => RefundState::Succeeded,
+            Some("pending" | "requires_action") => RefundState::Pending,
+            Some(other) => RefundState::Failed {
+                reason: self
+                    .failure_reason
+                    .clone()
+                    .unwrap_or_else(|| other.to_owned()),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -376,7 +397,7 @@ impl Provider for Stripe {
             }
             let path = format!("/v1/payment_intents/{}/capture", request.reference);
             let reference = self.follow_up(&path, &form, request).await?;
-            Ok(Receipt { reference })
+            Ok(Receipt::done(reference))
         })
     }
 
@@ -384,7 +405,7 @@ impl Provider for Stripe {
         Box::pin(async move {
             let path = format!("/v1/payment_intents/{}/cancel", request.reference);
             let reference = self.follow_up(&path, &[], request).await?;
-            Ok(Receipt { reference })
+            Ok(Receipt::done(reference))
         })
     }
 
@@ -413,9 +434,28 @@ impl Provider for Stripe {
                 Ok(refund) => refund,
                 Err(error) => return Err(ProviderError::Rejected(error.describe())),
             };
-            Ok(Receipt {
-                reference: refund.id,
-            })
+            match refund.state() {
+                RefundState::Succeeded => Ok(Receipt::done(refund.id)),
+                RefundState::Pending => Ok(Receipt::pending(refund.id)),
+                RefundState::Failed { reason } => Err(ProviderError::Rejected(format!(
+                    "Stripe failed refund {}: {reason}",
+                    refund.id
+                ))),
+            }
+        })
+    }
+
+    fn refund_status<'a>(
+        &'a self,
+        reference: &'a str,
+        deadline: DateTime<Utc>,
+    ) -> BoxFuture<'a, ProviderResult<RefundState>> {
+        Box::pin(async move {
+            let path = format!("/v1/refunds/{reference}");
+            match self.send(Method::GET, &path, None, None, deadline).await? {
+                Answer::Ok(bytes) => parse::<Refund>(&bytes).map(|r| r.state()),
+                Answer::Card(error) => Err(ProviderError::Rejected(error.describe())),
+            }
         })
     }
 

@@ -75,7 +75,12 @@ async fn analytics_count_volume_success_declines_and_refunds_by_day_provider_and
 #[tokio::test]
 async fn payments_by_outcome_are_prometheus_metrics_read_from_the_ledger() {
     let mut app = crate::helpers::spawn_app_with(&["--metrics-refresh-seconds=1"]).await;
-    let (auth, reply) = app.authorize("pm_card_visa", 1_500).await;
+    let (auth, reply) = app
+        .authorize(
+            tienda_payments::provider::sandbox::REFUND_PENDING_CARD,
+            1_500,
+        )
+        .await;
     assert_eq!(reply.name(), "authorized");
     let reply = app.ask(crate::helpers::capture(&auth, None)).await;
     assert_eq!(reply.name(), "captured");
@@ -91,7 +96,12 @@ async fn payments_by_outcome_are_prometheus_metrics_read_from_the_ledger() {
         r#"payments_amount_last_hour_minor{currency="EUR",kind="captured",provider="sandbox",service="payments"} 1500"#,
         r#"payments_amount_last_hour_minor{currency="EUR",kind="authorized",provider="sandbox",service="payments"} 1500"#,
         r#"payments_webhook_backlog{service="payments"} 0"#,
+        r#"payments_attempts_last_hour{code="",operation="refund",outcome="succeeded",provider="sandbox",service="payments"} 1"#,
+        r#"payments_refunds_pending{service="payments"} 1"#,
     ];
+    // A refund the sandbox leaves pending (for 200 ms; the worker looks after 30 s).
+    app.send(crate::helpers::refund(&auth, crate::helpers::eur(100)))
+        .await;
     let mut text = String::new();
     for _ in 0..100 {
         text = app

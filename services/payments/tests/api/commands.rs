@@ -750,3 +750,120 @@ async fn two_captures_at_once_never_capture_more_than_the_authorization() {
         "captured once at the provider"
     );
 }
+
+#[tokio::test]
+async fn a_refund_left_pending_holds_its_amount_and_is_answered_when_the_provider_makes_it() {
+    let mut app = spawn_app_with(&["--refund-poll-seconds=1"]).await;
+    let (auth, _) = app
+        .authorize(
+            tienda_payments::provider::sandbox::REFUND_PENDING_CARD,
+            1000,
+        )
+        .await;
+    app.ask(capture(&auth, None)).await;
+
+    let pending = app.send(refund(&auth, eur(700))).await;
+    app.no_reply_for(std::time::Duration::from_millis(500))
+        .await;
+    let refund_id = pending.data.refund_id;
+    assert_eq!(app.refund_status(refund_id).await, "pending");
+    let payment = app.payment(auth.payment_id).await;
+    assert_eq!(payment["status"], "captured", "nothing moved yet");
+    assert_eq!(payment["refunded"]["amount"], 0);
+    // The pending 700 counts against what is left: 400 more would pass the capture.
+    let over = app.ask(refund(&auth, eur(400))).await;
+    assert_eq!(over.name(), "failed");
+    assert!(
+        over.data()["detail"].as_str().unwrap().contains("only 300"),
+        "{:?}",
+        over.data()
+    );
+    // Orders sending the refund again while it is pending gets no second refund, no answer.
+    app.send(pending.data.clone()).await;
+    app.no_reply_for(std::time::Duration::from_millis(500))
+        .await;
+
+    app.refund_due_now(refund_id).await;
+    let reply = app.reply().await;
+    assert_eq!(reply.name(), "refunded", "{:?}", reply.data());
+    assert_eq!(
+        reply.envelope.causation_id,
+        Some(pending.id),
+        "answers the command"
+    );
+    assert_eq!(reply.envelope.correlation_id, pending.correlation_id);
+    assert_eq!(reply.data()["refund_id"], json!(refund_id));
+    assert_eq!(reply.data()["refunded_total"]["amount"], 700);
+    let payment = app.payment(auth.payment_id).await;
+    assert_eq!(payment["status"], "partially_refunded");
+    assert_eq!(payment["refunded"]["amount"], 700);
+    assert_eq!(app.refund_status(refund_id).await, "succeeded");
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM invoices WHERE refund_id = $1",
+            refund_id
+        )
+        .await,
+        1,
+        "the credit note is issued when the money went back"
+    );
+    // A repeat now gets the same answer; one provider call in all.
+    let again = app.ask(pending.data.clone()).await;
+    assert_eq!(again.name(), "refunded");
+    assert_eq!(again.data(), reply.data());
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM payment_attempts WHERE payment_id = $1 AND operation = 'refund'",
+            auth.payment_id
+        )
+        .await,
+        1,
+        "one provider call: the refund over the bound never reached it"
+    );
+}
+
+#[tokio::test]
+async fn a_pending_refund_the_provider_gives_up_on_fails_and_the_money_stays_captured() {
+    let mut app = spawn_app_with(&["--refund-poll-seconds=1"]).await;
+    let (auth, _) = app
+        .authorize(tienda_payments::provider::sandbox::REFUND_FAILS_CARD, 1000)
+        .await;
+    app.ask(capture(&auth, None)).await;
+
+    let pending = app.send(refund(&auth, eur(1000))).await;
+    app.no_reply_for(std::time::Duration::from_millis(300))
+        .await;
+    app.refund_due_now(pending.data.refund_id).await;
+    let reply = app.reply().await;
+
+    assert_eq!(reply.name(), "failed", "{:?}", reply.data());
+    assert_eq!(reply.envelope.causation_id, Some(pending.id));
+    assert_eq!(reply.data()["operation"], "refund");
+    assert_eq!(reply.data()["refund_id"], json!(pending.data.refund_id));
+    assert_eq!(reply.data()["retryable"], false);
+    assert!(
+        reply.data()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("expired_or_canceled_card"),
+        "{:?}",
+        reply.data()
+    );
+    let payment = app.payment(auth.payment_id).await;
+    assert_eq!(payment["status"], "captured");
+    assert_eq!(payment["refunded"]["amount"], 0);
+    assert_eq!(app.refund_status(pending.data.refund_id).await, "failed");
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM invoices WHERE refund_id = $1",
+            pending.data.refund_id
+        )
+        .await,
+        0,
+        "no credit note for money that never went back"
+    );
+    // The same refund again: the same failure; a new refund of the whole capture is taken.
+    let again = app.ask(pending.data.clone()).await;
+    assert_eq!(again.name(), "failed");
+    assert_eq!(again.data()["detail"], reply.data()["detail"]);
+}

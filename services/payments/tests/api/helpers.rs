@@ -263,6 +263,53 @@ impl TestApp {
         (command, reply)
     }
 
+    /// Fails if payments says anything within `wait`.
+    pub async fn no_reply_for(&mut self, wait: Duration) {
+        if let Ok(Some(Ok(message))) = tokio::time::timeout(wait, self.replies.next()).await {
+            panic!(
+                "no reply expected, got {}: {}",
+                message.subject,
+                String::from_utf8_lossy(&message.payload)
+            );
+        }
+    }
+
+    /// A refund's status in the ledger.
+    pub async fn refund_status(&self, id: Uuid) -> String {
+        sqlx::query_scalar("SELECT status FROM refunds WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
+    /// Makes a pending refund due for its next check now, as if its wait had passed.
+    pub async fn refund_due_now(&self, id: Uuid) {
+        sqlx::query(
+            "UPDATE refunds SET next_check_at = now() WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(id)
+        .execute(&self.db)
+        .await
+        .unwrap();
+    }
+
+    /// Waits until a pending refund was asked about `checks` times.
+    pub async fn wait_for_refund_checks(&self, id: Uuid, checks: i32) {
+        for _ in 0..400 {
+            let done: i32 = sqlx::query_scalar("SELECT checks FROM refunds WHERE id = $1")
+                .bind(id)
+                .fetch_one(&self.db)
+                .await
+                .unwrap();
+            if done >= checks {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("refund {id} was not asked about {checks} times within 20 s");
+    }
+
     /// Counts rows of a query.
     pub async fn count(&self, sql: &'static str, id: Uuid) -> i64 {
         sqlx::query_scalar(sql)

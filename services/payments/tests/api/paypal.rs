@@ -46,6 +46,10 @@ struct Fixture {
     authorizations: HashMap<String, (String, i64, i64, bool)>,
     /// Capture id → (currency, captured, refunded).
     captures: HashMap<String, (String, i64, i64)>,
+    /// Refunds are answered `PENDING` (as for an eCheck) until the test completes them.
+    refunds_pending: bool,
+    /// Refund id → status.
+    refunds: HashMap<String, &'static str>,
     orders: usize,
     /// Every request: (path, PayPal-Request-Id, body).
     seen: Vec<(String, String, Value)>,
@@ -354,9 +358,16 @@ async fn refund_capture(
             Some((c, minor)) if c == currency && refunded + minor <= captured => {
                 f.captures
                     .insert(id.clone(), (currency, captured, refunded + minor));
+                let refund_id = format!("REF-{id}-{}", refunded + minor);
+                let status = if f.refunds_pending {
+                    "PENDING"
+                } else {
+                    "COMPLETED"
+                };
+                f.refunds.insert(refund_id.clone(), status);
                 (
                     StatusCode::CREATED,
-                    json!({"id": format!("REF-{id}-{}", refunded + minor), "status": "COMPLETED"}),
+                    json!({"id": refund_id, "status": status}),
                 )
             }
             _ => problem(
@@ -366,6 +377,34 @@ async fn refund_capture(
             ),
         }
     })
+}
+
+async fn show_refund(
+    State(fixture): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let f = fixture.lock().unwrap();
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let (status, body) = if !bearer.is_some_and(|t| f.tokens.iter().any(|k| k == t)) {
+        problem(
+            StatusCode::UNAUTHORIZED,
+            "AUTHENTICATION_FAILURE",
+            "INVALID_TOKEN",
+        )
+    } else if let Some(status) = f.refunds.get(&id) {
+        (StatusCode::OK, json!({"id": id, "status": status}))
+    } else {
+        problem(
+            StatusCode::NOT_FOUND,
+            "RESOURCE_NOT_FOUND",
+            "INVALID_RESOURCE_ID",
+        )
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 async fn show_authorization(
@@ -426,6 +465,7 @@ async fn start_fixture() -> (String, Shared) {
             "/v2/payments/authorizations/{id}",
             axum::routing::get(show_authorization),
         )
+        .route("/v2/payments/refunds/{id}", axum::routing::get(show_refund))
         .with_state(fixture.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -434,13 +474,19 @@ async fn start_fixture() -> (String, Shared) {
 }
 
 async fn spawn_on_paypal(base: &str) -> TestApp {
-    spawn_app_with(&[
-        "--provider=paypal",
-        &format!("--paypal-api-base={base}"),
-        &format!("--paypal-client-id={CLIENT_ID}"),
-        &format!("--paypal-client-secret={CLIENT_SECRET}"),
-    ])
-    .await
+    spawn_on_paypal_with(base, &[]).await
+}
+
+async fn spawn_on_paypal_with(base: &str, extra: &[&str]) -> TestApp {
+    let mut flags = vec![
+        "--provider=paypal".to_owned(),
+        format!("--paypal-api-base={base}"),
+        format!("--paypal-client-id={CLIENT_ID}"),
+        format!("--paypal-client-secret={CLIENT_SECRET}"),
+    ];
+    flags.extend(extra.iter().map(|f| (*f).to_owned()));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    spawn_app_with(&flags).await
 }
 
 fn no_faults(fixture: &Shared) {
@@ -601,4 +647,50 @@ async fn a_repeated_request_id_gets_the_first_answer_and_amounts_follow_the_curr
         refused.to_string().contains("PAYPAL_CLIENT_SECRET"),
         "{refused}"
     );
+}
+
+#[tokio::test]
+async fn a_refund_paypal_leaves_pending_is_answered_once_paypal_completes_it() {
+    let (base, fixture) = start_fixture().await;
+    let mut app = spawn_on_paypal_with(&base, &["--refund-poll-seconds=1"]).await;
+    let (auth, _) = app.authorize("vault_ok", 1_000).await;
+    assert_eq!(app.ask(capture(&auth, None)).await.name(), "captured");
+    fixture.lock().unwrap().refunds_pending = true;
+
+    let command = app.send(refund(&auth, eur(400))).await;
+    app.no_reply_for(Duration::from_millis(1_500)).await;
+    let refund_id = command.data.refund_id;
+    assert_eq!(app.refund_status(refund_id).await, "pending");
+    assert_eq!(app.payment(auth.payment_id).await["refunded"]["amount"], 0);
+
+    // Due now, still pending at PayPal: asked, and asked again later.
+    app.refund_due_now(refund_id).await;
+    app.wait_for_refund_checks(refund_id, 1).await;
+    assert_eq!(app.refund_status(refund_id).await, "pending");
+
+    for status in fixture.lock().unwrap().refunds.values_mut() {
+        *status = "COMPLETED";
+    }
+    app.refund_due_now(refund_id).await;
+    let reply = app.reply().await;
+    assert_eq!(reply.name(), "refunded", "{:?}", reply.data());
+    assert_eq!(reply.envelope.causation_id, Some(command.id));
+    assert_eq!(reply.data()["refunded_total"]["amount"], 400);
+    assert_eq!(app.refund_status(refund_id).await, "succeeded");
+    assert_eq!(
+        app.payment(auth.payment_id).await["status"],
+        "partially_refunded"
+    );
+    let asked = fixture
+        .lock()
+        .unwrap()
+        .seen
+        .iter()
+        .filter(|(path, _, _)| path.starts_with("/v2/payments/captures/"))
+        .count();
+    assert_eq!(
+        asked, 1,
+        "the refund was asked for once, then only looked at"
+    );
+    no_faults(&fixture);
 }

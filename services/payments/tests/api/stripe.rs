@@ -702,3 +702,156 @@ async fn reconciliation_reports_every_payment_stripe_disagrees_with() {
         (Some(0), Some(1))
     );
 }
+
+/// A Stripe that holds every refund `pending` until the test says how it ends: what
+/// localstripe cannot do (its refunds succeed at once). Shared: refund id → (status,
+/// failure_reason), and the number of refund reads.
+#[derive(Default)]
+struct PendingRefunds {
+    refunds: std::collections::HashMap<String, (String, Option<String>)>,
+    reads: usize,
+}
+
+async fn start_pending_refund_stripe() -> (String, Arc<Mutex<PendingRefunds>>) {
+    use axum::{extract::Path, routing::get};
+    let state: Arc<Mutex<PendingRefunds>> = Arc::default();
+    let authorized = |_: State<Arc<Mutex<PendingRefunds>>>| async {
+        let id = format!("pi_{}", Uuid::now_v7().simple());
+        axum::Json(json!({"id": id, "object": "payment_intent", "status": "requires_capture"}))
+    };
+    let captured = |Path(id): Path<String>| async move {
+        axum::Json(json!({"id": id, "object": "payment_intent", "status": "succeeded"}))
+    };
+    let refund = |State(state): State<Arc<Mutex<PendingRefunds>>>| async move {
+        let id = format!("re_{}", Uuid::now_v7().simple());
+        state
+            .lock()
+            .unwrap()
+            .refunds
+            .insert(id.clone(), ("pending".into(), None));
+        axum::Json(json!({"id": id, "object": "refund", "status": "pending"}))
+    };
+    let show = |State(state): State<Arc<Mutex<PendingRefunds>>>, Path(id): Path<String>| async move {
+        let mut state = state.lock().unwrap();
+        state.reads += 1;
+        let (status, reason) = state.refunds[&id].clone();
+        axum::Json(
+            json!({"id": id, "object": "refund", "status": status, "failure_reason": reason}),
+        )
+    };
+    let router = Router::new()
+        .route("/v1/payment_intents", post(authorized))
+        .route("/v1/payment_intents/{id}/capture", post(captured))
+        .route("/v1/refunds", post(refund))
+        .route("/v1/refunds/{id}", get(show))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (base, state)
+}
+
+#[tokio::test]
+async fn a_refund_stripe_leaves_pending_is_read_back_until_it_succeeds_or_fails() {
+    use tienda_payments::provider::{FollowUpRequest, RefundState};
+    tienda_kit::install_crypto_provider();
+    let (base, state) = start_pending_refund_stripe().await;
+    let registry = prometheus::Registry::new();
+    let policies = Arc::new(Policies::new(
+        Scope::component("local", "payments"),
+        &registry,
+    ));
+    let stripe = Stripe::new(
+        Outbound::new(policies, Duration::from_secs(5), &registry),
+        &base,
+        SECRET_KEY.to_owned(),
+    );
+    let deadline = Utc::now() + chrono::TimeDelta::seconds(10);
+    let request = FollowUpRequest {
+        reference: "pi_1".into(),
+        amount: None,
+        reason: Some("damaged".into()),
+        capture_reference: None,
+        payment_method: "pm_card_visa".into(),
+        idempotency_key: "refund-1".into(),
+        deadline,
+    };
+
+    let receipt = stripe.refund(&request).await.unwrap();
+    assert!(receipt.pending, "{receipt:?}");
+    assert_eq!(
+        stripe.refund_status(&receipt.reference, deadline).await,
+        Ok(RefundState::Pending)
+    );
+    state
+        .lock()
+        .unwrap()
+        .refunds
+        .get_mut(&receipt.reference)
+        .unwrap()
+        .0 = "succeeded".into();
+    assert_eq!(
+        stripe.refund_status(&receipt.reference, deadline).await,
+        Ok(RefundState::Succeeded)
+    );
+    *state
+        .lock()
+        .unwrap()
+        .refunds
+        .get_mut(&receipt.reference)
+        .unwrap() = ("failed".into(), Some("expired_or_canceled_card".into()));
+    assert_eq!(
+        stripe.refund_status(&receipt.reference, deadline).await,
+        Ok(RefundState::Failed {
+            reason: "expired_or_canceled_card".into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_signed_refund_webhook_has_a_pending_refund_looked_at_at_once() {
+    let (base, state) = start_pending_refund_stripe().await;
+    // The worker's own rounds are an hour apart: only the webhook can have it look now.
+    let mut app = spawn_app_with(&[
+        "--provider=stripe",
+        &format!("--stripe-api-base={base}"),
+        &format!("--stripe-secret-key={SECRET_KEY}"),
+        &format!("--stripe-webhook-secrets={WEBHOOK_SECRET}"),
+        "--refund-poll-seconds=3600",
+    ])
+    .await;
+    let (auth, reply) = app.authorize("pm_card_visa", 1_000).await;
+    assert_eq!(reply.name(), "authorized", "{:?}", reply.data());
+    assert_eq!(app.ask(capture(&auth, None)).await.name(), "captured");
+    let command = app.send(refund(&auth, eur(1_000))).await;
+    app.no_reply_for(Duration::from_millis(500)).await;
+    assert_eq!(app.refund_status(command.data.refund_id).await, "pending");
+    let reference: String =
+        sqlx::query_scalar("SELECT provider_reference FROM refunds WHERE id = $1")
+            .bind(command.data.refund_id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+
+    state.lock().unwrap().refunds.get_mut(&reference).unwrap().0 = "succeeded".into();
+    let event = json!({
+        "id": "evt_refund_updated",
+        "object": "event",
+        "type": "refund.updated",
+        "created": Utc::now().timestamp(),
+        "data": {"object": {"id": reference, "object": "refund", "status": "succeeded",
+                            "payment_intent": reference_of(&app, auth.payment_id).await}}
+    });
+    let answer = deliver(&app, &event, Some(WEBHOOK_SECRET), Utc::now().timestamp()).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+
+    let reply = app.reply().await;
+    assert_eq!(reply.name(), "refunded", "{:?}", reply.data());
+    assert_eq!(reply.envelope.causation_id, Some(command.id));
+    assert_eq!(app.payment(auth.payment_id).await["status"], "refunded");
+    assert_eq!(
+        state.lock().unwrap().reads,
+        1,
+        "Stripe's state was read, not the event's"
+    );
+}
