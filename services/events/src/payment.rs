@@ -49,9 +49,14 @@ pub struct AuthorizePayment {
     pub amount: Money,
     /// The provider's token for the payment method (`pm_card_visa`), never a card number.
     pub payment_method: String,
-    /// The address the customer checked out from (fraud rules: velocity, country mismatch).
+    /// The address the customer checked out from (fraud rules: cards tried from one address,
+    /// country mismatch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ip: Option<String>,
+    /// The country of the customer's billing address (the shipping address's when no billing
+    /// address is asked), ISO 3166-1 alpha-2 (fraud rules: country mismatch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_country: Option<String>,
     /// After this the command is answered `failed` (`expired`) and nothing is authorized.
     pub deadline: DateTime<Utc>,
 }
@@ -211,6 +216,30 @@ pub struct PaymentVoided {
 }
 contract!(Event, PaymentVoided, "payment", "voided", 1, |m| m
     .payment_id);
+
+/// An admin rejected a payment the fraud rules held for review: the order is to be cancelled
+/// (orders cancels it as an admin's cancellation, which voids or refunds the payment and puts
+/// the stock back). Nothing about the payment changed yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentReviewRejected {
+    /// The payment.
+    pub payment_id: Uuid,
+    /// The order.
+    pub order_id: Uuid,
+    /// Who rejected it (the admin's subject).
+    pub reviewed_by: String,
+    /// Their note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+contract!(
+    Event,
+    PaymentReviewRejected,
+    "payment",
+    "review_rejected",
+    1,
+    |m| m.payment_id
+);
 
 /// Money went back to the customer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -282,6 +282,7 @@ fn payment_contracts_match_their_fixtures() {
         amount: eur(4898),
         payment_method: "pm_card_visa".into(),
         client_ip: Some("203.0.113.7".into()),
+        billing_country: Some("ES".into()),
         deadline: at(12),
     });
     // Without invoice details: the shape v1 producers sent before they were added.
@@ -331,6 +332,12 @@ fn payment_contracts_match_their_fixtures() {
     check(PaymentVoided {
         payment_id: id(6),
         order_id: id(5),
+    });
+    check(PaymentReviewRejected {
+        payment_id: id(6),
+        order_id: id(5),
+        reviewed_by: "01932c07-a5f0-7c3e-9a53-00000000000a".into(),
+        note: Some("Card reported stolen by its owner".into()),
     });
     check(PaymentRefunded {
         refund_id: id(7),
@@ -384,6 +391,7 @@ fn every_saga_subject_fits_the_consumers_filters() {
         tokens::<PaymentDeclined>(),
         tokens::<PaymentCaptured>(),
         tokens::<PaymentVoided>(),
+        tokens::<PaymentReviewRejected>(),
         tokens::<PaymentRefunded>(),
         tokens::<PaymentFailed>(),
         tokens::<InventoryReserved>(),

@@ -285,7 +285,7 @@ pub async fn forward(
     };
 
     let trusted_peer = proxy.trusted.trusts(peer.ip());
-    forward_headers(request.headers_mut(), peer, trusted_peer);
+    forward_headers(request.headers_mut(), peer, trusted_peer, &client_ip);
     let circuit = policies.circuits.get(service).cloned();
     let Some(pool) = proxy
         .upstreams
@@ -367,10 +367,16 @@ fn limit(
     Err(response)
 }
 
-/// `X-Forwarded-*` and `traceparent` for the upstream. A chain (and the scheme) a trusted
-/// proxy sent is extended; what an untrusted client wrote there is replaced.
-fn forward_headers(headers: &mut HeaderMap, peer: SocketAddr, trusted_peer: bool) {
+/// `X-Forwarded-*`, `X-Real-IP` and `traceparent` for the upstream. A chain (and the scheme)
+/// a trusted proxy sent is extended; what an untrusted client wrote there is replaced.
+/// `X-Real-IP` is always the client as the gateway judged it (the one rate limits count), so
+/// services need not read the chain (orders hands it to the payment fraud rules).
+fn forward_headers(headers: &mut HeaderMap, peer: SocketAddr, trusted_peer: bool, client_ip: &str) {
     strip_hop_by_hop(headers);
+    headers.remove("x-real-ip");
+    if let Ok(v) = HeaderValue::from_str(client_ip) {
+        headers.insert("x-real-ip", v);
+    }
     let host = headers.get(header::HOST).cloned();
     let chain = headers
         .get("x-forwarded-for")

@@ -24,7 +24,8 @@ use tienda_events::{
     order::{OrderCancelled, OrderConfirmed, OrderLine},
     payment::{
         AuthorizePayment, PaymentAuthorized, PaymentCaptured, PaymentDeclined, PaymentFailed,
-        PaymentOperation, PaymentRefunded, PaymentRequiresAction, PaymentVoided, VoidPayment,
+        PaymentOperation, PaymentRefunded, PaymentRequiresAction, PaymentReviewRejected,
+        PaymentVoided, VoidPayment,
     },
 };
 use tienda_kit::{
@@ -39,7 +40,10 @@ use crate::{
     domain::{
         checkout::PricedLine,
         log::OrderEvent,
-        saga::{Compensation, Decision, Reply, Step, decide, payment_deadline},
+        saga::{
+            Compensation, Decision, Reply, Requester, Step, cancel_requested, decide,
+            payment_deadline,
+        },
     },
     error::Error,
     store::{self, OrderRow, Saga, SagaKey},
@@ -178,7 +182,8 @@ fn authorize_command(order: &OrderRow, saga: &Saga, deadline: DateTime<Utc>) -> 
         email: order.email.clone(),
         amount: order.money(order.total),
         payment_method: order.payment_method.clone(),
-        client_ip: None,
+        client_ip: order.client_ip.clone(),
+        billing_country: Some(order.shipping_address.country.clone()),
         deadline,
     }
 }
@@ -441,6 +446,40 @@ pub async fn cancel_on_request(
     apply(conn, saga, order, decision, None, timeouts).await
 }
 
+/// `payment.review_rejected`: an admin judged the payment fraudulent, so the order is
+/// cancelled as an admin's cancellation would (the payment voided, or refunded once shipped;
+/// the stock put back). An order past cancelling (delivered, cancelled already) is left as
+/// it is, loudly.
+async fn review_rejected(
+    conn: &mut PgConnection,
+    e: &PaymentReviewRejected,
+    timeouts: Timeouts,
+) -> Result<(), Error> {
+    let Some(mut saga) = store::lock_saga(conn, SagaKey::Payment(e.payment_id)).await? else {
+        tracing::warn!(payment_id = %e.payment_id, "a rejected review names no order here");
+        return Ok(());
+    };
+    let Some(mut order) = store::lock(conn, saga.order_id).await? else {
+        return Ok(());
+    };
+    let decision = match cancel_requested(order.status, Requester::Admin) {
+        Ok(decision) => decision,
+        Err(refused) => {
+            tracing::error!(order_id = %order.id, status = %order.status, ?refused,
+                "a payment rejected in review belongs to an order that can no longer be cancelled; an admin must act");
+            return Ok(());
+        }
+    };
+    let shipped = order.status == crate::domain::status::Status::Shipped;
+    cancel_on_request(conn, &mut saga, &mut order, &decision, timeouts).await?;
+    if shipped {
+        crate::aftersale::cancelled_after_shipping(conn, &mut order, timeouts).await?;
+    }
+    tracing::warn!(order_id = %order.id, payment_id = %e.payment_id, by = %e.reviewed_by,
+        "order cancelled: its payment was rejected in fraud review");
+    Ok(())
+}
+
 /// The consumer `orders-inventory-events`: inventory's answers to the saga's commands.
 #[derive(Debug, Clone)]
 pub struct InventoryReplies {
@@ -578,6 +617,10 @@ impl Handler for PaymentReplies {
             "refunded" => {
                 let e = delivery.envelope::<PaymentRefunded>()?;
                 crate::aftersale::refunded(conn, &e.data).await
+            }
+            "review_rejected" => {
+                let e = delivery.envelope::<PaymentReviewRejected>()?;
+                review_rejected(conn, &e.data, t).await
             }
             _ => Ok(()),
         };

@@ -140,6 +140,8 @@ pub struct OrderRow {
     pub shipping_address: Json<Address>,
     /// The provider token.
     pub payment_method: String,
+    /// The address the customer checked out from.
+    pub client_ip: Option<String>,
     /// State.
     pub status: Status,
     /// Currency of every amount.
@@ -259,6 +261,7 @@ impl Placed {
             currency: Some(currency),
             payment_method: Some(payment_method),
             checkout_key: Some(checkout_key),
+            client_ip,
             ..
         } = event
         else {
@@ -274,6 +277,7 @@ impl Placed {
                 email: email.clone(),
                 shipping_address: Json(shipping_address.clone()),
                 payment_method: payment_method.clone(),
+                client_ip: client_ip.clone(),
                 status: Status::Pending,
                 currency: currency.clone(),
                 subtotal: subtotal.amount,
@@ -346,8 +350,8 @@ async fn write_placed(conn: &mut PgConnection, placed: &Placed) -> Result<Result
     let inserted = sqlx::query_scalar::<_, Uuid>(
         "INSERT INTO orders (id, customer_id, checkout_key, email, shipping_address, \
                              payment_method, status, currency, subtotal, total, version, \
-                             created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                             created_at, updated_at, client_ip) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
          ON CONFLICT ON CONSTRAINT orders_checkout_key DO NOTHING RETURNING id",
     )
     .bind(row.id)
@@ -363,6 +367,7 @@ async fn write_placed(conn: &mut PgConnection, placed: &Placed) -> Result<Result
     .bind(row.version)
     .bind(row.created_at)
     .bind(row.updated_at)
+    .bind(&row.client_ip)
     .fetch_optional(&mut *conn)
     .await?;
     if inserted.is_none() {
@@ -562,7 +567,7 @@ fn reason_code(reason: CancelReason) -> String {
     }
 }
 
-const ORDER_COLUMNS: &str = "id, customer_id, email, shipping_address, payment_method, status, \
+const ORDER_COLUMNS: &str = "id, customer_id, email, shipping_address, payment_method, client_ip, status, \
      currency, subtotal, total, to_jsonb(cancel_reason) AS cancel_reason, cancel_detail, \
      payment_action_url, payment_action_expires_at, carrier, tracking_number, shipped_at, \
      delivered_at, captured, refunded, version, created_at, updated_at";

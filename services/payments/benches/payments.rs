@@ -61,6 +61,7 @@ fn authorize() -> AuthorizePayment {
         },
         payment_method: "pm_card_visa".into(),
         client_ip: None,
+        billing_country: None,
         deadline: Utc::now() + chrono::Duration::minutes(10),
     }
 }

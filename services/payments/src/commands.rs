@@ -21,6 +21,8 @@
 //! - A payment method that contains a card number is refused and never stored, logged or
 //!   repeated in any detail.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use tienda_events::{
@@ -52,8 +54,9 @@ use crate::{
         payment::{self as state, PaymentStatus, Transition},
         refund,
     },
+    geoip::GeoIp,
     invoice::{self, Invoicing},
-    provider::{AuthorizeOutcome, AuthorizeRequest, FollowUpRequest, Providers, Receipt},
+    provider::{AuthorizeOutcome, AuthorizeRequest, FollowUpRequest, Provider, Providers, Receipt},
 };
 
 /// The consumer's handler.
@@ -68,6 +71,8 @@ pub struct PaymentCommands {
     pub challenges: Challenges,
     /// How invoices and credit notes are issued.
     pub invoicing: Invoicing,
+    /// Countries of IP addresses, for the fraud rules (empty: none known).
+    pub geoip: Arc<GeoIp>,
 }
 
 impl Handler for PaymentCommands {
@@ -101,22 +106,47 @@ struct Decline {
 }
 
 /// Runs the fraud rules on a new payment unless it was screened before, recording the
-/// decision; the reasons when it is blocked.
+/// decision; the reasons when it is blocked. The provider is asked about the card first
+/// (fingerprint, country); if it cannot say, the card rules stay silent rather than the
+/// payment wait.
 async fn screen(
     conn: &mut PgConnection,
     payment: &Payment,
+    provider: Option<&dyn Provider>,
+    geoip: &GeoIp,
+    deadline: DateTime<Utc>,
 ) -> Result<Option<String>, HandlerError> {
     if fraud::get(conn, payment.id).await?.is_some() {
         return Ok(None);
     }
-    let signals = fraud::signals(
-        conn,
-        payment.id,
-        payment.customer_id,
-        &payment.email,
-        payment.currency.as_str(),
-    )
-    .await?;
+    let mut payment = payment.clone();
+    if let Some(provider) = provider {
+        let customer = payment
+            .customer_id
+            .map_or_else(|| payment.email.clone(), |id| id.to_string());
+        match provider
+            .describe(&payment.payment_method, &customer, deadline)
+            .await
+        {
+            Ok(Some(card)) => {
+                payments::set_card(conn, payment.id, &card.fingerprint, card.country.as_deref())
+                    .await?;
+                payment.card_fingerprint = Some(card.fingerprint);
+                payment.card_country = card.country;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(payment_id = %payment.id, error = %e,
+                    "the provider could not describe the card; the card rules are skipped");
+            }
+        }
+    }
+    let ip_country = payment
+        .client_ip
+        .as_deref()
+        .and_then(|ip| ip.parse().ok())
+        .and_then(|ip| geoip.country(ip));
+    let signals = fraud::signals(conn, &payment, ip_country).await?;
     let (verdict, reasons) = assess(&Rules::default(), &signals, payment.money(payment.amount));
     fraud::record(conn, payment.id, verdict, &reasons).await?;
     Ok((verdict == Verdict::Block).then(|| {
@@ -381,6 +411,18 @@ impl PaymentCommands {
                     amount: c.amount,
                     correlation_id: command.correlation_id,
                     authorize_command_id: command.id,
+                    // Signals, not contracts: what is malformed is dropped, not refused.
+                    client_ip: c
+                        .client_ip
+                        .as_deref()
+                        .and_then(|ip| ip.trim().parse::<std::net::IpAddr>().ok())
+                        .map(|ip| ip.to_string()),
+                    billing_country: c
+                        .billing_country
+                        .as_deref()
+                        .map(str::trim)
+                        .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()))
+                        .map(str::to_ascii_uppercase),
                 };
                 let (attempt_id, payment) = self
                     .start_attempt(Some(&new), &started(Outcome::Started))
@@ -390,7 +432,16 @@ impl PaymentCommands {
         };
         // The fraud rules, once per payment (a command retried after a crash screens again:
         // the decision is written in this transaction).
-        if let Some(why) = screen(conn, &payment).await? {
+        let screened = screen(
+            conn,
+            &payment,
+            self.providers.get(&payment.provider).as_deref(),
+            &self.geoip,
+            // The card lookup may take a moment of the command's time, not all of it.
+            c.deadline.min(Utc::now() + chrono::Duration::seconds(5)),
+        )
+        .await?;
+        if let Some(why) = screened {
             tracing::warn!(payment_id = %payment.id, %why, "payment blocked by the fraud rules");
             // The customer is not told which rule: that would teach how to get around it.
             let decline = Decline {

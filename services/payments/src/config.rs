@@ -116,6 +116,12 @@ pub struct Config {
     #[arg(long, env = "PAYMENTS_WEBHOOK_POLL_SECONDS", default_value_t = 5)]
     pub webhook_poll_seconds: u64,
 
+    /// A CSV of IP address ranges and their countries (`first,last,country`, as DB-IP's free
+    /// "IP to Country Lite"), for the fraud rules' country check; without one, the checkout's
+    /// address has no country.
+    #[arg(long, env = "PAYMENTS_GEOIP_CSV")]
+    pub geoip_csv: Option<std::path::PathBuf>,
+
     /// How often refunds left pending at the provider are looked at, in seconds (default 10;
     /// each is asked about after 30 s, then ever less often, at most every six hours).
     #[arg(long, env = "PAYMENTS_REFUND_POLL_SECONDS", default_value_t = 10)]

@@ -35,6 +35,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod geoip;
 pub mod http;
 pub mod invoice;
 pub mod metrics;
@@ -136,6 +137,17 @@ async fn providers(platform: &Platform, config: &Config) -> anyhow::Result<Provi
 }
 
 /// The seller and tax rate invoices are issued with.
+/// The GeoIP table `PAYMENTS_GEOIP_CSV` names (empty without one); a file that cannot be
+/// read stops the start, with the line at fault.
+fn geoip(config: &Config) -> anyhow::Result<geoip::GeoIp> {
+    let Some(path) = &config.geoip_csv else {
+        return Ok(geoip::GeoIp::empty());
+    };
+    let table = geoip::GeoIp::load(path).map_err(|e| anyhow::anyhow!("PAYMENTS_GEOIP_CSV: {e}"))?;
+    tracing::info!(path = %path.display(), ranges = table.len(), "GeoIP table loaded");
+    Ok(table)
+}
+
 fn invoicing(config: &Config) -> invoice::Invoicing {
     let i = &config.invoices;
     invoice::Invoicing {
@@ -199,6 +211,7 @@ impl Application {
                 providers: providers.clone(),
                 challenges,
                 invoicing: invoicing(&config),
+                geoip: Arc::new(geoip(&config)?),
             },
         )?;
         let webhook_wake = Arc::new(Notify::new());

@@ -17,6 +17,7 @@ async fn requests_reach_their_service_with_clean_headers() {
         .header("x-tienda-user-id", "forged-admin")
         .header("x-tienda-user-roles", "admin")
         .header("x-forwarded-for", "203.0.113.9")
+        .header("x-real-ip", "198.51.100.1")
         .send()
         .await
         .unwrap()
@@ -37,6 +38,10 @@ async fn requests_reach_their_service_with_clean_headers() {
     assert!(headers.get("x-tienda-user-roles").is_none());
     // The client is no trusted proxy: what it wrote in X-Forwarded-For is replaced.
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(
+        headers["x-real-ip"], "127.0.0.1",
+        "the client as the gateway judged it"
+    );
     assert_eq!(headers["x-forwarded-proto"], "http");
     assert!(
         headers["x-request-id"]

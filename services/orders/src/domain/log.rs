@@ -46,6 +46,10 @@ pub enum OrderEvent {
         /// refused).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         from_cart: bool,
+        /// The address the customer checked out from (the gateway's `X-Real-IP`), for the
+        /// payment's fraud rules.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_ip: Option<String>,
     },
     /// Inventory holds the stock.
     StockReserved {

@@ -75,6 +75,7 @@ pub async fn checkout(
         payment_method: Some(request.payment_method.clone()),
         checkout_key: Some(key.clone()),
         from_cart: from_cart.is_some(),
+        client_ip: client_ip(&headers),
     };
     let mut tx = state.db.begin().await?;
     if let Some(cart) = from_cart {
@@ -189,4 +190,16 @@ async fn from_cart(
         return Err(Error::PriceChanged(view.price_changes));
     }
     Ok((priced, cart))
+}
+
+/// The client's address as the gateway judged it (`X-Real-IP`, which the gateway always
+/// sets and never passes on from a client); `None` without one. Only a well-formed address
+/// is kept. Reached without the gateway (a local run's direct port) a client can name any
+/// address: it moves only its own order's fraud signals.
+fn client_ip(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get("x-real-ip")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| ip.to_string())
 }

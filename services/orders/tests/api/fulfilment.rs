@@ -329,3 +329,34 @@ async fn a_customer_may_not_ship_or_deliver_and_bad_shipments_name_the_field() {
     assert!(problem.to_string().contains("eta"), "{problem}");
     assert_eq!(app.order(id).await["status"], "confirmed");
 }
+
+#[tokio::test]
+async fn a_payment_rejected_in_fraud_review_cancels_its_order_as_an_admin_would() {
+    let app = spawn_app().await;
+    let id = confirmed_order(&app).await;
+    let authorize = app.bus.expect("tienda.payment.cmd.authorize", id).await;
+    let payment_id = uuid(&authorize.data["payment_id"]);
+
+    let rejected = tienda_events::payment::PaymentReviewRejected {
+        payment_id,
+        order_id: id,
+        reviewed_by: "an-admin".into(),
+        note: Some("Card reported stolen".into()),
+    };
+    let done = app.reply("payments", rejected.clone(), &authorize).await;
+    app.handled(tienda_orders::PAYMENT_CONSUMER, done).await;
+
+    let order = app.wait_for_status(id, "cancelled").await;
+    assert_eq!(order["cancellation"]["reason"], "admin_requested");
+    let void = app.bus.expect("tienda.payment.cmd.void", id).await;
+    assert_eq!(void.data["payment_id"], authorize.data["payment_id"]);
+    app.bus.expect("tienda.inventory.cmd.restock", id).await;
+    let cancelled = app.bus.expect("tienda.order.cancelled", id).await;
+    assert_eq!(cancelled.data["reason"], "admin_requested");
+
+    // Told again (a redelivery past deduplication): the order is cancelled once.
+    let again = app.reply("payments", rejected, &authorize).await;
+    app.handled(tienda_orders::PAYMENT_CONSUMER, again).await;
+    assert_eq!(sent(&app, "tienda.order.cancelled", id).await, 1);
+    assert_eq!(sent(&app, "tienda.payment.cmd.void", id).await, 1);
+}

@@ -256,6 +256,9 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// A checkout body for `items` (`(product_id, sku, quantity)`).
+/// The client address the tests' requests come from (`X-Real-IP`).
+pub const CLIENT_IP: &str = "203.0.113.7";
+
 pub fn checkout_body(items: &[(Uuid, &str, u32)]) -> Value {
     json!({
         "email": "ana@example.com",
@@ -311,7 +314,11 @@ impl TestApp {
         key: Option<&str>,
         body: Option<&Value>,
     ) -> reqwest::Response {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        // As the gateway sends every request: the client's address as it judged it.
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("x-real-ip", CLIENT_IP);
         if let Some(cart) = cart {
             request = request.header("Cart-Token", cart);
         }

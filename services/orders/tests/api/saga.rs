@@ -166,6 +166,12 @@ async fn reserved_authorized_then_committed_confirms_the_order() {
     assert_eq!(authorize.data["order_id"], id.to_string());
     assert_eq!(authorize.data["amount"]["amount"], 1250);
     assert_eq!(authorize.data["payment_method"], "pm_card_visa");
+    assert_eq!(
+        authorize.data["client_ip"],
+        crate::helpers::CLIENT_IP,
+        "the fraud rules see where the checkout came from"
+    );
+    assert_eq!(authorize.data["billing_country"], "ES");
     assert!(authorize.data["deadline"].is_string());
     assert_eq!(
         commit.data["reservation_id"],

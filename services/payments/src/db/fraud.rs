@@ -4,11 +4,72 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, types::Json};
 use uuid::Uuid;
 
-use crate::domain::fraud::{Reason, Rules, Signals, Verdict};
+use crate::{
+    db::payments::Payment,
+    domain::fraud::{Countries, Reason, Rules, Signals, Verdict},
+};
 
-/// The customer's history before payment `id` (their account's, or their email's for a guest):
-/// payments in the velocity window, the run of declines, and authorized payments in `currency`.
+/// What the rules need to know of `payment` (its card already looked up): the customer's
+/// history before it (their account's, or their email's for a guest) — payments in the
+/// velocity window, the run of declines, authorized payments in its currency — the card's
+/// other customers, the cards tried from its address, and the countries (`ip_country` from
+/// the GeoIP table).
 pub async fn signals(
+    conn: &mut PgConnection,
+    payment: &Payment,
+    ip_country: Option<String>,
+) -> Result<Signals, sqlx::Error> {
+    let mut signals = customer_history(
+        conn,
+        payment.id,
+        payment.customer_id,
+        &payment.email,
+        payment.currency.as_str(),
+    )
+    .await?;
+    if let Some(fingerprint) = &payment.card_fingerprint {
+        // Customers are accounts, or emails for guests.
+        signals.card_other_customers = sqlx::query_scalar(
+            "SELECT count(DISTINCT coalesce(customer_id::text, email)) FROM payments \
+             WHERE card_fingerprint = $1 AND id <> $2 \
+               AND created_at > now() - make_interval(hours => $3) \
+               AND coalesce(customer_id::text, email) <> coalesce($4::uuid::text, $5)",
+        )
+        .bind(fingerprint)
+        .bind(payment.id)
+        .bind(i32::try_from(Rules::CARD_WINDOW_HOURS).unwrap_or(i32::MAX))
+        .bind(payment.customer_id)
+        .bind(&payment.email)
+        .fetch_one(&mut *conn)
+        .await?;
+        if let Some(ip) = payment.client_ip.as_deref().filter(|ip| {
+            ip.parse()
+                .is_ok_and(crate::domain::fraud::is_customer_address)
+        }) {
+            let others: i64 = sqlx::query_scalar(
+                "SELECT count(DISTINCT card_fingerprint) FROM payments \
+                 WHERE client_ip = $1 AND id <> $2 AND card_fingerprint IS NOT NULL \
+                   AND card_fingerprint <> $3 \
+                   AND created_at > now() - make_interval(mins => $4)",
+            )
+            .bind(ip)
+            .bind(payment.id)
+            .bind(fingerprint)
+            .bind(i32::try_from(Rules::ADDRESS_WINDOW_MINUTES).unwrap_or(i32::MAX))
+            .fetch_one(&mut *conn)
+            .await?;
+            signals.address_cards = others + 1;
+        }
+    }
+    signals.countries = Countries {
+        card: payment.card_country.clone(),
+        billing: payment.billing_country.clone(),
+        ip: ip_country,
+    };
+    Ok(signals)
+}
+
+async fn customer_history(
     conn: &mut PgConnection,
     id: Uuid,
     customer_id: Option<Uuid>,
@@ -53,6 +114,7 @@ pub async fn signals(
         consecutive_declines,
         prior_authorized,
         average_authorized,
+        ..Signals::default()
     })
 }
 

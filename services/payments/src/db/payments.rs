@@ -55,6 +55,14 @@ pub struct Payment {
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+    /// The address the checkout came from.
+    pub client_ip: Option<String>,
+    /// The billing address's country.
+    pub billing_country: Option<String>,
+    /// The provider's fingerprint of the card (one per card number, whatever the token).
+    pub card_fingerprint: Option<String>,
+    /// The card issuer's country.
+    pub card_country: Option<String>,
 }
 
 impl Payment {
@@ -88,6 +96,10 @@ pub struct NewPayment<'a> {
     pub correlation_id: Uuid,
     /// The authorize command's id.
     pub authorize_command_id: Uuid,
+    /// The address the checkout came from (a well-formed IP address, or nothing).
+    pub client_ip: Option<String>,
+    /// The billing address's country (two capital letters, or nothing).
+    pub billing_country: Option<String>,
 }
 
 /// Serializes everything done to one payment (commands and challenge answers) until the
@@ -112,8 +124,9 @@ pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<Payment>, s
 pub async fn insert(conn: &mut PgConnection, new: &NewPayment<'_>) -> Result<Payment, sqlx::Error> {
     sqlx::query_as(
         "INSERT INTO payments (id, order_id, customer_id, email, provider, payment_method, currency, \
-                               amount, status, correlation_id, authorize_command_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10) RETURNING *",
+                               amount, status, correlation_id, authorize_command_id, client_ip, \
+                               billing_country) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $12) RETURNING *",
     )
     .bind(new.id)
     .bind(new.order_id)
@@ -125,8 +138,26 @@ pub async fn insert(conn: &mut PgConnection, new: &NewPayment<'_>) -> Result<Pay
     .bind(new.amount.amount)
     .bind(new.correlation_id)
     .bind(new.authorize_command_id)
+    .bind(&new.client_ip)
+    .bind(&new.billing_country)
     .fetch_one(conn)
     .await
+}
+
+/// Records what the provider said of the payment's card.
+pub async fn set_card(
+    conn: &mut PgConnection,
+    id: Uuid,
+    fingerprint: &str,
+    country: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE payments SET card_fingerprint = $2, card_country = $3 WHERE id = $1")
+        .bind(id)
+        .bind(fingerprint)
+        .bind(country)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// What the provider said to an authorization (or a challenge).

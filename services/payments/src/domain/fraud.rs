@@ -4,9 +4,13 @@
 //! review is authorized as usual and listed for an admin to decide before it ships (as card
 //! networks' "review" works: the money is held, nobody is charged until capture).
 //!
-//! The signals come from payments' own history of the customer (their account, or their email
-//! for a guest). Card fingerprints, IP addresses and the card's country need a provider that
-//! reports them; the sandbox does not, so those rules are not here yet.
+//! The signals come from payments' own history: of the customer (their account, or their
+//! email for a guest), of the card (its fingerprint, which the provider reports for the payment
+//! method: the same card number has one fingerprint whatever the token), and of the address
+//! the checkout came from. Countries: the card's (its issuer's, from the provider), the
+//! billing address's (from orders) and the address's (a GeoIP table, when one is configured).
+//! A signal nobody reported (a PayPal wallet has no card; a guest behind no gateway has no
+//! address) leaves its rule silent.
 
 use serde::{Deserialize, Serialize};
 use tienda_events::Money;
@@ -30,7 +34,8 @@ pub enum Verdict {
 /// Why a rule spoke.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Reason {
-    /// The rule: `velocity`, `declines`, `amount`, `first_payment_amount`.
+    /// The rule: `velocity`, `declines`, `amount`, `first_payment_amount`, `card_shared`,
+    /// `card_testing`, `country_mismatch`.
     pub rule: String,
     /// Its verdict.
     pub verdict: Verdict,
@@ -39,7 +44,7 @@ pub struct Reason {
 }
 
 /// The customer's history as the rules need it (this payment excluded).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Signals {
     /// Payments in the velocity window.
     pub recent: i64,
@@ -49,6 +54,25 @@ pub struct Signals {
     pub prior_authorized: i64,
     /// Their average amount, minor units.
     pub average_authorized: Option<i64>,
+    /// Other customers who paid with the same card (fingerprint) within
+    /// [`Rules::CARD_WINDOW_HOURS`].
+    pub card_other_customers: i64,
+    /// Different cards tried from the checkout's address within
+    /// [`Rules::ADDRESS_WINDOW_MINUTES`], this one included (0: no address or no card known).
+    pub address_cards: i64,
+    /// Where the card, the billing address and the checkout's address are.
+    pub countries: Countries,
+}
+
+/// Countries (ISO 3166-1 alpha-2) the payment touches; `None` where nobody said.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Countries {
+    /// The card's issuer's.
+    pub card: Option<String>,
+    /// The billing address's.
+    pub billing: Option<String>,
+    /// The checkout's IP address's.
+    pub ip: Option<String>,
 }
 
 /// The thresholds.
@@ -65,11 +89,22 @@ pub struct Rules {
     pub min_history: i64,
     /// Review a first payment at or above this many major units (1,000 EUR, 1,000 JPY ...).
     pub first_payment_review_major: i64,
+    /// Review when the card paid for this many other customers in the card window...
+    pub card_customers_review: i64,
+    /// ... and block at this many.
+    pub card_customers_block: i64,
+    /// Block when more than this many cards were tried from one address in the address
+    /// window (card testing).
+    pub address_cards_max: i64,
 }
 
 impl Rules {
     /// The velocity window.
     pub const VELOCITY_WINDOW_MINUTES: i64 = 10;
+    /// The window in which a card shared between customers counts.
+    pub const CARD_WINDOW_HOURS: i64 = 24;
+    /// The window in which cards tried from one address count.
+    pub const ADDRESS_WINDOW_MINUTES: i64 = 60;
 }
 
 impl Default for Rules {
@@ -80,6 +115,9 @@ impl Default for Rules {
             amount_factor: 10,
             min_history: 3,
             first_payment_review_major: 1_000,
+            card_customers_review: 2,
+            card_customers_block: 4,
+            address_cards_max: 4,
         }
     }
 }
@@ -147,12 +185,90 @@ pub fn assess(rules: &Rules, signals: &Signals, amount: Money) -> (Verdict, Vec<
             format!("a first payment of {amount}"),
         );
     }
+    if signals.card_other_customers >= rules.card_customers_review {
+        let verdict = if signals.card_other_customers >= rules.card_customers_block {
+            Verdict::Block
+        } else {
+            Verdict::Review
+        };
+        say(
+            "card_shared",
+            verdict,
+            format!(
+                "the card paid for {} other customers in {} hours",
+                signals.card_other_customers,
+                Rules::CARD_WINDOW_HOURS
+            ),
+        );
+    }
+    if signals.address_cards > rules.address_cards_max {
+        say(
+            "card_testing",
+            Verdict::Block,
+            format!(
+                "{} different cards tried from the checkout's address in {} minutes",
+                signals.address_cards,
+                Rules::ADDRESS_WINDOW_MINUTES
+            ),
+        );
+    }
+    if let Some(detail) = country_mismatch(&signals.countries) {
+        say("country_mismatch", Verdict::Review, detail);
+    }
     let verdict = reasons
         .iter()
         .map(|r| r.verdict)
         .max()
         .unwrap_or(Verdict::Allow);
     (verdict, reasons)
+}
+
+/// Whether `ip` can say where a customer is: not loopback, private, shared (carrier-grade
+/// NAT), link-local or unspecified. Such addresses name a proxy or a local run, where every
+/// customer shares one address, so the address rules leave them out.
+pub fn is_customer_address(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_customer_address(v4.into()),
+            None => {
+                let first = v6.segments()[0];
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || (first & 0xfe00) == 0xfc00
+                    || (first & 0xffc0) == 0xfe80)
+            }
+        },
+    }
+}
+
+/// What disagrees among the countries, if anything: the card's against the billing
+/// address's, and the checkout's address against both (travellers and VPNs are common, so a
+/// mismatch is a review, never a block).
+fn country_mismatch(c: &Countries) -> Option<String> {
+    let mut seen = Vec::new();
+    if let (Some(card), Some(billing)) = (&c.card, &c.billing)
+        && card != billing
+    {
+        seen.push(format!(
+            "card issued in {card}, billing address in {billing}"
+        ));
+    }
+    if let Some(ip) = &c.ip {
+        let known: Vec<&String> = [&c.card, &c.billing].into_iter().flatten().collect();
+        if !known.is_empty() && known.iter().all(|k| *k != ip) {
+            seen.push(format!("checkout from an address in {ip}"));
+        }
+    }
+    (!seen.is_empty()).then(|| seen.join("; "))
 }
 
 #[cfg(test)]
@@ -247,5 +363,118 @@ mod tests {
         assert_eq!(verdict, Verdict::Block);
         let rules: Vec<&str> = reasons.iter().map(|r| r.rule.as_str()).collect();
         assert_eq!(rules, ["velocity", "first_payment_amount"]);
+    }
+}
+
+#[cfg(test)]
+mod card_and_address_tests {
+    use super::*;
+
+    #[test]
+    fn local_and_private_addresses_say_nothing_of_the_customer() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "100.64.0.1",
+            "169.254.1.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:192.168.1.1",
+        ] {
+            assert!(!is_customer_address(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "203.0.113.7",
+            "81.2.3.4",
+            "100.128.0.1",
+            "2001:db8::1",
+            "::ffff:81.2.3.4",
+        ] {
+            assert!(is_customer_address(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    fn eur(amount: i64) -> Money {
+        Money {
+            amount,
+            currency: "EUR".parse().unwrap(),
+        }
+    }
+
+    fn countries(card: Option<&str>, billing: Option<&str>, ip: Option<&str>) -> Signals {
+        Signals {
+            prior_authorized: 3,
+            average_authorized: Some(5_000),
+            countries: Countries {
+                card: card.map(Into::into),
+                billing: billing.map(Into::into),
+                ip: ip.map(Into::into),
+            },
+            ..Signals::default()
+        }
+    }
+
+    #[test]
+    fn a_card_shared_by_customers_is_reviewed_then_blocked() {
+        let rules = Rules::default();
+        let shared = |n| Signals {
+            card_other_customers: n,
+            ..countries(None, None, None)
+        };
+        assert_eq!(assess(&rules, &shared(1), eur(5_000)).0, Verdict::Allow);
+        let (verdict, reasons) = assess(&rules, &shared(2), eur(5_000));
+        assert_eq!(verdict, Verdict::Review);
+        assert_eq!(reasons[0].rule, "card_shared");
+        assert!(
+            reasons[0].detail.contains("2 other customers"),
+            "{reasons:?}"
+        );
+        assert_eq!(assess(&rules, &shared(4), eur(5_000)).0, Verdict::Block);
+    }
+
+    #[test]
+    fn the_fifth_card_from_one_address_in_an_hour_is_blocked() {
+        let rules = Rules::default();
+        let tried = |n| Signals {
+            address_cards: n,
+            ..countries(None, None, None)
+        };
+        assert_eq!(assess(&rules, &tried(4), eur(5_000)).0, Verdict::Allow);
+        let (verdict, reasons) = assess(&rules, &tried(5), eur(5_000));
+        assert_eq!(verdict, Verdict::Block);
+        assert_eq!(reasons[0].rule, "card_testing");
+    }
+
+    #[test]
+    fn countries_that_disagree_are_reviewed_and_unknown_ones_say_nothing() {
+        let rules = Rules::default();
+        let verdict = |c, b, i| assess(&rules, &countries(c, b, i), eur(5_000));
+        assert_eq!(
+            verdict(Some("ES"), Some("ES"), Some("ES")).0,
+            Verdict::Allow
+        );
+        assert_eq!(verdict(None, None, Some("US")).0, Verdict::Allow);
+        assert_eq!(verdict(Some("ES"), None, None).0, Verdict::Allow);
+        // Card and billing agree, the address is the one that is elsewhere: travelling.
+        let (v, reasons) = verdict(Some("ES"), Some("ES"), Some("US"));
+        assert_eq!(v, Verdict::Review);
+        assert_eq!(reasons[0].detail, "checkout from an address in US");
+        // The address matches one of them: only the card and billing disagree.
+        let (v, reasons) = verdict(Some("US"), Some("ES"), Some("ES"));
+        assert_eq!(v, Verdict::Review);
+        assert_eq!(reasons[0].rule, "country_mismatch");
+        assert_eq!(
+            reasons[0].detail,
+            "card issued in US, billing address in ES"
+        );
+        let (_, reasons) = verdict(Some("US"), Some("ES"), Some("BR"));
+        assert_eq!(
+            reasons[0].detail,
+            "card issued in US, billing address in ES; checkout from an address in BR"
+        );
     }
 }

@@ -5,13 +5,17 @@ use axum::{
     extract::{Path, Query, State},
 };
 use serde::{Deserialize, Serialize};
-use tienda_kit::{Problem, json::Json, jwt::Claims};
+use tienda_events::{Envelope, payment::PaymentReviewRejected};
+use tienda_kit::{Problem, json::Json, jwt::Claims, outbox};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
 use crate::{
-    db::fraud::{self, Decision},
+    db::{
+        fraud::{self, Decision},
+        payments,
+    },
     error::Error,
 };
 
@@ -36,8 +40,9 @@ pub struct ReviewList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewDecision {
-    /// `approved` (ship it) or `rejected` (cancel the order: `POST /v1/orders/{id}/cancel`
-    /// voids the payment).
+    /// `approved` (ship it) or `rejected` (`payment.review_rejected` is published and
+    /// orders cancels the order as an admin would: the payment is voided, or refunded if
+    /// already captured, and the stock put back).
     pub outcome: String,
     /// Why, at most 500 characters.
     #[serde(default)]
@@ -111,6 +116,21 @@ pub async fn decide(
         )));
     }
     let decided = fraud::get(&mut tx, id).await?.ok_or_else(not_found)?;
+    if decision.outcome == "rejected" {
+        let payment = payments::get(&mut tx, id).await?.ok_or_else(not_found)?;
+        let rejected = PaymentReviewRejected {
+            payment_id: id,
+            order_id: payment.order_id,
+            reviewed_by: admin.sub.clone(),
+            note: note.map(str::to_owned),
+        };
+        let envelope = Envelope {
+            correlation_id: payment.correlation_id,
+            causation_id: Some(payment.authorize_command_id),
+            ..Envelope::new(crate::SOURCE, rejected)
+        };
+        outbox::enqueue(&mut tx, envelope).await?;
+    }
     tx.commit().await?;
     tracing::info!(payment_id = %id, outcome = %decision.outcome, by = %admin.sub, "fraud review decided");
     Ok(Json(decided))

@@ -112,6 +112,15 @@ impl Receipt {
     }
 }
 
+/// What the provider says of a card payment method, for the fraud rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardFacts {
+    /// The same for every token of one card number (Stripe's `card.fingerprint`).
+    pub fingerprint: String,
+    /// The issuer's country, ISO 3166-1 alpha-2 (`card.country`).
+    pub country: Option<String>,
+}
+
 /// Where a refund is at the provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefundState {
@@ -218,6 +227,19 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// [`Provider::retrieve`], concludes a challenge.
     fn challenges_at_provider(&self) -> bool {
         false
+    }
+
+    /// What the provider says of `payment_method` when it is a card (`None`: not a card, or
+    /// the provider tells nothing; the card rules then stay silent). `customer` (an account
+    /// id or a guest's email) is for the sandbox, whose test cards are each customer's own.
+    fn describe<'a>(
+        &'a self,
+        payment_method: &'a str,
+        customer: &'a str,
+        deadline: DateTime<Utc>,
+    ) -> BoxFuture<'a, ProviderResult<Option<CardFacts>>> {
+        let _ = (payment_method, customer, deadline);
+        Box::pin(std::future::ready(Ok(None)))
     }
 
     /// Where the refund `reference` (a [`Receipt`] that was pending) is now. Providers whose

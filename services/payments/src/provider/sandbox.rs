@@ -16,7 +16,13 @@
 //! | `pm_card_sandbox_slow` (ours, not Stripe's) | authorized after the configured delay (default 3 s), or unavailable if the command's deadline comes first — for watching deadlines and progress acks |
 //! | `pm_card_sandbox_refundPending` (ours) | authorized; its refunds stay `pending` for the slow card's delay, then succeed |
 //! | `pm_card_sandbox_refundFails` (ours) | authorized; its refunds are `pending`, then fail (`expired_or_canceled_card`) |
+//! | `pm_card_us`, `pm_card_gb`, `pm_card_es`, `pm_card_de`, `pm_card_fr`, `pm_card_br`, `pm_card_mx`, `pm_card_jp` | authorized; a card issued in that country (the others are US cards, as Stripe's are) |
 //! | anything else | refused: no such PaymentMethod |
+//!
+//! Fingerprints, for the fraud rules: `pm_card_sandbox_shared` (ours) is one card whoever pays
+//! with it, so a card passed between customers can be tried; every other test card is a card
+//! of the paying customer's own, so many test customers paying with `pm_card_visa` are not
+//! taken for one stolen card.
 //!
 //! Captures, voids and other refunds succeed at once. Like Stripe, the sandbox remembers idempotency keys:
 //! a repeat gets the first answer, and a key reused with other parameters is refused.
@@ -32,8 +38,8 @@ use futures::{FutureExt, future::BoxFuture};
 use uuid::Uuid;
 
 use super::{
-    AuthorizeOutcome, AuthorizeRequest, FollowUpRequest, Provider, ProviderError, ProviderResult,
-    Receipt, RefundState,
+    AuthorizeOutcome, AuthorizeRequest, CardFacts, FollowUpRequest, Provider, ProviderError,
+    ProviderResult, Receipt, RefundState,
 };
 
 /// The sandbox's name on payments and in CircuitPolicy targets.
@@ -47,6 +53,9 @@ pub const REFUND_PENDING_CARD: &str = "pm_card_sandbox_refundPending";
 
 /// The test card whose refunds are pending, then fail.
 pub const REFUND_FAILS_CARD: &str = "pm_card_sandbox_refundFails";
+
+/// The test card that is one card whoever pays with it.
+pub const SHARED_CARD: &str = "pm_card_sandbox_shared";
 
 /// Refund references of the two cards above (the sandbox keeps no state: the reference
 /// says how the refund ends, and its UUIDv7 when it was made).
@@ -108,7 +117,39 @@ const CARDS: &[(&str, Behaviour)] = &[
     (SLOW_CARD, Behaviour::Slow),
     (REFUND_PENDING_CARD, Behaviour::Succeed),
     (REFUND_FAILS_CARD, Behaviour::Succeed),
+    (SHARED_CARD, Behaviour::Succeed),
+    ("pm_card_us", Behaviour::Succeed),
+    ("pm_card_gb", Behaviour::Succeed),
+    ("pm_card_es", Behaviour::Succeed),
+    ("pm_card_de", Behaviour::Succeed),
+    ("pm_card_fr", Behaviour::Succeed),
+    ("pm_card_br", Behaviour::Succeed),
+    ("pm_card_mx", Behaviour::Succeed),
+    ("pm_card_jp", Behaviour::Succeed),
 ];
+
+/// What the sandbox says of a test card: a fingerprint of the token (and of the customer,
+/// but for the shared card), and the country its name gives (`pm_card_es`), else the US.
+fn card_facts(token: &str, customer: &str) -> Option<CardFacts> {
+    CARDS.iter().find(|(t, _)| *t == token)?;
+    let owner = if token == SHARED_CARD { "" } else { customer };
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{token}\n{owner}").as_bytes(),
+    );
+    let fingerprint: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let country = token
+        .strip_prefix("pm_card_")
+        .filter(|c| c.len() == 2)
+        .map_or_else(|| "US".to_owned(), str::to_ascii_uppercase);
+    Some(CardFacts {
+        fingerprint: format!("sandbox_{fingerprint}"),
+        country: Some(country),
+    })
+}
 
 /// An answer kept under its idempotency key, with the parameters it answered.
 #[derive(Debug, Clone)]
@@ -268,6 +309,15 @@ impl Provider for Sandbox {
         request: &'a FollowUpRequest,
     ) -> BoxFuture<'a, ProviderResult<Receipt>> {
         futures::future::ready(self.follow_up("refund", request)).boxed()
+    }
+
+    fn describe<'a>(
+        &'a self,
+        payment_method: &'a str,
+        customer: &'a str,
+        _deadline: chrono::DateTime<Utc>,
+    ) -> BoxFuture<'a, ProviderResult<Option<CardFacts>>> {
+        futures::future::ready(Ok(card_facts(payment_method, customer))).boxed()
     }
 
     fn refund_status<'a>(

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use tienda_kit::outbound::Outbound;
 
 use super::{
-    AuthorizeOutcome, AuthorizeRequest, FollowUpRequest, Intent, IntentState, Provider,
+    AuthorizeOutcome, AuthorizeRequest, CardFacts, FollowUpRequest, Intent, IntentState, Provider,
     ProviderError, ProviderResult, Receipt, RefundState,
 };
 
@@ -442,6 +442,49 @@ impl Provider for Stripe {
                     refund.id
                 ))),
             }
+        })
+    }
+
+    fn describe<'a>(
+        &'a self,
+        payment_method: &'a str,
+        _customer: &'a str,
+        deadline: DateTime<Utc>,
+    ) -> BoxFuture<'a, ProviderResult<Option<CardFacts>>> {
+        #[derive(Deserialize)]
+        struct PaymentMethod {
+            #[serde(default)]
+            card: Option<Card>,
+        }
+        #[derive(Deserialize)]
+        struct Card {
+            #[serde(default)]
+            fingerprint: Option<String>,
+            #[serde(default)]
+            country: Option<String>,
+        }
+        Box::pin(async move {
+            // Only ids go into the path: a token with anything else is no PaymentMethod.
+            if !payment_method
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Ok(None);
+            }
+            let path = format!("/v1/payment_methods/{payment_method}");
+            let method: PaymentMethod =
+                match self.send(Method::GET, &path, None, None, deadline).await? {
+                    Answer::Ok(bytes) => parse(&bytes)?,
+                    Answer::Card(error) => return Err(ProviderError::Rejected(error.describe())),
+                };
+            Ok(method.card.and_then(|card| {
+                Some(CardFacts {
+                    fingerprint: card.fingerprint?,
+                    country: card
+                        .country
+                        .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase())),
+                })
+            }))
         })
     }
 

@@ -855,3 +855,35 @@ async fn a_signed_refund_webhook_has_a_pending_refund_looked_at_at_once() {
         "Stripe's state was read, not the event's"
     );
 }
+
+#[tokio::test]
+async fn the_fraud_rules_read_the_cards_fingerprint_and_country_from_stripe() {
+    let emulator = LocalStripe::start();
+    let mut app = spawn_on_stripe(&emulator, &[]).await;
+    let mut decided = Vec::new();
+    for billing in ["FR", "US"] {
+        let mut command = crate::helpers::authorize("pm_card_visa", eur(1_000));
+        command.billing_country = Some(billing.into());
+        let reply = app.ask(command.clone()).await;
+        assert_eq!(reply.name(), "authorized", "{:?}", reply.data());
+        let row: (Option<String>, Option<String>, String) = sqlx::query_as(
+            "SELECT p.card_fingerprint, p.card_country, d.verdict \
+             FROM payments p JOIN fraud_decisions d ON d.payment_id = p.id WHERE p.id = $1",
+        )
+        .bind(command.payment_id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        decided.push(row);
+    }
+    // localstripe issues its cards in France, one fingerprint per card number.
+    let fingerprint = decided[0].0.clone().expect("Stripe's card.fingerprint");
+    assert_eq!(
+        decided[0],
+        (Some(fingerprint.clone()), Some("FR".into()), "allow".into())
+    );
+    assert_eq!(
+        decided[1],
+        (Some(fingerprint), Some("FR".into()), "review".into())
+    );
+}
