@@ -80,6 +80,17 @@ pub struct Config {
     #[arg(long, env = "NOTIFICATIONS_RETRY_MAX_MS", default_value_t = 300_000)]
     pub retry_max_ms: u64,
 
+    /// Secrets the mail provider signs its callbacks with (Standard Webhooks, `whsec_…`),
+    /// comma-separated: rotate by adding the new one first. None: `POST
+    /// /v1/notifications/callbacks/email` answers 404.
+    #[arg(
+        long,
+        env = "NOTIFICATIONS_CALLBACK_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub callback_secrets: Vec<Secret<String>>,
+
     /// How often the delivery worker looks for due messages when not woken by a new one, in
     /// milliseconds (default 1000).
     #[arg(long, env = "NOTIFICATIONS_POLL_INTERVAL_MS", default_value_t = 1000)]

@@ -1,7 +1,9 @@
 //! Deliveries: one row per message to one recipient on one channel, written in the
 //! consumer's transaction and sent after commit by the [`crate::worker`]. Status moves
-//! `queued` → `sent`, or → `failed` after the last attempt or a permanent error; `suppressed`
-//! rows record messages not sent because the recipient opted out.
+//! `queued` → `sent` → `delivered` | `bounced` (the provider's callback), or → `failed` after
+//! the last attempt or a permanent error (the dead letter, which an admin replays);
+//! `suppressed` rows record messages not sent because the recipient opted out or is on the
+//! suppression list. Every change is kept in `delivery_events`.
 
 use std::time::Duration;
 
@@ -13,22 +15,46 @@ use crate::channel::Outgoing;
 /// The wake-up channel the worker listens on (notified at commit).
 pub const QUEUED_CHANNEL: &str = "notifications_queued";
 
-/// A delivery's state.
+/// A new delivery's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     /// Waiting to be sent (or retried).
     Queued,
-    /// Not sent: the recipient opted out of its category.
-    Suppressed,
+    /// Not sent, and why: `opted_out` (the recipient's preferences), `hard_bounce` or
+    /// `complaint` (the address is on the suppression list).
+    Suppressed(&'static str),
 }
 
 impl Status {
     fn as_str(self) -> &'static str {
         match self {
             Status::Queued => "queued",
-            Status::Suppressed => "suppressed",
+            Status::Suppressed(_) => "suppressed",
         }
     }
+
+    fn reason(self) -> Option<&'static str> {
+        match self {
+            Status::Queued => None,
+            Status::Suppressed(reason) => Some(reason),
+        }
+    }
+}
+
+/// Records a change of delivery `id`'s status in its history.
+pub async fn log(
+    conn: &mut PgConnection,
+    id: Uuid,
+    status: &str,
+    detail: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO delivery_events (delivery_id, status, detail) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(status)
+        .bind(detail)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// A delivery to record.
@@ -81,8 +107,9 @@ pub async fn record(conn: &mut PgConnection, new: &NewDelivery) -> Result<bool, 
     let inserted = sqlx::query(
         "INSERT INTO deliveries (id, event_id, event_type, kind, category, critical, sensitive,
              channel, recipient, user_id, locale, template_version, subject, body_text,
-             body_html, unsubscribe_url, status)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'email', $8, $9, $10, $11, $12, $13, $14, $15, $16)
+             body_html, unsubscribe_url, status, status_reason)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'email', $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                 $17)
          ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING",
     )
     .bind(o.id)
@@ -101,10 +128,14 @@ pub async fn record(conn: &mut PgConnection, new: &NewDelivery) -> Result<bool, 
     .bind(&o.html)
     .bind(&o.unsubscribe_url)
     .bind(new.status.as_str())
+    .bind(new.status.reason())
     .execute(&mut *conn)
     .await?
     .rows_affected()
         == 1;
+    if inserted {
+        log(conn, o.id, new.status.as_str(), new.status.reason()).await?;
+    }
     if inserted && new.status == Status::Queued {
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(QUEUED_CHANNEL)
@@ -173,18 +204,23 @@ pub async fn claim(
 
 /// Marks a delivery sent; bodies that grant access are blanked.
 pub async fn sent(pool: &PgPool, id: Uuid, provider_ref: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let mut tx = pool.begin().await?;
+    let changed = sqlx::query(
         "UPDATE deliveries
-         SET status = 'sent', sent_at = now(), provider_ref = $2, last_error = NULL,
+         SET status = 'sent', sent_at = now(), updated_at = now(), provider_ref = $2,
+             last_error = NULL,
              body_text = CASE WHEN sensitive THEN '' ELSE body_text END,
              body_html = CASE WHEN sensitive THEN '' ELSE body_html END
-         WHERE id = $1",
+         WHERE id = $1 AND status = 'queued'",
     )
     .bind(id)
     .bind(provider_ref)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    if changed.rows_affected() == 1 {
+        log(&mut tx, id, "sent", Some(provider_ref)).await?;
+    }
+    tx.commit().await
 }
 
 /// Schedules another attempt after `delay`, keeping the error.
@@ -194,24 +230,56 @@ pub async fn retry(
     delay: Duration,
     error: &str,
 ) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
     sqlx::query(
-        "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $2), last_error = $3
+        "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $2), last_error = $3,
+                updated_at = now()
          WHERE id = $1",
     )
     .bind(id)
     .bind(delay.as_secs_f64())
     .bind(error)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    let detail = format!("{error}; next attempt in {} ms", delay.as_millis());
+    log(&mut tx, id, "retrying", Some(&detail)).await?;
+    tx.commit().await
 }
 
-/// Gives up on a delivery.
+/// Gives up on a delivery: it waits in the dead letter for an admin's replay.
 pub async fn failed(pool: &PgPool, id: Uuid, error: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE deliveries SET status = 'failed', last_error = $2 WHERE id = $1")
-        .bind(id)
-        .bind(error)
-        .execute(pool)
-        .await?;
-    Ok(())
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE deliveries SET status = 'failed', last_error = $2, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(error)
+    .execute(&mut *tx)
+    .await?;
+    log(&mut tx, id, "failed", Some(error)).await?;
+    tx.commit().await
+}
+
+/// Queues a failed delivery again with its attempts reset (an admin's replay); `false` when
+/// it is not failed. Bodies blanked after sending cannot be replayed (they never fail).
+pub async fn replay(conn: &mut PgConnection, id: Uuid, by: &str) -> Result<bool, sqlx::Error> {
+    let changed = sqlx::query(
+        "UPDATE deliveries SET status = 'queued', attempts = 0, next_attempt_at = now(),
+                updated_at = now()
+         WHERE id = $1 AND status = 'failed'",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if changed {
+        log(conn, id, "queued", Some(&format!("replayed by {by}"))).await?;
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(QUEUED_CHANNEL)
+            .execute(conn)
+            .await?;
+    }
+    Ok(changed)
 }

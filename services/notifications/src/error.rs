@@ -18,6 +18,15 @@ pub enum Error {
     /// The token's subject is not a user id.
     #[error("the signed-in subject is not a user id")]
     NotAUser,
+    /// Nothing there (the sentence says what).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The thing is not in a state that allows it.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A callback whose signature does not verify.
+    #[error("bad signature: {0}")]
+    BadSignature(String),
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -35,6 +44,13 @@ impl From<Error> for Problem {
             .with_detail("This unsubscribe link is damaged or was not issued by this shop."),
             Error::NotAUser => Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
                 .with_detail("Preferences belong to user accounts."),
+            Error::NotFound(detail) => {
+                Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found").with_detail(detail)
+            }
+            Error::Conflict(detail) => {
+                Problem::new(StatusCode::CONFLICT, "conflict", "Conflict").with_detail(detail)
+            }
+            Error::BadSignature(detail) => Problem::bad_request(detail),
             Error::Database(err) => {
                 tracing::error!(error = %err, "database error");
                 Problem::internal()

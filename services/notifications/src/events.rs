@@ -26,6 +26,7 @@ use crate::{
     locale::Locale,
     preferences,
     templates::Templates,
+    tracking,
     trigger::{Contact, Links, Trigger},
     unsubscribe::Signer,
 };
@@ -156,10 +157,11 @@ impl Handler for Notify {
             locale = preferences::locale(conn, user_id).await?.unwrap_or(locale);
         }
         let opted_out = preferences::opted_out(conn, &subjects).await?;
-        let status = if category.is_sent_despite(&opted_out) {
-            Status::Queued
-        } else {
-            Status::Suppressed
+        let status = match tracking::suppressed(conn, "email", &recipient.email).await? {
+            Some(reason) if reason == "complaint" => Status::Suppressed("complaint"),
+            Some(_) => Status::Suppressed("hard_bounce"),
+            None if category.is_sent_despite(&opted_out) => Status::Queued,
+            None => Status::Suppressed("opted_out"),
         };
         let unsubscribe_url = (!category.critical()).then(|| {
             format!(

@@ -26,6 +26,7 @@ pub mod http;
 pub mod locale;
 pub mod preferences;
 pub mod templates;
+pub mod tracking;
 pub mod trigger;
 pub mod unsubscribe;
 pub mod worker;
@@ -124,10 +125,21 @@ impl Application {
             poll: Duration::from_millis(config.poll_interval_ms.max(10)),
         };
         platform.spawn(worker.run(platform.shutdown.clone()));
+        let callback_secrets = config
+            .callback_secrets
+            .iter()
+            .map(|secret| standardwebhooks::Webhook::new(secret.expose().trim()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "NOTIFICATIONS_CALLBACK_SECRETS: {e} (each is whsec_ followed by base64)"
+                )
+            })?;
         let (router, openapi) = http::router(http::AppState {
             db: platform.db().clone(),
             verifier: config.tokens.verifier(),
             signer,
+            callback_secrets: Arc::new(http::CallbackSecrets(callback_secrets)),
         });
         // Operators inspect, replay or discard the events this service gave up on.
         let admin = tienda_kit::dead_letter::router(

@@ -1,11 +1,17 @@
-//! The HTTP API: the signed-in user's preferences, and the one-click unsubscribe link.
+//! The HTTP API: the signed-in user's preferences and message history, the one-click
+//! unsubscribe link, the provider's callbacks, and for admins delivery search, replay and the
+//! suppression list.
 
+pub mod history;
 pub mod preferences;
+pub mod tracking;
 pub mod unsubscribe;
 
-use axum::{Router, middleware};
+use std::sync::Arc;
+
+use axum::{Router, extract::DefaultBodyLimit, middleware};
 use sqlx::PgPool;
-use tienda_kit::jwt::{Verifier, authenticate};
+use tienda_kit::jwt::{RequireRole, Verifier, authenticate, require_role};
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -20,19 +26,54 @@ pub struct AppState {
     pub verifier: Verifier,
     /// Checks unsubscribe tokens.
     pub signer: Signer,
+    /// Check the provider's callbacks (none: callbacks are refused).
+    pub callback_secrets: Arc<CallbackSecrets>,
 }
+
+impl std::fmt::Debug for CallbackSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} callback secrets", self.0.len())
+    }
+}
+
+/// The callback secrets, without their values in debug output.
+pub struct CallbackSecrets(pub Vec<standardwebhooks::Webhook>);
+
+/// The largest callback body taken.
+const CALLBACK_BODY_LIMIT: usize = 64 * 1024;
 
 /// The API and its OpenAPI document, from one list of handlers.
 pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let signed_in = OpenApiRouter::new()
         .routes(routes!(preferences::get, preferences::put))
+        .routes(routes!(history::mine))
         .route_layer(middleware::from_fn_with_state(
             state.verifier.clone(),
             authenticate,
         ));
+    let admin = OpenApiRouter::new()
+        .routes(routes!(history::search))
+        .routes(routes!(history::get))
+        .routes(routes!(history::replay))
+        .routes(routes!(tracking::suppressions))
+        .routes(routes!(tracking::lift))
+        .route_layer(middleware::from_fn_with_state(
+            RequireRole {
+                verifier: state.verifier.clone(),
+                role: "admin",
+            },
+            require_role,
+        ));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(unsubscribe::page, unsubscribe::one_click))
+        // Providers authenticate by signature over the raw body, within a bound.
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(tracking::callback))
+                .layer(DefaultBodyLimit::max(CALLBACK_BODY_LIMIT)),
+        )
         .merge(signed_in)
+        .merge(admin)
         .with_state(state)
         .split_for_parts()
 }

@@ -6,3 +6,4 @@ mod delivery;
 mod helpers;
 mod preferences;
 mod smtp;
+mod tracking;

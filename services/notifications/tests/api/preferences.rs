@@ -214,6 +214,13 @@ async fn the_openapi_document_lists_every_route() {
         "PUT /v1/notifications/preferences",
         "GET /v1/notifications/unsubscribe",
         "POST /v1/notifications/unsubscribe",
+        "GET /v1/notifications",
+        "GET /v1/notifications/deliveries",
+        "GET /v1/notifications/deliveries/{id}",
+        "POST /v1/notifications/deliveries/{id}/replay",
+        "POST /v1/notifications/callbacks/{channel}",
+        "GET /v1/notifications/suppressions",
+        "DELETE /v1/notifications/suppressions/{channel}/{recipient}",
     ] {
         assert!(
             operations.iter().any(|o| o == expected),
