@@ -7,6 +7,11 @@ use tienda_kit::{CommonConfig, TokenConfig, policy::PolicyConfig, secret::Secret
 
 use crate::locale::Locale;
 
+fn parse_zone(name: &str) -> Result<chrono_tz::Tz, String> {
+    crate::quiet::zone(name)
+        .ok_or_else(|| format!("{name:?} is not an IANA time zone (like Europe/Madrid)"))
+}
+
 /// `tienda-notifications`.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -67,6 +72,11 @@ pub struct Config {
     /// The language of messages to people who chose none (`es` or `en`; default `en`).
     #[arg(long, env = "NOTIFICATIONS_DEFAULT_LOCALE", default_value = "en")]
     pub default_locale: Locale,
+
+    /// The time zone of people who chose none, for their quiet hours (IANA; default `UTC`).
+    #[arg(long, env = "NOTIFICATIONS_DEFAULT_TIMEZONE", default_value = "UTC",
+          value_parser = parse_zone)]
+    pub default_timezone: chrono_tz::Tz,
 
     /// Attempts per message before it is marked failed (default 5).
     #[arg(long, env = "NOTIFICATIONS_MAX_ATTEMPTS", default_value_t = 5)]

@@ -82,6 +82,8 @@ pub struct NewDelivery {
     pub template_version: i32,
     /// Queued or suppressed.
     pub status: Status,
+    /// Not sent before this (the end of the recipient's quiet hours).
+    pub not_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Whether `(event, recipient, channel)` already has a delivery.
@@ -107,9 +109,9 @@ pub async fn record(conn: &mut PgConnection, new: &NewDelivery) -> Result<bool, 
     let inserted = sqlx::query(
         "INSERT INTO deliveries (id, event_id, event_type, kind, category, critical, sensitive,
              channel, recipient, user_id, locale, template_version, subject, body_text,
-             body_html, unsubscribe_url, status, status_reason)
+             body_html, unsubscribe_url, status, status_reason, next_attempt_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'email', $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                 $17)
+                 $17, coalesce($18, now()))
          ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING",
     )
     .bind(o.id)
@@ -129,12 +131,17 @@ pub async fn record(conn: &mut PgConnection, new: &NewDelivery) -> Result<bool, 
     .bind(&o.unsubscribe_url)
     .bind(new.status.as_str())
     .bind(new.status.reason())
+    .bind(new.not_before)
     .execute(&mut *conn)
     .await?
     .rows_affected()
         == 1;
     if inserted {
-        log(conn, o.id, new.status.as_str(), new.status.reason()).await?;
+        let held = new
+            .not_before
+            .map(|t| format!("quiet hours: held until {}", t.to_rfc3339()));
+        let detail = new.status.reason().or(held.as_deref());
+        log(conn, o.id, new.status.as_str(), detail).await?;
     }
     if inserted && new.status == Status::Queued {
         sqlx::query("SELECT pg_notify($1, '')")

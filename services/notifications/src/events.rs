@@ -42,6 +42,8 @@ pub struct Notify {
     pub signer: Signer,
     /// The language for people who chose none.
     pub default_locale: Locale,
+    /// The time zone of people who chose none (their quiet hours).
+    pub default_timezone: chrono_tz::Tz,
 }
 
 /// Decodes `T` and wraps it with its event id and type.
@@ -163,6 +165,18 @@ impl Handler for Notify {
             None if category.is_sent_despite(&opted_out) => Status::Queued,
             None => Status::Suppressed("opted_out"),
         };
+        // Non-critical messages wait for the end of the recipient's quiet hours.
+        let mut not_before = None;
+        if let (Some(user_id), Status::Queued, false) =
+            (recipient.user_id, status, category.critical())
+            && let Some((timezone, quiet)) = preferences::quiet_hours(conn, user_id).await?
+        {
+            let zone = timezone
+                .as_deref()
+                .and_then(crate::quiet::zone)
+                .unwrap_or(self.default_timezone);
+            not_before = quiet.release_at(zone, chrono::Utc::now());
+        }
         let unsubscribe_url = (!category.critical()).then(|| {
             format!(
                 "{}/v1/notifications/unsubscribe?token={}",
@@ -195,6 +209,7 @@ impl Handler for Notify {
                 locale: locale.as_str(),
                 template_version: rendered.version,
                 status,
+                not_before,
             },
         )
         .await?;

@@ -25,6 +25,7 @@ pub mod events;
 pub mod http;
 pub mod locale;
 pub mod preferences;
+pub mod quiet;
 pub mod templates;
 pub mod tracking;
 pub mod trigger;
@@ -104,6 +105,7 @@ impl Application {
             links,
             signer: signer.clone(),
             default_locale: config.default_locale,
+            default_timezone: config.default_timezone,
         };
         for (stream, durable) in CONSUMERS {
             platform.start_consumer(

@@ -1,17 +1,22 @@
-//! People's preferences: a locale, and the categories they opted out of (by their settings or
-//! by an unsubscribe link). Critical categories are never stored as opted out.
+//! People's preferences: a locale, a time zone and quiet hours, and the categories they opted
+//! out of (by their settings or by an unsubscribe link). Critical categories are never stored
+//! as opted out, and never wait for quiet hours to end.
 
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{category::Category, locale::Locale};
+use crate::{category::Category, locale::Locale, quiet::QuietHours};
 
 /// A signed-in user's preferences.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Preferences {
     /// The language of their messages; null: the shop's default.
     pub locale: Option<Locale>,
+    /// Their IANA time zone (`Europe/Madrid`); null: the shop's default.
+    pub timezone: Option<String>,
+    /// When non-critical messages wait, in their time zone; null: never.
+    pub quiet_hours: Option<QuietHours>,
     /// Every category, whether they get it.
     pub categories: Vec<CategoryPreference>,
 }
@@ -36,6 +41,12 @@ pub struct PreferencesUpdate {
     /// The language of their messages; null: the shop's default.
     #[serde(default)]
     pub locale: Option<Locale>,
+    /// Their IANA time zone (`Europe/Madrid`); null: the shop's default.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// When non-critical messages wait (`{"start": "22:00", "end": "08:00"}`); null: never.
+    #[serde(default)]
+    pub quiet_hours: Option<QuietHours>,
     /// Categories and whether they get them.
     #[serde(default)]
     pub categories: Vec<CategoryPreference>,
@@ -53,21 +64,59 @@ pub fn email_subject(email: &str) -> String {
 
 /// The field errors of `update`: unsubscribing from a critical category is refused.
 pub fn check(update: &PreferencesUpdate) -> Vec<(String, String)> {
-    update
-        .categories
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| !p.subscribed && p.category.critical())
-        .map(|(i, p)| {
+    let mut errors: Vec<(String, String)> = update
+        .timezone
+        .as_deref()
+        .filter(|tz| crate::quiet::zone(tz).is_none())
+        .map(|tz| {
             (
-                format!("categories[{i}].subscribed"),
+                "timezone".to_owned(),
                 format!(
-                    "{} messages are critical and always sent",
-                    p.category.as_str()
+                    "{tz:?} is not an IANA time zone (like Europe/Madrid or America/Mexico_City)"
                 ),
             )
         })
-        .collect()
+        .into_iter()
+        .collect();
+    errors.extend(
+        update
+            .categories
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.subscribed && p.category.critical())
+            .map(|(i, p)| {
+                (
+                    format!("categories[{i}].subscribed"),
+                    format!(
+                        "{} messages are critical and always sent",
+                        p.category.as_str()
+                    ),
+                )
+            }),
+    );
+    errors
+}
+
+/// A user's time zone and quiet hours, when they set quiet hours.
+pub async fn quiet_hours(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+) -> Result<Option<(Option<String>, QuietHours)>, sqlx::Error> {
+    type Row = (
+        Option<String>,
+        Option<chrono::NaiveTime>,
+        Option<chrono::NaiveTime>,
+    );
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT timezone, quiet_start, quiet_end FROM preferences WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(match row {
+        Some((timezone, Some(start), Some(end))) => Some((timezone, QuietHours { start, end })),
+        _ => None,
+    })
 }
 
 /// The categories `subjects` opted out of.
@@ -96,9 +145,17 @@ pub async fn locale(conn: &mut PgConnection, user_id: Uuid) -> Result<Option<Loc
 /// A user's preferences as they read them.
 pub async fn load(conn: &mut PgConnection, user_id: Uuid) -> Result<Preferences, sqlx::Error> {
     let locale = locale(conn, user_id).await?;
+    let timezone: Option<Option<String>> =
+        sqlx::query_scalar("SELECT timezone FROM preferences WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let quiet = quiet_hours(conn, user_id).await?.map(|(_, q)| q);
     let out = opted_out(conn, &[user_subject(user_id)]).await?;
     Ok(Preferences {
         locale,
+        timezone: timezone.flatten(),
+        quiet_hours: quiet,
         categories: Category::ALL
             .into_iter()
             .map(|category| CategoryPreference {
@@ -117,11 +174,17 @@ pub async fn save(
     update: &PreferencesUpdate,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO preferences (user_id, locale) VALUES ($1, $2)
-         ON CONFLICT (user_id) DO UPDATE SET locale = EXCLUDED.locale, updated_at = now()",
+        "INSERT INTO preferences (user_id, locale, timezone, quiet_start, quiet_end)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (user_id) DO UPDATE SET locale = EXCLUDED.locale,
+             timezone = EXCLUDED.timezone, quiet_start = EXCLUDED.quiet_start,
+             quiet_end = EXCLUDED.quiet_end, updated_at = now()",
     )
     .bind(user_id)
     .bind(update.locale.map(Locale::as_str))
+    .bind(update.timezone.as_deref())
+    .bind(update.quiet_hours.map(|q| q.start))
+    .bind(update.quiet_hours.map(|q| q.end))
     .execute(&mut *conn)
     .await?;
     let subject = user_subject(user_id);
@@ -174,6 +237,8 @@ mod tests {
     fn unsubscribing_from_a_critical_category_names_the_field() {
         let update = PreferencesUpdate {
             locale: None,
+            timezone: None,
+            quiet_hours: None,
             categories: vec![
                 CategoryPreference {
                     category: Category::Marketing,

@@ -228,3 +228,103 @@ async fn the_openapi_document_lists_every_route() {
         );
     }
 }
+
+#[tokio::test]
+async fn quiet_hours_hold_a_shipping_mail_until_they_end_and_never_a_password_reset() {
+    let app = spawn_app().await;
+    let user = Uuid::now_v7();
+    let token = app.issuer.token(&user.to_string(), &["customer"]);
+    // A window around now in Madrid (it may span midnight).
+    let madrid: chrono_tz::Tz = "Europe/Madrid".parse().unwrap();
+    let local = Utc::now().with_timezone(&madrid);
+    let start = (local - chrono::Duration::hours(1))
+        .format("%H:%M")
+        .to_string();
+    let end = (local + chrono::Duration::hours(1))
+        .format("%H:%M")
+        .to_string();
+
+    let refused = app
+        .send(
+            Method::PUT,
+            "/v1/notifications/preferences",
+            Some(&token),
+            Some(json!({"timezone": "Mars/Olympus"})),
+        )
+        .await;
+    assert_eq!(refused.status(), 422);
+    let problem: Value = refused.json().await.unwrap();
+    assert!(problem.to_string().contains("timezone"), "{problem}");
+    let bad_time = app
+        .send(
+            Method::PUT,
+            "/v1/notifications/preferences",
+            Some(&token),
+            Some(json!({"quiet_hours": {"start": "25:00", "end": "07:00"}})),
+        )
+        .await;
+    assert_eq!(bad_time.status(), 422);
+    let saved: Value = app
+        .send(
+            Method::PUT,
+            "/v1/notifications/preferences",
+            Some(&token),
+            Some(json!({"timezone": "Europe/Madrid",
+                        "quiet_hours": {"start": start, "end": end}})),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(saved["timezone"], "Europe/Madrid");
+    assert_eq!(saved["quiet_hours"], json!({"start": start, "end": end}));
+
+    let shipping = app
+        .publish(
+            "orders",
+            tienda_events::order::OrderShipped {
+                order_id: Uuid::now_v7(),
+                customer_id: Some(user),
+                email: "quiet@example.com".into(),
+                carrier: "Correos".into(),
+                tracking_number: "PK1".into(),
+            },
+        )
+        .await;
+    let reset = app
+        .publish(
+            "auth",
+            UserPasswordResetRequested {
+                user_id: user,
+                email: "quiet@example.com".into(),
+                token: "t".into(),
+                expires_at: Utc::now(),
+            },
+        )
+        .await;
+
+    assert_eq!(
+        app.settled(reset).await.status,
+        "sent",
+        "security never waits"
+    );
+    let (status, wait_until): (String, chrono::DateTime<Utc>) =
+        sqlx::query_as("SELECT status, next_attempt_at FROM deliveries WHERE event_id = $1")
+            .bind(shipping)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(status, "queued", "held");
+    let held = wait_until - Utc::now();
+    assert!(
+        held > chrono::Duration::minutes(55) && held <= chrono::Duration::minutes(61),
+        "held until the window ends, {held} from now"
+    );
+    // When the window ends, it goes.
+    sqlx::query("UPDATE deliveries SET next_attempt_at = now() WHERE event_id = $1")
+        .bind(shipping)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(app.settled(shipping).await.status, "sent");
+}
