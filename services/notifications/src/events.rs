@@ -24,7 +24,7 @@ use crate::{
     contacts,
     deliveries::{self, NewDelivery, Status},
     locale::Locale,
-    preferences,
+    preferences, template_store,
     templates::Templates,
     tracking,
     trigger::{Contact, Links, Trigger},
@@ -185,7 +185,26 @@ impl Handler for Notify {
             )
         });
         let context = trigger.context(locale, &self.links, unsubscribe_url.as_deref());
-        let rendered = self.templates.render(kind, locale, &context).map_err(|e| {
+        // The newest edited version, else the shipped one. An edit that passed its check
+        // but fails on a real event (a value only some events lack) falls back to the
+        // shipped version rather than lose the message.
+        let edited = match template_store::latest(conn, kind, locale).await? {
+            Some(edited) => self
+                .templates
+                .render_version(kind, locale, edited.version, &edited.draft(), &context)
+                .inspect_err(|e| {
+                    tracing::error!(kind = kind.as_str(), %locale, version = edited.version,
+                        error = %crate::templates::describe(e),
+                        "an edited template failed; the shipped one is used");
+                })
+                .ok(),
+            None => None,
+        };
+        let rendered = match edited {
+            Some(rendered) => Ok(rendered),
+            None => self.templates.render(kind, locale, &context),
+        }
+        .map_err(|e| {
             HandlerError::Permanent(anyhow::anyhow!("rendering {}: {e:#}", kind.as_str()))
         })?;
         deliveries::record(

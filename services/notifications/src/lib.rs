@@ -26,6 +26,7 @@ pub mod http;
 pub mod locale;
 pub mod preferences;
 pub mod quiet;
+pub mod template_store;
 pub mod templates;
 pub mod tracking;
 pub mod trigger;
@@ -101,8 +102,8 @@ impl Application {
         };
         platform.start_relay(RelayConfig::default())?;
         let handler = events::Notify {
-            templates,
-            links,
+            templates: templates.clone(),
+            links: links.clone(),
             signer: signer.clone(),
             default_locale: config.default_locale,
             default_timezone: config.default_timezone,
@@ -142,6 +143,8 @@ impl Application {
             verifier: config.tokens.verifier(),
             signer,
             callback_secrets: Arc::new(http::CallbackSecrets(callback_secrets)),
+            templates,
+            links,
         });
         // Operators inspect, replay or discard the events this service gave up on.
         let admin = tienda_kit::dead_letter::router(

@@ -3,13 +3,26 @@
 //! an unknown variable is an error, not an empty string, so a template that names a value its
 //! event does not carry fails loudly in tests instead of sending a hole.
 //!
-//! The shipped templates are version [`BUILTIN_VERSION`]; a delivery records the version it
-//! was rendered with. (Editable templates stored per version are not built yet.)
+//! The shipped templates are version [`BUILTIN_VERSION`]. Admins edit a kind's templates in
+//! one locale by saving a new version (`template_versions`; the newest is used, older ones
+//! stay for the record and to go back to); a delivery records the version it was rendered
+//! with. A version is refused at save when a part does not compile or does not render against
+//! the kind's sample event, with the part and the line. Templates run sandboxed: no file or
+//! network access, a fuel limit against endless loops, values escaped in HTML parts.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, syntax::SyntaxConfig, value::Serde};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{locale::Locale, trigger::Kind};
+use crate::{
+    locale::Locale,
+    trigger::{Kind, Links, Trigger},
+};
 
 /// The version of the templates compiled into this binary.
 pub const BUILTIN_VERSION: i32 = 1;
@@ -27,10 +40,113 @@ pub struct Rendered {
     pub version: i32,
 }
 
-/// The compiled templates.
+/// One version's sources: a subject, a plain-text body and an HTML body (the shop's layout
+/// wraps both bodies: header, footer, unsubscribe link).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Draft {
+    /// One line (whitespace is folded).
+    pub subject: String,
+    /// The `text/plain` body.
+    pub body_text: String,
+    /// The `text/html` body (values are escaped).
+    pub body_html: String,
+}
+
+/// The compiled templates: the shipped ones, and edited versions compiled on first use.
 #[derive(Debug)]
 pub struct Templates {
     env: Environment<'static>,
+    edited: Mutex<HashMap<(Kind, Locale, i32), Arc<Environment<'static>>>>,
+}
+
+/// An environment with the sandbox's settings and the layouts.
+fn environment() -> Result<Environment<'static>, minijinja::Error> {
+    let mut env = Environment::new();
+    env.set_syntax(
+        SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()?,
+    );
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(".html") {
+            AutoEscape::Html
+        } else {
+            AutoEscape::None
+        }
+    });
+    // A template cannot loop forever or recurse without bound.
+    env.set_fuel(Some(100_000));
+    env.add_template_owned("layout.html", LAYOUT_HTML)?;
+    env.add_template_owned("layout.txt", LAYOUT_TEXT)?;
+    Ok(env)
+}
+
+/// Adds one kind's three templates in one locale. The bodies extend the layouts on their own
+/// first line, so an error's line is the line of the source as written.
+fn add(
+    env: &mut Environment<'static>,
+    kind: Kind,
+    locale: Locale,
+    draft: &Draft,
+) -> Result<(), (&'static str, minijinja::Error)> {
+    let [subject, text, html] = names(kind, locale);
+    env.add_template_owned(subject, draft.subject.clone())
+        .map_err(|e| ("subject", e))?;
+    env.add_template_owned(
+        text,
+        format!(
+            "{{% extends \"layout.txt\" %}}{{% block body %}}{}{{% endblock %}}",
+            draft.body_text
+        ),
+    )
+    .map_err(|e| ("body_text", e))?;
+    env.add_template_owned(
+        html,
+        format!(
+            "{{% extends \"layout.html\" %}}{{% block body %}}{}{{% endblock %}}",
+            draft.body_html
+        ),
+    )
+    .map_err(|e| ("body_html", e))
+}
+
+/// An error as an editor reads it: the line and what is wrong.
+pub fn describe(error: &minijinja::Error) -> String {
+    let what = error
+        .detail()
+        .map_or_else(|| error.kind().to_string(), str::to_owned);
+    match error.line() {
+        Some(line) => format!("line {line}: {what}"),
+        None => what,
+    }
+}
+
+/// Renders `kind`'s three templates from `env`.
+fn render_in(
+    env: &Environment<'static>,
+    kind: Kind,
+    locale: Locale,
+    context: &Value,
+    version: i32,
+) -> Result<Rendered, (&'static str, minijinja::Error)> {
+    let [subject, text, html] = names(kind, locale);
+    let context = minijinja::Value::from(Serde(context));
+    let part = |name: &str, field| {
+        env.get_template(name)
+            .and_then(|t| t.render(&context))
+            .map_err(|e| (field, e))
+    };
+    let subject = part(&subject, "subject")?;
+    Ok(Rendered {
+        // A header is one line whatever the template did.
+        subject: subject.split_whitespace().collect::<Vec<_>>().join(" "),
+        text: part(&text, "body_text")?,
+        html: part(&html, "body_html")?,
+        version,
+    })
 }
 
 /// The names of one kind's three templates in one locale.
@@ -46,63 +162,151 @@ fn names(kind: Kind, locale: Locale) -> [String; 3] {
 impl Templates {
     /// Compiles the shipped templates; an error names the template and line.
     pub fn builtin() -> Result<Self, minijinja::Error> {
-        let mut env = Environment::new();
-        env.set_syntax(
-            SyntaxConfig::builder()
-                .trim_blocks(true)
-                .lstrip_blocks(true)
-                .build()?,
-        );
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_auto_escape_callback(|name| {
-            if name.ends_with(".html") {
-                AutoEscape::Html
-            } else {
-                AutoEscape::None
-            }
-        });
-        // A template cannot loop forever or recurse without bound.
-        env.set_fuel(Some(100_000));
-        env.add_template_owned("layout.html", LAYOUT_HTML)?;
-        env.add_template_owned("layout.txt", LAYOUT_TEXT)?;
+        let mut env = environment()?;
         for source in SOURCES {
-            let [subject, text, html] = names(source.kind, source.locale);
-            env.add_template_owned(subject, source.subject)?;
-            env.add_template_owned(
-                text,
-                format!(
-                    "{{% extends \"layout.txt\" %}}{{% block body %}}{}{{% endblock %}}",
-                    source.text
-                ),
-            )?;
-            env.add_template_owned(
-                html,
-                format!(
-                    "{{% extends \"layout.html\" %}}{{% block body %}}{}{{% endblock %}}",
-                    source.html
-                ),
-            )?;
+            add(&mut env, source.kind, source.locale, &source.draft()).map_err(|(_, e)| e)?;
         }
-        Ok(Self { env })
+        Ok(Self {
+            env,
+            edited: Mutex::default(),
+        })
     }
 
-    /// Renders `kind` in `locale` with `context`.
+    /// Renders `kind` in `locale` with `context` from the shipped templates.
     pub fn render(
         &self,
         kind: Kind,
         locale: Locale,
         context: &Value,
     ) -> Result<Rendered, minijinja::Error> {
-        let [subject, text, html] = names(kind, locale);
-        let context = minijinja::Value::from(Serde(context));
-        let subject = self.env.get_template(&subject)?.render(&context)?;
-        Ok(Rendered {
-            // A header is one line whatever the template did.
-            subject: subject.split_whitespace().collect::<Vec<_>>().join(" "),
-            text: self.env.get_template(&text)?.render(&context)?,
-            html: self.env.get_template(&html)?.render(&context)?,
-            version: BUILTIN_VERSION,
-        })
+        render_in(&self.env, kind, locale, context, BUILTIN_VERSION).map_err(|(_, e)| e)
+    }
+
+    /// Renders `kind` in `locale` with `context` from edited `version` (compiled once).
+    pub fn render_version(
+        &self,
+        kind: Kind,
+        locale: Locale,
+        version: i32,
+        draft: &Draft,
+        context: &Value,
+    ) -> Result<Rendered, minijinja::Error> {
+        let key = (kind, locale, version);
+        let cached = self
+            .edited
+            .lock()
+            .expect("never poisoned: no panics while held")
+            .get(&key)
+            .cloned();
+        let env = match cached {
+            Some(env) => env,
+            None => {
+                let mut env = environment()?;
+                add(&mut env, kind, locale, draft).map_err(|(_, e)| e)?;
+                let env = Arc::new(env);
+                let mut edited = self
+                    .edited
+                    .lock()
+                    .expect("never poisoned: no panics while held");
+                if edited.len() >= 1_000 {
+                    edited.clear();
+                }
+                edited.insert(key, env.clone());
+                env
+            }
+        };
+        render_in(&env, kind, locale, context, version).map_err(|(_, e)| e)
+    }
+
+    /// The shipped sources of `kind` in `locale` (version [`BUILTIN_VERSION`]).
+    pub fn builtin_draft(kind: Kind, locale: Locale) -> Draft {
+        SOURCES
+            .iter()
+            .find(|s| s.kind == kind && s.locale == locale)
+            .expect("every kind is shipped in every locale (tested)")
+            .draft()
+    }
+
+    /// Why `draft` cannot be saved for `kind` in `locale`, by field: a part that does not
+    /// compile, or does not render against the kind's sample event (a value it does not
+    /// carry, a loop that runs out of fuel), with the line.
+    pub fn check(kind: Kind, locale: Locale, draft: &Draft) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        for (field, text, max) in [
+            ("subject", &draft.subject, 1_000),
+            ("body_text", &draft.body_text, 64 * 1024),
+            ("body_html", &draft.body_html, 64 * 1024),
+        ] {
+            if text.trim().is_empty() {
+                errors.push((field.to_owned(), "must not be empty".to_owned()));
+            } else if text.len() > max {
+                errors.push((field.to_owned(), format!("must be at most {max} bytes")));
+            }
+        }
+        if !errors.is_empty() {
+            return errors;
+        }
+        let mut env = match environment() {
+            Ok(env) => env,
+            Err(e) => return vec![("template".into(), describe(&e))],
+        };
+        // Each part compiled alone first, so an unclosed block is reported as the editor
+        // wrote it, not at the layout's wrapper.
+        for (field, source) in [
+            ("subject", &draft.subject),
+            ("body_text", &draft.body_text),
+            ("body_html", &draft.body_html),
+        ] {
+            if let Err(e) = env.template_from_str(source) {
+                errors.push((field.to_owned(), describe(&e)));
+            }
+        }
+        if !errors.is_empty() {
+            return errors;
+        }
+        if let Err((field, e)) = add(&mut env, kind, locale, draft) {
+            return vec![(field.to_owned(), describe(&e))];
+        }
+        let links = Links {
+            public_url: "https://shop.example".into(),
+            shop: "Tienda".into(),
+        };
+        let sample = Trigger::sample(kind);
+        // Rendered both ways: with the unsubscribe link a non-critical message carries, and
+        // without (the critical ones).
+        for unsubscribe in [
+            Some("https://shop.example/v1/notifications/unsubscribe?token=t"),
+            None,
+        ] {
+            let context = sample.context(locale, &links, unsubscribe);
+            if let Err((field, e)) = render_in(&env, kind, locale, &context, 0) {
+                return vec![(field.to_owned(), describe(&e))];
+            }
+        }
+        Vec::new()
+    }
+
+    /// `draft` rendered against `kind`'s sample event (the preview).
+    pub fn preview(
+        &self,
+        kind: Kind,
+        locale: Locale,
+        version: i32,
+        draft: &Draft,
+        links: &Links,
+    ) -> Result<Rendered, minijinja::Error> {
+        let unsubscribe = (!kind.category().critical()).then(|| {
+            format!(
+                "{}/v1/notifications/unsubscribe?token=preview",
+                links.public_url
+            )
+        });
+        let context = Trigger::sample(kind).context(locale, links, unsubscribe.as_deref());
+        if version == BUILTIN_VERSION {
+            self.render(kind, locale, &context)
+        } else {
+            self.render_version(kind, locale, version, draft, &context)
+        }
     }
 }
 
@@ -112,6 +316,16 @@ struct Source {
     subject: &'static str,
     text: &'static str,
     html: &'static str,
+}
+
+impl Source {
+    fn draft(&self) -> Draft {
+        Draft {
+            subject: self.subject.to_owned(),
+            body_text: self.text.to_owned(),
+            body_html: self.html.to_owned(),
+        }
+    }
 }
 
 const LAYOUT_TEXT: &str = "{% block body %}{% endblock %}
@@ -507,6 +721,68 @@ mod tests {
         assert!(rendered.text.contains("https://s/r?token=t"));
         assert!(!rendered.text.contains("Darse de baja"));
         assert!(rendered.subject.starts_with("Restablece"));
+    }
+
+    #[test]
+    fn every_shipped_template_passes_the_save_check() {
+        for kind in Kind::ALL {
+            for locale in Locale::ALL {
+                let draft = Templates::builtin_draft(kind, locale);
+                assert_eq!(
+                    Templates::check(kind, locale, &draft),
+                    [],
+                    "{}",
+                    kind.as_str()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_edit_is_refused_naming_the_part_and_the_line() {
+        let mut draft = Templates::builtin_draft(Kind::OrderShipped, Locale::En);
+        draft.body_html = "<p>Hello</p>\n<p>{% if carrier %}Sent</p>\n".into();
+        let errors = Templates::check(Kind::OrderShipped, Locale::En, &draft);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "body_html");
+        assert!(errors[0].1.starts_with("line 2"), "{errors:?}");
+
+        let mut draft = Templates::builtin_draft(Kind::OrderShipped, Locale::En);
+        draft.body_text = "Line one\nYour {{ parcel_colour }} parcel\n".into();
+        let errors = Templates::check(Kind::OrderShipped, Locale::En, &draft);
+        assert_eq!(errors[0].0, "body_text");
+        assert!(errors[0].1.starts_with("line 2"), "{errors:?}");
+
+        let mut draft = Templates::builtin_draft(Kind::Welcome, Locale::Es);
+        draft.subject =
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+                .into();
+        let errors = Templates::check(Kind::Welcome, Locale::Es, &draft);
+        assert_eq!(errors[0].0, "subject", "out of fuel: {errors:?}");
+
+        draft.subject = " ".into();
+        assert_eq!(
+            Templates::check(Kind::Welcome, Locale::Es, &draft)[0].1,
+            "must not be empty"
+        );
+    }
+
+    #[test]
+    fn an_edited_version_renders_with_its_own_number() {
+        let templates = Templates::builtin().unwrap();
+        let draft = Draft {
+            subject: "¡{{ name }}, ya estás dentro!".into(),
+            body_text: "Hola {{ name }}\n".into(),
+            body_html: "<p>Hola {{ name }}</p>\n".into(),
+        };
+        let context = Trigger::sample(Kind::Welcome).context(Locale::Es, &links(), None);
+        let rendered = templates
+            .render_version(Kind::Welcome, Locale::Es, 3, &draft, &context)
+            .unwrap();
+        assert_eq!(rendered.subject, "¡Ada, ya estás dentro!");
+        assert_eq!(rendered.version, 3);
+        assert!(rendered.html.contains("<p>Hola Ada</p>"));
+        assert!(rendered.html.contains("</html>"), "in the layout");
     }
 
     #[test]

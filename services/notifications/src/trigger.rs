@@ -72,6 +72,11 @@ impl Kind {
         }
     }
 
+    /// The kind a template family's name stands for.
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// The category its messages belong to.
     pub fn category(self) -> Category {
         match self {
@@ -150,6 +155,67 @@ impl Trigger {
             Trigger::OrderRefunded(_) => Kind::OrderRefunded,
             Trigger::PaymentDeclined(..) => Kind::PaymentDeclined,
             Trigger::PaymentRequiresAction(..) => Kind::PaymentRequiresAction,
+        }
+    }
+
+    /// A made-up event of `kind`, for checking and previewing its templates.
+    pub fn sample(kind: Kind) -> Trigger {
+        let order = "01932c07-a5f0-7c3e-9a53-000000000005";
+        let customer = "01932c07-a5f0-7c3e-9a53-000000000001";
+        let items = json!([
+            {"sku": "TEE-BLK-M", "name": "Camiseta negra", "quantity": 2,
+             "unit_price": {"amount": 1999, "currency": "EUR"}},
+            {"sku": "MUG-01", "name": "Taza", "quantity": 1,
+             "unit_price": {"amount": 900, "currency": "EUR"}}
+        ]);
+        let total = json!({"amount": 4898, "currency": "EUR"});
+        let contact = Contact {
+            user_id: customer.parse().ok(),
+            email: "ada@example.com".into(),
+        };
+        fn from<T: serde::de::DeserializeOwned>(value: Value) -> T {
+            serde_json::from_value(value).expect("the samples match the contracts (tested)")
+        }
+        match kind {
+            Kind::Welcome => Trigger::Welcome(from(json!({
+                "user_id": customer, "email": "ada@example.com", "name": "Ada",
+                "roles": ["customer"]}))),
+            Kind::PasswordReset => Trigger::PasswordReset(from(json!({
+                "user_id": customer, "email": "ada@example.com", "token": "sample-token",
+                "expires_at": "2026-11-29T13:00:00Z"}))),
+            Kind::OrderPlaced => Trigger::OrderPlaced(from(json!({
+                "order_id": order, "customer_id": customer, "email": "ada@example.com",
+                "items": items, "total": total}))),
+            Kind::OrderConfirmed => Trigger::OrderConfirmed(from(json!({
+                "order_id": order, "customer_id": customer, "email": "ada@example.com",
+                "payment_id": "01932c07-a5f0-7c3e-9a53-000000000006",
+                "items": items, "total": total}))),
+            Kind::OrderCancelled => Trigger::OrderCancelled(from(json!({
+                "order_id": order, "customer_id": customer, "email": "ada@example.com",
+                "reason": "out_of_stock", "detail": "MUG-01 is out of stock (1 asked, 0 left)."}))),
+            Kind::OrderShipped => Trigger::OrderShipped(from(json!({
+                "order_id": order, "customer_id": customer, "email": "ada@example.com",
+                "carrier": "Correos", "tracking_number": "PQ4BA20123456"}))),
+            Kind::OrderDelivered => Trigger::OrderDelivered(from(json!({
+                "order_id": order, "customer_id": customer, "email": "ada@example.com",
+                "delivered_at": "2026-11-29T15:00:00Z"}))),
+            Kind::OrderRefunded => Trigger::OrderRefunded(from(json!({
+                "order_id": order, "customer_id": customer, "email": "ada@example.com",
+                "amount": {"amount": 900, "currency": "EUR"},
+                "refunded_total": {"amount": 900, "currency": "EUR"}, "full": false}))),
+            Kind::PaymentDeclined => Trigger::PaymentDeclined(
+                from(json!({
+                    "payment_id": "01932c07-a5f0-7c3e-9a53-000000000006", "order_id": order,
+                    "code": "insufficient_funds", "message": "The card has insufficient funds."})),
+                contact,
+            ),
+            Kind::PaymentRequiresAction => Trigger::PaymentRequiresAction(
+                from(json!({
+                    "payment_id": "01932c07-a5f0-7c3e-9a53-000000000006", "order_id": order,
+                    "action_url": "https://shop.example/v1/payments/x/challenges/y",
+                    "expires_at": "2026-11-29T13:00:00Z"})),
+                contact,
+            ),
         }
     }
 
@@ -241,6 +307,14 @@ impl Trigger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_has_a_sample_of_its_own_kind() {
+        for kind in Kind::ALL {
+            assert_eq!(Trigger::sample(kind).kind(), kind);
+            assert_eq!(Kind::parse(kind.as_str()), Some(kind));
+        }
+    }
 
     #[test]
     fn only_shipping_and_account_messages_are_optional() {

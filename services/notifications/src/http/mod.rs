@@ -4,6 +4,7 @@
 
 pub mod history;
 pub mod preferences;
+pub mod templates;
 pub mod tracking;
 pub mod unsubscribe;
 
@@ -28,6 +29,10 @@ pub struct AppState {
     pub signer: Signer,
     /// Check the provider's callbacks (none: callbacks are refused).
     pub callback_secrets: Arc<CallbackSecrets>,
+    /// The templates (previews).
+    pub templates: Arc<crate::templates::Templates>,
+    /// Where links in messages point (previews).
+    pub links: crate::trigger::Links,
 }
 
 impl std::fmt::Debug for CallbackSecrets {
@@ -57,6 +62,10 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(history::replay))
         .routes(routes!(tracking::suppressions))
         .routes(routes!(tracking::lift))
+        .routes(routes!(templates::list))
+        .routes(routes!(templates::get, templates::save))
+        .routes(routes!(templates::version))
+        .routes(routes!(templates::preview))
         .route_layer(middleware::from_fn_with_state(
             RequireRole {
                 verifier: state.verifier.clone(),

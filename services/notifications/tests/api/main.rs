@@ -6,4 +6,5 @@ mod delivery;
 mod helpers;
 mod preferences;
 mod smtp;
+mod templates;
 mod tracking;

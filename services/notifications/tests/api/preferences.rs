@@ -221,6 +221,11 @@ async fn the_openapi_document_lists_every_route() {
         "POST /v1/notifications/callbacks/{channel}",
         "GET /v1/notifications/suppressions",
         "DELETE /v1/notifications/suppressions/{channel}/{recipient}",
+        "GET /v1/notifications/templates",
+        "GET /v1/notifications/templates/{kind}/{locale}",
+        "POST /v1/notifications/templates/{kind}/{locale}",
+        "GET /v1/notifications/templates/{kind}/{locale}/versions/{version}",
+        "GET /v1/notifications/templates/{kind}/{locale}/versions/{version}/preview",
     ] {
         assert!(
             operations.iter().any(|o| o == expected),
