@@ -101,6 +101,21 @@ pub struct Config {
     )]
     pub callback_secrets: Vec<Secret<String>>,
 
+    /// Whether webhook endpoints may resolve to private, loopback or link-local addresses (a
+    /// receiver inside the cluster, a local run). Off: such a delivery fails at once, naming
+    /// the address (server-side request forgery).
+    #[arg(long, env = "NOTIFICATIONS_WEBHOOKS_ALLOW_PRIVATE", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub webhooks_allow_private: bool,
+
+    /// How long a webhook receiver may take to answer, in milliseconds (default 10000).
+    #[arg(
+        long,
+        env = "NOTIFICATIONS_WEBHOOK_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub webhook_timeout_ms: u64,
+
     /// How often the delivery worker looks for due messages when not woken by a new one, in
     /// milliseconds (default 1000).
     #[arg(long, env = "NOTIFICATIONS_POLL_INTERVAL_MS", default_value_t = 1000)]

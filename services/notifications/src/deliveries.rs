@@ -155,7 +155,9 @@ pub async fn record(conn: &mut PgConnection, new: &NewDelivery) -> Result<bool, 
 /// A delivery claimed for one attempt.
 #[derive(Debug, Clone)]
 pub struct Claimed {
-    /// The message.
+    /// `email` or `webhook`.
+    pub channel: String,
+    /// The message (for a webhook: `to` is the endpoint's id, `text` the event's JSON).
     pub outgoing: Outgoing,
     /// Attempts so far, this one included.
     pub attempts: u32,
@@ -164,6 +166,7 @@ pub struct Claimed {
 #[derive(sqlx::FromRow)]
 struct ClaimedRow {
     id: Uuid,
+    channel: String,
     recipient: String,
     subject: String,
     body_text: String,
@@ -187,7 +190,8 @@ pub async fn claim(
                       WHERE status = 'queued' AND next_attempt_at <= now()
                       ORDER BY next_attempt_at LIMIT $1
                       FOR UPDATE SKIP LOCKED)
-         RETURNING id, recipient, subject, body_text, body_html, unsubscribe_url, attempts",
+         RETURNING id, channel, recipient, subject, body_text, body_html, unsubscribe_url,
+                   attempts",
     )
     .bind(limit)
     .bind(lease.as_secs_f64())
@@ -196,6 +200,7 @@ pub async fn claim(
     Ok(rows
         .into_iter()
         .map(|r| Claimed {
+            channel: r.channel,
             outgoing: Outgoing {
                 id: r.id,
                 to: r.recipient,
@@ -250,6 +255,29 @@ pub async fn retry(
     .await?;
     let detail = format!("{error}; next attempt in {} ms", delay.as_millis());
     log(&mut tx, id, "retrying", Some(&detail)).await?;
+    tx.commit().await
+}
+
+/// The receiver asked to wait (`Retry-After`): tried again after `delay` without counting
+/// this attempt.
+pub async fn throttled(
+    pool: &PgPool,
+    id: Uuid,
+    delay: Duration,
+    message: &str,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE deliveries SET attempts = greatest(attempts - 1, 0), last_error = $3,
+                next_attempt_at = now() + make_interval(secs => $2), updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(delay.as_secs_f64())
+    .bind(message)
+    .execute(&mut *tx)
+    .await?;
+    log(&mut tx, id, "throttled", Some(message)).await?;
     tx.commit().await
 }
 

@@ -29,6 +29,7 @@ use crate::{
     tracking,
     trigger::{Contact, Links, Trigger},
     unsubscribe::Signer,
+    webhooks,
 };
 
 /// The handler shared by the three consumers.
@@ -44,6 +45,14 @@ pub struct Notify {
     pub default_locale: Locale,
     /// The time zone of people who chose none (their quiet hours).
     pub default_timezone: chrono_tz::Tz,
+}
+
+/// The parts of an envelope webhooks need.
+#[derive(serde::Deserialize)]
+struct EnvelopeHead {
+    id: Uuid,
+    #[serde(rename = "type")]
+    message_type: String,
 }
 
 /// Decodes `T` and wraps it with its event id and type.
@@ -143,6 +152,10 @@ impl Handler for Notify {
         conn: &mut PgConnection,
         delivery: &Delivery,
     ) -> Result<(), HandlerError> {
+        // Integrations' webhooks first: every event of a subscribed type, mailed or not.
+        if let Ok(head) = serde_json::from_slice::<EnvelopeHead>(&delivery.payload) {
+            webhooks::fan_out(conn, head.id, &head.message_type, &delivery.payload).await?;
+        }
         let Some((event_id, event_type, trigger)) = self.trigger(conn, delivery).await? else {
             return Ok(());
         };

@@ -31,6 +31,7 @@ pub mod templates;
 pub mod tracking;
 pub mod trigger;
 pub mod unsubscribe;
+pub mod webhooks;
 pub mod worker;
 
 use std::{sync::Arc, time::Duration};
@@ -115,6 +116,11 @@ impl Application {
             )?;
         }
         let worker = Worker {
+            webhooks: webhooks::WebhookSender {
+                db: platform.db().clone(),
+                allow_private: config.webhooks_allow_private,
+                timeout: Duration::from_millis(config.webhook_timeout_ms.max(100)),
+            },
             db: platform.db().clone(),
             mailer: Arc::new(mailer),
             from,

@@ -54,6 +54,8 @@ pub struct Worker {
     pub db: PgPool,
     /// Where mail goes.
     pub mailer: Arc<Mailer>,
+    /// Where webhooks go.
+    pub webhooks: crate::webhooks::WebhookSender,
     /// The `From` of every message.
     pub from: Mailbox,
     /// Retry rules.
@@ -123,14 +125,25 @@ impl Worker {
     /// One attempt at one delivery, and its outcome recorded.
     async fn attempt(&self, delivery: Claimed) {
         let id = delivery.outgoing.id;
-        let result = match channel::compose(&self.from, &delivery.outgoing) {
-            Ok(message) => self.mailer.send(&message).await,
-            Err(e) => Err(e),
+        let result = match delivery.channel.as_str() {
+            crate::webhooks::CHANNEL => {
+                self.webhooks
+                    .send(id, &delivery.outgoing.to, &delivery.outgoing.text)
+                    .await
+            }
+            _ => match channel::compose(&self.from, &delivery.outgoing) {
+                Ok(message) => self.mailer.send(&message).await,
+                Err(e) => Err(e),
+            },
         };
         let recorded = match result {
             Ok(provider_ref) => {
                 tracing::info!(delivery = %id, to = %delivery.outgoing.to, via = %provider_ref, "sent");
                 deliveries::sent(&self.db, id, &provider_ref).await
+            }
+            Err(SendError::Throttled(delay, message)) => {
+                tracing::warn!(delivery = %id, %message, "the receiver asks to wait");
+                deliveries::throttled(&self.db, id, delay, &message).await
             }
             Err(error) => {
                 let permanent = matches!(error, SendError::Permanent(_));

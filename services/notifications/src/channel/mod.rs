@@ -44,6 +44,10 @@ pub enum SendError {
     /// Another attempt would fail the same way (a malformed address, a 5xx rejection).
     #[error("{0}")]
     Permanent(String),
+    /// The receiver asks to wait this long (429 `Retry-After`): tried again then, without
+    /// counting the attempt.
+    #[error("{1}")]
+    Throttled(std::time::Duration, String),
 }
 
 /// Hands a composed message over; answers where it went (the server's reply, a file path).

@@ -7,6 +7,7 @@ pub mod preferences;
 pub mod templates;
 pub mod tracking;
 pub mod unsubscribe;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -66,6 +67,9 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(templates::get, templates::save))
         .routes(routes!(templates::version))
         .routes(routes!(templates::preview))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::get, webhooks::disable))
+        .routes(routes!(webhooks::rotate))
         .route_layer(middleware::from_fn_with_state(
             RequireRole {
                 verifier: state.verifier.clone(),

@@ -8,3 +8,4 @@ mod preferences;
 mod smtp;
 mod templates;
 mod tracking;
+mod webhooks;

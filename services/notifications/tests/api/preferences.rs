@@ -226,6 +226,11 @@ async fn the_openapi_document_lists_every_route() {
         "POST /v1/notifications/templates/{kind}/{locale}",
         "GET /v1/notifications/templates/{kind}/{locale}/versions/{version}",
         "GET /v1/notifications/templates/{kind}/{locale}/versions/{version}/preview",
+        "POST /v1/notifications/webhooks",
+        "GET /v1/notifications/webhooks",
+        "GET /v1/notifications/webhooks/{id}",
+        "DELETE /v1/notifications/webhooks/{id}",
+        "POST /v1/notifications/webhooks/{id}/rotate-secret",
     ] {
         assert!(
             operations.iter().any(|o| o == expected),
