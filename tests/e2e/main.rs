@@ -5,6 +5,7 @@ mod checkout;
 mod demo;
 mod faults;
 mod journeys;
+mod notifications;
 mod operations;
 mod policies;
 mod shopfile;

@@ -615,3 +615,149 @@ impl Drop for LocalStripe {
         self.stop();
     }
 }
+
+/// aiosmtpd (PyPI; `AIOSMTPD_PYTHON` from tests/tools/install), a real SMTP server, on a free
+/// loopback port, storing every message it accepts in a Maildir the test reads back; killed
+/// on drop.
+#[derive(Debug)]
+pub struct MailServer {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl MailServer {
+    /// Starts it and waits until it listens.
+    pub fn start() -> Self {
+        use std::{
+            net::{Ipv4Addr, TcpListener, TcpStream},
+            process::{Command, Stdio},
+            time::Duration,
+        };
+        let python = std::env::var("AIOSMTPD_PYTHON").unwrap_or_else(|_| {
+            panic!(
+                "AIOSMTPD_PYTHON is not set: run the tests with tests/run, or run \
+                 tests/tools/install and export the AIOSMTPD_PYTHON it prints"
+            )
+        });
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .expect("a free port")
+            .local_addr()
+            .expect("a bound address")
+            .port();
+        let dir = std::env::temp_dir().join(format!("tienda-smtp-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let log = std::fs::File::create(dir.join("aiosmtpd.log")).expect("a log file");
+        let child = Command::new(&python)
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(dir.join("maildir"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("a log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {python} -m aiosmtpd: {e}"));
+        let mut server = Self { child, port, dir };
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_err() {
+            if let Some(status) = server.child.try_wait().expect("aiosmtpd's status") {
+                panic!("aiosmtpd exited with {status}:\n{}", server.log());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "aiosmtpd did not listen on {address}:\n{}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// What aiosmtpd printed.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("aiosmtpd.log")).unwrap_or_default()
+    }
+
+    /// `smtp://127.0.0.1:<port>` (plain: a local catcher).
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// The raw messages received so far (Maildir `new/`: each file is renamed there whole),
+    /// with CRLF line endings as they went over the wire (Python's mailbox writes `\n`).
+    pub fn messages(&self) -> Vec<String> {
+        match std::fs::read_dir(self.dir.join("maildir/new")) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+                .map(|raw| raw.replace("\r\n", "\n").replace('\n', "\r\n"))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+impl Drop for MailServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A top-level header's value of raw message `raw` (unfolded), if it has one.
+pub fn mail_header(raw: &str, name: &str) -> Option<String> {
+    let head = raw.split("\r\n\r\n").next().unwrap_or_default();
+    let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+    unfolded.split("\r\n").find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+/// The decoded body of raw message `raw`'s part with `content_type` (`text/plain`,
+/// `text/html`): base64, quoted-printable or as is.
+pub fn mail_part(raw: &str, content_type: &str) -> String {
+    use base64::Engine;
+    let start = raw
+        .find(&format!("Content-Type: {content_type}"))
+        .unwrap_or_else(|| panic!("no {content_type} part in\n{raw}"));
+    let part = &raw[start..];
+    let (head, rest) = part.split_once("\r\n\r\n").expect("a part's head and body");
+    let body = &rest[..rest.find("\r\n--").unwrap_or(rest.len())];
+    let encoding = head
+        .split("\r\n")
+        .find_map(|l| l.strip_prefix("Content-Transfer-Encoding: "))
+        .unwrap_or("7bit");
+    match encoding {
+        "base64" => {
+            let joined: String = body.split("\r\n").collect();
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(joined)
+                    .expect("base64"),
+            )
+            .expect("UTF-8")
+        }
+        "quoted-printable" => {
+            let joined = body.replace("=\r\n", "");
+            let bytes = joined.as_bytes();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] == b'=' && i + 2 < bytes.len() + 1 {
+                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("ASCII");
+                    out.push(u8::from_str_radix(hex, 16).expect("hex"));
+                    i += 3;
+                } else {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+            String::from_utf8(out).expect("UTF-8").replace("\r\n", "\n")
+        }
+        _ => body.replace("\r\n", "\n"),
+    }
+}

@@ -211,60 +211,13 @@ impl Mail {
 
     /// A top-level header's value (unfolded).
     pub fn header(&self, name: &str) -> Option<String> {
-        let head = self.raw.split("\r\n\r\n").next().unwrap();
-        let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
-        unfolded.split("\r\n").find_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-        })
+        tienda_kit::testing::mail_header(&self.raw, name)
     }
 
     /// The decoded body of the part with `content_type` (`text/plain`, `text/html`).
     pub fn part(&self, content_type: &str) -> String {
-        let start = self
-            .raw
-            .find(&format!("Content-Type: {content_type}"))
-            .unwrap_or_else(|| panic!("no {content_type} part in\n{}", self.raw));
-        let part = &self.raw[start..];
-        let (head, rest) = part.split_once("\r\n\r\n").unwrap();
-        let body = &rest[..rest.find("\r\n--").unwrap()];
-        let encoding = head
-            .split("\r\n")
-            .find_map(|l| l.strip_prefix("Content-Transfer-Encoding: "))
-            .unwrap_or("7bit");
-        match encoding {
-            "base64" => {
-                use base64::Engine;
-                let joined: String = body.split("\r\n").collect();
-                String::from_utf8(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(joined)
-                        .unwrap(),
-                )
-                .unwrap()
-            }
-            "quoted-printable" => quoted_printable(body),
-            _ => body.replace("\r\n", "\n"),
-        }
+        tienda_kit::testing::mail_part(&self.raw, content_type)
     }
-}
-
-fn quoted_printable(body: &str) -> String {
-    let joined = body.replace("=\r\n", "");
-    let bytes = joined.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'=' && i + 2 < bytes.len() + 1 {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
-            out.push(u8::from_str_radix(hex, 16).unwrap());
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap().replace("\r\n", "\n")
 }
 
 /// Waits until `check` holds (up to 20 s).

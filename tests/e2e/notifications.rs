@@ -1,0 +1,245 @@
+//! Messages people get, end to end through the gateway and a real SMTP server (aiosmtpd):
+//! the welcome on registering, a password reset whose link works, the order's confirmation,
+//! and quiet hours that hold a shipping notice but never a security one.
+
+use std::time::{Duration, Instant};
+
+use pretty_assertions::assert_eq;
+use serde_json::{Value, json};
+use tienda_crds::Component::{Auth, Notifications, Orders, Products};
+use tienda_e2e::Shop;
+use tienda_kit::testing::{MailServer, mail_header, mail_part};
+use uuid::Uuid;
+
+/// The Shop file with the notifications component's mail going to `smtp`.
+fn with_smtp(dir: &std::path::Path, smtp: &str) {
+    let shop = std::fs::read_to_string(dir.join("shop.yaml")).unwrap();
+    let shop = format!(
+        "{shop}  components:
+    - name: gateway
+    - name: auth
+    - name: products
+    - name: orders
+    - name: payments
+    - name: notifications
+      env:
+        - {{name: TIENDA_SMTP_URL, value: \"{smtp}\"}}
+"
+    );
+    std::fs::write(dir.join("shop.yaml"), shop).unwrap();
+}
+
+/// Waits for a message to `to` whose subject contains `subject`; the raw message.
+fn mail_to(server: &MailServer, to: &str, subject: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(found) = server.messages().into_iter().find(|m| {
+            mail_header(m, "To").is_some_and(|t| t.contains(to))
+                && mail_header(m, "Subject").is_some_and(|s| s.contains(subject))
+        }) {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no mail to {to} about {subject:?}; got {:?}\n{}",
+            server
+                .messages()
+                .iter()
+                .map(|m| mail_header(m, "Subject"))
+                .collect::<Vec<_>>(),
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The reset token in a password reset message's text.
+fn reset_token(raw: &str) -> String {
+    let text = mail_part(raw, "text/plain");
+    let at = text.find("token=").expect("a reset link") + "token=".len();
+    text[at..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect()
+}
+
+#[tokio::test]
+async fn people_get_their_welcome_reset_and_order_mail_and_quiet_hours_hold_only_the_optional() {
+    let smtp = MailServer::start();
+    let url = smtp.url();
+    let shop = Shop::start_prepared(|dir| with_smtp(dir, &url), |_| {}).await;
+    let email = format!("nia-{}@e2e.test", Uuid::now_v7().simple());
+
+    // Register: the welcome arrives.
+    let token = shop.customer(&email).await;
+    let welcome = mail_to(&smtp, &email, "Welcome to");
+    assert!(
+        mail_header(&welcome, "List-Unsubscribe").is_some(),
+        "optional mail"
+    );
+
+    // Forgot the password: the link in the mail sets a new one.
+    let (status, _) = shop
+        .post(
+            shop.url(Auth, "/v1/auth/password/reset"),
+            None,
+            json!({"email": email}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let reset = mail_to(&smtp, &email, "Reset your");
+    assert!(
+        mail_header(&reset, "List-Unsubscribe").is_none(),
+        "critical mail"
+    );
+    let (status, body) = shop
+        .post(
+            shop.url(Auth, "/v1/auth/password/reset/confirm"),
+            None,
+            json!({"token": reset_token(&reset), "password": "a brand new passphrase 43"}),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, _) = shop
+        .post(
+            shop.url(Auth, "/v1/auth/login"),
+            None,
+            json!({"email": email, "password": "a brand new passphrase 43"}),
+        )
+        .await;
+    assert_eq!(status, 200, "the new password signs in");
+    let token = {
+        let (_, pair) = shop
+            .post(
+                shop.url(Auth, "/v1/auth/login"),
+                None,
+                json!({"email": email, "password": "a brand new passphrase 43"}),
+            )
+            .await;
+        let _ = token;
+        pair["access_token"].as_str().unwrap().to_owned()
+    };
+
+    // Check out: the confirmation arrives.
+    let admin = shop.admin_token().await;
+    let sku = format!("MAIL-{}", Uuid::now_v7().simple());
+    let (status, product) = shop
+        .post(
+            shop.url(Products, "/v1/products"),
+            Some(&admin),
+            json!({"name": "Jarra", "description": "Jug.", "status": "active",
+                   "variants": [{"sku": sku, "price": {"amount": 1500, "currency": "EUR"}}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{product}");
+    let stocked = shop
+        .http
+        .put(shop.url(Products, &format!("/v1/inventory/{sku}")))
+        .bearer_auth(&admin)
+        .json(&json!({"on_hand": 5, "reason": "delivery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stocked.status(), 200);
+    let placed: Value = shop
+        .http
+        .post(shop.url(Orders, "/v1/checkout"))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", Uuid::now_v7().to_string())
+        .json(&json!({
+            "email": email,
+            "shipping_address": {"name": "Nia", "line1": "Calle Mayor 1", "city": "Madrid",
+                                 "postal_code": "28013", "country": "ES"},
+            "payment_method": "pm_card_visa",
+            "items": [{"product_id": product["id"], "sku": sku, "quantity": 1}],
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let order_id = placed["id"].as_str().expect("an order").to_owned();
+    mail_to(&smtp, &email, &format!("Order {order_id} confirmed"));
+
+    // Quiet hours now: the shipping notice waits, a security message does not.
+    let now = chrono::Utc::now();
+    let window = json!({
+        "timezone": "UTC",
+        "quiet_hours": {
+            "start": (now - chrono::Duration::hours(1)).format("%H:%M").to_string(),
+            "end": (now + chrono::Duration::hours(1)).format("%H:%M").to_string(),
+        }
+    });
+    let saved = shop
+        .http
+        .put(shop.url(Notifications, "/v1/notifications/preferences"))
+        .bearer_auth(&token)
+        .json(&window)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 200);
+    let (status, shipped) = shop
+        .post(
+            shop.url(Orders, &format!("/v1/orders/{order_id}/ship")),
+            Some(&admin),
+            json!({"carrier": "Correos", "tracking_number": "PK-E2E"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{shipped}");
+    let (status, _) = shop
+        .post(
+            shop.url(Auth, "/v1/auth/password/reset"),
+            None,
+            json!({"email": email}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let resets = |server: &MailServer| {
+        server
+            .messages()
+            .iter()
+            .filter(|m| mail_header(m, "Subject").is_some_and(|s| s.contains("Reset your")))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while resets(&smtp) < 2 {
+        assert!(Instant::now() < deadline, "the second reset never came");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The shipping notice is in the customer's history, held.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, history) = shop
+            .get(shop.url(Notifications, "/v1/notifications"), Some(&token))
+            .await;
+        assert_eq!(status, 200, "{history}");
+        let shipping = history["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["kind"] == "order_shipped")
+            .cloned();
+        if let Some(shipping) = shipping {
+            assert_eq!(
+                shipping["status"], "queued",
+                "held for quiet hours: {shipping}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no shipping notice recorded: {history}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !smtp
+            .messages()
+            .iter()
+            .any(|m| mail_header(m, "Subject").is_some_and(|s| s.contains("on its way"))),
+        "not sent during quiet hours"
+    );
+    shop.stop().await;
+}
