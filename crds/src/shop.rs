@@ -104,6 +104,73 @@ pub struct ShopSpec {
     /// How the shop takes payments (default: the built-in `sandbox`, which moves no money).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payments: Option<ShopPayments>,
+
+    /// Where the shop's mail goes and what its webhooks may reach (default: no SMTP server,
+    /// so mail is written as `.eml` files in the pod and logged; webhooks to public addresses
+    /// only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<ShopNotifications>,
+}
+
+/// The notifications component's settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShopNotifications {
+    /// The mail server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<SmtpSettings>,
+
+    /// The `From` of every message (`Acme <no-reply@acme.example>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 320))]
+    pub mail_from: Option<String>,
+
+    /// Whether webhook endpoints may be on private, loopback or link-local addresses (a
+    /// receiver inside the cluster). Default false: only public addresses are called.
+    #[serde(default)]
+    pub allow_private_webhooks: bool,
+}
+
+/// An SMTP server.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.tls != 'none' || !has(self.secretRef)")
+        .message("credentials are never sent without TLS: use tls starttls or tls")
+        .field_path(".tls")
+)]
+pub struct SmtpSettings {
+    /// Its host name.
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+
+    /// Its port (default by `tls`: 587 for `starttls`, 465 for `tls`, 25 for `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+
+    /// `starttls` (default: upgrade after connecting, required), `tls` (TLS from the first
+    /// byte) or `none` (a local relay; no credentials allowed).
+    #[serde(default)]
+    pub tls: SmtpTls,
+
+    /// A Secret in the Shop's namespace with `username` and `password`. Under `tienda up`
+    /// the same values come from `TIENDA_SMTP_USERNAME` and `TIENDA_SMTP_PASSWORD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+}
+
+/// How an SMTP connection is protected.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// STARTTLS, required.
+    #[default]
+    Starttls,
+    /// Implicit TLS.
+    Tls,
+    /// In the clear (a relay on the same network).
+    None,
 }
 
 /// The payment provider new payments go to.

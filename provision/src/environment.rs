@@ -9,7 +9,7 @@
 
 use tienda_crds::{
     Component, Shop,
-    shop::{PaymentProvider, ShopPayments},
+    shop::{PaymentProvider, ShopNotifications, ShopPayments, SmtpTls},
 };
 
 /// Environment variable names a component is given.
@@ -77,6 +77,28 @@ pub mod var {
     pub const PAYPAL_CLIENT_ID: &str = "PAYPAL_CLIENT_ID";
     /// The PayPal REST app's secret (key `clientSecret`).
     pub const PAYPAL_CLIENT_SECRET: &str = "PAYPAL_CLIENT_SECRET";
+    /// The mail server's host (the Shop's `notifications.smtp.host`).
+    pub const TIENDA_SMTP_HOST: &str = "TIENDA_SMTP_HOST";
+    /// Its port.
+    pub const TIENDA_SMTP_PORT: &str = "TIENDA_SMTP_PORT";
+    /// `starttls`, `tls` or `none`.
+    pub const TIENDA_SMTP_TLS: &str = "TIENDA_SMTP_TLS";
+    /// The SMTP user (key `username`).
+    pub const TIENDA_SMTP_USERNAME: &str = "TIENDA_SMTP_USERNAME";
+    /// Its password (key `password`).
+    pub const TIENDA_SMTP_PASSWORD: &str = "TIENDA_SMTP_PASSWORD";
+    /// The `From` of every message.
+    pub const NOTIFICATIONS_MAIL_FROM: &str = "NOTIFICATIONS_MAIL_FROM";
+    /// Whether webhooks may reach private addresses.
+    pub const NOTIFICATIONS_WEBHOOKS_ALLOW_PRIVATE: &str = "NOTIFICATIONS_WEBHOOKS_ALLOW_PRIVATE";
+}
+
+/// Keys of the Secret a Shop's `notifications.smtp.secretRef` names.
+pub mod smtp_secret {
+    /// The SMTP user.
+    pub const USERNAME: &str = "username";
+    /// Its password.
+    pub const PASSWORD: &str = "password";
 }
 
 /// Keys of the Secret a Shop's `payments.paypal.secretRef` names.
@@ -245,6 +267,11 @@ pub fn component_environment(shop: &Shop, component: Component) -> Vec<(&'static
     {
         vars.extend(payments_environment(payments));
     }
+    if component == Component::Notifications
+        && let Some(notifications) = &shop.spec.notifications
+    {
+        vars.extend(notifications_environment(notifications));
+    }
     if shop.spec.nats.credentials_secret_ref.is_some() {
         vars.push((var::NATS_CREDS_FILE, placed(Placed::NatsCredsFile)));
     }
@@ -258,6 +285,49 @@ pub fn component_environment(shop: &Shop, component: Component) -> Vec<(&'static
         var::OTEL_SERVICE_NAME,
         Value::Literal(format!("tienda-{component}")),
     ));
+    vars
+}
+
+/// What the notifications component is told of the Shop's `notifications`.
+fn notifications_environment(n: &ShopNotifications) -> Vec<(&'static str, Value)> {
+    let mut vars = Vec::new();
+    if let Some(smtp) = &n.smtp {
+        let (tls, port) = match smtp.tls {
+            SmtpTls::Starttls => ("starttls", 587),
+            SmtpTls::Tls => ("tls", 465),
+            SmtpTls::None => ("none", 25),
+        };
+        vars.push((var::TIENDA_SMTP_HOST, Value::Literal(smtp.host.clone())));
+        vars.push((
+            var::TIENDA_SMTP_PORT,
+            Value::Literal(smtp.port.unwrap_or(port).to_string()),
+        ));
+        vars.push((var::TIENDA_SMTP_TLS, Value::Literal(tls.to_owned())));
+        if let Some(secret) = &smtp.secret_ref {
+            for (name, key) in [
+                (var::TIENDA_SMTP_USERNAME, smtp_secret::USERNAME),
+                (var::TIENDA_SMTP_PASSWORD, smtp_secret::PASSWORD),
+            ] {
+                vars.push((
+                    name,
+                    Value::ShopSecret {
+                        name: secret.name.clone(),
+                        key,
+                        optional: false,
+                    },
+                ));
+            }
+        }
+    }
+    if let Some(from) = &n.mail_from {
+        vars.push((var::NOTIFICATIONS_MAIL_FROM, Value::Literal(from.clone())));
+    }
+    if n.allow_private_webhooks {
+        vars.push((
+            var::NOTIFICATIONS_WEBHOOKS_ALLOW_PRIVATE,
+            Value::Literal("true".into()),
+        ));
+    }
     vars
 }
 
@@ -394,6 +464,59 @@ mod tests {
             names.sort();
             names.dedup();
             assert_eq!(names.len(), count, "{component}");
+        }
+    }
+
+    #[test]
+    fn notifications_gets_the_shops_mail_server_and_its_credentials_by_reference() {
+        let plain_vars = component_environment(&plain(), Component::Notifications);
+        assert!(!names(&plain_vars).contains(&var::TIENDA_SMTP_HOST));
+        let with_mail = shop(serde_json::json!({
+            "version": "0.1.0", "postgres": {"host": "pg", "adminSecretRef": {"name": "pg"}},
+            "nats": {"url": "nats://nats:4222"},
+            "notifications": {"smtp": {"host": "smtp.example.com", "secretRef": {"name": "smtp"}},
+                              "mailFrom": "Acme <no-reply@acme.example>",
+                              "allowPrivateWebhooks": true}
+        }));
+        let vars = component_environment(&with_mail, Component::Notifications);
+        let get = |name: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+        };
+        let literal = |v: &str| Some(Value::Literal(v.into()));
+        assert_eq!(get(var::TIENDA_SMTP_HOST), literal("smtp.example.com"));
+        assert_eq!(
+            get(var::TIENDA_SMTP_PORT),
+            literal("587"),
+            "STARTTLS's port"
+        );
+        assert_eq!(get(var::TIENDA_SMTP_TLS), literal("starttls"));
+        assert_eq!(
+            get(var::TIENDA_SMTP_PASSWORD),
+            Some(Value::ShopSecret {
+                name: "smtp".into(),
+                key: smtp_secret::PASSWORD,
+                optional: false
+            })
+        );
+        assert_eq!(
+            get(var::NOTIFICATIONS_MAIL_FROM),
+            literal("Acme <no-reply@acme.example>")
+        );
+        assert_eq!(
+            get(var::NOTIFICATIONS_WEBHOOKS_ALLOW_PRIVATE),
+            literal("true")
+        );
+        for other in Component::ALL
+            .into_iter()
+            .filter(|c| *c != Component::Notifications)
+        {
+            let names = names(&component_environment(&with_mail, other));
+            assert!(
+                !names.contains(&var::TIENDA_SMTP_PASSWORD),
+                "{other} never sees the mail password"
+            );
         }
     }
 

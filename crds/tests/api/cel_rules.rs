@@ -160,6 +160,7 @@ fn cases() -> Vec<Case> {
     const FALLBACK: &str = "must be 429, 502, 503 or 504";
     const STRIPE: &str = "provider stripe needs stripe.secretRef";
     const PAYPAL: &str = "provider paypal needs paypal.secretRef";
+    const SMTP_TLS: &str = "credentials are never sent without TLS";
 
     let ingress = json!({"host": "shop.example.com"});
     let route = json!({"parentRefs": [{"name": "public"}]});
@@ -229,6 +230,21 @@ fn cases() -> Vec<Case> {
             "Shop",
             STRIPE,
             json!({"spec": {"payments": {"provider": "stripe"}}}),
+        ),
+        ok(
+            "Shop",
+            SMTP_TLS,
+            json!({"spec": {"notifications": {"smtp": {"host": "smtp.example.com", "secretRef": {"name": "smtp"}}}}}),
+        ),
+        ok(
+            "Shop",
+            SMTP_TLS,
+            json!({"spec": {"notifications": {"smtp": {"host": "relay", "tls": "none"}}}}),
+        ),
+        bad(
+            "Shop",
+            SMTP_TLS,
+            json!({"spec": {"notifications": {"smtp": {"host": "relay", "tls": "none", "secretRef": {"name": "smtp"}}}}}),
         ),
         ok(
             "Shop",

@@ -38,6 +38,28 @@ pub struct Config {
     #[arg(long, env = "TIENDA_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<Secret<String>>,
 
+    /// The mail server's host, as a Shop's `notifications.smtp` gives it (instead of
+    /// `TIENDA_SMTP_URL`; not both).
+    #[arg(long, env = "TIENDA_SMTP_HOST")]
+    pub smtp_host: Option<String>,
+
+    /// Its port (default by `--smtp-tls`: 587, 465 or 25).
+    #[arg(long, env = "TIENDA_SMTP_PORT")]
+    pub smtp_port: Option<u16>,
+
+    /// `starttls` (default), `tls` or `none`.
+    #[arg(long, env = "TIENDA_SMTP_TLS", default_value = "starttls",
+          value_parser = ["starttls", "tls", "none"])]
+    pub smtp_tls: String,
+
+    /// The SMTP user.
+    #[arg(long, env = "TIENDA_SMTP_USERNAME")]
+    pub smtp_username: Option<String>,
+
+    /// Its password.
+    #[arg(long, env = "TIENDA_SMTP_PASSWORD", hide_env_values = true)]
+    pub smtp_password: Option<Secret<String>>,
+
     /// Where messages go when no SMTP server is set (default `.tienda/notifications/outbox`
     /// under the working directory, next to `tienda up`'s other data).
     #[arg(

@@ -84,9 +84,27 @@ impl Application {
         let signer = Signer::load(&mut *platform.db().acquire().await?)
             .await
             .context("loading the unsubscribe key")?;
-        let mailer = match &config.smtp_url {
-            Some(url) => Mailer::Smtp(Smtp::from_url(url.expose())?),
-            None => {
+        let mailer = match (&config.smtp_url, &config.smtp_host) {
+            (Some(_), Some(_)) => anyhow::bail!(
+                "both TIENDA_SMTP_URL and TIENDA_SMTP_HOST are set: give the mail server one way"
+            ),
+            (Some(url), None) => Mailer::Smtp(Smtp::from_url(url.expose())?),
+            (None, Some(host)) => {
+                let credentials = match (&config.smtp_username, &config.smtp_password) {
+                    (Some(user), Some(password)) => Some((user.clone(), password.expose().clone())),
+                    (None, None) => None,
+                    _ => anyhow::bail!(
+                        "TIENDA_SMTP_USERNAME and TIENDA_SMTP_PASSWORD go together: set both or neither"
+                    ),
+                };
+                Mailer::Smtp(Smtp::from_parts(&crate::channel::smtp::SmtpParts {
+                    host,
+                    port: config.smtp_port,
+                    tls: &config.smtp_tls,
+                    credentials,
+                })?)
+            }
+            (None, None) => {
                 let outbox = EmlOutbox::new(config.outbox_dir.clone());
                 tracing::info!(dir = %outbox.dir().display(),
                     "no TIENDA_SMTP_URL: mail is written as .eml files");

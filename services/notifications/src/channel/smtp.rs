@@ -23,6 +23,55 @@ impl Smtp {
     }
 }
 
+/// An SMTP server by its parts (a Shop's `notifications.smtp`).
+#[derive(Debug, Clone)]
+pub struct SmtpParts<'a> {
+    /// Host name.
+    pub host: &'a str,
+    /// Port; `None`: the TLS mode's own.
+    pub port: Option<u16>,
+    /// `starttls`, `tls` or `none`.
+    pub tls: &'a str,
+    /// User and password.
+    pub credentials: Option<(String, String)>,
+}
+
+impl Smtp {
+    /// A client for `parts`. Credentials are refused without TLS.
+    pub fn from_parts(parts: &SmtpParts<'_>) -> anyhow::Result<Self> {
+        let builder = match parts.tls {
+            "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(parts.host)?
+                .port(parts.port.unwrap_or(465)),
+            "none" => {
+                if parts.credentials.is_some() {
+                    anyhow::bail!(
+                        "TIENDA_SMTP_TLS=none with TIENDA_SMTP_USERNAME: credentials are never \
+                         sent in the clear; use starttls or tls"
+                    );
+                }
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(parts.host)
+                    .port(parts.port.unwrap_or(25))
+            }
+            _ => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(parts.host)?
+                .port(parts.port.unwrap_or(587)),
+        };
+        let builder = match &parts.credentials {
+            Some((user, password)) => {
+                builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
+                    user.clone(),
+                    password.clone(),
+                ))
+            }
+            None => builder,
+        };
+        Ok(Self {
+            transport: builder
+                .timeout(Some(std::time::Duration::from_secs(30)))
+                .build(),
+        })
+    }
+}
+
 impl Transport for Smtp {
     async fn send(&self, message: &Message) -> Result<String, SendError> {
         match self.transport.send(message.clone()).await {

@@ -29,6 +29,13 @@ pub async fn spawn_app() -> TestApp {
 
 /// The same with extra flags (`--smtp-url=...`).
 pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
+    try_spawn_app_with(extra)
+        .await
+        .expect("notifications builds")
+}
+
+/// The same, or why notifications would not start.
+pub async fn try_spawn_app_with(extra: &[&str]) -> anyhow::Result<TestApp> {
     tienda_kit::install_crypto_provider();
     let nats = NatsServer::start();
     let client = async_nats::connect(nats.url()).await.unwrap();
@@ -54,13 +61,11 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
         "--poll-interval-ms=100".into(),
     ];
     args.extend(extra.iter().map(|a| (*a).to_owned()));
-    let app = Application::build(Config::parse_from(args))
-        .await
-        .expect("notifications builds");
+    let app = Application::build(Config::parse_from(args)).await?;
     let base = format!("http://127.0.0.1:{}", app.port());
     let db = app.platform().db().clone();
     tokio::spawn(app.run_until_stopped());
-    TestApp {
+    Ok(TestApp {
         base,
         http: reqwest::Client::new(),
         db,
@@ -69,7 +74,7 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
         issuer,
         _nats: nats,
         _database: database,
-    }
+    })
 }
 
 /// A delivery as recorded.

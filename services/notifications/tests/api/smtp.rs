@@ -100,3 +100,64 @@ async fn a_shipped_order_reaches_a_real_smtp_server_with_both_parts_and_one_clic
     assert_eq!(delivery.provider_ref.as_deref(), Some("smtp 250 OK"));
     assert!(app.mails().is_empty(), "nothing went to the .eml outbox");
 }
+
+#[tokio::test]
+async fn a_mail_server_given_by_its_parts_as_a_shop_gives_it_gets_the_mail() {
+    let server = MailServer::start();
+    let port = server.url().rsplit(':').next().unwrap().to_owned();
+    let app = spawn_app_with(&[
+        "--smtp-host=127.0.0.1",
+        &format!("--smtp-port={port}"),
+        "--smtp-tls=none",
+    ])
+    .await;
+    let event = app
+        .publish(
+            "orders",
+            OrderShipped {
+                order_id: Uuid::now_v7(),
+                customer_id: None,
+                email: "ivy@example.com".into(),
+                carrier: "Correos".into(),
+                tracking_number: "PK55".into(),
+            },
+        )
+        .await;
+    assert_eq!(app.settled(event).await.status, "sent");
+    eventually("the mail arrived", || async {
+        !server.messages().is_empty()
+    })
+    .await;
+    assert_eq!(
+        server.messages()[0].header("To").as_deref(),
+        Some("ivy@example.com")
+    );
+}
+
+#[tokio::test]
+async fn contradictory_mail_settings_stop_the_start_saying_which() {
+    for (flags, words) in [
+        (
+            vec!["--smtp-url=smtp://127.0.0.1:25", "--smtp-host=127.0.0.1"],
+            "both TIENDA_SMTP_URL and TIENDA_SMTP_HOST",
+        ),
+        (
+            vec!["--smtp-host=127.0.0.1", "--smtp-username=u"],
+            "go together",
+        ),
+        (
+            vec![
+                "--smtp-host=127.0.0.1",
+                "--smtp-tls=none",
+                "--smtp-username=u",
+                "--smtp-password=p",
+            ],
+            "never sent in the clear",
+        ),
+    ] {
+        let Err(error) = crate::helpers::try_spawn_app_with(&flags).await else {
+            panic!("{flags:?} started");
+        };
+        assert!(format!("{error:#}").contains(words), "{error:#}");
+    }
+}
