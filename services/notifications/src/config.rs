@@ -138,6 +138,14 @@ pub struct Config {
     )]
     pub webhook_timeout_ms: u64,
 
+    /// How often the delivery metrics are read from the database, in seconds (default 15).
+    #[arg(
+        long,
+        env = "NOTIFICATIONS_METRICS_REFRESH_SECONDS",
+        default_value_t = 15
+    )]
+    pub metrics_refresh_seconds: u64,
+
     /// How often the delivery worker looks for due messages when not woken by a new one, in
     /// milliseconds (default 1000).
     #[arg(long, env = "NOTIFICATIONS_POLL_INTERVAL_MS", default_value_t = 1000)]

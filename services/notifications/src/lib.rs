@@ -24,6 +24,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod locale;
+pub mod metrics;
 pub mod preferences;
 pub mod quiet;
 pub mod template_store;
@@ -152,6 +153,12 @@ impl Application {
             poll: Duration::from_millis(config.poll_interval_ms.max(10)),
         };
         platform.spawn(worker.run(platform.shutdown.clone()));
+        let gauges = metrics::DeliveryMetrics::register(&platform.metrics.registry)?;
+        platform.spawn(gauges.run(
+            platform.db().clone(),
+            Duration::from_secs(config.metrics_refresh_seconds.max(1)),
+            platform.shutdown.clone(),
+        ));
         let callback_secrets = config
             .callback_secrets
             .iter()

@@ -13,6 +13,7 @@ pub const PUBLIC_URL: &str = "http://shop.test";
 
 pub struct TestApp {
     pub base: String,
+    pub admin_base: String,
     pub http: reqwest::Client,
     pub db: sqlx::PgPool,
     pub jetstream: jetstream::Context,
@@ -63,10 +64,12 @@ pub async fn try_spawn_app_with(extra: &[&str]) -> anyhow::Result<TestApp> {
     args.extend(extra.iter().map(|a| (*a).to_owned()));
     let app = Application::build(Config::parse_from(args)).await?;
     let base = format!("http://127.0.0.1:{}", app.port());
+    let admin_base = format!("http://127.0.0.1:{}", app.admin_port());
     let db = app.platform().db().clone();
     tokio::spawn(app.run_until_stopped());
     Ok(TestApp {
         base,
+        admin_base,
         http: reqwest::Client::new(),
         db,
         jetstream: js,
