@@ -52,6 +52,7 @@ pub mod json;
 pub mod jwt;
 pub mod metrics;
 pub mod nats;
+pub mod net;
 pub mod outbound;
 pub mod outbox;
 pub mod policy;

@@ -227,27 +227,7 @@ pub fn assess(rules: &Rules, signals: &Signals, amount: Money) -> (Verdict, Vec<
 /// NAT), link-local or unspecified. Such addresses name a proxy or a local run, where every
 /// customer shares one address, so the address rules leave them out.
 pub fn is_customer_address(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || (a == 100 && (64..128).contains(&b)))
-        }
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_customer_address(v4.into()),
-            None => {
-                let first = v6.segments()[0];
-                !(v6.is_loopback()
-                    || v6.is_unspecified()
-                    || (first & 0xfe00) == 0xfc00
-                    || (first & 0xffc0) == 0xfe80)
-            }
-        },
-    }
+    tienda_kit::net::is_public(ip)
 }
 
 /// What disagrees among the countries, if anything: the card's against the billing
