@@ -69,10 +69,16 @@ pub fn check(update: &PreferencesUpdate) -> Vec<(String, String)> {
         .as_deref()
         .filter(|tz| crate::quiet::zone(tz).is_none())
         .map(|tz| {
+            // The value is echoed only when short: a client's megabyte is not repeated back.
+            let named = if tz.chars().count() <= 64 {
+                format!("{tz:?}")
+            } else {
+                "the value".to_owned()
+            };
             (
                 "timezone".to_owned(),
                 format!(
-                    "{tz:?} is not an IANA time zone (like Europe/Madrid or America/Mexico_City)"
+                    "{named} is not an IANA time zone (like Europe/Madrid or America/Mexico_City)"
                 ),
             )
         })
