@@ -146,8 +146,115 @@ pub struct Config {
     )]
     pub metrics_refresh_seconds: u64,
 
+    /// SMS providers in the order they are tried (the next when one's circuit is open);
+    /// those without credentials are left out. None configured: texts are written as
+    /// `.sms.json` files next to the `.eml` files.
+    #[arg(
+        long,
+        env = "NOTIFICATIONS_SMS_PROVIDERS",
+        value_delimiter = ',',
+        default_value = "twilio,vonage"
+    )]
+    pub sms_providers: Vec<String>,
+
+    /// Twilio.
+    #[command(flatten)]
+    pub twilio: TwilioConfig,
+
+    /// Vonage.
+    #[command(flatten)]
+    pub vonage: VonageConfig,
+
+    /// Push providers in the order they are tried; those not configured are left out. None
+    /// configured: notifications are written as `.push.json` files.
+    #[arg(
+        long,
+        env = "NOTIFICATIONS_PUSH_PROVIDERS",
+        value_delimiter = ',',
+        default_value = "fcm,webpush"
+    )]
+    pub push_providers: Vec<String>,
+
+    /// Firebase Cloud Messaging.
+    #[command(flatten)]
+    pub fcm: FcmConfig,
+
+    /// Web Push.
+    #[command(flatten)]
+    pub webpush: WebPushConfig,
+
     /// How often the delivery worker looks for due messages when not woken by a new one, in
     /// milliseconds (default 1000).
     #[arg(long, env = "NOTIFICATIONS_POLL_INTERVAL_MS", default_value_t = 1000)]
     pub poll_interval_ms: u64,
+}
+
+/// Twilio's credentials.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TwilioConfig {
+    /// The account SID (`AC…`); set with the token to send by Twilio.
+    #[arg(long, env = "TWILIO_ACCOUNT_SID")]
+    pub twilio_account_sid: Option<String>,
+    /// The auth token.
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<Secret<String>>,
+    /// The sender: a number (E.164) or a Messaging Service SID (`MG…`).
+    #[arg(long, env = "TWILIO_FROM")]
+    pub twilio_from: Option<String>,
+    /// The API's address.
+    #[arg(long, env = "TWILIO_API_URL", default_value = "https://api.twilio.com")]
+    pub twilio_api_url: String,
+}
+
+/// Vonage's credentials.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VonageConfig {
+    /// The API key; set with the secret to send by Vonage.
+    #[arg(long, env = "VONAGE_API_KEY")]
+    pub vonage_api_key: Option<String>,
+    /// The API secret.
+    #[arg(long, env = "VONAGE_API_SECRET", hide_env_values = true)]
+    pub vonage_api_secret: Option<Secret<String>>,
+    /// The sender (a number or up to 11 letters).
+    #[arg(long, env = "VONAGE_FROM", default_value = "Tienda")]
+    pub vonage_from: String,
+    /// The API's address.
+    #[arg(long, env = "VONAGE_API_URL", default_value = "https://rest.nexmo.com")]
+    pub vonage_api_url: String,
+}
+
+/// FCM's credentials.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FcmConfig {
+    /// The Firebase service account's key file (JSON, as the console downloads it).
+    #[arg(long, env = "FCM_CREDENTIALS_FILE")]
+    pub fcm_credentials_file: Option<PathBuf>,
+    /// The API's address.
+    #[arg(
+        long,
+        env = "FCM_API_URL",
+        default_value = "https://fcm.googleapis.com"
+    )]
+    pub fcm_api_url: String,
+}
+
+/// Web Push's VAPID key.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebPushConfig {
+    /// The VAPID private key: the 32-byte P-256 scalar in base64url (`npx web-push
+    /// generate-vapid-keys` prints one).
+    #[arg(long, env = "WEBPUSH_VAPID_PRIVATE_KEY", hide_env_values = true)]
+    pub webpush_vapid_private_key: Option<Secret<String>>,
+    /// How push services reach the shop's operators (`mailto:ops@shop.example`).
+    #[arg(
+        long,
+        env = "WEBPUSH_VAPID_SUBJECT",
+        default_value = "mailto:ops@tienda.localhost"
+    )]
+    pub webpush_vapid_subject: String,
+    /// The push services subscriptions may point at (`*.` for subdomains); the browsers'
+    /// services by default. Nothing else is ever called with a client's endpoint.
+    #[arg(long, env = "WEBPUSH_ALLOWED_HOSTS", value_delimiter = ',',
+          default_value = crate::channel::push::PUSH_SERVICES)]
+    pub webpush_allowed_hosts: Vec<String>,
 }

@@ -74,7 +74,10 @@ pub struct NewDelivery {
     pub sensitive: bool,
     /// The recipient's user, when known.
     pub user_id: Option<Uuid>,
-    /// The message.
+    /// Where it goes.
+    pub channel: crate::channel::Channel,
+    /// The message (`to`: the address on the channel: an email address, a phone number, or
+    /// `user:<id>` for push).
     pub outgoing: Outgoing,
     /// The locale rendered.
     pub locale: &'static str,
@@ -110,7 +113,7 @@ pub async fn record(conn: &mut PgConnection, new: &NewDelivery) -> Result<bool, 
         "INSERT INTO deliveries (id, event_id, event_type, kind, category, critical, sensitive,
              channel, recipient, user_id, locale, template_version, subject, body_text,
              body_html, unsubscribe_url, status, status_reason, next_attempt_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'email', $8, $9, $10, $11, $12, $13, $14, $15, $16,
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $19, $8, $9, $10, $11, $12, $13, $14, $15, $16,
                  $17, coalesce($18, now()))
          ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING",
     )
@@ -132,6 +135,7 @@ pub async fn record(conn: &mut PgConnection, new: &NewDelivery) -> Result<bool, 
     .bind(new.status.as_str())
     .bind(new.status.reason())
     .bind(new.not_before)
+    .bind(new.channel.as_str())
     .execute(&mut *conn)
     .await?
     .rows_affected()

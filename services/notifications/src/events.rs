@@ -20,9 +20,10 @@ use tienda_kit::consumer::{Delivery, Handler, HandlerError};
 use uuid::Uuid;
 
 use crate::{
-    channel::Outgoing,
+    channel::{Channel, Outgoing},
     contacts,
     deliveries::{self, NewDelivery, Status},
+    devices,
     locale::Locale,
     preferences, template_store,
     templates::Templates,
@@ -172,16 +173,13 @@ impl Handler for Notify {
             locale = preferences::locale(conn, user_id).await?.unwrap_or(locale);
         }
         let opted_out = preferences::opted_out(conn, &subjects).await?;
-        let status = match tracking::suppressed(conn, "email", &recipient.email).await? {
-            Some(reason) if reason == "complaint" => Status::Suppressed("complaint"),
-            Some(_) => Status::Suppressed("hard_bounce"),
-            None if category.is_sent_despite(&opted_out) => Status::Queued,
-            None => Status::Suppressed("opted_out"),
+        let chosen = match recipient.user_id {
+            Some(user_id) => preferences::channel_choices(conn, user_id).await?,
+            None => Vec::new(),
         };
         // Non-critical messages wait for the end of the recipient's quiet hours.
         let mut not_before = None;
-        if let (Some(user_id), Status::Queued, false) =
-            (recipient.user_id, status, category.critical())
+        if let (Some(user_id), false) = (recipient.user_id, category.critical())
             && let Some((timezone, quiet)) = preferences::quiet_hours(conn, user_id).await?
         {
             let zone = timezone
@@ -220,31 +218,67 @@ impl Handler for Notify {
         .map_err(|e| {
             HandlerError::Permanent(anyhow::anyhow!("rendering {}: {e:#}", kind.as_str()))
         })?;
-        deliveries::record(
-            conn,
-            &NewDelivery {
-                event_id,
-                event_type,
-                kind: kind.as_str(),
-                category: category.as_str(),
-                critical: category.critical(),
-                sensitive: kind.sensitive(),
-                user_id: recipient.user_id,
-                outgoing: Outgoing {
-                    id: Uuid::now_v7(),
-                    to: recipient.email,
-                    subject: rendered.subject,
-                    text: rendered.text,
-                    html: rendered.html,
-                    unsubscribe_url,
+        // One delivery per channel the kind goes out on and the person can be reached by.
+        for &channel in kind.channels() {
+            let address = match (channel, recipient.user_id) {
+                (Channel::Email, _) => Some(recipient.email.clone()),
+                (Channel::Sms, Some(user_id)) => preferences::phone(conn, user_id).await?,
+                (Channel::Push, Some(user_id)) if devices::any(conn, user_id).await? => {
+                    Some(preferences::user_subject(user_id))
+                }
+                _ => None,
+            };
+            let Some(address) = address else { continue };
+            let status = match tracking::suppressed(conn, channel.as_str(), &address).await? {
+                Some(reason) => Status::Suppressed(match reason.as_str() {
+                    "complaint" => "complaint",
+                    "unsubscribed" => "unsubscribed",
+                    _ => "hard_bounce",
+                }),
+                None if !category.is_sent_despite(&opted_out) => Status::Suppressed("opted_out"),
+                None if !preferences::enabled(&chosen, category, channel) => {
+                    Status::Suppressed("channel_off")
+                }
+                None => Status::Queued,
+            };
+            let short = rendered.short.clone().unwrap_or_default();
+            let (subject, text, html, unsubscribe) = match channel {
+                Channel::Email => (
+                    rendered.subject.clone(),
+                    rendered.text.clone(),
+                    rendered.html.clone(),
+                    unsubscribe_url.clone(),
+                ),
+                Channel::Sms => (String::new(), short, String::new(), None),
+                Channel::Push => (rendered.subject.clone(), short, String::new(), None),
+            };
+            deliveries::record(
+                conn,
+                &NewDelivery {
+                    event_id,
+                    event_type: event_type.clone(),
+                    kind: kind.as_str(),
+                    category: category.as_str(),
+                    critical: category.critical(),
+                    sensitive: kind.sensitive(),
+                    user_id: recipient.user_id,
+                    channel,
+                    outgoing: Outgoing {
+                        id: Uuid::now_v7(),
+                        to: address,
+                        subject,
+                        text,
+                        html,
+                        unsubscribe_url: unsubscribe,
+                    },
+                    locale: locale.as_str(),
+                    template_version: rendered.version,
+                    status,
+                    not_before: not_before.filter(|_| status == Status::Queued),
                 },
-                locale: locale.as_str(),
-                template_version: rendered.version,
-                status,
-                not_before,
-            },
-        )
-        .await?;
+            )
+            .await?;
+        }
         Ok(())
     }
 }

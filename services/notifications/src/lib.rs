@@ -20,6 +20,7 @@ pub mod channel;
 pub mod config;
 pub mod contacts;
 pub mod deliveries;
+pub mod devices;
 pub mod error;
 pub mod events;
 pub mod http;
@@ -44,7 +45,14 @@ use tienda_kit::{
 };
 
 use crate::{
-    channel::{Mailer, eml::EmlOutbox, smtp::Smtp},
+    channel::{
+        Mailer,
+        eml::EmlOutbox,
+        provider::{Failover, Provider},
+        push::{Fcm, PushMessage, PushSender, WebPush},
+        sms::{SmsMessage, SmsSender, Twilio, Vonage},
+        smtp::Smtp,
+    },
     config::Config,
     templates::Templates,
     trigger::Links,
@@ -64,6 +72,124 @@ pub const CONSUMERS: [(&str, &str); 3] = [
     ("ORDER", "notifications-order-events"),
     ("PAYMENT", "notifications-payment-events"),
 ];
+
+/// The SMS and push senders from the configuration, in the configured order, and Web Push
+/// when configured (devices are checked against it).
+fn channels(
+    config: &Config,
+    outbound: &tienda_kit::outbound::Outbound,
+    db: &sqlx::PgPool,
+) -> anyhow::Result<(SmsSender, PushSender, Option<Arc<WebPush>>)> {
+    let mut sms: Vec<Box<dyn Provider<SmsMessage>>> = Vec::new();
+    for name in &config.sms_providers {
+        match name.trim() {
+            "twilio" => {
+                let t = &config.twilio;
+                match (&t.twilio_account_sid, &t.twilio_auth_token, &t.twilio_from) {
+                    (Some(sid), Some(token), Some(from)) => sms.push(Box::new(Twilio {
+                        base_url: t.twilio_api_url.clone(),
+                        account_sid: sid.clone(),
+                        auth_token: token.expose().clone(),
+                        from: from.clone(),
+                    })),
+                    (None, None, _) => {}
+                    _ => anyhow::bail!(
+                        "Twilio needs TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM together"
+                    ),
+                }
+            }
+            "vonage" => {
+                let v = &config.vonage;
+                match (&v.vonage_api_key, &v.vonage_api_secret) {
+                    (Some(key), Some(secret)) => sms.push(Box::new(Vonage {
+                        base_url: v.vonage_api_url.clone(),
+                        api_key: key.clone(),
+                        api_secret: secret.expose().clone(),
+                        from: v.vonage_from.clone(),
+                    })),
+                    (None, None) => {}
+                    _ => {
+                        anyhow::bail!("Vonage needs VONAGE_API_KEY and VONAGE_API_SECRET together")
+                    }
+                }
+            }
+            "" => {}
+            other => anyhow::bail!(
+                "NOTIFICATIONS_SMS_PROVIDERS names {other:?}; the SMS providers are twilio and vonage"
+            ),
+        }
+    }
+    let mut push: Vec<Box<dyn Provider<PushMessage>>> = Vec::new();
+    let mut webpush = None;
+    for name in &config.push_providers {
+        match name.trim() {
+            "fcm" => {
+                if let Some(path) = &config.fcm.fcm_credentials_file {
+                    push.push(Box::new(Fcm::from_file(
+                        config.fcm.fcm_api_url.clone(),
+                        path,
+                    )?));
+                }
+            }
+            "webpush" => {
+                if let Some(key) = &config.webpush.webpush_vapid_private_key {
+                    let w = Arc::new(WebPush::new(
+                        key.expose(),
+                        &config.webpush.webpush_vapid_subject,
+                        config.webpush.webpush_allowed_hosts.clone(),
+                    )?);
+                    webpush = Some(w.clone());
+                    push.push(Box::new(SharedWebPush(w)));
+                }
+            }
+            "" => {}
+            other => anyhow::bail!(
+                "NOTIFICATIONS_PUSH_PROVIDERS names {other:?}; the push providers are fcm and webpush"
+            ),
+        }
+    }
+    for (what, names) in [
+        ("SMS", sms.iter().map(|p| p.name()).collect::<Vec<_>>()),
+        ("push", push.iter().map(|p| p.name()).collect()),
+    ] {
+        if names.is_empty() {
+            tracing::info!(dir = %config.outbox_dir.display(),
+                "no {what} provider configured: {what} messages are written as files");
+        } else {
+            tracing::info!(providers = ?names, "{what} providers, in failover order");
+        }
+    }
+    Ok((
+        SmsSender {
+            db: db.clone(),
+            providers: Failover::new(sms, outbound.clone()),
+            outbox: config.outbox_dir.clone(),
+        },
+        PushSender {
+            db: db.clone(),
+            providers: Failover::new(push, outbound.clone()),
+            outbox: config.outbox_dir.clone(),
+        },
+        webpush,
+    ))
+}
+
+/// Web Push shared between the sender and the API (which checks subscriptions with it).
+struct SharedWebPush(Arc<WebPush>);
+
+impl Provider<PushMessage> for SharedWebPush {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn send<'a>(
+        &'a self,
+        outbound: &'a tienda_kit::outbound::Outbound,
+        message: &'a PushMessage,
+    ) -> crate::channel::provider::Sending<'a> {
+        self.0.send(outbound, message)
+    }
+}
 
 /// A built notifications service.
 #[derive(Debug)]
@@ -134,7 +260,11 @@ impl Application {
                 handler.clone(),
             )?;
         }
+        let outbound = tienda_kit::outbound::Outbound::start(&platform, &config.policy).await?;
+        let (sms, push, webpush) = channels(&config, &outbound, platform.db())?;
         let worker = Worker {
+            sms: Arc::new(sms),
+            push: Arc::new(push),
             webhooks: webhooks::WebhookSender {
                 db: platform.db().clone(),
                 allow_private: config.webhooks_allow_private,
@@ -176,6 +306,7 @@ impl Application {
             callback_secrets: Arc::new(http::CallbackSecrets(callback_secrets)),
             templates,
             links,
+            webpush,
         });
         // Operators inspect, replay or discard the events this service gave up on.
         let admin = tienda_kit::dead_letter::router(

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{category::Category, locale::Locale, quiet::QuietHours};
+use std::collections::BTreeMap;
+
+use crate::{category::Category, channel::Channel, locale::Locale, quiet::QuietHours};
 
 /// A signed-in user's preferences.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -17,7 +19,9 @@ pub struct Preferences {
     pub timezone: Option<String>,
     /// When non-critical messages wait, in their time zone; null: never.
     pub quiet_hours: Option<QuietHours>,
-    /// Every category, whether they get it.
+    /// Where their text messages go (E.164, `+34600111222`); null: no SMS.
+    pub phone: Option<String>,
+    /// Every category, whether they get it, and on which channels.
     pub categories: Vec<CategoryPreference>,
 }
 
@@ -32,6 +36,12 @@ pub struct CategoryPreference {
     pub critical: bool,
     /// Whether they get it.
     pub subscribed: bool,
+    /// Per channel (`email`, `sms`, `push`), whether they get it there. Left out on PUT: the
+    /// channel's default (on, except marketing by SMS or push). Email of a critical category
+    /// is always on. SMS needs a phone number and push a registered device.
+    #[serde(default)]
+    #[schema(value_type = BTreeMap<String, bool>)]
+    pub channels: BTreeMap<Channel, bool>,
 }
 
 /// `PUT /v1/notifications/preferences`: the whole set (categories left out are subscribed).
@@ -47,6 +57,9 @@ pub struct PreferencesUpdate {
     /// When non-critical messages wait (`{"start": "22:00", "end": "08:00"}`); null: never.
     #[serde(default)]
     pub quiet_hours: Option<QuietHours>,
+    /// Where text messages go (E.164, `+34600111222`); null: no SMS.
+    #[serde(default)]
+    pub phone: Option<String>,
     /// Categories and whether they get them.
     #[serde(default)]
     pub categories: Vec<CategoryPreference>,
@@ -84,6 +97,33 @@ pub fn check(update: &PreferencesUpdate) -> Vec<(String, String)> {
         })
         .into_iter()
         .collect();
+    if let Some(phone) = &update.phone
+        && !crate::channel::sms::is_e164(phone)
+    {
+        errors.push((
+            "phone".to_owned(),
+            "must be an E.164 number: + and the country code, digits only (+34600111222)"
+                .to_owned(),
+        ));
+    }
+    errors.extend(
+        update
+            .categories
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                p.category.critical() && p.channels.get(&Channel::Email) == Some(&false)
+            })
+            .map(|(i, p)| {
+                (
+                    format!("categories[{i}].channels.email"),
+                    format!(
+                        "{} messages are critical and always sent by email",
+                        p.category.as_str()
+                    ),
+                )
+            }),
+    );
     errors.extend(
         update
             .categories
@@ -138,6 +178,50 @@ pub async fn opted_out(
     Ok(names.iter().filter_map(|n| Category::parse(n)).collect())
 }
 
+/// A user's phone number.
+pub async fn phone(conn: &mut PgConnection, user_id: Uuid) -> Result<Option<String>, sqlx::Error> {
+    let phone: Option<Option<String>> =
+        sqlx::query_scalar("SELECT phone FROM preferences WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(phone.flatten())
+}
+
+/// What a user chose per category and channel.
+pub type ChannelChoices = Vec<(Category, Channel, bool)>;
+
+/// A user's explicit choices per category and channel.
+pub async fn channel_choices(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+) -> Result<ChannelChoices, sqlx::Error> {
+    let rows: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT category, channel, enabled FROM channel_preferences WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(category, channel, on)| {
+            Some((Category::parse(&category)?, Channel::parse(&channel)?, on))
+        })
+        .collect())
+}
+
+/// Whether `category` goes out on `channel` given `chosen`: email of a critical category
+/// always; otherwise the choice, else the channel's default.
+pub fn enabled(chosen: &ChannelChoices, category: Category, channel: Channel) -> bool {
+    if category.critical() && channel == Channel::Email {
+        return true;
+    }
+    chosen
+        .iter()
+        .find(|(c, ch, _)| *c == category && *ch == channel)
+        .map_or_else(|| channel.on_by_default(category), |(_, _, on)| *on)
+}
+
 /// A user's chosen locale.
 pub async fn locale(conn: &mut PgConnection, user_id: Uuid) -> Result<Option<Locale>, sqlx::Error> {
     let locale: Option<Option<String>> =
@@ -158,16 +242,23 @@ pub async fn load(conn: &mut PgConnection, user_id: Uuid) -> Result<Preferences,
             .await?;
     let quiet = quiet_hours(conn, user_id).await?.map(|(_, q)| q);
     let out = opted_out(conn, &[user_subject(user_id)]).await?;
+    let phone = phone(conn, user_id).await?;
+    let chosen = channel_choices(conn, user_id).await?;
     Ok(Preferences {
         locale,
         timezone: timezone.flatten(),
         quiet_hours: quiet,
+        phone,
         categories: Category::ALL
             .into_iter()
             .map(|category| CategoryPreference {
                 category,
                 critical: category.critical(),
                 subscribed: category.is_sent_despite(&out),
+                channels: Channel::ALL
+                    .into_iter()
+                    .map(|channel| (channel, enabled(&chosen, category, channel)))
+                    .collect(),
             })
             .collect(),
     })
@@ -180,17 +271,50 @@ pub async fn save(
     update: &PreferencesUpdate,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO preferences (user_id, locale, timezone, quiet_start, quiet_end)
-         VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO preferences (user_id, locale, timezone, quiet_start, quiet_end, phone)
+         VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (user_id) DO UPDATE SET locale = EXCLUDED.locale,
              timezone = EXCLUDED.timezone, quiet_start = EXCLUDED.quiet_start,
-             quiet_end = EXCLUDED.quiet_end, updated_at = now()",
+             quiet_end = EXCLUDED.quiet_end, phone = EXCLUDED.phone, updated_at = now()",
     )
     .bind(user_id)
     .bind(update.locale.map(Locale::as_str))
     .bind(update.timezone.as_deref())
     .bind(update.quiet_hours.map(|q| q.start))
     .bind(update.quiet_hours.map(|q| q.end))
+    .bind(update.phone.as_deref())
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM channel_preferences WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    let (categories, channels, enabled): (Vec<&str>, Vec<&str>, Vec<bool>) = update
+        .categories
+        .iter()
+        .flat_map(|p| {
+            p.channels
+                .iter()
+                .map(move |(channel, on)| (p.category.as_str(), channel.as_str(), *on))
+        })
+        .fold(
+            (vec![], vec![], vec![]),
+            |(mut a, mut b, mut c), (x, y, z)| {
+                a.push(x);
+                b.push(y);
+                c.push(z);
+                (a, b, c)
+            },
+        );
+    sqlx::query(
+        "INSERT INTO channel_preferences (user_id, category, channel, enabled)
+         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bool[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(&categories)
+    .bind(&channels)
+    .bind(&enabled)
     .execute(&mut *conn)
     .await?;
     let subject = user_subject(user_id);
@@ -245,21 +369,58 @@ mod tests {
             locale: None,
             timezone: None,
             quiet_hours: None,
+            phone: None,
             categories: vec![
                 CategoryPreference {
                     category: Category::Marketing,
                     critical: false,
                     subscribed: false,
+                    channels: BTreeMap::new(),
                 },
                 CategoryPreference {
                     category: Category::Security,
                     critical: true,
                     subscribed: false,
+                    channels: BTreeMap::new(),
                 },
             ],
         };
         let errors = check(&update);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].0, "categories[1].subscribed");
+    }
+
+    #[test]
+    fn critical_email_cannot_be_turned_off_and_marketing_texts_need_a_yes() {
+        let update = PreferencesUpdate {
+            locale: None,
+            timezone: None,
+            quiet_hours: None,
+            phone: Some("600111222".into()),
+            categories: vec![CategoryPreference {
+                category: Category::Orders,
+                critical: true,
+                subscribed: true,
+                channels: [(Channel::Email, false), (Channel::Sms, false)].into(),
+            }],
+        };
+        let fields: Vec<String> = check(&update).into_iter().map(|(f, _)| f).collect();
+        assert_eq!(fields, ["phone", "categories[0].channels.email"]);
+
+        let none = ChannelChoices::new();
+        assert!(enabled(&none, Category::Shipping, Channel::Sms));
+        assert!(!enabled(&none, Category::Marketing, Channel::Sms));
+        assert!(!enabled(&none, Category::Marketing, Channel::Push));
+        let chosen = vec![
+            (Category::Marketing, Channel::Push, true),
+            (Category::Orders, Channel::Email, false),
+            (Category::Orders, Channel::Sms, false),
+        ];
+        assert!(enabled(&chosen, Category::Marketing, Channel::Push));
+        assert!(
+            enabled(&chosen, Category::Orders, Channel::Email),
+            "critical email stays on"
+        );
+        assert!(!enabled(&chosen, Category::Orders, Channel::Sms));
     }
 }

@@ -18,6 +18,8 @@ pub struct Stored {
     pub body_text: String,
     /// HTML body.
     pub body_html: String,
+    /// SMS and push text (null: the shipped one).
+    pub short: Option<String>,
     /// Who saved it.
     pub created_by: String,
     /// Why.
@@ -33,6 +35,7 @@ impl Stored {
             subject: self.subject.clone(),
             body_text: self.body_text.clone(),
             body_html: self.body_html.clone(),
+            short: self.short.clone(),
         }
     }
 }
@@ -57,7 +60,7 @@ pub async fn latest(
     locale: Locale,
 ) -> Result<Option<Stored>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT version, subject, body_text, body_html, created_by, note, created_at
+        "SELECT version, subject, body_text, body_html, short, created_by, note, created_at
          FROM template_versions WHERE kind = $1 AND locale = $2
          ORDER BY version DESC LIMIT 1",
     )
@@ -75,7 +78,7 @@ pub async fn get(
     version: i32,
 ) -> Result<Option<Stored>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT version, subject, body_text, body_html, created_by, note, created_at
+        "SELECT version, subject, body_text, body_html, short, created_by, note, created_at
          FROM template_versions WHERE kind = $1 AND locale = $2 AND version = $3",
     )
     .bind(kind.as_str())
@@ -117,8 +120,8 @@ pub async fn save(
         .await?;
     sqlx::query_scalar(
         "INSERT INTO template_versions (kind, locale, version, subject, body_text, body_html,
-                                        created_by, note)
-         SELECT $1, $2, coalesce(max(version), 1) + 1, $3, $4, $5, $6, $7
+                                        created_by, note, short)
+         SELECT $1, $2, coalesce(max(version), 1) + 1, $3, $4, $5, $6, $7, $8
          FROM template_versions WHERE kind = $1 AND locale = $2
          RETURNING version",
     )
@@ -129,6 +132,7 @@ pub async fn save(
     .bind(&draft.body_html)
     .bind(by)
     .bind(note)
+    .bind(&draft.short)
     .fetch_one(conn)
     .await
 }

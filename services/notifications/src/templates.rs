@@ -36,6 +36,8 @@ pub struct Rendered {
     pub text: String,
     /// The `text/html` part.
     pub html: String,
+    /// The short text of SMS and push (kinds sent on those channels).
+    pub short: Option<String>,
     /// The template version used.
     pub version: i32,
 }
@@ -51,6 +53,10 @@ pub struct Draft {
     pub body_text: String,
     /// The `text/html` body (values are escaped).
     pub body_html: String,
+    /// The short text of SMS and push messages (kinds sent on those channels); left out, the
+    /// shipped one is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short: Option<String>,
 }
 
 /// The compiled templates: the shipped ones, and edited versions compiled on first use.
@@ -92,9 +98,19 @@ fn add(
     locale: Locale,
     draft: &Draft,
 ) -> Result<(), (&'static str, minijinja::Error)> {
-    let [subject, text, html] = names(kind, locale);
+    let [subject, text, html, short] = names(kind, locale);
     env.add_template_owned(subject, draft.subject.clone())
         .map_err(|e| ("subject", e))?;
+    if kind.channels().len() > 1 {
+        let source = draft
+            .short
+            .clone()
+            .or_else(|| builtin_short(kind, locale).map(str::to_owned));
+        if let Some(source) = source {
+            env.add_template_owned(short, source)
+                .map_err(|e| ("short", e))?;
+        }
+    }
     env.add_template_owned(
         text,
         format!(
@@ -132,7 +148,7 @@ fn render_in(
     context: &Value,
     version: i32,
 ) -> Result<Rendered, (&'static str, minijinja::Error)> {
-    let [subject, text, html] = names(kind, locale);
+    let [subject, text, html, short] = names(kind, locale);
     let context = minijinja::Value::from(Serde(context));
     let part = |name: &str, field| {
         env.get_template(name)
@@ -145,18 +161,38 @@ fn render_in(
         subject: subject.split_whitespace().collect::<Vec<_>>().join(" "),
         text: part(&text, "body_text")?,
         html: part(&html, "body_html")?,
+        short: match env.get_template(&short) {
+            // One line, as an SMS or a notification shows it.
+            Ok(t) => Some(
+                t.render(&context)
+                    .map_err(|e| ("short", e))?
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            Err(_) => None,
+        },
         version,
     })
 }
 
-/// The names of one kind's three templates in one locale.
-fn names(kind: Kind, locale: Locale) -> [String; 3] {
+/// The names of one kind's templates in one locale: subject, text, HTML and short.
+fn names(kind: Kind, locale: Locale) -> [String; 4] {
     let base = format!("{}/{}", kind.as_str(), locale.as_str());
     [
         format!("{base}/subject.txt"),
         format!("{base}/body.txt"),
         format!("{base}/body.html"),
+        format!("{base}/short.txt"),
     ]
+}
+
+/// The shipped short text of `kind` in `locale` (kinds sent by SMS and push).
+fn builtin_short(kind: Kind, locale: Locale) -> Option<&'static str> {
+    SHORT
+        .iter()
+        .find(|(k, l, _)| *k == kind && *l == locale)
+        .map(|(_, _, source)| *source)
 }
 
 impl Templates {
@@ -252,10 +288,12 @@ impl Templates {
         };
         // Each part compiled alone first, so an unclosed block is reported as the editor
         // wrote it, not at the layout's wrapper.
+        let short = draft.short.clone().unwrap_or_default();
         for (field, source) in [
             ("subject", &draft.subject),
             ("body_text", &draft.body_text),
             ("body_html", &draft.body_html),
+            ("short", &short),
         ] {
             if let Err(e) = env.template_from_str(source) {
                 errors.push((field.to_owned(), describe(&e)));
@@ -324,6 +362,7 @@ impl Source {
             subject: self.subject.to_owned(),
             body_text: self.text.to_owned(),
             body_html: self.html.to_owned(),
+            short: builtin_short(self.kind, self.locale).map(str::to_owned),
         }
     }
 }
@@ -351,6 +390,80 @@ const LAYOUT_HTML: &str = "<!DOCTYPE html>
 </body>
 </html>
 ";
+
+/// The short texts of SMS and push messages: one line, the link to the order.
+const SHORT: &[(Kind, Locale, &str)] = &[
+    (
+        Kind::OrderConfirmed,
+        Locale::Es,
+        "{{ shop }}: tu pedido {{ order_id }} está confirmado ({{ total }}). {{ order_url }}",
+    ),
+    (
+        Kind::OrderConfirmed,
+        Locale::En,
+        "{{ shop }}: your order {{ order_id }} is confirmed ({{ total }}). {{ order_url }}",
+    ),
+    (
+        Kind::OrderCancelled,
+        Locale::Es,
+        "{{ shop }}: tu pedido {{ order_id }} se ha cancelado. {{ order_url }}",
+    ),
+    (
+        Kind::OrderCancelled,
+        Locale::En,
+        "{{ shop }}: your order {{ order_id }} was cancelled. {{ order_url }}",
+    ),
+    (
+        Kind::OrderShipped,
+        Locale::Es,
+        "{{ shop }}: tu pedido va de camino con {{ carrier }} ({{ tracking_number }}). {{ order_url }}",
+    ),
+    (
+        Kind::OrderShipped,
+        Locale::En,
+        "{{ shop }}: your order is on its way with {{ carrier }} ({{ tracking_number }}). {{ order_url }}",
+    ),
+    (
+        Kind::OrderDelivered,
+        Locale::Es,
+        "{{ shop }}: tu pedido {{ order_id }} se ha entregado. {{ order_url }}",
+    ),
+    (
+        Kind::OrderDelivered,
+        Locale::En,
+        "{{ shop }}: your order {{ order_id }} was delivered. {{ order_url }}",
+    ),
+    (
+        Kind::OrderRefunded,
+        Locale::Es,
+        "{{ shop }}: te hemos devuelto {{ amount }} del pedido {{ order_id }}.",
+    ),
+    (
+        Kind::OrderRefunded,
+        Locale::En,
+        "{{ shop }}: we refunded {{ amount }} for order {{ order_id }}.",
+    ),
+    (
+        Kind::PaymentDeclined,
+        Locale::Es,
+        "{{ shop }}: el pago del pedido {{ order_id }} no se ha aceptado. {{ order_url }}",
+    ),
+    (
+        Kind::PaymentDeclined,
+        Locale::En,
+        "{{ shop }}: the payment for order {{ order_id }} was declined. {{ order_url }}",
+    ),
+    (
+        Kind::PaymentRequiresAction,
+        Locale::Es,
+        "{{ shop }}: confirma el pago del pedido {{ order_id }} antes del {{ expires_at }}: {{ action_url }}",
+    ),
+    (
+        Kind::PaymentRequiresAction,
+        Locale::En,
+        "{{ shop }}: confirm the payment for order {{ order_id }} by {{ expires_at }}: {{ action_url }}",
+    ),
+];
 
 const SOURCES: &[Source] = &[
     Source {
@@ -684,6 +797,25 @@ mod tests {
                     .contains("href=\"https:&#x2f;&#x2f;u.example&#x2f;x\"")
             );
             assert_eq!(rendered.version, BUILTIN_VERSION);
+            let short = rendered.short.expect("shipped messages have a short text");
+            assert!(short.contains("PK123") && !short.contains('\n'), "{short}");
+        }
+    }
+
+    #[test]
+    fn kinds_sent_by_sms_and_push_have_a_short_text_in_every_locale_and_the_others_none() {
+        let templates = Templates::builtin().unwrap();
+        for kind in Kind::ALL {
+            for locale in Locale::ALL {
+                let context = Trigger::sample(kind).context(locale, &links(), None);
+                let rendered = templates.render(kind, locale, &context).unwrap();
+                assert_eq!(
+                    rendered.short.is_some(),
+                    kind.channels().len() > 1,
+                    "{} in {locale}",
+                    kind.as_str()
+                );
+            }
         }
     }
 
@@ -774,6 +906,7 @@ mod tests {
             subject: "¡{{ name }}, ya estás dentro!".into(),
             body_text: "Hola {{ name }}\n".into(),
             body_html: "<p>Hola {{ name }}</p>\n".into(),
+            short: None,
         };
         let context = Trigger::sample(Kind::Welcome).context(Locale::Es, &links(), None);
         let rendered = templates

@@ -14,7 +14,7 @@ use tienda_events::{
 };
 use uuid::Uuid;
 
-use crate::{category::Category, locale::Locale};
+use crate::{category::Category, channel::Channel, locale::Locale};
 
 /// A family of messages: one set of templates, one category.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,6 +89,17 @@ impl Kind {
             | Kind::OrderRefunded
             | Kind::PaymentDeclined
             | Kind::PaymentRequiresAction => Category::Orders,
+        }
+    }
+
+    /// The channels its messages go out on: email always; the state of an order and its
+    /// payment also by SMS and push (to people with a phone number or a device). A welcome,
+    /// a password reset (its link is for a browser) and an order placed (confirmed moments
+    /// later) stay in the mailbox.
+    pub fn channels(self) -> &'static [Channel] {
+        match self {
+            Kind::Welcome | Kind::PasswordReset | Kind::OrderPlaced => &[Channel::Email],
+            _ => &[Channel::Email, Channel::Sms, Channel::Push],
         }
     }
 

@@ -1,5 +1,5 @@
 //! The delivery worker: after the consumer's transaction commits, it claims due deliveries,
-//! composes and hands each to the mail transport, and records the outcome — sent, another
+//! hands each to its channel (mail, SMS, push, webhook), and records the outcome — sent, another
 //! attempt after a backoff (the kit's [`Backoff`]), or failed after the last attempt or a
 //! permanent error. Woken by `NOTIFY` at commit, and polls as a fallback.
 //!
@@ -56,6 +56,10 @@ pub struct Worker {
     pub mailer: Arc<Mailer>,
     /// Where webhooks go.
     pub webhooks: crate::webhooks::WebhookSender,
+    /// Where texts go.
+    pub sms: Arc<channel::sms::SmsSender>,
+    /// Where push notifications go.
+    pub push: Arc<channel::push::PushSender>,
     /// The `From` of every message.
     pub from: Mailbox,
     /// Retry rules.
@@ -129,6 +133,21 @@ impl Worker {
             crate::webhooks::CHANNEL => {
                 self.webhooks
                     .send(id, &delivery.outgoing.to, &delivery.outgoing.text)
+                    .await
+            }
+            "sms" => {
+                self.sms
+                    .send(id, &delivery.outgoing.to, &delivery.outgoing.text)
+                    .await
+            }
+            "push" => {
+                self.push
+                    .send(
+                        id,
+                        &delivery.outgoing.to,
+                        &delivery.outgoing.subject,
+                        &delivery.outgoing.text,
+                    )
                     .await
             }
             _ => match channel::compose(&self.from, &delivery.outgoing) {

@@ -28,9 +28,6 @@ impl EmlOutbox {
 
 impl Transport for EmlOutbox {
     async fn send(&self, message: &Message) -> Result<String, SendError> {
-        let transient = |what: &str, e: std::io::Error| {
-            SendError::Transient(format!("{what} in {}: {e}", self.dir.display()))
-        };
         let id = message
             .headers()
             .get_raw("Message-ID")
@@ -43,19 +40,32 @@ impl Transport for EmlOutbox {
             })
             .filter(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        tokio::fs::create_dir_all(&self.dir)
-            .await
-            .map_err(|e| transient("creating the outbox", e))?;
-        let path = self.dir.join(format!("{id}.eml"));
-        let partial = self.dir.join(format!(".{id}.eml.partial"));
-        tokio::fs::write(&partial, message.formatted())
-            .await
-            .map_err(|e| transient("writing", e))?;
-        tokio::fs::rename(&partial, &path)
-            .await
-            .map_err(|e| transient("renaming", e))?;
-        let path = path.display().to_string();
-        tracing::info!(path = %path, "message written to the outbox (no SMTP server configured)");
-        Ok(path)
+        write_file(&self.dir, &format!("{id}.eml"), &message.formatted()).await
     }
+}
+
+/// Writes `bytes` as `name` in `dir` (created when missing), whole or not at all (a
+/// temporary file renamed into place), and logs the path; answers it.
+pub async fn write_file(
+    dir: &std::path::Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<String, SendError> {
+    let transient = |what: &str, e: std::io::Error| {
+        SendError::Transient(format!("{what} in {}: {e}", dir.display()))
+    };
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| transient("creating the outbox", e))?;
+    let path = dir.join(name);
+    let partial = dir.join(format!(".{name}.partial"));
+    tokio::fs::write(&partial, bytes)
+        .await
+        .map_err(|e| transient("writing", e))?;
+    tokio::fs::rename(&partial, &path)
+        .await
+        .map_err(|e| transient("renaming", e))?;
+    let path = path.display().to_string();
+    tracing::info!(path = %path, "message written to the outbox (no provider configured)");
+    Ok(path)
 }

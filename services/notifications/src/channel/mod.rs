@@ -1,11 +1,69 @@
-//! Where messages go. Email is the one channel so far: [`compose`] builds the RFC 5322
+//! Where messages go: email, SMS ([`sms`]) and push ([`push`]) behind provider traits with
+//! failover ([`provider`]), and shops' webhooks ([`crate::webhooks`]). For email, [`compose`] builds the RFC 5322
 //! message (multipart/alternative, text then HTML; `List-Unsubscribe` + `List-Unsubscribe-Post`
 //! per RFC 8058 on non-critical messages), and a [`Transport`] hands it over — to an SMTP
 //! server ([`smtp::Smtp`]) or, with none configured, to an `.eml` file ([`eml::EmlOutbox`]).
 //! Nothing is ever dropped silently: a transport answers where the message went or why not.
 
 pub mod eml;
+pub mod provider;
+pub mod push;
+pub mod sms;
 pub mod smtp;
+
+use serde::{Deserialize, Serialize};
+
+use crate::category::Category;
+
+/// A way to reach someone.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// Mail over SMTP.
+    Email,
+    /// A text message to the phone number in their preferences.
+    Sms,
+    /// A notification on their registered devices.
+    Push,
+}
+
+impl Channel {
+    /// Every channel, in the order preferences list them.
+    pub const ALL: [Channel; 3] = [Channel::Email, Channel::Sms, Channel::Push];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+            Channel::Push => "push",
+        }
+    }
+
+    /// The channel a stored name stands for.
+    pub fn parse(name: &str) -> Option<Channel> {
+        Channel::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
+    /// Whether someone who said nothing gets `category` on this channel. Marketing by SMS or
+    /// push needs their explicit yes (consent rules for texts: TCPA, ePrivacy); everything
+    /// else is on, since giving a phone number or registering a device is already a choice.
+    pub fn on_by_default(self, category: Category) -> bool {
+        self == Channel::Email || category != Category::Marketing
+    }
+}
 
 use std::future::Future;
 

@@ -2,6 +2,7 @@
 //! unsubscribe link, the provider's callbacks, and for admins delivery search, replay and the
 //! suppression list.
 
+pub mod devices;
 pub mod history;
 pub mod preferences;
 pub mod templates;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub templates: Arc<crate::templates::Templates>,
     /// Where links in messages point (previews).
     pub links: crate::trigger::Links,
+    /// Web Push, when configured (subscriptions are checked against its allowed hosts).
+    pub webpush: Option<Arc<crate::channel::push::WebPush>>,
 }
 
 impl std::fmt::Debug for CallbackSecrets {
@@ -53,6 +56,8 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let signed_in = OpenApiRouter::new()
         .routes(routes!(preferences::get, preferences::put))
         .routes(routes!(history::mine))
+        .routes(routes!(devices::register, devices::list))
+        .routes(routes!(devices::remove))
         .route_layer(middleware::from_fn_with_state(
             state.verifier.clone(),
             authenticate,
@@ -79,6 +84,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         ));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(unsubscribe::page, unsubscribe::one_click))
+        .routes(routes!(devices::vapid_key))
         // Providers authenticate by signature over the raw body, within a bound.
         .merge(
             OpenApiRouter::new()

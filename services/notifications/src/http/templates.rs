@@ -76,6 +76,10 @@ pub struct NewVersion {
     pub body_text: String,
     /// The `text/html` body (values are escaped).
     pub body_html: String,
+    /// The one-line text of SMS and push (kinds sent on those channels); left out, the
+    /// shipped one is kept.
+    #[serde(default)]
+    pub short: Option<String>,
     /// Why, at most 500 characters.
     #[serde(default)]
     pub note: Option<String>,
@@ -92,6 +96,9 @@ pub struct Preview {
     pub text: String,
     /// The `text/html` part, in the layout.
     pub html: String,
+    /// The SMS and push text (kinds sent on those channels).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub short: Option<String>,
 }
 
 fn parse(kind: &str, locale: &str) -> Result<(Kind, Locale), Error> {
@@ -218,6 +225,7 @@ pub async fn save(
         subject: new.subject,
         body_text: new.body_text,
         body_html: new.body_html,
+        short: new.short,
     };
     let mut errors = Templates::check(kind, locale, &draft);
     let note = new.note.as_deref().map(str::trim).filter(|n| !n.is_empty());
@@ -291,5 +299,6 @@ pub async fn preview(
         subject: rendered.subject,
         text: rendered.text,
         html: rendered.html,
+        short: rendered.short,
     }))
 }
