@@ -399,7 +399,7 @@ impl WebPush {
             }
             _ => errors.push((
                 "subscription.endpoint".into(),
-                "must be an https URL".into(),
+                "must be an https URL of a push service".into(),
             )),
         }
         if ua_public(p256dh).is_none() {

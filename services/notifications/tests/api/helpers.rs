@@ -127,7 +127,7 @@ impl TestApp {
             let found = sqlx::query_as::<_, DeliveryRow>(
                 "SELECT status, attempts, last_error, provider_ref, locale, template_version,
                         body_text
-                 FROM deliveries WHERE event_id = $1 AND status <> 'queued'",
+                 FROM deliveries WHERE event_id = $1 AND channel = 'email' AND status <> 'queued'",
             )
             .bind(event_id)
             .fetch_optional(&self.db)
@@ -248,4 +248,46 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.outbox);
     }
+}
+
+/// A local HTTP server standing in for a provider; answers with `router`.
+pub async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{address}")
+}
+
+/// The delivery of `event_id` on `channel` once settled (not `queued`).
+pub async fn settled_on(app: &TestApp, event_id: Uuid, channel: &str) -> DeliveryRow {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let found = sqlx::query_as::<_, DeliveryRow>(
+            "SELECT status, attempts, last_error, provider_ref, locale, template_version,
+                    body_text
+             FROM deliveries WHERE event_id = $1 AND channel = $2 AND status <> 'queued'",
+        )
+        .bind(event_id)
+        .bind(channel)
+        .fetch_optional(&app.db)
+        .await
+        .unwrap();
+        if let Some(found) = found {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for the {channel} delivery of {event_id} to settle"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A directory of CircuitPolicy files with `yaml` as one policy.
+pub fn policy_dir(yaml: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("tienda-notifications-policies-{}", Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("policy.yaml"), yaml).unwrap();
+    dir
 }

@@ -5,6 +5,8 @@
 mod delivery;
 mod helpers;
 mod preferences;
+mod push;
+mod sms;
 mod smtp;
 mod templates;
 mod tracking;
