@@ -183,6 +183,10 @@ pub struct Config {
     #[command(flatten)]
     pub webpush: WebPushConfig,
 
+    /// Messages the delivery worker has in flight at once (default 8).
+    #[arg(long, env = "NOTIFICATIONS_SEND_CONCURRENCY", default_value_t = 8)]
+    pub send_concurrency: usize,
+
     /// How often the delivery worker looks for due messages when not woken by a new one, in
     /// milliseconds (default 1000).
     #[arg(long, env = "NOTIFICATIONS_POLL_INTERVAL_MS", default_value_t = 1000)]

@@ -322,3 +322,179 @@ pub async fn replay(conn: &mut PgConnection, id: Uuid, by: &str) -> Result<bool,
     }
     Ok(changed)
 }
+
+/// One delivery of a campaign batch.
+#[derive(Debug, Clone)]
+pub struct BatchRow {
+    /// Its id.
+    pub id: Uuid,
+    /// The person.
+    pub user_id: Uuid,
+    /// `email`, `sms` or `push`.
+    pub channel: &'static str,
+    /// The address on the channel.
+    pub recipient: String,
+    /// The locale rendered.
+    pub locale: &'static str,
+    /// Subject (email), title (push).
+    pub subject: String,
+    /// The text.
+    pub text: String,
+    /// The HTML (email).
+    pub html: String,
+    /// The one-click unsubscribe link (email).
+    pub unsubscribe_url: Option<String>,
+    /// `queued`, `suppressed` or `failed`.
+    pub status: &'static str,
+    /// Why suppressed or failed.
+    pub reason: Option<&'static str>,
+    /// Not sent before (quiet hours).
+    pub not_before: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A written delivery: its id, status, reason and hold.
+type Inserted = (
+    Uuid,
+    String,
+    Option<String>,
+    Option<chrono::DateTime<chrono::Utc>>,
+);
+
+/// A campaign batch's deliveries, written in one statement.
+#[derive(Debug, Default)]
+pub struct Batch {
+    rows: Vec<BatchRow>,
+    errors: Vec<(Uuid, String)>,
+}
+
+impl Batch {
+    /// Adds a delivery.
+    pub fn push(&mut self, row: BatchRow) {
+        self.rows.push(row);
+    }
+
+    /// Adds a delivery that could not be rendered: failed, with the error.
+    pub fn push_failed(
+        &mut self,
+        user_id: Uuid,
+        channel: crate::channel::Channel,
+        recipient: &str,
+        locale: crate::locale::Locale,
+        error: &str,
+    ) {
+        let id = Uuid::now_v7();
+        self.errors.push((id, error.to_owned()));
+        self.rows.push(BatchRow {
+            id,
+            user_id,
+            channel: channel.as_str(),
+            recipient: recipient.to_owned(),
+            locale: locale.as_str(),
+            subject: String::new(),
+            text: String::new(),
+            html: String::new(),
+            unsubscribe_url: None,
+            status: "failed",
+            reason: None,
+            not_before: None,
+        });
+    }
+
+    /// Writes the deliveries of campaign `campaign` (those it already has are left alone),
+    /// their first history entries, and wakes the worker at commit.
+    pub async fn record(self, conn: &mut PgConnection, campaign: Uuid) -> Result<u64, sqlx::Error> {
+        if self.rows.is_empty() {
+            return Ok(0);
+        }
+        let mut ids = Vec::with_capacity(self.rows.len());
+        let mut users = Vec::with_capacity(self.rows.len());
+        let mut channels = Vec::with_capacity(self.rows.len());
+        let mut recipients = Vec::with_capacity(self.rows.len());
+        let mut locales = Vec::with_capacity(self.rows.len());
+        let mut subjects = Vec::with_capacity(self.rows.len());
+        let mut texts = Vec::with_capacity(self.rows.len());
+        let mut htmls = Vec::with_capacity(self.rows.len());
+        let mut links = Vec::with_capacity(self.rows.len());
+        let mut statuses = Vec::with_capacity(self.rows.len());
+        let mut reasons = Vec::with_capacity(self.rows.len());
+        let mut not_before = Vec::with_capacity(self.rows.len());
+        for row in self.rows {
+            ids.push(row.id);
+            users.push(row.user_id);
+            channels.push(row.channel);
+            recipients.push(row.recipient);
+            locales.push(row.locale);
+            subjects.push(row.subject);
+            texts.push(row.text);
+            htmls.push(row.html);
+            links.push(row.unsubscribe_url);
+            statuses.push(row.status);
+            reasons.push(row.reason);
+            not_before.push(row.not_before);
+        }
+        let inserted: Vec<Inserted> = sqlx::query_as(
+            "INSERT INTO deliveries (id, event_id, event_type, kind, category, critical,
+                     sensitive, channel, recipient, user_id, locale, template_version, subject,
+                     body_text, body_html, unsubscribe_url, status, status_reason, next_attempt_at)
+                 SELECT r.id, $1, 'campaign', 'campaign', 'marketing', false, false, r.channel,
+                        r.recipient, r.user_id, r.locale, 0, r.subject, r.body_text, r.body_html,
+                        r.link, r.status, r.reason, coalesce(r.not_before, now())
+                 FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
+                             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+                             $12::text[], $13::timestamptz[])
+                      AS r(id, user_id, channel, recipient, locale, subject, body_text, body_html,
+                           link, status, reason, not_before)
+                 ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING
+                 RETURNING id, status, status_reason,
+                           CASE WHEN next_attempt_at > now() THEN next_attempt_at END",
+        )
+        .bind(campaign)
+        .bind(&ids)
+        .bind(&users)
+        .bind(&channels)
+        .bind(&recipients)
+        .bind(&locales)
+        .bind(&subjects)
+        .bind(&texts)
+        .bind(&htmls)
+        .bind(&links)
+        .bind(&statuses)
+        .bind(&reasons)
+        .bind(&not_before)
+        .fetch_all(&mut *conn)
+        .await?;
+        let (mut event_ids, mut event_statuses, mut details) = (vec![], vec![], vec![]);
+        let mut queued = false;
+        for (id, status, reason, held) in &inserted {
+            queued |= status == "queued";
+            let detail = match (reason, held) {
+                (Some(reason), _) => Some(reason.clone()),
+                (None, Some(t)) => Some(format!("quiet hours: held until {}", t.to_rfc3339())),
+                _ => self
+                    .errors
+                    .iter()
+                    .find(|(e, _)| e == id)
+                    .map(|(_, m)| m.clone()),
+            };
+            event_ids.push(*id);
+            event_statuses.push(status.clone());
+            details.push(detail);
+        }
+        sqlx::query(
+            "INSERT INTO delivery_events (delivery_id, status, detail)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])",
+        )
+        .bind(&event_ids)
+        .bind(&event_statuses)
+        .bind(&details)
+        .execute(&mut *conn)
+        .await?;
+        if queued {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(QUEUED_CHANNEL)
+                .execute(conn)
+                .await?;
+        }
+        Ok(inserted.len() as u64)
+    }
+}

@@ -75,6 +75,7 @@ impl Notify {
         let found = match (domain, name) {
             (Some("user"), Some("registered")) => {
                 let (id, ty, e) = decode::<UserRegistered>(delivery)?;
+                crate::campaigns::remember(conn, e.user_id, &e.email, &e.name).await?;
                 (id, ty, Trigger::Welcome(e))
             }
             (Some("user"), Some("password_reset_requested")) => {

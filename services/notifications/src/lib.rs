@@ -15,6 +15,7 @@
 //! - [`unsubscribe`]: signed one-click unsubscribe tokens
 //! - [`http`]: the API; [`error`]: errors as problem documents
 
+pub mod campaigns;
 pub mod category;
 pub mod channel;
 pub mod config;
@@ -281,8 +282,18 @@ impl Application {
                 ),
             },
             poll: Duration::from_millis(config.poll_interval_ms.max(10)),
+            concurrency: config.send_concurrency.clamp(1, 256),
         };
         platform.spawn(worker.run(platform.shutdown.clone()));
+        let runner = campaigns::Runner {
+            db: platform.db().clone(),
+            signer: signer.clone(),
+            links: links.clone(),
+            default_locale: config.default_locale,
+            default_timezone: config.default_timezone,
+            poll: Duration::from_millis(config.poll_interval_ms.max(10)),
+        };
+        platform.spawn(runner.run(platform.shutdown.clone()));
         let gauges = metrics::DeliveryMetrics::register(&platform.metrics.registry)?;
         platform.spawn(gauges.run(
             platform.db().clone(),
@@ -307,6 +318,7 @@ impl Application {
             templates,
             links,
             webpush,
+            default_locale: config.default_locale,
         });
         // Operators inspect, replay or discard the events this service gave up on.
         let admin = tienda_kit::dead_letter::router(

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
+    channel::Channel,
     locale::Locale,
     trigger::{Kind, Links, Trigger},
 };
@@ -346,6 +347,179 @@ impl Templates {
             self.render_version(kind, locale, version, draft, &context)
         }
     }
+}
+
+/// A campaign's content in one locale: the parts its channel needs (email: `subject`,
+/// `body_text`, `body_html`; SMS: `short`; push: `subject` and `short`). Values: `name`,
+/// `email`, `shop`, `lang`, and `unsubscribe_url` (email).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignContent {
+    /// The subject (email) or title (push).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The `text/plain` body (email).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_text: Option<String>,
+    /// The `text/html` body (email; values are escaped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_html: Option<String>,
+    /// The one line of SMS and push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short: Option<String>,
+}
+
+/// A campaign's compiled content, every locale it is written in.
+#[derive(Debug)]
+pub struct CampaignTemplates {
+    env: Environment<'static>,
+    channel: Channel,
+    locales: Vec<Locale>,
+}
+
+impl CampaignTemplates {
+    /// Compiles `content` for `channel`; the errors by field (`content.es.subject`), with
+    /// the line, when a part is missing, too long, does not compile or does not render
+    /// against a sample person.
+    pub fn compile(
+        channel: Channel,
+        content: &std::collections::BTreeMap<Locale, CampaignContent>,
+    ) -> Result<Self, Vec<(String, String)>> {
+        let mut errors = Vec::new();
+        if content.is_empty() {
+            errors.push((
+                "content".to_owned(),
+                "must have at least one locale".to_owned(),
+            ));
+        }
+        let mut env = environment().map_err(|e| vec![("content".to_owned(), describe(&e))])?;
+        for (locale, parts) in content {
+            let wanted: &[(&str, &Option<String>, usize)] = match channel {
+                Channel::Email => &[
+                    ("subject", &parts.subject, 1_000),
+                    ("body_text", &parts.body_text, 64 * 1024),
+                    ("body_html", &parts.body_html, 64 * 1024),
+                ],
+                Channel::Sms => &[("short", &parts.short, 2_000)],
+                Channel::Push => &[
+                    ("subject", &parts.subject, 1_000),
+                    ("short", &parts.short, 2_000),
+                ],
+            };
+            for (field, text, max) in wanted {
+                let name = format!("content.{locale}.{field}");
+                let source = match text {
+                    Some(t) if t.trim().is_empty() => {
+                        errors.push((name, "must not be empty".to_owned()));
+                        continue;
+                    }
+                    Some(t) if t.len() > *max => {
+                        errors.push((name, format!("must be at most {max} bytes")));
+                        continue;
+                    }
+                    Some(t) => t.clone(),
+                    None => {
+                        errors.push((name, format!("is required for {}", channel.as_str())));
+                        continue;
+                    }
+                };
+                if let Err(e) = env.template_from_str(&source) {
+                    errors.push((name, describe(&e)));
+                    continue;
+                }
+                let wrapped = match *field {
+                    "body_text" => format!(
+                        "{{% extends \"layout.txt\" %}}{{% block body %}}{source}{{% endblock %}}"
+                    ),
+                    "body_html" => format!(
+                        "{{% extends \"layout.html\" %}}{{% block body %}}{source}{{% endblock %}}"
+                    ),
+                    _ => source,
+                };
+                if let Err(e) = env.add_template_owned(campaign_name(*locale, field), wrapped) {
+                    errors.push((name, describe(&e)));
+                }
+            }
+        }
+        let compiled = Self {
+            env,
+            channel,
+            locales: content.keys().copied().collect(),
+        };
+        if errors.is_empty() {
+            for locale in &compiled.locales {
+                let sample = serde_json::json!({
+                    "name": "Ada", "email": "ada@example.com", "shop": "Tienda",
+                    "lang": locale.as_str(),
+                    "unsubscribe_url": "https://shop.example/v1/notifications/unsubscribe?token=t",
+                });
+                if let Err((field, e)) = compiled.render_parts(*locale, &sample) {
+                    errors.push((format!("content.{locale}.{field}"), describe(&e)));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(compiled)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The locale a person reading `preferred` gets: theirs when the campaign is written in
+    /// it, else the campaign's first.
+    pub fn locale_for(&self, preferred: Locale) -> Locale {
+        if self.locales.contains(&preferred) {
+            preferred
+        } else {
+            self.locales[0]
+        }
+    }
+
+    /// Renders for one person (`context`: `name`, `email`, `shop`, `lang`,
+    /// `unsubscribe_url`) in `locale` (from [`CampaignTemplates::locale_for`]).
+    pub fn render(&self, locale: Locale, context: &Value) -> Result<Rendered, minijinja::Error> {
+        self.render_parts(locale, context).map_err(|(_, e)| e)
+    }
+
+    fn render_parts(
+        &self,
+        locale: Locale,
+        context: &Value,
+    ) -> Result<Rendered, (&'static str, minijinja::Error)> {
+        let context = minijinja::Value::from(Serde(context));
+        let part = |field: &'static str| -> Result<String, (&'static str, minijinja::Error)> {
+            let wanted = !matches!(
+                (self.channel, field),
+                (Channel::Email, "short")
+                    | (Channel::Sms, "subject" | "body_text" | "body_html")
+                    | (Channel::Push, "body_text" | "body_html")
+            );
+            if !wanted {
+                return Ok(String::new());
+            }
+            self.env
+                .get_template(&campaign_name(locale, field))
+                .and_then(|t| t.render(&context))
+                .map_err(|e| (field, e))
+        };
+        let one_line = |s: String| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        Ok(Rendered {
+            subject: one_line(part("subject")?),
+            text: part("body_text")?,
+            html: part("body_html")?,
+            short: Some(one_line(part("short")?)),
+            version: 0,
+        })
+    }
+}
+
+fn campaign_name(locale: Locale, field: &str) -> String {
+    format!("campaign/{}/{field}", locale.as_str())
+        + if field == "body_html" {
+            ".html"
+        } else {
+            ".txt"
+        }
 }
 
 struct Source {

@@ -8,6 +8,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use futures::StreamExt;
 use lettre::message::Mailbox;
 use sqlx::{PgPool, postgres::PgListener};
 use tienda_kit::{Shutdown, resilience::Backoff};
@@ -66,12 +67,12 @@ pub struct Worker {
     pub retry: RetryPolicy,
     /// Fallback poll interval.
     pub poll: Duration,
+    /// Messages in flight at once.
+    pub concurrency: usize,
 }
 
 /// How long one claimed attempt may run before another worker may take it over.
 const LEASE: Duration = Duration::from_secs(120);
-/// Deliveries claimed at once.
-const BATCH: i64 = 16;
 
 impl Worker {
     /// Sends until shutdown.
@@ -93,17 +94,18 @@ impl Worker {
             if shutdown.is_triggered() {
                 return;
             }
-            let claimed = match deliveries::claim(&self.db, BATCH, LEASE).await {
+            let batch = i64::try_from(self.concurrency.max(1) * 4).unwrap_or(64);
+            let claimed = match deliveries::claim(&self.db, batch, LEASE).await {
                 Ok(claimed) => claimed,
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming deliveries failed");
                     Vec::new()
                 }
             };
-            let full = claimed.len() as i64 == BATCH;
-            for delivery in claimed {
-                self.attempt(delivery).await;
-            }
+            let full = claimed.len() as i64 == batch;
+            futures::stream::iter(claimed)
+                .for_each_concurrent(self.concurrency.max(1), |delivery| self.attempt(delivery))
+                .await;
             if full {
                 continue;
             }

@@ -2,6 +2,7 @@
 //! unsubscribe link, the provider's callbacks, and for admins delivery search, replay and the
 //! suppression list.
 
+pub mod campaigns;
 pub mod devices;
 pub mod history;
 pub mod preferences;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub links: crate::trigger::Links,
     /// Web Push, when configured (subscriptions are checked against its allowed hosts).
     pub webpush: Option<Arc<crate::channel::push::WebPush>>,
+    /// The language of people who chose none (campaign audiences).
+    pub default_locale: crate::locale::Locale,
 }
 
 impl std::fmt::Debug for CallbackSecrets {
@@ -75,6 +78,9 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(webhooks::create, webhooks::list))
         .routes(routes!(webhooks::get, webhooks::disable))
         .routes(routes!(webhooks::rotate))
+        .routes(routes!(campaigns::create, campaigns::list))
+        .routes(routes!(campaigns::get))
+        .routes(routes!(campaigns::cancel))
         .route_layer(middleware::from_fn_with_state(
             RequireRole {
                 verifier: state.verifier.clone(),

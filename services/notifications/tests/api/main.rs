@@ -2,6 +2,7 @@
 //! topology provisioned: events published as auth, orders and payments publish them, and what
 //! reached the mail outbox read back.
 
+mod campaigns;
 mod delivery;
 mod helpers;
 mod preferences;
