@@ -129,6 +129,101 @@ pub struct ShopNotifications {
     /// receiver inside the cluster). Default false: only public addresses are called.
     #[serde(default)]
     pub allow_private_webhooks: bool,
+
+    /// SMS providers (default none: texts are written as files in the pod and logged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sms: Option<SmsSettings>,
+
+    /// Push providers (default none: notifications are written as files in the pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushSettings>,
+}
+
+/// SMS providers; with both, Twilio is tried first and Vonage when Twilio's circuit is open
+/// (a CircuitPolicy with `targetRef: {kind: External, name: twilio}`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.twilio) || has(self.vonage)")
+        .message("name at least one SMS provider: twilio or vonage")
+)]
+pub struct SmsSettings {
+    /// Twilio's Programmable Messaging.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twilio: Option<TwilioSettings>,
+    /// Vonage's SMS API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vonage: Option<VonageSettings>,
+}
+
+/// A Twilio account.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TwilioSettings {
+    /// The account SID (`AC…`).
+    #[schemars(length(min = 34, max = 34), regex(pattern = r"^AC[0-9a-fA-F]{32}$"))]
+    pub account_sid: String,
+    /// The sender: a number in E.164 or a Messaging Service SID (`MG…`).
+    #[schemars(length(min = 3, max = 64))]
+    pub from: String,
+    /// A Secret in the Shop's namespace with `authToken`.
+    pub secret_ref: SecretRef,
+}
+
+/// A Vonage account.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VonageSettings {
+    /// The API key.
+    #[schemars(length(min = 1, max = 64))]
+    pub api_key: String,
+    /// The sender (a number, or up to 11 letters).
+    #[schemars(length(min = 1, max = 15))]
+    pub from: String,
+    /// A Secret in the Shop's namespace with `apiSecret`.
+    pub secret_ref: SecretRef,
+}
+
+/// Push providers; with both, a person's app devices get FCM and, while FCM's circuit is
+/// open, their browsers get Web Push.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.fcm) || has(self.webpush)")
+        .message("name at least one push provider: fcm or webpush")
+)]
+pub struct PushSettings {
+    /// Firebase Cloud Messaging (HTTP v1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fcm: Option<FcmSettings>,
+    /// Web Push with VAPID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webpush: Option<WebPushSettings>,
+}
+
+/// FCM's service account.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FcmSettings {
+    /// A Secret in the Shop's namespace with `credentials.json`: the service account's key
+    /// file as the Firebase console downloads it.
+    pub secret_ref: SecretRef,
+}
+
+/// The shop's VAPID identity.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.subject.startsWith('mailto:') || self.subject.startsWith('https://')")
+        .message("subject is how push services reach the shop: a mailto: or https: URL")
+        .field_path(".subject")
+)]
+pub struct WebPushSettings {
+    /// `mailto:ops@shop.example` or an `https:` page.
+    #[schemars(length(min = 8, max = 320))]
+    pub subject: String,
+    /// A Secret in the Shop's namespace with `vapidPrivateKey` (base64url, 32 bytes).
+    pub secret_ref: SecretRef,
 }
 
 /// An SMTP server.

@@ -91,6 +91,36 @@ pub mod var {
     pub const NOTIFICATIONS_MAIL_FROM: &str = "NOTIFICATIONS_MAIL_FROM";
     /// Whether webhooks may reach private addresses.
     pub const NOTIFICATIONS_WEBHOOKS_ALLOW_PRIVATE: &str = "NOTIFICATIONS_WEBHOOKS_ALLOW_PRIVATE";
+    /// Twilio's account SID.
+    pub const TWILIO_ACCOUNT_SID: &str = "TWILIO_ACCOUNT_SID";
+    /// Twilio's auth token (key `authToken`).
+    pub const TWILIO_AUTH_TOKEN: &str = "TWILIO_AUTH_TOKEN";
+    /// Twilio's sender.
+    pub const TWILIO_FROM: &str = "TWILIO_FROM";
+    /// Vonage's API key.
+    pub const VONAGE_API_KEY: &str = "VONAGE_API_KEY";
+    /// Vonage's API secret (key `apiSecret`).
+    pub const VONAGE_API_SECRET: &str = "VONAGE_API_SECRET";
+    /// Vonage's sender.
+    pub const VONAGE_FROM: &str = "VONAGE_FROM";
+    /// FCM's service account key file's contents (key `credentials.json`).
+    pub const FCM_CREDENTIALS_JSON: &str = "FCM_CREDENTIALS_JSON";
+    /// The VAPID private key (key `vapidPrivateKey`).
+    pub const WEBPUSH_VAPID_PRIVATE_KEY: &str = "WEBPUSH_VAPID_PRIVATE_KEY";
+    /// The VAPID subject.
+    pub const WEBPUSH_VAPID_SUBJECT: &str = "WEBPUSH_VAPID_SUBJECT";
+}
+
+/// Keys of the Secrets a Shop's `notifications.sms` and `notifications.push` name.
+pub mod provider_secret {
+    /// Twilio's auth token.
+    pub const TWILIO_AUTH_TOKEN: &str = "authToken";
+    /// Vonage's API secret.
+    pub const VONAGE_API_SECRET: &str = "apiSecret";
+    /// FCM's service account key file.
+    pub const FCM_CREDENTIALS: &str = "credentials.json";
+    /// The VAPID private key.
+    pub const VAPID_PRIVATE_KEY: &str = "vapidPrivateKey";
 }
 
 /// Keys of the Secret a Shop's `notifications.smtp.secretRef` names.
@@ -328,6 +358,50 @@ fn notifications_environment(n: &ShopNotifications) -> Vec<(&'static str, Value)
             Value::Literal("true".into()),
         ));
     }
+    let secret = |name: &str, key: &'static str| Value::ShopSecret {
+        name: name.to_owned(),
+        key,
+        optional: false,
+    };
+    if let Some(sms) = &n.sms {
+        if let Some(twilio) = &sms.twilio {
+            vars.push((
+                var::TWILIO_ACCOUNT_SID,
+                Value::Literal(twilio.account_sid.clone()),
+            ));
+            vars.push((var::TWILIO_FROM, Value::Literal(twilio.from.clone())));
+            vars.push((
+                var::TWILIO_AUTH_TOKEN,
+                secret(&twilio.secret_ref.name, provider_secret::TWILIO_AUTH_TOKEN),
+            ));
+        }
+        if let Some(vonage) = &sms.vonage {
+            vars.push((var::VONAGE_API_KEY, Value::Literal(vonage.api_key.clone())));
+            vars.push((var::VONAGE_FROM, Value::Literal(vonage.from.clone())));
+            vars.push((
+                var::VONAGE_API_SECRET,
+                secret(&vonage.secret_ref.name, provider_secret::VONAGE_API_SECRET),
+            ));
+        }
+    }
+    if let Some(push) = &n.push {
+        if let Some(fcm) = &push.fcm {
+            vars.push((
+                var::FCM_CREDENTIALS_JSON,
+                secret(&fcm.secret_ref.name, provider_secret::FCM_CREDENTIALS),
+            ));
+        }
+        if let Some(webpush) = &push.webpush {
+            vars.push((
+                var::WEBPUSH_VAPID_SUBJECT,
+                Value::Literal(webpush.subject.clone()),
+            ));
+            vars.push((
+                var::WEBPUSH_VAPID_PRIVATE_KEY,
+                secret(&webpush.secret_ref.name, provider_secret::VAPID_PRIVATE_KEY),
+            ));
+        }
+    }
     vars
 }
 
@@ -457,6 +531,64 @@ mod tests {
     }
 
     #[test]
+    fn sms_and_push_providers_reach_notifications_with_secrets_by_reference() {
+        let with = shop(serde_json::json!({
+            "version": "0.1.0", "postgres": {"host": "pg", "adminSecretRef": {"name": "pg"}},
+            "nats": {"url": "nats://nats:4222"},
+            "notifications": {
+                "sms": {"twilio": {"accountSid": "AC0123456789abcdef0123456789abcdef",
+                                   "from": "+15005550006", "secretRef": {"name": "twilio"}},
+                        "vonage": {"apiKey": "k", "from": "Acme", "secretRef": {"name": "vonage"}}},
+                "push": {"fcm": {"secretRef": {"name": "fcm"}},
+                         "webpush": {"subject": "mailto:ops@acme.example", "secretRef": {"name": "vapid"}}}}
+        }));
+        let vars = component_environment(&with, Component::Notifications);
+        let get = |name: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+        };
+        let by_ref = |name: &str, key: &'static str| {
+            Some(Value::ShopSecret {
+                name: name.into(),
+                key,
+                optional: false,
+            })
+        };
+        assert_eq!(
+            get(var::TWILIO_AUTH_TOKEN),
+            by_ref("twilio", provider_secret::TWILIO_AUTH_TOKEN)
+        );
+        assert_eq!(
+            get(var::TWILIO_FROM),
+            Some(Value::Literal("+15005550006".into()))
+        );
+        assert_eq!(
+            get(var::VONAGE_API_SECRET),
+            by_ref("vonage", provider_secret::VONAGE_API_SECRET)
+        );
+        assert_eq!(
+            get(var::FCM_CREDENTIALS_JSON),
+            by_ref("fcm", provider_secret::FCM_CREDENTIALS)
+        );
+        assert_eq!(
+            get(var::WEBPUSH_VAPID_PRIVATE_KEY),
+            by_ref("vapid", provider_secret::VAPID_PRIVATE_KEY)
+        );
+        assert_eq!(
+            get(var::WEBPUSH_VAPID_SUBJECT),
+            Some(Value::Literal("mailto:ops@acme.example".into()))
+        );
+        for other in Component::ALL
+            .into_iter()
+            .filter(|c| *c != Component::Notifications)
+        {
+            let names = names(&component_environment(&with, other));
+            assert!(!names.contains(&var::TWILIO_AUTH_TOKEN), "{other}");
+        }
+    }
+
+    #[test]
     fn no_variable_is_given_twice() {
         for component in Component::ALL {
             let mut names = names(&component_environment(&plain(), component));
@@ -518,6 +650,7 @@ mod tests {
                 "{other} never sees the mail password"
             );
         }
+        assert!(!names(&plain_vars).contains(&var::TWILIO_AUTH_TOKEN));
     }
 
     #[test]

@@ -13,6 +13,11 @@ use uuid::Uuid;
 
 /// The Shop file with the notifications component's mail going to `smtp`.
 fn with_smtp(dir: &std::path::Path, smtp: &str) {
+    with_smtp_and(dir, smtp, "");
+}
+
+/// The same with more of notifications' environment (`- {name: X, value: "y"}` lines).
+fn with_smtp_and(dir: &std::path::Path, smtp: &str, more_env: &str) {
     let shop = std::fs::read_to_string(dir.join("shop.yaml")).unwrap();
     let shop = format!(
         "{shop}  components:
@@ -24,7 +29,7 @@ fn with_smtp(dir: &std::path::Path, smtp: &str) {
     - name: notifications
       env:
         - {{name: TIENDA_SMTP_URL, value: \"{smtp}\"}}
-"
+{more_env}"
     );
     std::fs::write(dir.join("shop.yaml"), shop).unwrap();
 }
@@ -242,4 +247,195 @@ async fn people_get_their_welcome_reset_and_order_mail_and_quiet_hours_hold_only
         "not sent during quiet hours"
     );
     shop.stop().await;
+}
+
+/// The distinct messages (by `Message-ID`) and the transmissions of those to `to` whose
+/// subject contains `subject`.
+fn sent_to(server: &MailServer, to: &str, subject: &str) -> (usize, usize) {
+    let matching: Vec<String> = server
+        .messages()
+        .into_iter()
+        .filter(|m| {
+            mail_header(m, "To").is_some_and(|t| t.contains(to))
+                && mail_header(m, "Subject").is_some_and(|s| s.contains(subject))
+        })
+        .filter_map(|m| mail_header(&m, "Message-ID"))
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = matching.iter().collect();
+    (distinct.len(), matching.len())
+}
+
+/// SIGKILLs `victim` once it runs (the supervisor may still be bringing it back from the
+/// last crash).
+async fn crash(victim: &tienda_local::supervisor::Supervised) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while victim.pid() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the supervisor did not restart it"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    victim.kill();
+}
+
+/// Waits until notifications' consumer of `stream` has answered everything.
+async fn drained(js: &async_nats::jetstream::Context, stream: &str, durable: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+            js.get_consumer_from_stream(durable, stream).await.unwrap();
+        let info = consumer.info().await.unwrap();
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{durable} did not drain: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn killing_notifications_mid_batch_and_redelivering_every_event_sends_no_duplicate() {
+    const PEOPLE: usize = 24;
+    let smtp = MailServer::start();
+    let url = smtp.url();
+    // A message a crashed process was sending is taken over after the claim's lease: short
+    // here, so the test does not wait out the default minute.
+    let shop = Shop::start_prepared(
+        |dir| {
+            with_smtp_and(
+                dir,
+                &url,
+                "        - {name: NOTIFICATIONS_CLAIM_LEASE_SECONDS, value: \"5\"}\n",
+            )
+        },
+        |_| {},
+    )
+    .await;
+    let notifications = shop.system.process(Notifications).expect("running").clone();
+    let run = Uuid::now_v7().simple().to_string();
+    let email = |i: usize| format!("crash-{i}-{run}@e2e.test");
+
+    // People register while notifications is SIGKILLed now and then.
+    let chaos = {
+        let victim = notifications.clone();
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(900)).await;
+                crash(&victim).await;
+            }
+        })
+    };
+    for i in 0..PEOPLE {
+        shop.customer(&email(i)).await;
+    }
+    chaos.await.unwrap();
+
+    // A campaign to everyone, in batches of four a second, killed mid-batch twice (once the
+    // supervisor has notifications back from the last crash).
+    let admin = shop.admin_token().await;
+    let up = Instant::now() + Duration::from_secs(30);
+    while shop
+        .get(
+            shop.url(Notifications, "/v1/notifications/campaigns"),
+            Some(&admin),
+        )
+        .await
+        .0
+        != 200
+    {
+        assert!(Instant::now() < up, "notifications did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, campaign) = shop
+        .post(
+            shop.url(Notifications, "/v1/notifications/campaigns"),
+            Some(&admin),
+            json!({"name": "Crash sale", "channel": "email", "rate_per_second": 4,
+                   "content": {"en": {"subject": "Crash sale for {{ name }}",
+                                      "body_text": "20% off.\n", "body_html": "<p>20% off.</p>\n"}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{campaign}");
+    let campaign_url = shop.url(
+        Notifications,
+        &format!(
+            "/v1/notifications/campaigns/{}",
+            campaign["id"].as_str().unwrap()
+        ),
+    );
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1_300)).await;
+        crash(&notifications).await;
+    }
+
+    // Every user event published again (as a producer republishing after its own crash
+    // would, under new message ids): the same events, again.
+    let js = async_nats::jetstream::new(async_nats::connect(&shop.system.nats_url).await.unwrap());
+    let mut stream = js.get_stream("USER").await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    for seq in 1..=last {
+        let Ok(message) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("republished-{seq}-{run}").as_str());
+        js.publish_with_headers(message.subject, headers, message.payload)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    drained(&js, "USER", "notifications-user-events").await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, progress) = shop.get(campaign_url.clone(), Some(&admin)).await;
+        if progress["status"] == "completed" && progress["deliveries"].get("queued").is_none() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the campaign did not finish: {progress}\n{}",
+            shop.log(Notifications)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Nothing left to send: what a crash left claimed has been taken over.
+    let queued_url = shop.url(Notifications, "/v1/notifications/deliveries?status=queued");
+    loop {
+        let (_, queued) = shop.get(queued_url.clone(), Some(&admin)).await;
+        if queued["items"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "deliveries still queued: {queued}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    assert!(notifications.restarts() >= 5, "five crashes, five restarts");
+    let mut resent = 0;
+    for i in 0..PEOPLE {
+        let (welcomes, welcome_sends) = sent_to(&smtp, &email(i), "Welcome to");
+        let (offers, offer_sends) = sent_to(&smtp, &email(i), "Crash sale");
+        assert_eq!(
+            (welcomes, offers),
+            (1, 1),
+            "{} got {welcomes} welcome and {offers} campaign messages",
+            email(i)
+        );
+        resent += welcome_sends - welcomes + offer_sends - offers;
+    }
+    // A crash between the server's acceptance and the worker's record sends that message
+    // again under the same Message-ID (mail clients show it once); at most the messages in
+    // flight at each crash.
+    assert!(resent <= 5 * 8, "{resent} transmissions again");
+    eprintln!(
+        "{PEOPLE} people, 5 crashes, every user event delivered twice: {resent} re-sent transmissions of the same message"
+    );
 }

@@ -161,6 +161,11 @@ fn cases() -> Vec<Case> {
     const STRIPE: &str = "provider stripe needs stripe.secretRef";
     const PAYPAL: &str = "provider paypal needs paypal.secretRef";
     const SMTP_TLS: &str = "credentials are never sent without TLS";
+    const SMS: &str = "name at least one SMS provider";
+    const PUSH: &str = "name at least one push provider";
+    const VAPID: &str = "subject is how push services reach the shop";
+    let twilio = json!({"accountSid": "AC0123456789abcdef0123456789abcdef", "from": "+15005550006",
+                        "secretRef": {"name": "twilio"}});
 
     let ingress = json!({"host": "shop.example.com"});
     let route = json!({"parentRefs": [{"name": "public"}]});
@@ -245,6 +250,34 @@ fn cases() -> Vec<Case> {
             "Shop",
             SMTP_TLS,
             json!({"spec": {"notifications": {"smtp": {"host": "relay", "tls": "none", "secretRef": {"name": "smtp"}}}}}),
+        ),
+        ok(
+            "Shop",
+            SMS,
+            json!({"spec": {"notifications": {"sms": {"twilio": twilio}}}}),
+        ),
+        bad("Shop", SMS, json!({"spec": {"notifications": {"sms": {}}}})),
+        ok(
+            "Shop",
+            PUSH,
+            json!({"spec": {"notifications": {"push": {"fcm": {"secretRef": {"name": "fcm"}}}}}}),
+        ),
+        bad(
+            "Shop",
+            PUSH,
+            json!({"spec": {"notifications": {"push": {}}}}),
+        ),
+        ok(
+            "Shop",
+            VAPID,
+            json!({"spec": {"notifications": {"push": {"webpush": {"subject": "mailto:ops@acme.example",
+                   "secretRef": {"name": "vapid"}}}}}}),
+        ),
+        bad(
+            "Shop",
+            VAPID,
+            json!({"spec": {"notifications": {"push": {"webpush": {"subject": "ops@acme.example",
+                   "secretRef": {"name": "vapid"}}}}}}),
         ),
         ok(
             "Shop",

@@ -183,6 +183,12 @@ pub struct Config {
     #[command(flatten)]
     pub webpush: WebPushConfig,
 
+    /// How long a message being sent stays claimed, in seconds (default 60): after a crash,
+    /// the delay before it is sent again. Keep it above the longest send (SMTP waits 30 s,
+    /// webhooks `NOTIFICATIONS_WEBHOOK_TIMEOUT_MS`, providers their CircuitPolicy timeout).
+    #[arg(long, env = "NOTIFICATIONS_CLAIM_LEASE_SECONDS", default_value_t = 60)]
+    pub claim_lease_seconds: u64,
+
     /// Messages the delivery worker has in flight at once (default 8).
     #[arg(long, env = "NOTIFICATIONS_SEND_CONCURRENCY", default_value_t = 8)]
     pub send_concurrency: usize,
@@ -233,6 +239,9 @@ pub struct FcmConfig {
     /// The Firebase service account's key file (JSON, as the console downloads it).
     #[arg(long, env = "FCM_CREDENTIALS_FILE")]
     pub fcm_credentials_file: Option<PathBuf>,
+    /// The key file's contents instead of its path (a Shop passes it from a Secret).
+    #[arg(long, env = "FCM_CREDENTIALS_JSON", hide_env_values = true)]
+    pub fcm_credentials_json: Option<Secret<String>>,
     /// The API's address.
     #[arg(
         long,

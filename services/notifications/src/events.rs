@@ -178,6 +178,21 @@ impl Handler for Notify {
             Some(user_id) => preferences::channel_choices(conn, user_id).await?,
             None => Vec::new(),
         };
+        // A category the person takes as a digest: its email waits in the window's digest.
+        let digest = match recipient.user_id {
+            Some(user_id) if !category.critical() => crate::digests::settings(conn, user_id)
+                .await?
+                .into_iter()
+                .find(|(c, _)| *c == category)
+                .map(|(_, window)| window),
+            _ => None,
+        };
+        let zone = match (digest, recipient.user_id) {
+            (Some(_), Some(user_id)) => preferences::timezone(conn, user_id)
+                .await?
+                .unwrap_or(self.default_timezone),
+            _ => self.default_timezone,
+        };
         // Non-critical messages wait for the end of the recipient's quiet hours.
         let mut not_before = None;
         if let (Some(user_id), false) = (recipient.user_id, category.critical())
@@ -241,6 +256,29 @@ impl Handler for Notify {
                     Status::Suppressed("channel_off")
                 }
                 None => Status::Queued,
+            };
+            let status = match (channel, status, digest, recipient.user_id) {
+                (Channel::Email, Status::Queued, Some(window), Some(user_id)) => {
+                    let link = context["order_url"].as_str();
+                    crate::digests::add(
+                        conn,
+                        &crate::digests::Item {
+                            user_id,
+                            category,
+                            event_id,
+                            kind: kind.as_str(),
+                            line: &rendered.subject,
+                            link,
+                            recipient: &address,
+                            locale,
+                        },
+                        window,
+                        zone,
+                    )
+                    .await?;
+                    Status::Digested
+                }
+                _ => status,
             };
             let short = rendered.short.clone().unwrap_or_default();
             let (subject, text, html, unsubscribe) = match channel {

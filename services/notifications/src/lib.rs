@@ -22,6 +22,7 @@ pub mod config;
 pub mod contacts;
 pub mod deliveries;
 pub mod devices;
+pub mod digests;
 pub mod error;
 pub mod events;
 pub mod http;
@@ -124,14 +125,27 @@ fn channels(
     let mut webpush = None;
     for name in &config.push_providers {
         match name.trim() {
-            "fcm" => {
-                if let Some(path) = &config.fcm.fcm_credentials_file {
+            "fcm" => match (
+                &config.fcm.fcm_credentials_file,
+                &config.fcm.fcm_credentials_json,
+            ) {
+                (Some(_), Some(_)) => anyhow::bail!(
+                    "both FCM_CREDENTIALS_FILE and FCM_CREDENTIALS_JSON are set: give the key one way"
+                ),
+                (Some(path), None) => {
                     push.push(Box::new(Fcm::from_file(
                         config.fcm.fcm_api_url.clone(),
                         path,
                     )?));
                 }
-            }
+                (None, Some(json)) => {
+                    let account = serde_json::from_str(json.expose()).map_err(|e| {
+                        anyhow::anyhow!("FCM_CREDENTIALS_JSON is not a service account key: {e}")
+                    })?;
+                    push.push(Box::new(Fcm::new(config.fcm.fcm_api_url.clone(), account)?));
+                }
+                (None, None) => {}
+            },
             "webpush" => {
                 if let Some(key) = &config.webpush.webpush_vapid_private_key {
                     let w = Arc::new(WebPush::new(
@@ -283,6 +297,7 @@ impl Application {
             },
             poll: Duration::from_millis(config.poll_interval_ms.max(10)),
             concurrency: config.send_concurrency.clamp(1, 256),
+            lease: Duration::from_secs(config.claim_lease_seconds.max(5)),
         };
         platform.spawn(worker.run(platform.shutdown.clone()));
         let runner = campaigns::Runner {
@@ -294,6 +309,15 @@ impl Application {
             poll: Duration::from_millis(config.poll_interval_ms.max(10)),
         };
         platform.spawn(runner.run(platform.shutdown.clone()));
+        let closer = digests::Closer {
+            db: platform.db().clone(),
+            templates: templates.clone(),
+            signer: signer.clone(),
+            links: links.clone(),
+            default_timezone: config.default_timezone,
+            poll: Duration::from_millis(config.poll_interval_ms.max(10)),
+        };
+        platform.spawn(closer.run(platform.shutdown.clone()));
         let gauges = metrics::DeliveryMetrics::register(&platform.metrics.registry)?;
         platform.spawn(gauges.run(
             platform.db().clone(),

@@ -42,6 +42,10 @@ pub struct CategoryPreference {
     #[serde(default)]
     #[schema(value_type = BTreeMap<String, bool>)]
     pub channels: BTreeMap<Channel, bool>,
+    /// Its email as one message per window (`hourly`, or `daily` in their time zone) listing
+    /// what happened; null: one message per event. Not for critical categories.
+    #[serde(default)]
+    pub digest: Option<crate::digests::Window>,
 }
 
 /// `PUT /v1/notifications/preferences`: the whole set (categories left out are subscribed).
@@ -129,6 +133,22 @@ pub fn check(update: &PreferencesUpdate) -> Vec<(String, String)> {
             .categories
             .iter()
             .enumerate()
+            .filter(|(_, p)| p.digest.is_some() && p.category.critical())
+            .map(|(i, p)| {
+                (
+                    format!("categories[{i}].digest"),
+                    format!(
+                        "{} messages are critical and sent at once",
+                        p.category.as_str()
+                    ),
+                )
+            }),
+    );
+    errors.extend(
+        update
+            .categories
+            .iter()
+            .enumerate()
             .filter(|(_, p)| !p.subscribed && p.category.critical())
             .map(|(i, p)| {
                 (
@@ -176,6 +196,19 @@ pub async fn opted_out(
             .fetch_all(conn)
             .await?;
     Ok(names.iter().filter_map(|n| Category::parse(n)).collect())
+}
+
+/// A user's time zone, when they chose one.
+pub async fn timezone(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+) -> Result<Option<chrono_tz::Tz>, sqlx::Error> {
+    let zone: Option<Option<String>> =
+        sqlx::query_scalar("SELECT timezone FROM preferences WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(zone.flatten().as_deref().and_then(crate::quiet::zone))
 }
 
 /// A user's phone number.
@@ -244,6 +277,7 @@ pub async fn load(conn: &mut PgConnection, user_id: Uuid) -> Result<Preferences,
     let out = opted_out(conn, &[user_subject(user_id)]).await?;
     let phone = phone(conn, user_id).await?;
     let chosen = channel_choices(conn, user_id).await?;
+    let digests = crate::digests::settings(conn, user_id).await?;
     Ok(Preferences {
         locale,
         timezone: timezone.flatten(),
@@ -259,6 +293,10 @@ pub async fn load(conn: &mut PgConnection, user_id: Uuid) -> Result<Preferences,
                     .into_iter()
                     .map(|channel| (channel, enabled(&chosen, category, channel)))
                     .collect(),
+                digest: digests
+                    .iter()
+                    .find(|(c, _)| *c == category)
+                    .map(|(_, w)| *w),
             })
             .collect(),
     })
@@ -317,6 +355,13 @@ pub async fn save(
     .bind(&enabled)
     .execute(&mut *conn)
     .await?;
+    let digests: Vec<(Category, crate::digests::Window)> = update
+        .categories
+        .iter()
+        .filter(|p| !p.category.critical())
+        .filter_map(|p| Some((p.category, p.digest?)))
+        .collect();
+    crate::digests::save(conn, user_id, &digests).await?;
     let subject = user_subject(user_id);
     sqlx::query("DELETE FROM opt_outs WHERE subject = $1")
         .bind(&subject)
@@ -376,12 +421,14 @@ mod tests {
                     critical: false,
                     subscribed: false,
                     channels: BTreeMap::new(),
+                    digest: None,
                 },
                 CategoryPreference {
                     category: Category::Security,
                     critical: true,
                     subscribed: false,
                     channels: BTreeMap::new(),
+                    digest: None,
                 },
             ],
         };
@@ -402,6 +449,7 @@ mod tests {
                 critical: true,
                 subscribed: true,
                 channels: [(Channel::Email, false), (Channel::Sms, false)].into(),
+                digest: None,
             }],
         };
         let fields: Vec<String> = check(&update).into_iter().map(|(f, _)| f).collect();

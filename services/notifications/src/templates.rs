@@ -203,6 +203,18 @@ impl Templates {
         for source in SOURCES {
             add(&mut env, source.kind, source.locale, &source.draft()).map_err(|(_, e)| e)?;
         }
+        for (locale, subject, text, html) in DIGEST {
+            let base = format!("digest/{}", locale.as_str());
+            env.add_template_owned(format!("{base}/subject.txt"), *subject)?;
+            env.add_template_owned(
+                format!("{base}/body.txt"),
+                format!("{{% extends \"layout.txt\" %}}{{% block body %}}{text}{{% endblock %}}"),
+            )?;
+            env.add_template_owned(
+                format!("{base}/body.html"),
+                format!("{{% extends \"layout.html\" %}}{{% block body %}}{html}{{% endblock %}}"),
+            )?;
+        }
         Ok(Self {
             env,
             edited: Mutex::default(),
@@ -217,6 +229,32 @@ impl Templates {
         context: &Value,
     ) -> Result<Rendered, minijinja::Error> {
         render_in(&self.env, kind, locale, context, BUILTIN_VERSION).map_err(|(_, e)| e)
+    }
+
+    /// Renders a digest in `locale`: `context` has `shop`, `lang`, `unsubscribe_url`,
+    /// `count` and `items` (`line`, `link`).
+    pub fn render_digest(
+        &self,
+        locale: Locale,
+        context: &Value,
+    ) -> Result<Rendered, minijinja::Error> {
+        let base = format!("digest/{}", locale.as_str());
+        let context = minijinja::Value::from(Serde(context));
+        let part = |name: &str| {
+            self.env
+                .get_template(&format!("{base}/{name}"))
+                .and_then(|t| t.render(&context))
+        };
+        Ok(Rendered {
+            subject: part("subject.txt")?
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+            text: part("body.txt")?,
+            html: part("body.html")?,
+            short: None,
+            version: BUILTIN_VERSION,
+        })
     }
 
     /// Renders `kind` in `locale` with `context` from edited `version` (compiled once).
@@ -564,6 +602,44 @@ const LAYOUT_HTML: &str = "<!DOCTYPE html>
 </body>
 </html>
 ";
+
+/// The digest: a subject, a text and an HTML body per locale.
+const DIGEST: &[(Locale, &str, &str, &str)] = &[
+    (
+        Locale::Es,
+        "{{ shop }}: {{ count }} {% if count == 1 %}novedad{% else %}novedades{% endif %}",
+        "Esto es lo que ha pasado:
+
+{% for item in items %}
+- {{ item.line }}{% if item.link %} {{ item.link }}{% endif %}
+
+{% endfor %}",
+        "<p>Esto es lo que ha pasado:</p>
+<ul>
+{% for item in items %}
+<li>{% if item.link %}<a href=\"{{ item.link }}\">{{ item.line }}</a>{% else %}{{ item.line }}{% endif %}</li>
+{% endfor %}
+</ul>
+",
+    ),
+    (
+        Locale::En,
+        "{{ shop }}: {{ count }} {% if count == 1 %}update{% else %}updates{% endif %}",
+        "Here is what happened:
+
+{% for item in items %}
+- {{ item.line }}{% if item.link %} {{ item.link }}{% endif %}
+
+{% endfor %}",
+        "<p>Here is what happened:</p>
+<ul>
+{% for item in items %}
+<li>{% if item.link %}<a href=\"{{ item.link }}\">{{ item.line }}</a>{% else %}{{ item.line }}{% endif %}</li>
+{% endfor %}
+</ul>
+",
+    ),
+];
 
 /// The short texts of SMS and push messages: one line, the link to the order.
 const SHORT: &[(Kind, Locale, &str)] = &[

@@ -69,10 +69,11 @@ pub struct Worker {
     pub poll: Duration,
     /// Messages in flight at once.
     pub concurrency: usize,
+    /// How long one claimed attempt may run before another worker may take it over: the
+    /// delay before a message a crashed process was sending is sent by another (or by it,
+    /// restarted). Longer than any send may take (SMTP answers within 30 s).
+    pub lease: Duration,
 }
-
-/// How long one claimed attempt may run before another worker may take it over.
-const LEASE: Duration = Duration::from_secs(120);
 
 impl Worker {
     /// Sends until shutdown.
@@ -95,7 +96,7 @@ impl Worker {
                 return;
             }
             let batch = i64::try_from(self.concurrency.max(1) * 4).unwrap_or(64);
-            let claimed = match deliveries::claim(&self.db, batch, LEASE).await {
+            let claimed = match deliveries::claim(&self.db, batch, self.lease).await {
                 Ok(claimed) => claimed,
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming deliveries failed");

@@ -4,6 +4,7 @@
 
 mod campaigns;
 mod delivery;
+mod digests;
 mod helpers;
 mod preferences;
 mod push;

@@ -359,9 +359,11 @@ async fn with_fcms_circuit_open_the_browser_gets_it_by_web_push_encrypted_and_si
            targetRef: {kind: External, name: fcm}\n  \
            circuitBreaker: {consecutiveFailures: 1, window: 60s, openFor: 60s, halfOpenRequests: 1}\n",
     );
+    // The key file's contents, as a Shop passes it from a Secret.
+    let key_file = std::fs::read_to_string(credentials(&fcm_url)).unwrap();
     let app = spawn(&[
         format!("--fcm-api-url={fcm_url}"),
-        format!("--fcm-credentials-file={}", credentials(&fcm_url).display()),
+        format!("--fcm-credentials-json={key_file}"),
         format!("--webpush-vapid-private-key={}", vapid_key()),
         "--webpush-vapid-subject=mailto:ops@shop.example".into(),
         "--webpush-allowed-hosts=127.0.0.1".into(),
