@@ -148,7 +148,8 @@ impl Runner {
         next.map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
     }
 
-    /// Writes the next batch of one due campaign, if any.
+    /// Writes the next batch of one due campaign, if any. A batch that fails rolls back and
+    /// its campaign is tried again in a minute, so one broken campaign holds up no other.
     pub async fn step(&self) -> anyhow::Result<Step> {
         let mut tx = self.db.begin().await?;
         let Some(campaign): Option<Stored> = sqlx::query_as(
@@ -161,6 +162,28 @@ impl Runner {
         else {
             return Ok(Step::Idle);
         };
+        match self.batch(tx, &campaign).await {
+            Ok(step) => Ok(step),
+            Err(error) => {
+                tracing::error!(campaign = %campaign.id, error = %format!("{error:#}"),
+                    "a campaign batch failed; it is tried again in a minute");
+                sqlx::query(
+                    "UPDATE campaigns SET next_batch_at = now() + interval '1 minute' WHERE id = $1",
+                )
+                .bind(campaign.id)
+                .execute(&self.db)
+                .await?;
+                Err(error)
+            }
+        }
+    }
+
+    /// One batch of `campaign`, in `tx`.
+    async fn batch(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        campaign: &Stored,
+    ) -> anyhow::Result<Step> {
         let channel = Channel::parse(&campaign.channel).ok_or_else(|| {
             anyhow::anyhow!(
                 "campaign {} has channel {:?}",
@@ -173,9 +196,9 @@ impl Runner {
                 anyhow::anyhow!("campaign {} no longer compiles: {errors:?}", campaign.id)
             })?;
         let batch = i64::from(campaign.rate_per_second).clamp(1, MAX_BATCH);
-        let people = self.people(&mut tx, &campaign, channel, batch).await?;
+        let people = self.people(&mut tx, campaign, channel, batch).await?;
         let count = people.len();
-        self.enqueue(&mut tx, &campaign, channel, &templates, &people)
+        self.enqueue(&mut tx, campaign, channel, &templates, &people)
             .await?;
         let done = (count as i64) < batch;
         let pause = Duration::from_secs_f64(batch as f64 / f64::from(campaign.rate_per_second));
@@ -288,6 +311,22 @@ impl Runner {
                 "lang": locale.as_str(), "unsubscribe_url": unsubscribe_url,
             });
             let rendered = match templates.render(locale, &context) {
+                // PostgreSQL keeps no NUL: a value that renders one fails this message only.
+                Ok(rendered)
+                    if [&rendered.subject, &rendered.text, &rendered.html]
+                        .iter()
+                        .any(|part| part.contains('\0'))
+                        || rendered.short.as_deref().is_some_and(|s| s.contains('\0')) =>
+                {
+                    rows.push_failed(
+                        person.user_id,
+                        channel,
+                        &address,
+                        locale,
+                        "the message rendered a NUL character",
+                    );
+                    continue;
+                }
                 Ok(rendered) => rendered,
                 Err(e) => {
                     // One person's values cannot stop the campaign: recorded as failed.

@@ -237,7 +237,10 @@ pub async fn sent(pool: &PgPool, id: Uuid, provider_ref: &str) -> Result<(), sql
              last_error = NULL,
              body_text = CASE WHEN sensitive THEN '' ELSE body_text END,
              body_html = CASE WHEN sensitive THEN '' ELSE body_html END
-         WHERE id = $1 AND status = 'queued'",
+         WHERE id = $1
+           AND (status = 'queued'
+                -- A cancelled campaign's message already on its way: the record says so.
+                OR (status = 'suppressed' AND status_reason = 'campaign_cancelled'))",
     )
     .bind(id)
     .bind(provider_ref)
@@ -249,24 +252,30 @@ pub async fn sent(pool: &PgPool, id: Uuid, provider_ref: &str) -> Result<(), sql
     tx.commit().await
 }
 
-/// Schedules another attempt after `delay`, keeping the error.
+/// Schedules another attempt after `delay`, keeping the error. Only the claim that made
+/// attempt `attempt` may (a claim whose lease ran out and was taken over changes nothing).
 pub async fn retry(
     pool: &PgPool,
     id: Uuid,
+    attempt: u32,
     delay: Duration,
     error: &str,
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query(
+    let changed = sqlx::query(
         "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $2), last_error = $3,
                 updated_at = now()
-         WHERE id = $1",
+         WHERE id = $1 AND status = 'queued' AND attempts = $4",
     )
     .bind(id)
     .bind(delay.as_secs_f64())
     .bind(error)
+    .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
     .execute(&mut *tx)
     .await?;
+    if changed.rows_affected() == 0 {
+        return tx.commit().await;
+    }
     let detail = format!("{error}; next attempt in {} ms", delay.as_millis());
     log(&mut tx, id, "retrying", Some(&detail)).await?;
     tx.commit().await
@@ -277,35 +286,44 @@ pub async fn retry(
 pub async fn throttled(
     pool: &PgPool,
     id: Uuid,
+    attempt: u32,
     delay: Duration,
     message: &str,
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query(
+    let changed = sqlx::query(
         "UPDATE deliveries SET attempts = greatest(attempts - 1, 0), last_error = $3,
                 next_attempt_at = now() + make_interval(secs => $2), updated_at = now()
-         WHERE id = $1",
+         WHERE id = $1 AND status = 'queued' AND attempts = $4",
     )
     .bind(id)
     .bind(delay.as_secs_f64())
     .bind(message)
+    .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
     .execute(&mut *tx)
     .await?;
+    if changed.rows_affected() == 0 {
+        return tx.commit().await;
+    }
     log(&mut tx, id, "throttled", Some(message)).await?;
     tx.commit().await
 }
 
 /// Gives up on a delivery: it waits in the dead letter for an admin's replay.
-pub async fn failed(pool: &PgPool, id: Uuid, error: &str) -> Result<(), sqlx::Error> {
+pub async fn failed(pool: &PgPool, id: Uuid, attempt: u32, error: &str) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query(
+    let changed = sqlx::query(
         "UPDATE deliveries SET status = 'failed', last_error = $2, updated_at = now()
-         WHERE id = $1",
+         WHERE id = $1 AND status = 'queued' AND attempts = $3",
     )
     .bind(id)
     .bind(error)
+    .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
     .execute(&mut *tx)
     .await?;
+    if changed.rows_affected() == 0 {
+        return tx.commit().await;
+    }
     log(&mut tx, id, "failed", Some(error)).await?;
     tx.commit().await
 }

@@ -316,6 +316,31 @@ impl Templates {
                 errors.push((field.to_owned(), "must not be empty".to_owned()));
             } else if text.len() > max {
                 errors.push((field.to_owned(), format!("must be at most {max} bytes")));
+            } else if text.contains('\0') {
+                errors.push((
+                    field.to_owned(),
+                    "must not contain NUL characters".to_owned(),
+                ));
+            }
+        }
+        if let Some(short) = &draft.short {
+            if kind.channels().len() == 1 {
+                errors.push((
+                    "short".to_owned(),
+                    format!(
+                        "{} is sent by email only: it has no short text",
+                        kind.as_str()
+                    ),
+                ));
+            } else if short.trim().is_empty() {
+                errors.push(("short".to_owned(), "must not be empty".to_owned()));
+            } else if short.len() > 2_000 {
+                errors.push(("short".to_owned(), "must be at most 2000 bytes".to_owned()));
+            } else if short.contains('\0') {
+                errors.push((
+                    "short".to_owned(),
+                    "must not contain NUL characters".to_owned(),
+                ));
             }
         }
         if !errors.is_empty() {
@@ -444,6 +469,19 @@ impl CampaignTemplates {
                     ("short", &parts.short, 2_000),
                 ],
             };
+            for (field, given) in [
+                ("subject", &parts.subject),
+                ("body_text", &parts.body_text),
+                ("body_html", &parts.body_html),
+                ("short", &parts.short),
+            ] {
+                if given.is_some() && !wanted.iter().any(|(w, _, _)| *w == field) {
+                    errors.push((
+                        format!("content.{locale}.{field}"),
+                        format!("is not used by {}", channel.as_str()),
+                    ));
+                }
+            }
             for (field, text, max) in wanted {
                 let name = format!("content.{locale}.{field}");
                 let source = match text {
@@ -453,6 +491,10 @@ impl CampaignTemplates {
                     }
                     Some(t) if t.len() > *max => {
                         errors.push((name, format!("must be at most {max} bytes")));
+                        continue;
+                    }
+                    Some(t) if t.contains('\0') => {
+                        errors.push((name, "must not contain NUL characters".to_owned()));
                         continue;
                     }
                     Some(t) => t.clone(),
@@ -1050,6 +1092,30 @@ mod tests {
             let short = rendered.short.expect("shipped messages have a short text");
             assert!(short.contains("PK123") && !short.contains('\n'), "{short}");
         }
+    }
+
+    #[test]
+    fn a_short_text_is_checked_and_refused_for_kinds_sent_by_email_only() {
+        let mut draft = Templates::builtin_draft(Kind::OrderShipped, Locale::En);
+        draft.short = Some("{{ shop }}: {% if carrier %}on its way".into());
+        let errors = Templates::check(Kind::OrderShipped, Locale::En, &draft);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].0, "short");
+        draft.short = Some("on its way\0".into());
+        assert_eq!(
+            Templates::check(Kind::OrderShipped, Locale::En, &draft)[0].0,
+            "short"
+        );
+        let mut welcome = Templates::builtin_draft(Kind::Welcome, Locale::En);
+        welcome.short = Some("Hi".into());
+        let errors = Templates::check(Kind::Welcome, Locale::En, &welcome);
+        assert!(errors[0].1.contains("email only"), "{errors:?}");
+        let mut nul = Templates::builtin_draft(Kind::Welcome, Locale::En);
+        nul.subject.push('\0');
+        assert_eq!(
+            Templates::check(Kind::Welcome, Locale::En, &nul)[0].0,
+            "subject"
+        );
     }
 
     #[test]

@@ -95,7 +95,8 @@ impl Worker {
             if shutdown.is_triggered() {
                 return;
             }
-            let batch = i64::try_from(self.concurrency.max(1) * 4).unwrap_or(64);
+            // Only what runs at once: a claimed message waits for no other before its lease runs.
+            let batch = i64::try_from(self.concurrency.max(1)).unwrap_or(8);
             let claimed = match deliveries::claim(&self.db, batch, self.lease).await {
                 Ok(claimed) => claimed,
                 Err(e) => {
@@ -165,7 +166,7 @@ impl Worker {
             }
             Err(SendError::Throttled(delay, message)) => {
                 tracing::warn!(delivery = %id, %message, "the receiver asks to wait");
-                deliveries::throttled(&self.db, id, delay, &message).await
+                deliveries::throttled(&self.db, id, delivery.attempts, delay, &message).await
             }
             Err(error) => {
                 let permanent = matches!(error, SendError::Permanent(_));
@@ -177,12 +178,12 @@ impl Worker {
                     NextStep::RetryAfter(delay) => {
                         tracing::warn!(delivery = %id, attempts = delivery.attempts, error = %message,
                             retry_in_ms = delay.as_millis() as u64, "sending failed; will retry");
-                        deliveries::retry(&self.db, id, delay, &message).await
+                        deliveries::retry(&self.db, id, delivery.attempts, delay, &message).await
                     }
                     NextStep::GiveUp => {
                         tracing::error!(delivery = %id, attempts = delivery.attempts, error = %message,
                             "sending failed; giving up");
-                        deliveries::failed(&self.db, id, &message).await
+                        deliveries::failed(&self.db, id, delivery.attempts, &message).await
                     }
                 }
             }

@@ -12,7 +12,6 @@
 use std::{future::Future, pin::Pin, time::Duration};
 
 use tienda_kit::outbound::{CallError, Outbound};
-use uuid::Uuid;
 
 use super::SendError;
 
@@ -21,8 +20,6 @@ use super::SendError;
 pub struct Sent {
     /// The provider's reference (a message id).
     pub reference: String,
-    /// Devices the provider says are gone for good (push): they are forgotten.
-    pub gone: Vec<Uuid>,
 }
 
 /// Why a provider did not take a message.
@@ -117,7 +114,6 @@ impl<M: Sync> Failover<M> {
                 Ok(sent) => {
                     return Ok(Sent {
                         reference: format!("{}:{}", provider.name(), sent.reference),
-                        gone: sent.gone,
                     });
                 }
                 Err(Failure::Unavailable {
@@ -242,7 +238,6 @@ mod tests {
     fn ok() -> Result<Sent, Failure> {
         Ok(Sent {
             reference: "m1".into(),
-            gone: vec![],
         })
     }
     fn down() -> Result<Sent, Failure> {

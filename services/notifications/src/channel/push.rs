@@ -50,7 +50,7 @@ pub struct Device {
 }
 
 /// A notification to send.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct PushMessage {
     /// The delivery's id.
     pub id: Uuid,
@@ -60,6 +60,10 @@ pub struct PushMessage {
     pub body: String,
     /// The person's devices, on every provider.
     pub devices: Vec<Device>,
+    /// Devices a provider said are gone for good, whatever became of the message: forgotten
+    /// after the attempt.
+    #[serde(skip)]
+    pub gone: std::sync::Mutex<Vec<Uuid>>,
 }
 
 impl PushMessage {
@@ -80,14 +84,25 @@ struct Outcomes {
 }
 
 impl Outcomes {
-    /// Delivered to at least one device, or every device is gone: `Ok`; otherwise the error.
-    fn finish(self) -> Result<Sent, Failure> {
+    /// Delivered to at least one device: `Ok`. Otherwise the first error, or — every device
+    /// on this provider gone — nowhere to send it here, so the next provider is tried. The
+    /// gone devices are handed to `message` either way.
+    fn finish(self, provider: &str, message: &PushMessage) -> Result<Sent, Failure> {
+        if !self.gone.is_empty() {
+            message
+                .gone
+                .lock()
+                .expect("never poisoned: no panics while held")
+                .extend(&self.gone);
+        }
         match (self.references.is_empty(), self.error) {
-            (true, Some(error)) => Err(error),
-            _ => Ok(Sent {
+            (false, _) => Ok(Sent {
                 reference: self.references.join(","),
-                gone: self.gone,
             }),
+            (true, Some(error)) => Err(error),
+            (true, None) => Err(Failure::NoAddress(format!(
+                "every {provider} device is unregistered"
+            ))),
         }
     }
 
@@ -292,7 +307,7 @@ impl Provider<PushMessage> for Fcm {
                     )))),
                 }
             }
-            outcomes.finish()
+            outcomes.finish(self.name(), message)
         })
     }
 }
@@ -388,7 +403,8 @@ impl WebPush {
     ) -> Vec<(String, String)> {
         let mut errors = Vec::new();
         match reqwest::Url::parse(endpoint) {
-            Ok(url) if url.scheme() == "https" || url.scheme() == "http" => {
+            // Plain http only to a push service on this machine (a local one, a test's).
+            Ok(url) if url.scheme() == "https" || is_loopback(&url) => {
                 let host = url.host_str().unwrap_or_default();
                 if !host_allowed(&self.allowed_hosts, host) {
                     errors.push((
@@ -468,6 +484,14 @@ impl WebPush {
     }
 }
 
+fn is_loopback(url: &reqwest::Url) -> bool {
+    url.scheme() == "http"
+        && url
+            .host_str()
+            .and_then(|h| h.parse::<std::net::Ipv4Addr>().ok())
+            .is_some_and(|ip| ip.is_loopback())
+}
+
 fn ua_public(p256dh: &str) -> Option<p256::PublicKey> {
     let bytes = URL_SAFE_NO_PAD.decode(p256dh.trim_end_matches('=')).ok()?;
     (bytes.len() == 65).then_some(())?;
@@ -543,7 +567,7 @@ impl Provider<PushMessage> for WebPush {
                     )))),
                 }
             }
-            outcomes.finish()
+            outcomes.finish(self.name(), message)
         })
     }
 }
@@ -591,26 +615,28 @@ impl PushSender {
             title: title.to_owned(),
             body: body.to_owned(),
             devices,
+            gone: std::sync::Mutex::default(),
         };
         if self.providers.is_empty() {
             let bytes = serde_json::to_vec_pretty(&message).unwrap_or_default();
             return super::eml::write_file(&self.outbox, &format!("{id}.push.json"), &bytes).await;
         }
-        let sent = self.providers.send(&message).await?;
-        if !sent.gone.is_empty() {
-            tracing::info!(delivery = %id, devices = sent.gone.len(), "forgetting devices the provider says are gone");
+        let sent = self.providers.send(&message).await;
+        let gone = std::mem::take(
+            &mut *message
+                .gone
+                .lock()
+                .expect("never poisoned: no panics while held"),
+        );
+        if !gone.is_empty() {
+            tracing::info!(delivery = %id, devices = gone.len(), "forgetting devices the provider says are gone");
             sqlx::query("DELETE FROM push_devices WHERE id = ANY($1)")
-                .bind(&sent.gone)
+                .bind(&gone)
                 .execute(&self.db)
                 .await
                 .map_err(|e| SendError::Transient(format!("forgetting gone devices: {e}")))?;
         }
-        if sent.reference.ends_with(':') {
-            return Err(SendError::Permanent(
-                "every device is unregistered; they were forgotten".into(),
-            ));
-        }
-        Ok(sent.reference)
+        Ok(sent?.reference)
     }
 }
 

@@ -100,10 +100,7 @@ impl Provider<SmsMessage> for Twilio {
                     .await
                     .map_err(|e| SendError::Transient(format!("reading the answer: {e}")))?;
                 let sid = body["sid"].as_str().unwrap_or_default().to_owned();
-                return Ok(Sent {
-                    reference: sid,
-                    gone: Vec::new(),
-                });
+                return Ok(Sent { reference: sid });
             }
             let wait = retry_after(response.headers());
             let text = excerpt(response).await;
@@ -211,7 +208,6 @@ impl Provider<SmsMessage> for Vonage {
             }
             Ok(Sent {
                 reference: ids.join(","),
-                gone: Vec::new(),
             })
         })
     }

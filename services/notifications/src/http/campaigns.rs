@@ -105,10 +105,25 @@ fn check(new: &NewCampaign) -> Vec<(String, String)> {
     {
         errors.push(("rate_per_second".into(), "must be 1 to 10000".into()));
     }
+    let now = Utc::now();
+    let year = chrono::Duration::days(366);
     if let Some(start) = new.start_at
-        && start > Utc::now() + chrono::Duration::days(366)
+        && (start > now + year || start < now - year)
     {
-        errors.push(("start_at".into(), "must be within a year".into()));
+        errors.push(("start_at".into(), "must be within a year of now".into()));
+    }
+    // Dates PostgreSQL and people can hold: from 1970 to a year ahead.
+    let epoch = DateTime::<Utc>::UNIX_EPOCH;
+    for (field, date) in [
+        ("segment.registered_after", new.segment.registered_after),
+        ("segment.registered_before", new.segment.registered_before),
+    ] {
+        if date.is_some_and(|d| d < epoch || d > now + year) {
+            errors.push((
+                field.into(),
+                "must be between 1970 and a year from now".into(),
+            ));
+        }
     }
     let segment = &new.segment;
     if segment.locales.as_ref().is_some_and(Vec::is_empty) {

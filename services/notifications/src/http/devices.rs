@@ -134,10 +134,13 @@ pub async fn register(
                         "this shop does not send Web Push (no VAPID key is configured)".into(),
                     );
                 }
-                Some(_) if subscription.endpoint.len() > 2_048 => {
+                Some(_)
+                    if subscription.endpoint.len() > 2_048
+                        || !subscription.endpoint.bytes().all(|b| b.is_ascii_graphic()) =>
+                {
                     errors.insert(
                         "subscription.endpoint".into(),
-                        "must be at most 2048 characters".into(),
+                        "must be a URL of at most 2048 printable ASCII characters".into(),
                     );
                 }
                 Some(webpush) => errors.extend(webpush.check_subscription(

@@ -311,6 +311,7 @@ async fn campaigns_are_for_admins_and_bad_content_is_refused_naming_the_part() {
             "name",
             "rate_per_second",
             "content.es.short",
+            "content.en.subject",
             "content.en.short"
         ],
         "{problem}"
@@ -330,6 +331,18 @@ async fn campaigns_are_for_admins_and_bad_content_is_refused_naming_the_part() {
         "an unknown value fails at save, not at send: {problem}"
     );
     assert_eq!(problem["errors"][0]["field"], "content.en.subject");
+    let (status, problem) = create(
+        &app,
+        &admin,
+        json!({"name": "x", "channel": "email", "content": {"en": {"subject": "s",
+               "body_text": "nul \u{0} here", "body_html": "h"}}}),
+    )
+    .await;
+    assert_eq!(
+        status, 422,
+        "PostgreSQL keeps no NUL: refused, not a 500: {problem}"
+    );
+    assert_eq!(problem["errors"][0]["field"], "content.en.body_text");
     let none: i64 = sqlx::query_scalar("SELECT count(*) FROM campaigns")
         .fetch_one(&app.db)
         .await

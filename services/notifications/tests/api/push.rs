@@ -453,6 +453,15 @@ async fn devices_are_checked_owned_and_only_push_services_are_called() {
             "keys": {"p256dh": "AAAA", "auth": auth}}}),
             "subscription.keys.p256dh",
         ),
+        (
+            json!({"provider": "webpush", "subscription": {"endpoint": "https://web.push.apple.com/a\u{0}b",
+            "keys": {"p256dh": p256dh, "auth": auth}}}),
+            "subscription.endpoint",
+        ),
+        (
+            json!({"provider": "fcm", "token": "tok", "label": "nul\u{0}label"}),
+            "label",
+        ),
     ] {
         let response = register(&app, &ana, body.clone()).await;
         assert_eq!(response.status(), 422, "{body}");
