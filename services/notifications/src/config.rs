@@ -157,6 +157,11 @@ pub struct Config {
     )]
     pub sms_providers: Vec<String>,
 
+    /// Calling codes phone numbers may have (`+34,+351`); empty: any. Numbers elsewhere are
+    /// refused when set, which keeps SMS pumping to far-away premium numbers out.
+    #[arg(long, env = "NOTIFICATIONS_SMS_COUNTRIES", value_delimiter = ',')]
+    pub sms_countries: Vec<String>,
+
     /// Twilio.
     #[command(flatten)]
     pub twilio: TwilioConfig,

@@ -24,6 +24,9 @@ pub enum Error {
     /// The thing is not in a state that allows it.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// Too many requests of one kind; try again after this long.
+    #[error("too many: {1}")]
+    TooMany(std::time::Duration, String),
     /// A callback whose signature does not verify.
     #[error("bad signature: {0}")]
     BadSignature(String),
@@ -51,6 +54,16 @@ impl From<Error> for Problem {
                 Problem::new(StatusCode::CONFLICT, "conflict", "Conflict").with_detail(detail)
             }
             Error::BadSignature(detail) => Problem::bad_request(detail),
+            Error::TooMany(wait, detail) => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-requests",
+                "Too many requests",
+            )
+            .with_detail(detail)
+            .with_header(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(wait.as_secs().max(1)),
+            ),
             Error::Database(err) => {
                 tracing::error!(error = %err, "database error");
                 Problem::internal()

@@ -28,6 +28,7 @@ pub mod events;
 pub mod http;
 pub mod locale;
 pub mod metrics;
+pub mod phone;
 pub mod preferences;
 pub mod quiet;
 pub mod template_store;
@@ -343,6 +344,14 @@ impl Application {
             links,
             webpush,
             default_locale: config.default_locale,
+            sms_countries: Arc::new(
+                config
+                    .sms_countries
+                    .iter()
+                    .map(|c| c.trim().to_owned())
+                    .filter(|c| !c.is_empty())
+                    .collect(),
+            ),
         });
         // Operators inspect, replay or discard the events this service gave up on.
         let admin = tienda_kit::dead_letter::router(

@@ -19,8 +19,11 @@ pub struct Preferences {
     pub timezone: Option<String>,
     /// When non-critical messages wait, in their time zone; null: never.
     pub quiet_hours: Option<QuietHours>,
-    /// Where their text messages go (E.164, `+34600111222`); null: no SMS.
+    /// Where their text messages go (E.164, `+34600111222`), verified; null: no SMS.
     pub phone: Option<String>,
+    /// A number set but not verified yet: a code was texted to it, to send back to `POST
+    /// /v1/notifications/phone/verify`.
+    pub phone_pending: Option<String>,
     /// Every category, whether they get it, and on which channels.
     pub categories: Vec<CategoryPreference>,
 }
@@ -61,9 +64,13 @@ pub struct PreferencesUpdate {
     /// When non-critical messages wait (`{"start": "22:00", "end": "08:00"}`); null: never.
     #[serde(default)]
     pub quiet_hours: Option<QuietHours>,
-    /// Where text messages go (E.164, `+34600111222`); null: no SMS.
+    /// Where text messages go (E.164, `+34600111222`); null: no SMS. A number other than
+    /// the verified one becomes `phone_pending` and is texted a code.
     #[serde(default)]
     pub phone: Option<String>,
+    /// Read-only (ignored on PUT).
+    #[serde(default)]
+    pub phone_pending: Option<String>,
     /// Categories and whether they get them.
     #[serde(default)]
     pub categories: Vec<CategoryPreference>,
@@ -276,6 +283,11 @@ pub async fn load(conn: &mut PgConnection, user_id: Uuid) -> Result<Preferences,
     let quiet = quiet_hours(conn, user_id).await?.map(|(_, q)| q);
     let out = opted_out(conn, &[user_subject(user_id)]).await?;
     let phone = phone(conn, user_id).await?;
+    let phone_pending: Option<Option<String>> =
+        sqlx::query_scalar("SELECT phone_pending FROM preferences WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut *conn)
+            .await?;
     let chosen = channel_choices(conn, user_id).await?;
     let digests = crate::digests::settings(conn, user_id).await?;
     Ok(Preferences {
@@ -283,6 +295,7 @@ pub async fn load(conn: &mut PgConnection, user_id: Uuid) -> Result<Preferences,
         timezone: timezone.flatten(),
         quiet_hours: quiet,
         phone,
+        phone_pending: phone_pending.flatten(),
         categories: Category::ALL
             .into_iter()
             .map(|category| CategoryPreference {
@@ -309,11 +322,17 @@ pub async fn save(
     update: &PreferencesUpdate,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO preferences (user_id, locale, timezone, quiet_start, quiet_end, phone)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        // The verified number stays unless the update drops it; a new one is verified first
+        // (crate::phone).
+        "INSERT INTO preferences (user_id, locale, timezone, quiet_start, quiet_end)
+         VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (user_id) DO UPDATE SET locale = EXCLUDED.locale,
              timezone = EXCLUDED.timezone, quiet_start = EXCLUDED.quiet_start,
-             quiet_end = EXCLUDED.quiet_end, phone = EXCLUDED.phone, updated_at = now()",
+             quiet_end = EXCLUDED.quiet_end,
+             phone = CASE WHEN $6::text IS NULL THEN NULL ELSE preferences.phone END,
+             phone_pending = CASE WHEN $6::text IS NULL OR $6 = preferences.phone THEN NULL
+                                  ELSE preferences.phone_pending END,
+             updated_at = now()",
     )
     .bind(user_id)
     .bind(update.locale.map(Locale::as_str))
@@ -415,6 +434,7 @@ mod tests {
             timezone: None,
             quiet_hours: None,
             phone: None,
+            phone_pending: None,
             categories: vec![
                 CategoryPreference {
                     category: Category::Marketing,
@@ -444,6 +464,7 @@ mod tests {
             timezone: None,
             quiet_hours: None,
             phone: Some("600111222".into()),
+            phone_pending: None,
             categories: vec![CategoryPreference {
                 category: Category::Orders,
                 critical: true,

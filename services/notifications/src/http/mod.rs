@@ -38,8 +38,10 @@ pub struct AppState {
     pub links: crate::trigger::Links,
     /// Web Push, when configured (subscriptions are checked against its allowed hosts).
     pub webpush: Option<Arc<crate::channel::push::WebPush>>,
-    /// The language of people who chose none (campaign audiences).
+    /// The language of people who chose none (campaign audiences, codes).
     pub default_locale: crate::locale::Locale,
+    /// Calling codes numbers may have (`NOTIFICATIONS_SMS_COUNTRIES`; empty: any).
+    pub sms_countries: Arc<Vec<String>>,
 }
 
 impl std::fmt::Debug for CallbackSecrets {
@@ -58,6 +60,7 @@ const CALLBACK_BODY_LIMIT: usize = 64 * 1024;
 pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let signed_in = OpenApiRouter::new()
         .routes(routes!(preferences::get, preferences::put))
+        .routes(routes!(preferences::verify_phone))
         .routes(routes!(history::mine))
         .routes(routes!(devices::register, devices::list))
         .routes(routes!(devices::remove))

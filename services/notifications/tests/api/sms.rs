@@ -171,7 +171,8 @@ async fn spawn(flags: &[String]) -> TestApp {
     spawn_app_with(&flags).await
 }
 
-/// A signed-in customer with `PHONE` and `channels` for shipping; their token.
+/// A signed-in customer with `channels` for shipping and `PHONE` verified (as
+/// `a_number_is_texted_only_after_its_owner_sends_back_the_code` does it); their token.
 async fn customer_with_phone(app: &TestApp, user: Uuid, shipping_channels: Value) -> String {
     let token = app.issuer.token(&user.to_string(), &["customer"]);
     let response = app
@@ -179,11 +180,17 @@ async fn customer_with_phone(app: &TestApp, user: Uuid, shipping_channels: Value
             Method::PUT,
             "/v1/notifications/preferences",
             Some(&token),
-            Some(json!({"phone": PHONE, "categories": [
+            Some(json!({"categories": [
                 {"category": "shipping", "subscribed": true, "channels": shipping_channels}]})),
         )
         .await;
     assert_eq!(response.status(), 200);
+    sqlx::query("UPDATE preferences SET phone = $2 WHERE user_id = $1")
+        .bind(user)
+        .bind(PHONE)
+        .execute(&app.db)
+        .await
+        .unwrap();
     token
 }
 
@@ -458,4 +465,166 @@ async fn without_a_provider_texts_are_written_as_files() {
     let written: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(written["to"], PHONE);
     assert!(written["body"].as_str().unwrap().contains("PK0042"));
+}
+
+/// The code in the newest text written to the outbox for `number`.
+fn code_sent_to(app: &TestApp, number: &str) -> String {
+    let mut texts: Vec<(std::time::SystemTime, Value)> = std::fs::read_dir(&app.outbox)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".sms.json"))
+        .map(|p| {
+            let modified = std::fs::metadata(&p).unwrap().modified().unwrap();
+            (
+                modified,
+                serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap(),
+            )
+        })
+        .filter(|(_, v): &(_, Value)| v["to"] == number)
+        .collect();
+    texts.sort_by_key(|(t, _)| *t);
+    let body = texts.last().expect("a code was texted").1["body"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    body.split_whitespace()
+        .map(|w| w.trim_end_matches('.'))
+        .find(|w| w.len() == 6 && w.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or_else(|| panic!("no code in {body:?}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_number_is_texted_only_after_its_owner_sends_back_the_code() {
+    let app = spawn(&[]).await;
+    let user = Uuid::now_v7();
+    let token = app.issuer.token(&user.to_string(), &["customer"]);
+    let put = |body: Value| {
+        let (app, token) = (&app, token.clone());
+        async move {
+            app.send(
+                Method::PUT,
+                "/v1/notifications/preferences",
+                Some(&token),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let saved: Value = put(json!({"phone": PHONE})).await.json().await.unwrap();
+    assert_eq!(
+        (saved["phone"].clone(), saved["phone_pending"].clone()),
+        (Value::Null, json!(PHONE))
+    );
+    crate::helpers::eventually("the code is texted", || async {
+        std::fs::read_dir(&app.outbox).is_ok_and(|d| {
+            d.filter_map(Result::ok)
+                .any(|e| e.path().to_string_lossy().ends_with(".sms.json"))
+        })
+    })
+    .await;
+    let code = code_sent_to(&app, PHONE);
+
+    // Not verified: order updates go by mail only.
+    let event = app.publish("orders", shipped(Some(user))).await;
+    assert_eq!(settled_on(&app, event, "email").await.status, "sent");
+    let texted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM deliveries WHERE event_id = $1 AND channel = 'sms'",
+    )
+    .bind(event)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(texted, 0);
+
+    let verify = |code: String| {
+        let (app, token) = (&app, token.clone());
+        async move {
+            app.send(
+                Method::POST,
+                "/v1/notifications/phone/verify",
+                Some(&token),
+                Some(json!({"code": code})),
+            )
+            .await
+        }
+    };
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let refused = verify(wrong.into()).await;
+    assert_eq!(refused.status(), 422);
+    let problem: Value = refused.json().await.unwrap();
+    assert!(
+        problem["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("4 tries left"),
+        "{problem}"
+    );
+    let verified = verify(code).await;
+    assert_eq!(verified.status(), 200);
+    let verified: Value = verified.json().await.unwrap();
+    assert_eq!(
+        (verified["phone"].clone(), verified["phone_pending"].clone()),
+        (json!(PHONE), Value::Null)
+    );
+    let sensitive: String = sqlx::query_scalar(
+        "SELECT body_text FROM deliveries WHERE kind = 'phone_verification' AND status = 'sent'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(sensitive, "", "the code is not kept once sent");
+
+    let event = app.publish("orders", shipped(Some(user))).await;
+    assert_eq!(settled_on(&app, event, "sms").await.status, "sent");
+
+    // Codes are rationed: three an hour per person (the first was one).
+    for (i, number) in ["+34600000002", "+34600000003"].into_iter().enumerate() {
+        assert_eq!(
+            put(json!({"phone": number})).await.status(),
+            200,
+            "code {}",
+            i + 2
+        );
+    }
+    let limited = put(json!({"phone": "+34600000004"})).await;
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    let still: Value = app
+        .send(
+            Method::GET,
+            "/v1/notifications/preferences",
+            Some(&token),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        still["phone"], PHONE,
+        "the verified number stays until another is verified"
+    );
+}
+
+#[tokio::test]
+async fn numbers_outside_the_shops_countries_are_refused() {
+    let app = spawn(&["--sms-countries=+34,+351".into()]).await;
+    let token = app.issuer.token(&Uuid::now_v7().to_string(), &["customer"]);
+    let refused = app
+        .send(
+            Method::PUT,
+            "/v1/notifications/preferences",
+            Some(&token),
+            Some(json!({"phone": "+88212345678"})),
+        )
+        .await;
+    assert_eq!(refused.status(), 422);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "phone");
+    let none: i64 = sqlx::query_scalar("SELECT count(*) FROM phone_verifications")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(none, 0);
 }
