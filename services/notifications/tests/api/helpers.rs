@@ -122,26 +122,7 @@ impl TestApp {
 
     /// The delivery of `event_id`, once it reached a state other than `queued`.
     pub async fn settled(&self, event_id: Uuid) -> DeliveryRow {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let found = sqlx::query_as::<_, DeliveryRow>(
-                "SELECT status, attempts, last_error, provider_ref, locale, template_version,
-                        body_text
-                 FROM deliveries WHERE event_id = $1 AND channel = 'email' AND status <> 'queued'",
-            )
-            .bind(event_id)
-            .fetch_optional(&self.db)
-            .await
-            .unwrap();
-            if let Some(found) = found {
-                return found;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for the delivery of {event_id} to settle"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        settled_on(self, event_id, "email").await
     }
 
     /// The mail sent for `event_id`.
