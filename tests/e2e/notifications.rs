@@ -1,6 +1,8 @@
 //! Messages people get, end to end through the gateway and a real SMTP server (aiosmtpd):
 //! the welcome on registering, a password reset whose link works, the order's confirmation,
-//! and quiet hours that hold a shipping notice but never a security one.
+//! and quiet hours that hold a shipping notice and a marketing campaign but never a security
+//! one; and SIGKILLs of notifications while events and a campaign are in flight, with every
+//! event delivered again, sending nobody anything twice.
 
 use std::time::{Duration, Instant};
 
@@ -245,6 +247,43 @@ async fn people_get_their_welcome_reset_and_order_mail_and_quiet_hours_hold_only
             .iter()
             .any(|m| mail_header(m, "Subject").is_some_and(|s| s.contains("on its way"))),
         "not sent during quiet hours"
+    );
+
+    // A marketing campaign now: another customer (no quiet hours) gets it, this one's waits.
+    let other = format!("ona-{}@e2e.test", Uuid::now_v7().simple());
+    shop.customer(&other).await;
+    mail_to(&smtp, &other, "Welcome to");
+    let (status, campaign) = shop
+        .post(
+            shop.url(Notifications, "/v1/notifications/campaigns"),
+            Some(&admin),
+            json!({"name": "Quiet sale", "channel": "email", "rate_per_second": 100,
+                   "content": {"en": {"subject": "Quiet sale", "body_text": "20% off.\n",
+                                      "body_html": "<p>20% off.</p>\n"}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{campaign}");
+    mail_to(&smtp, &other, "Quiet sale");
+    let (_, history) = shop
+        .get(shop.url(Notifications, "/v1/notifications"), Some(&token))
+        .await;
+    let offer = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["kind"] == "campaign")
+        .cloned()
+        .unwrap_or_else(|| panic!("the campaign reached the customer's history: {history}"));
+    assert_eq!(
+        offer["status"], "queued",
+        "marketing waits for quiet hours: {offer}"
+    );
+    assert!(
+        !smtp.messages().iter().any(|m| {
+            mail_header(m, "To").is_some_and(|t| t.contains(&email))
+                && mail_header(m, "Subject").is_some_and(|s| s.contains("Quiet sale"))
+        }),
+        "not sent to the customer during quiet hours"
     );
     shop.stop().await;
 }

@@ -3,7 +3,7 @@
 //! recipient's locale; the [`crate::worker`] sends it after commit. Idempotent twice over:
 //! the inbox skips a redelivered message, and one delivery per (event, recipient, channel)
 //! covers the same event published again under another message id. Events we do not notify
-//! about (`user.locked`, `payment.captured`, ...) are acknowledged and ignored.
+//! about (`user.locked`, `payment.voided`, ...) are acknowledged and ignored.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use tienda_events::{
     order::{
         OrderCancelled, OrderConfirmed, OrderDelivered, OrderPlaced, OrderRefunded, OrderShipped,
     },
-    payment::{PaymentDeclined, PaymentRequiresAction},
+    payment::{PaymentCaptured, PaymentDeclined, PaymentRequiresAction},
     user::{UserPasswordResetRequested, UserRegistered},
 };
 use tienda_kit::consumer::{Delivery, Handler, HandlerError};
@@ -115,6 +115,11 @@ impl Notify {
                 let (id, ty, e) = decode::<PaymentRequiresAction>(delivery)?;
                 let contact = order_contact(conn, e.order_id).await?;
                 (id, ty, Trigger::PaymentRequiresAction(e, contact))
+            }
+            (Some("payment"), Some("captured")) => {
+                let (id, ty, e) = decode::<PaymentCaptured>(delivery)?;
+                let contact = order_contact(conn, e.order_id).await?;
+                (id, ty, Trigger::InvoiceReady(e, contact))
             }
             _ => return Ok(None),
         };

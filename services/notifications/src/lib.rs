@@ -281,6 +281,7 @@ impl Application {
         let worker = Worker {
             sms: Arc::new(sms),
             push: Arc::new(push),
+            policies: outbound.policies().clone(),
             webhooks: webhooks::WebhookSender {
                 db: platform.db().clone(),
                 allow_private: config.webhooks_allow_private,

@@ -1038,6 +1038,32 @@ You can try another payment method: {{ order_url }}
 <p><a href=\"{{ action_url }}\">Confirm the payment</a></p>
 ",
     },
+    Source {
+        kind: Kind::InvoiceReady,
+        locale: Locale::Es,
+        subject: "Tu factura del pedido {{ order_id }}",
+        text: "Hemos cobrado {{ amount }} del pedido {{ order_id }} y tu factura está lista.
+
+Descárgala aquí: {{ invoices_url }}
+Tu pedido: {{ order_url }}
+",
+        html: "<p>Hemos cobrado {{ amount }} del pedido {{ order_id }} y tu factura está lista.</p>
+<p><a href=\"{{ invoices_url }}\">Descargar la factura</a> · <a href=\"{{ order_url }}\">Ver el pedido</a></p>
+",
+    },
+    Source {
+        kind: Kind::InvoiceReady,
+        locale: Locale::En,
+        subject: "Your invoice for order {{ order_id }}",
+        text: "We charged {{ amount }} for order {{ order_id }} and your invoice is ready.
+
+Download it here: {{ invoices_url }}
+Your order: {{ order_url }}
+",
+        html: "<p>We charged {{ amount }} for order {{ order_id }} and your invoice is ready.</p>
+<p><a href=\"{{ invoices_url }}\">Download the invoice</a> · <a href=\"{{ order_url }}\">See the order</a></p>
+",
+    },
 ];
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use tienda_events::{
         OrderCancelled, OrderConfirmed, OrderDelivered, OrderLine, OrderPlaced, OrderRefunded,
         OrderShipped,
     },
-    payment::{PaymentDeclined, PaymentRequiresAction},
+    payment::{PaymentCaptured, PaymentDeclined, PaymentRequiresAction},
     user::{UserPasswordResetRequested, UserRegistered},
 };
 use uuid::Uuid;
@@ -39,11 +39,13 @@ pub enum Kind {
     PaymentDeclined,
     /// `payment.requires_action`.
     PaymentRequiresAction,
+    /// `payment.captured`: the capture issued the order's invoice.
+    InvoiceReady,
 }
 
 impl Kind {
     /// Every kind (each has templates in every locale).
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Welcome,
         Kind::PasswordReset,
         Kind::OrderPlaced,
@@ -54,6 +56,7 @@ impl Kind {
         Kind::OrderRefunded,
         Kind::PaymentDeclined,
         Kind::PaymentRequiresAction,
+        Kind::InvoiceReady,
     ];
 
     /// The template family's name.
@@ -69,6 +72,7 @@ impl Kind {
             Kind::OrderRefunded => "order_refunded",
             Kind::PaymentDeclined => "payment_declined",
             Kind::PaymentRequiresAction => "payment_requires_action",
+            Kind::InvoiceReady => "invoice_ready",
         }
     }
 
@@ -88,7 +92,8 @@ impl Kind {
             | Kind::OrderCancelled
             | Kind::OrderRefunded
             | Kind::PaymentDeclined
-            | Kind::PaymentRequiresAction => Category::Orders,
+            | Kind::PaymentRequiresAction
+            | Kind::InvoiceReady => Category::Orders,
         }
     }
 
@@ -98,7 +103,9 @@ impl Kind {
     /// later) stay in the mailbox.
     pub fn channels(self) -> &'static [Channel] {
         match self {
-            Kind::Welcome | Kind::PasswordReset | Kind::OrderPlaced => &[Channel::Email],
+            Kind::Welcome | Kind::PasswordReset | Kind::OrderPlaced | Kind::InvoiceReady => {
+                &[Channel::Email]
+            }
             _ => &[Channel::Email, Channel::Sms, Channel::Push],
         }
     }
@@ -150,6 +157,8 @@ pub enum Trigger {
     PaymentDeclined(PaymentDeclined, Contact),
     /// `payment.requires_action`, with the order's contact.
     PaymentRequiresAction(PaymentRequiresAction, Contact),
+    /// `payment.captured`, with the order's contact: its invoice is issued.
+    InvoiceReady(PaymentCaptured, Contact),
 }
 
 impl Trigger {
@@ -166,6 +175,7 @@ impl Trigger {
             Trigger::OrderRefunded(_) => Kind::OrderRefunded,
             Trigger::PaymentDeclined(..) => Kind::PaymentDeclined,
             Trigger::PaymentRequiresAction(..) => Kind::PaymentRequiresAction,
+            Trigger::InvoiceReady(..) => Kind::InvoiceReady,
         }
     }
 
@@ -227,6 +237,12 @@ impl Trigger {
                     "expires_at": "2026-11-29T13:00:00Z"})),
                 contact,
             ),
+            Kind::InvoiceReady => Trigger::InvoiceReady(
+                from(json!({
+                    "payment_id": "01932c07-a5f0-7c3e-9a53-000000000006", "order_id": order,
+                    "amount": total})),
+                contact,
+            ),
         }
     }
 
@@ -241,7 +257,9 @@ impl Trigger {
             Trigger::OrderShipped(e) => (e.customer_id, &e.email),
             Trigger::OrderDelivered(e) => (e.customer_id, &e.email),
             Trigger::OrderRefunded(e) => (e.customer_id, &e.email),
-            Trigger::PaymentDeclined(_, c) | Trigger::PaymentRequiresAction(_, c) => {
+            Trigger::PaymentDeclined(_, c)
+            | Trigger::PaymentRequiresAction(_, c)
+            | Trigger::InvoiceReady(_, c) => {
                 return c.clone();
             }
         };
@@ -305,6 +323,11 @@ impl Trigger {
             Trigger::PaymentRequiresAction(e, _) => json!({
                 "order_id": e.order_id, "order_url": order_url(&e.order_id),
                 "action_url": e.action_url, "expires_at": date(&e.expires_at),
+            }),
+            Trigger::InvoiceReady(e, _) => json!({
+                "order_id": e.order_id, "order_url": order_url(&e.order_id),
+                "amount": money(&e.amount),
+                "invoices_url": format!("{}/v1/invoices?order_id={}", links.public_url, e.order_id),
             }),
         };
         let object = values.as_object_mut().expect("built as an object");

@@ -11,12 +11,18 @@ use std::{sync::Arc, time::Duration};
 use futures::StreamExt;
 use lettre::message::Mailbox;
 use sqlx::{PgPool, postgres::PgListener};
-use tienda_kit::{Shutdown, resilience::Backoff};
+use tienda_kit::{
+    Shutdown,
+    resilience::{Admission, Backoff},
+};
 
 use crate::{
     channel::{self, Mailer, SendError, Transport},
     deliveries::{self, Claimed},
 };
+
+/// The CircuitPolicy target of the mail server.
+pub const SMTP_TARGET: &str = "smtp";
 
 /// What happens after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +67,8 @@ pub struct Worker {
     pub sms: Arc<channel::sms::SmsSender>,
     /// Where push notifications go.
     pub push: Arc<channel::push::PushSender>,
+    /// The CircuitPolicies in force (`{kind: External, name: smtp}` guards the mail server).
+    pub policies: Arc<tienda_kit::policy::Policies>,
     /// The `From` of every message.
     pub from: Mailbox,
     /// Retry rules.
@@ -130,6 +138,37 @@ impl Worker {
         }
     }
 
+    /// Hands `message` to the mail transport under the `smtp` CircuitPolicy's breaker, when
+    /// one is in force: while it is open nothing is tried and the delivery waits, without
+    /// using an attempt, for as long as the breaker says. (SMTP is not HTTP, so the kit's
+    /// outbound client cannot carry it; its breaker can.)
+    async fn mail(&self, message: &lettre::Message) -> Result<String, SendError> {
+        let breaker = self
+            .policies
+            .current()
+            .externals
+            .get(SMTP_TARGET)
+            .and_then(|c| c.breaker.clone());
+        let Some(breaker) = breaker else {
+            return self.mailer.send(message).await;
+        };
+        let admission = breaker.admit(std::time::Instant::now());
+        if let Admission::Refused(wait) = admission {
+            return Err(SendError::Throttled(
+                wait,
+                format!(
+                    "the circuit to {SMTP_TARGET} is open (CircuitPolicy); trying again in {} ms",
+                    wait.as_millis()
+                ),
+            ));
+        }
+        let result = self.mailer.send(message).await;
+        // A refusal of this one message (a bad address) says nothing about the server.
+        let healthy = !matches!(result, Err(SendError::Transient(_)));
+        breaker.record(admission, healthy, std::time::Instant::now());
+        result
+    }
+
     /// One attempt at one delivery, and its outcome recorded.
     async fn attempt(&self, delivery: Claimed) {
         let id = delivery.outgoing.id;
@@ -155,7 +194,7 @@ impl Worker {
                     .await
             }
             _ => match channel::compose(&self.from, &delivery.outgoing) {
-                Ok(message) => self.mailer.send(&message).await,
+                Ok(message) => self.mail(&message).await,
                 Err(e) => Err(e),
             },
         };

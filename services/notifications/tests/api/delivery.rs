@@ -4,7 +4,7 @@ use tienda_events::{
     Envelope,
     money::Money,
     order::{OrderDelivered, OrderLine, OrderPlaced, OrderRefunded, OrderShipped},
-    payment::PaymentDeclined,
+    payment::{PaymentCaptured, PaymentDeclined},
     user::UserPasswordResetRequested,
 };
 use uuid::Uuid;
@@ -184,6 +184,30 @@ async fn a_declined_payment_is_mailed_to_the_address_its_order_was_placed_with()
         mail.part("text/plain")
             .contains("Your card has insufficient funds.")
     );
+    // The capture issued the invoice: the customer is told where to download it.
+    let captured = app
+        .publish(
+            "payments",
+            PaymentCaptured {
+                payment_id: Uuid::now_v7(),
+                order_id,
+                amount: eur(1998),
+            },
+        )
+        .await;
+    let invoice = app.mail_for(captured).await;
+    assert_eq!(invoice.header("To").as_deref(), Some("guest@example.com"));
+    assert_eq!(
+        invoice.header("Subject"),
+        Some(format!("Your invoice for order {order_id}"))
+    );
+    let text = invoice.part("text/plain");
+    assert!(text.contains("We charged EUR 19.98"), "{text}");
+    assert!(text.contains(&format!("http://shop.test/v1/invoices?order_id={order_id}")));
+    assert!(
+        invoice.header("List-Unsubscribe").is_none(),
+        "an invoice is not optional"
+    );
 }
 
 #[tokio::test]
@@ -227,6 +251,68 @@ async fn a_mail_server_that_refuses_connections_is_retried_and_the_failure_recor
         "{delivery:?}"
     );
     assert!(app.mails().is_empty());
+}
+
+#[tokio::test]
+async fn a_circuit_policy_on_smtp_stops_trying_a_dead_mail_server_without_using_attempts() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let smtp = format!("--smtp-url=smtp://127.0.0.1:{port}");
+    let policies = crate::helpers::policy_dir(
+        "apiVersion: tienda.dev/v1alpha1\n\
+         kind: CircuitPolicy\n\
+         metadata: {name: smtp}\n\
+         spec:\n  \
+           targetRef: {kind: External, name: smtp}\n  \
+           circuitBreaker: {consecutiveFailures: 2, window: 60s, openFor: 60s, halfOpenRequests: 1}\n",
+    );
+    let policy = format!("--policy-path={}", policies.display());
+    let app = spawn_app_with(&[
+        &smtp,
+        &policy,
+        "--max-attempts=3",
+        "--retry-base-ms=10",
+        "--retry-max-ms=20",
+    ])
+    .await;
+
+    let event = app
+        .publish(
+            "auth",
+            UserPasswordResetRequested {
+                user_id: Uuid::now_v7(),
+                email: "fay@example.com".into(),
+                token: "reset-token".into(),
+                expires_at: Utc::now(),
+            },
+        )
+        .await;
+
+    // Two refused connections open the circuit; the third attempt is not made: the delivery
+    // waits for the circuit instead of failing on its last attempt (as it does without it).
+    crate::helpers::eventually("the circuit holds the delivery", || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM delivery_events e JOIN deliveries d ON d.id = e.delivery_id
+             WHERE d.event_id = $1 AND e.status = 'throttled'
+               AND e.detail LIKE 'the circuit to smtp is open%'",
+        )
+        .bind(event)
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+            == 1
+    })
+    .await;
+    let (status, attempts): (String, i32) =
+        sqlx::query_as("SELECT status, attempts FROM deliveries WHERE event_id = $1")
+            .bind(event)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), attempts), ("queued", 2));
 }
 
 #[tokio::test]

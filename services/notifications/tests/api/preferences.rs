@@ -231,6 +231,15 @@ async fn the_openapi_document_lists_every_route() {
         "GET /v1/notifications/webhooks/{id}",
         "DELETE /v1/notifications/webhooks/{id}",
         "POST /v1/notifications/webhooks/{id}/rotate-secret",
+        "POST /v1/notifications/phone/verify",
+        "POST /v1/notifications/devices",
+        "GET /v1/notifications/devices",
+        "DELETE /v1/notifications/devices/{id}",
+        "GET /v1/notifications/push/vapid-public-key",
+        "POST /v1/notifications/campaigns",
+        "GET /v1/notifications/campaigns",
+        "GET /v1/notifications/campaigns/{id}",
+        "POST /v1/notifications/campaigns/{id}/cancel",
     ] {
         assert!(
             operations.iter().any(|o| o == expected),
