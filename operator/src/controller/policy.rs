@@ -103,13 +103,7 @@ pub enum Verdict {
 }
 
 fn older<P: Policy>(a: &P, b: &P) -> bool {
-    (
-        a.meta().creation_timestamp.as_ref().map(|t| t.0),
-        a.name_any(),
-    ) < (
-        b.meta().creation_timestamp.as_ref().map(|t| t.0),
-        b.name_any(),
-    )
+    tienda_crds::precedence(a.meta()) < tienda_crds::precedence(b.meta())
 }
 
 /// Judges `policy` given its resolved targets (`None` when the target does not exist) and the

@@ -232,6 +232,8 @@ pub struct PolicySet {
 struct Known {
     spec: Spec,
     generation: i64,
+    /// Its place in line when policies conflict ([`tienda_crds::precedence`]).
+    precedence: (Option<k8s_openapi::jiff::Timestamp>, String),
 }
 
 /// A checked policy's spec.
@@ -386,14 +388,19 @@ impl Policies {
                 })
                 .and_then(|()| match kind {
                     "RateLimitPolicy" => serde_json::from_value::<RateLimitPolicy>(doc.clone())
-                        .map(|p| Spec::RateLimit(p.spec))
+                        .map(|p| {
+                            (
+                                tienda_crds::precedence(&p.metadata),
+                                Spec::RateLimit(p.spec),
+                            )
+                        })
                         .map_err(|e| e.to_string()),
                     _ => serde_json::from_value::<CircuitPolicy>(doc.clone())
-                        .map(|p| Spec::Circuit(p.spec))
+                        .map(|p| (tienda_crds::precedence(&p.metadata), Spec::Circuit(p.spec)))
                         .map_err(|e| e.to_string()),
                 });
             match check {
-                Ok(spec) => {
+                Ok((precedence, spec)) => {
                     let generation = doc["metadata"]["generation"].as_i64().unwrap_or_else(|| {
                         match known.get(&key) {
                             Some(k) if k.spec == spec => k.generation,
@@ -401,7 +408,14 @@ impl Policies {
                             None => 1,
                         }
                     });
-                    next_known.insert(key, Known { spec, generation });
+                    next_known.insert(
+                        key,
+                        Known {
+                            spec,
+                            generation,
+                            precedence,
+                        },
+                    );
                 }
                 Err(reason) => {
                     let kept = known.get(&key).cloned();
@@ -431,7 +445,13 @@ impl Policies {
             rejected,
             ..PolicySet::default()
         };
-        for ((kind, name), k) in &next_known {
+        // Conflicts are settled as the operator settles them: the older policy (creation
+        // time, then name) wins, so a status that says Accepted is what is applied.
+        let mut in_line: Vec<(&(String, String), &Known)> = next_known.iter().collect();
+        in_line.sort_by(|a, b| a.1.precedence.cmp(&b.1.precedence));
+        // Rate-limit rules claimed so far: (target kind, target name, rule) -> policy.
+        let mut claimed: BTreeMap<(String, String, String), String> = BTreeMap::new();
+        for ((kind, name), k) in in_line {
             let targets = match &k.spec {
                 Spec::RateLimit(spec) => {
                     let services =
@@ -465,6 +485,32 @@ impl Policies {
                                 }
                             }
                         };
+                    let target = (
+                        format!("{:?}", spec.target_ref.kind),
+                        spec.target_ref.name.clone(),
+                    );
+                    let taken: Vec<(&String, &String)> = spec
+                        .rules
+                        .iter()
+                        .filter_map(|rule| {
+                            claimed
+                                .get(&(target.0.clone(), target.1.clone(), rule.name.clone()))
+                                .map(|other| (&rule.name, other))
+                        })
+                        .collect();
+                    if let Some((rule, other)) = taken.first() {
+                        set.rejected.push(not_ours(kind, name, &format!(
+                            "RateLimitPolicy {other} already applies rule {rule} to {} {}; it is older, so it wins",
+                            target.0, target.1
+                        )));
+                        continue;
+                    }
+                    for rule in &spec.rules {
+                        claimed.insert(
+                            (target.0.clone(), target.1.clone(), rule.name.clone()),
+                            name.clone(),
+                        );
+                    }
                     for rule in &spec.rules {
                         let reused = previous.limits.iter().find(|l| {
                             l.policy == *name
@@ -487,7 +533,7 @@ impl Policies {
                         let target = &spec.target_ref.name;
                         if let Some(other) = set.externals.get(target) {
                             set.rejected.push(not_ours(kind, name, &format!(
-                                "CircuitPolicy {} already applies to External {target}; one policy per target (the first by name wins)",
+                                "CircuitPolicy {} already applies to External {target}; one policy per target (the older wins, then the first by name)",
                                 other.policy
                             )));
                             continue;
@@ -516,7 +562,7 @@ impl Policies {
                         };
                         if let Some(other) = set.circuits.get(service) {
                             set.rejected.push(not_ours(kind, name, &format!(
-                            "CircuitPolicy {} already applies to {service}; one policy per target (the first by name wins)",
+                            "CircuitPolicy {} already applies to {service}; one policy per target (the older wins, then the first by name)",
                             other.policy
                         )));
                             continue;
@@ -600,6 +646,56 @@ spec:
 
     fn policies() -> Policies {
         Policies::new(Scope::gateway("local", 1), &Registry::new())
+    }
+
+    #[test]
+    fn conflicting_policies_are_settled_as_the_operator_settles_them_the_older_wins() {
+        // The newer policy's name sorts first: name order alone would pick it.
+        let p = Policies::new(Scope::component("local", "payments"), &Registry::new());
+        p.apply(&docs(
+            "apiVersion: tienda.dev/v1alpha1
+kind: CircuitPolicy
+metadata: {name: a-new, creationTimestamp: '2026-06-01T00:00:00Z'}
+spec:
+  targetRef: {kind: External, name: stripe}
+  timeout: 2s
+---
+apiVersion: tienda.dev/v1alpha1
+kind: CircuitPolicy
+metadata: {name: z-old, creationTimestamp: '2026-01-01T00:00:00Z'}
+spec:
+  targetRef: {kind: External, name: stripe}
+  timeout: 5s
+",
+        ));
+        let set = p.current();
+        assert_eq!(set.externals["stripe"].policy, "z-old");
+        assert_eq!(set.rejected.len(), 1);
+        assert_eq!(set.rejected[0].name, "a-new");
+        assert!(
+            set.rejected[0].reason.contains("z-old"),
+            "{:?}",
+            set.rejected
+        );
+
+        let g = policies();
+        g.apply(&docs(&format!(
+            "{}---\n{}",
+            LIMIT.replace(
+                "{name: browse}",
+                "{name: z-old, creationTimestamp: '2026-01-01T00:00:00Z'}"
+            ),
+            LIMIT
+                .replace(
+                    "{name: browse}",
+                    "{name: a-new, creationTimestamp: '2026-06-01T00:00:00Z'}"
+                )
+                .replace("requests: 10", "requests: 99")
+        )));
+        let set = g.current();
+        assert_eq!(set.limits.len(), 1, "one rule r on products");
+        assert_eq!(set.limits[0].policy, "z-old");
+        assert_eq!(set.rejected[0].name, "a-new");
     }
 
     #[test]
