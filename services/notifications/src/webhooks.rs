@@ -235,16 +235,10 @@ impl WebhookSender {
         }
         match status.as_u16() {
             429 => {
-                let wait = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .unwrap_or(60)
-                    .min(3_600);
+                let wait = crate::channel::provider::retry_after(response.headers());
                 Err(SendError::Throttled(
-                    Duration::from_secs(wait),
-                    format!("{line}: the receiver asks to wait {wait} s"),
+                    wait,
+                    format!("{line}: the receiver asks to wait {} s", wait.as_secs()),
                 ))
             }
             410 => {
