@@ -322,7 +322,10 @@ async fn track_lag(mut consumer: PullConsumer, gauge: prometheus::IntGauge, shut
     }
 }
 
-fn message_id(headers: &HeaderMap, stream: &str, sequence: u64) -> String {
+/// The id a consumer's inbox keys a message on: `Tienda-Event-Id` when set (a replayed dead
+/// letter), else `Nats-Msg-Id` (the outbox row id), else `<stream>:<sequence>`. Dead letters
+/// record it as `Tienda-Event-Id`, so a replay is recognised as the message it was.
+pub(crate) fn message_id(headers: &HeaderMap, stream: &str, sequence: u64) -> String {
     headers
         .get(header::EVENT_ID)
         .or_else(|| headers.get(header::MSG_ID))

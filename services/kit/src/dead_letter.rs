@@ -3,7 +3,9 @@
 //! headers, payload and the reason — and the admin API to list, inspect, replay and discard them.
 //!
 //! A dead letter's `Nats-Msg-Id` is `dlq-<stream>-<sequence>`, so the consumer's own copy and
-//! the copies made from max-deliveries advisories (every replica hears them) land once.
+//! the copies made from max-deliveries advisories (every replica hears them) land once. The id
+//! the consumer's inbox knew the message by is kept as `Tienda-Event-Id`, and a replay carries
+//! it, so replaying a message whose effect committed applies nothing twice.
 
 use std::time::Duration;
 
@@ -74,6 +76,11 @@ pub async fn publish(
     letter: Letter<'_>,
 ) -> anyhow::Result<()> {
     let mut headers = letter.headers.clone();
+    // The dead letter's own `Nats-Msg-Id` replaces the original, so the id the consumer's inbox
+    // knows the message by travels as `Tienda-Event-Id`: a replay of a message whose effect did
+    // commit (its ack was lost) is then skipped as the duplicate it is.
+    let event_id = crate::consumer::message_id(letter.headers, letter.stream, letter.sequence);
+    headers.insert(header::EVENT_ID, event_id.as_str());
     headers.insert(
         header::MSG_ID,
         format!("dlq-{}-{}", letter.stream, letter.sequence).as_str(),
@@ -408,12 +415,8 @@ pub async fn replay(
             headers.append(name.as_str(), value.as_str());
         }
     }
-    if headers.get(header::EVENT_ID).is_none()
-        && let Some(original) = letter.headers.get(header::MSG_ID)
-        && !original.as_str().starts_with("dlq-")
-    {
-        headers.insert(header::EVENT_ID, original.as_str());
-    }
+    // `Tienda-Event-Id` (set when the letter was parked) is copied above: the consumer's inbox
+    // keys on it, not on the fresh de-duplication id below.
     // A fresh de-duplication id: the original one may still be inside the duplicate window.
     headers.insert(
         header::MSG_ID,

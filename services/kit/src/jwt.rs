@@ -6,11 +6,10 @@
 //! with the public key fail), a `typ` other than `at+jwt`, a missing or unknown `kid`, a bad
 //! signature, an expired or not-yet-valid token, another issuer or audience.
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+// Tokio's clock, so the refetch rate can be tested on a paused clock.
+use tokio::time::Instant;
 
 use axum::{
     extract::{Request, State},

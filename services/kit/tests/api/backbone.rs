@@ -177,15 +177,70 @@ async fn committed_events_reach_the_stream_exactly_once_even_when_the_relay_is_k
         tx.rollback().await.unwrap();
     }
 
-    // Kill the relay at arbitrary points, over and over, then let one finish.
+    // Kill the relay while a batch is in flight — published to the stream, its rows not yet
+    // marked — over and over, then let one finish. A kill after the mark commits would prove
+    // nothing: the point is the window where NATS has a message the database says is pending.
     let relay = quick_relay(&env);
-    for round in 0..15u64 {
+    let mut killed_in_flight = 0;
+    let in_stream = || {
+        let js = env.js.clone();
+        async move {
+            js.get_stream("INVENTORY")
+                .await
+                .unwrap()
+                .info()
+                .await
+                .unwrap()
+                .state
+                .messages as i64
+        }
+    };
+    for _ in 0..15 {
+        // Messages a killed round left in the stream unmarked are republished first (and
+        // dropped as duplicates); a new batch in flight is one that grows the stream.
+        let at_start = in_stream().await;
         let task = tokio::spawn(relay.clone().run(Shutdown::new()));
-        tokio::time::sleep(Duration::from_millis(3 + (round * 7919) % 29)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut in_flight = false;
+        while tokio::time::Instant::now() < deadline && !task.is_finished() {
+            // The stream first, then the marks: a message counted in the stream and not
+            // marked after it was counted is in flight at that moment.
+            let published = in_stream().await;
+            let marked: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM tienda_outbox WHERE published_at IS NOT NULL",
+            )
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+            if published > at_start && published > marked {
+                in_flight = true;
+                break;
+            }
+            if pending(&env.pool).await == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
         task.abort();
-        let _ = task.await;
+        match task.await {
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => panic!("the relay panicked: {e}"),
+            Ok(()) => {}
+        }
+        killed_in_flight += usize::from(in_flight);
+        if pending(&env.pool).await == 0 {
+            break;
+        }
     }
+    assert!(
+        killed_in_flight >= 3,
+        "the relay was killed with a batch in flight only {killed_in_flight} times"
+    );
     drain(&env, &relay).await;
+    assert!(
+        metric(&env.registry, "outbox_duplicates_total", "") >= 1.0,
+        "rows published before a kill were published again and dropped by the stream"
+    );
 
     let published = stream_messages(&env.js, "INVENTORY").await;
     let ids: BTreeSet<String> = published.iter().map(|(id, _)| id.clone()).collect();
@@ -647,6 +702,112 @@ async fn a_poison_message_is_dead_lettered_with_its_headers_and_reason_and_a_rep
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
+    shutdown.trigger();
+    task.await.unwrap().unwrap();
+}
+
+/// A message whose effect committed but whose ack was lost (the process died between commit and
+/// ack, or the ack wait ran out) can still reach the dead letters through the max-deliveries
+/// advisory. Replaying it must not apply it again: the dead letter keeps the id the consumer's
+/// inbox knows it by.
+#[tokio::test]
+async fn replaying_a_dead_letter_whose_effect_committed_applies_nothing_twice() {
+    let env = env().await;
+    provision(
+        &env,
+        json!({"name": "products-inventory", "stream": "INVENTORY", "maxDeliver": 3}),
+    )
+    .await;
+    let handler = Recorder::default();
+    let (shutdown, task) = start_consumer(&env, handler.clone(), |_| {});
+    let id = publish_one(&env, adjusted("ACK-LOST", 1)).await;
+    let pool = env.pool.clone();
+    eventually("the effect is committed", Duration::from_secs(20), || {
+        let pool = pool.clone();
+        async move { effects(&pool).await == 1 }
+    })
+    .await;
+
+    // Park the stored message exactly as the advisory path does: its original headers, as kept
+    // by the stream.
+    let mut stream = env.js.get_stream("INVENTORY").await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let original = stream.get_raw_message(last).await.unwrap();
+    dead_letter::publish(
+        &env.js,
+        "products",
+        dead_letter::Letter {
+            stream: "INVENTORY",
+            consumer: "products-inventory",
+            subject: original.subject.as_str(),
+            sequence: last,
+            deliveries: 3,
+            reason: "exhausted 3 deliveries without an acknowledgement",
+            headers: &original.headers,
+            payload: original.payload.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let (base, http) = serve_dead_letters(&env).await;
+    let page: Value = http
+        .get(format!("{base}/admin/dead-letters"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sequence = page["items"][0]["sequence"].as_u64().unwrap();
+    let full: Value = http
+        .get(format!("{base}/admin/dead-letters/{sequence}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        full["headers"][header::EVENT_ID],
+        id.to_string(),
+        "the dead letter keeps the id the inbox knows: {full}"
+    );
+
+    let duplicates_before = metric(&env.registry, "consumer_messages_total", "duplicate");
+    let replay = http
+        .post(format!("{base}/admin/dead-letters/{sequence}/replay"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 202);
+    let (js, registry) = (env.js.clone(), env.registry.clone());
+    eventually(
+        "the replay is delivered, recognised as a duplicate and acked",
+        Duration::from_secs(20),
+        || {
+            let (js, registry) = (js.clone(), registry.clone());
+            async move {
+                let mut consumer: jetstream::consumer::PullConsumer = js
+                    .get_stream("INVENTORY")
+                    .await
+                    .unwrap()
+                    .get_consumer("products-inventory")
+                    .await
+                    .unwrap();
+                let info = consumer.info().await.unwrap();
+                metric(&registry, "consumer_messages_total", "duplicate") > duplicates_before
+                    && info.num_ack_pending == 0
+                    && info.num_pending == 0
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        handler.started.load(Ordering::SeqCst),
+        1,
+        "the handler never ran for the replay"
+    );
+    assert_eq!(effects(&env.pool).await, 1, "the effect stays at one");
     shutdown.trigger();
     task.await.unwrap().unwrap();
 }
