@@ -1,12 +1,20 @@
 //! Access-token verification: a real Ed25519 key, a real JWKS over HTTP, and the attacks of
 //! RFC 8725 — every one refused.
 
-use std::sync::atomic::Ordering;
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use base64::Engine as _;
+use futures::future::BoxFuture;
+use jsonwebtoken::jwk::JwkSet;
 use serde_json::json;
 use tienda_kit::{
-    jwt::TokenError,
+    jwt::{JwksSource, TokenError, Verifier, VerifierConfig},
     testing::{AUDIENCE, ISSUER, TokenIssuer},
 };
 
@@ -94,7 +102,6 @@ async fn a_wrong_audience_or_issuer_is_refused() {
             "{claims}"
         );
     }
-    assert_eq!(AUDIENCE, "tienda");
 }
 
 #[tokio::test]
@@ -152,32 +159,116 @@ async fn an_unknown_kid_refetches_the_keys_at_a_bounded_rate() {
     );
 }
 
-#[tokio::test]
-async fn a_rotated_key_is_picked_up_from_the_jwks() {
+/// The key set served from memory (no sockets, so a paused clock cannot time out a fetch),
+/// counting fetches.
+struct CountingJwks {
+    jwks: Arc<Mutex<serde_json::Value>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl JwksSource for CountingJwks {
+    fn fetch(&self) -> BoxFuture<'_, Result<JwkSet, String>> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        let set = serde_json::from_value(self.jwks.lock().unwrap().clone());
+        Box::pin(async move { set.map_err(|e| e.to_string()) })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_kid_refetches_at_most_once_per_interval_on_a_paused_clock() {
     let old = TokenIssuer::start().await;
     let new = TokenIssuer::start().await;
-    let verifier = old.verifier();
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let verifier = Verifier::with_source(
+        VerifierConfig {
+            jwks_url: String::new(),
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            min_refresh_interval: Duration::from_secs(60),
+            leeway_seconds: 0,
+        },
+        Arc::new(CountingJwks {
+            jwks: old.jwks.clone(),
+            fetches: fetches.clone(),
+        }),
+    );
     verifier.verify(&old.token("u", &[])).await.unwrap();
-    // auth publishes the new key beside the old one; the verifier has not fetched since, so a
-    // zero refresh interval stands in for the interval having passed.
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+
+    // Rotation: auth now serves the new key beside the old one.
     let new_key = new.jwks.lock().unwrap()["keys"][0].clone();
     old.jwks.lock().unwrap()["keys"]
         .as_array_mut()
         .unwrap()
         .push(new_key);
-    let fresh = tienda_kit::jwt::Verifier::new(tienda_kit::jwt::VerifierConfig {
-        jwks_url: old.jwks_url.clone(),
-        issuer: ISSUER.into(),
-        audience: AUDIENCE.into(),
-        min_refresh_interval: std::time::Duration::ZERO,
-        leeway_seconds: 0,
-    });
-    fresh
+    let rotated = new.token("u", &[]);
+
+    // A flood of tokens naming the new kid inside the interval costs no fetch.
+    for _ in 0..20 {
+        assert!(matches!(
+            verifier.verify(&rotated).await,
+            Err(TokenError::UnknownKey(_))
+        ));
+    }
+    tokio::time::advance(Duration::from_secs(59)).await;
+    assert!(matches!(
+        verifier.verify(&rotated).await,
+        Err(TokenError::UnknownKey(_))
+    ));
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        1,
+        "still inside the interval"
+    );
+
+    // Once the interval has passed, the same verifier refetches once and takes the new key.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    verifier
+        .verify(&rotated)
+        .await
+        .expect("the rotated key is fetched");
+    verifier
         .verify(&old.token("u", &[]))
         .await
         .expect("old keys stay valid");
-    fresh
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    for _ in 0..5 {
+        verifier.verify(&rotated).await.unwrap();
+    }
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        2,
+        "a known kid costs no fetch"
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_picked_up_from_the_jwks_by_the_same_verifier() {
+    let old = TokenIssuer::start().await;
+    let new = TokenIssuer::start().await;
+    // The verifier every service keeps for its life: built once, before the rotation.
+    let verifier = tienda_kit::jwt::Verifier::new(tienda_kit::jwt::VerifierConfig {
+        jwks_url: old.jwks_url.clone(),
+        issuer: ISSUER.into(),
+        audience: AUDIENCE.into(),
+        min_refresh_interval: Duration::ZERO,
+        leeway_seconds: 0,
+    });
+    verifier.verify(&old.token("u", &[])).await.unwrap();
+    assert_eq!(old.fetches.load(Ordering::SeqCst), 1);
+    let new_key = new.jwks.lock().unwrap()["keys"][0].clone();
+    old.jwks.lock().unwrap()["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(new_key);
+    verifier
         .verify(&new.token("u", &[]))
         .await
-        .expect("the new key is accepted");
+        .expect("the new key is fetched over HTTP and accepted");
+    assert_eq!(old.fetches.load(Ordering::SeqCst), 2, "one refetch");
+    verifier
+        .verify(&old.token("u", &[]))
+        .await
+        .expect("old keys stay valid");
+    assert_eq!(old.fetches.load(Ordering::SeqCst), 2);
 }
