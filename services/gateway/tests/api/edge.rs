@@ -285,3 +285,62 @@ async fn a_client_trickling_its_headers_is_cut_off_and_oversized_headers_are_ref
         "the gateway still serves"
     );
 }
+
+/// auth rotates its signing key: the running gateway's verifier (built once at start) must
+/// fetch the new key when a token names it — at most once per refresh interval however many
+/// such tokens arrive, so a flood of made-up `kid`s cannot turn it into a JWKS hammer.
+#[tokio::test]
+async fn a_rotated_signing_key_is_fetched_by_the_running_gateway_at_a_bounded_rate() {
+    use std::sync::atomic::Ordering;
+    let orders = upstream("orders", Seen::default()).await;
+    let gw = Gateway::start(
+        &format!("orders={}", orders.url),
+        "",
+        &[r#"--access-rules=[{"path_prefix": "/v1/orders", "access": "authenticated"}]"#],
+    )
+    .await;
+    let before = format!("Bearer {}", gw.issuer.token("c1", &["customer"]));
+    assert_eq!(
+        gw.status("/v1/orders", &[("authorization", &before)]).await,
+        200
+    );
+    assert_eq!(gw.issuer.fetches.load(Ordering::SeqCst), 1);
+
+    // auth publishes a new key beside the old one and signs with it.
+    let rotated = tienda_kit::testing::TokenIssuer::start().await;
+    let new_key = rotated.jwks.lock().unwrap()["keys"][0].clone();
+    gw.issuer.jwks.lock().unwrap()["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(new_key);
+    let after = format!("Bearer {}", rotated.token("c1", &["customer"]));
+
+    // Tokens with the new kid until one is accepted: refused while the last fetch is younger
+    // than the refresh interval (5 s), accepted after the one refetch.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match gw.status("/v1/orders", &[("authorization", &after)]).await {
+            200 => break,
+            401 => {}
+            other => panic!("unexpected {other}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new key was never fetched"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        gw.issuer.fetches.load(Ordering::SeqCst),
+        2,
+        "one refetch for {tries} tokens naming the new key"
+    );
+    assert_eq!(
+        gw.status("/v1/orders", &[("authorization", &before)]).await,
+        200,
+        "the old key still verifies"
+    );
+    assert_eq!(gw.issuer.fetches.load(Ordering::SeqCst), 2);
+}
