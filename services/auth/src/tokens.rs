@@ -104,9 +104,31 @@ mod tests {
     #[test]
     fn refresh_tokens_are_random_and_only_their_hash_is_kept() {
         let (a, hash) = opaque_token();
-        let (b, _) = opaque_token();
+        let (b, hash_b) = opaque_token();
         assert_ne!(a, b);
-        assert_eq!(hash, hash_opaque_token(&a));
+        assert_ne!(hash, hash_b);
+        // 256 random bits, URL-safe: 43 base64 characters with no padding.
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&a)
+            .expect("URL-safe base64");
+        assert_eq!(bytes.len(), 32);
+        assert_ne!(bytes, [0u8; 32]);
+        // What is kept is SHA-256 of the token's text: checked against FIPS 180-2's vector
+        // for "abc", not against the function itself.
+        assert_eq!(
+            hex(&hash_opaque_token("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(hash.len(), 32);
+        assert_ne!(hash, bytes, "the token itself is never what is stored");
+        assert_eq!(
+            hash,
+            hash_opaque_token(&a),
+            "the stored hash finds the token"
+        );
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 }

@@ -161,6 +161,57 @@ async fn totp_enrolment_then_login_needs_a_code_and_recovery_codes_work_once() {
         .await;
     assert_eq!(reused.status(), StatusCode::UNAUTHORIZED);
 
+    // A real authenticator code signs in: the one an app shows 30 s from now (RFC 6238 allows
+    // one step of skew), since this step's code was spent confirming the enrolment.
+    let fourth: Value = app
+        .login("ada@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fourth["mfa_required"], true);
+    let next_step = totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(&secret).unwrap())
+        .build()
+        .unwrap()
+        .generate(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 30,
+        )
+        .to_string();
+    let with_totp = app
+        .post(
+            "/v1/auth/login/mfa",
+            json!({"mfa_token": fourth["mfa_token"], "code": next_step}),
+        )
+        .await;
+    assert_eq!(with_totp.status(), StatusCode::OK);
+    let tokens: Value = with_totp.json().await.unwrap();
+    let claims = app
+        .verifier()
+        .verify(tokens["access_token"].as_str().unwrap())
+        .await
+        .expect("a TOTP sign-in issues a valid access token");
+    assert_eq!(claims.sub, me["id"].as_str().unwrap());
+    assert!(tokens["refresh_token"].is_string());
+    // The same code again is refused: its step is spent.
+    let fifth: Value = app
+        .login("ada@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let same_code = app
+        .post(
+            "/v1/auth/login/mfa",
+            json!({"mfa_token": fifth["mfa_token"], "code": next_step}),
+        )
+        .await;
+    assert_eq!(same_code.status(), StatusCode::UNAUTHORIZED);
+
     // Turning MFA off needs a code; then the password alone signs in again.
     let no_code = app
         .http
