@@ -26,11 +26,15 @@ async fn a_shop_applied_to_a_cluster_becomes_ready_and_goes_away_cleanly() {
         .unwrap(),
     )
     .unwrap();
-    shops
+    let created = shops
         .create(&PostParams::default(), &shop)
         .await
         .expect("the Shop is accepted");
 
+    // As many Services as the operator derives from this Shop (every component with an image:
+    // tests/delivery checks the Dockerfile has one per component), all of them ready.
+    let expected = tienda_operator::shop::desired_services(&created).len();
+    let all_ready = format!("{expected}/{expected}");
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let mut ready = false;
     for _ in 0..120 {
@@ -39,7 +43,7 @@ async fn a_shop_applied_to_a_cluster_becomes_ready_and_goes_away_cleanly() {
             .status
             .as_ref()
             .and_then(|s| s.services_ready.as_deref())
-            == Some("6/6")
+            == Some(all_ready.as_str())
         {
             ready = true;
             break;
@@ -54,7 +58,7 @@ async fn a_shop_applied_to_a_cluster_becomes_ready_and_goes_away_cleanly() {
             .unwrap()
             .items
             .len(),
-        6
+        expected
     );
 
     shops

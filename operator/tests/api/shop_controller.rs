@@ -1,6 +1,5 @@
 use std::sync::Arc;
 
-use kube::ResourceExt;
 use pretty_assertions::assert_eq;
 use serde_json::json;
 use tienda_crds::Shop;
@@ -113,9 +112,15 @@ async fn a_component_no_longer_listed_is_deleted() {
         .unwrap();
     drop(ctx);
     let seen = server.await.unwrap();
+    assert_eq!(seen[3].method, http::Method::DELETE);
+    assert!(
+        seen[3].uri.contains("/tiendaservices/demo-orders"),
+        "{}",
+        seen[3].uri
+    );
     assert_eq!(seen[4].body["reason"], "ServiceRemoved");
+    assert_eq!(seen[4].body["note"], "demo-orders is no longer listed");
     assert_eq!(seen[5].body["status"]["servicesReady"], "0/1");
-    assert_eq!(shop.name_any(), "demo");
 }
 
 #[tokio::test]

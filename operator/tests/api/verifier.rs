@@ -165,7 +165,6 @@ pub fn serve(
                 }
             };
             seen.push(Recorded { method, uri, body });
-            let _ = &seen.last().map(|r| &r.uri);
             send.send_response(
                 Response::builder()
                     .status(expected.status)
