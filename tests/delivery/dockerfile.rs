@@ -87,16 +87,12 @@ fn images_are_pinned_non_root_labelled_and_free_of_secrets() {
         );
     }
 
-    // Every binary the operator's Deployments and the chart name has an image.
-    for target in [
-        "operator",
-        "gateway",
-        "auth",
-        "products",
-        "orders",
-        "payments",
-        "notifications",
-    ] {
+    // Every binary the operator's Deployments and the chart name has an image: the operator
+    // and every component a Shop can run (a component added to `Component::ALL` without an
+    // image fails here, and the cluster test's "every component ready" stays true).
+    let targets =
+        std::iter::once("operator").chain(tienda_crds::Component::ALL.iter().map(|c| c.as_str()));
+    for target in targets {
         let stage = lookup(target).unwrap_or_else(|| panic!("no `{target}` target"));
         // Its chain of bases: USER, LABEL and ENTRYPOINT may come from the runtime stage.
         let mut chain = vec![stage];

@@ -183,34 +183,50 @@ async fn the_bulkhead_refuses_calls_beyond_its_slots_and_queue() {
 
 #[tokio::test]
 async fn a_deadline_cuts_a_slow_call_and_per_try_timeouts_retry_elsewhere() {
+    // The upstream takes 30 s; the deadline is 300 ms. The margin is wide on purpose: only
+    // "waited for the upstream" must fail, not a slow machine.
     let (gw, payments) = payments_with("  timeout: 300ms").await;
-    payments.set(0, 2_000);
+    payments.set(0, 30_000);
     let started = std::time::Instant::now();
     let answer = gw.get("/v1/payments/p1", &[]).await;
     assert_eq!(answer.status().as_u16(), 504);
     assert_eq!(answer.headers()["content-type"], "application/problem+json");
     assert!(
-        started.elapsed() < Duration::from_millis(1_900),
+        started.elapsed() < Duration::from_secs(20),
         "did not wait for the upstream"
     );
+    assert_eq!(payments.hits(), 1);
 
-    // Two endpoints, one slow: a per-try timeout moves the retry to the other.
+    // Two endpoints, one slow: a per-try timeout moves the retry to the other. Requests go on
+    // until the slow endpoint has been tried twice, so the test shows the cut-and-retry
+    // happened rather than the balancer simply never picking the slow one.
     let slow = upstream("slow", Seen::default()).await;
     let fast = upstream("fast", Seen::default()).await;
-    slow.set(0, 2_000);
+    slow.set(0, 30_000);
     let gw = Gateway::start(
         &format!("payments={}|{}", slow.url, fast.url),
         &circuit(
             "payments",
             "payments",
-            "  timeout: 1500ms\n  retry: {attempts: 2, backoff: {base: 1ms, max: 2ms}, retryOn: [Timeout], perTryTimeout: 200ms}",
+            "  timeout: 10s\n  retry: {attempts: 2, backoff: {base: 1ms, max: 2ms}, retryOn: [Timeout], perTryTimeout: 1s}",
         ),
         &[],
     )
     .await;
-    for _ in 0..4 {
+    let mut sent = 0;
+    while slow.hits() < 2 {
+        assert!(
+            sent < 40,
+            "the slow endpoint was never picked in {sent} requests"
+        );
         assert_eq!(gw.status("/v1/payments/p1", &[]).await, 200);
+        sent += 1;
     }
+    assert_eq!(
+        fast.hits(),
+        sent,
+        "every request was answered by the fast endpoint, those cut on the slow one included"
+    );
 }
 
 #[tokio::test]

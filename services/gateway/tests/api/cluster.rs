@@ -270,3 +270,136 @@ fn tokio_stream_of(
 ) -> impl futures::Stream<Item = Bytes> + Send {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+/// The EndpointSlice watch as a real API server drives it: a slice DELETED, then the watch
+/// expiring (`410 Gone`, which makes the client list again) onto a state it never saw as events.
+#[tokio::test]
+async fn endpoint_slices_deleted_or_relisted_after_410_gone_leave_the_table() {
+    let current: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(vec![
+        slice("acme-products", &["10.0.0.1", "10.0.0.2"]),
+        slice("acme-orders", &["10.0.2.1"]),
+        slice("acme-gateway", &["10.0.1.1", "10.0.1.2"]),
+    ]));
+    let lists = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (events, receiver) = mpsc::unbounded_channel::<Bytes>();
+    let receiver = Arc::new(Mutex::new(Some(receiver)));
+    let (listed, counted) = (current.clone(), lists.clone());
+    let api = tower::service_fn(move |request: axum::http::Request<kube::client::Body>| {
+        let (listed, counted, receiver) = (listed.clone(), counted.clone(), receiver.clone());
+        async move {
+            let uri = request.uri().to_string();
+            let path = request.uri().path().to_owned();
+            let body: Body = if uri.contains("watch=true") {
+                // The first EndpointSlice watch carries the test's events; every other stays
+                // open and quiet.
+                let stream = if path.ends_with("/endpointslices")
+                    && let Some(rx) = receiver.lock().unwrap().take()
+                {
+                    tokio_stream_of(rx).boxed()
+                } else {
+                    futures::stream::pending().boxed()
+                };
+                BodyExt::boxed_unsync(StreamBody::new(
+                    stream.map(|b| Ok::<_, Infallible>(Frame::data(b))),
+                ))
+            } else if path.ends_with("/endpointslices") {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let items = listed.lock().unwrap().clone();
+                json_body(&list("EndpointSlice", "discovery.k8s.io/v1", items))
+            } else if path.ends_with("/ratelimitpolicies") {
+                json_body(&list("RateLimitPolicy", "tienda.dev/v1alpha1", vec![]))
+            } else if path.ends_with("/circuitpolicies") {
+                json_body(&list("CircuitPolicy", "tienda.dev/v1alpha1", vec![]))
+            } else {
+                return Ok::<_, Infallible>(
+                    axum::http::Response::builder()
+                        .status(404)
+                        .body(json_body(&json!({})))
+                        .unwrap(),
+                );
+            };
+            Ok(axum::http::Response::builder()
+                .header("content-type", "application/json")
+                .body(body)
+                .unwrap())
+        }
+    });
+    let policies = Arc::new(Policies::new(
+        Scope::gateway("acme", 1),
+        &prometheus::Registry::new(),
+    ));
+    let upstreams = Arc::new(Upstreams::default());
+    let shutdown = tienda_kit::shutdown::Shutdown::new();
+    let task = tokio::spawn(run(
+        Sources {
+            client: kube::Client::new(api, "shop"),
+            namespace: "shop".into(),
+            shop: "acme".into(),
+            replica: "gw-0".into(),
+        },
+        policies.clone(),
+        upstreams.clone(),
+        shutdown.clone(),
+    ));
+    let endpoints = |service: &str| -> Vec<String> {
+        upstreams
+            .pool(service)
+            .map(|p| p.endpoints.iter().map(|e| e.base.clone()).collect())
+            .unwrap_or_default()
+    };
+    async fn poll(what: &str, check: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    poll("the listed slices make the table", || {
+        endpoints("products").len() == 2 && endpoints("orders").len() == 1
+    })
+    .await;
+    assert_eq!(policies.replicas(), 2);
+
+    // The orders slice is deleted: its endpoints leave the table, the others stay.
+    let deleted = json!({"type": "DELETED", "object": slice("acme-orders", &["10.0.2.1"])});
+    events.send(Bytes::from(format!("{deleted}\n"))).unwrap();
+    poll("the deleted slice leaves the table", || {
+        endpoints("orders").is_empty()
+    })
+    .await;
+    assert_eq!(
+        endpoints("products"),
+        ["http://10.0.0.1:8080", "http://10.0.0.2:8080"]
+    );
+
+    // While the watch was down the cluster changed: products moved to a new pod and a third
+    // gateway started. The server says the watch's resource version is too old (410 Gone);
+    // the client must list again and take the listed state whole — including what was removed
+    // without an event.
+    *current.lock().unwrap() = vec![
+        slice("acme-products", &["10.0.0.3"]),
+        slice("acme-gateway", &["10.0.1.1", "10.0.1.2", "10.0.1.3"]),
+    ];
+    let lists_before = lists.load(std::sync::atomic::Ordering::SeqCst);
+    let gone = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
+        "metadata": {}, "status": "Failure", "reason": "Expired", "code": 410,
+        "message": "too old resource version: 20 (30)"}});
+    events.send(Bytes::from(format!("{gone}\n"))).unwrap();
+    poll("the table is rebuilt from a fresh list", || {
+        endpoints("products") == ["http://10.0.0.3:8080"]
+    })
+    .await;
+    assert!(lists.load(std::sync::atomic::Ordering::SeqCst) > lists_before);
+    assert!(endpoints("orders").is_empty());
+    poll("the gateway count follows the list", || {
+        policies.replicas() == 3
+    })
+    .await;
+
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stops on shutdown")
+        .unwrap();
+}

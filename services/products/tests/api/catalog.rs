@@ -426,35 +426,92 @@ async fn categories_form_a_tree_and_listing_one_includes_its_subtree() {
 }
 
 #[tokio::test]
-async fn every_replica_sees_an_update_made_on_another() {
+async fn every_replica_sees_an_update_made_on_another_and_keeps_what_did_not_change() {
     let app = spawn_app().await;
     let replica = spawn_replica(&app).await;
-    let created = app.create_product(product("Mug", &[("MUG-1", 1200)])).await;
-    let path = format!("/v1/products/{}", created["id"].as_str().unwrap());
-    let read_on_replica = || async {
-        let r: Value = reqwest::get(format!("{replica}{path}"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        r
+    let read_on_replica = |path: String| {
+        let replica = replica.clone();
+        async move {
+            let r: Value = reqwest::get(format!("{replica}{path}"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            r["name"].as_str().unwrap_or_default().to_owned()
+        }
     };
-    assert_eq!(read_on_replica().await["name"], "Mug"); // now cached there
-    let updated = app
-        .http
-        .patch(app.url(&path))
-        .bearer_auth(&app.admin)
-        .header(header::IF_MATCH, "\"1\"")
-        .json(&json!({"name": "Big Mug"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(updated.status(), StatusCode::OK);
-    eventually("the replica drops its cached copy", || async {
-        read_on_replica().await["name"] == "Big Mug"
+    let rename_behind_its_back = |id: String, name: &'static str| {
+        let db = app.db.clone();
+        async move {
+            sqlx::query("UPDATE products SET name = $2 WHERE id = $1::uuid")
+                .bind(id)
+                .bind(name)
+                .execute(&db)
+                .await
+                .unwrap();
+        }
+    };
+    let update = |path: String, version: &'static str, name: &'static str| {
+        let (http, url, admin) = (app.http.clone(), app.url(&path), app.admin.clone());
+        async move {
+            let updated = http
+                .patch(url)
+                .bearer_auth(admin)
+                .header(header::IF_MATCH, format!("\"{version}\""))
+                .json(&json!({"name": name}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(updated.status(), StatusCode::OK);
+        }
+    };
+
+    // Warm-up: the replica's event feed is live once an update made on the other replica
+    // reaches it (its feed starts at new events and clears the cache when it starts).
+    let warm = app
+        .create_product(product("Warm", &[("WARM-1", 100)]))
+        .await;
+    let warm_path = format!("/v1/products/{}", warm["id"].as_str().unwrap());
+    read_on_replica(warm_path.clone()).await;
+    update(warm_path.clone(), "1", "Warmer").await;
+    eventually("the replica follows product events", || async {
+        read_on_replica(warm_path.clone()).await == "Warmer"
     })
     .await;
+
+    let mug = app.create_product(product("Mug", &[("MUG-1", 1200)])).await;
+    let tee = app.create_product(product("Tee", &[("TEE-1", 1900)])).await;
+    let mug_id = mug["id"].as_str().unwrap().to_owned();
+    let tee_id = tee["id"].as_str().unwrap().to_owned();
+    let (mug_path, tee_path) = (
+        format!("/v1/products/{mug_id}"),
+        format!("/v1/products/{tee_id}"),
+    );
+    assert_eq!(read_on_replica(mug_path.clone()).await, "Mug");
+    assert_eq!(read_on_replica(tee_path.clone()).await, "Tee");
+
+    // Changed in the database with no event: the replica answers from its cache, stale.
+    rename_behind_its_back(mug_id.clone(), "Mug (changed in SQL)").await;
+    rename_behind_its_back(tee_id.clone(), "Tee (changed in SQL)").await;
+    assert_eq!(
+        read_on_replica(mug_path.clone()).await,
+        "Mug",
+        "served from the replica's cache"
+    );
+    assert_eq!(read_on_replica(tee_path.clone()).await, "Tee");
+
+    // An update through the other replica: its event drops the mug, and only the mug.
+    update(mug_path.clone(), "1", "Big Mug").await;
+    eventually("the replica drops its cached mug", || async {
+        read_on_replica(mug_path.clone()).await == "Big Mug"
+    })
+    .await;
+    assert_eq!(
+        read_on_replica(tee_path.clone()).await,
+        "Tee",
+        "an unrelated product stays cached: invalidation is by product, not wholesale"
+    );
 }
 
 #[tokio::test]
