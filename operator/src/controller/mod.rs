@@ -22,7 +22,11 @@ pub const FIELD_MANAGER: &str = "tienda-operator";
 pub const APPLIED_HASH: &str = "tienda.dev/applied-hash";
 
 /// Applies `desired` by server-side apply (one field manager, forced) unless the stored
-/// object carries the same applied hash. Returns the stored object.
+/// object carries the same applied hash *and* still holds every field `desired` sets. The hash
+/// alone would miss drift: `kubectl edit` of the image or the replicas keeps our annotation.
+/// Fields the API server adds (defaults, status, other managers' fields) do not count as
+/// drift; a server that normalises a value we set (`0.5` CPU to `500m`) only costs a no-op
+/// apply. Returns the stored object.
 pub async fn apply_child<K>(api: &kube::Api<K>, mut desired: K) -> Result<K>
 where
     K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -33,6 +37,10 @@ where
         crate::workload::config_hash(&[&serde_json::to_vec(&desired).expect("objects serialize")]);
     if let Some(existing) = api.get_opt(&name).await?
         && existing.annotations().get(APPLIED_HASH) == Some(&hash)
+        && holds(
+            &serde_json::to_value(&existing).expect("objects serialize"),
+            &serde_json::to_value(&desired).expect("objects serialize"),
+        )
     {
         return Ok(existing);
     }
@@ -41,6 +49,23 @@ where
     Ok(api
         .patch(&name, &params, &kube::api::Patch::Apply(&desired))
         .await?)
+}
+
+/// Whether `stored` holds every field `wanted` sets, with the same value: objects key by key
+/// (extra keys in `stored` allowed), lists element by element (same length: an element added
+/// or removed by hand is drift), scalars equal. A `null` in `wanted` is an unset field.
+fn holds(stored: &serde_json::Value, wanted: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (stored, wanted) {
+        (_, Value::Null) => true,
+        (Value::Object(stored), Value::Object(wanted)) => wanted
+            .iter()
+            .all(|(key, want)| holds(stored.get(key).unwrap_or(&Value::Null), want)),
+        (Value::Array(stored), Value::Array(wanted)) => {
+            stored.len() == wanted.len() && stored.iter().zip(wanted).all(|(s, w)| holds(s, w))
+        }
+        (stored, wanted) => stored == wanted,
+    }
 }
 
 /// The key per-object backoff is tracked under: `Kind/namespace/name`.
@@ -120,4 +145,39 @@ pub fn backoff_on_error<K: kube::Resource>(
     let delay = ctx.failed(&key);
     tracing::warn!(object = %key, reason = error.reason(), %error, retry_in_s = delay.as_secs(), "reconcile failed");
     kube::runtime::controller::Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::holds;
+
+    #[test]
+    fn what_the_server_adds_is_not_drift_and_what_a_hand_changes_is() {
+        let wanted = json!({"spec": {"replicas": 1, "template": {"spec": {"containers": [
+            {"name": "auth", "image": "tienda-auth:0.1.0", "ports": [{"containerPort": 8080}]}]}}}});
+        let defaulted = json!({"spec": {"replicas": 1, "revisionHistoryLimit": 10,
+            "template": {"spec": {"containers": [{"name": "auth", "image": "tienda-auth:0.1.0",
+                "imagePullPolicy": "IfNotPresent",
+                "ports": [{"containerPort": 8080, "protocol": "TCP"}]}]}}},
+            "status": {"readyReplicas": 1}});
+        assert!(holds(&defaulted, &wanted));
+
+        let mut edited = defaulted.clone();
+        edited["spec"]["template"]["spec"]["containers"][0]["image"] = json!("evil:latest");
+        assert!(!holds(&edited, &wanted), "a changed image");
+        let mut scaled = defaulted.clone();
+        scaled["spec"]["replicas"] = json!(5);
+        assert!(!holds(&scaled, &wanted), "a changed replica count");
+        let mut sidecar = defaulted.clone();
+        sidecar["spec"]["template"]["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "miner", "image": "x"}));
+        assert!(!holds(&sidecar, &wanted), "a container added by hand");
+        let mut removed = defaulted;
+        removed["spec"].as_object_mut().unwrap().remove("template");
+        assert!(!holds(&removed, &wanted), "a field removed");
+    }
 }

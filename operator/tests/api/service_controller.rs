@@ -320,6 +320,97 @@ async fn a_new_service_gets_its_secret_database_streams_workload_and_status_and_
     assert!(database_exists(&pg, &database).await);
 }
 
+/// The API server as it really behaves after the first reconcile: the Deployment's pods came up
+/// (its status says so), and someone `kubectl edit`ed it (another image, five replicas) — our
+/// applied-hash annotation untouched. The next reconcile must put the Deployment
+/// back and report the Service Ready from the Deployment's status.
+#[tokio::test]
+async fn a_ready_deployment_makes_the_service_ready_and_a_hand_edited_one_is_put_back() {
+    let (pg, nats, name) = (pg(), NatsServer::start(), shop_name());
+    let shop = shop(&name, &pg, &nats);
+    let service = finalized(auth_service(&shop));
+    let (ctx, handle) = context();
+    let server = serve(handle, first_reconcile_script(&name, &shop, &pg, &service));
+    reconcile(Arc::new(service.clone()), ctx.clone())
+        .await
+        .unwrap();
+    drop(ctx);
+    let seen = server.await.unwrap();
+    let first_status = seen[18].body["status"].clone();
+    assert_eq!(
+        first_status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap()["status"],
+        "False"
+    );
+    let mut stored = service.clone();
+    stored.status = Some(serde_json::from_value(first_status).unwrap());
+    let children = [7, 9, 11, 13, 15, 17].map(|i| seen[i].body.clone());
+
+    let mut edited = children[2].clone();
+    let official = edited["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+    edited["spec"]["replicas"] = json!(5);
+    edited["spec"]["template"]["spec"]["containers"][0]["image"] =
+        json!("evil.example/auth:latest");
+    edited["metadata"]["resourceVersion"] = json!("41");
+    edited["status"] = json!({"replicas": 5, "readyReplicas": 1, "availableReplicas": 1});
+
+    let (ctx, handle) = context();
+    let server = serve(
+        handle,
+        vec![
+            get(&base("shop", &name), serde_json::to_value(&shop).unwrap()),
+            get(&base("secret", &name), seen[2].body.clone()),
+            get(&base("admin", &name), admin_secret(&pg)),
+            get(&base("sa", &name), children[0].clone()),
+            get(&base("svc", &name), children[1].clone()),
+            get(&base("deploy", &name), edited.clone()),
+            // The apply answers as the server would: the stored object with the applied fields
+            // (lists replaced whole) and its status kept.
+            crate::verifier::Exchange {
+                answer: Answer::MergeInto(edited),
+                ..apply(&base("deploy", &name))
+            },
+            get(&base("pdb", &name), children[3].clone()),
+            get(&base("role", &name), children[4].clone()),
+            get(&base("binding", &name), children[5].clone()),
+            event(NS),
+            patch(
+                &format!("{}/status?", base("service", &name)),
+                Answer::MergeInto(serde_json::to_value(&stored).unwrap()),
+            ),
+        ],
+    );
+    reconcile(Arc::new(stored), ctx.clone()).await.unwrap();
+    drop(ctx);
+    let again = server.await.unwrap();
+
+    let applied = &again[6].body;
+    assert_eq!(applied["spec"]["replicas"], 1, "the replica count put back");
+    let containers = applied["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    assert_eq!(containers.len(), 1);
+    assert_eq!(containers[0]["image"], official);
+    assert_eq!(again[10].body["reason"], "Ready");
+    let status = &again[11].body["status"];
+    assert_eq!(status["readyReplicas"], 1);
+    let condition = |t: &str| {
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .unwrap_or_else(|| panic!("no {t}"))
+            .clone()
+    };
+    assert_eq!(condition("Available")["status"], "True");
+    assert_eq!(condition("Ready")["status"], "True");
+}
+
 fn deleting(mut service: Service) -> Service {
     service.metadata.deletion_timestamp = Some(
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
