@@ -21,7 +21,7 @@ async fn payments_with(spec: &str) -> (Gateway, Upstream) {
 #[tokio::test]
 async fn the_breaker_opens_after_the_failures_half_opens_after_open_for_and_closes_on_success() {
     let (gw, payments) = payments_with(
-        "  circuitBreaker: {consecutiveFailures: 3, window: 10s, openFor: 600ms, halfOpenRequests: 1}
+        "  circuitBreaker: {consecutiveFailures: 3, window: 10s, openFor: 3s, halfOpenRequests: 1}
   fallback: {status: 503, detail: Payments are resting; your cart is kept.}",
     )
     .await;
@@ -41,7 +41,7 @@ async fn the_breaker_opens_after_the_failures_half_opens_after_open_for_and_clos
         refused.headers()["content-type"],
         "application/problem+json"
     );
-    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(refused.headers()["retry-after"], "3");
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["detail"], "Payments are resting; your cart is kept.");
     assert_eq!(
@@ -60,9 +60,21 @@ async fn the_breaker_opens_after_the_failures_half_opens_after_open_for_and_clos
     );
 
     // After openFor one probe goes through; the service has healed, so the breaker closes.
+    // Polled rather than slept: until the probe, every answer is the fallback and the service
+    // is not called; however late the machine gets there, the first call to reach it is the
+    // probe.
     payments.set(0, 0);
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(gw.status("/v1/payments/p1", &[]).await, 200, "the probe");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = gw.status("/v1/payments/p1", &[]).await;
+        if payments.hits() > 3 {
+            assert_eq!(status, 200, "the probe");
+            break;
+        }
+        assert_eq!(status, 503, "still open: refused without a call");
+        assert!(std::time::Instant::now() < deadline, "never half-opened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(payments.hits(), 4);
     for _ in 0..3 {
         assert_eq!(gw.status("/v1/payments/p1", &[]).await, 200, "closed again");
@@ -72,18 +84,24 @@ async fn the_breaker_opens_after_the_failures_half_opens_after_open_for_and_clos
 #[tokio::test]
 async fn a_failed_probe_opens_the_breaker_again() {
     let (gw, payments) =
-        payments_with("  circuitBreaker: {consecutiveFailures: 2, window: 10s, openFor: 400ms}")
-            .await;
+        payments_with("  circuitBreaker: {consecutiveFailures: 2, window: 10s, openFor: 3s}").await;
     payments.set(503, 0);
     for _ in 0..2 {
         gw.status("/v1/payments/p1", &[]).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        gw.status("/v1/payments/p1", &[]).await,
-        503,
-        "the probe fails"
-    );
+    assert_eq!(payments.hits(), 2);
+    // Poll until a call reaches the service again: that call is the probe, and it fails.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = gw.status("/v1/payments/p1", &[]).await;
+        assert_eq!(status, 503);
+        if payments.hits() > 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never half-opened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(payments.hits(), 3, "one probe");
     let hits = payments.hits();
     assert_eq!(gw.status("/v1/payments/p1", &[]).await, 503);
     assert_eq!(payments.hits(), hits, "open again: not called");

@@ -80,8 +80,12 @@ async fn fetch(State(db): State<PgPool>, Path(id): Path<String>) -> Result<Json<
         .ok_or_else(|| Problem::not_found(format!("no item {id}")))
 }
 
+/// `/v1/slow` requests that have started (the shutdown test waits for one to be in flight).
+pub static SLOW_STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 async fn slow() -> &'static str {
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    SLOW_STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(3)).await;
     "done"
 }
 

@@ -9,7 +9,16 @@ async fn shutdown_lets_in_flight_requests_finish_then_stops_accepting() {
         let (http, url) = (app.http.clone(), app.url("/v1/slow"));
         async move { http.get(url).send().await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Shut down once the request is being answered (not after a guessed delay: on a busy
+    // machine it might not have arrived yet, and a refused request would fail the test).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while crate::example::SLOW_STARTED.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the request never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     app.platform.shutdown.trigger();
 
     let response = slow

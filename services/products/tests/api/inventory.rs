@@ -207,8 +207,15 @@ async fn released_and_expired_reservations_give_stock_back() {
     assert_eq!(app.get_json("/v1/inventory/CNDL").await["available"], 5);
 
     let expiring = Uuid::now_v7();
-    reserve(&app, expiring, json!([{"sku": "CNDL", "quantity": 4}]), 1).await;
+    reserve(&app, expiring, json!([{"sku": "CNDL", "quantity": 4}]), 300).await;
     assert_eq!(app.get_json("/v1/inventory/CNDL").await["available"], 1);
+    // The TTL passes (set in the past, not slept for: a 1 s TTL could lapse before the check
+    // above on a busy machine).
+    sqlx::query("UPDATE reservations SET expires_at = now() - interval '1 second' WHERE id = $1")
+        .bind(expiring)
+        .execute(&app.db)
+        .await
+        .unwrap();
     eventually("the sweeper releases the expired reservation", || async {
         app.get_json("/v1/inventory/CNDL").await["available"] == 5
     })
