@@ -175,9 +175,23 @@ async fn an_endpoint_failing_its_health_checks_leaves_the_rotation_and_returns_w
     )
     .await;
     sick.set_unready(true);
-    // Two failed checks (one a second) take it out.
-    tokio::time::sleep(std::time::Duration::from_millis(2_600)).await;
-    let before = sick.hits();
+    // Two failed checks (one a second) take it out: polled, not slept for, until ten requests
+    // in a row leave it alone (every request is answered meanwhile).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let before = loop {
+        let before = sick.hits();
+        for _ in 0..10 {
+            assert_eq!(gw.status("/v1/products", &[]).await, 200);
+        }
+        if sick.hits() == before {
+            break before;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "traffic still reaches an endpoint failing /readyz"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
     for _ in 0..10 {
         assert_eq!(gw.status("/v1/products", &[]).await, 200);
     }
@@ -187,11 +201,15 @@ async fn an_endpoint_failing_its_health_checks_leaves_the_rotation_and_returns_w
         "no traffic to an endpoint failing /readyz"
     );
     sick.set_unready(false);
-    tokio::time::sleep(std::time::Duration::from_millis(1_600)).await;
-    for _ in 0..10 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sick.hits() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never back once its checks pass"
+        );
         gw.status("/v1/products", &[]).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert!(sick.hits() > before, "back once a check passes");
 }
 
 #[tokio::test]
