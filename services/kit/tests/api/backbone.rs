@@ -351,20 +351,39 @@ async fn a_commit_wakes_the_relay_without_waiting_for_its_poll_interval() {
         poll_interval: Duration::from_secs(3600),
         ..RelayConfig::default()
     };
+    // A row committed before the relay starts is published by its first round; once it is on
+    // the stream that round has selected its rows, so the next commit can only be published by
+    // the wake (or after the hour-long poll interval). No sleep decides when the relay is idle.
+    let mut tx = env.pool.begin().await.unwrap();
+    enqueue(&mut tx, adjusted("FIRST", 1)).await.unwrap();
+    tx.commit().await.unwrap();
     let shutdown = Shutdown::new();
     let relay = tokio::spawn(
         Relay::new(env.pool.clone(), env.js.clone(), config, &env.registry).run(shutdown.clone()),
     );
-    tokio::time::sleep(Duration::from_millis(300)).await; // the relay is now asleep
+    let js = env.js.clone();
+    let on_stream = |n: usize| {
+        let js = js.clone();
+        move || {
+            let js = js.clone();
+            async move { stream_messages(&js, "INVENTORY").await.len() == n }
+        }
+    };
+    eventually(
+        "the first round publishes",
+        Duration::from_secs(60),
+        on_stream(1),
+    )
+    .await;
 
     let mut tx = env.pool.begin().await.unwrap();
     enqueue(&mut tx, adjusted("WAKE", 1)).await.unwrap();
     tx.commit().await.unwrap();
-    let js = env.js.clone();
-    eventually("the event is published", Duration::from_secs(20), || {
-        let js = js.clone();
-        async move { stream_messages(&js, "INVENTORY").await.len() == 1 }
-    })
+    eventually(
+        "the commit wakes the relay",
+        Duration::from_secs(60),
+        on_stream(2),
+    )
     .await;
     shutdown.trigger();
     relay.await.unwrap();
