@@ -177,19 +177,19 @@ async fn a_service_killed_mid_journey_loses_nothing_it_acknowledged_and_a_second
     let mut shop = Shop::start().await;
     let admin = shop.admin_token().await;
 
-    // Forty products are created one after another, 15 ms apart; products is SIGKILLed while
-    // they are in flight, so some are acknowledged before the kill, some are cut off.
+    // Products are created one after another, 15 ms apart. Once three are acknowledged,
+    // products is SIGKILLed with the rest in flight, and ten more are sent while it is down
+    // (the supervisor waits 0.9 s before a restart): some creations are acknowledged before
+    // the kill, some are cut off, however slow the machine is.
     let products = shop.system.process(Products).unwrap().clone();
     let before = products.pid();
-    let mut creations = tokio::task::JoinSet::new();
-    for i in 0..40u64 {
+    let create = |i: usize| {
         let (http, url, token) = (
             shop.http.clone(),
             shop.url(Products, "/v1/products"),
             admin.clone(),
         );
-        creations.spawn(async move {
-            tokio::time::sleep(Duration::from_millis(i * 15)).await;
+        async move {
             let body = json!({"name": format!("Enamel Mug {i}"), "status": "active",
                 "variants": [{"sku": format!("MUG-E{i}"), "price": {"amount": 1500, "currency": "EUR"}}]});
             let answer = http.post(url).bearer_auth(token).json(&body).send().await;
@@ -200,12 +200,47 @@ async fn a_service_killed_mid_journey_loses_nothing_it_acknowledged_and_a_second
                 }
                 _ => None,
             }
-        });
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    products.kill();
+        }
+    };
+    let mut creations = tokio::task::JoinSet::new();
     let mut acknowledged = Vec::new();
     let mut refused = 0;
+    let mut spawned = 0;
+    let mut killed_after: Option<usize> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(15));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "three creations were acknowledged within 60 s ({} of {spawned}):\n{}",
+            acknowledged.len(),
+            shop.log(Products)
+        );
+        tokio::select! {
+            _ = tick.tick() => {
+                let more = match killed_after {
+                    None => spawned < 30,
+                    Some(at) => spawned < at + 10,
+                };
+                if more {
+                    creations.spawn(create(spawned));
+                    spawned += 1;
+                } else if killed_after.is_some() {
+                    break;
+                }
+            }
+            Some(created) = creations.join_next(), if !creations.is_empty() => {
+                match created.unwrap() {
+                    Some(id) => acknowledged.push(id),
+                    None => refused += 1,
+                }
+                if killed_after.is_none() && acknowledged.len() >= 3 {
+                    products.kill();
+                    killed_after = Some(spawned);
+                }
+            }
+        }
+    }
     while let Some(created) = creations.join_next().await {
         match created.unwrap() {
             Some(id) => acknowledged.push(id),
