@@ -488,6 +488,16 @@ async fn every_replica_sees_an_update_made_on_another_and_keeps_what_did_not_cha
         format!("/v1/products/{mug_id}"),
         format!("/v1/products/{tee_id}"),
     );
+    // Their `product.created` events reach the replica some time after the creations, and
+    // each drops what the replica has cached of that product. A read cached before its event
+    // arrives would be dropped later, and the stale-cache check below would see the database
+    // instead. One more update, after the creations, is a barrier: the replica reads the
+    // product stream in order, so once it shows that update it has handled both creations.
+    update(warm_path.clone(), "2", "Warmest").await;
+    eventually("the replica handled the creations", || async {
+        read_on_replica(warm_path.clone()).await == "Warmest"
+    })
+    .await;
     assert_eq!(read_on_replica(mug_path.clone()).await, "Mug");
     assert_eq!(read_on_replica(tee_path.clone()).await, "Tee");
 
