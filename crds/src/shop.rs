@@ -25,6 +25,12 @@ use crate::{component::Component, pull_policy::PullPolicy, reclaim_policy::Recla
     shortname = "shp",
     derive = "PartialEq",
     cel,
+    validation = Rule::new(
+        "self.metadata.name.size() <= 49 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
+    )
+    .message(
+        "a Shop name must be at most 49 lowercase letters, digits and '-', start with a letter and end with a letter or digit: its Services are named <shop>-<component> and must be valid DNS labels"
+    ),
     printcolumn(
         name = "Ready",
         type_ = "string",

@@ -33,6 +33,13 @@ use crate::{
 pub const LEASE_NAME: &str = "tienda-operator";
 /// How long a leader's Lease lasts without renewal.
 pub const LEASE_DURATION: std::time::Duration = std::time::Duration::from_secs(15);
+/// How long the leader keeps trying to renew before it stops reconciling (client-go's default;
+/// shorter than the lease, so it has stopped before a follower may take over).
+pub const RENEW_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+/// How many objects of one kind reconcile at once: bounded, so a thousand Shops changing together
+/// (an operator upgrade, a relist) neither floods the API server, PostgreSQL and NATS nor
+/// holds a thousand connections; the rest wait in kube's queue.
+pub const CONCURRENCY: u16 = 16;
 /// How often the leader renews and followers retry.
 pub const RETRY_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -65,7 +72,15 @@ async fn metrics(State(probe): State<Probe>) -> impl IntoResponse {
     ([("content-type", "text/plain; version=0.0.4")], buffer)
 }
 
-/// Runs both controllers until SIGTERM/Ctrl-C.
+/// Every controller's settings: bounded concurrency, and a short debounce so a burst of watch
+/// events for one object (a rollout's status updates) is one reconcile.
+fn bounded() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default()
+        .concurrency(CONCURRENCY)
+        .debounce(std::time::Duration::from_millis(500))
+}
+
+/// Runs the controllers until SIGTERM/Ctrl-C.
 pub async fn run(metrics_addr: SocketAddr) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
@@ -92,6 +107,7 @@ pub async fn run(metrics_addr: SocketAddr) -> anyhow::Result<()> {
             Api::<Service>::all(client.clone()),
             watcher::Config::default(),
         )
+        .with_config(bounded())
         .shutdown_on_signal();
     // Children are watched by the operator's label only, so the caches hold Tienda's objects,
     // not the cluster's. Secrets are not watched at all: the credentials Secret is created once
@@ -105,17 +121,20 @@ pub async fn run(metrics_addr: SocketAddr) -> anyhow::Result<()> {
     .owns(Api::<KubeService>::all(client.clone()), ours())
     .owns(Api::<ServiceAccount>::all(client.clone()), ours())
     .owns(Api::<PodDisruptionBudget>::all(client.clone()), ours())
+    .with_config(bounded())
     .shutdown_on_signal();
 
     let rate_limits = Controller::new(
         Api::<RateLimitPolicy>::all(client.clone()),
         watcher::Config::default(),
     )
+    .with_config(bounded())
     .shutdown_on_signal();
     let circuits = Controller::new(
         Api::<CircuitPolicy>::all(client.clone()),
         watcher::Config::default(),
     )
+    .with_config(bounded())
     .shutdown_on_signal();
 
     let (shop_store, service_store) = (shops.store(), services.store());
@@ -139,6 +158,7 @@ pub async fn run(metrics_addr: SocketAddr) -> anyhow::Result<()> {
         LEASE_NAME,
         &identity,
         LEASE_DURATION,
+        RENEW_DEADLINE,
     );
     let leader_gauge =
         prometheus::IntGauge::new("tienda_operator_leader", "1 while this replica leads").unwrap();
@@ -183,9 +203,10 @@ pub async fn run(metrics_addr: SocketAddr) -> anyhow::Result<()> {
             leader_gauge.set(0);
             Ok(())
         }
-        () = lock.hold(RETRY_PERIOD) => {
+        why = lock.hold(RETRY_PERIOD) => {
+            // The controllers future is dropped here: no reconcile runs past this point.
             leader_gauge.set(0);
-            anyhow::bail!("leadership lost: exiting so a fresh replica can wait its turn")
+            anyhow::bail!("leadership over ({why:?}): exiting so a fresh replica can wait its turn")
         }
     }
 }

@@ -24,7 +24,7 @@ use k8s_openapi::{
     },
 };
 use kube::{Resource, ResourceExt};
-use tienda_crds::{Component, Service, Shop, shop::SslMode};
+use tienda_crds::{Component, Service, Shop, service::ReclaimPolicy, shop::SslMode};
 
 use tienda_provision::environment::{ADMIN_PORT, Placed, Value, component_environment, var};
 
@@ -107,8 +107,16 @@ pub fn credentials_secret(
     .chain(auth_key)
     .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
     .collect();
+    // Under `Retain` the Secret outlives the Service and the Shop, like the database it opens:
+    // a re-created Shop finds it by name and gets the same role password and, for auth, the
+    // same key-encryption key its kept signing keys were sealed with. Owned by the Service,
+    // garbage collection would delete it with the Shop.
+    let mut metadata = meta(service, credentials_secret_name(service));
+    if database.reclaim_policy == ReclaimPolicy::Retain {
+        metadata.owner_references = None;
+    }
     Some(Secret {
-        metadata: meta(service, credentials_secret_name(service)),
+        metadata,
         type_: Some("Opaque".into()),
         data: Some(data),
         ..Secret::default()
@@ -116,13 +124,29 @@ pub fn credentials_secret(
 }
 
 /// A component's environment in a pod: [`component_environment`] with Secrets and fields
-/// referenced, cluster addresses filled in, and the user's `env` after it.
+/// referenced, cluster addresses filled in, and the user's `env` after it. A user entry with
+/// the name of one the operator sets replaces it in place: `env` is a list keyed by name, and
+/// the API server refuses an apply that names a variable twice.
 pub fn environment(service: &Service, shop: &Shop) -> Vec<EnvVar> {
-    component_environment(shop, service.spec.component)
+    let user = &service.spec.env;
+    let mut env: Vec<EnvVar> = component_environment(shop, service.spec.component)
         .into_iter()
-        .map(|(name, value)| env_var(service, shop, name, value))
-        .chain(service.spec.env.iter().cloned())
-        .collect()
+        .map(|(name, value)| {
+            user.iter()
+                .rev()
+                .find(|u| u.name == name)
+                .cloned()
+                .unwrap_or_else(|| env_var(service, shop, name, value))
+        })
+        .collect();
+    for entry in user {
+        match env.iter_mut().find(|e| e.name == entry.name) {
+            // The last of two user entries with one name wins, as in a pod spec edit.
+            Some(existing) => *existing = entry.clone(),
+            None => env.push(entry.clone()),
+        }
+    }
+    env
 }
 
 fn env_var(service: &Service, shop: &Shop, name: &str, value: Value) -> EnvVar {
@@ -485,6 +509,38 @@ mod tests {
         service
     }
 
+    #[test]
+    fn a_user_entry_named_like_an_operator_one_replaces_it_once() {
+        let mut service = service();
+        let shop = shop();
+        let operators = environment(&service, &shop);
+        let first = operators[0].name.clone();
+        service.spec.env.push(EnvVar {
+            name: first.clone(),
+            value: Some("mine".into()),
+            value_from: None,
+        });
+        service.spec.env.push(EnvVar {
+            name: "EXTRA".into(),
+            value: Some("2".into()),
+            value_from: None,
+        });
+        let env = environment(&service, &shop);
+        let mut names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(env[0].name, first, "replaced in place");
+        assert_eq!(env[0].value.as_deref(), Some("mine"));
+        assert_eq!(env[0].value_from, None);
+        assert_eq!(
+            var(&env, "EXTRA").value.as_deref(),
+            Some("2"),
+            "the last one wins"
+        );
+        assert_eq!(env.len(), operators.len(), "{names:?}");
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), env.len(), "every name once");
+    }
+
     fn var<'a>(env: &'a [EnvVar], name: &str) -> &'a EnvVar {
         env.iter()
             .find(|v| v.name == name)
@@ -826,7 +882,6 @@ mod tests {
             kube_service(&s).metadata,
             service_account(&s).metadata,
             pod_disruption_budget(&s).metadata,
-            credentials_secret(&s, &shop(), "pw", "k").unwrap().metadata,
         ];
         for m in metas {
             let owner = &m.owner_references.as_ref().unwrap()[0];
@@ -838,6 +893,18 @@ mod tests {
             assert_eq!(m.labels.as_ref().unwrap()[labels::COMPONENT], "orders");
             assert_eq!(m.namespace.as_deref(), Some("shops"));
         }
+    }
+
+    #[test]
+    fn the_credentials_secret_is_owned_under_delete_and_outlives_the_shop_under_retain() {
+        let mut s = service();
+        s.spec.database.as_mut().unwrap().reclaim_policy = ReclaimPolicy::Delete;
+        let owned = credentials_secret(&s, &shop(), "pw", "k").unwrap().metadata;
+        assert_eq!(owned.owner_references.unwrap()[0].uid, "svc-uid");
+        s.spec.database.as_mut().unwrap().reclaim_policy = ReclaimPolicy::Retain;
+        let kept = credentials_secret(&s, &shop(), "pw", "k").unwrap().metadata;
+        assert_eq!(kept.owner_references, None);
+        assert_eq!(kept.labels.unwrap()[labels::SHOP], "demo");
     }
 
     #[test]

@@ -13,6 +13,24 @@ use tienda_events::dead_letter;
 /// How long a dead letter is kept before JetStream drops it.
 pub const DEAD_LETTER_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
 
+/// Stream metadata naming the Shop (`<namespace>/<name>`) a stream belongs to. Two Shops on
+/// one NATS account would otherwise share (and, with `reclaimPolicy: Delete`, delete) each
+/// other's streams: a stream owned by one Shop is refused to another, and only the owner
+/// deletes it.
+pub const OWNER: &str = "tienda.dev/shop";
+
+fn owner_of(config: &stream::Config) -> Option<&str> {
+    config.metadata.get(OWNER).map(String::as_str)
+}
+
+/// `config` marked as `owner`'s, when there is an owner.
+fn owned(mut config: stream::Config, owner: Option<&str>) -> stream::Config {
+    if let Some(owner) = owner {
+        config.metadata.insert(OWNER.into(), owner.into());
+    }
+    config
+}
+
 /// What provisioning did to one stream or consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -53,6 +71,17 @@ pub enum ProvisionError {
         /// The stream it reads.
         stream: String,
     },
+    /// The stream belongs to another Shop on the same NATS account.
+    #[error(
+        "stream {stream} belongs to Shop {owner} on this NATS account; give each Shop its own \
+         NATS account (spec.nats.credentialsSecretRef) or its own NATS server"
+    )]
+    Owned {
+        /// The stream.
+        stream: String,
+        /// The Shop that owns it.
+        owner: String,
+    },
     /// NATS refused or did not answer.
     #[error("{what}: {source}")]
     Nats {
@@ -70,6 +99,7 @@ impl ProvisionError {
         match self {
             ProvisionError::Immutable { .. } => "ImmutableFieldChanged",
             ProvisionError::MissingStream { .. } => "StreamMissing",
+            ProvisionError::Owned { .. } => "StreamOwnedByAnotherShop",
             ProvisionError::Nats { .. } => "NatsError",
         }
     }
@@ -214,6 +244,15 @@ pub fn stream_diff(current: &stream::Config, desired: &stream::Config) -> Diff {
         &current.allow_direct,
         &desired.allow_direct,
     );
+    // An unowned stream (made before owners were recorded) is adopted by its first owner.
+    if owner_of(desired).is_some() {
+        changed(
+            &mut mutable,
+            "owner",
+            &owner_of(current),
+            &owner_of(desired),
+        );
+    }
     Diff { immutable, mutable }
 }
 
@@ -317,6 +356,14 @@ async fn ensure_stream_once(
                 .map_err(|e| ProvisionError::nats(format!("reading stream {name}"), e))?
                 .config
                 .clone();
+            if let (Some(want), Some(have)) = (owner_of(&desired), owner_of(&current))
+                && want != have
+            {
+                return Err(ProvisionError::Owned {
+                    stream: name,
+                    owner: have.to_owned(),
+                });
+            }
             let diff = stream_diff(&current, &desired);
             if let Some((field, current, desired)) = diff.immutable.into_iter().next() {
                 return Err(ProvisionError::Immutable {
@@ -329,6 +376,14 @@ async fn ensure_stream_once(
             }
             if diff.mutable.is_empty() {
                 return Ok(Outcome::Unchanged);
+            }
+            // Metadata the server keeps (`_nats.*`) stays as it is.
+            let mut desired = desired;
+            for (key, value) in &current.metadata {
+                desired
+                    .metadata
+                    .entry(key.clone())
+                    .or_insert_with(|| value.clone());
             }
             js.update_stream(&desired)
                 .await
@@ -428,15 +483,17 @@ pub struct ItemReport {
 
 /// Provisions everything a Service declares: its streams, its dead-letter stream (when it
 /// has consumers), then its consumers. Every item is attempted; one failure does not hide
-/// the state of the others.
+/// the state of the others. With an `owner` (the Shop, `<namespace>/<name>`), streams are
+/// marked as that Shop's, and streams or consumers on streams another Shop owns are refused.
 pub async fn provision_service(
     js: &jetstream::Context,
     service: &ServiceSpec,
     default_replicas: i32,
+    owner: Option<&str>,
 ) -> Vec<ItemReport> {
     let mut report = Vec::new();
     for stream in &service.streams {
-        let result = ensure_stream(js, stream_config(stream, default_replicas)).await;
+        let result = ensure_stream(js, owned(stream_config(stream, default_replicas), owner)).await;
         report.push(ItemReport {
             name: stream.name.clone(),
             result,
@@ -444,21 +501,116 @@ pub async fn provision_service(
     }
     if !service.consumers.is_empty() {
         let component = service.component.as_str();
-        let result =
-            ensure_stream(js, dead_letter_stream_config(component, default_replicas)).await;
+        let result = ensure_stream(
+            js,
+            owned(
+                dead_letter_stream_config(component, default_replicas),
+                owner,
+            ),
+        )
+        .await;
         report.push(ItemReport {
             name: dead_letter::stream(component),
             result,
         });
     }
     for consumer in &service.consumers {
-        let result = ensure_consumer(js, &consumer.stream, consumer_config(consumer)).await;
+        let result = match check_owner(js, &consumer.stream, owner).await {
+            Ok(()) => ensure_consumer(js, &consumer.stream, consumer_config(consumer)).await,
+            Err(err) => Err(err),
+        };
         report.push(ItemReport {
             name: format!("{}/{}", consumer.stream, consumer.name),
             result,
         });
     }
     report
+}
+
+/// The owner `stream` records, if the stream exists and records one.
+async fn stream_owner(
+    js: &jetstream::Context,
+    stream: &str,
+) -> Result<Option<String>, ProvisionError> {
+    match js.get_stream(stream).await {
+        Ok(mut found) => {
+            let info = found
+                .info()
+                .await
+                .map_err(|e| ProvisionError::nats(format!("reading stream {stream}"), e))?;
+            Ok(owner_of(&info.config).map(str::to_owned))
+        }
+        Err(err) if stream_not_found(&err) => Ok(None),
+        Err(err) => Err(ProvisionError::nats(
+            format!("looking up stream {stream}"),
+            err,
+        )),
+    }
+}
+
+/// Refuses a stream another Shop owns.
+async fn check_owner(
+    js: &jetstream::Context,
+    stream: &str,
+    owner: Option<&str>,
+) -> Result<(), ProvisionError> {
+    let Some(owner) = owner else {
+        return Ok(());
+    };
+    match stream_owner(js, stream).await? {
+        Some(have) if have != owner => Err(ProvisionError::Owned {
+            stream: stream.to_owned(),
+            owner: have,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Deletes what a Service provisioned, as far as `owner` owns it: its streams, its durable
+/// consumers, and its dead-letter stream. A stream another Shop owns, or one that records no
+/// owner, is kept, and so are consumers on it. Returns what was deleted.
+pub async fn delete_service(
+    js: &jetstream::Context,
+    service: &ServiceSpec,
+    owner: &str,
+) -> Result<Vec<String>, ProvisionError> {
+    let mut deleted = Vec::new();
+    let ours = |have: &Option<String>| have.as_deref() == Some(owner);
+    for consumer in &service.consumers {
+        if !ours(&stream_owner(js, &consumer.stream).await?) {
+            continue;
+        }
+        let stream = js.get_stream(&consumer.stream).await.map_err(|e| {
+            ProvisionError::nats(format!("looking up stream {}", consumer.stream), e)
+        })?;
+        match stream.delete_consumer(&consumer.name).await {
+            Ok(_) => deleted.push(format!("{}/{}", consumer.stream, consumer.name)),
+            Err(e) if e.to_string().contains("not found") => {}
+            Err(e) => {
+                return Err(ProvisionError::nats(
+                    format!("deleting consumer {}/{}", consumer.stream, consumer.name),
+                    e,
+                ));
+            }
+        }
+    }
+    let mut streams: Vec<String> = service.streams.iter().map(|s| s.name.clone()).collect();
+    if !service.consumers.is_empty() {
+        streams.push(dead_letter::stream(service.component.as_str()));
+    }
+    for stream in streams {
+        if !ours(&stream_owner(js, &stream).await?) {
+            continue;
+        }
+        match js.delete_stream(&stream).await {
+            Ok(_) => deleted.push(stream),
+            Err(e) if e.to_string().contains("not found") => {}
+            Err(e) => {
+                return Err(ProvisionError::nats(format!("deleting stream {stream}"), e));
+            }
+        }
+    }
+    Ok(deleted)
 }
 
 #[cfg(test)]

@@ -121,7 +121,7 @@ pub async fn provision_all(js: &async_nats::jetstream::Context) -> Vec<crate::st
             if !with_consumers {
                 spec.consumers.clear();
             }
-            report.extend(crate::streams::provision_service(js, &spec, 1).await);
+            report.extend(crate::streams::provision_service(js, &spec, 1, None).await);
         }
     }
     report

@@ -128,6 +128,7 @@ fn consumer(patch: Value) -> Value {
 }
 
 fn cases() -> Vec<Case> {
+    const SHOP_NAME: &str = "a Shop name must be at most 49 lowercase letters";
     const GW: &str = "gateway exposure is set but the gateway component is not listed";
     const NATS_URL: &str = "must be nats:// or tls:// URLs separated by commas";
     const REPLICAS: &str = "must be 1, 3 or 5";
@@ -170,6 +171,20 @@ fn cases() -> Vec<Case> {
     let ingress = json!({"host": "shop.example.com"});
     let route = json!({"parentRefs": [{"name": "public"}]});
     vec![
+        ok(
+            "Shop",
+            SHOP_NAME,
+            json!({"metadata": {"name": "a".repeat(49)}}),
+        ),
+        ok("Shop", SHOP_NAME, json!({"metadata": {"name": "shop-2"}})),
+        bad(
+            "Shop",
+            SHOP_NAME,
+            json!({"metadata": {"name": "a".repeat(50)}}),
+        ),
+        bad("Shop", SHOP_NAME, json!({"metadata": {"name": "2shop"}})),
+        bad("Shop", SHOP_NAME, json!({"metadata": {"name": "my.shop"}})),
+        bad("Shop", SHOP_NAME, json!({"metadata": {"name": "shop-"}})),
         // Shop
         ok(
             "Shop",

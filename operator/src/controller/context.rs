@@ -87,8 +87,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Admin pools per PostgreSQL server (host, port, user, database).
     pools: Mutex<HashMap<String, PgPool>>,
-    /// Clients per NATS URL.
-    nats: tokio::sync::Mutex<HashMap<String, async_nats::Client>>,
+    /// Clients per NATS URL and credentials.
+    nats: Mutex<HashMap<String, async_nats::Client>>,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -132,7 +132,7 @@ impl Context {
             client,
             metrics: Metrics::new(registry),
             pools: Mutex::default(),
-            nats: tokio::sync::Mutex::default(),
+            nats: Mutex::default(),
             failures: Mutex::default(),
         }
     }
@@ -234,32 +234,47 @@ impl Context {
         Ok((pool, options))
     }
 
-    /// A JetStream context for a Shop's NATS cluster (credentials from its Secret, if any).
+    /// A JetStream context for a Shop's NATS cluster, with the credentials in its Secret.
+    ///
+    /// Clients are cached by URL *and* credentials (NACK hashes its whole connection config):
+    /// two Shops on one NATS with their own accounts get their own clients, and a rotated
+    /// Secret gets a new client (the old one is closed when its last user drops it). The cache
+    /// lock is never held across a connect: a NATS that does not answer delays only the
+    /// reconciles that need it.
     pub async fn jetstream(
         &self,
         shop: &Shop,
         namespace: &str,
     ) -> Result<async_nats::jetstream::Context> {
         let nats = &shop.spec.nats;
-        let mut clients = self.nats.lock().await;
-        if let Some(client) = clients.get(&nats.url) {
+        let credentials = match &nats.credentials_secret_ref {
+            Some(creds) => {
+                let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+                let secret = secrets.get(&creds.name).await?;
+                let data: std::collections::BTreeMap<String, Vec<u8>> = secret
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect();
+                Some((creds.name.clone(), data))
+            }
+            None => None,
+        };
+        let key = nats_client_key(&nats.url, credentials.as_ref().map(|(_, d)| d));
+        if let Some(client) = self.nats.lock().expect("not poisoned").get(&key) {
             return Ok(async_nats::jetstream::new(client.clone()));
         }
+        let connect_error = |message: String| Error::NatsConnect {
+            url: nats.url.clone(),
+            message,
+        };
         let mut options = async_nats::ConnectOptions::new().name("tienda-operator");
-        if let Some(creds) = &nats.credentials_secret_ref {
-            let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-            let secret = secrets.get(&creds.name).await?;
-            let data = secret.data.unwrap_or_default();
-            let text = |k: &str| {
-                data.get(k)
-                    .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-            };
+        if let Some((secret, data)) = &credentials {
+            let text = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
             options = if let Some(creds_file) = text("nats.creds") {
                 async_nats::ConnectOptions::with_credentials(&creds_file)
-                    .map_err(|e| Error::NatsConnect {
-                        url: nats.url.clone(),
-                        message: e.to_string(),
-                    })?
+                    .map_err(|e| connect_error(e.to_string()))?
                     .name("tienda-operator")
             } else if let (Some(user), Some(password)) = (text("username"), text("password")) {
                 options.user_and_password(user, password)
@@ -267,7 +282,7 @@ impl Context {
                 options.token(token)
             } else {
                 return Err(Error::SecretKey {
-                    secret: creds.name.clone(),
+                    secret: secret.clone(),
                     key: "nats.creds".into(),
                     hint: "the NATS credentials Secret needs `nats.creds`, `username`+`password` or `token`",
                 });
@@ -277,12 +292,38 @@ impl Context {
             .connection_timeout(Duration::from_secs(5))
             .connect(nats.url.as_str())
             .await
-            .map_err(|e| Error::NatsConnect {
-                url: nats.url.clone(),
-                message: e.to_string(),
-            })?;
-        clients.insert(nats.url.clone(), client.clone());
+            .map_err(|e| connect_error(e.to_string()))?;
+        let client = {
+            let mut clients = self.nats.lock().expect("not poisoned");
+            // Clients of this URL with other credentials are stale (a rotated Secret) unless
+            // another Shop uses them; they are dropped with the last reconcile holding one.
+            clients.entry(key).or_insert(client).clone()
+        };
         Ok(async_nats::jetstream::new(client))
+    }
+
+    /// How many NATS clients are cached (one per URL and credentials).
+    pub fn nats_clients(&self) -> usize {
+        self.nats.lock().expect("not poisoned").len()
+    }
+}
+
+/// The cache key of a NATS client: the URL and a hash of the credentials' content.
+fn nats_client_key(
+    url: &str,
+    credentials: Option<&std::collections::BTreeMap<String, Vec<u8>>>,
+) -> String {
+    let hash = credentials.map(|data| {
+        tienda_provision::stable_hash::fnv1a(data.iter().flat_map(|(k, v)| {
+            k.bytes()
+                .chain([0xff])
+                .chain(v.iter().copied())
+                .chain([0xff])
+        }))
+    });
+    match hash {
+        Some(hash) => format!("{url}#{hash:016x}"),
+        None => url.to_owned(),
     }
 }
 

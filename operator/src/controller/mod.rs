@@ -51,6 +51,33 @@ where
         .await?)
 }
 
+/// Writes `status` into the status subresource by server-side apply under the operator's
+/// field manager: only the fields in `status` are the operator's, so a field it set before and
+/// leaves out now is removed, and fields other managers own (each gateway replica's entry of a
+/// policy's `status.applied`) are neither overwritten nor brought back from a stale copy, as a
+/// merge patch of the whole status would.
+pub async fn apply_status<K>(
+    api: &kube::Api<K>,
+    name: &str,
+    status: serde_json::Value,
+) -> Result<()>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &kube::api::PatchParams::apply(FIELD_MANAGER).force(),
+        &kube::api::Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Whether `stored` holds every field `wanted` sets, with the same value: objects key by key
 /// (extra keys in `stored` allowed), lists element by element (same length: an element added
 /// or removed by hand is drift), scalars equal. A `null` in `wanted` is an unset field.
@@ -119,6 +146,73 @@ where
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
+    if result.is_ok() {
+        ctx.succeeded(&key);
+    }
+    result
+}
+
+/// Runs a reconcile for an object that has nothing outside the cluster to clean up, so needs
+/// no finalizer: a finalizer of ours left from before (the reclaim policy changed to `Retain`,
+/// or an older operator) is removed first, guarded by the object's `resourceVersion`, after
+/// `on_release` (an event saying what is kept) when the object is being deleted. A finalizer
+/// nobody needs would hold the object, and its namespace, until a cleanup that has nothing
+/// to do could reach PostgreSQL.
+pub async fn without_finalizer<K, Apply, Release, ApplyFut, ReleaseFut>(
+    kind: &'static str,
+    finalizer_name: &str,
+    object: std::sync::Arc<K>,
+    ctx: &context::Ctx,
+    apply: Apply,
+    on_release: Release,
+) -> Result<kube::runtime::controller::Action>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    Apply: FnOnce(std::sync::Arc<K>) -> ApplyFut,
+    Release: FnOnce(std::sync::Arc<K>) -> ReleaseFut,
+    ApplyFut: Future<Output = Result<kube::runtime::controller::Action>>,
+    ReleaseFut: Future<Output = ()>,
+{
+    use kube::ResourceExt;
+    let _timer = ctx
+        .metrics
+        .duration
+        .with_label_values(&[kind])
+        .start_timer();
+    ctx.metrics.reconciles.with_label_values(&[kind]).inc();
+    let key = object_key(kind, &*object);
+    let deleting = object.meta().deletion_timestamp.is_some();
+    if object.finalizers().iter().any(|f| f == finalizer_name) {
+        if deleting {
+            on_release(object.clone()).await;
+        }
+        let kept: Vec<&String> = object
+            .finalizers()
+            .iter()
+            .filter(|f| *f != finalizer_name)
+            .collect();
+        let api: kube::Api<K> =
+            kube::Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
+        let patch = serde_json::json!({"metadata": {
+            "finalizers": kept,
+            "resourceVersion": object.resource_version(),
+        }});
+        api.patch(
+            &object.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await?;
+    }
+    if deleting {
+        ctx.succeeded(&key);
+        return Ok(kube::runtime::controller::Action::await_change());
+    }
+    let result = apply(object).await;
     if result.is_ok() {
         ctx.succeeded(&key);
     }

@@ -11,7 +11,7 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Resource, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
+    api::ListParams,
     runtime::{controller::Action, events::EventType},
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -239,11 +239,16 @@ pub async fn reconcile<P: Policy>(policy: Arc<P>, ctx: Ctx) -> Result<Action> {
             };
             ctx.event(&*policy, type_, reason, message).await;
         }
+        // The operator owns the verdict; each enforcing replica owns its `applied` entry.
+        let ours = PolicyStatus {
+            applied: Vec::new(),
+            ..status
+        };
         let api: Api<P> = Api::namespaced(ctx.client.clone(), &namespace);
-        api.patch_status(
+        super::apply_status(
+            &api,
             &policy.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "status": status })),
+            serde_json::to_value(&ours).expect("status serializes"),
         )
         .await?;
     }

@@ -17,7 +17,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, ResourceExt,
-    api::{Patch, PatchParams, PostParams},
+    api::PostParams,
     runtime::{controller::Action, events::EventType},
 };
 use tienda_crds::{
@@ -28,10 +28,10 @@ use tienda_crds::{
 use tienda_provision::{Outcome, database, streams};
 
 use super::{
-    FIELD_MANAGER, apply_child, backoff_on_error,
+    FIELD_MANAGER, apply_child, apply_status, backoff_on_error,
     context::{Ctx, periodic_requeue},
     error::{Error, Result},
-    with_finalizer,
+    with_finalizer, without_finalizer,
 };
 use crate::{
     conditions::{self, Status},
@@ -41,17 +41,55 @@ use crate::{
 /// The finalizer that guards external state (database, streams).
 pub const FINALIZER: &str = "tienda.dev/external-state";
 
-/// Reconciles one Service: metrics, then the finalizer helper (deletion first).
+/// Annotation (`"true"`) that lets a Service with `reclaimPolicy: Delete` go without dropping
+/// its database and streams, for when they cannot be reached any more (the PostgreSQL server
+/// is gone): the escape from a deletion that would otherwise wait forever.
+pub const SKIP_CLEANUP: &str = "tienda.dev/skip-cleanup";
+
+/// Whether deleting `service` has external state to delete (its database under
+/// `reclaimPolicy: Delete`), and so whether it carries the finalizer.
+pub fn needs_cleanup(service: &Service) -> bool {
+    service
+        .spec
+        .database
+        .as_ref()
+        .is_some_and(|db| db.reclaim_policy == ReclaimPolicy::Delete)
+}
+
+/// Reconciles one Service: metrics, then the finalizer helper (deletion first) when deletion
+/// has something to delete; otherwise no finalizer at all.
 pub async fn reconcile(service: Arc<Service>, ctx: Ctx) -> Result<Action> {
-    with_finalizer(
-        "Service",
-        FINALIZER,
-        service,
-        &ctx,
-        |s| apply(s, &ctx),
-        |s| cleanup(s, &ctx),
-    )
-    .await
+    if needs_cleanup(&service) {
+        with_finalizer(
+            "Service",
+            FINALIZER,
+            service,
+            &ctx,
+            |s| apply(s, &ctx),
+            |s| cleanup(s, &ctx),
+        )
+        .await
+    } else {
+        let events = ctx.clone();
+        without_finalizer(
+            "Service",
+            FINALIZER,
+            service,
+            &ctx,
+            |s| apply(s, &ctx),
+            move |s| async move {
+                events
+                    .event(
+                        &*s,
+                        EventType::Normal,
+                        "Retained",
+                        "reclaimPolicy Retain: database and streams kept".into(),
+                    )
+                    .await;
+            },
+        )
+        .await
+    }
 }
 
 /// Error policy: per-object exponential backoff with jitter.
@@ -194,9 +232,14 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
     if !service.spec.streams.is_empty() || !service.spec.consumers.is_empty() {
         match ctx.jetstream(&shop, &namespace).await {
             Ok(js) => {
-                let report =
-                    streams::provision_service(&js, &service.spec, shop.spec.nats.stream_replicas)
-                        .await;
+                let owner = format!("{namespace}/{}", shop.name_any());
+                let report = streams::provision_service(
+                    &js,
+                    &service.spec,
+                    shop.spec.nats.stream_replicas,
+                    Some(&owner),
+                )
+                .await;
                 status.streams = report
                     .iter()
                     .map(|item| StreamStatus {
@@ -367,7 +410,7 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
     Ok(periodic_requeue())
 }
 
-/// Patches the status subresource, unless nothing changed.
+/// Applies the status, unless nothing changed.
 async fn patch_status(
     ctx: &Ctx,
     service: &Service,
@@ -379,72 +422,93 @@ async fn patch_status(
     }
     let api: Api<Service> =
         Api::namespaced(ctx.client.clone(), &service.namespace().unwrap_or_default());
-    let patch = Patch::Merge(serde_json::json!({ "status": new }));
-    api.patch_status(&service.name_any(), &PatchParams::default(), &patch)
-        .await?;
-    Ok(())
+    apply_status(
+        &api,
+        &service.name_any(),
+        serde_json::to_value(&new).expect("status serializes"),
+    )
+    .await
 }
 
 async fn cleanup(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
     let namespace = service.namespace().unwrap_or_default();
-    let delete = service
-        .spec
-        .database
-        .as_ref()
-        .is_some_and(|db| db.reclaim_policy == ReclaimPolicy::Delete);
-    if delete {
-        let shops: Api<Shop> = Api::namespaced(ctx.client.clone(), &namespace);
-        match shops.get_opt(&service.spec.shop).await? {
-            Some(shop) => {
-                let db = service.spec.database.as_ref().expect("checked above");
-                let (pool, _) = ctx.postgres_admin(&shop, &namespace).await?;
-                database::drop_database(&pool, &db.name).await?;
-                if !service.spec.streams.is_empty() {
-                    let js = ctx.jetstream(&shop, &namespace).await?;
-                    for stream in &service.spec.streams {
-                        match js.delete_stream(&stream.name).await {
-                            Ok(_) => {}
-                            Err(e) if e.to_string().contains("not found") => {}
-                            Err(e) => {
-                                return Err(Error::NatsConnect {
-                                    url: shop.spec.nats.url.clone(),
-                                    message: e.to_string(),
-                                });
-                            }
-                        }
-                    }
-                }
-                ctx.event(
-                    &*service,
-                    EventType::Normal,
-                    "Deleted",
-                    format!(
-                        "database {} and streams dropped (reclaimPolicy Delete)",
-                        db.name
-                    ),
-                )
-                .await;
-            }
-            None => {
-                // Without the Shop there are no credentials to reach the server: keep the data
-                // (the safe side) and say so.
-                ctx.event(
-                    &*service,
-                    EventType::Warning,
-                    "Retained",
-                    "Shop is gone; database and streams were kept".into(),
-                )
-                .await;
-            }
-        }
-    } else {
+    let Some(db) = service.spec.database.as_ref() else {
+        return Ok(Action::await_change());
+    };
+    let object: &Service = &service;
+    let retained = |why: String| async move {
         ctx.event(
-            &*service,
-            EventType::Normal,
+            object,
+            EventType::Warning,
             "Retained",
-            "reclaimPolicy Retain: database and streams kept".into(),
+            format!("{why}; database {} and streams were kept", db.name),
         )
         .await;
+        Ok::<Action, Error>(Action::await_change())
+    };
+    if service.annotations().get(SKIP_CLEANUP).map(String::as_str) == Some("true") {
+        return retained(format!("annotation {SKIP_CLEANUP}=true")).await;
     }
+    let shops: Api<Shop> = Api::namespaced(ctx.client.clone(), &namespace);
+    // Without the Shop or its admin Secret (a namespace being deleted removes them in any
+    // order) there are no credentials to reach the server: keep the data, the safe side,
+    // and say so rather than hold the namespace forever.
+    let Some(shop) = shops.get_opt(&service.spec.shop).await? else {
+        return retained(format!("Shop {} is gone", service.spec.shop)).await;
+    };
+    let pool = match ctx.postgres_admin(&shop, &namespace).await {
+        Ok((pool, _)) => pool,
+        Err(Error::Kube(kube::Error::Api(e))) if e.code == 404 => {
+            return retained(format!(
+                "the Shop's admin Secret {} is gone",
+                shop.spec.postgres.admin_secret_ref.name
+            ))
+            .await;
+        }
+        Err(err) => return Err(cleanup_blocked(ctx, &service, err).await),
+    };
+    if let Err(err) = database::drop_database(&pool, &db.name).await {
+        return Err(cleanup_blocked(ctx, &service, err.into()).await);
+    }
+    if !service.spec.streams.is_empty() || !service.spec.consumers.is_empty() {
+        // Only what this Shop owns: its streams, its consumers and its dead-letter stream;
+        // never another Shop's on the same account.
+        let owner = format!("{namespace}/{}", shop.name_any());
+        let deleted = match ctx.jetstream(&shop, &namespace).await {
+            Ok(js) => streams::delete_service(&js, &service.spec, &owner)
+                .await
+                .map_err(Error::from),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = deleted {
+            return Err(cleanup_blocked(ctx, &service, err).await);
+        }
+    }
+    ctx.event(
+        &*service,
+        EventType::Normal,
+        "Deleted",
+        format!(
+            "database {} and streams dropped (reclaimPolicy Delete)",
+            db.name
+        ),
+    )
+    .await;
     Ok(Action::await_change())
+}
+
+/// Says on the Service why its deletion waits, and how to let it go without the cleanup.
+async fn cleanup_blocked(ctx: &Ctx, service: &Service, err: Error) -> Error {
+    ctx.event(
+        service,
+        EventType::Warning,
+        "CleanupFailed",
+        format!(
+            "{err}; deletion retries. To delete it and keep the data instead: kubectl annotate \
+             tiendaservice {} {SKIP_CLEANUP}=true",
+            service.name_any()
+        ),
+    )
+    .await;
+    err
 }

@@ -11,13 +11,16 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams},
     runtime::{controller::Action, events::EventType},
 };
-use tienda_crds::{Component, Service, Shop, ShopStatus, shop::ComponentStatus, status::condition};
+use tienda_crds::{
+    Component, Service, Shop, ShopStatus, service::ReclaimPolicy, shop::ComponentStatus,
+    status::condition,
+};
 
 use super::{
-    apply_child, backoff_on_error,
+    apply_child, apply_status, backoff_on_error,
     context::{Ctx, periodic_requeue},
     error::{Error, Result},
-    with_finalizer,
+    with_finalizer, without_finalizer,
 };
 use crate::{
     conditions::{self, Status},
@@ -27,17 +30,31 @@ use crate::{
 /// The finalizer that keeps a Shop until its Services have cleaned up.
 pub const FINALIZER: &str = "tienda.dev/services";
 
-/// Reconciles one Shop: metrics, then the finalizer helper (deletion first).
+/// Reconciles one Shop: metrics, then the finalizer helper (deletion first) when its Services
+/// have data to delete (`reclaimPolicy: Delete`); under `Retain` there is nothing to wait for,
+/// garbage collection removes the Services, and the Shop carries no finalizer.
 pub async fn reconcile(shop: Arc<Shop>, ctx: Ctx) -> Result<Action> {
-    with_finalizer(
-        "Shop",
-        FINALIZER,
-        shop,
-        &ctx,
-        |s| apply(s, &ctx),
-        |s| cleanup(s, &ctx),
-    )
-    .await
+    if shop.spec.reclaim_policy == ReclaimPolicy::Delete {
+        with_finalizer(
+            "Shop",
+            FINALIZER,
+            shop,
+            &ctx,
+            |s| apply(s, &ctx),
+            |s| cleanup(s, &ctx),
+        )
+        .await
+    } else {
+        without_finalizer(
+            "Shop",
+            FINALIZER,
+            shop,
+            &ctx,
+            |s| apply(s, &ctx),
+            |_| async {},
+        )
+        .await
+    }
 }
 
 /// Error policy: a wait for Services retries in 2 s; failures back off per object.
@@ -94,16 +111,39 @@ async fn apply(shop: Arc<Shop>, ctx: &Ctx) -> Result<Action> {
     for existing in services.list(&selector(&shop)).await? {
         if !wanted.contains(&existing.name_any()) && existing.metadata.deletion_timestamp.is_none()
         {
+            // A component taken out of the list keeps its data whatever the Shop's reclaim
+            // policy: an edited list is not a request to drop a database. `Delete` applies
+            // when the whole Shop is deleted.
+            let kept = existing.spec.database.as_ref().map(|db| db.name.clone());
+            if existing
+                .spec
+                .database
+                .as_ref()
+                .is_some_and(|db| db.reclaim_policy == ReclaimPolicy::Delete)
+            {
+                services
+                    .patch(
+                        &existing.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(serde_json::json!({
+                            "spec": {"database": {"reclaimPolicy": "Retain"}}
+                        })),
+                    )
+                    .await?;
+            }
             services
                 .delete(&existing.name_any(), &DeleteParams::default())
                 .await?;
-            ctx.event(
-                &*shop,
-                EventType::Normal,
-                "ServiceRemoved",
-                format!("{} is no longer listed", existing.name_any()),
-            )
-            .await;
+            let note = match kept {
+                Some(db) => format!(
+                    "{} is no longer listed; its database {db} and streams are kept (drop \
+                     them by hand, or list the component again to use them)",
+                    existing.name_any()
+                ),
+                None => format!("{} is no longer listed", existing.name_any()),
+            };
+            ctx.event(&*shop, EventType::Normal, "ServiceRemoved", note)
+                .await;
         }
     }
 
@@ -197,10 +237,10 @@ async fn apply(shop: Arc<Shop>, ctx: &Ctx) -> Result<Action> {
     }
     if status != old || shop.status.is_none() {
         let api: Api<Shop> = Api::namespaced(ctx.client.clone(), &namespace);
-        api.patch_status(
+        apply_status(
+            &api,
             &shop.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "status": status })),
+            serde_json::to_value(&status).expect("status serializes"),
         )
         .await?;
     }

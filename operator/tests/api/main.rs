@@ -4,7 +4,9 @@
 
 mod cluster;
 mod leader_election;
+mod nats_accounts;
 mod policy_controller;
+mod rbac;
 mod service_controller;
 mod shop_controller;
 mod verifier;

@@ -5,7 +5,7 @@ use serde_json::json;
 use tienda_crds::{CircuitPolicy, RateLimitPolicy};
 use tienda_operator::controller::policy::reconcile;
 
-use crate::verifier::{Answer, context, event, get, get_missing, patch, serve};
+use crate::verifier::{Answer, apply_status, context, event, get, get_missing, serve};
 
 fn rate_limit() -> serde_json::Value {
     json!({
@@ -30,8 +30,8 @@ async fn a_policy_targeting_a_missing_service_gets_target_not_found() {
                 json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "RateLimitPolicyList", "metadata": {}, "items": [rate_limit()]}),
             ),
             event("shops"),
-            patch(
-                "/apis/tienda.dev/v1alpha1/namespaces/shops/ratelimitpolicies/browse/status?",
+            apply_status(
+                "/apis/tienda.dev/v1alpha1/namespaces/shops/ratelimitpolicies/browse/status",
                 Answer::MergeInto(rate_limit()),
             ),
         ],
@@ -79,8 +79,8 @@ async fn a_policy_on_an_existing_service_is_accepted_with_its_resolved_target() 
                 json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "RateLimitPolicyList", "metadata": {}, "items": [rate_limit()]}),
             ),
             event("shops"),
-            patch(
-                "/apis/tienda.dev/v1alpha1/namespaces/shops/ratelimitpolicies/browse/status?",
+            apply_status(
+                "/apis/tienda.dev/v1alpha1/namespaces/shops/ratelimitpolicies/browse/status",
                 Answer::MergeInto(rate_limit()),
             ),
         ],
@@ -118,8 +118,8 @@ async fn a_component_name_resolves_to_that_component_of_every_shop_in_the_namesp
                 json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "RateLimitPolicyList", "metadata": {}, "items": [doc.clone()]}),
             ),
             event("shops"),
-            patch(
-                "/apis/tienda.dev/v1alpha1/namespaces/shops/ratelimitpolicies/browse/status?",
+            apply_status(
+                "/apis/tienda.dev/v1alpha1/namespaces/shops/ratelimitpolicies/browse/status",
                 Answer::MergeInto(doc.clone()),
             ),
         ],
@@ -154,8 +154,8 @@ async fn the_newer_of_two_circuit_policies_for_one_destination_is_conflicted() {
                 json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "CircuitPolicyList", "metadata": {}, "items": [older, newer.clone()]}),
             ),
             event("shops"),
-            patch(
-                "/apis/tienda.dev/v1alpha1/namespaces/shops/circuitpolicies/stripe-b/status?",
+            apply_status(
+                "/apis/tienda.dev/v1alpha1/namespaces/shops/circuitpolicies/stripe-b/status",
                 Answer::MergeInto(newer),
             ),
         ],
@@ -169,4 +169,63 @@ async fn the_newer_of_two_circuit_policies_for_one_destination_is_conflicted() {
         condition["message"].as_str().unwrap().contains("stripe-a"),
         "{condition}"
     );
+}
+
+#[tokio::test]
+async fn the_status_is_applied_with_only_the_operators_fields_so_cleared_ones_go_and_replicas_keep_theirs()
+ {
+    // Accepted before, with a target and two gateway replicas' reports; now the target is gone.
+    let mut stored = rate_limit();
+    stored["status"] = json!({
+        "observedGeneration": 1,
+        "targets": ["demo-products"],
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "ok",
+                        "observedGeneration": 1, "lastTransitionTime": "2026-11-29T10:00:00Z"}],
+        "applied": [{"replica": "gw-0", "generation": 1}, {"replica": "gw-1", "generation": 2}]
+    });
+    let policy: RateLimitPolicy = serde_json::from_value(stored.clone()).unwrap();
+    let (ctx, handle) = context();
+    let server = serve(
+        handle,
+        vec![
+            get_missing("/apis/tienda.dev/v1alpha1/namespaces/shops/tiendaservices/demo-products"),
+            get(
+                "/apis/tienda.dev/v1alpha1/namespaces/shops/ratelimitpolicies?",
+                json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "RateLimitPolicyList", "metadata": {}, "items": [stored.clone()]}),
+            ),
+            event("shops"),
+            apply_status(
+                "/apis/tienda.dev/v1alpha1/namespaces/shops/ratelimitpolicies/browse/status",
+                Answer::MergeInto(stored),
+            ),
+        ],
+    );
+    reconcile(Arc::new(policy), ctx.clone()).await.unwrap();
+    drop(ctx);
+    let seen = server.await.unwrap();
+    let write = &seen[3];
+    assert_eq!(
+        write.content_type.as_deref(),
+        Some("application/apply-patch+yaml"),
+        "server-side apply, under the operator's field manager (checked by the script's query)"
+    );
+    assert_eq!(
+        (
+            write.body["apiVersion"].as_str(),
+            write.body["kind"].as_str()
+        ),
+        (Some("tienda.dev/v1alpha1"), Some("RateLimitPolicy"))
+    );
+    let status = write.body["status"].as_object().unwrap();
+    assert!(
+        !status.contains_key("applied"),
+        "the replicas' entries are theirs: a copy read before a replica's newer report would \
+         overwrite it ({status:?})"
+    );
+    assert!(
+        !status.contains_key("targets"),
+        "a field the operator cleared is left out of its apply, so the API server removes it \
+         ({status:?})"
+    );
+    assert_eq!(status["observedGeneration"], 2);
 }

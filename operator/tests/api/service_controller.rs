@@ -10,11 +10,13 @@ use sqlx::{Connection, PgConnection, postgres::PgConnectOptions};
 use tienda_crds::{Component, Service, Shop};
 use tienda_kit::testing::NatsServer;
 use tienda_operator::{
-    controller::service::{FINALIZER, reconcile},
+    controller::service::{FINALIZER, SKIP_CLEANUP, needs_cleanup, reconcile},
     shop::desired_services,
 };
 
-use crate::verifier::{Answer, apply, context, event, get, get_missing, patch, post, serve};
+use crate::verifier::{
+    Answer, apply, apply_status, context, event, get, get_missing, patch, post, serve,
+};
 
 const NS: &str = "shops";
 
@@ -89,8 +91,12 @@ fn auth_service(shop: &Shop) -> Service {
     service
 }
 
+/// The Service as the API server holds it after its first reconcile: with the finalizer when
+/// its deletion has something to delete (`reclaimPolicy: Delete`), without under `Retain`.
 fn finalized(mut service: Service) -> Service {
-    service.finalizers_mut().push(FINALIZER.into());
+    if needs_cleanup(&service) {
+        service.finalizers_mut().push(FINALIZER.into());
+    }
     service
 }
 
@@ -128,7 +134,9 @@ async fn database_exists(pg: &Pg, name: &str) -> bool {
 #[tokio::test]
 async fn a_new_service_gets_its_finalizer_first() {
     let (pg, nats, name) = (pg(), NatsServer::start(), shop_name());
-    let service = auth_service(&shop(&name, &pg, &nats));
+    let mut shop = shop(&name, &pg, &nats);
+    shop.spec.reclaim_policy = tienda_crds::service::ReclaimPolicy::Delete;
+    let service = auth_service(&shop);
     let (ctx, handle) = context();
     let server = serve(
         handle,
@@ -176,8 +184,8 @@ fn first_reconcile_script(
         apply(&base("role", name)),
         get_missing(&base("binding", name)),
         apply(&base("binding", name)),
-        patch(
-            &format!("{}/status?", base("service", name)),
+        apply_status(
+            &format!("{}/status", base("service", name)),
             Answer::MergeInto(serde_json::to_value(stored).unwrap()),
         ),
     ]
@@ -187,7 +195,15 @@ fn first_reconcile_script(
 async fn a_new_service_gets_its_secret_database_streams_workload_and_status_and_a_second_reconcile_applies_nothing()
  {
     let (pg, nats, name) = (pg(), NatsServer::start(), shop_name());
-    let shop = shop(&name, &pg, &nats);
+    let mut shop = shop(&name, &pg, &nats);
+    // A user entry named like one the operator sets replaces it (a repeated name is a 422).
+    shop.spec.components[0]
+        .env
+        .push(k8s_openapi::api::core::v1::EnvVar {
+            name: "NATS_URL".into(),
+            value: Some("nats://nats.elsewhere:4222".into()),
+            value_from: None,
+        });
     let service = finalized(auth_service(&shop));
     let (ctx, handle) = context();
     let server = serve(handle, first_reconcile_script(&name, &shop, &pg, &service));
@@ -210,7 +226,10 @@ async fn a_new_service_gets_its_secret_database_streams_workload_and_status_and_
             pg.host, pg.port
         )
     );
-    assert_eq!(secret.owner_references()[0].kind, "Service");
+    assert!(
+        secret.owner_references().is_empty(),
+        "under Retain the Secret outlives the Shop with the database it opens"
+    );
 
     // The database exists and the Secret's credentials open it; the stream exists.
     let mut conn = PgConnection::connect(&url)
@@ -258,6 +277,14 @@ async fn a_new_service_gets_its_secret_database_streams_workload_and_status_and_
         env.contains(&"DATABASE_URL") && env.contains(&"NATS_URL"),
         "{env:?}"
     );
+    let nats_url: Vec<&Value> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == "NATS_URL")
+        .collect();
+    assert_eq!(nats_url.len(), 1, "{env:?}");
+    assert_eq!(nats_url[0]["value"], "nats://nats.elsewhere:4222");
 
     // Status: observedGeneration and the conditions.
     let role = &seen[15].body;
@@ -378,8 +405,8 @@ async fn a_ready_deployment_makes_the_service_ready_and_a_hand_edited_one_is_put
             get(&base("role", &name), children[4].clone()),
             get(&base("binding", &name), children[5].clone()),
             event(NS),
-            patch(
-                &format!("{}/status?", base("service", &name)),
+            apply_status(
+                &format!("{}/status", base("service", &name)),
                 Answer::MergeInto(serde_json::to_value(&stored).unwrap()),
             ),
         ],
@@ -435,29 +462,35 @@ async fn deleting_a_service_with_retain_keeps_its_database_and_streams() {
     let (pg, nats, name) = (pg(), NatsServer::start(), shop_name());
     let shop = shop(&name, &pg, &nats);
     let service = provision_first(&name, &shop, &pg).await;
+    assert!(
+        service.finalizers().is_empty(),
+        "under Retain deletion has nothing to do: no finalizer holds the Service"
+    );
 
+    // One left from an older operator (or from when the policy was Delete) is removed.
+    let mut leftover = service.clone();
+    leftover.finalizers_mut().push(FINALIZER.into());
     let (ctx, handle) = context();
-    let mut released = service.clone();
-    released.finalizers_mut().clear();
     let server = serve(
         handle,
         vec![
             event(NS),
             patch(
                 &format!("{}?", base("service", &name)),
-                Answer::Json(serde_json::to_value(&released).unwrap()),
+                Answer::Json(serde_json::to_value(&service).unwrap()),
             ),
         ],
     );
-    reconcile(Arc::new(deleting(service)), ctx.clone())
+    reconcile(Arc::new(deleting(leftover)), ctx.clone())
         .await
         .unwrap();
     drop(ctx);
     let seen = server.await.unwrap();
     assert_eq!(seen[0].body["reason"], "Retained");
     assert_eq!(
-        seen[1].body[0]["op"], "test",
-        "the finalizer is removed with a guarded JSON patch"
+        seen[1].body,
+        json!({"metadata": {"finalizers": [], "resourceVersion": "1"}}),
+        "the finalizer is removed, guarded by the resource version"
     );
     assert!(
         database_exists(&pg, &format!("shops_{name}_auth")).await,
@@ -554,8 +587,8 @@ async fn a_gateway_gets_a_role_and_binding_to_read_policies_and_endpoint_slices(
             apply(&at("role")),
             get_missing(&at("binding")),
             apply(&at("binding")),
-            patch(
-                &format!("{}/status?", at("service")),
+            apply_status(
+                &format!("{}/status", at("service")),
                 Answer::MergeInto(serde_json::to_value(&gateway).unwrap()),
             ),
         ],
@@ -592,4 +625,69 @@ async fn a_gateway_gets_a_role_and_binding_to_read_policies_and_endpoint_slices(
         seen[6].body["spec"]["template"]["spec"]["serviceAccountName"],
         format!("{name}-gateway")
     );
+}
+
+/// A Service with `reclaimPolicy: Delete` whose cleanup cannot run: its deletion must not wait
+/// forever (a namespace being deleted removes the admin Secret in any order).
+async fn deletion_lets_go_keeping_the_data(prepare: fn(&mut Service), script_head: usize) {
+    let (pg, nats, name) = (pg(), NatsServer::start(), shop_name());
+    let mut shop = shop(&name, &pg, &nats);
+    shop.spec.reclaim_policy = tienda_crds::service::ReclaimPolicy::Delete;
+    let mut service = provision_first(&name, &shop, &pg).await;
+    assert_eq!(service.finalizers(), [FINALIZER]);
+    prepare(&mut service);
+    let mut released = service.clone();
+    released.finalizers_mut().clear();
+    let mut script = vec![
+        get(&base("shop", &name), serde_json::to_value(&shop).unwrap()),
+        get_missing(&base("admin", &name)),
+    ];
+    script.truncate(script_head);
+    script.extend([
+        event(NS),
+        patch(
+            &format!("{}?", base("service", &name)),
+            Answer::Json(serde_json::to_value(&released).unwrap()),
+        ),
+    ]);
+    let (ctx, handle) = context();
+    let server = serve(handle, script);
+    reconcile(Arc::new(deleting(service)), ctx.clone())
+        .await
+        .unwrap();
+    drop(ctx);
+    let seen = server.await.unwrap();
+    let event = &seen[script_head].body;
+    assert_eq!(
+        (event["type"].as_str(), event["reason"].as_str()),
+        (Some("Warning"), Some("Retained"))
+    );
+    assert_eq!(
+        seen[script_head + 1].body[1]["op"],
+        "remove",
+        "the finalizer goes"
+    );
+    assert!(
+        database_exists(&pg, &format!("shops_{name}_auth")).await,
+        "the data is kept: {}",
+        event["note"]
+    );
+}
+
+#[tokio::test]
+async fn a_deletion_whose_admin_secret_is_gone_lets_go_and_keeps_the_data() {
+    deletion_lets_go_keeping_the_data(|_| {}, 2).await;
+}
+
+#[tokio::test]
+async fn the_skip_cleanup_annotation_lets_a_deletion_go_and_keeps_the_data() {
+    deletion_lets_go_keeping_the_data(
+        |service| {
+            service
+                .annotations_mut()
+                .insert(SKIP_CLEANUP.into(), "true".into());
+        },
+        0,
+    )
+    .await;
 }

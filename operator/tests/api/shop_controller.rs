@@ -5,7 +5,7 @@ use serde_json::json;
 use tienda_crds::Shop;
 use tienda_operator::controller::shop::{FINALIZER, reconcile};
 
-use crate::verifier::{Answer, apply, context, get, get_missing, patch, serve};
+use crate::verifier::{Answer, apply, apply_status, context, get, get_missing, patch, serve};
 
 fn shop() -> Shop {
     let mut shop: Shop = serde_json::from_value(json!({
@@ -13,7 +13,7 @@ fn shop() -> Shop {
         "metadata": {"name": "demo", "namespace": "shops", "uid": "shop-uid", "generation": 3,
                      "finalizers": [FINALIZER]},
         "spec": {"version": "0.1.0", "postgres": {"host": "pg", "adminSecretRef": {"name": "pg-admin"}},
-                 "nats": {"url": "nats://nats:4222"}}
+                 "nats": {"url": "nats://nats:4222"}, "reclaimPolicy": "Delete"}
     }))
     .unwrap();
     shop.metadata.uid = Some("shop-uid".into());
@@ -40,8 +40,8 @@ async fn a_new_shop_creates_one_service_per_component_and_reports_progress() {
         &format!("{base}?labelSelector=tienda.dev%2Fshop%3Ddemo"),
         json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "ServiceList", "metadata": {}, "items": []}),
     ));
-    script.push(patch(
-        "/apis/tienda.dev/v1alpha1/namespaces/shops/shops/demo/status?",
+    script.push(apply_status(
+        "/apis/tienda.dev/v1alpha1/namespaces/shops/shops/demo/status",
         Answer::MergeInto(serde_json::to_value(&shop).unwrap()),
     ));
     let (ctx, handle) = context();
@@ -83,7 +83,8 @@ async fn a_component_no_longer_listed_is_deleted() {
     let base = "/apis/tienda.dev/v1alpha1/namespaces/shops/tiendaservices";
     let stale = json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "Service",
         "metadata": {"name": "demo-orders", "namespace": "shops", "labels": {"tienda.dev/shop": "demo"}},
-        "spec": {"shop": "demo", "component": "orders", "image": "x"}});
+        "spec": {"shop": "demo", "component": "orders", "image": "x",
+                 "database": {"name": "shops_demo_orders", "reclaimPolicy": "Delete"}}});
     let (ctx, handle) = context();
     let server = serve(
         handle,
@@ -94,6 +95,7 @@ async fn a_component_no_longer_listed_is_deleted() {
                 &format!("{base}?labelSelector=tienda.dev%2Fshop%3Ddemo"),
                 json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "ServiceList", "metadata": {}, "items": [stale.clone()]}),
             ),
+            patch(&format!("{base}/demo-orders?"), Answer::Json(stale.clone())),
             crate::verifier::Exchange {
                 method: http::Method::DELETE,
                 uri: format!("{base}/demo-orders?"),
@@ -101,8 +103,8 @@ async fn a_component_no_longer_listed_is_deleted() {
                 answer: Answer::Json(stale),
             },
             crate::verifier::event("shops"),
-            patch(
-                "/apis/tienda.dev/v1alpha1/namespaces/shops/shops/demo/status?",
+            apply_status(
+                "/apis/tienda.dev/v1alpha1/namespaces/shops/shops/demo/status",
                 Answer::MergeInto(serde_json::to_value(&shop).unwrap()),
             ),
         ],
@@ -112,15 +114,25 @@ async fn a_component_no_longer_listed_is_deleted() {
         .unwrap();
     drop(ctx);
     let seen = server.await.unwrap();
-    assert_eq!(seen[3].method, http::Method::DELETE);
-    assert!(
-        seen[3].uri.contains("/tiendaservices/demo-orders"),
-        "{}",
-        seen[3].uri
+    // Taking a component out of the list is not a request to drop its data: the Service is
+    // switched to Retain before it is deleted, and the event says what is kept.
+    assert_eq!(
+        seen[3].body,
+        json!({"spec": {"database": {"reclaimPolicy": "Retain"}}})
     );
-    assert_eq!(seen[4].body["reason"], "ServiceRemoved");
-    assert_eq!(seen[4].body["note"], "demo-orders is no longer listed");
-    assert_eq!(seen[5].body["status"]["servicesReady"], "0/1");
+    assert_eq!(seen[4].method, http::Method::DELETE);
+    assert!(
+        seen[4].uri.contains("/tiendaservices/demo-orders"),
+        "{}",
+        seen[4].uri
+    );
+    assert_eq!(seen[5].body["reason"], "ServiceRemoved");
+    let note = seen[5].body["note"].as_str().unwrap();
+    assert!(
+        note.contains("database shops_demo_orders and streams are kept"),
+        "{note}"
+    );
+    assert_eq!(seen[6].body["status"]["servicesReady"], "0/1");
 }
 
 #[tokio::test]
@@ -189,4 +201,44 @@ async fn a_deleted_shop_deletes_its_services_and_waits_for_them_before_letting_g
     drop(ctx);
     let seen = server.await.unwrap();
     assert_eq!(seen[1].body[1]["op"], "remove", "the finalizer is removed");
+}
+
+#[tokio::test]
+async fn a_retained_shop_carries_no_finalizer_and_one_left_over_is_removed() {
+    let mut shop = shop();
+    shop.spec.reclaim_policy = tienda_crds::service::ReclaimPolicy::Retain;
+    shop.metadata.resource_version = Some("7".into());
+    shop.spec
+        .components
+        .retain(|c| c.name == tienda_crds::Component::Auth);
+    let base = "/apis/tienda.dev/v1alpha1/namespaces/shops/tiendaservices";
+    let mut released = serde_json::to_value(&shop).unwrap();
+    released["metadata"]["finalizers"] = json!([]);
+    let (ctx, handle) = context();
+    let server = serve(
+        handle,
+        vec![
+            patch(
+                "/apis/tienda.dev/v1alpha1/namespaces/shops/shops/demo?",
+                Answer::Json(released),
+            ),
+            get_missing(&format!("{base}/demo-auth")),
+            apply(&format!("{base}/demo-auth")),
+            get(
+                &format!("{base}?labelSelector=tienda.dev%2Fshop%3Ddemo"),
+                json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "ServiceList", "metadata": {}, "items": []}),
+            ),
+            apply_status(
+                "/apis/tienda.dev/v1alpha1/namespaces/shops/shops/demo/status",
+                Answer::MergeInto(serde_json::to_value(&shop).unwrap()),
+            ),
+        ],
+    );
+    reconcile(Arc::new(shop), ctx.clone()).await.unwrap();
+    drop(ctx);
+    let seen = server.await.unwrap();
+    assert_eq!(
+        seen[0].body,
+        json!({"metadata": {"finalizers": [], "resourceVersion": "7"}})
+    );
 }

@@ -8,6 +8,7 @@ use http::{Method, Request, Response, StatusCode};
 use kube::{Client, client::Body};
 use prometheus::Registry;
 use serde_json::{Value, json};
+use tienda_kit::testing::rbac::{self, Rules};
 use tienda_operator::controller::Context;
 use tower_test::mock::{self, Handle};
 
@@ -61,6 +62,17 @@ pub fn apply(uri: &str) -> Exchange {
     }
 }
 
+/// A server-side apply of a status subresource (`uri` ends in `/status`), answered with
+/// `answer`.
+pub fn apply_status(uri: &str, answer: Answer) -> Exchange {
+    Exchange {
+        method: Method::PATCH,
+        uri: format!("{uri}?fieldManager=tienda-operator&force=true"),
+        status: StatusCode::OK,
+        answer,
+    }
+}
+
 pub fn post(uri: &str) -> Exchange {
     Exchange {
         method: Method::POST,
@@ -90,6 +102,8 @@ pub fn patch(uri: &str, answer: Answer) -> Exchange {
 pub struct Recorded {
     pub method: Method,
     pub uri: String,
+    /// The `Content-Type` (`application/apply-patch+yaml` for a server-side apply).
+    pub content_type: Option<String>,
     pub body: Value,
 }
 
@@ -118,6 +132,48 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
+/// The operator's service account, as the API server names it.
+pub const OPERATOR_USER: &str = "system:serviceaccount:tienda-system:tienda";
+
+/// What the chart grants the operator: its ClusterRole and the leader-election Role, read from
+/// the chart rendered with default values (`manifests/install.yaml`, drift-checked against the
+/// chart by the delivery tests).
+pub fn operator_rules() -> &'static Rules {
+    static RULES: std::sync::OnceLock<Rules> = std::sync::OnceLock::new();
+    RULES.get_or_init(|| {
+        Rules::from_manifests(
+            include_str!("../../../manifests/install.yaml"),
+            &["tienda", "tienda-leader"],
+        )
+    })
+}
+
+/// The first list in `value` whose objects repeat a `name`, as the API server words it.
+pub fn duplicate_key(value: &Value, path: &str) -> Option<String> {
+    match value {
+        Value::Object(map) => map
+            .iter()
+            .find_map(|(k, v)| duplicate_key(v, &format!("{path}.{k}"))),
+        Value::Array(items) => {
+            let mut names = BTreeSet::new();
+            for item in items {
+                if let Some(name) = item.get("name").and_then(Value::as_str)
+                    && !names.insert(name)
+                {
+                    return Some(format!(
+                        "{path}: duplicate entries for key [name=\"{name}\"]"
+                    ));
+                }
+            }
+            items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| duplicate_key(v, &format!("{path}[{i}]")))
+        }
+        _ => None,
+    }
+}
+
 /// A context around a mocked client, and the handle that plays the API server.
 pub fn context() -> (Arc<Context>, Handle<Request<Body>, Response<Body>>) {
     tienda_kit::install_crypto_provider();
@@ -143,6 +199,29 @@ pub fn serve(
             });
             let method = request.method().clone();
             let uri = request.uri().to_string();
+            let content_type = request
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            // The API server authorizes before anything else: a request the chart's RBAC does
+            // not allow is answered 403, as a cluster would, and fails the test.
+            if let Some(access) = operator_rules().denies(&method, &uri, content_type.as_deref()) {
+                send.send_response(
+                    Response::builder()
+                        .status(StatusCode::FORBIDDEN)
+                        .header("content-type", "application/json")
+                        .body(Body::from(
+                            serde_json::to_vec(&rbac::forbidden(&access, OPERATOR_USER)).unwrap(),
+                        ))
+                        .unwrap(),
+                );
+                panic!(
+                    "request #{i} ({method} {uri}) needs `{access}`, which manifests/install.yaml \
+                     does not grant the operator: add it to charts/tienda/templates/rbac.yaml \
+                     (and docs/operator.md), then run tests/generate"
+                );
+            }
             let body = request.into_body().collect_bytes().await.unwrap();
             let body: Value = if body.is_empty() {
                 Value::Null
@@ -164,7 +243,33 @@ pub fn serve(
                     stored
                 }
             };
-            seen.push(Recorded { method, uri, body });
+            // Lists keyed by name (containers, env, ports, volumes, ...) may not repeat a key:
+            // the API server refuses the whole write with 422.
+            if matches!(method, Method::PATCH | Method::POST | Method::PUT)
+                && let Some(duplicate) = duplicate_key(&body, "")
+            {
+                send.send_response(
+                    Response::builder()
+                        .status(StatusCode::UNPROCESSABLE_ENTITY)
+                        .header("content-type", "application/json")
+                        .body(Body::from(
+                            serde_json::to_vec(&json!({
+                                "kind": "Status", "apiVersion": "v1", "metadata": {},
+                                "status": "Failure", "reason": "Invalid", "code": 422,
+                                "message": duplicate,
+                            }))
+                            .unwrap(),
+                        ))
+                        .unwrap(),
+                );
+                panic!("request #{i} ({method} {uri}) is invalid: {duplicate}");
+            }
+            seen.push(Recorded {
+                method,
+                uri,
+                content_type,
+                body,
+            });
             send.send_response(
                 Response::builder()
                     .status(expected.status)

@@ -34,7 +34,7 @@ fn tag() -> String {
 async fn a_service_is_provisioned_once_and_a_second_run_changes_nothing() {
     let js = js().await;
     let spec = service(&tag());
-    let first = provision_service(&js, &spec, 1).await;
+    let first = provision_service(&js, &spec, 1, None).await;
     assert_eq!(
         first.len(),
         3,
@@ -49,7 +49,7 @@ async fn a_service_is_provisioned_once_and_a_second_run_changes_nothing() {
     assert!(matches!(first[0].result, Ok(Outcome::Created)));
     assert!(matches!(first[2].result, Ok(Outcome::Created)));
 
-    let second = provision_service(&js, &spec, 1).await;
+    let second = provision_service(&js, &spec, 1, None).await;
     for item in &second {
         assert!(matches!(item.result, Ok(Outcome::Unchanged)), "{item:?}");
     }
@@ -65,10 +65,10 @@ async fn a_service_is_provisioned_once_and_a_second_run_changes_nothing() {
 async fn a_stream_deleted_out_of_band_is_recreated() {
     let js = js().await;
     let spec = service(&tag());
-    provision_service(&js, &spec, 1).await;
+    provision_service(&js, &spec, 1, None).await;
     js.delete_stream(&spec.streams[0].name).await.unwrap();
 
-    let again = provision_service(&js, &spec, 1).await;
+    let again = provision_service(&js, &spec, 1, None).await;
     assert!(matches!(again[0].result, Ok(Outcome::Created)), "{again:?}");
     assert!(
         matches!(again[2].result, Ok(Outcome::Created)),
@@ -83,7 +83,7 @@ async fn a_stream_deleted_out_of_band_is_recreated() {
 async fn an_immutable_stream_change_is_reported_and_a_mutable_one_applied() {
     let js = js().await;
     let spec = service(&tag());
-    provision_service(&js, &spec, 1).await;
+    provision_service(&js, &spec, 1, None).await;
 
     let mut memory = spec.streams[0].clone();
     memory.storage = tienda_crds::service::Storage::Memory;
@@ -115,7 +115,7 @@ async fn an_immutable_stream_change_is_reported_and_a_mutable_one_applied() {
 async fn a_consumer_change_is_applied_and_a_missing_stream_is_named() {
     let js = js().await;
     let spec = service(&tag());
-    provision_service(&js, &spec, 1).await;
+    provision_service(&js, &spec, 1, None).await;
 
     let mut consumer = spec.consumers[0].clone();
     consumer.max_deliver = 7;

@@ -66,7 +66,7 @@ async fn run(events: usize, sync_always: bool) -> anyhow::Result<Numbers> {
         "streams": [{"name": "INVENTORY", "subjects": ["tienda.inventory.>"]}],
         "consumers": [{"name": "bench", "stream": "INVENTORY", "maxAckPending": 10000}],
     }))?;
-    for item in tienda_provision::streams::provision_service(&js, &spec, 1).await {
+    for item in tienda_provision::streams::provision_service(&js, &spec, 1, None).await {
         item.result?;
     }
 

@@ -19,7 +19,10 @@ use tienda_gateway::{
     cluster::{Sources, run},
     upstream::Upstreams,
 };
-use tienda_kit::policy::{Policies, Scope};
+use tienda_kit::{
+    policy::{Policies, Scope},
+    testing::rbac::{self, Rules},
+};
 use tokio::sync::mpsc;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -30,6 +33,61 @@ struct Seen {
     method: String,
     uri: String,
     body: Value,
+}
+
+/// What the operator grants the gateway of Shop `acme` in namespace `shop`: its Role.
+fn gateway_rules() -> &'static Rules {
+    static RULES: std::sync::OnceLock<Rules> = std::sync::OnceLock::new();
+    RULES.get_or_init(|| {
+        let mut shop: tienda_crds::Shop = serde_json::from_value(json!({
+            "apiVersion": "tienda.dev/v1alpha1", "kind": "Shop",
+            "metadata": {"name": "acme", "namespace": "shop", "uid": "acme-uid"},
+            "spec": {"version": "0.1.0", "postgres": {"host": "pg", "adminSecretRef": {"name": "pg"}},
+                     "nats": {"url": "nats://nats:4222"}}
+        }))
+        .unwrap();
+        shop.metadata.uid = Some("acme-uid".into());
+        let mut gateway = tienda_operator::shop::desired_services(&shop)
+            .into_iter()
+            .find(|s| s.spec.component == tienda_crds::Component::Gateway)
+            .unwrap();
+        gateway.metadata.uid = Some("gateway-uid".into());
+        let role = tienda_operator::workload::component_role(&gateway);
+        Rules::namespaced("shop", role.rules.unwrap())
+    })
+}
+
+/// Requests the gateway's Role does not allow, across this test binary.
+static DENIED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The API server's 403 when the operator's Role for the gateway does not allow `parts`.
+fn authorize(parts: &axum::http::request::Parts) -> Option<axum::http::Response<Body>> {
+    let content_type = parts
+        .headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let access = gateway_rules().denies(&parts.method, &parts.uri.to_string(), content_type)?;
+    DENIED.lock().unwrap().push(access.to_string());
+    Some(
+        axum::http::Response::builder()
+            .status(403)
+            .header("content-type", "application/json")
+            .body(json_body(&rbac::forbidden(
+                &access,
+                "system:serviceaccount:shop:acme-gateway",
+            )))
+            .unwrap(),
+    )
+}
+
+/// Fails when the gateway made a request its Role does not allow.
+fn assert_authorized() {
+    let denied = DENIED.lock().unwrap().clone();
+    assert!(
+        denied.is_empty(),
+        "the gateway needs permissions the operator's Role for it (workload::component_role) \
+         does not grant: {denied:?}"
+    );
 }
 
 fn json_body(v: &Value) -> Body {
@@ -73,6 +131,9 @@ async fn policies_from_the_api_are_applied_live_and_their_generations_reported()
         let (recorded, receiver) = (recorded.clone(), receiver.clone());
         async move {
             let (parts, body) = request.into_parts();
+            if let Some(refused) = authorize(&parts) {
+                return Ok(refused);
+            }
             let bytes = body
                 .collect()
                 .await
@@ -262,6 +323,7 @@ async fn policies_from_the_api_are_applied_live_and_their_generations_reported()
         .await
         .expect("stops on shutdown")
         .unwrap();
+    assert_authorized();
 }
 
 /// The receiver as a stream.
@@ -288,8 +350,12 @@ async fn endpoint_slices_deleted_or_relisted_after_410_gone_leave_the_table() {
     let api = tower::service_fn(move |request: axum::http::Request<kube::client::Body>| {
         let (listed, counted, receiver) = (listed.clone(), counted.clone(), receiver.clone());
         async move {
-            let uri = request.uri().to_string();
-            let path = request.uri().path().to_owned();
+            let (parts, _) = request.into_parts();
+            if let Some(refused) = authorize(&parts) {
+                return Ok(refused);
+            }
+            let uri = parts.uri.to_string();
+            let path = parts.uri.path().to_owned();
             let body: Body = if uri.contains("watch=true") {
                 // The first EndpointSlice watch carries the test's events; every other stays
                 // open and quiet.
@@ -410,4 +476,5 @@ async fn endpoint_slices_deleted_or_relisted_after_410_gone_leave_the_table() {
         .await
         .expect("stops on shutdown")
         .unwrap();
+    assert_authorized();
 }

@@ -68,7 +68,7 @@ pub async fn provision(env: &Env, consumer: Value) {
         "consumers": [consumer],
     }))
     .unwrap();
-    for item in tienda_provision::streams::provision_service(&env.js, &spec, 1).await {
+    for item in tienda_provision::streams::provision_service(&env.js, &spec, 1, None).await {
         item.result
             .unwrap_or_else(|e| panic!("provisioning {}: {e}", item.name));
     }
