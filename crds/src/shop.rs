@@ -615,6 +615,12 @@ pub struct ShopStatus {
     /// in-cluster Service address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_address: Option<String>,
+
+    /// What the operator made to expose the gateway (`Ingress`, `HTTPRoute`), so what the
+    /// spec no longer asks for is deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub exposed_by: Vec<String>,
 }
 
 /// Readiness of one component, copied from its Service resource.

@@ -229,9 +229,15 @@ impl System {
                     extensions: topology::extensions(*component),
                     connection_limit: None,
                 };
-                database::ensure_database(&admin, &admin_options, &spec, &password)
-                    .await
-                    .with_context(|| format!("provisioning the {component} database"))?;
+                database::ensure_database(
+                    &admin,
+                    &admin_options,
+                    &spec,
+                    &password,
+                    &format!("{LOCAL_NAMESPACE}/{}", shop.name),
+                )
+                .await
+                .with_context(|| format!("provisioning the {component} database"))?;
                 let host = admin_options.get_host().to_owned();
                 let port = admin_options.get_port();
                 credentials.insert(

@@ -12,6 +12,7 @@
 
 pub mod conditions;
 pub mod controller;
+pub mod exposure;
 pub mod leader;
 pub mod run;
 pub mod shop;

@@ -24,7 +24,11 @@ use k8s_openapi::{
     },
 };
 use kube::{Resource, ResourceExt};
-use tienda_crds::{Component, Service, Shop, service::ReclaimPolicy, shop::SslMode};
+use tienda_crds::{
+    Component, Service, Shop,
+    service::ReclaimPolicy,
+    shop::{ServiceType, SslMode},
+};
 
 use tienda_provision::environment::{ADMIN_PORT, Placed, Value, component_environment, var};
 
@@ -123,6 +127,12 @@ pub fn credentials_secret(
     })
 }
 
+/// The gateway's setting of the proxies whose `X-Forwarded-For` it believes.
+pub const TRUSTED_PROXIES: &str = "GATEWAY_TRUSTED_PROXIES";
+
+/// The private address ranges a cluster's pods use (RFC 1918, and IPv6 unique local).
+pub const PRIVATE_RANGES: &str = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7";
+
 /// A component's environment in a pod: [`component_environment`] with Secrets and fields
 /// referenced, cluster addresses filled in, and the user's `env` after it. A user entry with
 /// the name of one the operator sets replaces it in place: `env` is a list keyed by name, and
@@ -139,6 +149,21 @@ pub fn environment(service: &Service, shop: &Shop) -> Vec<EnvVar> {
                 .unwrap_or_else(|| env_var(service, shop, name, value))
         })
         .collect();
+    // Behind an Ingress or a Gateway API route, requests reach the gateway from the ingress
+    // controller's pods: trust `X-Forwarded-For` from the cluster's private ranges, so rate
+    // limits and fraud checks see clients' own addresses. A user `env` entry replaces it.
+    let fronted = shop
+        .spec
+        .gateway
+        .as_ref()
+        .is_some_and(|g| g.ingress.is_some() || g.http_route.is_some());
+    if service.spec.component == Component::Gateway && fronted {
+        env.push(EnvVar {
+            name: TRUSTED_PROXIES.into(),
+            value: Some(PRIVATE_RANGES.into()),
+            value_from: None,
+        });
+    }
     for entry in user {
         match env.iter_mut().find(|e| e.name == entry.name) {
             // The last of two user entries with one name wins, as in a pod spec edit.
@@ -366,7 +391,19 @@ pub fn deployment(service: &Service, shop: &Shop, config_hash: &str) -> Deployme
 }
 
 /// The Kubernetes Service in front of the pods (named like the Service resource).
-pub fn kube_service(service: &Service) -> KubeService {
+pub fn kube_service(service: &Service, shop: &Shop) -> KubeService {
+    // The gateway's Service is what the Shop exposes (`spec.gateway.serviceType`); a node port
+    // or load balancer keeps traffic on the node that received it, so the gateway sees the
+    // client's own address (its rate limits key on it) rather than another node's.
+    let exposed = match (service.spec.component, shop.spec.gateway.as_ref()) {
+        (Component::Gateway, Some(gateway)) => gateway.service_type,
+        _ => ServiceType::ClusterIP,
+    };
+    let (type_, external_traffic_policy) = match exposed {
+        ServiceType::ClusterIP => ("ClusterIP", None),
+        ServiceType::NodePort => ("NodePort", Some("Local".to_owned())),
+        ServiceType::LoadBalancer => ("LoadBalancer", Some("Local".to_owned())),
+    };
     KubeService {
         metadata: meta(service, service.name_any()),
         spec: Some(KubeServiceSpec {
@@ -379,7 +416,8 @@ pub fn kube_service(service: &Service) -> KubeService {
                 app_protocol: Some("http".into()),
                 ..ServicePort::default()
             }]),
-            type_: Some("ClusterIP".into()),
+            type_: Some(type_.into()),
+            external_traffic_policy,
             ..KubeServiceSpec::default()
         }),
         status: None,
@@ -466,6 +504,50 @@ pub fn pod_disruption_budget(service: &Service) -> PodDisruptionBudget {
     }
 }
 
+/// Where a Deployment's rollout stands, read the way `kubectl rollout status` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollout {
+    /// Every pod runs the current template and is available: the controller has seen the
+    /// latest spec (`observedGeneration`), `updatedReplicas` reached the wanted count, no old
+    /// pod is left, and every updated pod is available.
+    pub complete: bool,
+    /// Pods available (ready for `minReadySeconds`).
+    pub available: i32,
+    /// Pods ready.
+    pub ready: i32,
+    /// The Deployment gave up (`Progressing` with reason `ProgressDeadlineExceeded`).
+    pub stalled: bool,
+    /// For people: `2 of 3 updated, 1 available`.
+    pub message: String,
+}
+
+/// The rollout of `deployment` towards `wanted` replicas (pure).
+pub fn rollout(deployment: &Deployment, wanted: i32) -> Rollout {
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let status = deployment.status.clone().unwrap_or_default();
+    let observed = status.observed_generation.unwrap_or(0) >= generation;
+    let updated = status.updated_replicas.unwrap_or(0);
+    let total = status.replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    let stalled = status.conditions.iter().flatten().any(|c| {
+        c.type_.as_deref() == Some("Progressing")
+            && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    });
+    let complete = observed && updated >= wanted && total == updated && available >= updated;
+    let message = if !observed {
+        "the Deployment controller has not seen the latest spec yet".to_owned()
+    } else {
+        format!("{updated} of {wanted} updated, {available} available, {total} in all")
+    };
+    Rollout {
+        complete,
+        available,
+        ready: status.ready_replicas.unwrap_or(0),
+        stalled,
+        message,
+    }
+}
+
 /// A stable hash (FNV-1a, hex) of everything the pods read at start, for the rollout annotation.
 pub fn config_hash(parts: &[&[u8]]) -> String {
     // Each part is followed by 0xff (not valid UTF-8), so ["ab","c"] and ["a","bc"] differ.
@@ -507,6 +589,80 @@ mod tests {
             value_from: None,
         });
         service
+    }
+
+    #[test]
+    fn a_rollout_is_complete_only_when_every_pod_runs_the_latest_spec_and_is_available() {
+        let at = |generation: i64, status: serde_json::Value| -> Deployment {
+            serde_json::from_value(json!({"metadata": {"name": "d", "generation": generation},
+                                          "status": status}))
+            .unwrap()
+        };
+        let done = json!({"observedGeneration": 4, "replicas": 2, "updatedReplicas": 2,
+                          "readyReplicas": 2, "availableReplicas": 2});
+        assert!(rollout(&at(4, done.clone()), 2).complete);
+        assert!(
+            !rollout(&at(5, done.clone()), 2).complete,
+            "a spec change not yet seen by the Deployment controller"
+        );
+        let mut old_pod_left = done.clone();
+        old_pod_left["replicas"] = json!(3);
+        assert!(
+            !rollout(&at(4, old_pod_left), 2).complete,
+            "an old pod is still there"
+        );
+        let mut unavailable = done.clone();
+        unavailable["availableReplicas"] = json!(1);
+        let half = rollout(&at(4, unavailable), 2);
+        assert!(!half.complete);
+        assert_eq!(half.available, 1);
+        assert_eq!(half.message, "2 of 2 updated, 1 available, 2 in all");
+        let mut stuck = done;
+        stuck["conditions"] = json!([{"type": "Progressing", "status": "False",
+                                       "reason": "ProgressDeadlineExceeded"}]);
+        assert!(rollout(&at(4, stuck), 2).stalled);
+        assert!(
+            rollout(&at(1, json!({"observedGeneration": 1})), 0).complete,
+            "scaled to zero"
+        );
+    }
+
+    #[test]
+    fn the_gateway_is_exposed_as_the_shop_asks_and_trusts_the_ingress_in_front() {
+        let mut shop = shop();
+        let mut gateway = crate::shop::desired_services(&shop)
+            .into_iter()
+            .find(|s| s.spec.component == Component::Gateway)
+            .unwrap();
+        gateway.metadata.uid = Some("gw-uid".into());
+        let plain = kube_service(&gateway, &shop).spec.unwrap();
+        assert_eq!(plain.type_.as_deref(), Some("ClusterIP"));
+        assert!(
+            !environment(&gateway, &shop)
+                .iter()
+                .any(|e| e.name == TRUSTED_PROXIES),
+            "no proxy in front, no proxy trusted"
+        );
+
+        shop.spec.gateway = Some(
+            serde_json::from_value(json!({"serviceType": "LoadBalancer",
+                "ingress": {"host": "shop.example.com"}}))
+            .unwrap(),
+        );
+        let exposed = kube_service(&gateway, &shop).spec.unwrap();
+        assert_eq!(exposed.type_.as_deref(), Some("LoadBalancer"));
+        assert_eq!(exposed.external_traffic_policy.as_deref(), Some("Local"));
+        let env = environment(&gateway, &shop);
+        assert_eq!(
+            var(&env, TRUSTED_PROXIES).value.as_deref(),
+            Some(PRIVATE_RANGES)
+        );
+        let orders = kube_service(&service(), &shop).spec.unwrap();
+        assert_eq!(
+            orders.type_.as_deref(),
+            Some("ClusterIP"),
+            "only the gateway is exposed"
+        );
     }
 
     #[test]
@@ -773,7 +929,7 @@ mod tests {
                 "probes stay on the public port"
             );
         }
-        let svc = kube_service(&service()).spec.unwrap();
+        let svc = kube_service(&service(), &shop()).spec.unwrap();
         let names: Vec<_> = svc.ports.unwrap().into_iter().map(|p| p.name).collect();
         assert_eq!(names, [Some("http".to_owned())]);
     }
@@ -879,7 +1035,7 @@ mod tests {
         let s = service();
         let metas = [
             deployment(&s, &shop(), "h").metadata,
-            kube_service(&s).metadata,
+            kube_service(&s, &shop()).metadata,
             service_account(&s).metadata,
             pod_disruption_budget(&s).metadata,
         ];
@@ -928,7 +1084,7 @@ mod tests {
     #[test]
     fn the_service_selects_the_pods_and_the_pdb_never_blocks_a_single_replica() {
         let s = service();
-        let svc = kube_service(&s);
+        let svc = kube_service(&s, &shop());
         let pod_labels = deployment(&s, &shop(), "h")
             .spec
             .template

@@ -19,6 +19,19 @@ pub enum DatabaseError {
         "{0:?} is not a valid database or role name: use lower-case letters, digits and _ (at most 63)"
     )]
     InvalidName(String),
+    /// The role exists and another owner made it: it is never re-passworded or dropped.
+    #[error(
+        "role {name} belongs to {holder}, not {owner}: the operator never changes or drops a role \
+         it did not create; give the Shop another name (or namespace), or remove the role"
+    )]
+    NotOurs {
+        /// The role (and database) name.
+        name: String,
+        /// Who made it, from its comment.
+        holder: String,
+        /// Who asked.
+        owner: String,
+    },
     /// PostgreSQL refused.
     #[error("{what}: {source}")]
     Postgres {
@@ -35,6 +48,7 @@ impl DatabaseError {
     pub fn reason(&self) -> &'static str {
         match self {
             DatabaseError::InvalidName(_) => "InvalidName",
+            DatabaseError::NotOurs { .. } => "DatabaseOwnedByAnother",
             DatabaseError::Postgres { .. } => "PostgresError",
         }
     }
@@ -128,9 +142,11 @@ pub async fn ensure_database(
     admin_options: &PgConnectOptions,
     spec: &DatabaseSpec,
     password: &str,
+    owner: &str,
 ) -> Result<Outcome, DatabaseError> {
     let name = ident(&spec.name)?;
     let mut changed = Vec::new();
+    let marked = check_owner(admin, &spec.name, owner).await?;
 
     let role = sqlx::query("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1")
         .bind(&spec.name)
@@ -171,6 +187,18 @@ pub async fn ensure_database(
                 changed.push("connectionLimit".to_owned());
             }
         }
+    }
+
+    if !marked {
+        exec(
+            admin,
+            format!(
+                "COMMENT ON ROLE {name} IS {}",
+                literal(&format!("{OWNER_MARK}{owner}"))
+            ),
+            "recording the role's owner",
+        )
+        .await?;
     }
 
     let exists: bool =
@@ -252,6 +280,36 @@ pub async fn ensure_database(
     })
 }
 
+/// The comment on a role that names who made it: `tienda.dev/owner=<owner>` (a Shop's
+/// `<namespace>/<name>`, or `tienda up`'s shop). Two Shops whose names map to one role name
+/// (`a-b`/`c` and `a`/`b-c` both give `a_b_c_<component>`) must not share, re-password or drop
+/// each other's role and database.
+pub const OWNER_MARK: &str = "tienda.dev/owner=";
+
+/// Refuses a role another owner made; returns whether it already carries `owner`'s mark. A
+/// role without a comment (made before owners were recorded) is adopted.
+async fn check_owner(admin: &PgPool, role: &str, owner: &str) -> Result<bool, DatabaseError> {
+    let comment: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+    )
+    .bind(role)
+    .fetch_optional(admin)
+    .await
+    .map_err(pg("reading the role's owner"))?;
+    match comment.flatten() {
+        None => Ok(false),
+        Some(mark) if mark.strip_prefix(OWNER_MARK) == Some(owner) => Ok(true),
+        Some(mark) => Err(DatabaseError::NotOurs {
+            name: role.to_owned(),
+            holder: mark.strip_prefix(OWNER_MARK).map_or_else(
+                || format!("whoever wrote the comment {mark:?}"),
+                str::to_owned,
+            ),
+            owner: owner.to_owned(),
+        }),
+    }
+}
+
 fn role_is_new(changed: &[String]) -> bool {
     changed.first().is_some_and(|c| c == "role")
 }
@@ -289,8 +347,9 @@ pub async fn database_exists(admin: &PgPool, name: &str) -> Result<bool, Databas
 
 /// Drops the database (terminating its connections first) and its role. For reclaim policy
 /// `Delete` only; a missing database or role is not an error.
-pub async fn drop_database(admin: &PgPool, name: &str) -> Result<(), DatabaseError> {
+pub async fn drop_database(admin: &PgPool, name: &str, owner: &str) -> Result<(), DatabaseError> {
     let quoted = ident(name)?;
+    check_owner(admin, name, owner).await?;
     sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
         .bind(name)
         .fetch_all(admin)

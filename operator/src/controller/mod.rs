@@ -127,12 +127,7 @@ where
     CleanupFut: Future<Output = Result<kube::runtime::controller::Action>>,
 {
     use kube::runtime::finalizer::{Event, finalizer};
-    let _timer = ctx
-        .metrics
-        .duration
-        .with_label_values(&[kind])
-        .start_timer();
-    ctx.metrics.reconciles.with_label_values(&[kind]).inc();
+    let _timer = ctx.metrics.start(kind);
     let key = object_key(kind, &*object);
     let api: kube::Api<K> = kube::Api::namespaced(
         ctx.client.clone(),
@@ -178,12 +173,7 @@ where
     ReleaseFut: Future<Output = ()>,
 {
     use kube::ResourceExt;
-    let _timer = ctx
-        .metrics
-        .duration
-        .with_label_values(&[kind])
-        .start_timer();
-    ctx.metrics.reconciles.with_label_values(&[kind]).inc();
+    let _timer = ctx.metrics.start(kind);
     let key = object_key(kind, &*object);
     let deleting = object.meta().deletion_timestamp.is_some();
     if object.finalizers().iter().any(|f| f == finalizer_name) {

@@ -178,12 +178,7 @@ async fn resolve<P: Policy>(policy: &P, ctx: &Ctx, namespace: &str) -> Result<Op
 
 /// Reconciles one policy.
 pub async fn reconcile<P: Policy>(policy: Arc<P>, ctx: Ctx) -> Result<Action> {
-    let _timer = ctx
-        .metrics
-        .duration
-        .with_label_values(&[P::KIND])
-        .start_timer();
-    ctx.metrics.reconciles.with_label_values(&[P::KIND]).inc();
+    let _timer = ctx.metrics.start(P::KIND);
     let namespace = policy.namespace().unwrap_or_default();
     let resolved = resolve(&*policy, &ctx, &namespace).await?;
     let others = Api::<P>::namespaced(ctx.client.clone(), &namespace)

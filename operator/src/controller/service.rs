@@ -25,7 +25,7 @@ use tienda_crds::{
     service::{ReclaimPolicy, StreamStatus},
     status::condition,
 };
-use tienda_provision::{Outcome, database, streams};
+use tienda_provision::{Outcome, ProvisionError, database, streams};
 
 use super::{
     FIELD_MANAGER, apply_child, apply_status, backoff_on_error,
@@ -128,6 +128,17 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
             );
         };
 
+    let was = |type_: &str| conditions::is_true(&old_status.conditions, type_);
+    // What the operator could not verify this time (its own view, not the workload's).
+    let mut unverified: Vec<String> = Vec::new();
+    // A failure to retry with backoff once the rest is done and the status written.
+    let mut retry: Option<Error> = None;
+    // Whether the database and streams were verified recently with the same inputs, and the
+    // fingerprint of those inputs.
+    let key = format!("{namespace}/{}", service.name_any());
+    let mut fresh = false;
+    let mut provisioned: Option<String> = None;
+
     let shops: Api<Shop> = Api::namespaced(client.clone(), &namespace);
     let Some(shop) = shops.get_opt(&service.spec.shop).await? else {
         set(
@@ -183,13 +194,37 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
                 .into_bytes(),
         );
         status.credentials_secret = Some(name);
-        let result = async {
-            let (pool, options) = ctx.postgres_admin(&shop, &namespace).await?;
-            Ok::<_, Error>(database::ensure_database(&pool, &options, db, &password).await?)
-        }
-        .await;
+        // External state is checked when something that shapes it changed (the spec, the
+        // Shop's servers, the credentials) or after a slow timer, not on every resync: a
+        // thousand Shops would otherwise log in to PostgreSQL many times a second.
+        let fingerprint = workload::config_hash(&[
+            &generation.unwrap_or(0).to_le_bytes(),
+            &serde_json::to_vec(&shop.spec.postgres).unwrap_or_default(),
+            &serde_json::to_vec(&shop.spec.nats).unwrap_or_default(),
+            password.as_bytes(),
+        ]);
+        let has_streams = !service.spec.streams.is_empty() || !service.spec.consumers.is_empty();
+        fresh = ctx.recently_provisioned(&key, &fingerprint)
+            && was(condition::DATABASE_READY)
+            && (!has_streams || was(condition::STREAMS_READY));
+        provisioned = Some(fingerprint);
+        let result = if fresh {
+            None
+        } else {
+            Some(
+                async {
+                    let (pool, options) = ctx.postgres_admin(&shop, &namespace).await?;
+                    let owner = format!("{namespace}/{}", shop.name_any());
+                    Ok::<_, Error>(
+                        database::ensure_database(&pool, &options, db, &password, &owner).await?,
+                    )
+                }
+                .await,
+            )
+        };
         match result {
-            Ok(outcome) => {
+            None => {}
+            Some(Ok(outcome)) => {
                 if outcome != Outcome::Unchanged {
                     ctx.event(
                         &*service,
@@ -207,7 +242,15 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
                     format!("database {} is ready", db.name),
                 );
             }
-            Err(err) => {
+            // The operator cannot reach a database it provisioned before: the workload talks
+            // to PostgreSQL on its own and may well be fine. `DatabaseReady` keeps what was
+            // last verified, `Degraded` says what the operator cannot see, and the error
+            // brings the reconcile back with backoff.
+            Some(Err(err)) if is_unreachable(&err) && was(condition::DATABASE_READY) => {
+                unverified.push(format!("cannot verify the database: {err}"));
+                retry.get_or_insert(err);
+            }
+            Some(Err(err)) => {
                 set(
                     &mut status,
                     condition::DATABASE_READY,
@@ -229,7 +272,7 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
     }
 
     // 2. Streams and consumers: every item is attempted and reported.
-    if !service.spec.streams.is_empty() || !service.spec.consumers.is_empty() {
+    if !fresh && (!service.spec.streams.is_empty() || !service.spec.consumers.is_empty()) {
         match ctx.jetstream(&shop, &namespace).await {
             Ok(js) => {
                 let owner = format!("{namespace}/{}", shop.name_any());
@@ -263,8 +306,19 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
                         condition::STREAMS_READY,
                         Status::False,
                         first.reason(),
-                        message,
+                        message.clone(),
                     );
+                    // NATS refusing or not answering is retried soon with backoff; a spec
+                    // NATS cannot apply waits for the spec to change.
+                    if failed
+                        .iter()
+                        .any(|e| matches!(e, ProvisionError::Nats { .. }))
+                    {
+                        retry.get_or_insert(Error::NatsConnect {
+                            url: shop.spec.nats.url.clone(),
+                            message,
+                        });
+                    }
                 } else {
                     if report
                         .iter()
@@ -287,13 +341,20 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
                     );
                 }
             }
-            Err(err) => set(
-                &mut status,
-                condition::STREAMS_READY,
-                Status::False,
-                err.reason(),
-                err.to_string(),
-            ),
+            Err(err) if is_unreachable(&err) && was(condition::STREAMS_READY) => {
+                unverified.push(format!("cannot verify the streams: {err}"));
+                retry.get_or_insert(err);
+            }
+            Err(err) => {
+                set(
+                    &mut status,
+                    condition::STREAMS_READY,
+                    Status::False,
+                    err.reason(),
+                    err.to_string(),
+                );
+                retry.get_or_insert(err);
+            }
         }
     }
 
@@ -306,7 +367,7 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
     .await?;
     apply_child(
         &Api::<KubeService>::namespaced(client.clone(), &namespace),
-        workload::kube_service(&service),
+        workload::kube_service(&service, &shop),
     )
     .await?;
     let deployment = apply_child(
@@ -330,46 +391,101 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
     )
     .await?;
 
-    // 4. Status.
-    let ready_replicas = deployment
-        .status
-        .as_ref()
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
-    status.ready_replicas = Some(ready_replicas);
-    status.endpoint = Some(format!("http://{}.{namespace}.svc", service.name_any()));
+    // 4. Status: Ready means the rollout is done and the database and streams are in place.
     let wanted = service.spec.replicas;
-    if wanted == 0 || ready_replicas >= 1 {
+    let rollout = workload::rollout(&deployment, wanted);
+    status.ready_replicas = Some(rollout.ready);
+    status.endpoint = Some(format!("http://{}.{namespace}.svc", service.name_any()));
+    let available = rollout.available;
+    if wanted == 0 || available >= 1 {
         set(
             &mut status,
             condition::AVAILABLE,
             Status::True,
             "MinimumReplicasAvailable",
-            format!("{ready_replicas}/{wanted} pods ready"),
+            format!("{available}/{wanted} pods available"),
         );
     } else {
         set(
             &mut status,
             condition::AVAILABLE,
             Status::False,
-            "NoPodReady",
-            format!("0/{wanted} pods ready"),
+            "NoPodAvailable",
+            format!("0/{wanted} pods available"),
         );
     }
-    let problems: Vec<String> = [
-        condition::DATABASE_READY,
-        condition::STREAMS_READY,
-        condition::AVAILABLE,
-    ]
-    .iter()
-    .filter_map(|t| {
-        status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == *t && c.status != "True")
-    })
-    .map(|c| format!("{}: {}", c.type_, c.message))
-    .collect();
+    if rollout.stalled {
+        set(
+            &mut status,
+            condition::PROGRESSING,
+            Status::False,
+            "ProgressDeadlineExceeded",
+            format!("the rollout stopped making progress: {}", rollout.message),
+        );
+    } else if rollout.complete {
+        set(
+            &mut status,
+            condition::PROGRESSING,
+            Status::False,
+            "RolloutComplete",
+            rollout.message.clone(),
+        );
+    } else {
+        set(
+            &mut status,
+            condition::PROGRESSING,
+            Status::True,
+            "RollingOut",
+            rollout.message.clone(),
+        );
+    }
+    let mut problems: Vec<String> = [condition::DATABASE_READY, condition::STREAMS_READY]
+        .iter()
+        .filter_map(|t| {
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == *t && c.status != "True")
+        })
+        .map(|c| format!("{}: {}", c.type_, c.message))
+        .collect();
+    if !rollout.complete {
+        problems.push(format!("rollout: {}", rollout.message));
+    }
+    // Degraded: it serves, but not fully — some pods down, a stalled rollout, or parts the
+    // operator cannot verify or provision.
+    let mut degraded: Vec<String> = unverified;
+    if available >= 1 {
+        if available < wanted {
+            degraded.push(format!("{available} of {wanted} pods available"));
+        }
+        if rollout.stalled {
+            degraded.push("the rollout stopped making progress".into());
+        }
+        degraded.extend(
+            problems
+                .iter()
+                .filter(|p| !p.starts_with("rollout"))
+                .cloned(),
+        );
+    }
+    if degraded.is_empty() {
+        set(
+            &mut status,
+            condition::DEGRADED,
+            Status::False,
+            "AsExpected",
+            String::new(),
+        );
+    } else {
+        set(
+            &mut status,
+            condition::DEGRADED,
+            Status::True,
+            "PartlyAvailable",
+            degraded.join("; "),
+        );
+    }
     let was_ready = conditions::is_true(&old_status.conditions, condition::READY);
     if problems.is_empty() {
         set(
@@ -406,8 +522,35 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
             .await;
         }
     }
+    let verified = [condition::DATABASE_READY, condition::STREAMS_READY]
+        .iter()
+        .all(|t| {
+            !status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == *t && c.status != "True")
+        });
+    if let Some(fingerprint) = provisioned
+        && !fresh
+        && retry.is_none()
+        && verified
+    {
+        ctx.provisioned(&key, &fingerprint);
+    }
     patch_status(ctx, &service, &old_status, status).await?;
-    Ok(periodic_requeue())
+    match retry {
+        Some(err) => Err(err),
+        None => Ok(periodic_requeue()),
+    }
+}
+
+/// Whether `err` is the operator failing to reach PostgreSQL or NATS (or the Secret that opens
+/// them), rather than a provisioning the server refused.
+fn is_unreachable(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::PostgresConnect { .. } | Error::NatsConnect { .. } | Error::Kube(_)
+    )
 }
 
 /// Applies the status, unless nothing changed.
@@ -467,7 +610,9 @@ async fn cleanup(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
         }
         Err(err) => return Err(cleanup_blocked(ctx, &service, err).await),
     };
-    if let Err(err) = database::drop_database(&pool, &db.name).await {
+    if let Err(err) =
+        database::drop_database(&pool, &db.name, &format!("{namespace}/{}", shop.name_any())).await
+    {
         return Err(cleanup_blocked(ctx, &service, err.into()).await);
     }
     if !service.spec.streams.is_empty() || !service.spec.consumers.is_empty() {

@@ -5,10 +5,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::{api::networking::v1::Ingress, jiff::Timestamp};
 use kube::{
     Api, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams},
+    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams},
     runtime::{controller::Action, events::EventType},
 };
 use tienda_crds::{
@@ -24,6 +24,7 @@ use super::{
 };
 use crate::{
     conditions::{self, Status},
+    exposure,
     shop::{desired_services, labels, service_name},
 };
 
@@ -154,6 +155,7 @@ async fn apply(shop: Arc<Shop>, ctx: &Ctx) -> Result<Action> {
         observed_generation: generation,
         ..old.clone()
     };
+    status.exposed_by = expose(&shop, ctx, &namespace, &old.exposed_by).await?;
     status.components = current
         .iter()
         .map(|s| {
@@ -248,6 +250,67 @@ async fn apply(shop: Arc<Shop>, ctx: &Ctx) -> Result<Action> {
         Ok(Action::requeue(Duration::from_secs(15)))
     } else {
         Ok(periodic_requeue())
+    }
+}
+
+/// Applies the Ingress and HTTPRoute `spec.gateway` asks for, deletes the ones it asked for
+/// before (`before`, from the status) and no longer does; returns what now exposes the gateway.
+/// A Shop that never asked for either costs no request.
+async fn expose(shop: &Shop, ctx: &Ctx, namespace: &str, before: &[String]) -> Result<Vec<String>> {
+    let name = exposure::name(shop);
+    let mut now = Vec::new();
+    let ingresses: Api<Ingress> = Api::namespaced(ctx.client.clone(), namespace);
+    match exposure::ingress(shop) {
+        Some(desired) => {
+            apply_child(&ingresses, desired).await?;
+            now.push(exposure::INGRESS.to_owned());
+        }
+        None if before.iter().any(|k| k == exposure::INGRESS) => {
+            delete_if_present(&ingresses, &name).await?;
+        }
+        None => {}
+    }
+    let routes: Api<DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        namespace,
+        &exposure::http_route_resource(),
+    );
+    match exposure::http_route(shop) {
+        Some(desired) => {
+            if let Err(err) = apply_child(&routes, desired).await {
+                if let Error::Kube(kube::Error::Api(e)) = &err
+                    && e.code == 404
+                {
+                    ctx.event(
+                        shop,
+                        EventType::Warning,
+                        "GatewayApiMissing",
+                        "spec.gateway.httpRoute: the cluster has no HTTPRoute resource; install \
+                         the Gateway API CRDs (gateway.networking.k8s.io/v1)"
+                            .into(),
+                    )
+                    .await;
+                }
+                return Err(err);
+            }
+            now.push(exposure::HTTP_ROUTE.to_owned());
+        }
+        None if before.iter().any(|k| k == exposure::HTTP_ROUTE) => {
+            delete_if_present(&routes, &name).await?;
+        }
+        None => {}
+    }
+    Ok(now)
+}
+
+async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -37,18 +37,22 @@ fn put(answer: Answer, status: http::StatusCode) -> Exchange {
 const LEASE_DURATION: Duration = Duration::from_secs(15);
 const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 
-/// A lock held as `pod-a` against the mocked API server playing `script`.
-fn lock(script: Vec<Exchange>) -> (LeaseLock, Arc<Context>, JoinHandle<Vec<Recorded>>) {
-    let (ctx, handle) = context();
-    let server = serve(handle, script);
-    let lock = LeaseLock::new(
+/// The lock `tienda-operator` held as `pod-a` through `ctx`'s client.
+fn pod_a(ctx: &Context) -> LeaseLock {
+    LeaseLock::new(
         Api::<Lease>::namespaced(ctx.client.clone(), "tienda-system"),
         "tienda-operator",
         "pod-a",
         LEASE_DURATION,
         RENEW_DEADLINE,
-    );
-    (lock, ctx, server)
+    )
+}
+
+/// A lock held as `pod-a` against the mocked API server playing `script`.
+fn lock(script: Vec<Exchange>) -> (LeaseLock, Arc<Context>, JoinHandle<Vec<Recorded>>) {
+    let (ctx, handle) = context();
+    let server = serve(handle, script);
+    (pod_a(&ctx), ctx, server)
 }
 
 async fn attempt(script: Vec<Exchange>, now: &str) -> (Holder, Vec<Recorded>) {
@@ -201,13 +205,7 @@ async fn of_two_replicas_racing_for_a_free_lease_the_one_that_loses_the_write_fo
 async fn a_leader_whose_api_server_stalls_stops_before_a_follower_may_start() {
     // The lease is created; then the API server accepts requests and never answers them.
     let (ctx, mut handle) = context();
-    let lock = LeaseLock::new(
-        Api::<Lease>::namespaced(ctx.client.clone(), "tienda-system"),
-        "tienda-operator",
-        "pod-a",
-        LEASE_DURATION,
-        RENEW_DEADLINE,
-    );
+    let lock = pod_a(&ctx);
     let server = tokio::spawn(async move {
         let mut unanswered = Vec::new();
         let mut answered = 0;

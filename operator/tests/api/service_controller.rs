@@ -349,8 +349,8 @@ async fn a_new_service_gets_its_secret_database_streams_workload_and_status_and_
 
 /// The API server as it really behaves after the first reconcile: the Deployment's pods came up
 /// (its status says so), and someone `kubectl edit`ed it (another image, five replicas) — our
-/// applied-hash annotation untouched. The next reconcile must put the Deployment
-/// back and report the Service Ready from the Deployment's status.
+/// applied-hash annotation untouched. The next reconcile must put the Deployment back, and
+/// report the Service Ready only once the Deployment's rollout of what it put back is done.
 #[tokio::test]
 async fn a_ready_deployment_makes_the_service_ready_and_a_hand_edited_one_is_put_back() {
     let (pg, nats, name) = (pg(), NatsServer::start(), shop_name());
@@ -383,7 +383,13 @@ async fn a_ready_deployment_makes_the_service_ready_and_a_hand_edited_one_is_put
     edited["spec"]["template"]["spec"]["containers"][0]["image"] =
         json!("evil.example/auth:latest");
     edited["metadata"]["resourceVersion"] = json!("41");
-    edited["status"] = json!({"replicas": 5, "readyReplicas": 1, "availableReplicas": 1});
+    edited["metadata"]["generation"] = json!(7);
+    edited["status"] = json!({"observedGeneration": 7, "replicas": 5, "updatedReplicas": 5,
+                              "readyReplicas": 1, "availableReplicas": 1});
+    // What the server holds after the operator's apply: the spec put back (a new generation
+    // the Deployment controller has not acted on yet) and the status as it was.
+    let mut put_back = edited.clone();
+    put_back["metadata"]["generation"] = json!(8);
 
     let (ctx, handle) = context();
     let server = serve(
@@ -398,9 +404,67 @@ async fn a_ready_deployment_makes_the_service_ready_and_a_hand_edited_one_is_put
             // The apply answers as the server would: the stored object with the applied fields
             // (lists replaced whole) and its status kept.
             crate::verifier::Exchange {
-                answer: Answer::MergeInto(edited),
+                answer: Answer::MergeInto(put_back),
                 ..apply(&base("deploy", &name))
             },
+            get(&base("pdb", &name), children[3].clone()),
+            get(&base("role", &name), children[4].clone()),
+            get(&base("binding", &name), children[5].clone()),
+            apply_status(
+                &format!("{}/status", base("service", &name)),
+                Answer::MergeInto(serde_json::to_value(&stored).unwrap()),
+            ),
+        ],
+    );
+    reconcile(Arc::new(stored.clone()), ctx.clone())
+        .await
+        .unwrap();
+    drop(ctx);
+    let again = server.await.unwrap();
+
+    let applied = &again[6].body;
+    assert_eq!(applied["spec"]["replicas"], 1, "the replica count put back");
+    let containers = applied["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    assert_eq!(containers.len(), 1);
+    assert_eq!(containers[0]["image"], official);
+    let status = again[10].body["status"].clone();
+    let condition = |status: &Value, t: &str| {
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .unwrap_or_else(|| panic!("no {t}"))
+            .clone()
+    };
+    assert_eq!(condition(&status, "Available")["status"], "True");
+    assert_eq!(
+        condition(&status, "Ready")["status"],
+        "False",
+        "one pod of the hand-edited spec is up, but what was put back is not rolled out yet"
+    );
+    assert_eq!(condition(&status, "Progressing")["status"], "True");
+    assert_eq!(condition(&status, "Progressing")["reason"], "RollingOut");
+
+    // The Deployment controller rolls it out: one pod, of the current spec, available.
+    let mut done = again[6].body.clone();
+    done["metadata"]["generation"] = json!(8);
+    done["metadata"]["annotations"] = children[2]["metadata"]["annotations"].clone();
+    done["status"] = json!({"observedGeneration": 8, "replicas": 1, "updatedReplicas": 1,
+                            "readyReplicas": 1, "availableReplicas": 1});
+    stored.status = Some(serde_json::from_value(status).unwrap());
+    let (ctx, handle) = context();
+    let server = serve(
+        handle,
+        vec![
+            get(&base("shop", &name), serde_json::to_value(&shop).unwrap()),
+            get(&base("secret", &name), seen[2].body.clone()),
+            get(&base("admin", &name), admin_secret(&pg)),
+            get(&base("sa", &name), children[0].clone()),
+            get(&base("svc", &name), children[1].clone()),
+            get(&base("deploy", &name), done),
             get(&base("pdb", &name), children[3].clone()),
             get(&base("role", &name), children[4].clone()),
             get(&base("binding", &name), children[5].clone()),
@@ -413,29 +477,16 @@ async fn a_ready_deployment_makes_the_service_ready_and_a_hand_edited_one_is_put
     );
     reconcile(Arc::new(stored), ctx.clone()).await.unwrap();
     drop(ctx);
-    let again = server.await.unwrap();
-
-    let applied = &again[6].body;
-    assert_eq!(applied["spec"]["replicas"], 1, "the replica count put back");
-    let containers = applied["spec"]["template"]["spec"]["containers"]
-        .as_array()
-        .unwrap();
-    assert_eq!(containers.len(), 1);
-    assert_eq!(containers[0]["image"], official);
-    assert_eq!(again[10].body["reason"], "Ready");
-    let status = &again[11].body["status"];
+    let last = server.await.unwrap();
+    assert_eq!(last[9].body["reason"], "Ready");
+    let status = &last[10].body["status"];
     assert_eq!(status["readyReplicas"], 1);
-    let condition = |t: &str| {
-        status["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["type"] == t)
-            .unwrap_or_else(|| panic!("no {t}"))
-            .clone()
-    };
-    assert_eq!(condition("Available")["status"], "True");
-    assert_eq!(condition("Ready")["status"], "True");
+    assert_eq!(condition(status, "Ready")["status"], "True");
+    assert_eq!(
+        condition(status, "Progressing")["reason"],
+        "RolloutComplete"
+    );
+    assert_eq!(condition(status, "Degraded")["status"], "False");
 }
 
 fn deleting(mut service: Service) -> Service {
@@ -690,4 +741,144 @@ async fn the_skip_cleanup_annotation_lets_a_deletion_go_and_keeps_the_data() {
         0,
     )
     .await;
+}
+
+/// The operator loses PostgreSQL (a restart, a network blip) while the workload runs: the
+/// Service is not "not Ready" for it. Children are still applied, `Degraded` says what the
+/// operator cannot verify, and the reconcile returns an error so it is retried with backoff.
+#[tokio::test]
+async fn a_postgres_blip_degrades_a_running_service_without_making_it_not_ready() {
+    let (pg, nats, name) = (pg(), NatsServer::start(), shop_name());
+    let shop = shop(&name, &pg, &nats);
+    let service = finalized(auth_service(&shop));
+    let (ctx, handle) = context();
+    let server = serve(handle, first_reconcile_script(&name, &shop, &pg, &service));
+    reconcile(Arc::new(service.clone()), ctx.clone())
+        .await
+        .unwrap();
+    drop(ctx);
+    let seen = server.await.unwrap();
+    let children = [7, 9, 11, 13, 15, 17].map(|i| seen[i].body.clone());
+    let mut status = seen[18].body["status"].clone();
+    // Ready before the blip: the conditions of a finished rollout.
+    for c in status["conditions"].as_array_mut().unwrap() {
+        c["status"] = json!(if c["type"] == "Progressing" || c["type"] == "Degraded" {
+            "False"
+        } else {
+            "True"
+        });
+    }
+    let mut stored = service.clone();
+    stored.status = Some(serde_json::from_value(status).unwrap());
+    let mut running = children[2].clone();
+    running["status"] = json!({"observedGeneration": 0, "replicas": 1, "updatedReplicas": 1,
+                               "readyReplicas": 1, "availableReplicas": 1});
+
+    // PostgreSQL stops answering: the Shop's server is now a port nobody listens on.
+    let mut gone = shop.clone();
+    gone.spec.postgres.port = i32::from(tienda_local::infra::free_port().unwrap());
+    let (ctx, handle) = context();
+    let server = serve(
+        handle,
+        vec![
+            get(&base("shop", &name), serde_json::to_value(&gone).unwrap()),
+            get(&base("secret", &name), seen[2].body.clone()),
+            get(&base("admin", &name), admin_secret(&pg)),
+            get(&base("sa", &name), children[0].clone()),
+            get(&base("svc", &name), children[1].clone()),
+            get(&base("deploy", &name), running),
+            get(&base("pdb", &name), children[3].clone()),
+            get(&base("role", &name), children[4].clone()),
+            get(&base("binding", &name), children[5].clone()),
+            apply_status(
+                &format!("{}/status", base("service", &name)),
+                Answer::MergeInto(serde_json::to_value(&stored).unwrap()),
+            ),
+        ],
+    );
+    let err = reconcile(Arc::new(stored.clone()), ctx.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "PostgresUnreachable", "{err}");
+    let action =
+        tienda_operator::controller::service::error_policy(Arc::new(stored), &err, ctx.clone());
+    assert!(
+        action != Action::requeue(std::time::Duration::from_secs(300)),
+        "retried with backoff, not the 5-minute resync"
+    );
+    drop(ctx);
+    let seen = server.await.unwrap();
+    let status = &seen[9].body["status"];
+    let condition = |t: &str| {
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .unwrap_or_else(|| panic!("no {t}"))
+            .clone()
+    };
+    assert_eq!(condition("Ready")["status"], "True", "{status}");
+    assert_eq!(condition("DatabaseReady")["status"], "True");
+    assert_eq!(condition("Degraded")["status"], "True");
+    assert!(
+        condition("Degraded")["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot verify the database"),
+        "{status}"
+    );
+}
+
+/// External state is verified when what shapes it changes, not on every resync: the second
+/// reconcile of an unchanged Service by the same operator reads the Kubernetes objects but
+/// does not log in to PostgreSQL (it does not even read the admin Secret) or ask NATS.
+#[tokio::test]
+async fn an_unchanged_service_does_not_touch_postgres_or_nats_again_until_something_changes() {
+    let (pg, nats, name) = (pg(), NatsServer::start(), shop_name());
+    let shop = shop(&name, &pg, &nats);
+    let service = finalized(auth_service(&shop));
+    let (ctx, handle) = context();
+    let first = crate::verifier::turn(handle, first_reconcile_script(&name, &shop, &pg, &service));
+    reconcile(Arc::new(service.clone()), ctx.clone())
+        .await
+        .unwrap();
+    let (handle, seen) = first.await.unwrap();
+    let mut stored = service.clone();
+    stored.status = Some(serde_json::from_value(seen[18].body["status"].clone()).unwrap());
+    let children = [7, 9, 11, 13, 15, 17].map(|i| seen[i].body.clone());
+    let reads = |shop: &Shop| {
+        vec![
+            get(&base("shop", &name), serde_json::to_value(shop).unwrap()),
+            get(&base("secret", &name), seen[2].body.clone()),
+        ]
+    };
+    let children_reads = || {
+        ["sa", "svc", "deploy", "pdb", "role", "binding"]
+            .iter()
+            .zip(children.iter())
+            .map(|(kind, body)| get(&base(kind, &name), body.clone()))
+            .collect::<Vec<_>>()
+    };
+
+    // Unchanged: no admin Secret, no login, no status write.
+    let mut script = reads(&shop);
+    script.extend(children_reads());
+    let second = crate::verifier::turn(handle, script);
+    reconcile(Arc::new(stored.clone()), ctx.clone())
+        .await
+        .unwrap();
+    let (handle, _) = second.await.unwrap();
+
+    // The Shop's PostgreSQL settings change (here: its TLS mode): verified again at once.
+    let mut moved = shop.clone();
+    moved.spec.postgres.ssl_mode = tienda_crds::shop::SslMode::Prefer;
+    let mut script = reads(&moved);
+    script.push(get(&base("admin", &name), admin_secret(&pg)));
+    script.extend(children_reads());
+    let third = crate::verifier::turn(handle, script);
+    reconcile(Arc::new(stored), ctx.clone()).await.unwrap();
+    let (handle, _) = third.await.unwrap();
+    drop(ctx);
+    crate::verifier::no_more(handle).await;
 }

@@ -242,3 +242,90 @@ async fn a_retained_shop_carries_no_finalizer_and_one_left_over_is_removed() {
         json!({"metadata": {"finalizers": [], "resourceVersion": "7"}})
     );
 }
+
+#[tokio::test]
+async fn the_gateway_is_exposed_as_the_spec_asks_and_what_it_no_longer_asks_for_is_deleted() {
+    let mut shop = shop();
+    shop.spec.components.retain(|c| {
+        c.name == tienda_crds::Component::Auth || c.name == tienda_crds::Component::Gateway
+    });
+    shop.spec.gateway = Some(
+        serde_json::from_value(json!({"ingress": {"host": "shop.demo.example",
+                                                  "tlsSecretName": "demo-tls"}}))
+        .unwrap(),
+    );
+    let base = "/apis/tienda.dev/v1alpha1/namespaces/shops/tiendaservices";
+    let ingress = "/apis/networking.k8s.io/v1/namespaces/shops/ingresses/demo-gateway";
+    let route = "/apis/gateway.networking.k8s.io/v1/namespaces/shops/httproutes/demo-gateway";
+    let list = json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "ServiceList", "metadata": {}, "items": []});
+    let mut script = Vec::new();
+    for component in ["auth", "gateway"] {
+        script.push(get_missing(&format!("{base}/demo-{component}")));
+        script.push(apply(&format!("{base}/demo-{component}")));
+    }
+    script.push(get(
+        &format!("{base}?labelSelector=tienda.dev%2Fshop%3Ddemo"),
+        list.clone(),
+    ));
+    script.push(get_missing(ingress));
+    script.push(apply(ingress));
+    script.push(apply_status(
+        "/apis/tienda.dev/v1alpha1/namespaces/shops/shops/demo/status",
+        Answer::MergeInto(serde_json::to_value(&shop).unwrap()),
+    ));
+    let (ctx, handle) = context();
+    let server = serve(handle, script);
+    reconcile(Arc::new(shop.clone()), ctx.clone())
+        .await
+        .unwrap();
+    drop(ctx);
+    let seen = server.await.unwrap();
+    let made = &seen[6].body;
+    assert_eq!(made["kind"], "Ingress");
+    assert_eq!(made["spec"]["rules"][0]["host"], "shop.demo.example");
+    assert_eq!(made["metadata"]["ownerReferences"][0]["kind"], "Shop");
+    let status = &seen[7].body["status"];
+    assert_eq!(status["exposedBy"], json!(["Ingress"]));
+    assert_eq!(status["gatewayAddress"], "https://shop.demo.example");
+
+    // The exposure is removed from the spec: what was made goes; a route never made (404)
+    // is no error.
+    shop.spec.gateway = None;
+    shop.status = Some(serde_json::from_value(status.clone()).unwrap());
+    shop.status.as_mut().unwrap().exposed_by = vec!["Ingress".into(), "HTTPRoute".into()];
+    let mut script = Vec::new();
+    for component in ["auth", "gateway"] {
+        script.push(get_missing(&format!("{base}/demo-{component}")));
+        script.push(apply(&format!("{base}/demo-{component}")));
+    }
+    script.push(get(
+        &format!("{base}?labelSelector=tienda.dev%2Fshop%3Ddemo"),
+        list,
+    ));
+    script.push(crate::verifier::Exchange {
+        method: http::Method::DELETE,
+        uri: format!("{ingress}?"),
+        status: http::StatusCode::OK,
+        answer: Answer::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                    "status": "Success", "code": 200})),
+    });
+    script.push(crate::verifier::Exchange {
+        method: http::Method::DELETE,
+        uri: format!("{route}?"),
+        status: http::StatusCode::NOT_FOUND,
+        answer: Answer::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                    "status": "Failure", "reason": "NotFound", "code": 404})),
+    });
+    script.push(apply_status(
+        "/apis/tienda.dev/v1alpha1/namespaces/shops/shops/demo/status",
+        Answer::MergeInto(serde_json::to_value(&shop).unwrap()),
+    ));
+    let (ctx, handle) = context();
+    let server = serve(handle, script);
+    reconcile(Arc::new(shop), ctx.clone()).await.unwrap();
+    drop(ctx);
+    let seen = server.await.unwrap();
+    let status = seen[7].body["status"].as_object().unwrap();
+    assert!(!status.contains_key("exposedBy"), "{status:?}");
+    assert_eq!(status["gatewayAddress"], "http://demo-gateway.shops.svc");
+}

@@ -189,6 +189,46 @@ pub fn serve(
     script: Vec<Exchange>,
 ) -> tokio::task::JoinHandle<Vec<Recorded>> {
     tokio::spawn(async move {
+        let seen = play(&mut handle, script).await;
+        if let Some((request, _)) = handle.next_request().await {
+            panic!(
+                "unexpected request beyond the script: {} {}",
+                request.method(),
+                request.uri()
+            );
+        }
+        seen
+    })
+}
+
+/// A mocked API server played in turns, for tests that reconcile one context several times
+/// (the context's caches matter): each turn plays a script and hands the server back.
+pub type ApiServer = Handle<Request<Body>, Response<Body>>;
+
+/// Plays `script` as one turn; the task returns the server for the next turn.
+pub fn turn(
+    mut handle: ApiServer,
+    script: Vec<Exchange>,
+) -> tokio::task::JoinHandle<(ApiServer, Vec<Recorded>)> {
+    tokio::spawn(async move {
+        let seen = play(&mut handle, script).await;
+        (handle, seen)
+    })
+}
+
+/// After the last turn (and once the context is dropped): fails on any request beyond it.
+pub async fn no_more(mut handle: ApiServer) {
+    if let Some((request, _)) = handle.next_request().await {
+        panic!(
+            "unexpected request beyond the script: {} {}",
+            request.method(),
+            request.uri()
+        );
+    }
+}
+
+async fn play(handle: &mut ApiServer, script: Vec<Exchange>) -> Vec<Recorded> {
+    {
         let mut seen = Vec::new();
         for (i, expected) in script.into_iter().enumerate() {
             let (request, send) = handle.next_request().await.unwrap_or_else(|| {
@@ -278,13 +318,6 @@ pub fn serve(
                     .unwrap(),
             );
         }
-        if let Some((request, _)) = handle.next_request().await {
-            panic!(
-                "unexpected request beyond the script: {} {}",
-                request.method(),
-                request.uri()
-            );
-        }
         seen
-    })
+    }
 }

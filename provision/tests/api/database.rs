@@ -38,19 +38,22 @@ async fn login(
     .await
 }
 
+/// The owner every test's databases are made for.
+const OWNER: &str = "tests/provision";
+
 #[tokio::test]
 async fn a_database_and_role_are_created_once_and_usable_with_the_credentials() {
     let (admin, options) = admin().await;
     let spec = spec(&["pg_trgm"]);
     let password = generate_password();
     assert_eq!(
-        ensure_database(&admin, &options, &spec, &password)
+        ensure_database(&admin, &options, &spec, &password, OWNER)
             .await
             .unwrap(),
         Outcome::Created
     );
     assert_eq!(
-        ensure_database(&admin, &options, &spec, &password)
+        ensure_database(&admin, &options, &spec, &password, OWNER)
             .await
             .unwrap(),
         Outcome::Unchanged
@@ -75,7 +78,7 @@ async fn a_database_and_role_are_created_once_and_usable_with_the_credentials() 
             .await
             .is_err()
     );
-    drop_database(&admin, &spec.name).await.unwrap();
+    drop_database(&admin, &spec.name, OWNER).await.unwrap();
 }
 
 #[tokio::test]
@@ -83,8 +86,10 @@ async fn another_role_cannot_connect_to_a_components_database() {
     let (admin, options) = admin().await;
     let (mine, theirs) = (spec(&[]), spec(&[]));
     let (p1, p2) = (generate_password(), generate_password());
-    ensure_database(&admin, &options, &mine, &p1).await.unwrap();
-    ensure_database(&admin, &options, &theirs, &p2)
+    ensure_database(&admin, &options, &mine, &p1, OWNER)
+        .await
+        .unwrap();
+    ensure_database(&admin, &options, &theirs, &p2, OWNER)
         .await
         .unwrap();
 
@@ -92,8 +97,8 @@ async fn another_role_cannot_connect_to_a_components_database() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("permission denied"), "{err}");
-    drop_database(&admin, &mine.name).await.unwrap();
-    drop_database(&admin, &theirs.name).await.unwrap();
+    drop_database(&admin, &mine.name, OWNER).await.unwrap();
+    drop_database(&admin, &theirs.name, OWNER).await.unwrap();
 }
 
 #[tokio::test]
@@ -101,7 +106,7 @@ async fn a_drifted_password_is_set_back_to_the_secrets() {
     let (admin, options) = admin().await;
     let spec = spec(&[]);
     let password = generate_password();
-    ensure_database(&admin, &options, &spec, &password)
+    ensure_database(&admin, &options, &spec, &password, OWNER)
         .await
         .unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -111,14 +116,14 @@ async fn a_drifted_password_is_set_back_to_the_secrets() {
     .execute(&admin)
     .await
     .unwrap();
-    let outcome = ensure_database(&admin, &options, &spec, &password)
+    let outcome = ensure_database(&admin, &options, &spec, &password, OWNER)
         .await
         .unwrap();
     assert_eq!(outcome, Outcome::Updated(vec!["password".into()]));
     login(&options, &spec.name, &spec.name, &password)
         .await
         .expect("the Secret's password works again");
-    drop_database(&admin, &spec.name).await.unwrap();
+    drop_database(&admin, &spec.name, OWNER).await.unwrap();
 }
 
 #[tokio::test]
@@ -126,7 +131,7 @@ async fn a_database_dropped_out_of_band_is_recreated_and_delete_terminates_conne
     let (admin, options) = admin().await;
     let spec = spec(&[]);
     let password = generate_password();
-    ensure_database(&admin, &options, &spec, &password)
+    ensure_database(&admin, &options, &spec, &password, OWNER)
         .await
         .unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -138,7 +143,7 @@ async fn a_database_dropped_out_of_band_is_recreated_and_delete_terminates_conne
     .unwrap();
     assert!(!database_exists(&admin, &spec.name).await.unwrap());
 
-    let outcome = ensure_database(&admin, &options, &spec, &password)
+    let outcome = ensure_database(&admin, &options, &spec, &password, OWNER)
         .await
         .unwrap();
     assert_eq!(outcome, Outcome::Updated(vec!["database".into()]));
@@ -148,7 +153,7 @@ async fn a_database_dropped_out_of_band_is_recreated_and_delete_terminates_conne
     let open = login(&options, &spec.name, &spec.name, &password)
         .await
         .unwrap();
-    drop_database(&admin, &spec.name).await.unwrap();
+    drop_database(&admin, &spec.name, OWNER).await.unwrap();
     assert!(!database_exists(&admin, &spec.name).await.unwrap());
     let role: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
@@ -158,7 +163,50 @@ async fn a_database_dropped_out_of_band_is_recreated_and_delete_terminates_conne
             .unwrap();
     assert!(!role, "the role went with the database");
     drop(open);
-    drop_database(&admin, &spec.name)
+    drop_database(&admin, &spec.name, OWNER)
         .await
         .expect("dropping twice is fine");
+}
+
+#[tokio::test]
+async fn a_role_made_for_another_owner_is_never_repassworded_or_dropped() {
+    let (admin, options) = admin().await;
+    let spec = spec(&[]);
+    let theirs = generate_password();
+    ensure_database(&admin, &options, &spec, &theirs, "shops-a/b")
+        .await
+        .unwrap();
+
+    // Another Shop whose name maps to the same role (`shops/a-b` and `shops-a/b`).
+    let err = ensure_database(&admin, &options, &spec, &generate_password(), "shops/a-b")
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "DatabaseOwnedByAnother");
+    assert!(err.to_string().contains("belongs to shops-a/b"), "{err}");
+    login(&options, &spec.name, &spec.name, &theirs)
+        .await
+        .expect("the first owner's password still works");
+    let err = drop_database(&admin, &spec.name, "shops/a-b")
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "DatabaseOwnedByAnother");
+    assert!(
+        tienda_provision::database::database_exists(&admin, &spec.name)
+            .await
+            .unwrap(),
+        "not dropped"
+    );
+
+    // A role made before owners were recorded is adopted by the first to ask.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "COMMENT ON ROLE {} IS NULL",
+        spec.name
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    ensure_database(&admin, &options, &spec, &theirs, OWNER)
+        .await
+        .unwrap();
+    drop_database(&admin, &spec.name, OWNER).await.unwrap();
 }

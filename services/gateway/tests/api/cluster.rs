@@ -478,3 +478,17 @@ async fn endpoint_slices_deleted_or_relisted_after_410_gone_leave_the_table() {
         .unwrap();
     assert_authorized();
 }
+
+#[test]
+fn the_proxies_the_operator_trusts_behind_an_ingress_parse_and_cover_pod_addresses() {
+    let proxies =
+        tienda_gateway::access::TrustedProxies::parse(tienda_operator::workload::PRIVATE_RANGES)
+            .expect("the operator's GATEWAY_TRUSTED_PROXIES is valid for the gateway");
+    for pod in ["10.244.1.7", "172.20.0.3", "192.168.5.9", "fd00::12"] {
+        assert!(proxies.trusts(pod.parse().unwrap()), "{pod}");
+    }
+    assert!(
+        !proxies.trusts("203.0.113.9".parse().unwrap()),
+        "a public client"
+    );
+}
