@@ -191,6 +191,69 @@ fn first_reconcile_script(
     ]
 }
 
+/// What a first full reconcile of `<shop>-auth` left: every request it sent, and the six
+/// children as applied (ServiceAccount, Service, Deployment, PDB, Role, RoleBinding).
+struct FirstPass {
+    name: String,
+    seen: Vec<crate::verifier::Recorded>,
+    children: [Value; 6],
+}
+
+impl FirstPass {
+    fn new(name: &str, seen: Vec<crate::verifier::Recorded>) -> Self {
+        let children = [7, 9, 11, 13, 15, 17].map(|i| seen[i].body.clone());
+        Self {
+            name: name.to_owned(),
+            seen,
+            children,
+        }
+    }
+
+    /// The status the first reconcile wrote.
+    fn status(&self) -> Value {
+        self.seen[18].body["status"].clone()
+    }
+
+    /// The reads of a later reconcile: the Shop, the credentials Secret, the admin Secret when
+    /// the database is verified (`admin`), then each child as stored, the Deployment being
+    /// `deployment`.
+    fn later_reads(
+        &self,
+        shop: &Shop,
+        admin: Option<&Pg>,
+        deployment: Value,
+    ) -> Vec<crate::verifier::Exchange> {
+        let name = &self.name;
+        let mut script = vec![
+            get(&base("shop", name), serde_json::to_value(shop).unwrap()),
+            get(&base("secret", name), self.seen[2].body.clone()),
+        ];
+        if let Some(pg) = admin {
+            script.push(get(&base("admin", name), admin_secret(pg)));
+        }
+        let mut children = self.children.clone();
+        children[2] = deployment;
+        script.extend(
+            ["sa", "svc", "deploy", "pdb", "role", "binding"]
+                .iter()
+                .zip(children)
+                .map(|(kind, body)| get(&base(kind, name), body)),
+        );
+        script
+    }
+}
+
+/// Runs the first full reconcile of `service` against its own mocked API server.
+async fn first_pass(name: &str, shop: &Shop, pg: &Pg, service: &Service) -> FirstPass {
+    let (ctx, handle) = context();
+    let server = serve(handle, first_reconcile_script(name, shop, pg, service));
+    reconcile(Arc::new(service.clone()), ctx.clone())
+        .await
+        .unwrap();
+    drop(ctx);
+    FirstPass::new(name, server.await.unwrap())
+}
+
 #[tokio::test]
 async fn a_new_service_gets_its_secret_database_streams_workload_and_status_and_a_second_reconcile_applies_nothing()
  {
@@ -321,21 +384,11 @@ async fn a_new_service_gets_its_secret_database_streams_workload_and_status_and_
     // Second reconcile of the unchanged Service: reads only, no apply, no status patch.
     let mut stored = service.clone();
     stored.status = Some(serde_json::from_value(status.clone()).unwrap());
-    let children = [7, 9, 11, 13, 15, 17].map(|i| seen[i].body.clone());
+    let first = FirstPass::new(&name, seen.clone());
     let (ctx, handle) = context();
     let server = serve(
         handle,
-        vec![
-            get(&base("shop", &name), serde_json::to_value(&shop).unwrap()),
-            get(&base("secret", &name), seen[2].body.clone()),
-            get(&base("admin", &name), admin_secret(&pg)),
-            get(&base("sa", &name), children[0].clone()),
-            get(&base("svc", &name), children[1].clone()),
-            get(&base("deploy", &name), children[2].clone()),
-            get(&base("pdb", &name), children[3].clone()),
-            get(&base("role", &name), children[4].clone()),
-            get(&base("binding", &name), children[5].clone()),
-        ],
+        first.later_reads(&shop, Some(&pg), first.children[2].clone()),
     );
     reconcile(Arc::new(stored), ctx.clone()).await.unwrap();
     drop(ctx);
@@ -356,14 +409,8 @@ async fn a_ready_deployment_makes_the_service_ready_and_a_hand_edited_one_is_put
     let (pg, nats, name) = (pg(), NatsServer::start(), shop_name());
     let shop = shop(&name, &pg, &nats);
     let service = finalized(auth_service(&shop));
-    let (ctx, handle) = context();
-    let server = serve(handle, first_reconcile_script(&name, &shop, &pg, &service));
-    reconcile(Arc::new(service.clone()), ctx.clone())
-        .await
-        .unwrap();
-    drop(ctx);
-    let seen = server.await.unwrap();
-    let first_status = seen[18].body["status"].clone();
+    let first = first_pass(&name, &shop, &pg, &service).await;
+    let first_status = first.status();
     assert_eq!(
         first_status["conditions"]
             .as_array()
@@ -375,9 +422,8 @@ async fn a_ready_deployment_makes_the_service_ready_and_a_hand_edited_one_is_put
     );
     let mut stored = service.clone();
     stored.status = Some(serde_json::from_value(first_status).unwrap());
-    let children = [7, 9, 11, 13, 15, 17].map(|i| seen[i].body.clone());
 
-    let mut edited = children[2].clone();
+    let mut edited = first.children[2].clone();
     let official = edited["spec"]["template"]["spec"]["containers"][0]["image"].clone();
     edited["spec"]["replicas"] = json!(5);
     edited["spec"]["template"]["spec"]["containers"][0]["image"] =
@@ -391,31 +437,22 @@ async fn a_ready_deployment_makes_the_service_ready_and_a_hand_edited_one_is_put
     let mut put_back = edited.clone();
     put_back["metadata"]["generation"] = json!(8);
 
-    let (ctx, handle) = context();
-    let server = serve(
-        handle,
-        vec![
-            get(&base("shop", &name), serde_json::to_value(&shop).unwrap()),
-            get(&base("secret", &name), seen[2].body.clone()),
-            get(&base("admin", &name), admin_secret(&pg)),
-            get(&base("sa", &name), children[0].clone()),
-            get(&base("svc", &name), children[1].clone()),
-            get(&base("deploy", &name), edited.clone()),
-            // The apply answers as the server would: the stored object with the applied fields
-            // (lists replaced whole) and its status kept.
-            crate::verifier::Exchange {
-                answer: Answer::MergeInto(put_back),
-                ..apply(&base("deploy", &name))
-            },
-            get(&base("pdb", &name), children[3].clone()),
-            get(&base("role", &name), children[4].clone()),
-            get(&base("binding", &name), children[5].clone()),
-            apply_status(
-                &format!("{}/status", base("service", &name)),
-                Answer::MergeInto(serde_json::to_value(&stored).unwrap()),
-            ),
-        ],
+    let mut script = first.later_reads(&shop, Some(&pg), edited);
+    // After the Deployment's read, its apply, answered as the server would: the stored object
+    // with the applied fields (lists replaced whole) and its status kept.
+    script.insert(
+        6,
+        crate::verifier::Exchange {
+            answer: Answer::MergeInto(put_back),
+            ..apply(&base("deploy", &name))
+        },
     );
+    script.push(apply_status(
+        &format!("{}/status", base("service", &name)),
+        Answer::MergeInto(serde_json::to_value(&stored).unwrap()),
+    ));
+    let (ctx, handle) = context();
+    let server = serve(handle, script);
     reconcile(Arc::new(stored.clone()), ctx.clone())
         .await
         .unwrap();
@@ -451,30 +488,18 @@ async fn a_ready_deployment_makes_the_service_ready_and_a_hand_edited_one_is_put
     // The Deployment controller rolls it out: one pod, of the current spec, available.
     let mut done = again[6].body.clone();
     done["metadata"]["generation"] = json!(8);
-    done["metadata"]["annotations"] = children[2]["metadata"]["annotations"].clone();
+    done["metadata"]["annotations"] = first.children[2]["metadata"]["annotations"].clone();
     done["status"] = json!({"observedGeneration": 8, "replicas": 1, "updatedReplicas": 1,
                             "readyReplicas": 1, "availableReplicas": 1});
     stored.status = Some(serde_json::from_value(status).unwrap());
+    let mut script = first.later_reads(&shop, Some(&pg), done);
+    script.push(event(NS));
+    script.push(apply_status(
+        &format!("{}/status", base("service", &name)),
+        Answer::MergeInto(serde_json::to_value(&stored).unwrap()),
+    ));
     let (ctx, handle) = context();
-    let server = serve(
-        handle,
-        vec![
-            get(&base("shop", &name), serde_json::to_value(&shop).unwrap()),
-            get(&base("secret", &name), seen[2].body.clone()),
-            get(&base("admin", &name), admin_secret(&pg)),
-            get(&base("sa", &name), children[0].clone()),
-            get(&base("svc", &name), children[1].clone()),
-            get(&base("deploy", &name), done),
-            get(&base("pdb", &name), children[3].clone()),
-            get(&base("role", &name), children[4].clone()),
-            get(&base("binding", &name), children[5].clone()),
-            event(NS),
-            apply_status(
-                &format!("{}/status", base("service", &name)),
-                Answer::MergeInto(serde_json::to_value(&stored).unwrap()),
-            ),
-        ],
-    );
+    let server = serve(handle, script);
     reconcile(Arc::new(stored), ctx.clone()).await.unwrap();
     drop(ctx);
     let last = server.await.unwrap();
@@ -751,15 +776,8 @@ async fn a_postgres_blip_degrades_a_running_service_without_making_it_not_ready(
     let (pg, nats, name) = (pg(), NatsServer::start(), shop_name());
     let shop = shop(&name, &pg, &nats);
     let service = finalized(auth_service(&shop));
-    let (ctx, handle) = context();
-    let server = serve(handle, first_reconcile_script(&name, &shop, &pg, &service));
-    reconcile(Arc::new(service.clone()), ctx.clone())
-        .await
-        .unwrap();
-    drop(ctx);
-    let seen = server.await.unwrap();
-    let children = [7, 9, 11, 13, 15, 17].map(|i| seen[i].body.clone());
-    let mut status = seen[18].body["status"].clone();
+    let first = first_pass(&name, &shop, &pg, &service).await;
+    let mut status = first.status();
     // Ready before the blip: the conditions of a finished rollout.
     for c in status["conditions"].as_array_mut().unwrap() {
         c["status"] = json!(if c["type"] == "Progressing" || c["type"] == "Degraded" {
@@ -770,32 +788,20 @@ async fn a_postgres_blip_degrades_a_running_service_without_making_it_not_ready(
     }
     let mut stored = service.clone();
     stored.status = Some(serde_json::from_value(status).unwrap());
-    let mut running = children[2].clone();
+    let mut running = first.children[2].clone();
     running["status"] = json!({"observedGeneration": 0, "replicas": 1, "updatedReplicas": 1,
                                "readyReplicas": 1, "availableReplicas": 1});
 
     // PostgreSQL stops answering: the Shop's server is now a port nobody listens on.
     let mut gone = shop.clone();
     gone.spec.postgres.port = i32::from(tienda_local::infra::free_port().unwrap());
+    let mut script = first.later_reads(&gone, Some(&pg), running);
+    script.push(apply_status(
+        &format!("{}/status", base("service", &name)),
+        Answer::MergeInto(serde_json::to_value(&stored).unwrap()),
+    ));
     let (ctx, handle) = context();
-    let server = serve(
-        handle,
-        vec![
-            get(&base("shop", &name), serde_json::to_value(&gone).unwrap()),
-            get(&base("secret", &name), seen[2].body.clone()),
-            get(&base("admin", &name), admin_secret(&pg)),
-            get(&base("sa", &name), children[0].clone()),
-            get(&base("svc", &name), children[1].clone()),
-            get(&base("deploy", &name), running),
-            get(&base("pdb", &name), children[3].clone()),
-            get(&base("role", &name), children[4].clone()),
-            get(&base("binding", &name), children[5].clone()),
-            apply_status(
-                &format!("{}/status", base("service", &name)),
-                Answer::MergeInto(serde_json::to_value(&stored).unwrap()),
-            ),
-        ],
-    );
+    let server = serve(handle, script);
     let err = reconcile(Arc::new(stored.clone()), ctx.clone())
         .await
         .unwrap_err();
@@ -844,26 +850,13 @@ async fn an_unchanged_service_does_not_touch_postgres_or_nats_again_until_someth
         .await
         .unwrap();
     let (handle, seen) = first.await.unwrap();
+    let first = FirstPass::new(&name, seen);
     let mut stored = service.clone();
-    stored.status = Some(serde_json::from_value(seen[18].body["status"].clone()).unwrap());
-    let children = [7, 9, 11, 13, 15, 17].map(|i| seen[i].body.clone());
-    let reads = |shop: &Shop| {
-        vec![
-            get(&base("shop", &name), serde_json::to_value(shop).unwrap()),
-            get(&base("secret", &name), seen[2].body.clone()),
-        ]
-    };
-    let children_reads = || {
-        ["sa", "svc", "deploy", "pdb", "role", "binding"]
-            .iter()
-            .zip(children.iter())
-            .map(|(kind, body)| get(&base(kind, &name), body.clone()))
-            .collect::<Vec<_>>()
-    };
+    stored.status = Some(serde_json::from_value(first.status()).unwrap());
+    let deployment = first.children[2].clone();
 
     // Unchanged: no admin Secret, no login, no status write.
-    let mut script = reads(&shop);
-    script.extend(children_reads());
+    let script = first.later_reads(&shop, None, deployment.clone());
     let second = crate::verifier::turn(handle, script);
     reconcile(Arc::new(stored.clone()), ctx.clone())
         .await
@@ -873,9 +866,7 @@ async fn an_unchanged_service_does_not_touch_postgres_or_nats_again_until_someth
     // The Shop's PostgreSQL settings change (here: its TLS mode): verified again at once.
     let mut moved = shop.clone();
     moved.spec.postgres.ssl_mode = tienda_crds::shop::SslMode::Prefer;
-    let mut script = reads(&moved);
-    script.push(get(&base("admin", &name), admin_secret(&pg)));
-    script.extend(children_reads());
+    let script = first.later_reads(&moved, Some(&pg), deployment);
     let third = crate::verifier::turn(handle, script);
     reconcile(Arc::new(stored), ctx.clone()).await.unwrap();
     let (handle, _) = third.await.unwrap();
