@@ -138,16 +138,9 @@ pub const PRIVATE_RANGES: &str = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::
 /// the name of one the operator sets replaces it in place: `env` is a list keyed by name, and
 /// the API server refuses an apply that names a variable twice.
 pub fn environment(service: &Service, shop: &Shop) -> Vec<EnvVar> {
-    let user = &service.spec.env;
     let mut env: Vec<EnvVar> = component_environment(shop, service.spec.component)
         .into_iter()
-        .map(|(name, value)| {
-            user.iter()
-                .rev()
-                .find(|u| u.name == name)
-                .cloned()
-                .unwrap_or_else(|| env_var(service, shop, name, value))
-        })
+        .map(|(name, value)| env_var(service, shop, name, value))
         .collect();
     // Behind an Ingress or a Gateway API route, requests reach the gateway from the ingress
     // controller's pods: trust `X-Forwarded-For` from the cluster's private ranges, so rate
@@ -164,7 +157,7 @@ pub fn environment(service: &Service, shop: &Shop) -> Vec<EnvVar> {
             value_from: None,
         });
     }
-    for entry in user {
+    for entry in &service.spec.env {
         match env.iter_mut().find(|e| e.name == entry.name) {
             // The last of two user entries with one name wins, as in a pod spec edit.
             Some(existing) => *existing = entry.clone(),

@@ -527,18 +527,16 @@ pub async fn provision_service(
     report
 }
 
-/// The owner `stream` records, if the stream exists and records one.
+/// The stream, if it exists, with the owner it records (read from the info the lookup already
+/// brought back, so one request).
 async fn stream_owner(
     js: &jetstream::Context,
     stream: &str,
-) -> Result<Option<String>, ProvisionError> {
+) -> Result<Option<(jetstream::stream::Stream, Option<String>)>, ProvisionError> {
     match js.get_stream(stream).await {
-        Ok(mut found) => {
-            let info = found
-                .info()
-                .await
-                .map_err(|e| ProvisionError::nats(format!("reading stream {stream}"), e))?;
-            Ok(owner_of(&info.config).map(str::to_owned))
+        Ok(found) => {
+            let owner = owner_of(&found.cached_info().config).map(str::to_owned);
+            Ok(Some((found, owner)))
         }
         Err(err) if stream_not_found(&err) => Ok(None),
         Err(err) => Err(ProvisionError::nats(
@@ -558,7 +556,7 @@ async fn check_owner(
         return Ok(());
     };
     match stream_owner(js, stream).await? {
-        Some(have) if have != owner => Err(ProvisionError::Owned {
+        Some((_, Some(have))) if have != owner => Err(ProvisionError::Owned {
             stream: stream.to_owned(),
             owner: have,
         }),
@@ -575,14 +573,13 @@ pub async fn delete_service(
     owner: &str,
 ) -> Result<Vec<String>, ProvisionError> {
     let mut deleted = Vec::new();
-    let ours = |have: &Option<String>| have.as_deref() == Some(owner);
     for consumer in &service.consumers {
-        if !ours(&stream_owner(js, &consumer.stream).await?) {
+        let Some((stream, Some(have))) = stream_owner(js, &consumer.stream).await? else {
+            continue;
+        };
+        if have != owner {
             continue;
         }
-        let stream = js.get_stream(&consumer.stream).await.map_err(|e| {
-            ProvisionError::nats(format!("looking up stream {}", consumer.stream), e)
-        })?;
         match stream.delete_consumer(&consumer.name).await {
             Ok(_) => deleted.push(format!("{}/{}", consumer.stream, consumer.name)),
             Err(e) if e.to_string().contains("not found") => {}
@@ -599,7 +596,10 @@ pub async fn delete_service(
         streams.push(dead_letter::stream(service.component.as_str()));
     }
     for stream in streams {
-        if !ours(&stream_owner(js, &stream).await?) {
+        let Some((_, Some(have))) = stream_owner(js, &stream).await? else {
+            continue;
+        };
+        if have != owner {
             continue;
         }
         match js.delete_stream(&stream).await {

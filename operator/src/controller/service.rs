@@ -214,9 +214,9 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
             Some(
                 async {
                     let (pool, options) = ctx.postgres_admin(&shop, &namespace).await?;
-                    let owner = format!("{namespace}/{}", shop.name_any());
                     Ok::<_, Error>(
-                        database::ensure_database(&pool, &options, db, &password, &owner).await?,
+                        database::ensure_database(&pool, &options, db, &password, &owner(&shop))
+                            .await?,
                     )
                 }
                 .await,
@@ -275,12 +275,11 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
     if !fresh && (!service.spec.streams.is_empty() || !service.spec.consumers.is_empty()) {
         match ctx.jetstream(&shop, &namespace).await {
             Ok(js) => {
-                let owner = format!("{namespace}/{}", shop.name_any());
                 let report = streams::provision_service(
                     &js,
                     &service.spec,
                     shop.spec.nats.stream_replicas,
-                    Some(&owner),
+                    Some(&owner(&shop)),
                 )
                 .await;
                 status.streams = report
@@ -414,31 +413,24 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
             format!("0/{wanted} pods available"),
         );
     }
-    if rollout.stalled {
-        set(
-            &mut status,
-            condition::PROGRESSING,
+    let (progressing, reason, message) = if rollout.stalled {
+        (
             Status::False,
             "ProgressDeadlineExceeded",
             format!("the rollout stopped making progress: {}", rollout.message),
-        );
+        )
     } else if rollout.complete {
-        set(
-            &mut status,
-            condition::PROGRESSING,
-            Status::False,
-            "RolloutComplete",
-            rollout.message.clone(),
-        );
+        (Status::False, "RolloutComplete", rollout.message.clone())
     } else {
-        set(
-            &mut status,
-            condition::PROGRESSING,
-            Status::True,
-            "RollingOut",
-            rollout.message.clone(),
-        );
-    }
+        (Status::True, "RollingOut", rollout.message.clone())
+    };
+    set(
+        &mut status,
+        condition::PROGRESSING,
+        progressing,
+        reason,
+        message,
+    );
     let mut problems: Vec<String> = [condition::DATABASE_READY, condition::STREAMS_READY]
         .iter()
         .filter_map(|t| {
@@ -449,6 +441,8 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
         })
         .map(|c| format!("{}: {}", c.type_, c.message))
         .collect();
+    // The database and streams as verified this time (the rollout is the workload's).
+    let verified = problems.is_empty();
     if !rollout.complete {
         problems.push(format!("rollout: {}", rollout.message));
     }
@@ -522,14 +516,6 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
             .await;
         }
     }
-    let verified = [condition::DATABASE_READY, condition::STREAMS_READY]
-        .iter()
-        .all(|t| {
-            !status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == *t && c.status != "True")
-        });
     if let Some(fingerprint) = provisioned
         && !fresh
         && retry.is_none()
@@ -542,6 +528,15 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
         Some(err) => Err(err),
         None => Ok(periodic_requeue()),
     }
+}
+
+/// Who a Shop's streams and database roles belong to: `<namespace>/<name>`.
+fn owner(shop: &Shop) -> String {
+    format!(
+        "{}/{}",
+        shop.namespace().unwrap_or_default(),
+        shop.name_any()
+    )
 }
 
 /// Whether `err` is the operator failing to reach PostgreSQL or NATS (or the Secret that opens
@@ -610,17 +605,14 @@ async fn cleanup(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
         }
         Err(err) => return Err(cleanup_blocked(ctx, &service, err).await),
     };
-    if let Err(err) =
-        database::drop_database(&pool, &db.name, &format!("{namespace}/{}", shop.name_any())).await
-    {
+    if let Err(err) = database::drop_database(&pool, &db.name, &owner(&shop)).await {
         return Err(cleanup_blocked(ctx, &service, err.into()).await);
     }
     if !service.spec.streams.is_empty() || !service.spec.consumers.is_empty() {
         // Only what this Shop owns: its streams, its consumers and its dead-letter stream;
         // never another Shop's on the same account.
-        let owner = format!("{namespace}/{}", shop.name_any());
         let deleted = match ctx.jetstream(&shop, &namespace).await {
-            Ok(js) => streams::delete_service(&js, &service.spec, &owner)
+            Ok(js) => streams::delete_service(&js, &service.spec, &owner(&shop))
                 .await
                 .map_err(Error::from),
             Err(err) => Err(err),

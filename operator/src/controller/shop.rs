@@ -116,12 +116,7 @@ async fn apply(shop: Arc<Shop>, ctx: &Ctx) -> Result<Action> {
             // policy: an edited list is not a request to drop a database. `Delete` applies
             // when the whole Shop is deleted.
             let kept = existing.spec.database.as_ref().map(|db| db.name.clone());
-            if existing
-                .spec
-                .database
-                .as_ref()
-                .is_some_and(|db| db.reclaim_policy == ReclaimPolicy::Delete)
-            {
+            if super::service::needs_cleanup(&existing) {
                 services
                     .patch(
                         &existing.name_any(),
