@@ -11,21 +11,25 @@ use std::{
 
 use anyhow::Context as _;
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use futures::StreamExt;
-use k8s_openapi::api::{
-    apps::v1::Deployment,
-    core::v1::{Service as KubeService, ServiceAccount},
-    policy::v1::PodDisruptionBudget,
-};
+use futures::{Stream, StreamExt};
 use kube::{
     Api, Client,
-    runtime::{Controller, watcher},
+    runtime::{
+        Controller, WatchStreamExt,
+        reflector::{self, store::Writer},
+        watcher,
+    },
 };
 use prometheus::{Encoder, Registry, TextEncoder};
-use tienda_crds::{CircuitPolicy, RateLimitPolicy, Service, Shop};
+use serde::de::DeserializeOwned;
+use tienda_crds::{CircuitPolicy, RateLimitPolicy, Service};
 
 use crate::{
-    controller::{Context, policy, service, shop},
+    controller::{
+        Context,
+        cache::{Caches, Writers, strip},
+        policy, service, shop,
+    },
     leader::LeaseLock,
 };
 
@@ -80,13 +84,46 @@ fn bounded() -> kube::runtime::controller::Config {
         .debounce(std::time::Duration::from_millis(500))
 }
 
+/// A watch of every `K` `config` selects, stripped of what no reconcile reads, filling
+/// `writer`'s store.
+fn cached<K>(
+    client: &Client,
+    config: watcher::Config,
+    writer: Writer<K>,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    watcher(Api::<K>::all(client.clone()), config)
+        .default_backoff()
+        .modify(strip::<K>)
+        .reflect(writer)
+}
+
 /// Runs the controllers until SIGTERM/Ctrl-C.
 pub async fn run(metrics_addr: SocketAddr) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("no Kubernetes configuration found (in-cluster service account or KUBECONFIG)")?;
+    run_with(client, metrics_addr).await
+}
+
+/// Runs the controllers against `client`'s API server until SIGTERM/Ctrl-C or the end of
+/// leadership.
+pub async fn run_with(client: Client, metrics_addr: SocketAddr) -> anyhow::Result<()> {
     let registry = Registry::new();
-    let ctx = Arc::new(Context::new(client.clone(), &registry));
+    let (caches, writers) = Caches::new();
+    let ctx = Arc::new(Context::with_caches(
+        client.clone(),
+        &registry,
+        caches.clone(),
+    ));
     let probe = Probe {
         ready: Arc::new(AtomicBool::new(false)),
         registry,
@@ -102,50 +139,71 @@ pub async fn run(metrics_addr: SocketAddr) -> anyhow::Result<()> {
         .with_context(|| format!("binding {metrics_addr}"))?;
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let shops = Controller::new(Api::<Shop>::all(client.clone()), watcher::Config::default())
-        .owns(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .with_config(bounded())
-        .shutdown_on_signal();
-    // Children are watched by the operator's label only, so the caches hold Tienda's objects,
-    // not the cluster's. Secrets are not watched at all: the credentials Secret is created once
-    // and read on each reconcile (the periodic requeue notices a hand edit).
+    // Every watch fills one of the caches reconciles read (`Context::caches`). Children are
+    // watched by the operator's label only, so the caches hold Tienda's objects, not the
+    // cluster's: the credentials Secrets, not every Secret.
+    let all = watcher::Config::default;
     let ours = || watcher::Config::default().labels("app.kubernetes.io/managed-by=tienda-operator");
-    let services = Controller::new(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default(),
+    let Writers {
+        shops: shop_writer,
+        services: service_writer,
+        rate_limits: rate_limit_writer,
+        circuits: circuit_writer,
+        secrets,
+        deployments,
+        kube_services,
+        service_accounts,
+        pdbs,
+        roles,
+        role_bindings,
+        ingresses,
+    } = writers;
+    let shops = Controller::for_stream(
+        cached(&client, all(), shop_writer).applied_objects(),
+        caches.shops.clone(),
     )
-    .owns(Api::<Deployment>::all(client.clone()), ours())
-    .owns(Api::<KubeService>::all(client.clone()), ours())
-    .owns(Api::<ServiceAccount>::all(client.clone()), ours())
-    .owns(Api::<PodDisruptionBudget>::all(client.clone()), ours())
+    .owns_stream(cached(&client, all(), service_writer).touched_objects())
+    .owns_stream(cached(&client, ours(), ingresses).touched_objects())
+    .with_config(bounded())
+    .shutdown_on_signal();
+    // The Service controller's own copy of the Services (the Shop controller's is the one in
+    // the caches): kube's controller takes its trigger and its store together.
+    let (own_services, own_service_writer) = reflector::store::<Service>();
+    let services = Controller::for_stream(
+        cached(&client, all(), own_service_writer).applied_objects(),
+        own_services,
+    )
+    .owns_stream(cached(&client, ours(), deployments).touched_objects())
+    .owns_stream(cached(&client, ours(), kube_services).touched_objects())
+    .owns_stream(cached(&client, ours(), service_accounts).touched_objects())
+    .owns_stream(cached(&client, ours(), pdbs).touched_objects())
+    .owns_stream(cached(&client, ours(), roles).touched_objects())
+    .owns_stream(cached(&client, ours(), role_bindings).touched_objects())
+    .owns_stream(cached(&client, ours(), secrets).touched_objects())
     .with_config(bounded())
     .shutdown_on_signal();
 
-    let rate_limits = Controller::new(
-        Api::<RateLimitPolicy>::all(client.clone()),
-        watcher::Config::default(),
+    let rate_limits = Controller::for_stream(
+        cached(&client, all(), rate_limit_writer).applied_objects(),
+        caches.rate_limits.clone(),
     )
     .with_config(bounded())
     .shutdown_on_signal();
-    let circuits = Controller::new(
-        Api::<CircuitPolicy>::all(client.clone()),
-        watcher::Config::default(),
+    let circuits = Controller::for_stream(
+        cached(&client, all(), circuit_writer).applied_objects(),
+        caches.circuits.clone(),
     )
     .with_config(bounded())
     .shutdown_on_signal();
 
-    let (shop_store, service_store) = (shops.store(), services.store());
     let ready = probe.ready.clone();
+    let synced = caches.clone();
     tokio::spawn(async move {
-        if shop_store.wait_until_ready().await.is_ok()
-            && service_store.wait_until_ready().await.is_ok()
-        {
-            ready.store(true, Ordering::Relaxed);
-            tracing::info!("watch caches synced; ready");
+        while !synced.synced() {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
+        ready.store(true, Ordering::Relaxed);
+        tracing::info!(objects = synced.len(), "watch caches synced; ready");
     });
 
     // Leader election: controllers run in one replica at a time.

@@ -24,7 +24,15 @@ use sqlx::{
 use tienda_crds::{Shop, shop::SslMode};
 use tienda_kit::resilience::Backoff;
 
-use super::error::{Error, Result};
+use super::{
+    cache::Caches,
+    error::{Error, Result},
+};
+
+/// How many provisioning sessions (database checks, creations, drops) run at once against
+/// one PostgreSQL server, whatever the number of Shops on it: each holds up to two
+/// connections (the admin pool's and one to the component's database).
+pub const DATABASE_CONCURRENCY: usize = 4;
 
 /// Reconcile metrics.
 #[derive(Clone, Debug)]
@@ -91,6 +99,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Reconcile metrics.
     pub metrics: Metrics,
+    /// What the watches hold: every read of a reconcile comes from here.
+    pub caches: Caches,
     /// Admin pools per PostgreSQL server (host, port, user, database).
     pools: Mutex<HashMap<String, PgPool>>,
     /// Clients per NATS URL and credentials.
@@ -100,6 +110,8 @@ pub struct Context {
     /// Per Service: the fingerprint of what shaped its external state when it was last
     /// verified, and until when that verification stands.
     provisioned: Mutex<HashMap<String, (String, tokio::time::Instant)>>,
+    /// Provisioning sessions per PostgreSQL server (`host:port`).
+    database_servers: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -136,8 +148,16 @@ pub fn error_backoff(failures: u32) -> Duration {
 }
 
 impl Context {
-    /// A context around `client`, its metrics registered in `registry`.
+    /// A context around `client`, its metrics registered in `registry`, with empty caches
+    /// that count as synced (a cluster with nothing in it yet).
     pub fn new(client: Client, registry: &Registry) -> Self {
+        let (caches, mut writers) = Caches::new();
+        writers.synced();
+        Self::with_caches(client, registry, caches)
+    }
+
+    /// A context around `client` reading `caches`.
+    pub fn with_caches(client: Client, registry: &Registry, caches: Caches) -> Self {
         let reporter = Reporter {
             controller: super::FIELD_MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -146,11 +166,31 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics: Metrics::new(registry),
+            caches,
             pools: Mutex::default(),
             nats: Mutex::default(),
             failures: Mutex::default(),
             provisioned: Mutex::default(),
+            database_servers: Mutex::default(),
         }
+    }
+
+    /// Waits for a provisioning slot on the Shop's PostgreSQL server: at most
+    /// [`DATABASE_CONCURRENCY`] at once per server, so an operator restart with a thousand
+    /// Shops on one server queues their checks instead of opening a thousand sessions.
+    pub async fn database_slot(&self, shop: &Shop) -> tokio::sync::OwnedSemaphorePermit {
+        let key = format!("{}:{}", shop.spec.postgres.host, shop.spec.postgres.port);
+        let semaphore = self
+            .database_servers
+            .lock()
+            .expect("not poisoned")
+            .entry(key)
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(DATABASE_CONCURRENCY)))
+            .clone();
+        semaphore
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
     }
 
     /// Records a failure of `key` and returns how long to wait before retrying.

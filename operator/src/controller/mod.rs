@@ -5,6 +5,7 @@
 //! modules; desired objects come from the pure functions in [`crate::shop`] and
 //! [`crate::workload`].
 
+pub mod cache;
 pub mod context;
 pub mod error;
 pub mod policy;
@@ -21,13 +22,36 @@ pub const FIELD_MANAGER: &str = "tienda-operator";
 /// instead of re-applied on every reconcile.
 pub const APPLIED_HASH: &str = "tienda.dev/applied-hash";
 
-/// Applies `desired` by server-side apply (one field manager, forced) unless the stored
+/// Applies `desired` by server-side apply (one field manager, forced) unless the cached
 /// object carries the same applied hash *and* still holds every field `desired` sets. The hash
 /// alone would miss drift: `kubectl edit` of the image or the replicas keeps our annotation.
 /// Fields the API server adds (defaults, status, other managers' fields) do not count as
 /// drift; a server that normalises a value we set (`0.5` CPU to `500m`) only costs a no-op
-/// apply. Returns the stored object.
-pub async fn apply_child<K>(api: &kube::Api<K>, mut desired: K) -> Result<K>
+/// apply. Returns the object as stored. Reads nothing from the API server: a converged child
+/// costs no request.
+pub async fn apply_child<K>(ctx: &context::Context, api: &kube::Api<K>, desired: K) -> Result<K>
+where
+    K: cache::Cached + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let cached = ctx.caches.get::<K>(
+        desired.meta().namespace.as_deref().unwrap_or_default(),
+        desired.meta().name.as_deref().expect("children are named"),
+    );
+    apply_unless_held(api, cached.as_deref().cloned(), desired).await
+}
+
+/// [`apply_child`] for a kind the operator does not watch (a Gateway API HTTPRoute, whose CRD
+/// a cluster may lack): the stored object is read first.
+pub async fn apply_uncached<K>(api: &kube::Api<K>, desired: K) -> Result<K>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = desired.meta().name.clone().expect("children are named");
+    let existing = api.get_opt(&name).await?;
+    apply_unless_held(api, existing, desired).await
+}
+
+async fn apply_unless_held<K>(api: &kube::Api<K>, existing: Option<K>, mut desired: K) -> Result<K>
 where
     K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -35,7 +59,7 @@ where
     let name = desired.meta().name.clone().expect("children are named");
     let hash =
         crate::workload::config_hash(&[&serde_json::to_vec(&desired).expect("objects serialize")]);
-    if let Some(existing) = api.get_opt(&name).await?
+    if let Some(existing) = existing
         && existing.annotations().get(APPLIED_HASH) == Some(&hash)
         && holds(
             &serde_json::to_value(&existing).expect("objects serialize"),

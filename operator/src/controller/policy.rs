@@ -11,7 +11,6 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Resource, ResourceExt,
-    api::ListParams,
     runtime::{controller::Action, events::EventType},
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -21,6 +20,7 @@ use tienda_crds::{
 };
 
 use super::{
+    cache::Cached,
     context::{Ctx, periodic_requeue},
     error::{Error, Result},
 };
@@ -31,7 +31,8 @@ use crate::{
 
 /// What the controller needs to know of a policy kind.
 pub trait Policy:
-    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    Cached
+    + Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
     + Clone
     + Serialize
     + DeserializeOwned
@@ -135,56 +136,45 @@ pub fn judge<P: Policy>(policy: &P, resolved: Option<Vec<String>>, others: &[P])
     Verdict::Accepted(targets)
 }
 
-async fn resolve<P: Policy>(policy: &P, ctx: &Ctx, namespace: &str) -> Result<Option<Vec<String>>> {
+fn resolve<P: Policy>(policy: &P, ctx: &Ctx, namespace: &str) -> Option<Vec<String>> {
     let (kind, name) = policy.target();
-    Ok(match kind {
-        "Service" => {
-            let services = Api::<Service>::namespaced(ctx.client.clone(), namespace);
-            match services.get_opt(&name).await? {
-                Some(s) => Some(vec![s.name_any()]),
-                // A component name (`products`) stands for that component of every shop in
-                // the namespace, as the examples write it; the gateways read it the same way.
-                None if serde_json::from_value::<Component>(serde_json::json!(name)).is_ok() => {
-                    let list = services
-                        .list(
-                            &ListParams::default().labels(&format!("{}={name}", labels::COMPONENT)),
-                        )
-                        .await?;
-                    let mut names: Vec<_> = list.iter().map(|s| s.name_any()).collect();
-                    names.sort();
-                    (!names.is_empty()).then_some(names)
-                }
-                None => None,
-            }
-        }
-        "Shop" => match Api::<Shop>::namespaced(ctx.client.clone(), namespace)
-            .get_opt(&name)
-            .await?
-        {
-            Some(_) => {
-                let services = Api::<Service>::namespaced(ctx.client.clone(), namespace)
-                    .list(&ListParams::default().labels(&format!("{}={name}", labels::SHOP)))
-                    .await?;
-                let mut names: Vec<_> = services.iter().map(|s| s.name_any()).collect();
-                names.sort();
-                Some(names)
+    let names = |services: Vec<Arc<Service>>| {
+        let mut names: Vec<_> = services.iter().map(|s| s.name_any()).collect();
+        names.sort();
+        names
+    };
+    let caches = &ctx.caches;
+    match kind {
+        "Service" => match caches.get::<Service>(namespace, &name) {
+            Some(s) => Some(vec![s.name_any()]),
+            // A component name (`products`) stands for that component of every shop in
+            // the namespace, as the examples write it; the gateways read it the same way.
+            None if serde_json::from_value::<Component>(serde_json::json!(name)).is_ok() => {
+                let names = names(caches.labelled::<Service>(namespace, labels::COMPONENT, &name));
+                (!names.is_empty()).then_some(names)
             }
             None => None,
         },
+        "Shop" => caches
+            .get::<Shop>(namespace, &name)
+            .map(|_| names(caches.labelled::<Service>(namespace, labels::SHOP, &name))),
         // External dependencies are named by the components that call them.
         _ => Some(Vec::new()),
-    })
+    }
 }
 
 /// Reconciles one policy.
 pub async fn reconcile<P: Policy>(policy: Arc<P>, ctx: Ctx) -> Result<Action> {
     let _timer = ctx.metrics.start(P::KIND);
+    ctx.caches.ensure_synced()?;
     let namespace = policy.namespace().unwrap_or_default();
-    let resolved = resolve(&*policy, &ctx, &namespace).await?;
-    let others = Api::<P>::namespaced(ctx.client.clone(), &namespace)
-        .list(&ListParams::default())
-        .await?
-        .items;
+    let resolved = resolve(&*policy, &ctx, &namespace);
+    let others: Vec<P> = ctx
+        .caches
+        .in_namespace::<P>(&namespace)
+        .iter()
+        .map(|p| (**p).clone())
+        .collect();
     let verdict = judge(&*policy, resolved, &others);
 
     let generation = policy.meta().generation;

@@ -59,6 +59,7 @@ pub fn needs_cleanup(service: &Service) -> bool {
 /// Reconciles one Service: metrics, then the finalizer helper (deletion first) when deletion
 /// has something to delete; otherwise no finalizer at all.
 pub async fn reconcile(service: Arc<Service>, ctx: Ctx) -> Result<Action> {
+    ctx.caches.ensure_synced()?;
     if needs_cleanup(&service) {
         with_finalizer(
             "Service",
@@ -139,8 +140,7 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
     let mut fresh = false;
     let mut provisioned: Option<String> = None;
 
-    let shops: Api<Shop> = Api::namespaced(client.clone(), &namespace);
-    let Some(shop) = shops.get_opt(&service.spec.shop).await? else {
+    let Some(shop) = ctx.caches.get::<Shop>(&namespace, &service.spec.shop) else {
         set(
             &mut status,
             condition::READY,
@@ -157,8 +157,8 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
     if let Some(db) = &service.spec.database {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
         let name = workload::credentials_secret_name(&service);
-        let credentials = match secrets.get_opt(&name).await? {
-            Some(secret) => secret,
+        let credentials = match ctx.caches.get::<Secret>(&namespace, &name) {
+            Some(secret) => (*secret).clone(),
             None => {
                 let secret = workload::credentials_secret(
                     &service,
@@ -213,6 +213,7 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
         } else {
             Some(
                 async {
+                    let _slot = ctx.database_slot(&shop).await;
                     let (pool, options) = ctx.postgres_admin(&shop, &namespace).await?;
                     Ok::<_, Error>(
                         database::ensure_database(&pool, &options, db, &password, &owner(&shop))
@@ -360,31 +361,37 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
     // 3. Workload, by server-side apply.
     let hash = workload::config_hash(&config.iter().map(Vec::as_slice).collect::<Vec<_>>());
     apply_child(
+        ctx,
         &Api::<ServiceAccount>::namespaced(client.clone(), &namespace),
         workload::service_account(&service),
     )
     .await?;
     apply_child(
+        ctx,
         &Api::<KubeService>::namespaced(client.clone(), &namespace),
         workload::kube_service(&service, &shop),
     )
     .await?;
     let deployment = apply_child(
+        ctx,
         &Api::<Deployment>::namespaced(client.clone(), &namespace),
         workload::deployment(&service, &shop, &hash),
     )
     .await?;
     apply_child(
+        ctx,
         &Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace),
         workload::pod_disruption_budget(&service),
     )
     .await?;
     apply_child(
+        ctx,
         &Api::<Role>::namespaced(client.clone(), &namespace),
         workload::component_role(&service),
     )
     .await?;
     apply_child(
+        ctx,
         &Api::<RoleBinding>::namespaced(client.clone(), &namespace),
         workload::component_role_binding(&service),
     )
@@ -587,13 +594,13 @@ async fn cleanup(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
     if service.annotations().get(SKIP_CLEANUP).map(String::as_str) == Some("true") {
         return retained(format!("annotation {SKIP_CLEANUP}=true")).await;
     }
-    let shops: Api<Shop> = Api::namespaced(ctx.client.clone(), &namespace);
     // Without the Shop or its admin Secret (a namespace being deleted removes them in any
     // order) there are no credentials to reach the server: keep the data, the safe side,
     // and say so rather than hold the namespace forever.
-    let Some(shop) = shops.get_opt(&service.spec.shop).await? else {
+    let Some(shop) = ctx.caches.get::<Shop>(&namespace, &service.spec.shop) else {
         return retained(format!("Shop {} is gone", service.spec.shop)).await;
     };
+    let _slot = ctx.database_slot(&shop).await;
     let pool = match ctx.postgres_admin(&shop, &namespace).await {
         Ok((pool, _)) => pool,
         Err(Error::Kube(kube::Error::Api(e))) if e.code == 404 => {

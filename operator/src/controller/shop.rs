@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use k8s_openapi::{api::networking::v1::Ingress, jiff::Timestamp};
 use kube::{
     Api, ResourceExt,
-    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams},
+    api::{DeleteParams, DynamicObject, Patch, PatchParams},
     runtime::{controller::Action, events::EventType},
 };
 use tienda_crds::{
@@ -17,7 +17,7 @@ use tienda_crds::{
 };
 
 use super::{
-    apply_child, apply_status, backoff_on_error,
+    apply_child, apply_status, apply_uncached, backoff_on_error,
     context::{Ctx, periodic_requeue},
     error::{Error, Result},
     with_finalizer, without_finalizer,
@@ -35,6 +35,7 @@ pub const FINALIZER: &str = "tienda.dev/services";
 /// have data to delete (`reclaimPolicy: Delete`); under `Retain` there is nothing to wait for,
 /// garbage collection removes the Services, and the Shop carries no finalizer.
 pub async fn reconcile(shop: Arc<Shop>, ctx: Ctx) -> Result<Action> {
+    ctx.caches.ensure_synced()?;
     if shop.spec.reclaim_policy == ReclaimPolicy::Delete {
         with_finalizer(
             "Shop",
@@ -63,8 +64,13 @@ pub fn error_policy(shop: Arc<Shop>, error: &Error, ctx: Ctx) -> Action {
     backoff_on_error("Shop", &*shop, error, &ctx)
 }
 
-fn selector(shop: &Shop) -> ListParams {
-    ListParams::default().labels(&format!("{}={}", labels::SHOP, shop.name_any()))
+/// The Shop's Services as cached.
+fn services_of(shop: &Shop, ctx: &Ctx) -> Vec<Arc<Service>> {
+    ctx.caches.labelled::<Service>(
+        &shop.namespace().unwrap_or_default(),
+        labels::SHOP,
+        &shop.name_any(),
+    )
 }
 
 /// Where the gateway answers.
@@ -105,11 +111,11 @@ async fn apply(shop: Arc<Shop>, ctx: &Ctx) -> Result<Action> {
     let desired = desired_services(&shop);
     let mut current = Vec::new();
     for service in desired.iter().cloned() {
-        current.push(apply_child(&services, service).await?);
+        current.push(apply_child(ctx, &services, service).await?);
     }
     // Prune Services of components no longer listed.
     let wanted: Vec<String> = desired.iter().map(|s| s.name_any()).collect();
-    for existing in services.list(&selector(&shop)).await? {
+    for existing in services_of(&shop, ctx) {
         if !wanted.contains(&existing.name_any()) && existing.metadata.deletion_timestamp.is_none()
         {
             // A component taken out of the list keeps its data whatever the Shop's reclaim
@@ -257,7 +263,7 @@ async fn expose(shop: &Shop, ctx: &Ctx, namespace: &str, before: &[String]) -> R
     let ingresses: Api<Ingress> = Api::namespaced(ctx.client.clone(), namespace);
     match exposure::ingress(shop) {
         Some(desired) => {
-            apply_child(&ingresses, desired).await?;
+            apply_child(ctx, &ingresses, desired).await?;
             now.push(exposure::INGRESS.to_owned());
         }
         None if before.iter().any(|k| k == exposure::INGRESS) => {
@@ -272,7 +278,7 @@ async fn expose(shop: &Shop, ctx: &Ctx, namespace: &str, before: &[String]) -> R
     );
     match exposure::http_route(shop) {
         Some(desired) => {
-            if let Err(err) = apply_child(&routes, desired).await {
+            if let Err(err) = apply_uncached(&routes, desired).await {
                 if let Error::Kube(kube::Error::Api(e)) = &err
                     && e.code == 404
                 {
@@ -312,8 +318,8 @@ where
 async fn cleanup(shop: Arc<Shop>, ctx: &Ctx) -> Result<Action> {
     let services: Api<Service> =
         Api::namespaced(ctx.client.clone(), &shop.namespace().unwrap_or_default());
-    let remaining = services.list(&selector(&shop)).await?;
-    if remaining.items.is_empty() {
+    let remaining = services_of(&shop, ctx);
+    if remaining.is_empty() {
         return Ok(Action::await_change());
     }
     for service in &remaining {
@@ -327,6 +333,6 @@ async fn cleanup(shop: Arc<Shop>, ctx: &Ctx) -> Result<Action> {
     // every Service has finished its own cleanup.
     Err(Error::Waiting(format!(
         "{} services are still cleaning up",
-        remaining.items.len()
+        remaining.len()
     )))
 }

@@ -5,7 +5,11 @@ use serde_json::json;
 use tienda_crds::{CircuitPolicy, RateLimitPolicy};
 use tienda_operator::controller::policy::reconcile;
 
-use crate::verifier::{Answer, apply_status, context, event, get, get_missing, serve};
+use crate::verifier::{Answer, apply_status, cached_context, event, serve};
+
+fn from<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> T {
+    serde_json::from_value(value.clone()).unwrap()
+}
 
 fn rate_limit() -> serde_json::Value {
     json!({
@@ -20,15 +24,11 @@ fn rate_limit() -> serde_json::Value {
 #[tokio::test]
 async fn a_policy_targeting_a_missing_service_gets_target_not_found() {
     let policy: RateLimitPolicy = serde_json::from_value(rate_limit()).unwrap();
-    let (ctx, handle) = context();
+    let (ctx, handle, mut cluster) = cached_context();
+    cluster.put::<RateLimitPolicy>(from(&rate_limit()));
     let server = serve(
         handle,
         vec![
-            get_missing("/apis/tienda.dev/v1alpha1/namespaces/shops/tiendaservices/demo-products"),
-            get(
-                "/apis/tienda.dev/v1alpha1/namespaces/shops/ratelimitpolicies?",
-                json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "RateLimitPolicyList", "metadata": {}, "items": [rate_limit()]}),
-            ),
             event("shops"),
             apply_status(
                 "/apis/tienda.dev/v1alpha1/namespaces/shops/ratelimitpolicies/browse/status",
@@ -39,9 +39,9 @@ async fn a_policy_targeting_a_missing_service_gets_target_not_found() {
     reconcile(Arc::new(policy), ctx.clone()).await.unwrap();
     drop(ctx);
     let seen = server.await.unwrap();
-    assert_eq!(seen[2].body["reason"], "TargetNotFound");
-    assert_eq!(seen[2].body["type"], "Warning");
-    let status = &seen[3].body["status"];
+    assert_eq!(seen[0].body["reason"], "TargetNotFound");
+    assert_eq!(seen[0].body["type"], "Warning");
+    let status = &seen[1].body["status"];
     assert_eq!(status["observedGeneration"], 2);
     let accepted = &status["conditions"][0];
     assert_eq!(
@@ -66,18 +66,12 @@ async fn a_policy_on_an_existing_service_is_accepted_with_its_resolved_target() 
     let service = json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "Service",
         "metadata": {"name": "demo-products", "namespace": "shops"},
         "spec": {"shop": "demo", "component": "products", "image": "x"}});
-    let (ctx, handle) = context();
+    let (ctx, handle, mut cluster) = cached_context();
+    cluster.put::<tienda_crds::Service>(from(&service));
+    cluster.put::<RateLimitPolicy>(from(&rate_limit()));
     let server = serve(
         handle,
         vec![
-            get(
-                "/apis/tienda.dev/v1alpha1/namespaces/shops/tiendaservices/demo-products",
-                service,
-            ),
-            get(
-                "/apis/tienda.dev/v1alpha1/namespaces/shops/ratelimitpolicies?",
-                json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "RateLimitPolicyList", "metadata": {}, "items": [rate_limit()]}),
-            ),
             event("shops"),
             apply_status(
                 "/apis/tienda.dev/v1alpha1/namespaces/shops/ratelimitpolicies/browse/status",
@@ -88,7 +82,7 @@ async fn a_policy_on_an_existing_service_is_accepted_with_its_resolved_target() 
     reconcile(Arc::new(policy), ctx.clone()).await.unwrap();
     drop(ctx);
     let seen = server.await.unwrap();
-    let status = &seen[3].body["status"];
+    let status = &seen[1].body["status"];
     assert_eq!(status["targets"], json!(["demo-products"]));
     assert_eq!(status["conditions"][0]["status"], "True");
 }
@@ -100,23 +94,22 @@ async fn a_component_name_resolves_to_that_component_of_every_shop_in_the_namesp
     let policy: RateLimitPolicy = serde_json::from_value(doc.clone()).unwrap();
     let service = |shop: &str| {
         json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "Service",
-            "metadata": {"name": format!("{shop}-products"), "namespace": "shops"},
+            "metadata": {"name": format!("{shop}-products"), "namespace": "shops",
+                         "labels": {"app.kubernetes.io/component": "products"}},
             "spec": {"shop": shop, "component": "products", "image": "x"}})
     };
-    let (ctx, handle) = context();
+    let (ctx, handle, mut cluster) = cached_context();
+    for shop in ["outlet", "demo"] {
+        cluster.put::<tienda_crds::Service>(from(&service(shop)));
+    }
+    // The same component in another namespace is not a target.
+    let mut elsewhere = service("other");
+    elsewhere["metadata"]["namespace"] = json!("elsewhere");
+    cluster.put::<tienda_crds::Service>(from(&elsewhere));
+    cluster.put::<RateLimitPolicy>(from(&doc));
     let server = serve(
         handle,
         vec![
-            get_missing("/apis/tienda.dev/v1alpha1/namespaces/shops/tiendaservices/products"),
-            get(
-                "/apis/tienda.dev/v1alpha1/namespaces/shops/tiendaservices?&labelSelector=app.kubernetes.io%2Fcomponent%3Dproducts",
-                json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "ServiceList", "metadata": {},
-                       "items": [service("outlet"), service("demo")]}),
-            ),
-            get(
-                "/apis/tienda.dev/v1alpha1/namespaces/shops/ratelimitpolicies?",
-                json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "RateLimitPolicyList", "metadata": {}, "items": [doc.clone()]}),
-            ),
             event("shops"),
             apply_status(
                 "/apis/tienda.dev/v1alpha1/namespaces/shops/ratelimitpolicies/browse/status",
@@ -128,7 +121,7 @@ async fn a_component_name_resolves_to_that_component_of_every_shop_in_the_namesp
     drop(ctx);
     let seen = server.await.unwrap();
     assert_eq!(
-        seen[4].body["status"]["targets"],
+        seen[1].body["status"]["targets"],
         json!(["demo-products", "outlet-products"])
     );
 }
@@ -145,14 +138,12 @@ async fn the_newer_of_two_circuit_policies_for_one_destination_is_conflicted() {
         make("stripe-b", "2026-11-02T00:00:00Z"),
     );
     let policy: CircuitPolicy = serde_json::from_value(newer.clone()).unwrap();
-    let (ctx, handle) = context();
+    let (ctx, handle, mut cluster) = cached_context();
+    cluster.put::<CircuitPolicy>(from(&older));
+    cluster.put::<CircuitPolicy>(from(&newer));
     let server = serve(
         handle,
         vec![
-            get(
-                "/apis/tienda.dev/v1alpha1/namespaces/shops/circuitpolicies?",
-                json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "CircuitPolicyList", "metadata": {}, "items": [older, newer.clone()]}),
-            ),
             event("shops"),
             apply_status(
                 "/apis/tienda.dev/v1alpha1/namespaces/shops/circuitpolicies/stripe-b/status",
@@ -163,7 +154,7 @@ async fn the_newer_of_two_circuit_policies_for_one_destination_is_conflicted() {
     reconcile(Arc::new(policy), ctx.clone()).await.unwrap();
     drop(ctx);
     let seen = server.await.unwrap();
-    let condition = &seen[2].body["status"]["conditions"][0];
+    let condition = &seen[1].body["status"]["conditions"][0];
     assert_eq!(condition["reason"], "Conflicted");
     assert!(
         condition["message"].as_str().unwrap().contains("stripe-a"),
@@ -184,15 +175,11 @@ async fn the_status_is_applied_with_only_the_operators_fields_so_cleared_ones_go
         "applied": [{"replica": "gw-0", "generation": 1}, {"replica": "gw-1", "generation": 2}]
     });
     let policy: RateLimitPolicy = serde_json::from_value(stored.clone()).unwrap();
-    let (ctx, handle) = context();
+    let (ctx, handle, mut cluster) = cached_context();
+    cluster.put::<RateLimitPolicy>(from(&stored));
     let server = serve(
         handle,
         vec![
-            get_missing("/apis/tienda.dev/v1alpha1/namespaces/shops/tiendaservices/demo-products"),
-            get(
-                "/apis/tienda.dev/v1alpha1/namespaces/shops/ratelimitpolicies?",
-                json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "RateLimitPolicyList", "metadata": {}, "items": [stored.clone()]}),
-            ),
             event("shops"),
             apply_status(
                 "/apis/tienda.dev/v1alpha1/namespaces/shops/ratelimitpolicies/browse/status",
@@ -203,7 +190,7 @@ async fn the_status_is_applied_with_only_the_operators_fields_so_cleared_ones_go
     reconcile(Arc::new(policy), ctx.clone()).await.unwrap();
     drop(ctx);
     let seen = server.await.unwrap();
-    let write = &seen[3];
+    let write = &seen[1];
     assert_eq!(
         write.content_type.as_deref(),
         Some("application/apply-patch+yaml"),

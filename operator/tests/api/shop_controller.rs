@@ -5,7 +5,12 @@ use serde_json::json;
 use tienda_crds::Shop;
 use tienda_operator::controller::shop::{FINALIZER, reconcile};
 
-use crate::verifier::{Answer, apply, apply_status, context, get, get_missing, patch, serve};
+use crate::verifier::{Answer, apply, apply_status, cached_context, context, patch, serve};
+
+/// A Service resource of Shop `demo`, as the caches hold it.
+fn cached_service(value: serde_json::Value) -> tienda_crds::Service {
+    serde_json::from_value(value).unwrap()
+}
 
 fn shop() -> Shop {
     let mut shop: Shop = serde_json::from_value(json!({
@@ -33,13 +38,8 @@ async fn a_new_shop_creates_one_service_per_component_and_reports_progress() {
         "notifications",
         "gateway",
     ] {
-        script.push(get_missing(&format!("{base}/demo-{component}")));
         script.push(apply(&format!("{base}/demo-{component}")));
     }
-    script.push(get(
-        &format!("{base}?labelSelector=tienda.dev%2Fshop%3Ddemo"),
-        json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "ServiceList", "metadata": {}, "items": []}),
-    ));
     script.push(apply_status(
         "/apis/tienda.dev/v1alpha1/namespaces/shops/shops/demo/status",
         Answer::MergeInto(serde_json::to_value(&shop).unwrap()),
@@ -50,7 +50,7 @@ async fn a_new_shop_creates_one_service_per_component_and_reports_progress() {
     drop(ctx);
     let seen = server.await.unwrap();
 
-    let applied = &seen[1].body;
+    let applied = &seen[0].body;
     assert_eq!(applied["kind"], "Service");
     assert_eq!(applied["apiVersion"], "tienda.dev/v1alpha1");
     assert_eq!(applied["metadata"]["ownerReferences"][0]["kind"], "Shop");
@@ -61,7 +61,7 @@ async fn a_new_shop_creates_one_service_per_component_and_reports_progress() {
     assert_eq!(applied["spec"]["component"], "auth");
     assert_eq!(applied["spec"]["database"]["name"], "shops_demo_auth");
 
-    let status = &seen[13].body["status"];
+    let status = &seen[6].body["status"];
     assert_eq!(status["observedGeneration"], 3);
     assert_eq!(status["servicesReady"], "0/6");
     assert_eq!(status["gatewayAddress"], "http://demo-gateway.shops.svc");
@@ -85,16 +85,12 @@ async fn a_component_no_longer_listed_is_deleted() {
         "metadata": {"name": "demo-orders", "namespace": "shops", "labels": {"tienda.dev/shop": "demo"}},
         "spec": {"shop": "demo", "component": "orders", "image": "x",
                  "database": {"name": "shops_demo_orders", "reclaimPolicy": "Delete"}}});
-    let (ctx, handle) = context();
+    let (ctx, handle, mut writers) = cached_context();
+    writers.put(cached_service(stale.clone()));
     let server = serve(
         handle,
         vec![
-            get_missing(&format!("{base}/demo-auth")),
             apply(&format!("{base}/demo-auth")),
-            get(
-                &format!("{base}?labelSelector=tienda.dev%2Fshop%3Ddemo"),
-                json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "ServiceList", "metadata": {}, "items": [stale.clone()]}),
-            ),
             patch(&format!("{base}/demo-orders?"), Answer::Json(stale.clone())),
             crate::verifier::Exchange {
                 method: http::Method::DELETE,
@@ -117,22 +113,22 @@ async fn a_component_no_longer_listed_is_deleted() {
     // Taking a component out of the list is not a request to drop its data: the Service is
     // switched to Retain before it is deleted, and the event says what is kept.
     assert_eq!(
-        seen[3].body,
+        seen[1].body,
         json!({"spec": {"database": {"reclaimPolicy": "Retain"}}})
     );
-    assert_eq!(seen[4].method, http::Method::DELETE);
+    assert_eq!(seen[2].method, http::Method::DELETE);
     assert!(
-        seen[4].uri.contains("/tiendaservices/demo-orders"),
+        seen[2].uri.contains("/tiendaservices/demo-orders"),
         "{}",
-        seen[4].uri
+        seen[2].uri
     );
-    assert_eq!(seen[5].body["reason"], "ServiceRemoved");
-    let note = seen[5].body["note"].as_str().unwrap();
+    assert_eq!(seen[3].body["reason"], "ServiceRemoved");
+    let note = seen[3].body["note"].as_str().unwrap();
     assert!(
         note.contains("database shops_demo_orders and streams are kept"),
         "{note}"
     );
-    assert_eq!(seen[6].body["status"]["servicesReady"], "0/1");
+    assert_eq!(seen[4].body["status"]["servicesReady"], "0/1");
 }
 
 #[tokio::test]
@@ -142,27 +138,21 @@ async fn a_deleted_shop_deletes_its_services_and_waits_for_them_before_letting_g
         k8s_openapi::jiff::Timestamp::now(),
     ));
     let base = "/apis/tienda.dev/v1alpha1/namespaces/shops/tiendaservices";
-    let list = "/apis/tienda.dev/v1alpha1/namespaces/shops/tiendaservices?labelSelector=tienda.dev%2Fshop%3Ddemo";
     let child = json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "Service",
         "metadata": {"name": "demo-auth", "namespace": "shops", "labels": {"tienda.dev/shop": "demo"}},
         "spec": {"shop": "demo", "component": "auth", "image": "x"}});
 
     // Services remain: delete them and come back.
-    let (ctx, handle) = context();
+    let (ctx, handle, mut writers) = cached_context();
+    writers.put(cached_service(child.clone()));
     let server = serve(
         handle,
-        vec![
-            get(
-                list,
-                json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "ServiceList", "metadata": {}, "items": [child.clone()]}),
-            ),
-            crate::verifier::Exchange {
-                method: http::Method::DELETE,
-                uri: format!("{base}/demo-auth?"),
-                status: http::StatusCode::OK,
-                answer: Answer::Json(child),
-            },
-        ],
+        vec![crate::verifier::Exchange {
+            method: http::Method::DELETE,
+            uri: format!("{base}/demo-auth?"),
+            status: http::StatusCode::OK,
+            answer: Answer::Json(child),
+        }],
     );
     let err = reconcile(Arc::new(shop.clone()), ctx.clone())
         .await
@@ -186,21 +176,15 @@ async fn a_deleted_shop_deletes_its_services_and_waits_for_them_before_letting_g
     let (ctx, handle) = context();
     let server = serve(
         handle,
-        vec![
-            get(
-                list,
-                json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "ServiceList", "metadata": {}, "items": []}),
-            ),
-            patch(
-                "/apis/tienda.dev/v1alpha1/namespaces/shops/shops/demo?",
-                Answer::Json(released),
-            ),
-        ],
+        vec![patch(
+            "/apis/tienda.dev/v1alpha1/namespaces/shops/shops/demo?",
+            Answer::Json(released),
+        )],
     );
     reconcile(Arc::new(shop), ctx.clone()).await.unwrap();
     drop(ctx);
     let seen = server.await.unwrap();
-    assert_eq!(seen[1].body[1]["op"], "remove", "the finalizer is removed");
+    assert_eq!(seen[0].body[1]["op"], "remove", "the finalizer is removed");
 }
 
 #[tokio::test]
@@ -222,12 +206,7 @@ async fn a_retained_shop_carries_no_finalizer_and_one_left_over_is_removed() {
                 "/apis/tienda.dev/v1alpha1/namespaces/shops/shops/demo?",
                 Answer::Json(released),
             ),
-            get_missing(&format!("{base}/demo-auth")),
             apply(&format!("{base}/demo-auth")),
-            get(
-                &format!("{base}?labelSelector=tienda.dev%2Fshop%3Ddemo"),
-                json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "ServiceList", "metadata": {}, "items": []}),
-            ),
             apply_status(
                 "/apis/tienda.dev/v1alpha1/namespaces/shops/shops/demo/status",
                 Answer::MergeInto(serde_json::to_value(&shop).unwrap()),
@@ -257,17 +236,10 @@ async fn the_gateway_is_exposed_as_the_spec_asks_and_what_it_no_longer_asks_for_
     let base = "/apis/tienda.dev/v1alpha1/namespaces/shops/tiendaservices";
     let ingress = "/apis/networking.k8s.io/v1/namespaces/shops/ingresses/demo-gateway";
     let route = "/apis/gateway.networking.k8s.io/v1/namespaces/shops/httproutes/demo-gateway";
-    let list = json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "ServiceList", "metadata": {}, "items": []});
     let mut script = Vec::new();
     for component in ["auth", "gateway"] {
-        script.push(get_missing(&format!("{base}/demo-{component}")));
         script.push(apply(&format!("{base}/demo-{component}")));
     }
-    script.push(get(
-        &format!("{base}?labelSelector=tienda.dev%2Fshop%3Ddemo"),
-        list.clone(),
-    ));
-    script.push(get_missing(ingress));
     script.push(apply(ingress));
     script.push(apply_status(
         "/apis/tienda.dev/v1alpha1/namespaces/shops/shops/demo/status",
@@ -280,11 +252,11 @@ async fn the_gateway_is_exposed_as_the_spec_asks_and_what_it_no_longer_asks_for_
         .unwrap();
     drop(ctx);
     let seen = server.await.unwrap();
-    let made = &seen[6].body;
+    let made = &seen[2].body;
     assert_eq!(made["kind"], "Ingress");
     assert_eq!(made["spec"]["rules"][0]["host"], "shop.demo.example");
     assert_eq!(made["metadata"]["ownerReferences"][0]["kind"], "Shop");
-    let status = &seen[7].body["status"];
+    let status = &seen[3].body["status"];
     assert_eq!(status["exposedBy"], json!(["Ingress"]));
     assert_eq!(status["gatewayAddress"], "https://shop.demo.example");
 
@@ -295,13 +267,8 @@ async fn the_gateway_is_exposed_as_the_spec_asks_and_what_it_no_longer_asks_for_
     shop.status.as_mut().unwrap().exposed_by = vec!["Ingress".into(), "HTTPRoute".into()];
     let mut script = Vec::new();
     for component in ["auth", "gateway"] {
-        script.push(get_missing(&format!("{base}/demo-{component}")));
         script.push(apply(&format!("{base}/demo-{component}")));
     }
-    script.push(get(
-        &format!("{base}?labelSelector=tienda.dev%2Fshop%3Ddemo"),
-        list,
-    ));
     script.push(crate::verifier::Exchange {
         method: http::Method::DELETE,
         uri: format!("{ingress}?"),
@@ -325,7 +292,7 @@ async fn the_gateway_is_exposed_as_the_spec_asks_and_what_it_no_longer_asks_for_
     reconcile(Arc::new(shop), ctx.clone()).await.unwrap();
     drop(ctx);
     let seen = server.await.unwrap();
-    let status = seen[7].body["status"].as_object().unwrap();
+    let status = seen[4].body["status"].as_object().unwrap();
     assert!(!status.contains_key("exposedBy"), "{status:?}");
     assert_eq!(status["gatewayAddress"], "http://demo-gateway.shops.svc");
 }

@@ -9,7 +9,10 @@ use kube::{Client, client::Body};
 use prometheus::Registry;
 use serde_json::{Value, json};
 use tienda_kit::testing::rbac::{self, Rules};
-use tienda_operator::controller::Context;
+use tienda_operator::controller::{
+    Context,
+    cache::{Caches, Writers},
+};
 use tower_test::mock::{self, Handle};
 
 /// One expected request and its answer.
@@ -174,12 +177,26 @@ pub fn duplicate_key(value: &Value, path: &str) -> Option<String> {
     }
 }
 
-/// A context around a mocked client, and the handle that plays the API server.
+/// A context around a mocked client, and the handle that plays the API server. Its caches are
+/// synced and empty: a cluster with nothing the test did not script.
 pub fn context() -> (Arc<Context>, Handle<Request<Body>, Response<Body>>) {
+    let (ctx, handle, _) = cached_context();
+    (ctx, handle)
+}
+
+/// [`context`], and the writers of its caches: what the test puts there is what the operator's
+/// watches would have seen in the cluster.
+pub fn cached_context() -> (Arc<Context>, Handle<Request<Body>, Response<Body>>, Writers) {
     tienda_kit::install_crypto_provider();
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    (Arc::new(Context::new(client, &Registry::new())), handle)
+    let (caches, mut writers) = Caches::new();
+    writers.synced();
+    (
+        Arc::new(Context::with_caches(client, &Registry::new(), caches)),
+        handle,
+        writers,
+    )
 }
 
 /// Plays the script; returns what was sent. After the script, any further request fails the
