@@ -10,3 +10,4 @@ mod rbac;
 mod service_controller;
 mod shop_controller;
 mod verifier;
+mod whole_operator;

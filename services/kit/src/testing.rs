@@ -1,6 +1,7 @@
 //! Helpers for service tests (feature `testing`): a fresh database per test and the NATS URL,
 //! both from the servers `tests/run` starts (`DATABASE_URL` is an admin connection there).
 
+pub mod apiserver;
 pub mod rbac;
 
 use std::net::SocketAddr;

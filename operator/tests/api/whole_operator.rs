@@ -1,0 +1,190 @@
+//! The whole operator (`tienda run`'s controllers, watches, caches and leader election)
+//! against the in-memory API server (`tienda_kit::testing::apiserver`, which keeps state,
+//! merges server-side applies, records managedFields and enforces the chart's RBAC), with the
+//! real PostgreSQL and nats-server: a Shop converges, a converged Shop costs no request when
+//! its objects are reconciled again, and a hand edit comes back.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde_json::json;
+use tienda_kit::testing::{NatsServer, apiserver::ApiServer};
+
+use crate::verifier::{OPERATOR_USER, operator_rules};
+
+const NS: &str = "shops";
+
+/// Plays the Deployment controller: every Deployment whose spec it has not seen is rolled out
+/// at once, all replicas up.
+fn deployment_controller(server: std::sync::Arc<ApiServer>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            for deployment in server.list("apps/v1", "Deployment") {
+                let generation = deployment["metadata"]["generation"].clone();
+                if deployment["status"]["observedGeneration"] == generation {
+                    continue;
+                }
+                let replicas = deployment["spec"]["replicas"].as_i64().unwrap_or(1);
+                server.edit(
+                    "apps/v1",
+                    "Deployment",
+                    deployment["metadata"]["namespace"].as_str().unwrap(),
+                    deployment["metadata"]["name"].as_str().unwrap(),
+                    |d| {
+                        d["status"] = json!({"observedGeneration": generation,
+                            "replicas": replicas, "updatedReplicas": replicas,
+                            "readyReplicas": replicas, "availableReplicas": replicas});
+                    },
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+/// The operator's counter of reconciles of `kind`, from its /metrics.
+async fn reconciles(metrics: &str, kind: &str) -> u64 {
+    let text = reqwest::get(metrics).await.unwrap().text().await.unwrap();
+    let prefix = format!("tienda_operator_reconciles_total{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// Requests since `before`, leader election's aside.
+fn since(before: &BTreeMap<String, u64>, now: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    now.iter()
+        .filter(|(k, _)| !k.ends_with(" leases"))
+        .filter_map(|(k, v)| {
+            let delta = v - before.get(k).copied().unwrap_or(0);
+            (delta > 0).then(|| (k.clone(), delta))
+        })
+        .collect()
+}
+
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen within a minute");
+}
+
+#[tokio::test]
+async fn a_converged_shop_costs_no_request_and_a_hand_edit_comes_back() {
+    tienda_kit::install_crypto_provider();
+    let server =
+        std::sync::Arc::new(ApiServer::with_rules(operator_rules().clone(), OPERATOR_USER).await);
+    let nats = NatsServer::start();
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL: run the tests with tests/run");
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let userinfo = url.split("://").nth(1).unwrap().split_once('@').unwrap().0;
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    server.create(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "pg-admin", "namespace": NS},
+        "data": {"username": b64(user), "password": b64(password)}}));
+    let shop = format!("w{}", &uuid::Uuid::now_v7().simple().to_string()[23..]);
+    server.create(json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "Shop",
+        "metadata": {"name": shop, "namespace": NS},
+        "spec": {"version": "0.1.0",
+                 "postgres": {"host": options.get_host(), "port": options.get_port(),
+                              "adminSecretRef": {"name": "pg-admin"}, "sslMode": "Disable"},
+                 "nats": {"url": nats.url()},
+                 "components": [{"name": "auth"}, {"name": "gateway"}]}}));
+
+    let rollouts = deployment_controller(server.clone());
+    let port = tienda_local::infra::free_port().unwrap();
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let operator = tokio::spawn(tienda_operator::run::run_with(
+        server.client("tienda-system"),
+        ([127, 0, 0, 1], port).into(),
+    ));
+
+    let ready = |server: &ApiServer| {
+        server
+            .get("tienda.dev/v1alpha1", "Shop", NS, &shop)
+            .and_then(|s| s["status"]["conditions"].as_array().cloned())
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+    };
+    until("the Shop becoming Ready", || ready(&server)).await;
+    let stored = server
+        .get("apps/v1", "Deployment", NS, &format!("{shop}-auth"))
+        .unwrap();
+    assert!(
+        stored["metadata"]["managedFields"][0]["manager"] == "tienda-operator",
+        "the server records who applied what: {}",
+        stored["metadata"]["managedFields"]
+    );
+
+    // Converged. Touch the Shop and a Service (an annotation: no spec change) so each is
+    // reconciled again, as a resync would: nothing is sent.
+    let before = server.requests();
+    let (shops, services) = (
+        reconciles(&metrics, "Shop").await,
+        reconciles(&metrics, "Service").await,
+    );
+    server.edit("tienda.dev/v1alpha1", "Shop", NS, &shop, |s| {
+        s["metadata"]["annotations"] = json!({"touched": "1"});
+    });
+    server.edit(
+        "tienda.dev/v1alpha1",
+        "Service",
+        NS,
+        &format!("{shop}-auth"),
+        |s| {
+            s["metadata"]["annotations"]["touched"] = json!("1");
+        },
+    );
+    for _ in 0..600 {
+        if reconciles(&metrics, "Shop").await > shops
+            && reconciles(&metrics, "Service").await > services
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        reconciles(&metrics, "Service").await > services,
+        "the Service was reconciled"
+    );
+    let idle = since(&before, &server.requests());
+    assert_eq!(
+        idle,
+        BTreeMap::new(),
+        "a reconcile of converged objects reads its caches and writes nothing"
+    );
+
+    // A hand edit of the Deployment (another image) is a watch event; the operator puts it
+    // back with one apply.
+    let before = server.requests();
+    let name = format!("{shop}-auth");
+    let official = stored["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+    server.edit("apps/v1", "Deployment", NS, &name, |d| {
+        d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("evil.example/auth:1");
+    });
+    until("the image being put back", || {
+        server.get("apps/v1", "Deployment", NS, &name).unwrap()["spec"]["template"]["spec"]
+            ["containers"][0]["image"]
+            == official
+    })
+    .await;
+    let fixed = since(&before, &server.requests());
+    assert_eq!(fixed.get("apply deployments"), Some(&1), "{fixed:?}");
+    let unexpected: Vec<&String> = fixed
+        .keys()
+        .filter(|k| {
+            // The rollout of what was put back may flip Ready and back: status and events.
+            !k.starts_with("apply deployments") && !k.ends_with("/status") && *k != "create events"
+        })
+        .collect();
+    assert!(unexpected.is_empty(), "nothing else: {fixed:?}");
+
+    operator.abort();
+    rollouts.abort();
+}
