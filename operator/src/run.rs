@@ -196,6 +196,13 @@ pub async fn run_with(client: Client, metrics_addr: SocketAddr) -> anyhow::Resul
     .with_config(bounded())
     .shutdown_on_signal();
 
+    let sweeper = ctx.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            sweeper.forget_idle_nats_clients();
+        }
+    });
     let ready = probe.ready.clone();
     let synced = caches.clone();
     tokio::spawn(async move {

@@ -103,8 +103,8 @@ pub struct Context {
     pub caches: Caches,
     /// Admin pools per PostgreSQL server (host, port, user, database).
     pools: Mutex<HashMap<String, PgPool>>,
-    /// Clients per NATS URL and credentials.
-    nats: Mutex<HashMap<String, async_nats::Client>>,
+    /// Clients per NATS URL and credentials, with when each was last used.
+    nats: Mutex<HashMap<String, (async_nats::Client, tokio::time::Instant)>>,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// Per Service: the fingerprint of what shaped its external state when it was last
@@ -136,6 +136,11 @@ fn jitter(base: Duration, spread: f64) -> Duration {
 /// database or stream deleted by hand still comes back within hours (at once on any change
 /// to the Service, its Shop's servers or its credentials, or an operator restart).
 pub const RECHECK: Duration = Duration::from_secs(3 * 3600);
+
+/// How long an unused NATS client is kept: streams are verified on a change or every few
+/// hours, so a client per Shop account held for good would be a connection and its buffers
+/// per Shop for nothing (a thousand Shops on their own accounts: a thousand connections).
+pub const NATS_IDLE: Duration = Duration::from_secs(300);
 
 /// The requeue after errors: ceilings from 1 s doubling to 5 min, full jitter, never sooner
 /// than 1 s (a failing object must not spin).
@@ -339,7 +344,9 @@ impl Context {
             None => None,
         };
         let key = nats_client_key(&nats.url, credentials.as_ref().map(|(_, d)| d));
-        if let Some(client) = self.nats.lock().expect("not poisoned").get(&key) {
+        self.forget_idle_nats_clients();
+        if let Some((client, used)) = self.nats.lock().expect("not poisoned").get_mut(&key) {
+            *used = tokio::time::Instant::now();
             return Ok(async_nats::jetstream::new(client.clone()));
         }
         let connect_error = |message: String| Error::NatsConnect {
@@ -367,6 +374,9 @@ impl Context {
         }
         let client = options
             .connection_timeout(Duration::from_secs(5))
+            // JetStream API requests and their answers are small: the default 64 KiB read
+            // buffer per connection is most of an idle client's memory.
+            .read_buffer_capacity(8 * 1024)
             .connect(nats.url.as_str())
             .await
             .map_err(|e| connect_error(e.to_string()))?;
@@ -374,7 +384,11 @@ impl Context {
             let mut clients = self.nats.lock().expect("not poisoned");
             // Clients of this URL with other credentials are stale (a rotated Secret) unless
             // another Shop uses them; they are dropped with the last reconcile holding one.
-            clients.entry(key).or_insert(client).clone()
+            let entry = clients
+                .entry(key)
+                .or_insert((client, tokio::time::Instant::now()));
+            entry.1 = tokio::time::Instant::now();
+            entry.0.clone()
         };
         Ok(async_nats::jetstream::new(client))
     }
@@ -382,6 +396,17 @@ impl Context {
     /// How many NATS clients are cached (one per URL and credentials).
     pub fn nats_clients(&self) -> usize {
         self.nats.lock().expect("not poisoned").len()
+    }
+
+    /// Drops the NATS clients unused for [`NATS_IDLE`] (each is closed once the last
+    /// reconcile holding it is done), among them those of rotated credentials. Called on
+    /// every use of the cache and from a timer, so an idle operator holds no connection.
+    pub fn forget_idle_nats_clients(&self) {
+        let now = tokio::time::Instant::now();
+        self.nats
+            .lock()
+            .expect("not poisoned")
+            .retain(|_, (_, used)| now.duration_since(*used) < NATS_IDLE);
     }
 }
 

@@ -149,6 +149,14 @@ async fn shops_on_one_nats_use_their_own_accounts_and_a_rotated_secret_gets_a_ne
     rotated.get_stream("PRODUCT").await.unwrap();
     assert_eq!(ctx.nats_clients(), 3, "new credentials, a new client");
 
+    // Unused for the idle period, every client is let go: an idle operator holds no NATS
+    // connection per Shop, and the rotated credentials' old client does not linger.
+    tokio::time::pause();
+    tokio::time::advance(tienda_operator::controller::context::NATS_IDLE).await;
+    ctx.forget_idle_nats_clients();
+    assert_eq!(ctx.nats_clients(), 0);
+    tokio::time::resume();
+
     drop((js_a, js_b, again, rotated));
     drop(ctx);
     server.await.unwrap();
