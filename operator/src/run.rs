@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::Context as _;
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use kube::{
     Api, Client,
     runtime::{
@@ -27,7 +27,7 @@ use tienda_crds::{CircuitPolicy, RateLimitPolicy, Service};
 use crate::{
     controller::{
         Context,
-        cache::{Caches, Writers, strip},
+        cache::{Caches, Slim, Writers, slim_event, strip},
         policy, service, shop,
     },
     leader::LeaseLock,
@@ -106,6 +106,28 @@ where
         .reflect(writer)
 }
 
+/// [`cached`] for a child kind, cached [`Slim`].
+fn slimmed<K>(
+    client: &Client,
+    config: watcher::Config,
+    writer: Writer<Slim<K>>,
+) -> impl Stream<Item = Result<watcher::Event<Slim<K>>, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    watcher(Api::<K>::all(client.clone()), config)
+        .default_backoff()
+        .map_ok(slim_event)
+        .reflect(writer)
+}
+
 /// Runs the controllers until SIGTERM/Ctrl-C.
 pub async fn run(metrics_addr: SocketAddr) -> anyhow::Result<()> {
     let client = Client::try_default()
@@ -163,7 +185,7 @@ pub async fn run_with(client: Client, metrics_addr: SocketAddr) -> anyhow::Resul
         caches.shops.clone(),
     )
     .owns_stream(cached(&client, all(), service_writer).touched_objects())
-    .owns_stream(cached(&client, ours(), ingresses).touched_objects())
+    .owns_stream(slimmed(&client, ours(), ingresses).touched_objects())
     .with_config(bounded())
     .shutdown_on_signal();
     // The Service controller's own copy of the Services (the Shop controller's is the one in
@@ -173,12 +195,12 @@ pub async fn run_with(client: Client, metrics_addr: SocketAddr) -> anyhow::Resul
         cached(&client, all(), own_service_writer).applied_objects(),
         own_services,
     )
-    .owns_stream(cached(&client, ours(), deployments).touched_objects())
-    .owns_stream(cached(&client, ours(), kube_services).touched_objects())
-    .owns_stream(cached(&client, ours(), service_accounts).touched_objects())
-    .owns_stream(cached(&client, ours(), pdbs).touched_objects())
-    .owns_stream(cached(&client, ours(), roles).touched_objects())
-    .owns_stream(cached(&client, ours(), role_bindings).touched_objects())
+    .owns_stream(slimmed(&client, ours(), deployments).touched_objects())
+    .owns_stream(slimmed(&client, ours(), kube_services).touched_objects())
+    .owns_stream(slimmed(&client, ours(), service_accounts).touched_objects())
+    .owns_stream(slimmed(&client, ours(), pdbs).touched_objects())
+    .owns_stream(slimmed(&client, ours(), roles).touched_objects())
+    .owns_stream(slimmed(&client, ours(), role_bindings).touched_objects())
     .owns_stream(cached(&client, ours(), secrets).touched_objects())
     .with_config(bounded())
     .shutdown_on_signal();

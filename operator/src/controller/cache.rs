@@ -10,8 +10,16 @@
 //! by a watch event: a child just applied may be missing or old here, which costs at most
 //! one apply that changes nothing (or, for the credentials Secret, a create answered 409 and
 //! one read).
+//!
+//! Children are cached [`Slim`]: what reconciles read of them (name, owner, generation, the
+//! applied-hash annotation, the status) and a hash of the rest. A Deployment is about 3 KB of
+//! JSON and 24 KB as a k8s-openapi struct; slim, about 1 KB. Drift is then a changed content
+//! hash: see [`super::apply_child`].
 
-use std::sync::Arc;
+use std::{marker::PhantomData, sync::Arc};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Serialize, de::DeserializeOwned};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -107,13 +115,144 @@ caches! {
     rate_limits: RateLimitPolicy,
     circuits: CircuitPolicy,
     secrets: Secret,
-    deployments: Deployment,
-    kube_services: KubeService,
-    service_accounts: ServiceAccount,
-    pdbs: PodDisruptionBudget,
-    roles: Role,
-    role_bindings: RoleBinding,
-    ingresses: Ingress,
+    deployments: Slim<Deployment>,
+    kube_services: Slim<KubeService>,
+    service_accounts: Slim<ServiceAccount>,
+    pdbs: Slim<PodDisruptionBudget>,
+    roles: Slim<Role>,
+    role_bindings: Slim<RoleBinding>,
+    ingresses: Slim<Ingress>,
+}
+
+/// A child of kind `K` as the caches hold it.
+#[derive(Clone, Debug)]
+pub struct Slim<K> {
+    /// Name, namespace, uid, resource version, generation, owners, deletion time and the
+    /// applied-hash annotation; nothing else.
+    pub metadata: ObjectMeta,
+    /// A hash of everything but the metadata the server keeps (resource version, uid,
+    /// generation, times, managed fields) and the status: what drift changes.
+    pub content: u64,
+    /// The status as compact JSON.
+    status: Option<Box<str>>,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K: Resource<DynamicType = ()>> Resource for Slim<K> {
+    type DynamicType = ();
+    type Scope = K::Scope;
+
+    fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::kind(dt)
+    }
+    fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::group(dt)
+    }
+    fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::version(dt)
+    }
+    fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// The content hash of a stored object: see [`Slim::content`].
+pub fn content_hash<K: Serialize>(object: &K) -> u64 {
+    let mut value = serde_json::to_value(object).expect("objects serialize");
+    content_of(&mut value)
+}
+
+/// Trims `value` to its content (removing the status and the server's metadata) and hashes it.
+fn content_of(value: &mut serde_json::Value) -> u64 {
+    if let Some(map) = value.as_object_mut() {
+        map.remove("status");
+        if let Some(meta) = map
+            .get_mut("metadata")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            meta.retain(|k, _| {
+                matches!(
+                    k.as_str(),
+                    "name"
+                        | "namespace"
+                        | "labels"
+                        | "annotations"
+                        | "ownerReferences"
+                        | "finalizers"
+                )
+            });
+            if let Some(annotations) = meta
+                .get_mut("annotations")
+                .and_then(serde_json::Value::as_object_mut)
+            {
+                annotations.remove(LAST_APPLIED);
+            }
+        }
+    }
+    // serde_json's maps are ordered: the bytes, and so the hash, are stable.
+    tienda_provision::stable_hash::fnv1a(serde_json::to_vec(value).expect("json"))
+}
+
+impl<K: Resource<DynamicType = ()> + Serialize> Slim<K> {
+    /// The slim form of a stored object.
+    pub fn of(object: &K) -> Self {
+        let meta = object.meta();
+        let metadata = ObjectMeta {
+            name: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
+            generation: meta.generation,
+            owner_references: meta.owner_references.clone(),
+            deletion_timestamp: meta.deletion_timestamp.clone(),
+            annotations: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(super::APPLIED_HASH))
+                .map(|h| [(super::APPLIED_HASH.to_owned(), h.clone())].into()),
+            ..ObjectMeta::default()
+        };
+        let mut value = serde_json::to_value(object).expect("objects serialize");
+        let status = value
+            .get("status")
+            .filter(|s| !s.is_null())
+            .map(|s| s.to_string().into_boxed_str());
+        Self {
+            metadata,
+            content: content_of(&mut value),
+            status,
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K> Slim<K> {
+    /// The status, read as `S`.
+    pub fn status<S: DeserializeOwned>(&self) -> Option<S> {
+        self.status
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+    }
+}
+
+/// A watch event of `K` as an event of its slim form.
+pub fn slim_event<K: Resource<DynamicType = ()> + Serialize>(
+    event: watcher::Event<K>,
+) -> watcher::Event<Slim<K>> {
+    use watcher::Event;
+    match event {
+        Event::Apply(o) => Event::Apply(Slim::of(&o)),
+        Event::Delete(o) => Event::Delete(Slim::of(&o)),
+        Event::Init => Event::Init,
+        Event::InitApply(o) => Event::InitApply(Slim::of(&o)),
+        Event::InitDone => Event::InitDone,
+    }
 }
 
 /// A kind the operator caches.
@@ -190,10 +329,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_slim_child_keeps_what_reconciles_read_and_its_content_hash_sees_drift_only() {
+        let mut deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d", "namespace": "ns", "generation": 2, "resourceVersion": "7",
+                         "annotations": {"tienda.dev/applied-hash": "h", "other": "x"},
+                         "labels": {"app": "d"}},
+            "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "c", "image": "v1"}]}}},
+            "status": {"observedGeneration": 2, "availableReplicas": 1}
+        }))
+        .unwrap();
+        let slim = Slim::of(&deployment);
+        assert_eq!(slim.metadata.generation, Some(2));
+        assert_eq!(
+            slim.metadata
+                .annotations
+                .as_ref()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["tienda.dev/applied-hash"]
+        );
+        assert!(slim.metadata.labels.is_none());
+        let status: k8s_openapi::api::apps::v1::DeploymentStatus = slim.status().unwrap();
+        assert_eq!(status.available_replicas, Some(1));
+
+        // The server's bookkeeping and the status are not content.
+        deployment.metadata.resource_version = Some("8".into());
+        deployment.metadata.generation = Some(3);
+        deployment.status.as_mut().unwrap().ready_replicas = Some(1);
+        assert_eq!(Slim::of(&deployment).content, slim.content);
+        // A hand edit is.
+        deployment.spec.template.spec.as_mut().unwrap().containers[0].image = Some("evil".into());
+        assert_ne!(Slim::of(&deployment).content, slim.content);
+    }
+
+    #[test]
     fn cached_objects_lose_managed_fields_and_the_last_applied_copy() {
         let (caches, mut writers) = Caches::new();
         assert!(!caches.synced());
-        writers.put(ServiceAccount {
+        writers.put(Secret {
             metadata: ObjectMeta {
                 name: Some("a".into()),
                 namespace: Some("ns".into()),
@@ -210,11 +385,11 @@ mod tests {
                 ),
                 ..ObjectMeta::default()
             },
-            ..ServiceAccount::default()
+            ..Secret::default()
         });
         writers.synced();
         assert!(caches.synced());
-        let cached = caches.get::<ServiceAccount>("ns", "a").unwrap();
+        let cached = caches.get::<Secret>("ns", "a").unwrap();
         assert_eq!(cached.metadata.managed_fields, None);
         assert_eq!(
             cached
@@ -226,6 +401,6 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["kept"]
         );
-        assert!(caches.get::<ServiceAccount>("other", "a").is_none());
+        assert!(caches.get::<Secret>("other", "a").is_none());
     }
 }

@@ -112,6 +112,9 @@ pub struct Context {
     provisioned: Mutex<HashMap<String, (String, tokio::time::Instant)>>,
     /// Provisioning sessions per PostgreSQL server (`host:port`).
     database_servers: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// Per child (a hash of `Kind/namespace/name`): the content hash of what this operator's
+    /// last apply of it left.
+    applied: Mutex<HashMap<u64, u64>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -177,7 +180,42 @@ impl Context {
             failures: Mutex::default(),
             provisioned: Mutex::default(),
             database_servers: Mutex::default(),
+            applied: Mutex::default(),
         }
+    }
+
+    /// The content hash this operator's last apply of child `key`
+    /// (`apiVersion/Kind/namespace/name`)
+    /// left, if it applied it since it started.
+    pub fn applied(&self, key: &str) -> Option<u64> {
+        let key = tienda_provision::stable_hash::fnv1a(key.bytes());
+        self.applied
+            .lock()
+            .expect("not poisoned")
+            .get(&key)
+            .copied()
+    }
+
+    /// Records what an apply of child `key` left.
+    pub fn remember_applied(&self, key: &str, content: u64) {
+        let key = tienda_provision::stable_hash::fnv1a(key.bytes());
+        self.applied
+            .lock()
+            .expect("not poisoned")
+            .insert(key, content);
+    }
+
+    /// Records `stored` as this operator's last apply of it (as [`super::apply_child`] does).
+    pub fn remember<K: Resource<DynamicType = ()> + serde::Serialize>(&self, stored: &K) {
+        let meta = stored.meta();
+        let key = format!(
+            "{}/{}/{}/{}",
+            K::api_version(&()),
+            K::kind(&()),
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default()
+        );
+        self.remember_applied(&key, super::cache::content_hash(stored));
     }
 
     /// Waits for a provisioning slot on the Shop's PostgreSQL server: at most

@@ -22,57 +22,143 @@ pub const FIELD_MANAGER: &str = "tienda-operator";
 /// instead of re-applied on every reconcile.
 pub const APPLIED_HASH: &str = "tienda.dev/applied-hash";
 
-/// Applies `desired` by server-side apply (one field manager, forced) unless the cached
-/// object carries the same applied hash *and* still holds every field `desired` sets. The hash
-/// alone would miss drift: `kubectl edit` of the image or the replicas keeps our annotation.
-/// Fields the API server adds (defaults, status, other managers' fields) do not count as
-/// drift; a server that normalises a value we set (`0.5` CPU to `500m`) only costs a no-op
-/// apply. Returns the object as stored. Reads nothing from the API server: a converged child
-/// costs no request.
-pub async fn apply_child<K>(ctx: &context::Context, api: &kube::Api<K>, desired: K) -> Result<K>
+/// How a kind is cached: [`cache::Slim`] for children, in full for the Service resources the
+/// Shop controller reads back.
+pub trait Form<K>: cache::Cached {
+    /// The cached form of a stored object (an apply's answer).
+    fn of(stored: K) -> Self;
+    /// Its content hash ([`cache::Slim::content`]).
+    fn content(&self) -> u64;
+}
+
+impl<K> Form<K> for cache::Slim<K>
 where
-    K: cache::Cached + serde::Serialize + serde::de::DeserializeOwned,
+    K: kube::Resource<DynamicType = ()> + serde::Serialize,
+    cache::Slim<K>: cache::Cached,
 {
-    let cached = ctx.caches.get::<K>(
-        desired.meta().namespace.as_deref().unwrap_or_default(),
-        desired.meta().name.as_deref().expect("children are named"),
+    fn of(stored: K) -> Self {
+        cache::Slim::of(&stored)
+    }
+    fn content(&self) -> u64 {
+        self.content
+    }
+}
+
+impl Form<tienda_crds::Service> for tienda_crds::Service {
+    fn of(stored: Self) -> Self {
+        stored
+    }
+    fn content(&self) -> u64 {
+        cache::content_hash(self)
+    }
+}
+
+/// Applies `desired` by server-side apply (one field manager, forced) unless the cached
+/// object carries the same applied hash (so `desired` did not change) *and* its content is
+/// what this operator's last apply of it left (so nobody changed it since). The hash alone
+/// would miss drift: `kubectl edit` of the image or the replicas keeps our annotation; the
+/// content hash sees it, and the edit's watch event has already brought the owner here. What
+/// the API server adds (defaults, status) is in what the apply answers, so it is no drift;
+/// a field another manager adds costs one apply that changes nothing. After a restart the
+/// operator has applied nothing yet, so each child is applied once: an unchanged apply writes
+/// nothing. Reads nothing from the API server. Returns the child as cached.
+pub async fn apply_child<K>(
+    ctx: &context::Context,
+    api: &kube::Api<K>,
+    desired: K,
+) -> Result<cache::Slim<K>>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    cache::Slim<K>: cache::Cached,
+{
+    apply_form(ctx, api, desired).await
+}
+
+/// [`apply_child`] for a kind cached in full; returns the stored object.
+pub async fn apply_full<K>(ctx: &context::Context, api: &kube::Api<K>, desired: K) -> Result<K>
+where
+    K: Form<K> + serde::Serialize + serde::de::DeserializeOwned,
+{
+    apply_form(ctx, api, desired).await
+}
+
+async fn apply_form<K, C>(ctx: &context::Context, api: &kube::Api<K>, mut desired: K) -> Result<C>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    C: Form<K>,
+{
+    use kube::ResourceExt;
+    let namespace = desired.meta().namespace.clone().unwrap_or_default();
+    let name = desired.meta().name.clone().expect("children are named");
+    let hash =
+        crate::workload::config_hash(&[&serde_json::to_vec(&desired).expect("objects serialize")]);
+    // The API version too: a Kubernetes Service and a Tienda Service share kind and name.
+    let key = format!(
+        "{}/{}/{namespace}/{name}",
+        K::api_version(&()),
+        K::kind(&())
     );
-    apply_unless_held(api, cached.as_deref().cloned(), desired).await
+    if let Some(cached) = ctx.caches.get::<C>(&namespace, &name)
+        && cached
+            .meta()
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(APPLIED_HASH))
+            == Some(&hash)
+        && ctx.applied(&key) == Some(cached.content())
+    {
+        return Ok((*cached).clone());
+    }
+    desired.annotations_mut().insert(APPLIED_HASH.into(), hash);
+    let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
+    let stored = api
+        .patch(&name, &params, &kube::api::Patch::Apply(&desired))
+        .await?;
+    let form = C::of(stored);
+    ctx.remember_applied(&key, form.content());
+    Ok(form)
 }
 
 /// [`apply_child`] for a kind the operator does not watch (a Gateway API HTTPRoute, whose CRD
 /// a cluster may lack): the stored object is read first.
-pub async fn apply_uncached<K>(api: &kube::Api<K>, desired: K) -> Result<K>
-where
-    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let name = desired.meta().name.clone().expect("children are named");
-    let existing = api.get_opt(&name).await?;
-    apply_unless_held(api, existing, desired).await
-}
-
-async fn apply_unless_held<K>(api: &kube::Api<K>, existing: Option<K>, mut desired: K) -> Result<K>
+pub async fn apply_uncached<K>(
+    ctx: &context::Context,
+    api: &kube::Api<K>,
+    mut desired: K,
+) -> Result<K>
 where
     K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     use kube::ResourceExt;
     let name = desired.meta().name.clone().expect("children are named");
+    let key = format!(
+        "{}/{}/{name}",
+        std::any::type_name::<K>(),
+        desired.meta().namespace.clone().unwrap_or_default()
+    );
     let hash =
         crate::workload::config_hash(&[&serde_json::to_vec(&desired).expect("objects serialize")]);
-    if let Some(existing) = existing
+    if let Some(existing) = api.get_opt(&name).await?
         && existing.annotations().get(APPLIED_HASH) == Some(&hash)
-        && holds(
-            &serde_json::to_value(&existing).expect("objects serialize"),
-            &serde_json::to_value(&desired).expect("objects serialize"),
-        )
+        && ctx.applied(&key) == Some(cache::content_hash(&existing))
     {
         return Ok(existing);
     }
     desired.annotations_mut().insert(APPLIED_HASH.into(), hash);
     let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
-    Ok(api
+    let stored = api
         .patch(&name, &params, &kube::api::Patch::Apply(&desired))
-        .await?)
+        .await?;
+    ctx.remember_applied(&key, cache::content_hash(&stored));
+    Ok(stored)
 }
 
 /// Writes `status` into the status subresource by server-side apply under the operator's
@@ -100,23 +186,6 @@ where
     )
     .await?;
     Ok(())
-}
-
-/// Whether `stored` holds every field `wanted` sets, with the same value: objects key by key
-/// (extra keys in `stored` allowed), lists element by element (same length: an element added
-/// or removed by hand is drift), scalars equal. A `null` in `wanted` is an unset field.
-fn holds(stored: &serde_json::Value, wanted: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    match (stored, wanted) {
-        (_, Value::Null) => true,
-        (Value::Object(stored), Value::Object(wanted)) => wanted
-            .iter()
-            .all(|(key, want)| holds(stored.get(key).unwrap_or(&Value::Null), want)),
-        (Value::Array(stored), Value::Array(wanted)) => {
-            stored.len() == wanted.len() && stored.iter().zip(wanted).all(|(s, w)| holds(s, w))
-        }
-        (stored, wanted) => stored == wanted,
-    }
 }
 
 /// The key per-object backoff is tracked under: `Kind/namespace/name`.
@@ -253,39 +322,4 @@ pub fn backoff_on_error<K: kube::Resource>(
     let delay = ctx.failed(&key);
     tracing::warn!(object = %key, reason = error.reason(), %error, retry_in_s = delay.as_secs(), "reconcile failed");
     kube::runtime::controller::Action::requeue(delay)
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::holds;
-
-    #[test]
-    fn what_the_server_adds_is_not_drift_and_what_a_hand_changes_is() {
-        let wanted = json!({"spec": {"replicas": 1, "template": {"spec": {"containers": [
-            {"name": "auth", "image": "tienda-auth:0.1.0", "ports": [{"containerPort": 8080}]}]}}}});
-        let defaulted = json!({"spec": {"replicas": 1, "revisionHistoryLimit": 10,
-            "template": {"spec": {"containers": [{"name": "auth", "image": "tienda-auth:0.1.0",
-                "imagePullPolicy": "IfNotPresent",
-                "ports": [{"containerPort": 8080, "protocol": "TCP"}]}]}}},
-            "status": {"readyReplicas": 1}});
-        assert!(holds(&defaulted, &wanted));
-
-        let mut edited = defaulted.clone();
-        edited["spec"]["template"]["spec"]["containers"][0]["image"] = json!("evil:latest");
-        assert!(!holds(&edited, &wanted), "a changed image");
-        let mut scaled = defaulted.clone();
-        scaled["spec"]["replicas"] = json!(5);
-        assert!(!holds(&scaled, &wanted), "a changed replica count");
-        let mut sidecar = defaulted.clone();
-        sidecar["spec"]["template"]["spec"]["containers"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"name": "miner", "image": "x"}));
-        assert!(!holds(&sidecar, &wanted), "a container added by hand");
-        let mut removed = defaulted;
-        removed["spec"].as_object_mut().unwrap().remove("template");
-        assert!(!holds(&removed, &wanted), "a field removed");
-    }
 }

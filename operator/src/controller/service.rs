@@ -399,7 +399,14 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
 
     // 4. Status: Ready means the rollout is done and the database and streams are in place.
     let wanted = service.spec.replicas;
-    let rollout = workload::rollout(&deployment, wanted);
+    let rollout = workload::rollout(
+        &Deployment {
+            metadata: deployment.metadata.clone(),
+            status: deployment.status(),
+            spec: Default::default(),
+        },
+        wanted,
+    );
     status.ready_replicas = Some(rollout.ready);
     status.endpoint = Some(format!("http://{}.{namespace}.svc", service.name_any()));
     let available = rollout.available;

@@ -17,7 +17,7 @@ use tienda_crds::{
 };
 
 use super::{
-    apply_child, apply_status, apply_uncached, backoff_on_error,
+    apply_child, apply_full, apply_status, apply_uncached, backoff_on_error,
     context::{Ctx, periodic_requeue},
     error::{Error, Result},
     with_finalizer, without_finalizer,
@@ -111,7 +111,7 @@ async fn apply(shop: Arc<Shop>, ctx: &Ctx) -> Result<Action> {
     let desired = desired_services(&shop);
     let mut current = Vec::new();
     for service in desired.iter().cloned() {
-        current.push(apply_child(ctx, &services, service).await?);
+        current.push(apply_full(ctx, &services, service).await?);
     }
     // Prune Services of components no longer listed.
     let wanted: Vec<String> = desired.iter().map(|s| s.name_any()).collect();
@@ -278,7 +278,7 @@ async fn expose(shop: &Shop, ctx: &Ctx, namespace: &str, before: &[String]) -> R
     );
     match exposure::http_route(shop) {
         Some(desired) => {
-            if let Err(err) = apply_uncached(&routes, desired).await {
+            if let Err(err) = apply_uncached(ctx, &routes, desired).await {
                 if let Error::Kube(kube::Error::Api(e)) = &err
                     && e.code == 404
                 {

@@ -18,30 +18,67 @@ use crate::verifier::{
     Answer, ApiServer, apply, apply_status, cached_context, context, event, get, get_missing,
     patch, post, serve,
 };
-use tienda_operator::controller::{Context, cache::Writers};
+use tienda_operator::controller::{
+    Context,
+    cache::{Slim, Writers},
+};
 
-/// Puts an object as the operator applied or created it into its cache, as its watch would.
-fn put(writers: &mut Writers, body: &Value) {
-    use k8s_openapi::api::{
-        apps::v1::Deployment,
-        core::v1::{Service as KubeService, ServiceAccount},
-        policy::v1::PodDisruptionBudget,
-        rbac::v1::{Role, RoleBinding},
-    };
+/// A child as stored: the body the operator sent, in the test's namespace.
+fn stored(body: &Value) -> Value {
     let mut body = body.clone();
     body["metadata"]["namespace"] = json!(NS);
-    match body["kind"].as_str().unwrap() {
-        "ServiceAccount" => writers.put::<ServiceAccount>(serde_json::from_value(body).unwrap()),
-        "Service" => writers.put::<KubeService>(serde_json::from_value(body).unwrap()),
-        "Deployment" => writers.put::<Deployment>(serde_json::from_value(body).unwrap()),
-        "PodDisruptionBudget" => {
-            writers.put::<PodDisruptionBudget>(serde_json::from_value(body).unwrap())
+    body
+}
+
+/// Calls `$then` with `$body` read as its kind (a child the operator applies).
+macro_rules! typed {
+    ($body:expr, |$object:ident| $then:expr) => {{
+        use k8s_openapi::api::{
+            apps::v1::Deployment,
+            core::v1::{Service as KubeService, ServiceAccount},
+            policy::v1::PodDisruptionBudget,
+            rbac::v1::{Role, RoleBinding},
+        };
+        let body = stored($body);
+        match body["kind"].as_str().unwrap() {
+            "ServiceAccount" => {
+                let $object: ServiceAccount = serde_json::from_value(body).unwrap();
+                $then
+            }
+            "Service" => {
+                let $object: KubeService = serde_json::from_value(body).unwrap();
+                $then
+            }
+            "Deployment" => {
+                let $object: Deployment = serde_json::from_value(body).unwrap();
+                $then
+            }
+            "PodDisruptionBudget" => {
+                let $object: PodDisruptionBudget = serde_json::from_value(body).unwrap();
+                $then
+            }
+            "Role" => {
+                let $object: Role = serde_json::from_value(body).unwrap();
+                $then
+            }
+            "RoleBinding" => {
+                let $object: RoleBinding = serde_json::from_value(body).unwrap();
+                $then
+            }
+            other => panic!("{other}"),
         }
-        "Role" => writers.put::<Role>(serde_json::from_value(body).unwrap()),
-        "RoleBinding" => writers.put::<RoleBinding>(serde_json::from_value(body).unwrap()),
-        "Secret" => writers.put::<Secret>(serde_json::from_value(body).unwrap()),
-        other => panic!("{other}"),
-    }
+    }};
+}
+
+/// Puts a child as the operator applied it into its cache, as its watch would.
+fn put(writers: &mut Writers, body: &Value) {
+    typed!(body, |object| writers.put(Slim::of(&object)))
+}
+
+/// Records a child as the operator's last apply of it (what `ctx` would know had it applied
+/// the child itself).
+fn remember(ctx: &Context, body: &Value) {
+    typed!(body, |object| ctx.remember(&object))
 }
 
 /// A context whose caches hold `shop`, and their writers.
@@ -245,7 +282,7 @@ impl FirstPass {
     /// credentials Secret, and each child as applied, the Deployment being `deployment`.
     fn seed(&self, writers: &mut Writers, shop: &Shop, deployment: Value) {
         writers.put(shop.clone());
-        put(writers, &self.seen[0].body);
+        writers.put::<Secret>(serde_json::from_value(stored(&self.seen[0].body)).unwrap());
         let mut children = self.children.clone();
         children[2] = deployment;
         for child in &children {
@@ -253,8 +290,9 @@ impl FirstPass {
         }
     }
 
-    /// A later reconcile's context, its caches seeded (see [`FirstPass::seed`]), and the one
-    /// read it sends: the admin Secret when the database is verified (`admin`).
+    /// A later reconcile's context — its caches seeded (see [`FirstPass::seed`]), and the
+    /// children as it applied them remembered — and the one read it sends: the admin Secret
+    /// when the database is verified (`admin`).
     fn later(
         &self,
         shop: &Shop,
@@ -263,6 +301,10 @@ impl FirstPass {
     ) -> (Arc<Context>, ApiServer, Vec<crate::verifier::Exchange>) {
         let (ctx, handle, mut writers) = cached_context();
         self.seed(&mut writers, shop, deployment);
+        // The same operator applied them before.
+        for child in &self.children {
+            remember(&ctx, child);
+        }
         let script = admin
             .map(|pg| get(&base("admin", &self.name), admin_secret(pg)))
             .into_iter()

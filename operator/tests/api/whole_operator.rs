@@ -122,8 +122,9 @@ async fn a_converged_shop_costs_no_request_and_a_hand_edit_comes_back() {
         stored["metadata"]["managedFields"]
     );
 
-    // Converged. Touch the Shop and a Service (an annotation: no spec change) so each is
-    // reconciled again, as a resync would: nothing is sent.
+    // Converged. Touch the Shop (an annotation) and the auth Deployment's status (as its
+    // controller does all day) so the Shop and the Service are reconciled again, as a resync
+    // would: nothing is sent.
     let before = server.requests();
     let (shops, services) = (
         reconciles(&metrics, "Shop").await,
@@ -132,15 +133,9 @@ async fn a_converged_shop_costs_no_request_and_a_hand_edit_comes_back() {
     server.edit("tienda.dev/v1alpha1", "Shop", NS, &shop, |s| {
         s["metadata"]["annotations"] = json!({"touched": "1"});
     });
-    server.edit(
-        "tienda.dev/v1alpha1",
-        "Service",
-        NS,
-        &format!("{shop}-auth"),
-        |s| {
-            s["metadata"]["annotations"]["touched"] = json!("1");
-        },
-    );
+    server.edit("apps/v1", "Deployment", NS, &format!("{shop}-auth"), |d| {
+        d["status"]["conditions"] = json!([{"type": "Available", "status": "True"}]);
+    });
     for _ in 0..600 {
         if reconciles(&metrics, "Shop").await > shops
             && reconciles(&metrics, "Service").await > services
