@@ -77,33 +77,6 @@ fn nats_with_accounts(shops: usize, dir: &std::path::Path) -> (Process, String, 
     )
 }
 
-/// Plays the Deployment controller: every Deployment whose spec it has not seen is rolled out.
-fn deployment_controller(server: Arc<ApiServer>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            for deployment in server.list("apps/v1", "Deployment") {
-                let generation = deployment["metadata"]["generation"].clone();
-                if deployment["status"]["observedGeneration"] == generation {
-                    continue;
-                }
-                let replicas = deployment["spec"]["replicas"].as_i64().unwrap_or(1);
-                server.edit(
-                    "apps/v1",
-                    "Deployment",
-                    deployment["metadata"]["namespace"].as_str().unwrap(),
-                    deployment["metadata"]["name"].as_str().unwrap(),
-                    |d| {
-                        d["status"] = json!({"observedGeneration": generation,
-                            "replicas": replicas, "updatedReplicas": replicas,
-                            "readyReplicas": replicas, "availableReplicas": replicas});
-                    },
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    })
-}
-
 /// Resident memory of `pid` in KiB: (now, peak).
 fn memory(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -228,7 +201,7 @@ async fn main() {
                      "nats": {"url": nats_url, "credentialsSecretRef": {"name": format!("nats-{i}")}},
                      "components": list}}));
     }
-    let rollouts = deployment_controller(server.clone());
+    let rollouts = server.roll_out_deployments(Duration::from_millis(500));
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, server.kubeconfig("tienda-system")).unwrap();
     let metrics_port = tienda_local::infra::free_port().unwrap();

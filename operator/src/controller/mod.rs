@@ -86,7 +86,7 @@ where
     apply_form(ctx, api, desired).await
 }
 
-async fn apply_form<K, C>(ctx: &context::Context, api: &kube::Api<K>, mut desired: K) -> Result<C>
+async fn apply_form<K, C>(ctx: &context::Context, api: &kube::Api<K>, desired: K) -> Result<C>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -95,7 +95,6 @@ where
         + std::fmt::Debug,
     C: Form<K>,
 {
-    use kube::ResourceExt;
     let namespace = desired.meta().namespace.clone().unwrap_or_default();
     let name = desired.meta().name.clone().expect("children are named");
     let hash =
@@ -117,23 +116,34 @@ where
     {
         return Ok((*cached).clone());
     }
+    Ok(C::of(apply_now(ctx, api, &key, desired, hash).await?))
+}
+
+/// Applies `desired`, marked with its applied `hash`, and remembers what the apply left.
+async fn apply_now<K>(
+    ctx: &context::Context,
+    api: &kube::Api<K>,
+    key: &str,
+    mut desired: K,
+    hash: String,
+) -> Result<K>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    use kube::ResourceExt;
+    let name = desired.meta().name.clone().expect("children are named");
     desired.annotations_mut().insert(APPLIED_HASH.into(), hash);
     let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
     let stored = api
         .patch(&name, &params, &kube::api::Patch::Apply(&desired))
         .await?;
-    let form = C::of(stored);
-    ctx.remember_applied(&key, form.content());
-    Ok(form)
+    ctx.remember_applied(key, cache::content_hash(&stored));
+    Ok(stored)
 }
 
 /// [`apply_child`] for a kind the operator does not watch (a Gateway API HTTPRoute, whose CRD
 /// a cluster may lack): the stored object is read first.
-pub async fn apply_uncached<K>(
-    ctx: &context::Context,
-    api: &kube::Api<K>,
-    mut desired: K,
-) -> Result<K>
+pub async fn apply_uncached<K>(ctx: &context::Context, api: &kube::Api<K>, desired: K) -> Result<K>
 where
     K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -152,13 +162,7 @@ where
     {
         return Ok(existing);
     }
-    desired.annotations_mut().insert(APPLIED_HASH.into(), hash);
-    let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
-    let stored = api
-        .patch(&name, &params, &kube::api::Patch::Apply(&desired))
-        .await?;
-    ctx.remember_applied(&key, cache::content_hash(&stored));
-    Ok(stored)
+    apply_now(ctx, api, &key, desired, hash).await
 }
 
 /// Writes `status` into the status subresource by server-side apply under the operator's

@@ -8,7 +8,10 @@ use http::{Method, Request, Response, StatusCode};
 use kube::{Client, client::Body};
 use prometheus::Registry;
 use serde_json::{Value, json};
-use tienda_kit::testing::rbac::{self, Rules};
+use tienda_kit::testing::{
+    apiserver::duplicate_key,
+    rbac::{self, Rules},
+};
 use tienda_operator::controller::{
     Context,
     cache::{Caches, Writers},
@@ -149,32 +152,6 @@ pub fn operator_rules() -> &'static Rules {
             &["tienda", "tienda-leader"],
         )
     })
-}
-
-/// The first list in `value` whose objects repeat a `name`, as the API server words it.
-pub fn duplicate_key(value: &Value, path: &str) -> Option<String> {
-    match value {
-        Value::Object(map) => map
-            .iter()
-            .find_map(|(k, v)| duplicate_key(v, &format!("{path}.{k}"))),
-        Value::Array(items) => {
-            let mut names = BTreeSet::new();
-            for item in items {
-                if let Some(name) = item.get("name").and_then(Value::as_str)
-                    && !names.insert(name)
-                {
-                    return Some(format!(
-                        "{path}: duplicate entries for key [name=\"{name}\"]"
-                    ));
-                }
-            }
-            items
-                .iter()
-                .enumerate()
-                .find_map(|(i, v)| duplicate_key(v, &format!("{path}[{i}]")))
-        }
-        _ => None,
-    }
 }
 
 /// A context around a mocked client, and the handle that plays the API server. Its caches are

@@ -13,34 +13,6 @@ use crate::verifier::{OPERATOR_USER, operator_rules};
 
 const NS: &str = "shops";
 
-/// Plays the Deployment controller: every Deployment whose spec it has not seen is rolled out
-/// at once, all replicas up.
-fn deployment_controller(server: std::sync::Arc<ApiServer>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            for deployment in server.list("apps/v1", "Deployment") {
-                let generation = deployment["metadata"]["generation"].clone();
-                if deployment["status"]["observedGeneration"] == generation {
-                    continue;
-                }
-                let replicas = deployment["spec"]["replicas"].as_i64().unwrap_or(1);
-                server.edit(
-                    "apps/v1",
-                    "Deployment",
-                    deployment["metadata"]["namespace"].as_str().unwrap(),
-                    deployment["metadata"]["name"].as_str().unwrap(),
-                    |d| {
-                        d["status"] = json!({"observedGeneration": generation,
-                            "replicas": replicas, "updatedReplicas": replicas,
-                            "readyReplicas": replicas, "availableReplicas": replicas});
-                    },
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-}
-
 /// The operator's counter of reconciles of `kind`, from its /metrics.
 async fn reconciles(metrics: &str, kind: &str) -> u64 {
     let text = reqwest::get(metrics).await.unwrap().text().await.unwrap();
@@ -95,7 +67,7 @@ async fn a_converged_shop_costs_no_request_and_a_hand_edit_comes_back() {
                  "nats": {"url": nats.url()},
                  "components": [{"name": "auth"}, {"name": "gateway"}]}}));
 
-    let rollouts = deployment_controller(server.clone());
+    let rollouts = server.roll_out_deployments(Duration::from_millis(50));
     let port = tienda_local::infra::free_port().unwrap();
     let metrics = format!("http://127.0.0.1:{port}/metrics");
     let operator = tokio::spawn(tienda_operator::run::run_with(
