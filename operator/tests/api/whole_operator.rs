@@ -142,7 +142,10 @@ async fn a_converged_shop_costs_no_request_and_a_hand_edit_comes_back() {
     })
     .await;
     let fixed = since(&before, &server.requests());
-    assert_eq!(fixed.get("apply deployments"), Some(&1), "{fixed:?}");
+    // One apply puts it back; a reconcile that reads the cache before the watch has brought
+    // that apply's own event may send a second one, which changes nothing.
+    let applies = fixed.get("apply deployments").copied().unwrap_or(0);
+    assert!((1..=2).contains(&applies), "{fixed:?}");
     let unexpected: Vec<&String> = fixed
         .keys()
         .filter(|k| {
