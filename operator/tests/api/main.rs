@@ -3,6 +3,7 @@
 //! the real PostgreSQL and nats-server for the external state.
 
 mod cluster;
+mod events;
 mod leader_election;
 mod nats_accounts;
 mod policy_controller;
