@@ -215,12 +215,9 @@ impl Context {
     /// Records `stored` as this operator's last apply of it (as [`super::apply_child`] does).
     pub fn remember<K: Resource<DynamicType = ()> + serde::Serialize>(&self, stored: &K) {
         let meta = stored.meta();
-        let key = format!(
-            "{}/{}/{}/{}",
-            K::api_version(&()),
-            K::kind(&()),
+        let key = super::child_key::<K>(
             meta.namespace.as_deref().unwrap_or_default(),
-            meta.name.as_deref().unwrap_or_default()
+            meta.name.as_deref().unwrap_or_default(),
         );
         self.remember_applied(&key, super::cache::content_hash(stored));
     }

@@ -99,12 +99,7 @@ where
     let name = desired.meta().name.clone().expect("children are named");
     let hash =
         crate::workload::config_hash(&[&serde_json::to_vec(&desired).expect("objects serialize")]);
-    // The API version too: a Kubernetes Service and a Tienda Service share kind and name.
-    let key = format!(
-        "{}/{}/{namespace}/{name}",
-        K::api_version(&()),
-        K::kind(&())
-    );
+    let key = child_key::<K>(&namespace, &name);
     if let Some(cached) = ctx.caches.get::<C>(&namespace, &name)
         && cached
             .meta()
@@ -116,17 +111,23 @@ where
     {
         return Ok((*cached).clone());
     }
-    Ok(C::of(apply_now(ctx, api, &key, desired, hash).await?))
+    let form = C::of(apply_now(api, desired, hash).await?);
+    ctx.remember_applied(&key, form.content());
+    Ok(form)
 }
 
-/// Applies `desired`, marked with its applied `hash`, and remembers what the apply left.
-async fn apply_now<K>(
-    ctx: &context::Context,
-    api: &kube::Api<K>,
-    key: &str,
-    mut desired: K,
-    hash: String,
-) -> Result<K>
+/// How the operator's record of what it applied names a child: `apiVersion/Kind/ns/name` —
+/// the API version too, as a Kubernetes Service and a Tienda Service share kind and name.
+pub fn child_key<K: kube::Resource<DynamicType = ()>>(namespace: &str, name: &str) -> String {
+    format!(
+        "{}/{}/{namespace}/{name}",
+        K::api_version(&()),
+        K::kind(&())
+    )
+}
+
+/// Applies `desired`, marked with its applied `hash`; returns what the server stored.
+async fn apply_now<K>(api: &kube::Api<K>, mut desired: K, hash: String) -> Result<K>
 where
     K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -134,11 +135,9 @@ where
     let name = desired.meta().name.clone().expect("children are named");
     desired.annotations_mut().insert(APPLIED_HASH.into(), hash);
     let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
-    let stored = api
+    Ok(api
         .patch(&name, &params, &kube::api::Patch::Apply(&desired))
-        .await?;
-    ctx.remember_applied(key, cache::content_hash(&stored));
-    Ok(stored)
+        .await?)
 }
 
 /// [`apply_child`] for a kind the operator does not watch (a Gateway API HTTPRoute, whose CRD
@@ -162,7 +161,9 @@ where
     {
         return Ok(existing);
     }
-    apply_now(ctx, api, &key, desired, hash).await
+    let stored = apply_now(api, desired, hash).await?;
+    ctx.remember_applied(&key, cache::content_hash(&stored));
+    Ok(stored)
 }
 
 /// Writes `status` into the status subresource by server-side apply under the operator's

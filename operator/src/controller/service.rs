@@ -158,7 +158,7 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
         let name = workload::credentials_secret_name(&service);
         let credentials = match ctx.caches.get::<Secret>(&namespace, &name) {
-            Some(secret) => (*secret).clone(),
+            Some(secret) => secret,
             None => {
                 let secret = workload::credentials_secret(
                     &service,
@@ -177,8 +177,10 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
                     )
                     .await
                 {
-                    Ok(created) => created,
-                    Err(kube::Error::Api(e)) if e.code == 409 => secrets.get(&name).await?,
+                    Ok(created) => Arc::new(created),
+                    Err(kube::Error::Api(e)) if e.code == 409 => {
+                        Arc::new(secrets.get(&name).await?)
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }

@@ -117,6 +117,10 @@ async fn a_converged_shop_costs_no_request_and_a_hand_edit_comes_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
+        reconciles(&metrics, "Shop").await > shops,
+        "the Shop was reconciled"
+    );
+    assert!(
         reconciles(&metrics, "Service").await > services,
         "the Service was reconciled"
     );
