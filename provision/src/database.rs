@@ -79,12 +79,44 @@ fn literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
-/// The database (and role) name of a component: `<namespace>_<shop>_<component>` in PostgreSQL
-/// identifier form, so shops in different namespaces can share a server. Names longer than 63
-/// bytes are cut and suffixed with a hash of the full name to stay unique. The operator passes
-/// the Shop's namespace; `tienda up` passes [`crate::environment::LOCAL_NAMESPACE`]
-/// (`tienda_<shop>_<component>`).
+/// The database (and role) name of a component, in PostgreSQL identifier form.
+///
+/// Readable when that is unambiguous: `<namespace>_<shop>_<component>` for a namespace of
+/// letters and digits (`tienda up` passes [`crate::environment::LOCAL_NAMESPACE`], so its
+/// databases are `tienda_<shop>_<component>`). A namespace holding `-` (or starting with a digit)
+/// makes that form ambiguous — `a-b`/`c` and `a`/`b-c` both read `a_b_c` — so such names carry
+/// a 64-bit hash of `<namespace>/<shop>/<component>`: `a_b_c_orders_<16 hex>`. Names longer
+/// than 63 bytes are cut and suffixed with a hash of the full name.
+///
+/// Databases made under the earlier, always-readable scheme keep their names: the operator
+/// keeps the name a Service (or a kept credentials Secret) already records.
 pub fn database_name(namespace: &str, shop: &str, component: Component) -> String {
+    let ambiguous = namespace.contains(|c: char| !c.is_ascii_alphanumeric())
+        || namespace.starts_with(|c: char| c.is_ascii_digit());
+    if !ambiguous {
+        return legacy_database_name(namespace, shop, component);
+    }
+    let full = readable_name(namespace, shop, component);
+    let hash = crate::stable_hash::fnv1a(format!("{namespace}/{shop}/{component}").bytes());
+    let keep = full.len().min(63 - 17);
+    format!("{}_{hash:016x}", &full[..keep])
+}
+
+/// The name [`database_name`] gave before it hashed ambiguous names: the readable form, cut
+/// and hashed past 63 bytes. The operator keeps it for databases made under it.
+pub fn legacy_database_name(namespace: &str, shop: &str, component: Component) -> String {
+    let full = readable_name(namespace, shop, component);
+    if full.len() <= 63 {
+        return full;
+    }
+    let hash = crate::stable_hash::fnv1a(full.bytes());
+    format!("{}_{:08x}", &full[..54], hash as u32)
+}
+
+/// `<namespace>_<shop>_<component>` with every other character `_`, lower case, and `t_` in
+/// front of a leading digit: the name every database had before [`database_name`] hashed the
+/// ambiguous ones.
+pub fn readable_name(namespace: &str, shop: &str, component: Component) -> String {
     let full: String = format!("{namespace}_{shop}_{component}")
         .chars()
         .map(|c| {
@@ -95,16 +127,11 @@ pub fn database_name(namespace: &str, shop: &str, component: Component) -> Strin
             }
         })
         .collect();
-    let full = if full.starts_with(|c: char| c.is_ascii_digit()) {
+    if full.starts_with(|c: char| c.is_ascii_digit()) {
         format!("t_{full}")
     } else {
         full
-    };
-    if full.len() <= 63 {
-        return full;
     }
-    let hash = crate::stable_hash::fnv1a(full.bytes());
-    format!("{}_{:08x}", &full[..54], hash as u32)
 }
 
 /// A new random password: 64 hex characters (244 bits) from the OS's randomness.
@@ -378,16 +405,43 @@ mod tests {
     #[test]
     fn database_names_are_safe_identifiers_and_stay_unique_when_cut() {
         assert_eq!(
-            database_name("my-ns", "Shop-1", Component::Orders),
-            "my_ns_shop_1_orders"
+            database_name("shop", "my-shop", Component::Orders),
+            "shop_my_shop_orders"
         );
-        assert_eq!(database_name("1ns", "s", Component::Auth), "t_1ns_s_auth");
+        let hashed = database_name("my-ns", "shop-1", Component::Orders);
+        assert!(hashed.starts_with("my_ns_shop_1_orders_"), "{hashed}");
+        assert_eq!(hashed.len(), "my_ns_shop_1_orders_".len() + 16);
+        assert!(database_name("1ns", "s", Component::Auth).starts_with("t_1ns_s_auth_"));
         let long_ns = "n".repeat(60);
         let a = database_name(&long_ns, "alpha", Component::Notifications);
         let b = database_name(&long_ns, "bravo", Component::Notifications);
         assert!(a.len() <= 63 && b.len() <= 63);
         assert_ne!(a, b);
         assert!(ident(&a).is_ok() && ident(&b).is_ok());
+    }
+
+    #[test]
+    fn names_from_different_namespaces_never_collide() {
+        // Each pair reads the same in the readable form.
+        for ((ns_a, shop_a), (ns_b, shop_b)) in [
+            (("a-b", "c"), ("a", "b-c")),
+            (("a--b", "c"), ("a-", "b-c")),
+            (("1ns", "s"), ("t", "1ns-s")),
+            (("team-x", "shop"), ("team", "x-shop")),
+        ] {
+            assert_eq!(
+                readable_name(ns_a, shop_a, Component::Orders),
+                readable_name(ns_b, shop_b, Component::Orders)
+            );
+            let a = database_name(ns_a, shop_a, Component::Orders);
+            let b = database_name(ns_b, shop_b, Component::Orders);
+            assert_ne!(a, b, "{ns_a}/{shop_a} and {ns_b}/{shop_b}");
+            assert!(ident(&a).is_ok() && ident(&b).is_ok(), "{a} {b}");
+        }
+        // Long hyphenated names stay valid identifiers.
+        let long = database_name(&"n-".repeat(30), &"s".repeat(49), Component::Notifications);
+        assert_eq!(long.len(), 63);
+        assert!(ident(&long).is_ok());
     }
 
     #[test]

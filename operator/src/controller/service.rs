@@ -98,7 +98,7 @@ pub fn error_policy(service: Arc<Service>, error: &Error, ctx: Ctx) -> Action {
     backoff_on_error("Service", &*service, error, &ctx)
 }
 
-fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+pub(super) fn secret_text(secret: &Secret, key: &str) -> Option<String> {
     secret
         .data
         .as_ref()?

@@ -5,7 +5,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use k8s_openapi::{api::networking::v1::Ingress, jiff::Timestamp};
+use k8s_openapi::{
+    api::{core::v1::Secret, networking::v1::Ingress},
+    jiff::Timestamp,
+};
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, DynamicObject, Patch, PatchParams},
@@ -15,6 +18,7 @@ use tienda_crds::{
     Component, Service, Shop, ShopStatus, service::ReclaimPolicy, shop::ComponentStatus,
     status::condition,
 };
+use tienda_provision::database::legacy_database_name;
 
 use super::{
     apply_child, apply_full, apply_status, apply_uncached, backoff_on_error,
@@ -26,6 +30,7 @@ use crate::{
     conditions::{self, Status},
     exposure,
     shop::{desired_services, labels, service_name},
+    workload,
 };
 
 /// The finalizer that keeps a Shop until its Services have cleaned up.
@@ -105,10 +110,43 @@ pub fn gateway_address(shop: &Shop) -> Option<String> {
     ))
 }
 
+/// A database made under the earlier naming scheme keeps its name: the Service (or, under
+/// `Retain`, the credentials Secret that outlived it) records the name, and moving to the
+/// collision-free one would open an empty database beside the kept data. Only the name that
+/// scheme gave is kept; any other recorded name is drift and is applied over.
+fn keep_legacy_database_name(service: &mut Service, ctx: &Ctx, namespace: &str) {
+    let secret = workload::credentials_secret_name(service);
+    let name = service.name_any();
+    let Some(database) = service.spec.database.as_mut() else {
+        return;
+    };
+    let legacy = legacy_database_name(namespace, &service.spec.shop, service.spec.component);
+    if legacy == database.name {
+        return;
+    }
+    let recorded_by_service = ctx
+        .caches
+        .get::<Service>(namespace, &name)
+        .and_then(|s| s.spec.database.as_ref().map(|d| d.name == legacy))
+        .unwrap_or(false);
+    let recorded_by_secret = || {
+        ctx.caches
+            .get::<Secret>(namespace, &secret)
+            .and_then(|s| super::service::secret_text(&s, "username"))
+            .is_some_and(|user| user == legacy)
+    };
+    if recorded_by_service || recorded_by_secret() {
+        database.name = legacy;
+    }
+}
+
 async fn apply(shop: Arc<Shop>, ctx: &Ctx) -> Result<Action> {
     let namespace = shop.namespace().unwrap_or_default();
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
-    let desired = desired_services(&shop);
+    let mut desired = desired_services(&shop);
+    for service in &mut desired {
+        keep_legacy_database_name(service, ctx, &namespace);
+    }
     let mut current = Vec::new();
     for service in desired.iter().cloned() {
         current.push(apply_full(ctx, &services, service).await?);

@@ -296,3 +296,75 @@ async fn the_gateway_is_exposed_as_the_spec_asks_and_what_it_no_longer_asks_for_
     assert!(!status.contains_key("exposedBy"), "{status:?}");
     assert_eq!(status["gatewayAddress"], "http://demo-gateway.shops.svc");
 }
+
+/// Databases in a namespace with `-` get collision-free names; those made under the earlier
+/// readable names keep them, whether the Service or (under `Retain`, the Shop re-created) only
+/// the credentials Secret records it; a recorded name that scheme never gave is applied over.
+#[tokio::test]
+async fn databases_keep_the_names_they_were_made_with_and_new_ones_cannot_collide() {
+    let mut shop = shop();
+    shop.metadata.namespace = Some("team-a".into());
+    shop.spec
+        .components
+        .retain(|c| c.name.has_database() && c.name != tienda_crds::Component::Notifications);
+    let base = "/apis/tienda.dev/v1alpha1/namespaces/team-a/tiendaservices";
+    let (ctx, handle, mut writers) = cached_context();
+    let service = |component: &str, database: &str| {
+        cached_service(json!({
+            "apiVersion": "tienda.dev/v1alpha1", "kind": "Service",
+            "metadata": {"name": format!("demo-{component}"), "namespace": "team-a",
+                         "labels": {"tienda.dev/shop": "demo"}},
+            "spec": {"shop": "demo", "component": component, "image": "x", "port": 8080,
+                     "database": {"name": database}}
+        }))
+    };
+    writers.put(service("auth", "team_a_demo_auth"));
+    writers.put(service("payments", "somebody_elses"));
+    use base64::Engine as _;
+    let kept: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "demo-products-db", "namespace": "team-a"},
+        "data": {"username": base64::engine::general_purpose::STANDARD.encode("team_a_demo_products")}
+    }))
+    .unwrap();
+    writers.put(kept);
+    let mut script: Vec<_> = ["auth", "products", "orders", "payments"]
+        .iter()
+        .map(|c| apply(&format!("{base}/demo-{c}")))
+        .collect();
+    script.push(apply_status(
+        "/apis/tienda.dev/v1alpha1/namespaces/team-a/shops/demo/status",
+        Answer::MergeInto(serde_json::to_value(&shop).unwrap()),
+    ));
+    let server = serve(handle, script);
+    reconcile(Arc::new(shop), ctx.clone()).await.unwrap();
+    drop(ctx);
+    let seen = server.await.unwrap();
+    let names: Vec<String> = seen[..4]
+        .iter()
+        .map(|s| {
+            s.body["spec"]["database"]["name"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(names[0], "team_a_demo_auth", "kept: the Service records it");
+    assert_eq!(
+        names[1], "team_a_demo_products",
+        "kept: the Secret that outlived the Shop records it"
+    );
+    for (name, component) in [(&names[2], "orders"), (&names[3], "payments")] {
+        assert_eq!(
+            name,
+            &tienda_provision::database::database_name(
+                "team-a",
+                "demo",
+                serde_json::from_value(json!(component)).unwrap()
+            )
+        );
+        assert!(
+            name.starts_with(&format!("team_a_demo_{component}_")),
+            "{name}"
+        );
+    }
+}

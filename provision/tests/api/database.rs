@@ -210,3 +210,42 @@ async fn a_role_made_for_another_owner_is_never_repassworded_or_dropped() {
         .unwrap();
     drop_database(&admin, &spec.name, OWNER).await.unwrap();
 }
+
+/// `x-<id>`/`c` and `x`/`<id>-c` read the same in the readable form; with the collision-free
+/// names both Shops get a database of their own, each opened only by its own role.
+#[tokio::test]
+async fn shops_whose_readable_names_collide_each_get_their_own_database() {
+    let (admin, options) = admin().await;
+    let id = &uuid::Uuid::now_v7().simple().to_string()[20..];
+    let pairs = [
+        (format!("x-{id}"), "c".to_owned()),
+        ("x".to_owned(), format!("{id}-c")),
+    ];
+    let mut made = Vec::new();
+    for (namespace, shop) in &pairs {
+        let name = tienda_provision::database::database_name(
+            namespace,
+            shop,
+            tienda_crds::Component::Orders,
+        );
+        let spec: DatabaseSpec = serde_json::from_value(serde_json::json!({"name": name})).unwrap();
+        let password = generate_password();
+        let owner = format!("{namespace}/{shop}");
+        assert_eq!(
+            ensure_database(&admin, &options, &spec, &password, &owner)
+                .await
+                .unwrap(),
+            Outcome::Created,
+            "{owner} gets a database of its own"
+        );
+        made.push((name, password, owner));
+    }
+    assert_ne!(made[0].0, made[1].0);
+    login(&options, &made[1].0, &made[0].0, &made[0].1)
+        .await
+        .expect_err("one Shop's role cannot open the other's database");
+    for (name, password, owner) in &made {
+        login(&options, name, name, password).await.unwrap();
+        drop_database(&admin, name, owner).await.unwrap();
+    }
+}
