@@ -14,9 +14,14 @@
 //! Shop's component list: every component with a database costs a real database (about 7 MB
 //! on disk each), so the default keeps 1,000 Shops to 1,000 databases. The databases and
 //! roles are dropped at the end. A benchmark, not a test: nothing here asserts.
+//!
+//! `BENCH_HEAPTRACK=<file>` runs the operator under `heaptrack -o <file>` to see what its
+//! memory is made of (`heaptrack_print <file>.zst`); the memory numbers are then heaptrack's
+//! wrapper's, not the operator's.
 
 use std::{
     collections::BTreeMap,
+    os::unix::process::CommandExt as _,
     process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
@@ -27,6 +32,23 @@ use sqlx::{Connection, PgConnection};
 use tienda_kit::testing::{apiserver::ApiServer, rbac::Rules};
 
 const NS: &str = "bench";
+
+/// `tienda <args>`, under heaptrack when `BENCH_HEAPTRACK` names its output.
+fn operator_command(args: &[&str]) -> Command {
+    let binary = env!("CARGO_BIN_EXE_tienda");
+    match std::env::var("BENCH_HEAPTRACK") {
+        Ok(output) if !output.is_empty() => {
+            let mut command = Command::new("heaptrack");
+            command.args(["-o", &output, binary]).args(args);
+            command
+        }
+        _ => {
+            let mut command = Command::new(binary);
+            command.args(args);
+            command
+        }
+    }
+}
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -40,6 +62,22 @@ struct Process(Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
+        // A process group of its own (the operator, under heaptrack a wrapper and the
+        // operator) is asked to stop first, so heaptrack writes its whole trace.
+        let group = format!("-{}", self.0.id());
+        if Command::new("kill")
+            .args(["-TERM", "--", &group])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            for _ in 0..100 {
+                if self.0.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -207,19 +245,19 @@ async fn main() {
     let metrics_port = tienda_local::infra::free_port().unwrap();
     let started = Instant::now();
     let operator = Process(
-        Command::new(env!("CARGO_BIN_EXE_tienda"))
-            .args([
-                "run",
-                "--metrics-addr",
-                &format!("127.0.0.1:{metrics_port}"),
-            ])
-            .env("KUBECONFIG", &kubeconfig)
-            .env("POD_NAMESPACE", "tienda-system")
-            .env("POD_NAME", "tienda-operator-bench")
-            .env("RUST_LOG", "warn,kube=error")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("tienda (built by cargo bench)"),
+        operator_command(&[
+            "run",
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics_port}"),
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAMESPACE", "tienda-system")
+        .env("POD_NAME", "tienda-operator-bench")
+        .env("RUST_LOG", "warn,kube=error")
+        .stdout(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("tienda (built by cargo bench)"),
     );
     let pid = operator.0.id();
     println!(

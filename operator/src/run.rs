@@ -14,15 +14,11 @@ use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, rou
 use futures::{Stream, StreamExt, TryStreamExt};
 use kube::{
     Api, Client,
-    runtime::{
-        Controller, WatchStreamExt,
-        reflector::{self, store::Writer},
-        watcher,
-    },
+    runtime::{Controller, WatchStreamExt, reflector::store::Writer, watcher},
 };
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde::de::DeserializeOwned;
-use tienda_crds::{CircuitPolicy, RateLimitPolicy, Service};
+use tienda_crds::{CircuitPolicy, RateLimitPolicy};
 
 use crate::{
     controller::{
@@ -128,6 +124,56 @@ where
         .reflect(writer)
 }
 
+/// One watch feeding two controllers: `events` (already reflected into the one cached copy)
+/// split into the objects applied (the trigger of the kind's own controller) and every object
+/// touched, deletions included (the owner's trigger). kube's shared streams would do this but
+/// pass no deletions on, and a Shop must hear that one of its Services went. Returns the
+/// future that drives the watch (it ends once either controller has stopped) and both
+/// triggers.
+fn split_watch<K>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+) -> (
+    impl Future<Output = ()> + Send + 'static,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + Send + 'static,
+{
+    let (applied_tx, applied_rx) = tokio::sync::mpsc::channel::<K>(64);
+    let (touched_tx, touched_rx) = tokio::sync::mpsc::channel::<K>(64);
+    let driver = async move {
+        let mut events = std::pin::pin!(events);
+        loop {
+            let event = tokio::select! {
+                event = events.next() => event,
+                () = applied_tx.closed() => break,
+                () = touched_tx.closed() => break,
+            };
+            let sent = match event {
+                None => break,
+                Some(Err(err)) => {
+                    tracing::warn!(kind = %K::kind(&()), error = %err, "watch failed; retrying with backoff");
+                    true
+                }
+                Some(Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object))) => {
+                    applied_tx.send(object.clone()).await.is_ok()
+                        && touched_tx.send(object).await.is_ok()
+                }
+                Some(Ok(watcher::Event::Delete(object))) => touched_tx.send(object).await.is_ok(),
+                Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => true,
+            };
+            if !sent {
+                break;
+            }
+        }
+    };
+    let receive = |mut rx: tokio::sync::mpsc::Receiver<K>| {
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(Ok)
+    };
+    (driver, receive(applied_rx), receive(touched_rx))
+}
+
 /// Runs the controllers until SIGTERM/Ctrl-C.
 pub async fn run(metrics_addr: SocketAddr) -> anyhow::Result<()> {
     let client = Client::try_default()
@@ -180,30 +226,27 @@ pub async fn run_with(client: Client, metrics_addr: SocketAddr) -> anyhow::Resul
         role_bindings,
         ingresses,
     } = writers;
+    // One watch and one cached copy of the Services, for both controllers.
+    let (services_watch, services_applied, services_touched) =
+        split_watch(cached(&client, all(), service_writer));
     let shops = Controller::for_stream(
         cached(&client, all(), shop_writer).applied_objects(),
         caches.shops.clone(),
     )
-    .owns_stream(cached(&client, all(), service_writer).touched_objects())
+    .owns_stream(services_touched)
     .owns_stream(slimmed(&client, ours(), ingresses).touched_objects())
     .with_config(bounded())
     .shutdown_on_signal();
-    // The Service controller's own copy of the Services (the Shop controller's is the one in
-    // the caches): kube's controller takes its trigger and its store together.
-    let (own_services, own_service_writer) = reflector::store::<Service>();
-    let services = Controller::for_stream(
-        cached(&client, all(), own_service_writer).applied_objects(),
-        own_services,
-    )
-    .owns_stream(slimmed(&client, ours(), deployments).touched_objects())
-    .owns_stream(slimmed(&client, ours(), kube_services).touched_objects())
-    .owns_stream(slimmed(&client, ours(), service_accounts).touched_objects())
-    .owns_stream(slimmed(&client, ours(), pdbs).touched_objects())
-    .owns_stream(slimmed(&client, ours(), roles).touched_objects())
-    .owns_stream(slimmed(&client, ours(), role_bindings).touched_objects())
-    .owns_stream(cached(&client, ours(), secrets).touched_objects())
-    .with_config(bounded())
-    .shutdown_on_signal();
+    let services = Controller::for_stream(services_applied, caches.services.clone())
+        .owns_stream(slimmed(&client, ours(), deployments).touched_objects())
+        .owns_stream(slimmed(&client, ours(), kube_services).touched_objects())
+        .owns_stream(slimmed(&client, ours(), service_accounts).touched_objects())
+        .owns_stream(slimmed(&client, ours(), pdbs).touched_objects())
+        .owns_stream(slimmed(&client, ours(), roles).touched_objects())
+        .owns_stream(slimmed(&client, ours(), role_bindings).touched_objects())
+        .owns_stream(cached(&client, ours(), secrets).touched_objects())
+        .with_config(bounded())
+        .shutdown_on_signal();
 
     let rate_limits = Controller::for_stream(
         cached(&client, all(), rate_limit_writer).applied_objects(),
@@ -280,7 +323,8 @@ pub async fn run_with(client: Client, metrics_addr: SocketAddr) -> anyhow::Resul
             ctx,
         )
         .for_each(|_| async {});
-    let controllers = async { tokio::join!(shops, services, rate_limits, circuits) };
+    let controllers =
+        async { tokio::join!(shops, services, rate_limits, circuits, services_watch) };
     tokio::select! {
         _ = controllers => {
             tracing::info!("controllers stopped; releasing the lease");

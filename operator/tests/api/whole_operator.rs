@@ -159,6 +159,21 @@ async fn a_converged_shop_costs_no_request_and_a_hand_edit_comes_back() {
         .collect();
     assert!(unexpected.is_empty(), "nothing else: {fixed:?}");
 
+    // A Service resource deleted by hand is a deletion the Shop controller hears (the Service
+    // watch feeds both controllers): it comes back.
+    let gateway = format!("{shop}-gateway");
+    let uid = server
+        .get("tienda.dev/v1alpha1", "Service", NS, &gateway)
+        .unwrap()["metadata"]["uid"]
+        .clone();
+    server.delete("tienda.dev/v1alpha1", "Service", NS, &gateway);
+    until("the deleted Service coming back", || {
+        server
+            .get("tienda.dev/v1alpha1", "Service", NS, &gateway)
+            .is_some_and(|s| s["metadata"]["uid"] != uid)
+    })
+    .await;
+
     operator.abort();
     rollouts.abort();
 }
