@@ -12,6 +12,7 @@ use std::{
 use anyhow::Context as _;
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use futures::{Stream, StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client,
     runtime::{Controller, WatchStreamExt, reflector::store::Writer, watcher},
@@ -23,7 +24,7 @@ use tienda_crds::{CircuitPolicy, RateLimitPolicy};
 use crate::{
     controller::{
         Context,
-        cache::{Caches, Slim, Writers, slim_event, strip},
+        cache::{Caches, Slim, Writers, slim_event, strip, strip_secret},
         policy, service, shop,
     },
     leader::LeaseLock,
@@ -244,7 +245,13 @@ pub async fn run_with(client: Client, metrics_addr: SocketAddr) -> anyhow::Resul
         .owns_stream(slimmed(&client, ours(), pdbs).touched_objects())
         .owns_stream(slimmed(&client, ours(), roles).touched_objects())
         .owns_stream(slimmed(&client, ours(), role_bindings).touched_objects())
-        .owns_stream(cached(&client, ours(), secrets).touched_objects())
+        .owns_stream(
+            watcher(Api::<Secret>::all(client.clone()), ours())
+                .default_backoff()
+                .modify(strip_secret)
+                .reflect(secrets)
+                .touched_objects(),
+        )
         .with_config(bounded())
         .shutdown_on_signal();
 

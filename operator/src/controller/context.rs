@@ -118,9 +118,9 @@ pub struct Context {
     provisioned: Mutex<HashMap<String, (String, tokio::time::Instant)>>,
     /// Provisioning sessions per PostgreSQL server (`host:port`).
     database_servers: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
-    /// Per child (a hash of `Kind/namespace/name`): the content hash of what this operator's
-    /// last apply of it left.
-    applied: Mutex<HashMap<u64, u64>>,
+    /// Per child (a hash of `Kind/namespace/name`): hashes of what this operator's last apply
+    /// of it sent and left.
+    applied: Mutex<HashMap<u64, (u64, u64)>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -150,6 +150,11 @@ pub const RECHECK: Duration = Duration::from_secs(3 * 3600);
 /// hours, so a client per Shop account held for good would be a connection and its buffers
 /// per Shop for nothing (a thousand Shops on their own accounts: a thousand connections).
 pub const NATS_IDLE: Duration = Duration::from_secs(300);
+
+/// The most NATS clients kept at once (the least recently used goes first): a Shop's Services
+/// are reconciled together, so a few dozen catch the reuse, and a thousand Shops converging at
+/// once do not hold a connection and its buffers (about 27 KiB) each.
+pub const NATS_MAX_CLIENTS: usize = 32;
 
 /// The requeue after errors: ceilings from 1 s doubling to 5 min, full jitter, never sooner
 /// than 1 s (a failing object must not spin).
@@ -191,10 +196,10 @@ impl Context {
         }
     }
 
-    /// The content hash this operator's last apply of child `key`
-    /// (`apiVersion/Kind/namespace/name`)
-    /// left, if it applied it since it started.
-    pub fn applied(&self, key: &str) -> Option<u64> {
+    /// What this operator's last apply of child `key` (`apiVersion/Kind/namespace/name`) was
+    /// and left, if it applied it since it started: the hash of what it sent and the content
+    /// hash of what the server stored.
+    pub fn applied(&self, key: &str) -> Option<(u64, u64)> {
         let key = tienda_provision::stable_hash::fnv1a(key.bytes());
         self.applied
             .lock()
@@ -203,13 +208,15 @@ impl Context {
             .copied()
     }
 
-    /// Records what an apply of child `key` left.
-    pub fn remember_applied(&self, key: &str, content: u64) {
+    /// Records what an apply of child `key` sent (`sent`, the applied-hash annotation's value)
+    /// and left (`content`).
+    pub fn remember_applied(&self, key: &str, sent: &str, content: u64) {
         let key = tienda_provision::stable_hash::fnv1a(key.bytes());
+        let sent = tienda_provision::stable_hash::fnv1a(sent.bytes());
         self.applied
             .lock()
             .expect("not poisoned")
-            .insert(key, content);
+            .insert(key, (sent, content));
     }
 
     /// Records `stored` as this operator's last apply of it (as [`super::apply_child`] does).
@@ -219,7 +226,12 @@ impl Context {
             meta.namespace.as_deref().unwrap_or_default(),
             meta.name.as_deref().unwrap_or_default(),
         );
-        self.remember_applied(&key, super::cache::content_hash(stored));
+        let sent = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(super::APPLIED_HASH))
+            .map_or("", String::as_str);
+        self.remember_applied(&key, sent, super::cache::content_hash(stored));
     }
 
     /// Waits for a provisioning slot on the Shop's PostgreSQL server: at most
@@ -508,6 +520,15 @@ impl Context {
             .map_err(|e| connect_error(e.to_string()))?;
         let client = {
             let mut clients = self.nats.lock().expect("not poisoned");
+            if clients.len() >= NATS_MAX_CLIENTS && !clients.contains_key(&key) {
+                let oldest = clients
+                    .iter()
+                    .min_by_key(|(_, (_, used))| *used)
+                    .map(|(k, _)| k.clone());
+                if let Some(oldest) = oldest {
+                    clients.remove(&oldest);
+                }
+            }
             // Clients of this URL with other credentials are stale (a rotated Secret) unless
             // another Shop uses them; they are dropped with the last reconcile holding one.
             let entry = clients

@@ -100,19 +100,14 @@ where
     let hash =
         crate::workload::config_hash(&[&serde_json::to_vec(&desired).expect("objects serialize")]);
     let key = child_key::<K>(&namespace, &name);
+    let sent = tienda_provision::stable_hash::fnv1a(hash.bytes());
     if let Some(cached) = ctx.caches.get::<C>(&namespace, &name)
-        && cached
-            .meta()
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(APPLIED_HASH))
-            == Some(&hash)
-        && ctx.applied(&key) == Some(cached.content())
+        && ctx.applied(&key) == Some((sent, cached.content()))
     {
         return Ok((*cached).clone());
     }
-    let form = C::of(apply_now(api, desired, hash).await?);
-    ctx.remember_applied(&key, form.content());
+    let form = C::of(apply_now(api, desired, hash.clone()).await?);
+    ctx.remember_applied(&key, &hash, form.content());
     Ok(form)
 }
 
@@ -146,7 +141,6 @@ pub async fn apply_uncached<K>(ctx: &context::Context, api: &kube::Api<K>, desir
 where
     K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    use kube::ResourceExt;
     let name = desired.meta().name.clone().expect("children are named");
     let key = format!(
         "{}/{}/{name}",
@@ -155,14 +149,14 @@ where
     );
     let hash =
         crate::workload::config_hash(&[&serde_json::to_vec(&desired).expect("objects serialize")]);
+    let sent = tienda_provision::stable_hash::fnv1a(hash.bytes());
     if let Some(existing) = api.get_opt(&name).await?
-        && existing.annotations().get(APPLIED_HASH) == Some(&hash)
-        && ctx.applied(&key) == Some(cache::content_hash(&existing))
+        && ctx.applied(&key) == Some((sent, cache::content_hash(&existing)))
     {
         return Ok(existing);
     }
-    let stored = apply_now(api, desired, hash).await?;
-    ctx.remember_applied(&key, cache::content_hash(&stored));
+    let stored = apply_now(api, desired, hash.clone()).await?;
+    ctx.remember_applied(&key, &hash, cache::content_hash(&stored));
     Ok(stored)
 }
 

@@ -244,3 +244,47 @@ async fn two_shops_on_one_account_cannot_share_or_delete_each_others_streams() {
     assert!(js.get_stream("ORDER").await.is_err());
     assert!(js.get_stream(&dead_letters).await.is_err());
 }
+
+/// A thousand Shops converging at once must not hold a NATS connection each: the cache keeps
+/// at most `NATS_MAX_CLIENTS`, letting the least recently used go.
+#[tokio::test]
+async fn the_nats_client_cache_is_bounded_and_lets_the_least_recently_used_go() {
+    use tienda_operator::controller::context::NATS_MAX_CLIENTS;
+    let nats = tienda_kit::testing::NatsServer::start();
+    let shops = NATS_MAX_CLIENTS + 8;
+    let at = |i: usize| format!("/api/v1/namespaces/shops/secrets/nats-{i}");
+    let token = |i: usize| {
+        use base64::Engine as _;
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": format!("nats-{i}"), "namespace": "shops"},
+               "data": {"token": base64::engine::general_purpose::STANDARD.encode(format!("t{i}"))}})
+    };
+    let mut script: Vec<_> = (0..shops).map(|i| get(&at(i), token(i))).collect();
+    script.push(get(&at(shops - 1), token(shops - 1)));
+    script.push(get(&at(0), token(0)));
+    let (ctx, handle) = context();
+    let server = serve(handle, script);
+    for i in 0..shops {
+        let shop = shop(&format!("s{i}"), &nats.url(), &format!("nats-{i}"));
+        ctx.jetstream(&shop, "shops").await.unwrap();
+        assert!(
+            ctx.nats_clients() <= NATS_MAX_CLIENTS,
+            "{}",
+            ctx.nats_clients()
+        );
+    }
+    assert_eq!(ctx.nats_clients(), NATS_MAX_CLIENTS);
+    // The newest is kept (no new client), the oldest went (a new one, the cache still full).
+    let newest = shop(
+        &format!("s{}", shops - 1),
+        &nats.url(),
+        &format!("nats-{}", shops - 1),
+    );
+    ctx.jetstream(&newest, "shops").await.unwrap();
+    let oldest = shop("s0", &nats.url(), "nats-0");
+    let js = ctx.jetstream(&oldest, "shops").await.unwrap();
+    js.query_account().await.expect("the new client works");
+    assert_eq!(ctx.nats_clients(), NATS_MAX_CLIENTS);
+    drop(ctx);
+    server.await.unwrap();
+}
