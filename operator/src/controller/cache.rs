@@ -12,7 +12,7 @@
 //! one read).
 //!
 //! Children are cached [`Slim`]: what reconciles read of them (name, owner, generation, the
-//! applied-hash annotation, the status) and a hash of the rest. A Deployment is about 3 KB of
+//! status) and a hash of the rest. A Deployment is about 3 KB of
 //! JSON and 24 KB as a k8s-openapi struct; slim, about 1 KB. Drift is then a changed content
 //! hash: see [`super::apply_child`].
 
@@ -192,6 +192,10 @@ fn content_of(value: &mut serde_json::Value) -> u64 {
                 .and_then(serde_json::Value::as_object_mut)
             {
                 annotations.remove(LAST_APPLIED);
+                annotations.remove(super::APPLIED_HASH);
+                if annotations.is_empty() {
+                    meta.remove("annotations");
+                }
             }
         }
     }
@@ -315,13 +319,18 @@ pub fn strip_secret(secret: &mut Secret) {
     secret.metadata.annotations = None;
 }
 
-/// Drops what no reconcile reads and most of an object's size: `managedFields` and kubectl's
-/// last-applied annotation.
+/// Drops what no reconcile reads and most of an object's size: `managedFields`, kubectl's
+/// last-applied annotation and the operator's applied hash (an empty map goes too).
 pub fn strip<K: Resource>(object: &mut K) {
     let meta = object.meta_mut();
     meta.managed_fields = None;
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove(LAST_APPLIED);
+        // What an apply sent is remembered apart (`Context::applied`).
+        annotations.remove(super::APPLIED_HASH);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
     }
 }
 

@@ -45,7 +45,8 @@ where
 }
 
 impl Form<tienda_crds::Service> for tienda_crds::Service {
-    fn of(stored: Self) -> Self {
+    fn of(mut stored: Self) -> Self {
+        cache::strip(&mut stored);
         stored
     }
     fn content(&self) -> u64 {

@@ -49,6 +49,7 @@ struct Numbers {
     enqueue_per_s: f64,
     relay_per_s: f64,
     consumer_per_s: f64,
+    batched_per_s: f64,
 }
 
 async fn run(events: usize, sync_always: bool) -> anyhow::Result<Numbers> {
@@ -64,7 +65,8 @@ async fn run(events: usize, sync_always: bool) -> anyhow::Result<Numbers> {
     let spec: tienda_crds::ServiceSpec = serde_json::from_value(json!({
         "shop": "bench", "component": "products", "image": "x",
         "streams": [{"name": "INVENTORY", "subjects": ["tienda.inventory.>"]}],
-        "consumers": [{"name": "bench", "stream": "INVENTORY", "maxAckPending": 10000}],
+        "consumers": [{"name": "bench", "stream": "INVENTORY", "maxAckPending": 10000},
+                      {"name": "bench-batched", "stream": "INVENTORY", "maxAckPending": 10000}],
     }))?;
     for item in tienda_provision::streams::provision_service(&js, &spec, 1, None).await {
         item.result?;
@@ -97,9 +99,32 @@ async fn run(events: usize, sync_always: bool) -> anyhow::Result<Numbers> {
     }
     let relay_per_s = events as f64 / started.elapsed().as_secs_f64();
 
-    // Consumer: apply every event (inbox row + effect row per transaction, then double ack).
+    // Consumer: apply every event (inbox row + effect row per transaction, then ack).
     let mut config = ConsumerConfig::new("products", "INVENTORY", "bench");
     config.concurrency = 32;
+    let shutdown = Shutdown::new();
+    let started = Instant::now();
+    let task = tokio::spawn(
+        Consumer::new(pool.clone(), client.clone(), config, Apply, &registry).run(shutdown.clone()),
+    );
+    loop {
+        let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM effects")
+            .fetch_one(&pool)
+            .await?;
+        if applied as usize >= events {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let consumer_per_s = events as f64 / started.elapsed().as_secs_f64();
+    shutdown.trigger();
+    task.await??;
+
+    // The same, batched: up to 64 received messages per transaction, 4 batches at once.
+    sqlx::query("TRUNCATE effects").execute(&pool).await?;
+    let mut config = ConsumerConfig::new("products", "INVENTORY", "bench-batched");
+    config.concurrency = 4;
+    config.batch = 64;
     let shutdown = Shutdown::new();
     let started = Instant::now();
     let task = tokio::spawn(
@@ -114,7 +139,7 @@ async fn run(events: usize, sync_always: bool) -> anyhow::Result<Numbers> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let consumer_per_s = events as f64 / started.elapsed().as_secs_f64();
+    let batched_per_s = events as f64 / started.elapsed().as_secs_f64();
     shutdown.trigger();
     task.await??;
     pool.close().await;
@@ -124,6 +149,7 @@ async fn run(events: usize, sync_always: bool) -> anyhow::Result<Numbers> {
         enqueue_per_s,
         relay_per_s,
         consumer_per_s,
+        batched_per_s,
     })
 }
 
@@ -141,11 +167,13 @@ fn main() -> anyhow::Result<()> {
         }
         anyhow::Ok(results)
     })?;
-    println!("| NATS fsync | events | outbox writes/s | relay publish/s | consumer apply/s |");
-    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| NATS fsync | events | outbox writes/s | relay publish/s | consumer apply/s | batched apply/s |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
     for r in &results {
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} |",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
             if r.sync_always {
                 "always"
             } else {
@@ -154,7 +182,8 @@ fn main() -> anyhow::Result<()> {
             r.events,
             r.enqueue_per_s,
             r.relay_per_s,
-            r.consumer_per_s
+            r.consumer_per_s,
+            r.batched_per_s
         );
     }
     for r in &results {
@@ -162,7 +191,8 @@ fn main() -> anyhow::Result<()> {
             "{}",
             json!({"bench": "backbone", "sync_always": r.sync_always, "events": r.events,
                    "enqueue_per_s": r.enqueue_per_s.round(), "relay_per_s": r.relay_per_s.round(),
-                   "consumer_per_s": r.consumer_per_s.round()})
+                   "consumer_per_s": r.consumer_per_s.round(),
+                   "batched_per_s": r.batched_per_s.round()})
         );
     }
     Ok(())

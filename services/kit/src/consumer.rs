@@ -2,7 +2,7 @@
 //!
 //! For each message: begin a transaction; record the message id in the inbox (a repeat finds
 //! it there and is acknowledged without running the handler); run the handler in the same
-//! transaction; commit; then `double_ack`. A transient failure rolls back and `nak`s with a
+//! transaction; commit; then `ack` (a lost ack is a redelivery the inbox absorbs). A transient failure rolls back and `nak`s with a
 //! growing delay; a permanent failure — or a transient one on the last allowed delivery — rolls
 //! back, copies the message with its headers and the reason to the component's dead-letter
 //! stream, and `term`s it. A message that never gets an answer (handler hung, process killed)
@@ -20,7 +20,7 @@ use async_nats::{
     jetstream::{self, AckKind, consumer::PullConsumer},
 };
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use sqlx::{PgConnection, PgPool};
 use tienda_events::{Envelope, Message, header};
@@ -95,6 +95,7 @@ pub struct ConsumerMetrics {
     redeliveries: IntCounterVec,
     duration: HistogramVec,
     pending: IntGaugeVec,
+    batches: IntCounterVec,
 }
 
 impl ConsumerMetrics {
@@ -135,11 +136,21 @@ impl ConsumerMetrics {
             &["consumer"],
         )
         .unwrap();
+        let batches = IntCounterVec::new(
+            Opts::new(
+                "consumer_batches_total",
+                "Batches of messages applied in one transaction, by outcome: committed, or split \
+                 (a failure rolled the batch back and its messages were applied one by one)",
+            ),
+            &["consumer", "outcome"],
+        )
+        .unwrap();
         for metric in [
             Box::new(messages.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(redeliveries.clone()),
             Box::new(duration.clone()),
             Box::new(pending.clone()),
+            Box::new(batches.clone()),
         ] {
             let _ = registry.register(metric);
         }
@@ -148,6 +159,7 @@ impl ConsumerMetrics {
             redeliveries,
             duration,
             pending,
+            batches,
         }
     }
 }
@@ -254,7 +266,7 @@ impl<H: Handler> Consumer<H> {
         'outer: while !shutdown.is_triggered() {
             let mut messages = match consumer
                 .stream()
-                .max_messages_per_batch(config.concurrency.max(1))
+                .max_messages_per_batch(config.concurrency.max(1) * config.batch.max(1))
                 .heartbeat(Duration::from_secs(5))
                 .messages()
                 .await
@@ -286,11 +298,36 @@ impl<H: Handler> Consumer<H> {
                 while in_flight.try_join_next().is_some() {}
                 match next {
                     Some(Ok(message)) => {
+                        // Batched: whatever else has already arrived joins this message.
+                        let mut batch = vec![message];
+                        let mut resubscribe = false;
+                        while batch.len() < shared.config.batch {
+                            match messages.next().now_or_never() {
+                                Some(Some(Ok(message))) => batch.push(message),
+                                Some(Some(Err(err))) => {
+                                    tracing::warn!(consumer = %name, error = %err, "pull failed; re-subscribing");
+                                    resubscribe = true;
+                                    break;
+                                }
+                                Some(None) => {
+                                    resubscribe = true;
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
                         let shared = shared.clone();
                         in_flight.spawn(async move {
-                            process(&shared, message).await;
+                            if batch.len() == 1 {
+                                process(&shared, batch.pop().expect("one message")).await;
+                            } else {
+                                process_batch(&shared, batch).await;
+                            }
                             drop(permit);
                         });
+                        if resubscribe {
+                            break;
+                        }
                     }
                     Some(Err(err)) => {
                         tracing::warn!(consumer = %name, error = %err, "pull failed; re-subscribing");
@@ -333,14 +370,27 @@ pub(crate) fn message_id(headers: &HeaderMap, stream: &str, sequence: u64) -> St
         .unwrap_or_else(|| format!("{stream}:{sequence}"))
 }
 
-async fn process<H: Handler>(shared: &Shared<H>, message: jetstream::Message) {
-    let consumer_label = format!("{}/{}", shared.config.stream, shared.config.durable);
+/// A received message ready to apply: its delivery, trace context and span.
+struct Received {
+    message: jetstream::Message,
+    delivery: Delivery,
+    context: TraceContext,
+    span: tracing::Span,
+}
+
+/// Reads a message's JetStream metadata, counts a redelivery and opens its span; a message
+/// without metadata is terminated (`None`).
+async fn receive<H: Handler>(
+    shared: &Shared<H>,
+    consumer_label: &str,
+    message: jetstream::Message,
+) -> Option<Received> {
     let (sequence, delivered) = match message.info() {
         Ok(info) => (info.stream_sequence, info.delivered),
         Err(err) => {
             tracing::warn!(error = %err, "message without JetStream metadata; terminating it");
             let _ = message.ack_with(AckKind::Term).await;
-            return;
+            return None;
         }
     };
     let headers = message.headers.clone().unwrap_or_default();
@@ -356,7 +406,7 @@ async fn process<H: Handler>(shared: &Shared<H>, message: jetstream::Message) {
         shared
             .metrics
             .redeliveries
-            .with_label_values(&[&consumer_label])
+            .with_label_values(&[consumer_label])
             .inc();
     }
     let context = delivery
@@ -373,6 +423,34 @@ async fn process<H: Handler>(shared: &Shared<H>, message: jetstream::Message) {
         delivered,
         trace_id = %context.trace_id(),
     );
+    Some(Received {
+        message,
+        delivery,
+        context,
+        span,
+    })
+}
+
+async fn process<H: Handler>(shared: &Shared<H>, message: jetstream::Message) {
+    let consumer_label = format!("{}/{}", shared.config.stream, shared.config.durable);
+    let Some(received) = receive(shared, &consumer_label, message).await else {
+        return;
+    };
+    apply_and_settle(shared, &consumer_label, received).await;
+}
+
+/// One message in its own transaction, then its acknowledgement.
+async fn apply_and_settle<H: Handler>(
+    shared: &Shared<H>,
+    consumer_label: &str,
+    received: Received,
+) {
+    let Received {
+        message,
+        delivery,
+        context,
+        span,
+    } = received;
     let started = std::time::Instant::now();
     let outcome = context
         .scope(apply(shared, &message, &delivery).instrument(span.clone()))
@@ -380,8 +458,133 @@ async fn process<H: Handler>(shared: &Shared<H>, message: jetstream::Message) {
     shared
         .metrics
         .duration
-        .with_label_values(&[&consumer_label])
+        .with_label_values(&[consumer_label])
         .observe(started.elapsed().as_secs_f64());
+    settle(shared, consumer_label, &message, &delivery, outcome, span).await;
+}
+
+/// Messages already received, applied in order in one transaction with one commit
+/// ([`ConsumerConfig::batch`]). Any failure (a handler's, or the database's) rolls the batch
+/// back and applies its messages one by one, so a bad message is retried or dead-lettered
+/// on its own and the others still apply exactly once.
+async fn process_batch<H: Handler>(shared: &Shared<H>, messages: Vec<jetstream::Message>) {
+    let consumer_label = format!("{}/{}", shared.config.stream, shared.config.durable);
+    let mut batch = Vec::with_capacity(messages.len());
+    for message in messages {
+        if let Some(received) = receive(shared, &consumer_label, message).await {
+            batch.push(received);
+        }
+    }
+    let started = std::time::Instant::now();
+    let work = async {
+        let mut tx = shared.pool.begin().await?;
+        let ids: Vec<&str> = batch
+            .iter()
+            .map(|r| r.delivery.message_id.as_str())
+            .collect();
+        let mut fresh: std::collections::HashSet<String> = sqlx::query_scalar(
+            "INSERT INTO tienda_inbox (consumer, message_id) SELECT $1, unnest($2::text[]) \
+             ON CONFLICT DO NOTHING RETURNING message_id",
+        )
+        .bind(&shared.config.durable)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for received in &batch {
+            // The first of two deliveries of one id in a batch is fresh, the second not.
+            if !fresh.remove(&received.delivery.message_id) {
+                outcomes.push(Applied::Duplicate);
+                continue;
+            }
+            let handled = received
+                .context
+                .clone()
+                .scope(
+                    shared
+                        .handler
+                        .handle(&mut tx, &received.delivery)
+                        .instrument(received.span.clone()),
+                )
+                .await;
+            if let Err(err) = handled {
+                tracing::debug!(parent: &received.span, error = %err, "handler failed in a batch; applying the batch's messages one by one");
+                tx.rollback().await.ok();
+                return Ok::<_, sqlx::Error>(None);
+            }
+            outcomes.push(Applied::Processed);
+        }
+        tx.commit().await?;
+        Ok(Some(outcomes))
+    };
+    let every = (shared.ack_wait / 3).max(Duration::from_millis(100));
+    let heartbeat = async {
+        loop {
+            tokio::time::sleep(every).await;
+            if shared.config.progress_heartbeat {
+                for received in &batch {
+                    let _ = received.message.ack_with(AckKind::Progress).await;
+                }
+            }
+        }
+    };
+    let result = tokio::select! {
+        result = work => result,
+        never = heartbeat => never,
+    };
+    match result {
+        Ok(Some(outcomes)) => {
+            shared
+                .metrics
+                .batches
+                .with_label_values(&[&consumer_label, "committed"])
+                .inc();
+            let elapsed = started.elapsed().as_secs_f64();
+            for (received, outcome) in batch.into_iter().zip(outcomes) {
+                shared
+                    .metrics
+                    .duration
+                    .with_label_values(&[&consumer_label])
+                    .observe(elapsed);
+                settle(
+                    shared,
+                    &consumer_label,
+                    &received.message,
+                    &received.delivery,
+                    outcome,
+                    received.span,
+                )
+                .await;
+            }
+        }
+        Ok(None) | Err(_) => {
+            shared
+                .metrics
+                .batches
+                .with_label_values(&[&consumer_label, "split"])
+                .inc();
+            if let Err(err) = result {
+                tracing::warn!(consumer = %consumer_label, error = %err, "batch failed; applying its messages one by one");
+            }
+            for received in batch {
+                apply_and_settle(shared, &consumer_label, received).await;
+            }
+        }
+    }
+}
+
+/// Acknowledges a message by its outcome: ack, nak with a delay, or dead-letter and term.
+async fn settle<H: Handler>(
+    shared: &Shared<H>,
+    consumer_label: &str,
+    message: &jetstream::Message,
+    delivery: &Delivery,
+    outcome: Applied,
+    span: tracing::Span,
+) {
+    let (sequence, delivered) = (delivery.stream_sequence, delivery.delivered);
 
     // The acknowledgement and its logs belong to the message's span. Never `span.enter()`
     // here: a guard held across an `.await` corrupts the span stack of whatever task runs
@@ -398,9 +601,13 @@ async fn process<H: Handler>(shared: &Shared<H>, message: jetstream::Message) {
                 shared
                     .metrics
                     .messages
-                    .with_label_values(&[&consumer_label, label])
+                    .with_label_values(&[consumer_label, label])
                     .inc();
-                message.double_ack().await
+                // A plain ack, not a double ack waiting for the server's reply: an ack that
+                // is lost only brings the message back after its ack wait, and the inbox
+                // answers the repeat as a duplicate. The reply would cost a round trip per
+                // message for nothing.
+                message.ack().await
             }
             Applied::Failed(HandlerError::Transient(err))
                 if shared.max_deliver <= 0 || delivered < shared.max_deliver =>
@@ -411,7 +618,7 @@ async fn process<H: Handler>(shared: &Shared<H>, message: jetstream::Message) {
                 shared
                     .metrics
                     .messages
-                    .with_label_values(&[&consumer_label, "retried"])
+                    .with_label_values(&[consumer_label, "retried"])
                     .inc();
                 message.ack_with(AckKind::Nak(Some(delay))).await
             }
@@ -441,7 +648,7 @@ async fn process<H: Handler>(shared: &Shared<H>, message: jetstream::Message) {
                         shared
                             .metrics
                             .messages
-                            .with_label_values(&[&consumer_label, "dead_lettered"])
+                            .with_label_values(&[consumer_label, "dead_lettered"])
                             .inc();
                         message.ack_with(AckKind::Term).await
                     }
@@ -451,7 +658,7 @@ async fn process<H: Handler>(shared: &Shared<H>, message: jetstream::Message) {
                         shared
                             .metrics
                             .messages
-                            .with_label_values(&[&consumer_label, "retried"])
+                            .with_label_values(&[consumer_label, "retried"])
                             .inc();
                         message
                             .ack_with(AckKind::Nak(Some(shared.config.retry_max)))

@@ -20,6 +20,13 @@ pub struct ConsumerConfig {
     pub retry_max: Duration,
     /// Send `in_progress` while a handler runs, so long handlers keep their message.
     pub progress_heartbeat: bool,
+    /// Messages applied in one transaction (default 1: a transaction each). Above 1, the
+    /// messages already received (up to this many) are applied in order in one transaction
+    /// with one commit — one fsync for the batch instead of one per message. A handler that
+    /// fails rolls the batch back and its messages are applied one by one as with 1, so
+    /// only handlers whose every effect goes through the transaction may run batched (not
+    /// one that calls a provider).
+    pub batch: usize,
 }
 
 impl ConsumerConfig {
@@ -33,6 +40,7 @@ impl ConsumerConfig {
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
             progress_heartbeat: true,
+            batch: 1,
         }
     }
 }

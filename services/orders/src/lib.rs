@@ -79,12 +79,20 @@ impl Application {
             compensation_deadline: Duration::from_secs(config.compensation_deadline_seconds),
             authorize_retry: Duration::from_millis(config.authorize_retry_ms),
         };
+        // The saga's replies change only this database (saga rows, orders, outbox): they are
+        // applied in batches, one commit for the replies already received.
         platform.start_consumer(
-            ConsumerConfig::new(SOURCE, "INVENTORY", INVENTORY_CONSUMER),
+            ConsumerConfig {
+                batch: 32,
+                ..ConsumerConfig::new(SOURCE, "INVENTORY", INVENTORY_CONSUMER)
+            },
             saga::InventoryReplies { timeouts },
         )?;
         platform.start_consumer(
-            ConsumerConfig::new(SOURCE, "PAYMENT", PAYMENT_CONSUMER),
+            ConsumerConfig {
+                batch: 32,
+                ..ConsumerConfig::new(SOURCE, "PAYMENT", PAYMENT_CONSUMER)
+            },
             saga::PaymentReplies { timeouts },
         )?;
         platform.spawn(saga::sweeper(

@@ -74,7 +74,12 @@ impl Application {
         ));
         platform.start_relay(RelayConfig::default())?;
         platform.start_consumer(
-            ConsumerConfig::new("products", "INVENTORY", COMMANDS_CONSUMER),
+            ConsumerConfig {
+                // Every effect of a command is in the transaction: batches are safe, and one
+                // commit per batch is what lets inventory keep up with checkouts.
+                batch: 32,
+                ..ConsumerConfig::new("products", "INVENTORY", COMMANDS_CONSUMER)
+            },
             commands::InventoryCommands,
         )?;
         platform.spawn(sweeper(

@@ -1129,3 +1129,124 @@ async fn a_request_reaches_a_consumer_through_the_platforms_relay_and_everything
         .unwrap()
         .unwrap();
 }
+
+/// Applies `inventory.adjusted` as an effect row; `BAD` is permanently refused.
+struct RefusesBad;
+
+impl Handler for RefusesBad {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        delivery: &Delivery,
+    ) -> Result<(), HandlerError> {
+        let envelope = delivery.envelope::<InventoryAdjusted>()?;
+        if envelope.data.sku == "BAD" {
+            return Err(HandlerError::Permanent(anyhow::anyhow!("no such SKU")));
+        }
+        sqlx::query("INSERT INTO effects (event_id, note) VALUES ($1, $2)")
+            .bind(envelope.id)
+            .bind(&envelope.data.sku)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Batched: messages already received are applied in one transaction. A poison message
+/// rolls its batch back and the batch is applied one by one — the others exactly once, the
+/// poison dead-lettered — and a message whose id is already in the inbox is a duplicate.
+#[tokio::test]
+async fn a_batch_applies_each_message_once_and_a_poison_message_only_splits_its_batch() {
+    let env = env().await;
+    provision(
+        &env,
+        json!({"name": "products-inventory", "stream": "INVENTORY", "maxDeliver": 3}),
+    )
+    .await;
+    let mut tx = env.pool.begin().await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let sku = if i == 37 {
+            "BAD".to_owned()
+        } else {
+            format!("SKU-{i}")
+        };
+        let envelope = adjusted(&sku, 1);
+        ids.push(envelope.id);
+        enqueue(&mut tx, envelope).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    drain(&env, &quick_relay(&env)).await;
+    // Message 5 was applied before (its inbox row exists, its effect too).
+    sqlx::query(
+        "INSERT INTO tienda_inbox (consumer, message_id) VALUES ('products-inventory', $1)",
+    )
+    .bind(ids[5].to_string())
+    .execute(&env.pool)
+    .await
+    .unwrap();
+
+    let mut config = ConsumerConfig::new("products", "INVENTORY", "products-inventory");
+    config.batch = 16;
+    config.concurrency = 2;
+    let consumer = Consumer::new(
+        env.pool.clone(),
+        env.client.clone(),
+        config,
+        RefusesBad,
+        &env.registry,
+    );
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(consumer.run(shutdown.clone()));
+
+    let js = env.js.clone();
+    let registry = env.registry.clone();
+    eventually("every message is settled", Duration::from_secs(30), || {
+        let (js, registry) = (js.clone(), registry.clone());
+        async move {
+            let mut consumer: jetstream::consumer::PullConsumer = js
+                .get_stream("INVENTORY")
+                .await
+                .unwrap()
+                .get_consumer("products-inventory")
+                .await
+                .unwrap();
+            let info = consumer.info().await.unwrap();
+            dead_letter_count(&js).await == 1
+                && info.num_ack_pending == 0
+                && info.num_pending == 0
+                && metric(&registry, "consumer_messages_total", "processed") == 58.0
+        }
+    })
+    .await;
+    assert_eq!(
+        effects(&env.pool).await,
+        58,
+        "58 applied once each: not 5, not BAD"
+    );
+    let applied: BTreeSet<Uuid> = sqlx::query_scalar("SELECT event_id FROM effects")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(!applied.contains(&ids[5]) && !applied.contains(&ids[37]));
+    assert_eq!(
+        metric(&env.registry, "consumer_messages_total", "duplicate"),
+        1.0
+    );
+    assert!(
+        metric(&env.registry, "consumer_batches_total", "committed") >= 1.0,
+        "messages were applied in batches"
+    );
+    assert!(
+        metric(&env.registry, "consumer_batches_total", "split") >= 1.0,
+        "the poison message's batch was split"
+    );
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
