@@ -501,7 +501,6 @@ async fn process_batch<H: Handler>(shared: &Shared<H>, messages: Vec<jetstream::
             }
             let handled = received
                 .context
-                .clone()
                 .scope(
                     shared
                         .handler

@@ -80,10 +80,12 @@ impl Application {
             authorize_retry: Duration::from_millis(config.authorize_retry_ms),
         };
         // The saga's replies change only this database (saga rows, orders, outbox): they are
-        // applied in batches, one commit for the replies already received.
+        // applied in batches, one commit for the replies already received, one batch at a time
+        // (as products' commands: concurrent batches hold their row locks for the batch).
         platform.start_consumer(
             ConsumerConfig {
                 batch: 32,
+                concurrency: 1,
                 ..ConsumerConfig::new(SOURCE, "INVENTORY", INVENTORY_CONSUMER)
             },
             saga::InventoryReplies { timeouts },
@@ -91,6 +93,7 @@ impl Application {
         platform.start_consumer(
             ConsumerConfig {
                 batch: 32,
+                concurrency: 1,
                 ..ConsumerConfig::new(SOURCE, "PAYMENT", PAYMENT_CONSUMER)
             },
             saga::PaymentReplies { timeouts },

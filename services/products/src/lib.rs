@@ -75,9 +75,12 @@ impl Application {
         platform.start_relay(RelayConfig::default())?;
         platform.start_consumer(
             ConsumerConfig {
-                // Every effect of a command is in the transaction: batches are safe, and one
-                // commit per batch is what lets inventory keep up with checkouts.
+                // Every effect of a command is in the transaction, so batches are safe: one
+                // commit for the commands already received. One batch at a time: concurrent
+                // batches each hold their SKUs' row locks for the whole batch, and the
+                // checkout bench collapsed under that contention (see docs/benchmarks.md).
                 batch: 32,
+                concurrency: 1,
                 ..ConsumerConfig::new("products", "INVENTORY", COMMANDS_CONSUMER)
             },
             commands::InventoryCommands,
