@@ -43,6 +43,19 @@ impl Handler for Apply {
     }
 }
 
+/// Waits until `events` effect rows exist.
+async fn wait_for_effects(pool: &sqlx::PgPool, events: usize) -> anyhow::Result<()> {
+    loop {
+        let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM effects")
+            .fetch_one(pool)
+            .await?;
+        if applied as usize >= events {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 struct Numbers {
     sync_always: bool,
     events: usize,
@@ -107,15 +120,7 @@ async fn run(events: usize, sync_always: bool) -> anyhow::Result<Numbers> {
     let task = tokio::spawn(
         Consumer::new(pool.clone(), client.clone(), config, Apply, &registry).run(shutdown.clone()),
     );
-    loop {
-        let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM effects")
-            .fetch_one(&pool)
-            .await?;
-        if applied as usize >= events {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_effects(&pool, events).await?;
     let consumer_per_s = events as f64 / started.elapsed().as_secs_f64();
     shutdown.trigger();
     task.await??;
@@ -130,15 +135,7 @@ async fn run(events: usize, sync_always: bool) -> anyhow::Result<Numbers> {
     let task = tokio::spawn(
         Consumer::new(pool.clone(), client, config, Apply, &registry).run(shutdown.clone()),
     );
-    loop {
-        let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM effects")
-            .fetch_one(&pool)
-            .await?;
-        if applied as usize >= events {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_effects(&pool, events).await?;
     let batched_per_s = events as f64 / started.elapsed().as_secs_f64();
     shutdown.trigger();
     task.await??;

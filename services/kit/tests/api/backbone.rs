@@ -493,6 +493,18 @@ impl Handler for Recorder {
     }
 }
 
+/// The `products-inventory` consumer's state on the server.
+async fn consumer_info(js: &jetstream::Context) -> jetstream::consumer::Info {
+    let mut consumer: jetstream::consumer::PullConsumer = js
+        .get_stream("INVENTORY")
+        .await
+        .unwrap()
+        .get_consumer("products-inventory")
+        .await
+        .unwrap();
+    consumer.info().await.unwrap().clone()
+}
+
 async fn effects(pool: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM effects")
         .fetch_one(pool)
@@ -551,14 +563,7 @@ async fn a_message_redelivered_after_its_ack_wait_applies_its_effect_once() {
         || {
             let (js, registry) = (js.clone(), registry.clone());
             async move {
-                let mut consumer: jetstream::consumer::PullConsumer = js
-                    .get_stream("INVENTORY")
-                    .await
-                    .unwrap()
-                    .get_consumer("products-inventory")
-                    .await
-                    .unwrap();
-                let info = consumer.info().await.unwrap();
+                let info = consumer_info(&js).await;
                 metric(&registry, "consumer_redeliveries_total", "") >= 1.0
                     && metric(&registry, "consumer_messages_total", "duplicate") >= 1.0
                     && info.num_ack_pending == 0
@@ -834,14 +839,7 @@ async fn replaying_a_dead_letter_whose_effect_committed_applies_nothing_twice() 
         || {
             let (js, registry) = (js.clone(), registry.clone());
             async move {
-                let mut consumer: jetstream::consumer::PullConsumer = js
-                    .get_stream("INVENTORY")
-                    .await
-                    .unwrap()
-                    .get_consumer("products-inventory")
-                    .await
-                    .unwrap();
-                let info = consumer.info().await.unwrap();
+                let info = consumer_info(&js).await;
                 metric(&registry, "consumer_messages_total", "duplicate") > duplicates_before
                     && info.num_ack_pending == 0
                     && info.num_pending == 0
@@ -1046,16 +1044,8 @@ async fn shutdown_lets_a_running_handler_commit_and_ack_before_the_consumer_stop
         1,
         "the in-flight message finished"
     );
-    let mut consumer: jetstream::consumer::PullConsumer = env
-        .js
-        .get_stream("INVENTORY")
-        .await
-        .unwrap()
-        .get_consumer("products-inventory")
-        .await
-        .unwrap();
     assert_eq!(
-        consumer.info().await.unwrap().num_ack_pending,
+        consumer_info(&env.js).await.num_ack_pending,
         0,
         "and was acknowledged"
     );
@@ -1204,14 +1194,7 @@ async fn a_batch_applies_each_message_once_and_a_poison_message_only_splits_its_
     eventually("every message is settled", Duration::from_secs(30), || {
         let (js, registry) = (js.clone(), registry.clone());
         async move {
-            let mut consumer: jetstream::consumer::PullConsumer = js
-                .get_stream("INVENTORY")
-                .await
-                .unwrap()
-                .get_consumer("products-inventory")
-                .await
-                .unwrap();
-            let info = consumer.info().await.unwrap();
+            let info = consumer_info(&js).await;
             dead_letter_count(&js).await == 1
                 && info.num_ack_pending == 0
                 && info.num_pending == 0
