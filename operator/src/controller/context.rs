@@ -208,11 +208,10 @@ impl Context {
             .copied()
     }
 
-    /// Records what an apply of child `key` sent (`sent`, the applied-hash annotation's value)
-    /// and left (`content`).
-    pub fn remember_applied(&self, key: &str, sent: &str, content: u64) {
+    /// Records what an apply of child `key` sent (`sent`: a hash of the applied-hash
+    /// annotation's value) and left (`content`).
+    pub fn remember_applied(&self, key: &str, sent: u64, content: u64) {
         let key = tienda_provision::stable_hash::fnv1a(key.bytes());
-        let sent = tienda_provision::stable_hash::fnv1a(sent.bytes());
         self.applied
             .lock()
             .expect("not poisoned")
@@ -231,6 +230,7 @@ impl Context {
             .as_ref()
             .and_then(|a| a.get(super::APPLIED_HASH))
             .map_or("", String::as_str);
+        let sent = tienda_provision::stable_hash::fnv1a(sent.bytes());
         self.remember_applied(&key, sent, super::cache::content_hash(stored));
     }
 

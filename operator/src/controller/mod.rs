@@ -107,8 +107,8 @@ where
     {
         return Ok((*cached).clone());
     }
-    let form = C::of(apply_now(api, desired, hash.clone()).await?);
-    ctx.remember_applied(&key, &hash, form.content());
+    let form = C::of(apply_now(api, desired, hash).await?);
+    ctx.remember_applied(&key, sent, form.content());
     Ok(form)
 }
 
@@ -156,8 +156,8 @@ where
     {
         return Ok(existing);
     }
-    let stored = apply_now(api, desired, hash.clone()).await?;
-    ctx.remember_applied(&key, &hash, cache::content_hash(&stored));
+    let stored = apply_now(api, desired, hash).await?;
+    ctx.remember_applied(&key, sent, cache::content_hash(&stored));
     Ok(stored)
 }
 

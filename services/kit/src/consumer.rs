@@ -2,10 +2,10 @@
 //!
 //! For each message: begin a transaction; record the message id in the inbox (a repeat finds
 //! it there and is acknowledged without running the handler); run the handler in the same
-//! transaction; commit; then `ack` (a lost ack is a redelivery the inbox absorbs). A transient failure rolls back and `nak`s with a
-//! growing delay; a permanent failure — or a transient one on the last allowed delivery — rolls
-//! back, copies the message with its headers and the reason to the component's dead-letter
-//! stream, and `term`s it. A message that never gets an answer (handler hung, process killed)
+//! transaction; commit; then `ack` (a lost ack is a redelivery the inbox absorbs). A transient
+//! failure rolls back and `nak`s with a growing delay; a permanent failure — or a transient
+//! one on the last allowed delivery — rolls back, copies the message with its headers and the
+//! reason to the component's dead-letter stream, and `term`s it. A message that never gets an answer (handler hung, process killed)
 //! and exhausts `max_deliver` is caught from JetStream's max-deliveries advisory and
 //! dead-lettered too. Long handlers send `in_progress` so the ack wait does not expire.
 //!
@@ -518,21 +518,8 @@ async fn process_batch<H: Handler>(shared: &Shared<H>, messages: Vec<jetstream::
         tx.commit().await?;
         Ok(Some(outcomes))
     };
-    let every = (shared.ack_wait / 3).max(Duration::from_millis(100));
-    let heartbeat = async {
-        loop {
-            tokio::time::sleep(every).await;
-            if shared.config.progress_heartbeat {
-                for received in &batch {
-                    let _ = received.message.ack_with(AckKind::Progress).await;
-                }
-            }
-        }
-    };
-    let result = tokio::select! {
-        result = work => result,
-        never = heartbeat => never,
-    };
+    let messages: Vec<&jetstream::Message> = batch.iter().map(|r| &r.message).collect();
+    let result = with_heartbeat(shared, &messages, work).await;
     match result {
         Ok(Some(outcomes)) => {
             shared
@@ -718,6 +705,16 @@ async fn apply<H: Handler>(
             Err(err) => Applied::Failed(HandlerError::from(err)),
         }
     };
+    with_heartbeat(shared, &[message], work).await
+}
+
+/// Runs `work`, meanwhile sending `in_progress` for `messages` every third of the ack wait
+/// (when [`ConsumerConfig::progress_heartbeat`] is on), so long work keeps its messages.
+async fn with_heartbeat<H, T>(
+    shared: &Shared<H>,
+    messages: &[&jetstream::Message],
+    work: impl Future<Output = T>,
+) -> T {
     if !shared.config.progress_heartbeat {
         return work.await;
     }
@@ -725,13 +722,15 @@ async fn apply<H: Handler>(
     let heartbeat = async {
         loop {
             tokio::time::sleep(every).await;
-            if let Err(err) = message.ack_with(AckKind::Progress).await {
-                tracing::debug!(error = %err, "in_progress failed");
+            for message in messages {
+                if let Err(err) = message.ack_with(AckKind::Progress).await {
+                    tracing::debug!(error = %err, "in_progress failed");
+                }
             }
         }
     };
     tokio::select! {
-        applied = work => applied,
+        done = work => done,
         never = heartbeat => never,
     }
 }
