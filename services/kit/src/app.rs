@@ -147,12 +147,17 @@ impl Platform {
         } else {
             None
         };
+        let metrics = Metrics::new(name);
+        if let Some(pool) = &db {
+            db::PoolMetrics::register(pool, &metrics.registry)
+                .context("registering the pool's metrics")?;
+        }
         Ok(Self {
             name,
             config,
             db,
             nats,
-            metrics: Metrics::new(name),
+            metrics,
             health,
             shutdown,
             tasks: TaskTracker::new(),

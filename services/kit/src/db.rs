@@ -87,3 +87,56 @@ pub async fn ping(pool: &PgPool) -> Result<String, String> {
         .map(|_| format!("{} connections, {} idle", pool.size(), pool.num_idle()))
         .map_err(|e| e.to_string())
 }
+
+/// The pool's state at each scrape: `db_pool_connections{state="in_use"|"idle"}` and
+/// `db_pool_max_connections`. In-use connections at the maximum mean requests and consumers
+/// wait for a connection (raise `DATABASE_MAX_CONNECTIONS`, or find what holds them).
+#[derive(Debug, Clone)]
+pub struct PoolMetrics {
+    pool: PgPool,
+    connections: prometheus::IntGaugeVec,
+    max: prometheus::IntGauge,
+}
+
+impl PoolMetrics {
+    /// Registers the collector for `pool` in `registry`.
+    pub fn register(pool: &PgPool, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        let metrics = Self {
+            pool: pool.clone(),
+            connections: prometheus::IntGaugeVec::new(
+                prometheus::Opts::new(
+                    "db_pool_connections",
+                    "Pooled PostgreSQL connections, in use or idle",
+                ),
+                &["state"],
+            )?,
+            max: prometheus::IntGauge::new(
+                "db_pool_max_connections",
+                "Most connections the pool opens (DATABASE_MAX_CONNECTIONS)",
+            )?,
+        };
+        registry.register(Box::new(metrics))
+    }
+}
+
+impl prometheus::core::Collector for PoolMetrics {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        let mut descs = self.connections.desc();
+        descs.extend(self.max.desc());
+        descs
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let idle = self.pool.num_idle() as i64;
+        let size = i64::from(self.pool.size());
+        self.connections
+            .with_label_values(&["in_use"])
+            .set((size - idle).max(0));
+        self.connections.with_label_values(&["idle"]).set(idle);
+        self.max
+            .set(i64::from(self.pool.options().get_max_connections()));
+        let mut families = self.connections.collect();
+        families.extend(self.max.collect());
+        families
+    }
+}

@@ -15,7 +15,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use tienda_crds::Component::{self, Auth, Gateway, Orders, Payments, Products};
+use tienda_crds::Component::{self, Auth, Gateway, Notifications, Orders, Payments, Products};
 use tienda_e2e::{Shop, load, timeline};
 use uuid::Uuid;
 
@@ -57,6 +57,8 @@ struct Sample {
     accepted: Duration,
     /// `confirmed`, or what went wrong.
     outcome: String,
+    /// The order placed, if one was.
+    order: Option<Uuid>,
 }
 
 async fn checkout(
@@ -70,6 +72,7 @@ async fn checkout(
         settled: due.elapsed(),
         accepted: due.elapsed(),
         outcome,
+        order: None,
     };
     let response = http
         .post(format!("{gateway}/v1/checkout"))
@@ -106,14 +109,40 @@ async fn checkout(
         settled: due.elapsed(),
         accepted,
         outcome,
+        order: order["id"].as_str().and_then(|id| id.parse().ok()),
     }
+}
+
+/// Where a phase's time went: for each saga step the order log records, percentiles of its
+/// time after `placed` (each entry's `occurred_at` is its transaction's start), read from the
+/// orders database.
+async fn steps(orders_db: &sqlx::PgPool, ids: &[Uuid]) -> anyhow::Result<Value> {
+    let rows: Vec<(String, f64, f64, f64)> = sqlx::query_as(
+        "SELECT e.kind,
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),
+                percentile_cont(0.95) WITHIN GROUP (ORDER BY ms),
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)
+           FROM (SELECT e.kind,
+                        extract(epoch FROM e.occurred_at - p.occurred_at)::float8 * 1000 AS ms
+                   FROM order_events e
+                   JOIN order_events p ON p.order_id = e.order_id AND p.seq = 1
+                  WHERE e.order_id = ANY($1) AND e.seq > 1) e
+          GROUP BY e.kind ORDER BY 3",
+    )
+    .bind(ids)
+    .fetch_all(orders_db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(kind, p50, p95, p99)| json!({"after_placed": kind, "p50_ms": p50, "p95_ms": p95, "p99_ms": p99}))
+        .collect())
 }
 
 async fn run(seconds: u64, rates: Vec<u64>, out: std::path::PathBuf) -> anyhow::Result<()> {
     let shop = Shop::start().await;
     shop.write_file("ratelimitpolicy.yaml", BENCH_POLICIES);
     shop.wait_for_policy("bench-checkout", 1).await;
-    let components = [Gateway, Auth, Products, Orders, Payments];
+    let components = [Gateway, Auth, Products, Orders, Payments, Notifications];
     let pids: Vec<(String, u32)> = components
         .iter()
         .filter_map(|c| Some((c.to_string(), shop.system.process(*c)?.pid())))
@@ -167,6 +196,16 @@ async fn run(seconds: u64, rates: Vec<u64>, out: std::path::PathBuf) -> anyhow::
                 .to_owned(),
         );
     }
+    let orders_db = {
+        let admin: sqlx::postgres::PgConnectOptions = shop.system.database_url.parse()?;
+        let admin_pool = sqlx::PgPool::connect_with(admin.clone()).await?;
+        let (name,): (String,) =
+            sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE '%orders'")
+                .fetch_one(&admin_pool)
+                .await?;
+        admin_pool.close().await;
+        sqlx::PgPool::connect_with(admin.database(&name)).await?
+    };
     let gateway = shop.system.urls[&Component::Gateway].clone();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
@@ -178,7 +217,14 @@ async fn run(seconds: u64, rates: Vec<u64>, out: std::path::PathBuf) -> anyhow::
     let mut next_customer = 0usize;
     for rate in rates {
         for (phase, length) in [("warm-up", 2), ("measured", seconds)] {
+            eprintln!("{rate}/s: {phase} for {length} s");
             let cpu_before: Vec<f64> = pids.iter().map(|(_, p)| load::cpu_seconds(*p)).collect();
+            let infra_before = [
+                load::cpu_seconds_of("postgres"),
+                load::cpu_seconds_of("nats-server"),
+                load::cpu_seconds(std::process::id()),
+            ];
+            let machine_before = load::machine_ticks();
             let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
             let total = (length * rate) as usize;
             let started = Instant::now();
@@ -199,8 +245,10 @@ async fn run(seconds: u64, rates: Vec<u64>, out: std::path::PathBuf) -> anyhow::
             let mut settled = Vec::with_capacity(total);
             let mut accepted = Vec::with_capacity(total);
             let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+            let mut orders = Vec::with_capacity(total);
             for task in tasks {
                 let sample = task.await?;
+                orders.extend(sample.order);
                 if sample.outcome != "confirmed" {
                     *failures.entry(sample.outcome.clone()).or_default() += 1;
                 }
@@ -208,6 +256,16 @@ async fn run(seconds: u64, rates: Vec<u64>, out: std::path::PathBuf) -> anyhow::
                 accepted.push(sample.accepted);
             }
             let elapsed = started.elapsed().as_secs_f64();
+            let machine_after = load::machine_ticks();
+            let busy = (machine_after.0 - machine_before.0) as f64
+                / (machine_after.1 - machine_before.1).max(1) as f64
+                * 100.0;
+            let infra_ms = |after: f64, i: usize| (after - infra_before[i]) * 1000.0 / total as f64;
+            let infra = json!({
+                "postgres": infra_ms(load::cpu_seconds_of("postgres"), 0),
+                "nats-server": infra_ms(load::cpu_seconds_of("nats-server"), 1),
+                "load generator": infra_ms(load::cpu_seconds(std::process::id()), 2),
+            });
             if phase == "warm-up" {
                 continue;
             }
@@ -227,6 +285,9 @@ async fn run(seconds: u64, rates: Vec<u64>, out: std::path::PathBuf) -> anyhow::
                 "accepted_p99_ms": ms(&accepted, 0.99),
                 "failures": failures,
                 "cpu_ms_per_checkout": load::cpu_ms_per_request(&pids, &cpu_before, total),
+                "steps": steps(&orders_db, &orders).await?,
+                "machine_busy_percent": busy,
+                "infra_cpu_ms_per_checkout": infra,
             });
             eprintln!(
                 "{rate}/s: confirmed p95 {:.1} ms, p99 {:.1} ms; {} not confirmed",
@@ -251,22 +312,20 @@ async fn run(seconds: u64, rates: Vec<u64>, out: std::path::PathBuf) -> anyhow::
     );
     let _ = writeln!(
         md,
-        "| rate /s | checkouts | confirmed p50 ms | p95 ms | p99 ms | max ms | 202 p50 ms | 202 p99 ms | not confirmed | CPU ms per checkout |"
+        "| rate /s | checkouts | confirmed p50 ms | p95 ms | p99 ms | max ms | 202 p50 ms | 202 p99 ms | not confirmed | machine busy | CPU ms per checkout |"
     );
-    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|");
     for r in &results {
-        let cpu: Vec<String> = r["cpu_ms_per_checkout"]
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .map(|(k, v)| format!("{k} {:.2}", v.as_f64().unwrap_or(0.0)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let cpu: Vec<String> = ["cpu_ms_per_checkout", "infra_cpu_ms_per_checkout"]
+            .iter()
+            .filter_map(|k| r[k].as_object())
+            .flatten()
+            .map(|(k, v)| format!("{k} {:.2}", v.as_f64().unwrap_or(0.0)))
+            .collect();
         let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
         let _ = writeln!(
             md,
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.0} % | {} |",
             r["rate"],
             r["checkouts"],
             f("confirmed_p50_ms"),
@@ -276,8 +335,28 @@ async fn run(seconds: u64, rates: Vec<u64>, out: std::path::PathBuf) -> anyhow::
             f("accepted_p50_ms"),
             f("accepted_p99_ms"),
             r["failures"],
+            f("machine_busy_percent"),
             cpu.join(", ")
         );
+    }
+    let _ = writeln!(
+        md,
+        "\nSaga steps, time after `placed` (order log, transaction start):\n\n\
+         | rate /s | step | p50 ms | p95 ms | p99 ms |\n|---:|---|---:|---:|---:|"
+    );
+    for r in &results {
+        for step in r["steps"].as_array().into_iter().flatten() {
+            let f = |k: &str| step[k].as_f64().unwrap_or(0.0);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.1} | {:.1} | {:.1} |",
+                r["rate"],
+                step["after_placed"].as_str().unwrap_or_default(),
+                f("p50_ms"),
+                f("p95_ms"),
+                f("p99_ms")
+            );
+        }
     }
     let _ = writeln!(md, "\n| process | peak RSS MiB |\n|---|---:|");
     for (c, mib) in &peak {

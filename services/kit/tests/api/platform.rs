@@ -144,3 +144,60 @@ async fn a_service_starts_and_stays_ready_while_nats_is_unreachable() {
     assert_eq!(report["checks"]["nats"]["status"], "failing");
     assert_eq!(report["checks"]["nats"]["critical"], false);
 }
+
+#[tokio::test]
+async fn the_pool_reports_connections_in_use_and_its_maximum() {
+    tienda_kit::install_crypto_provider();
+    let db = testing::TestDatabase::create().await;
+    let platform = Platform::start(
+        "example",
+        testing::config(Some(&db.url)),
+        Needs {
+            database: Some(&MIGRATOR),
+            nats: false,
+        },
+    )
+    .await
+    .unwrap();
+    let gauge = |text: &str, name: &str| -> i64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    let in_use = || {
+        gauge(
+            &platform.metrics.render(),
+            "db_pool_connections{state=\"in_use\"",
+        )
+    };
+    // Connections go back to the pool in the background: wait until the start's are back.
+    let settled = |want: i64| async move {
+        for _ in 0..100 {
+            if in_use() == want {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("in use: {}, not {want}", in_use());
+    };
+    settled(0).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(platform.db().acquire().await.unwrap());
+    }
+    assert_eq!(in_use(), 3);
+    let text = platform.metrics.render();
+    assert_eq!(
+        gauge(&text, "db_pool_max_connections"),
+        i64::from(testing::config(None).database_max_connections)
+    );
+    drop(held);
+    settled(0).await;
+    assert!(
+        gauge(
+            &platform.metrics.render(),
+            "db_pool_connections{state=\"idle\""
+        ) >= 3
+    );
+}
