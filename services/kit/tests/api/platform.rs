@@ -93,16 +93,7 @@ async fn a_failing_critical_check_makes_the_service_unready() {
 async fn jetstream_is_usable_through_the_platform_connection() {
     tienda_kit::install_crypto_provider();
     let db = testing::TestDatabase::create().await;
-    let platform = Platform::start(
-        "example",
-        testing::config(Some(&db.url)),
-        Needs {
-            database: Some(&MIGRATOR),
-            nats: true,
-        },
-    )
-    .await
-    .unwrap();
+    let platform = start(&db, true).await;
     let nats = platform.nats.as_ref().unwrap();
     let _account = tokio::time::timeout(
         std::time::Duration::from_secs(10),
@@ -149,16 +140,7 @@ async fn a_service_starts_and_stays_ready_while_nats_is_unreachable() {
 async fn the_pool_reports_connections_in_use_and_its_maximum() {
     tienda_kit::install_crypto_provider();
     let db = testing::TestDatabase::create().await;
-    let platform = Platform::start(
-        "example",
-        testing::config(Some(&db.url)),
-        Needs {
-            database: Some(&MIGRATOR),
-            nats: false,
-        },
-    )
-    .await
-    .unwrap();
+    let platform = start(&db, false).await;
     let gauge = |text: &str, name: &str| -> i64 {
         text.lines()
             .find(|l| l.starts_with(name))
@@ -200,4 +182,18 @@ async fn the_pool_reports_connections_in_use_and_its_maximum() {
             "db_pool_connections{state=\"idle\""
         ) >= 3
     );
+}
+
+/// The example service's platform on `db`, with NATS or without.
+async fn start(db: &testing::TestDatabase, nats: bool) -> Platform {
+    Platform::start(
+        "example",
+        testing::config(Some(&db.url)),
+        Needs {
+            database: Some(&MIGRATOR),
+            nats,
+        },
+    )
+    .await
+    .unwrap()
 }
