@@ -27,8 +27,10 @@ spec:
 #[tokio::test]
 async fn a_rate_limit_policy_edited_on_disk_changes_the_gateways_behaviour_live() {
     let shop = Shop::start().await;
-    // examples/local's policy is in force from the start.
+    // examples/local's policies are in force from the start, the limits on sign-in,
+    // registration and password resets among them.
     shop.wait_for_policy("products-browse", 1).await;
+    shop.wait_for_policy("auth", 1).await;
     let categories = shop.url(Products, "/v1/categories");
     for _ in 0..5 {
         let (status, body) = shop.get(categories.clone(), None).await;

@@ -60,4 +60,15 @@ pub struct Config {
     /// Password of the first admin account.
     #[arg(long, env = "TIENDA_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<Secret<String>>,
+
+    /// Memory, in MiB, that password hashing may use at once (default 128): each Argon2id hash
+    /// takes 19 MiB, so this bounds how many run together (at least one). Requests that find
+    /// no room within AUTH_HASHING_WAIT_MS are answered 503 with `Retry-After`, so a burst of
+    /// sign-ins or registrations cannot exhaust the process's memory limit.
+    #[arg(long, env = "AUTH_HASHING_MEMORY_MIB", default_value_t = 128)]
+    pub hashing_memory_mib: u32,
+
+    /// How long a request waits for room to hash before the 503, in milliseconds (default 1000).
+    #[arg(long, env = "AUTH_HASHING_WAIT_MS", default_value_t = 1000)]
+    pub hashing_wait_ms: u64,
 }

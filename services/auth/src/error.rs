@@ -21,9 +21,13 @@ pub enum Error {
     /// A refresh token that is unknown, expired, revoked — or reused (then its session is revoked).
     #[error("invalid refresh token")]
     InvalidRefreshToken,
-    /// Too many failed sign-ins for this account or client: locked until then.
-    #[error("locked until {0}")]
-    Locked(chrono::DateTime<chrono::Utc>),
+    /// Too many failed sign-ins for this account from this client, or from this client
+    /// across accounts: the next attempt is heard after this long.
+    #[error("sign-in throttled for {0:?}")]
+    Locked(std::time::Duration),
+    /// Password hashing is at its memory budget: try again shortly.
+    #[error("password hashing is busy")]
+    Busy,
     /// No OIDC provider of that name is configured.
     #[error("unknown OIDC provider {0}")]
     UnknownProvider(String),
@@ -66,21 +70,31 @@ impl From<Error> for Problem {
                 "Invalid refresh token",
             )
             .with_detail("Sign in again."),
-            Error::Locked(until) => {
-                let seconds = (until - chrono::Utc::now()).num_seconds().max(1);
+            Error::Locked(wait) => {
+                let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
                 Problem::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "locked",
                     "Too many failed sign-ins",
                 )
                 .with_detail(format!(
-                    "Sign-in is locked for {seconds} s after repeated failures."
+                    "After repeated failed sign-ins from this client, the next attempt is heard \
+                     in {seconds} s. Forgot the password? Reset it with \
+                     POST /v1/auth/password/reset."
                 ))
                 .with_header(
                     axum::http::header::RETRY_AFTER,
-                    axum::http::HeaderValue::from_str(&seconds.to_string()).expect("digits"),
+                    axum::http::HeaderValue::from(seconds),
                 )
             }
+            Error::Busy => Problem::unavailable(
+                "Too many sign-ins and registrations are being checked at once; try again in a \
+                 second.",
+            )
+            .with_header(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            ),
             Error::UnknownProvider(name) => Problem::not_found(format!(
                 "No OIDC provider named {name:?} is configured (AUTH_OIDC_PROVIDERS)."
             )),

@@ -7,7 +7,7 @@
 //! - [`config`]: flags and environment
 //! - [`http`]: the API (accounts, JWKS)
 //! - [`keys`]: signing keys, encrypted at rest, rotated
-//! - [`lockout`]: failed sign-ins counted per account and IP, and the locks they earn
+//! - [`lockout`]: the sign-in throttle: failures per account from one client and per client
 //! - [`mfa`]: TOTP and recovery codes
 //! - [`oidc`]: OpenID Connect providers
 //! - [`password`]: policy (zxcvbn) and Argon2id
@@ -111,6 +111,10 @@ impl Application {
             config: Arc::new(config.clone()),
             verifier,
             dummy_hash: Arc::new(dummy_hash),
+            hasher: password::Hasher::new(
+                config.hashing_memory_mib,
+                std::time::Duration::from_millis(config.hashing_wait_ms),
+            ),
             oidc,
         };
         if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {

@@ -1,9 +1,18 @@
-//! Locks against password guessing. Failed sign-ins are counted per account (by email, whether
-//! registered or not, so a lock says nothing about existence) and per client IP across
-//! accounts; from a threshold on each further failure locks the key exponentially longer, up to
-//! an hour. An account's first lock is announced (`user.locked`).
+//! The sign-in throttle against password guessing, as trusted identity providers do it: failed
+//! sign-ins are counted per account *from one client* and per client across accounts, never
+//! per account alone — so a guesser slows only itself, and cannot lock the owner (or, from
+//! one address, everyone) out. The client is the address the gateway saw
+//! ([`tienda_kit::net::ClientIp`]), not the gateway's own.
+//!
+//! Counts live in a sliding window (a count that halves every 15 minutes). From a threshold on,
+//! each further attempt waits, exponentially longer with each failure, up to a cap: an account
+//! guessed from one client waits up to 15 minutes, a client failing across accounts up to a
+//! minute. Attempts are counted *before* the password is checked (and taken back when it was
+//! right), so parallel guesses cannot all pass one check. The first wait an account earns is
+//! announced (`user.locked`), so its owner hears of it. Counts are kept for unknown emails too:
+//! a wait says nothing about whether an account exists.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, time::Duration};
 
 use sqlx::PgConnection;
 use tienda_events::{Envelope, user::UserLocked};
@@ -11,67 +20,108 @@ use tienda_kit::outbox;
 
 use crate::{
     error::{Error, Result},
-    store::{accounts::User, login_failures},
+    store::{
+        accounts::User,
+        sign_in_failures::{self, Rule},
+    },
 };
 
-/// Failed sign-ins in a row that lock an account (exponentially longer each further failure).
-pub const ACCOUNT_LOCK_THRESHOLD: i32 = 5;
-/// Failed sign-ins from one client IP, across accounts, that lock the IP.
-pub const IP_LOCK_THRESHOLD: i32 = 20;
-/// The first lock's length in seconds; it doubles with each further failure, up to an hour.
-pub const LOCK_BASE_SECONDS: i32 = 30;
+/// One account guessed from one client: five failures in the window, then 30 s doubling up
+/// to 15 minutes.
+pub const ACCOUNT_FROM_CLIENT: Rule = Rule {
+    threshold: 5.0,
+    base: Duration::from_secs(30),
+    cap: Duration::from_secs(15 * 60),
+    half_life: Duration::from_secs(15 * 60),
+};
 
-/// The two keys one sign-in attempt is counted under.
+/// One client failing across accounts (credential stuffing): twenty failures in the window,
+/// then 1 s doubling up to a minute — slowed, never locked out.
+pub const CLIENT: Rule = Rule {
+    threshold: 20.0,
+    base: Duration::from_secs(1),
+    cap: Duration::from_secs(60),
+    half_life: Duration::from_secs(15 * 60),
+};
+
+/// The keys one sign-in attempt is counted under.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lockout {
+pub struct Throttle {
     account: String,
-    ip: String,
+    client: String,
 }
 
-impl Lockout {
-    /// The keys of a sign-in as `email` (already lower-cased) from `ip`.
+/// A counted attempt, to settle once the password has been checked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[must_use = "settle the attempt with `failed` or `succeeded`"]
+pub struct Attempt {
+    account_score: f64,
+}
+
+impl Throttle {
+    /// The keys of a sign-in as `email` (already lower-cased) from the client at `ip`.
     pub fn new(email: &str, ip: IpAddr) -> Self {
+        let ip = ip.to_canonical();
         Self {
-            account: format!("account:{email}"),
-            ip: format!("ip:{ip}"),
+            account: format!("account:{email}|client:{ip}"),
+            client: format!("client:{ip}"),
         }
     }
 
-    /// [`Error::Locked`] while the account or the IP is locked.
-    pub async fn check(&self, conn: &mut PgConnection) -> Result<()> {
-        for key in [&self.account, &self.ip] {
-            if let Some(until) = login_failures::locked_until(conn, key).await? {
-                return Err(Error::Locked(until));
-            }
+    /// Counts the attempt under both keys in one transaction, or refuses it with
+    /// [`Error::Locked`] (counting nothing) while either key still owes a wait.
+    pub async fn attempt(&self, conn: &mut PgConnection) -> Result<Attempt> {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let Some(account_score) =
+            sign_in_failures::count_attempt(&mut tx, &self.account, ACCOUNT_FROM_CLIENT).await?
+        else {
+            tx.rollback().await?;
+            let wait = sign_in_failures::wait_of(conn, &self.account, ACCOUNT_FROM_CLIENT).await?;
+            return Err(Error::Locked(wait));
+        };
+        if sign_in_failures::count_attempt(&mut tx, &self.client, CLIENT)
+            .await?
+            .is_none()
+        {
+            tx.rollback().await?;
+            let wait = sign_in_failures::wait_of(conn, &self.client, CLIENT).await?;
+            return Err(Error::Locked(wait));
         }
-        Ok(())
+        tx.commit().await?;
+        Ok(Attempt { account_score })
     }
 
-    /// Counts a failed sign-in under both keys; when it locks `user`'s account for the first
-    /// time in a row, announces it in the same transaction.
-    pub async fn record_failure(&self, tx: &mut PgConnection, user: Option<&User>) -> Result<()> {
-        let (failures, lock) = login_failures::record_failure(
-            tx,
-            &self.account,
-            ACCOUNT_LOCK_THRESHOLD,
-            LOCK_BASE_SECONDS,
-        )
-        .await?;
-        login_failures::record_failure(tx, &self.ip, IP_LOCK_THRESHOLD, LOCK_BASE_SECONDS).await?;
-        if let (Some(user), Some(until), true) = (user, lock, failures == ACCOUNT_LOCK_THRESHOLD) {
+    /// The attempt failed: it stays counted. When it was the one that made `user`'s account
+    /// wait, the owner is told in the same transaction. Now and then, long-forgotten keys
+    /// are pruned.
+    pub async fn failed(
+        &self,
+        tx: &mut PgConnection,
+        attempt: Attempt,
+        user: Option<&User>,
+    ) -> Result<()> {
+        let threshold = ACCOUNT_FROM_CLIENT.threshold;
+        let first_wait = attempt.account_score.round() >= threshold
+            && (attempt.account_score - 1.0).round() < threshold;
+        if let (Some(user), true) = (user, first_wait) {
             let event = UserLocked {
                 user_id: user.id,
-                until,
-                failed_attempts: failures as u32,
+                until: chrono::Utc::now()
+                    + chrono::Duration::from_std(ACCOUNT_FROM_CLIENT.base).expect("short"),
+                failed_attempts: attempt.account_score.round() as u32,
             };
             outbox::enqueue(tx, Envelope::new("auth", event)).await?;
         }
+        if fastrand::u8(..) == 0 {
+            sign_in_failures::prune(tx).await?;
+        }
         Ok(())
     }
 
-    /// Forgets the account's failures after a successful sign-in (the IP's stay: they count
-    /// across accounts).
-    pub async fn clear(&self, tx: &mut PgConnection) -> Result<()> {
-        login_failures::clear_failures(tx, &self.account).await
+    /// The password was right: the account's failures from this client are forgotten and the
+    /// attempt is taken back from the client's count (its failures elsewhere stay).
+    pub async fn succeeded(&self, tx: &mut PgConnection) -> Result<()> {
+        sign_in_failures::forget(tx, &self.account).await?;
+        sign_in_failures::uncount(tx, &self.client).await
     }
 }

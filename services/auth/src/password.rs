@@ -13,7 +13,7 @@ pub fn argon2() -> Argon2<'static> {
     Argon2::new(
         Algorithm::Argon2id,
         Version::V0x13,
-        Params::new(19_456, 2, 1, None).expect("valid parameters"),
+        Params::new(MEMORY_KIB, 2, 1, None).expect("valid parameters"),
     )
 }
 
@@ -65,19 +65,72 @@ pub fn verify(stored: &str, password: &str) -> bool {
     })
 }
 
-/// [`hash`] on the blocking pool, so the async workers keep serving.
-pub async fn hash_off_thread(password: String) -> Result<String, crate::error::Error> {
-    tokio::task::spawn_blocking(move || hash(&password))
-        .await
-        .map_err(|e| crate::error::Error::Internal(e.to_string()))
+/// Argon2id's memory per hash, in KiB (OWASP's m = 19456).
+pub const MEMORY_KIB: u32 = 19_456;
+
+/// Password hashing for requests: on the blocking pool, at most as many hashes at once as the
+/// memory budget holds. A request that finds no room within the wait gets
+/// [`crate::error::Error::Busy`] (503, `Retry-After`) instead of queueing without bound: an
+/// unauthenticated burst must not be able to take the process's memory.
+#[derive(Debug, Clone)]
+pub struct Hasher {
+    room: std::sync::Arc<tokio::sync::Semaphore>,
+    wait: std::time::Duration,
 }
 
-/// [`verify`] on the blocking pool.
-pub async fn verify_off_thread(
-    stored: String,
-    password: String,
-) -> Result<bool, crate::error::Error> {
-    tokio::task::spawn_blocking(move || verify(&stored, &password))
+impl Hasher {
+    /// Room for `memory_mib` MiB of hashing (at least one hash); requests wait up to `wait`.
+    pub fn new(memory_mib: u32, wait: std::time::Duration) -> Self {
+        let hashes = (u64::from(memory_mib) * 1024 / u64::from(MEMORY_KIB)).max(1) as usize;
+        Self {
+            room: std::sync::Arc::new(tokio::sync::Semaphore::new(hashes)),
+            wait,
+        }
+    }
+
+    /// How many hashes may run at once.
+    pub fn capacity(&self) -> usize {
+        self.room.available_permits()
+    }
+
+    async fn room(&self) -> Result<tokio::sync::OwnedSemaphorePermit, crate::error::Error> {
+        match tokio::time::timeout(self.wait, self.room.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) | Err(_) => Err(crate::error::Error::Busy),
+        }
+    }
+
+    /// [`hash`], bounded.
+    pub async fn hash(&self, password: String) -> Result<String, crate::error::Error> {
+        let permit = self.room().await?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            hash(&password)
+        })
+        .await
+        .map_err(|e| crate::error::Error::Internal(e.to_string()))
+    }
+
+    /// [`verify`], bounded.
+    pub async fn verify(
+        &self,
+        stored: String,
+        password: String,
+    ) -> Result<bool, crate::error::Error> {
+        let permit = self.room().await?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            verify(&stored, &password)
+        })
+        .await
+        .map_err(|e| crate::error::Error::Internal(e.to_string()))
+    }
+}
+
+/// [`hash`] on the blocking pool, so the async workers keep serving (start-up work; requests
+/// go through a [`Hasher`]).
+pub async fn hash_off_thread(password: String) -> Result<String, crate::error::Error> {
+    tokio::task::spawn_blocking(move || hash(&password))
         .await
         .map_err(|e| crate::error::Error::Internal(e.to_string()))
 }
@@ -97,6 +150,48 @@ mod tests {
             !violations("adalovelace-rules-1843!", "adalovelace@example.com", "Ada").is_empty()
         );
         assert!(violations("correct horse battery staple 42", "ada@example.com", "Ada").is_empty());
+    }
+
+    #[tokio::test]
+    async fn hashing_beyond_the_memory_budget_is_refused_as_busy_until_room_frees() {
+        let hasher = Hasher::new(40, std::time::Duration::ZERO);
+        assert_eq!(hasher.capacity(), 2, "two 19 MiB hashes fit in 40 MiB");
+        let one = hasher.room().await.unwrap();
+        let two = hasher.room().await.unwrap();
+        let busy = hasher.hash("correct horse battery staple 42".into()).await;
+        assert!(matches!(busy, Err(crate::error::Error::Busy)), "{busy:?}");
+        let busy = hasher.verify("x".into(), "y".into()).await;
+        assert!(matches!(busy, Err(crate::error::Error::Busy)), "{busy:?}");
+        drop(one);
+        let hash = hasher
+            .hash("correct horse battery staple 42".into())
+            .await
+            .unwrap();
+        assert!(
+            hasher
+                .verify(hash, "correct horse battery staple 42".into())
+                .await
+                .unwrap()
+        );
+        drop(two);
+
+        let problem = tienda_kit::Problem::from(crate::error::Error::Busy);
+        assert_eq!(problem.status, 503);
+        assert!(hasher.capacity() == 2, "every permit came back");
+        let waiting = Hasher::new(19, std::time::Duration::from_millis(200));
+        let held = waiting.room().await.unwrap();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            drop(held);
+        });
+        assert!(
+            waiting
+                .hash("a longer passphrase here".into())
+                .await
+                .is_ok(),
+            "waits for room"
+        );
+        release.await.unwrap();
     }
 
     #[test]

@@ -1,10 +1,7 @@
 //! Who may call what at the edge: per-route access rules from configuration, and who the
 //! client is (its address, believing `X-Forwarded-For` only from trusted proxies).
 
-use std::net::IpAddr;
-
-use axum::http::{HeaderMap, Method};
-use ipnet::IpNet;
+use axum::http::Method;
 use serde::Deserialize;
 
 use tienda_kit::policy::rate_limit::under_prefix;
@@ -87,59 +84,14 @@ impl AccessRules {
     }
 }
 
-/// Proxies whose `X-Forwarded-For` is believed.
-#[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<IpNet>);
-
-impl TrustedProxies {
-    /// Parses `GATEWAY_TRUSTED_PROXIES` (CIDRs or addresses, comma-separated).
-    pub fn parse(list: &str) -> anyhow::Result<Self> {
-        list.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse::<IpNet>()
-                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        anyhow::anyhow!(
-                            "GATEWAY_TRUSTED_PROXIES: {s:?} is not a CIDR (e.g. 10.0.0.0/8) or address"
-                        )
-                    })
-            })
-            .collect::<anyhow::Result<_>>()
-            .map(Self)
-    }
-
-    /// Whether `ip` is a trusted proxy.
-    pub fn trusts(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|net| net.contains(&ip))
-    }
-
-    /// The client: the peer, unless it is a trusted proxy — then the nearest address in
-    /// `X-Forwarded-For` that is not a trusted proxy (the right-most untrusted hop; entries
-    /// further left were written by the client and prove nothing).
-    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        if !self.trusts(peer) {
-            return peer;
-        }
-        let hops: Vec<IpAddr> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|h| h.trim().parse().ok())
-            .collect();
-        hops.iter()
-            .rev()
-            .copied()
-            .find(|ip| !self.trusts(*ip))
-            .or_else(|| hops.first().copied())
-            .unwrap_or(peer)
-    }
-}
+pub use tienda_kit::net::TrustedProxies;
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
+    use axum::http::HeaderMap;
+
     use super::*;
 
     #[test]

@@ -193,6 +193,9 @@ pub async fn forward(
     };
 
     let headers = request.headers_mut();
+    // Hop-by-hop headers go first, before the gateway sets its own: a client naming
+    // `X-Tienda-User-Id` or `X-Real-IP` in `Connection` must not strip what the gateway adds.
+    strip_hop_by_hop(headers);
     // Identity comes from a verified token only.
     headers.remove(&USER_ID);
     headers.remove(&USER_ROLES);
@@ -371,8 +374,8 @@ fn limit(
 /// a trusted proxy sent is extended; what an untrusted client wrote there is replaced.
 /// `X-Real-IP` is always the client as the gateway judged it (the one rate limits count), so
 /// services need not read the chain (orders hands it to the payment fraud rules).
+/// Sets the headers the gateway vouches for (hop-by-hop headers are already gone).
 fn forward_headers(headers: &mut HeaderMap, peer: SocketAddr, trusted_peer: bool, client_ip: &str) {
-    strip_hop_by_hop(headers);
     headers.remove("x-real-ip");
     if let Ok(v) = HeaderValue::from_str(client_ip) {
         headers.insert("x-real-ip", v);
@@ -383,8 +386,8 @@ fn forward_headers(headers: &mut HeaderMap, peer: SocketAddr, trusted_peer: bool
         .and_then(|v| v.to_str().ok())
         .filter(|_| trusted_peer);
     let forwarded_for = match chain {
-        Some(chain) => format!("{chain}, {}", peer.ip()),
-        None => peer.ip().to_string(),
+        Some(chain) => format!("{chain}, {}", peer.ip().to_canonical()),
+        None => peer.ip().to_canonical().to_string(),
     };
     if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
         headers.insert("x-forwarded-for", v);

@@ -337,6 +337,10 @@ impl Application {
                     .layer(DefaultBodyLimit::max(platform.config.max_body_bytes)),
             );
 
+        let proxies = std::sync::Arc::new(
+            crate::net::TrustedProxies::parse(&platform.config.trusted_proxies)
+                .context("TRUSTED_PROXIES")?,
+        );
         let router = api
             .merge(operations)
             .route_layer(middleware::from_fn_with_state(platform.metrics.clone(), metrics::track))
@@ -345,6 +349,8 @@ impl Application {
             .layer(
                 ServiceBuilder::new()
                     .layer(SetRequestIdLayer::new(REQUEST_ID, FastRequestId))
+                    .layer(middleware::from_fn(refuse_nul_in_url))
+                    .layer(axum::Extension(proxies))
                     .layer(middleware::from_fn(trace_context::layer))
                     .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                         let request_id = request
@@ -482,6 +488,23 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// Refuses a URL whose path or query spells the NUL character (`%00`) with a 400: no
+/// resource or parameter holds one, and PostgreSQL, which stores no NUL in text, would
+/// otherwise turn the client's input into a 500 (and the gateway would count that against the
+/// service's circuit breaker).
+async fn refuse_nul_in_url(request: axum::extract::Request, next: middleware::Next) -> Response {
+    let uri = request.uri();
+    let spells_nul = |s: &str| s.contains("%00");
+    if spells_nul(uri.path()) || uri.query().is_some_and(spells_nul) {
+        return Problem::bad_request(
+            "The URL holds an encoded NUL character (%00), which no path or parameter may \
+             contain; remove it.",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {

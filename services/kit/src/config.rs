@@ -67,6 +67,19 @@ pub struct CommonConfig {
     /// Most header fields in one request (default 100).
     #[arg(long, env = "HTTP_MAX_HEADERS", default_value_t = 100)]
     pub max_headers: usize,
+
+    /// Peers whose word on the client's address (`X-Real-IP`, set by the gateway) is
+    /// believed, as CIDRs or addresses separated by commas (default: loopback and the private
+    /// ranges, where a shop's gateway runs). Per-client limits, such as auth's sign-in
+    /// throttle, key on that address; from any other peer the peer itself is the client.
+    /// (The flag is `--service-trusted-proxies`: the gateway has its own `--trusted-proxies`.)
+    #[arg(
+        id = "service_trusted_proxies",
+        long = "service-trusted-proxies",
+        env = "TRUSTED_PROXIES",
+        default_value = crate::net::DEFAULT_TRUSTED_PROXIES
+    )]
+    pub trusted_proxies: String,
 }
 
 impl CommonConfig {

@@ -54,8 +54,14 @@ where
     }
 }
 
-/// Parses JSON, mapping errors to problems as the extractor does.
+/// Parses JSON, mapping errors to problems as the extractor does. A string holding the NUL
+/// character (`\u0000`) is refused with a 422 naming its field: PostgreSQL stores no NUL in
+/// `text` or `jsonb`, so letting one through would turn a client's input into a 500.
 pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    if let Some(field) = nul_field(bytes) {
+        let message = "must not contain the NUL character (U+0000)";
+        return Err(Problem::validation(format!("{field}: {message}")).with_field(field, message));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();
@@ -76,6 +82,63 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
         .end()
         .map_err(|err| Problem::bad_request(format!("Trailing data after the JSON body: {err}")))?;
     Ok(value)
+}
+
+/// Where the first string (or object key) holding U+0000 is, if any: `None` quickly for the
+/// usual body, since JSON can only spell NUL as the escape `\u0000`.
+fn nul_field(bytes: &[u8]) -> Option<String> {
+    if !has_nul_escape(bytes) {
+        return None;
+    }
+    // Malformed JSON falls through: the parser reports it with its own problem.
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    fn walk(value: &serde_json::Value, path: &str) -> Option<String> {
+        let join = |key: &str| {
+            if path.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{path}.{key}")
+            }
+        };
+        match value {
+            serde_json::Value::String(s) if s.contains('\0') => Some(if path.is_empty() {
+                "body".into()
+            } else {
+                path.into()
+            }),
+            serde_json::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, item)| walk(item, &format!("{path}[{i}]"))),
+            serde_json::Value::Object(map) => map.iter().find_map(|(key, item)| {
+                if key.contains('\0') {
+                    Some(join(&key.replace('\0', "\\u0000")))
+                } else {
+                    walk(item, &join(key))
+                }
+            }),
+            _ => None,
+        }
+    }
+    walk(&value, "")
+}
+
+/// Whether `bytes` hold the escape `\u0000` (a backslash that is not itself escaped).
+fn has_nul_escape(bytes: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(i) = bytes[from..].windows(6).position(|w| w == b"\\u0000") {
+        let at = from + i;
+        let backslashes = bytes[..at]
+            .iter()
+            .rev()
+            .take_while(|b| **b == b'\\')
+            .count();
+        if backslashes % 2 == 0 {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
 }
 
 /// serde's messages end with "at line 1 column 42"; clients need the field, not the column.
@@ -189,6 +252,22 @@ mod tests {
             .unwrap_err();
         assert_eq!(p.errors[0].field, "variants[0].price");
         assert!(!p.errors[0].message.contains("line"), "no positions: {p:?}");
+    }
+
+    #[test]
+    fn a_nul_character_is_refused_naming_its_field() {
+        let p = from_slice::<Body>(br#"{"name":"x","variants":[{"sku":"a\u0000b","price":1}]}"#)
+            .unwrap_err();
+        assert_eq!(p.status, 422);
+        assert_eq!(p.errors[0].field, "variants[0].sku");
+        assert!(p.errors[0].message.contains("NUL"), "{p:?}");
+        let p = from_slice::<serde_json::Value>(br#"{"a\u0000":1}"#).unwrap_err();
+        assert_eq!(p.errors[0].field, "a\\u0000");
+        let p = from_slice::<serde_json::Value>(br#""\u0000""#).unwrap_err();
+        assert_eq!(p.errors[0].field, "body");
+        // An escaped backslash followed by the text `u0000` is no NUL.
+        let v: serde_json::Value = from_slice(br#"{"name":"C:\\u0000"}"#).unwrap();
+        assert_eq!(v["name"], "C:\\u0000");
     }
 
     #[test]

@@ -153,6 +153,7 @@ pub fn config(database_url: Option<&str>) -> CommonConfig {
         header_read_timeout_seconds: 10,
         max_header_bytes: 32 * 1024,
         max_headers: 100,
+        trusted_proxies: crate::net::DEFAULT_TRUSTED_PROXIES.into(),
     }
 }
 

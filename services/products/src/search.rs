@@ -29,18 +29,34 @@ pub enum Sort {
     Newest,
 }
 
+/// The `status` a listing may ask for (documentation only; the parameter is checked by hand).
+#[derive(Debug, Clone, Copy, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum StatusFilter {
+    /// Not yet published.
+    Draft,
+    /// On sale (the default).
+    Active,
+    /// Withdrawn.
+    Archived,
+}
+
 /// `GET /v1/products` parameters. Also `attr.<name>=<value>` (repeatable for different
 /// names): a variant must have all of them.
 #[derive(Debug, Default, Clone, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SearchParams {
     /// Words to search for; typos are tolerated.
+    #[param(max_length = 200)]
     pub q: Option<String>,
     /// A category id: the category and its subtree.
     pub category: Option<Uuid>,
     /// Lowest price, minor units (compared with the product's lowest variant price).
+    #[param(minimum = 0)]
     pub min_price: Option<i64>,
     /// Highest price, minor units.
+    #[param(minimum = 0)]
     pub max_price: Option<i64>,
     /// Only products with a variant in stock.
     pub in_stock: Option<bool>,
@@ -48,12 +64,16 @@ pub struct SearchParams {
     #[param(inline)]
     pub sort: Option<Sort>,
     /// 1-100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// `draft`, `active` (default) or `archived`; other than `active` needs the admin role.
+    #[param(inline, value_type = Option<StatusFilter>)]
     pub status: Option<String>,
-    /// `true`: include facet counts over all results (cached for up to a minute).
+    /// `true`: include facet counts over all results (cached for up to a minute). Optional,
+    /// default `false`.
+    #[param(required = false, value_type = Option<bool>)]
     pub facets: bool,
     /// `attr.<name>` filters.
     #[param(ignore)]

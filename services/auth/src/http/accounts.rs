@@ -1,16 +1,14 @@
 //! Registration, login, refresh with rotation and reuse detection, logout, me.
 
-use std::net::SocketAddr;
-
 use axum::{
     Extension,
-    extract::{ConnectInfo, State},
+    extract::State,
     http::{HeaderMap, StatusCode},
 };
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tienda_events::{Envelope, user::UserRegistered};
-use tienda_kit::{Problem, json::Json, jwt::Claims, outbox};
+use tienda_kit::{Problem, json::Json, jwt::Claims, net::ClientIp, outbox};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -19,8 +17,7 @@ use crate::{
     account::NewAccount,
     error::Error,
     keys::SigningKey,
-    lockout::Lockout,
-    password,
+    lockout::Throttle,
     role::Role,
     rotation::{self, Redeemed},
     store::{self, accounts::User},
@@ -118,7 +115,7 @@ pub async fn register(
     Json(body): Json<RegisterRequest>,
 ) -> Result<(StatusCode, Json<Me>), Error> {
     let new = NewAccount::parse(&body.email, &body.name, &body.password)?;
-    let hash = password::hash_off_thread(body.password).await?;
+    let hash = state.hasher.hash(body.password).await?;
     let user = new.into_user(hash);
     let mut tx = state.db.begin().await?;
     store::accounts::create_user(&mut tx, &user).await?;
@@ -165,19 +162,23 @@ pub(crate) async fn issue(
 
 /// Signs in with email and password.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "accounts", request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 401, body = Problem), (status = 429, body = Problem)))]
+    responses((status = 200, body = LoginResponse), (status = 401, body = Problem), (status = 429, body = Problem),
+        (status = 503, description = "Too many passwords are being checked at once; retry after `Retry-After`", body = Problem)))]
 pub async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     headers: HeaderMap,
     Json(body): Json<LoginRequest>,
 ) -> Result<Json<LoginResponse>, Error> {
     let email = body.email.trim().to_lowercase();
-    let lockout = Lockout::new(&email, peer.ip());
-    let user = {
+    let throttle = Throttle::new(&email, client);
+    let (attempt, user) = {
         let mut conn = state.db.acquire().await?;
-        lockout.check(&mut conn).await?;
-        store::accounts::user_by_email(&mut conn, &email).await?
+        let attempt = throttle.attempt(&mut conn).await?;
+        (
+            attempt,
+            store::accounts::user_by_email(&mut conn, &email).await?,
+        )
         // The connection goes back to the pool before the slow hash.
     };
     // Unknown emails verify against a dummy hash: same path, same time as a wrong password.
@@ -186,21 +187,22 @@ pub async fn login(
         .and_then(|u| u.password_hash.clone())
         .unwrap_or_else(|| state.dummy_hash.to_string());
     let plain = body.password;
-    let matches = password::verify_off_thread(stored, plain).await?;
+    // Busy (503) leaves the attempt counted: a flood that fills the hasher is slowed too.
+    let matches = state.hasher.verify(stored, plain).await?;
     let user = match user {
         Some(user) if matches && user.password_hash.is_some() => user,
         user => {
             let mut tx = state.db.begin().await?;
-            lockout.record_failure(&mut tx, user.as_ref()).await?;
+            throttle.failed(&mut tx, attempt, user.as_ref()).await?;
             tx.commit().await?;
             return Err(Error::InvalidCredentials);
         }
     };
     let key = state.keys.active().await?;
     let mut tx = state.db.begin().await?;
-    lockout.clear(&mut tx).await?;
+    throttle.succeeded(&mut tx).await?;
     let agent = headers.get("user-agent").and_then(|v| v.to_str().ok());
-    let answer = sign_in(&state, &mut tx, &key, &user, agent, &peer.ip().to_string()).await?;
+    let answer = sign_in(&state, &mut tx, &key, &user, agent, &client.to_string()).await?;
     tx.commit().await?;
     Ok(Json(answer))
 }

@@ -32,6 +32,8 @@ pub struct AppState {
     /// An Argon2id hash checked for unknown emails, so they take the same time as wrong
     /// passwords.
     pub dummy_hash: Arc<String>,
+    /// Password hashing, bounded by its memory budget.
+    pub hasher: crate::password::Hasher,
     /// The configured OpenID Connect providers.
     pub oidc: crate::oidc::Providers,
 }

@@ -60,7 +60,7 @@ pub async fn change(
         .clone()
         .unwrap_or_else(|| state.dummy_hash.to_string());
     let current = body.current_password;
-    let ok = password::verify_off_thread(stored, current).await?;
+    let ok = state.hasher.verify(stored, current).await?;
     if !ok {
         return Err(Error::Invalid(vec![(
             "current_password".into(),
@@ -76,7 +76,7 @@ pub async fn change(
                 .collect(),
         ));
     }
-    let hash = password::hash_off_thread(body.new_password).await?;
+    let hash = state.hasher.hash(body.new_password).await?;
     let mut tx = state.db.begin().await?;
     store::accounts::set_password(&mut tx, id, &hash).await?;
     let keep = claims.sid.as_deref().and_then(|s| s.parse().ok());
@@ -145,7 +145,7 @@ pub async fn confirm_reset(
         )
         .into());
     }
-    let new = password::hash_off_thread(body.password).await?;
+    let new = state.hasher.hash(body.password).await?;
     store::accounts::set_password(&mut tx, user_id, &new).await?;
     store::sessions::revoke_other_sessions(&mut tx, user_id, None, "password reset").await?;
     tx.commit().await.map_err(Error::from)?;

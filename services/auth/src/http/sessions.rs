@@ -15,27 +15,47 @@ fn user_id(claims: &Claims) -> Result<Uuid, Error> {
     claims.sub.parse().map_err(|_| Error::InvalidCredentials)
 }
 
+/// A session in the list: the row, and whether it is the one asking.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct SessionItem {
+    /// The session.
+    #[serde(flatten)]
+    pub session: store::sessions::SessionRow,
+    /// Whether this is the session of the token that asked.
+    pub current: bool,
+}
+
+/// The signed-in user's live sessions: one page holds them all (`next_cursor` is always null;
+/// it is there so the shape matches every other list).
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct SessionPage {
+    /// Newest first.
+    pub items: Vec<SessionItem>,
+    /// Always null.
+    pub next_cursor: Option<String>,
+}
+
 /// Live sessions, newest first.
 #[utoipa::path(get, path = "/v1/auth/sessions", tag = "sessions",
-    responses((status = 200, body = [store::sessions::SessionRow]), (status = 401, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = SessionPage), (status = 401, body = Problem)), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(claims): Extension<Claims>,
-) -> Result<Json<serde_json::Value>, Error> {
+) -> Result<Json<SessionPage>, Error> {
     let mut conn = state.db.acquire().await?;
     let sessions = store::sessions::sessions(&mut conn, user_id(&claims)?).await?;
     let current = claims.sid.clone().unwrap_or_default();
-    let items: Vec<_> = sessions
+    let items = sessions
         .into_iter()
-        .map(|s| {
-            let mut v = serde_json::to_value(&s).expect("serializes");
-            v["current"] = (s.id.to_string() == current).into();
-            v
+        .map(|session| SessionItem {
+            current: session.id.to_string() == current,
+            session,
         })
         .collect();
-    Ok(Json(
-        serde_json::json!({ "items": items, "next_cursor": null }),
-    ))
+    Ok(Json(SessionPage {
+        items,
+        next_cursor: None,
+    }))
 }
 
 /// Ends one session (its refresh tokens stop working; its access tokens expire on their own).

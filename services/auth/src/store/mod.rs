@@ -2,8 +2,8 @@
 //! runs on, so the caller decides what commits together.
 
 pub mod accounts;
-pub mod login_failures;
 pub mod mfa;
 pub mod oidc;
 pub mod password_resets;
 pub mod sessions;
+pub mod sign_in_failures;

@@ -108,6 +108,18 @@ impl TestApp {
         .await
     }
 
+    /// A login as the gateway forwards it for a client at `ip` (`X-Real-IP`; the test client
+    /// connects from loopback, which auth trusts as a proxy by default).
+    pub async fn login_from(&self, ip: &str, email: &str, password: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/auth/login"))
+            .header("x-real-ip", ip)
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// A verifier as another service would build it: JWKS over HTTP.
     pub fn verifier(&self) -> tienda_kit::jwt::Verifier {
         tienda_kit::jwt::Verifier::new(tienda_kit::jwt::VerifierConfig {

@@ -133,6 +133,40 @@ async fn a_verified_token_becomes_identity_headers_and_a_bad_one_stops_at_the_ga
     );
 }
 
+/// `Connection` names headers that end at the next hop; the gateway honours that for what the
+/// client sent, never for what it sets itself.
+#[tokio::test]
+async fn a_client_cannot_strip_the_headers_the_gateway_sets_by_naming_them_in_connection() {
+    let s = setup().await;
+    let token = s.gateway.issuer.token("user-7", &["customer"]);
+    let answer: Value = s
+        .http
+        .get(format!("{}/v1/auth/me", s.base))
+        .bearer_auth(&token)
+        .header(
+            "connection",
+            "x-tienda-user-id, x-tienda-user-roles, x-real-ip, x-forwarded-for, traceparent, x-client-note",
+        )
+        .header("x-client-note", "hop-by-hop")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let headers = &answer["headers"];
+    assert_eq!(headers["x-tienda-user-id"], "user-7", "{headers}");
+    assert_eq!(headers["x-tienda-user-roles"], "customer");
+    assert_eq!(headers["x-real-ip"], "127.0.0.1");
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert!(headers["traceparent"].is_string(), "{headers}");
+    assert!(
+        headers.get("x-client-note").is_none(),
+        "what the client named is still dropped: {headers}"
+    );
+    assert!(headers.get("connection").is_none());
+}
+
 #[tokio::test]
 async fn unknown_paths_absent_and_down_services_are_problems() {
     let s = setup().await;

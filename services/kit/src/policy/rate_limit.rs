@@ -163,22 +163,36 @@ impl Limit {
                 .headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned()
+                .map(str::to_owned)
+        };
+        // An IPv6 client owns a /64 at least: counting its addresses apart would let it pick
+        // a new one for every request. An IPv4-mapped IPv6 address is its IPv4 address.
+        let client = || match facts
+            .client_ip
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.to_canonical())
+        {
+            Ok(std::net::IpAddr::V6(v6)) => {
+                let s = v6.segments();
+                format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+            Ok(ip) => format!("ip:{ip}"),
+            Err(_) => format!("ip:{}", facts.client_ip),
+        };
+        // Requests without what the rule keys on are counted per client address, never in one
+        // bucket shared by every such client (which one client could drain for all).
+        let or_client = |value: Option<String>| match value {
+            Some(v) if !v.is_empty() => v,
+            _ => client(),
         };
         match self.rule.client_key.type_ {
-            // An IPv6 client owns a /64 at least: counting its addresses apart would let it
-            // pick a new one for every request.
-            ClientKeyType::ClientIP => match facts.client_ip.parse::<std::net::IpAddr>() {
-                Ok(std::net::IpAddr::V6(v6)) => {
-                    let s = v6.segments();
-                    format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-                }
-                _ => facts.client_ip.to_owned(),
-            },
-            ClientKeyType::User => facts.user.unwrap_or("anonymous").to_owned(),
-            ClientKeyType::ApiKey => header("x-api-key"),
-            ClientKeyType::Header => header(self.rule.client_key.header.as_deref().unwrap_or("")),
+            ClientKeyType::ClientIP => client(),
+            ClientKeyType::User => or_client(facts.user.map(|u| format!("user:{u}"))),
+            ClientKeyType::ApiKey => or_client(header("x-api-key").map(|k| format!("key:{k}"))),
+            ClientKeyType::Header => or_client(
+                header(self.rule.client_key.header.as_deref().unwrap_or(""))
+                    .map(|v| format!("header:{v}")),
+            ),
         }
     }
 
@@ -224,9 +238,14 @@ impl Limit {
     }
 }
 
+/// Whether `method` is one of `methods`. `HEAD` is `GET` without the body — servers answer it
+/// with the GET handler — so a rule for GET counts HEAD too, or HEAD would bypass it.
 fn method_matches(methods: &[HttpMethod], method: &Method) -> bool {
     methods.is_empty()
         || methods.iter().any(|m| {
+            if *m == HttpMethod::GET && method == Method::HEAD {
+                return true;
+            }
             let name = match m {
                 HttpMethod::GET => "GET",
                 HttpMethod::HEAD => "HEAD",
@@ -471,6 +490,79 @@ mod tests {
             "/v1/products",
             &HeaderMap::new()
         ));
+    }
+
+    #[test]
+    fn head_is_counted_by_a_rule_for_get() {
+        let m: RequestMatch =
+            serde_saphyr::from_str("{pathPrefix: /v1/products, methods: [GET]}").unwrap();
+        let h = HeaderMap::new();
+        assert!(request_matches(&m, &Method::HEAD, "/v1/products", &h));
+        let only_head: RequestMatch = serde_saphyr::from_str("{methods: [HEAD]}").unwrap();
+        assert!(!request_matches(&only_head, &Method::GET, "/", &h));
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_is_counted_as_its_ipv4_address() {
+        let limit = limit(
+            "{name: r, clientKey: {type: ClientIP}, requests: 1, period: 1m}",
+            1,
+        );
+        let (h, m) = (HeaderMap::new(), Method::GET);
+        assert!(
+            limit
+                .check(&facts(&h, &m, "/", "203.0.113.7"))
+                .retry_after
+                .is_none()
+        );
+        assert!(
+            limit
+                .check(&facts(&h, &m, "/", "::ffff:203.0.113.7"))
+                .retry_after
+                .is_some(),
+            "the same client, spelled as IPv6"
+        );
+    }
+
+    #[test]
+    fn requests_without_the_rules_key_are_counted_per_client_not_in_one_shared_bucket() {
+        for key in [
+            "{type: User}",
+            "{type: ApiKey}",
+            "{type: Header, header: X-Tenant}",
+        ] {
+            let limit = limit(
+                &format!("{{name: r, clientKey: {key}, requests: 1, period: 1m}}"),
+                1,
+            );
+            let (h, m) = (HeaderMap::new(), Method::GET);
+            let first = facts(&h, &m, "/", "203.0.113.7");
+            assert!(limit.check(&first).retry_after.is_none(), "{key}");
+            assert!(
+                limit.check(&first).retry_after.is_some(),
+                "{key}: the same client waits"
+            );
+            assert!(
+                limit
+                    .check(&facts(&h, &m, "/", "198.51.100.9"))
+                    .retry_after
+                    .is_none(),
+                "{key}: another anonymous client has its own count"
+            );
+        }
+        let limit = limit(
+            "{name: r, clientKey: {type: User}, requests: 1, period: 1m}",
+            1,
+        );
+        let (h, m) = (HeaderMap::new(), Method::GET);
+        let mut signed_in = facts(&h, &m, "/", "203.0.113.7");
+        signed_in.user = Some("user-1");
+        assert!(limit.check(&signed_in).retry_after.is_none());
+        signed_in.client_ip = "198.51.100.9";
+        assert!(
+            limit.check(&signed_in).retry_after.is_some(),
+            "a user is one key wherever they are"
+        );
     }
 
     #[test]

@@ -123,6 +123,39 @@ async fn an_unknown_field_is_a_422_problem_naming_it_and_changes_nothing() {
     assert_eq!(item_count(&app).await, 0);
 }
 
+/// PostgreSQL stores no NUL in text: a NUL from a client must be a 4xx before it gets there,
+/// never a 500 (which the gateway would count against the service's breaker).
+#[tokio::test]
+async fn a_nul_character_in_a_body_path_or_query_is_a_4xx_and_changes_nothing() {
+    let app = spawn().await;
+    let response = app
+        .http
+        .post(app.url("/v1/items"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(r#"{"name": "mu\u0000g"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "name", "{problem}");
+    assert_eq!(item_count(&app).await, 0);
+
+    for path in ["/v1/items/a%00b", "/v1/items?name=%00", "/nowhere%00"] {
+        let response = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let problem: Value = response.json().await.unwrap();
+        assert!(
+            problem["detail"].as_str().unwrap().contains("%00"),
+            "{problem}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn malformed_json_wrong_media_type_and_oversized_bodies_are_problems() {
     let app = spawn().await;

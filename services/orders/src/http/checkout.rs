@@ -7,7 +7,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use tienda_events::order::OrderPlaced;
-use tienda_kit::{Problem, idempotency, json::Json, jwt::Claims, outbox};
+use tienda_kit::{Problem, idempotency, json::Json, jwt::Claims, net::ClientIp, outbox};
 use uuid::Uuid;
 
 use super::{AppState, cart::price_lines, customer_id};
@@ -37,6 +37,7 @@ use crate::{
 pub async fn checkout(
     State(state): State<AppState>,
     Extension(claims): Extension<Claims>,
+    ClientIp(client): ClientIp,
     headers: HeaderMap,
     Json(request): Json<CheckoutRequest>,
 ) -> Result<Response, Error> {
@@ -75,7 +76,7 @@ pub async fn checkout(
         payment_method: Some(request.payment_method.clone()),
         checkout_key: Some(key.clone()),
         from_cart: from_cart.is_some(),
-        client_ip: client_ip(&headers),
+        client_ip: Some(client.to_string()),
     };
     let mut tx = state.db.begin().await?;
     if let Some(cart) = from_cart {
@@ -190,16 +191,4 @@ async fn from_cart(
         return Err(Error::PriceChanged(view.price_changes));
     }
     Ok((priced, cart))
-}
-
-/// The client's address as the gateway judged it (`X-Real-IP`, which the gateway always
-/// sets and never passes on from a client); `None` without one. Only a well-formed address
-/// is kept. Reached without the gateway (a local run's direct port) a client can name any
-/// address: it moves only its own order's fraud signals.
-fn client_ip(headers: &axum::http::HeaderMap) -> Option<String> {
-    headers
-        .get("x-real-ip")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok())
-        .map(|ip| ip.to_string())
 }

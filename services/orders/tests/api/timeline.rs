@@ -197,7 +197,11 @@ async fn the_timeline_as_json_is_the_owners_or_an_admins_and_shows_the_shipment(
             None,
         )
         .await;
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        response.status(),
+        StatusCode::BAD_REQUEST,
+        "a NUL in the URL is refused before any handler"
+    );
     let response = app
         .http
         .get(format!("{}/v1/orders/{id}/timeline", app.base))

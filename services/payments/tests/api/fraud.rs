@@ -148,7 +148,10 @@ async fn a_large_first_payment_is_authorized_held_for_review_and_decided_by_an_a
         json!({"outcome": "approved"}),
     )
     .await;
-    assert_eq!(status, 404);
+    assert_eq!(
+        status, 400,
+        "a NUL in the URL is refused before any handler"
+    );
 
     let open: Value = app
         .get("/v1/payments/fraud-reviews", Some(&app.admin))

@@ -557,3 +557,75 @@ async fn the_openapi_document_describes_every_route() {
         );
     }
 }
+
+/// Found against `tienda up` and by schemathesis: a NUL character (which PostgreSQL cannot
+/// store) in a path, a query or a JSON string answered 500 — and the gateway counts 5xx against
+/// the service's breaker. Each is a 4xx now and changes nothing.
+#[tokio::test]
+async fn a_nul_character_anywhere_in_a_request_is_a_4xx_and_changes_nothing() {
+    let app = spawn_app().await;
+    for path in [
+        "/v1/inventory/%00",
+        "/v1/products?q=%00",
+        "/v1/products/%00",
+        "/v1/categories/a%00b",
+    ] {
+        let r = app.send(Method::GET, path, None, None).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+    }
+    for (path, body) in [
+        ("/v1/categories", json!({"name": "Sh\u{0}oes"})),
+        ("/v1/products", product("Boots\u{0}", &[("BOOT-1", 100)])),
+    ] {
+        let r = app
+            .send(Method::POST, path, Some(&app.admin), Some(body))
+            .await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{path}");
+    }
+    assert_eq!(app.get_json("/v1/categories").await["items"], json!([]));
+}
+
+/// The document must not forbid what the service accepts, nor allow what it refuses
+/// (schemathesis found `facets` documented as required while every listing omits it).
+#[tokio::test]
+async fn the_listing_parameters_are_documented_as_the_service_checks_them() {
+    let app = spawn_app().await;
+    let openapi = app.get_json("/openapi.json").await;
+    let params = openapi["paths"]["/v1/products"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is documented"))
+    };
+    for p in params {
+        assert_ne!(
+            p["required"], true,
+            "every listing parameter is optional: {p}"
+        );
+    }
+    assert_eq!(param("limit")["schema"]["minimum"], 1);
+    assert_eq!(param("limit")["schema"]["maximum"], 100);
+    assert_eq!(param("min_price")["schema"]["minimum"], 0);
+    assert_eq!(param("q")["schema"]["maxLength"], 200);
+    let status = serde_json::to_string(&param("status")["schema"]).unwrap();
+    for value in ["draft", "active", "archived"] {
+        assert!(status.contains(value), "{status}");
+    }
+    // And the service does as documented: no parameter at all is a valid listing.
+    assert!(app.get_json("/v1/products").await["items"].is_array());
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "min_price=-1",
+        "status=deleted",
+        "facets=maybe",
+    ] {
+        let r = app
+            .send(Method::GET, &format!("/v1/products?{bad}"), None, None)
+            .await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    }
+}
