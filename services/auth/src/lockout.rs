@@ -44,6 +44,47 @@ pub const CLIENT: Rule = Rule {
     half_life: Duration::from_secs(15 * 60),
 };
 
+/// Wrong second-factor codes of one account, from anywhere: whoever sends them knows the
+/// password already, so the count is the account's and a correct password does not reset it.
+/// Five, then 30 s doubling up to 15 minutes: a six-digit code is out of reach.
+pub const SECOND_FACTOR: Rule = Rule {
+    threshold: 5.0,
+    base: Duration::from_secs(30),
+    cap: Duration::from_secs(15 * 60),
+    half_life: Duration::from_secs(60 * 60),
+};
+
+/// Second-factor codes of one account (TOTP or recovery), counted before they are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeThrottle {
+    key: String,
+}
+
+impl CodeThrottle {
+    /// The count of `user_id`'s codes.
+    pub fn new(user_id: uuid::Uuid) -> Self {
+        Self {
+            key: format!("second-factor:{user_id}"),
+        }
+    }
+
+    /// Counts a code about to be checked, or refuses it with [`Error::Locked`] while the
+    /// account owes a wait. Runs in the caller's transaction.
+    pub async fn attempt(&self, conn: &mut PgConnection) -> Result<()> {
+        match sign_in_failures::count_attempt(conn, &self.key, SECOND_FACTOR).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::Locked(
+                sign_in_failures::wait_of(conn, &self.key, SECOND_FACTOR).await?,
+            )),
+        }
+    }
+
+    /// The code was right: the count is forgotten.
+    pub async fn succeeded(&self, conn: &mut PgConnection) -> Result<()> {
+        sign_in_failures::forget(conn, &self.key).await
+    }
+}
+
 /// The keys one sign-in attempt is counted under.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Throttle {

@@ -207,6 +207,35 @@ pub async fn login(
     Ok(Json(answer))
 }
 
+/// Checks the password of a signed-in `user` (changing the password, turning TOTP off) under
+/// the same throttle as a sign-in from `client`: a stolen access token must not become an
+/// unthrottled password oracle. An account without a password never matches.
+pub(crate) async fn confirm_password(
+    state: &AppState,
+    client: std::net::IpAddr,
+    user: &User,
+    password: String,
+) -> Result<bool, Error> {
+    let throttle = Throttle::new(&user.email, client);
+    let attempt = {
+        let mut conn = state.db.acquire().await?;
+        throttle.attempt(&mut conn).await?
+    };
+    let stored = user
+        .password_hash
+        .clone()
+        .unwrap_or_else(|| state.dummy_hash.to_string());
+    let matches = state.hasher.verify(stored, password).await? && user.password_hash.is_some();
+    let mut tx = state.db.begin().await?;
+    if matches {
+        throttle.succeeded(&mut tx).await?;
+    } else {
+        throttle.failed(&mut tx, attempt, Some(user)).await?;
+    }
+    tx.commit().await?;
+    Ok(matches)
+}
+
 /// After the first factor (a password, or an OIDC provider): a new session with tokens, or,
 /// with TOTP on, a challenge for the code. Runs in the caller's transaction.
 pub(crate) async fn sign_in(

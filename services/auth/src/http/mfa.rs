@@ -3,12 +3,12 @@
 
 use axum::{Extension, extract::State, http::StatusCode};
 use serde::{Deserialize, Serialize};
-use tienda_kit::{Problem, json::Json, jwt::Claims};
+use tienda_kit::{Problem, json::Json, jwt::Claims, net::ClientIp};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{AppState, accounts::TokenPair};
-use crate::{error::Error, mfa, store, tokens};
+use crate::{error::Error, lockout::CodeThrottle, mfa, store, tokens};
 
 /// An enrolment to put in an authenticator app.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -64,6 +64,25 @@ pub(crate) async fn check_code(
     let Some(row) = store::mfa::lock_totp(conn, user.id).await? else {
         return Ok(false);
     };
+    // Every code is counted before it is checked, whichever endpoint it came to; only a right
+    // one clears the count (a right password does not).
+    let throttle = CodeThrottle::new(user.id);
+    throttle.attempt(conn).await?;
+    let right = check_unthrottled(state, conn, user, &row, code, recovery).await?;
+    if right {
+        throttle.succeeded(conn).await?;
+    }
+    Ok(right)
+}
+
+async fn check_unthrottled(
+    state: &AppState,
+    conn: &mut sqlx::PgConnection,
+    user: &store::accounts::User,
+    row: &store::mfa::TotpRow,
+    code: &str,
+    recovery: bool,
+) -> Result<bool, Error> {
     if mfa::is_totp_code(code) {
         let secret = state
             .keys
@@ -127,6 +146,7 @@ pub async fn verify(
     if !mfa::is_totp_code(&body.code)
         || !check_code(&state, &mut tx, &user, &body.code, false).await?
     {
+        tx.commit().await?;
         return Err(bad_code());
     }
     let codes = mfa::recovery_codes();
@@ -138,20 +158,69 @@ pub async fn verify(
     }))
 }
 
-/// Turns MFA off; needs a current code or a recovery code.
-#[utoipa::path(delete, path = "/v1/auth/mfa/totp", tag = "mfa", request_body = Code,
-    responses((status = 204), (status = 422, body = Problem)), security(("bearer" = [])))]
+/// `DELETE /v1/auth/mfa/totp`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DisableTotp {
+    /// A current TOTP code or an unused recovery code.
+    pub code: String,
+    /// The account's password. Accounts without one (signed up through an OIDC provider)
+    /// need a sign-in within the last 10 minutes instead.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// How recent a sign-in must be to turn TOTP off without a password.
+const RECENT_SIGN_IN_SECONDS: i64 = 600;
+
+/// Turns MFA off; needs a current code or a recovery code, and the password (a stolen access
+/// token and a code read over a shoulder must not be enough to remove the second factor).
+#[utoipa::path(delete, path = "/v1/auth/mfa/totp", tag = "mfa", request_body = DisableTotp,
+    responses((status = 204), (status = 422, body = Problem), (status = 429, body = Problem)),
+    security(("bearer" = [])))]
 pub async fn disable(
     State(state): State<AppState>,
     Extension(claims): Extension<Claims>,
-    Json(body): Json<Code>,
+    ClientIp(client): ClientIp,
+    Json(body): Json<DisableTotp>,
 ) -> Result<StatusCode, Error> {
     let id = user_id(&claims)?;
+    let user = {
+        let mut conn = state.db.acquire().await?;
+        store::accounts::user_by_id(&mut conn, id)
+            .await?
+            .ok_or(Error::InvalidCredentials)?
+    };
+    match (body.password, user.password_hash.is_some()) {
+        (Some(password), true) => {
+            if !super::accounts::confirm_password(&state, client, &user, password).await? {
+                return Err(Error::Invalid(vec![(
+                    "password".into(),
+                    "is not your password".into(),
+                )]));
+            }
+        }
+        (None, true) => {
+            return Err(Error::Invalid(vec![(
+                "password".into(),
+                "is required to turn two-factor sign-in off".into(),
+            )]));
+        }
+        (_, false) => {
+            if chrono::Utc::now().timestamp() - claims.iat > RECENT_SIGN_IN_SECONDS {
+                return Err(Error::Invalid(vec![(
+                    "password".into(),
+                    "this account has none: sign in again, then turn two-factor sign-in off \
+                     within 10 minutes"
+                        .into(),
+                )]));
+            }
+        }
+    }
     let mut tx = state.db.begin().await?;
-    let user = store::accounts::user_by_id(&mut tx, id)
-        .await?
-        .ok_or(Error::InvalidCredentials)?;
     if !check_code(&state, &mut tx, &user, &body.code, true).await? {
+        // The count of the wrong code stays.
+        tx.commit().await?;
         return Err(bad_code());
     }
     store::mfa::delete_totp(&mut tx, id).await?;

@@ -4,7 +4,7 @@ use axum::{Extension, extract::State, http::StatusCode};
 use chrono::Utc;
 use serde::Deserialize;
 use tienda_events::{Envelope, user::UserPasswordResetRequested};
-use tienda_kit::{Problem, json::Json, jwt::Claims, outbox};
+use tienda_kit::{Problem, json::Json, jwt::Claims, net::ClientIp, outbox};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -44,23 +44,23 @@ pub struct ResetConfirm {
 
 /// Changes the password; every other session is signed out.
 #[utoipa::path(post, path = "/v1/auth/password", tag = "passwords", request_body = ChangePassword,
-    responses((status = 204), (status = 401, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
+    responses((status = 204), (status = 401, body = Problem), (status = 422, body = Problem),
+        (status = 429, body = Problem)), security(("bearer" = [])))]
 pub async fn change(
     State(state): State<AppState>,
     Extension(claims): Extension<Claims>,
+    ClientIp(client): ClientIp,
     Json(body): Json<ChangePassword>,
 ) -> Result<StatusCode, Error> {
     let id: Uuid = claims.sub.parse().map_err(|_| Error::InvalidCredentials)?;
-    let mut conn = state.db.acquire().await?;
-    let user = store::accounts::user_by_id(&mut conn, id)
-        .await?
-        .ok_or(Error::InvalidCredentials)?;
-    let stored = user
-        .password_hash
-        .clone()
-        .unwrap_or_else(|| state.dummy_hash.to_string());
-    let current = body.current_password;
-    let ok = state.hasher.verify(stored, current).await?;
+    let user = {
+        let mut conn = state.db.acquire().await?;
+        store::accounts::user_by_id(&mut conn, id)
+            .await?
+            .ok_or(Error::InvalidCredentials)?
+    };
+    let ok =
+        super::accounts::confirm_password(&state, client, &user, body.current_password).await?;
     if !ok {
         return Err(Error::Invalid(vec![(
             "current_password".into(),
@@ -79,6 +79,7 @@ pub async fn change(
     let hash = state.hasher.hash(body.new_password).await?;
     let mut tx = state.db.begin().await?;
     store::accounts::set_password(&mut tx, id, &hash).await?;
+    store::password_resets::void_resets(&mut tx, id).await?;
     let keep = claims.sid.as_deref().and_then(|s| s.parse().ok());
     store::sessions::revoke_other_sessions(&mut tx, id, keep, "password changed").await?;
     tx.commit().await?;
@@ -98,6 +99,9 @@ pub async fn request_reset(
     if let Some(user) = store::accounts::user_by_email(&mut tx, &email).await? {
         let (token, hash) = tokens::opaque_token();
         let expires_at = Utc::now() + chrono::Duration::minutes(RESET_TTL_MINUTES);
+        // Only the newest link works: an older one, perhaps in a mailbox someone else reads,
+        // stops working.
+        store::password_resets::void_resets(&mut tx, user.id).await?;
         store::password_resets::insert_reset(&mut tx, user.id, &hash, expires_at).await?;
         let event = UserPasswordResetRequested {
             user_id: user.id,
@@ -147,6 +151,7 @@ pub async fn confirm_reset(
     }
     let new = state.hasher.hash(body.password).await?;
     store::accounts::set_password(&mut tx, user_id, &new).await?;
+    store::password_resets::void_resets(&mut tx, user_id).await?;
     store::sessions::revoke_other_sessions(&mut tx, user_id, None, "password reset").await?;
     tx.commit().await.map_err(Error::from)?;
     Ok(StatusCode::NO_CONTENT)

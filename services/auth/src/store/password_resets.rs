@@ -34,3 +34,15 @@ pub async fn consume_reset(conn: &mut PgConnection, hash: &[u8]) -> Result<Optio
     .fetch_optional(conn)
     .await?)
 }
+
+/// Voids every unused reset token of `user_id`: a newer request, a password change or a
+/// completed reset leaves no older link working.
+pub async fn void_resets(conn: &mut PgConnection, user_id: Uuid) -> Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE password_resets SET used_at = now() WHERE user_id = $1 AND used_at IS NULL",
+    )
+    .bind(user_id)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}

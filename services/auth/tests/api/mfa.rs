@@ -212,25 +212,41 @@ async fn totp_enrolment_then_login_needs_a_code_and_recovery_codes_work_once() {
         .await;
     assert_eq!(same_code.status(), StatusCode::UNAUTHORIZED);
 
-    // Turning MFA off needs a code; then the password alone signs in again.
-    let no_code = app
-        .http
-        .delete(app.url("/v1/auth/mfa/totp"))
-        .bearer_auth(&token)
-        .json(&json!({"code": "nope-nope"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(no_code.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let off = app
-        .http
-        .delete(app.url("/v1/auth/mfa/totp"))
-        .bearer_auth(&token)
-        .json(&json!({"code": recovery[1]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(off.status(), StatusCode::NO_CONTENT);
+    // Turning MFA off needs a code and the password; then the password alone signs in again.
+    let disable = |body: Value| {
+        let app = &app;
+        let token = &token;
+        async move {
+            let response = app
+                .http
+                .delete(app.url("/v1/auth/mfa/totp"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, _) = disable(json!({"code": "nope-nope", "password": PASSWORD})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, problem) = disable(json!({"code": recovery[1]})).await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a code alone is not enough"
+    );
+    assert_eq!(problem["errors"][0]["field"], "password");
+    let (status, problem) =
+        disable(json!({"code": recovery[1], "password": "not the password 77"})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "password");
+    let (status, _) = disable(json!({"code": recovery[1], "password": PASSWORD})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     let plain: Value = app
         .login("ada@example.com", PASSWORD)
         .await
@@ -238,4 +254,77 @@ async fn totp_enrolment_then_login_needs_a_code_and_recovery_codes_work_once() {
         .await
         .unwrap();
     assert!(plain["access_token"].is_string());
+}
+
+/// A stolen password used to be enough to guess the second factor at leisure: wrong codes were
+/// not counted, and every correct password started afresh. Codes are now counted per account,
+/// and a correct password does not reset the count.
+#[tokio::test]
+async fn wrong_second_factor_codes_are_counted_and_a_correct_password_does_not_reset_them() {
+    let app = spawn_app().await;
+    app.register("ada@example.com").await;
+    let pair: Value = app
+        .login("ada@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = pair["access_token"].as_str().unwrap().to_owned();
+    let enrolment: Value = app
+        .http
+        .post(app.url("/v1/auth/mfa/totp"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = enrolment["secret"].as_str().unwrap().to_owned();
+    let verified = app
+        .http
+        .post(app.url("/v1/auth/mfa/totp/verify"))
+        .bearer_auth(&token)
+        .json(&json!({"code": code_for(&secret)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), StatusCode::OK);
+
+    let wrong_code = |code: String| {
+        let app = &app;
+        async move {
+            // The attacker knows the password: each round is a fresh, correct first step.
+            let step: Value = app
+                .login("ada@example.com", PASSWORD)
+                .await
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(step["mfa_required"], true, "{step}");
+            app.post(
+                "/v1/auth/login/mfa",
+                json!({"mfa_token": step["mfa_token"], "code": code}),
+            )
+            .await
+        }
+    };
+    let right = code_for(&secret);
+    let not_right = |i: u32| {
+        let guess = format!("{:06}", (right.parse::<u32>().unwrap() + 1 + i) % 1_000_000);
+        guess
+    };
+    for i in 0..5 {
+        assert_eq!(
+            wrong_code(not_right(i)).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let waiting = wrong_code(right.clone()).await;
+    assert_eq!(
+        waiting.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right code waits after five wrong ones"
+    );
+    assert!(waiting.headers().contains_key("retry-after"));
 }

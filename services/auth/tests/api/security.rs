@@ -554,3 +554,111 @@ async fn a_nul_character_in_a_credential_is_a_4xx() {
         );
     }
 }
+
+/// The reset tokens sent so far, oldest first, as notifications reads them.
+async fn reset_tokens(app: &TestApp) -> Vec<String> {
+    let events: Vec<Value> = sqlx::query_scalar(
+        "SELECT payload FROM tienda_outbox WHERE message_type = 'user.password_reset_requested' \
+         ORDER BY seq",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    events
+        .iter()
+        .map(|e| e["data"]["token"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// An older reset link (perhaps in a mailbox someone else reads) must stop working once a newer
+/// one is asked for, and every outstanding link once the password changes.
+#[tokio::test]
+async fn a_newer_reset_request_or_a_password_change_voids_older_reset_links() {
+    let app = spawn_app().await;
+    app.register("ada@example.com").await;
+    let ask = || {
+        app.post(
+            "/v1/auth/password/reset",
+            json!({"email": "ada@example.com"}),
+        )
+    };
+    let confirm = |token: String, password: &'static str| {
+        app.post(
+            "/v1/auth/password/reset/confirm",
+            json!({"token": token, "password": password}),
+        )
+    };
+    ask().await;
+    ask().await;
+    let tokens = reset_tokens(&app).await;
+    assert_eq!(tokens.len(), 2);
+    assert_eq!(
+        confirm(tokens[0].clone(), "an older link's new password 1")
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST,
+        "the older link is void"
+    );
+    assert_eq!(
+        confirm(tokens[1].clone(), "the newest link's new password 2")
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+
+    // A link asked for before a password change is void after it.
+    ask().await;
+    let pending = reset_tokens(&app).await.pop().unwrap();
+    let pair: Value = app
+        .login("ada@example.com", "the newest link's new password 2")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let changed = app
+        .http
+        .post(app.url("/v1/auth/password"))
+        .bearer_auth(bearer(&pair))
+        .json(
+            &json!({"current_password": "the newest link's new password 2",
+                      "new_password": "changed by the owner themselves 3"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        confirm(pending, "an attacker's password from the old link 4")
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        app.login("ada@example.com", "changed by the owner themselves 3")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+/// With a stolen access token, `POST /v1/auth/password` checked the current password with no
+/// throttle: an oracle for guessing it. It now counts like a sign-in.
+#[tokio::test]
+async fn guessing_the_current_password_through_a_password_change_is_throttled() {
+    let app = spawn_app().await;
+    let pair = signed_in(&app, "ada@example.com").await;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let response = app
+            .http
+            .post(app.url("/v1/auth/password"))
+            .bearer_auth(bearer(&pair))
+            .json(&json!({"current_password": format!("a wrong guess {i}"),
+                          "new_password": "a new and long passphrase 9"}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [422, 422, 422, 422, 422, 429]);
+}
