@@ -270,6 +270,11 @@ async fn bind(addr: std::net::SocketAddr, what: &str, var: &str) -> anyhow::Resu
 )]
 struct OperationsApi;
 
+/// The Problem schema, which every document needs for its `default` answers.
+#[derive(OpenApi)]
+#[openapi(components(schemas(Problem)))]
+struct ProblemApi;
+
 impl Application {
     /// Adds the operational routes and standard layers to `api` and binds the listeners.
     /// `openapi` describes `api`; the operational routes are added to it.
@@ -295,6 +300,8 @@ impl Application {
         let admin_port = admin_listener.local_addr()?.port();
 
         openapi.merge(OperationsApi::openapi());
+        // Every operation's `default` answer is a Problem (see `problems_as_served`).
+        openapi.merge(ProblemApi::openapi());
         // Operations marked `security(("bearer" = []))` need the scheme they name.
         openapi
             .components
@@ -310,8 +317,9 @@ impl Application {
                         .build(),
                 ))
             });
-        let openapi_json =
+        let mut openapi_json =
             serde_json::to_value(&openapi).context("serializing the OpenAPI document")?;
+        problems_as_served(&mut openapi_json);
 
         let probes = Router::new().route("/livez", get(health::livez)).route(
             "/readyz",
@@ -350,6 +358,7 @@ impl Application {
                 ServiceBuilder::new()
                     .layer(SetRequestIdLayer::new(REQUEST_ID, FastRequestId))
                     .layer(middleware::from_fn(refuse_nul_in_url))
+                    .layer(middleware::from_fn(plain_errors_as_problems))
                     .layer(axum::Extension(proxies))
                     .layer(middleware::from_fn(trace_context::layer))
                     .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
@@ -488,6 +497,87 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// Makes the document say what is served: a [`Problem`] body is `application/problem+json`
+/// (utoipa writes `application/json` for every body), and every operation gets a `default`
+/// response — a problem document — for the answers any route can give besides those it lists
+/// (400 for a malformed URL, 413, 415, 429 at the gateway, 503 while shutting down).
+pub fn problems_as_served(openapi: &mut serde_json::Value) {
+    let problem = serde_json::json!({"$ref": "#/components/schemas/Problem"});
+    let Some(paths) = openapi.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    for item in paths.values_mut().filter_map(|i| i.as_object_mut()) {
+        for (method, operation) in item.iter_mut() {
+            if !["get", "put", "post", "delete", "patch", "head", "options"]
+                .contains(&method.as_str())
+            {
+                continue;
+            }
+            let Some(responses) = operation
+                .get_mut("responses")
+                .and_then(|r| r.as_object_mut())
+            else {
+                continue;
+            };
+            for response in responses.values_mut() {
+                let Some(content) = response.get_mut("content").and_then(|c| c.as_object_mut())
+                else {
+                    continue;
+                };
+                if content
+                    .get("application/json")
+                    .is_some_and(|media| media["schema"] == problem)
+                    && let Some(media) = content.remove("application/json")
+                {
+                    content.insert("application/problem+json".into(), media);
+                }
+            }
+            responses.entry("default").or_insert_with(|| {
+                serde_json::json!({
+                    "description": "Any other answer: a problem document (RFC 9457) saying what \
+                                    went wrong and what to do",
+                    "content": {"application/problem+json": {"schema": problem}},
+                })
+            });
+        }
+    }
+}
+
+/// Turns the plain-text errors axum's own extractors answer with (a path segment that is no
+/// UUID, a query string of the wrong shape, …) into problem documents, so every error a client
+/// meets has the one documented shape.
+async fn plain_errors_as_problems(
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !plain || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    match status {
+        StatusCode::BAD_REQUEST => Problem::bad_request(text),
+        StatusCode::NOT_FOUND => Problem::not_found(text),
+        StatusCode::UNPROCESSABLE_ENTITY => Problem::validation(text),
+        _ if status.is_server_error() => Problem::internal(),
+        _ => {
+            let title = status.canonical_reason().unwrap_or("Error");
+            let slug = title.to_lowercase().replace(' ', "-");
+            Problem::new(status, &slug, title).with_detail(text)
+        }
+    }
+    .into_response()
 }
 
 /// Refuses a URL whose path or query spells the NUL character (`%00`) with a 400: no

@@ -42,6 +42,7 @@ impl std::fmt::Debug for Health {
 
 /// The `/readyz` report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = ReadinessReport)]
 pub struct Report {
     /// `ready` or `not_ready`.
     pub status: String,

@@ -89,6 +89,11 @@ async fn slow() -> &'static str {
     "done"
 }
 
+/// axum's own `Path<Uuid>`, whose rejection is plain text (the kit turns it into a problem).
+async fn typed(Path(id): Path<Uuid>) -> String {
+    id.to_string()
+}
+
 async fn boom() -> &'static str {
     panic!("secret internal detail: connection string postgres://x:y@z")
 }
@@ -111,6 +116,7 @@ pub async fn build_with(platform: Platform) -> anyhow::Result<Application> {
         .route("/v1/items", post(create))
         .route("/v1/items/{id}", get(fetch))
         .route("/v1/slow", get(slow))
+        .route("/v1/typed/{id}", get(typed))
         .route("/v1/panic", get(boom))
         .with_state(platform.db().clone());
     let openapi = utoipa::openapi::OpenApiBuilder::new()

@@ -156,6 +156,45 @@ async fn a_nul_character_in_a_body_path_or_query_is_a_4xx_and_changes_nothing() 
     }
 }
 
+/// axum's extractors answer in plain text; every error a client meets is a problem document,
+/// as each document's `default` response says (schemathesis found the plain ones).
+#[tokio::test]
+async fn an_extractors_plain_text_rejection_becomes_a_problem_and_the_document_says_so() {
+    let app = spawn().await;
+    let response = app
+        .http
+        .get(app.url("/v1/typed/null,null"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("UUID"),
+        "{problem}"
+    );
+
+    let openapi: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let readyz = &openapi["paths"]["/readyz"]["get"]["responses"];
+    assert_eq!(
+        readyz["default"]["content"]["application/problem+json"]["schema"]["$ref"],
+        "#/components/schemas/Problem"
+    );
+    assert!(openapi["components"]["schemas"]["Problem"].is_object());
+}
+
 #[tokio::test]
 async fn malformed_json_wrong_media_type_and_oversized_bodies_are_problems() {
     let app = spawn().await;

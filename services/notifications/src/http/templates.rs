@@ -49,12 +49,33 @@ pub struct TemplateVersion {
     pub locale: String,
     /// Its number (1: shipped).
     pub version: i32,
-    /// The sources.
-    #[serde(flatten)]
-    pub draft: Draft,
-    /// Who saved it, when, why.
-    #[serde(flatten)]
-    pub info: VersionInfo,
+    /// One line (whitespace is folded).
+    pub subject: String,
+    /// The `text/plain` body.
+    pub body_text: String,
+    /// The `text/html` body (values are escaped).
+    pub body_html: String,
+    /// The short text of SMS and push messages, for kinds sent on those channels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub short: Option<String>,
+    /// Who saved it (`tienda` for the shipped one).
+    pub created_by: String,
+    /// Why.
+    pub note: Option<String>,
+    /// When (null for the shipped one).
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl TemplateVersion {
+    /// Its sources, as the renderer takes them.
+    fn draft(&self) -> Draft {
+        Draft {
+            subject: self.subject.clone(),
+            body_text: self.body_text.clone(),
+            body_html: self.body_html.clone(),
+            short: self.short.clone(),
+        }
+    }
 }
 
 /// A kind in a locale: the version in use and every version.
@@ -148,12 +169,19 @@ async fn version_of(
         };
         (stored.draft(), info)
     };
+    // Written out field by field: `Draft` refuses unknown fields, and flattening its schema
+    // into this one made every answer break the document (schemathesis).
     Ok(TemplateVersion {
         kind: kind.as_str().into(),
         locale: locale.as_str().into(),
         version,
-        draft,
-        info,
+        subject: draft.subject,
+        body_text: draft.body_text,
+        body_html: draft.body_html,
+        short: draft.short,
+        created_by: info.created_by,
+        note: info.note,
+        created_at: info.created_at,
     })
 }
 
@@ -289,7 +317,7 @@ pub async fn preview(
     let found = version_of(&mut conn, kind, locale, number).await?;
     let rendered = state
         .templates
-        .preview(kind, locale, number, &found.draft, &state.links)
+        .preview(kind, locale, number, &found.draft(), &state.links)
         .map_err(|e| {
             // Checked at save; a failure here is a bug worth a clear answer, not a 500.
             Error::Invalid(vec![("template".into(), crate::templates::describe(&e))])
