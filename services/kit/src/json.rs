@@ -63,25 +63,129 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
         return Err(Problem::validation(format!("{field}: {message}")).with_field(field, message));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let message = strip_position(&inner.to_string());
-                let field = field_of(&path, &message);
-                Problem::validation(format!("{field}: {message}")).with_field(field, message)
+    let value =
+        serde_path_to_error::deserialize(ObjectsOnly(&mut deserializer)).map_err(|err| {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            match inner.classify() {
+                serde_json::error::Category::Data => {
+                    let message = strip_position(&inner.to_string());
+                    let field = field_of(&path, &message);
+                    Problem::validation(format!("{field}: {message}")).with_field(field, message)
+                }
+                serde_json::error::Category::Eof | serde_json::error::Category::Syntax => {
+                    Problem::bad_request(format!("The body is not valid JSON: {inner}"))
+                }
+                serde_json::error::Category::Io => Problem::bad_request(inner.to_string()),
             }
-            serde_json::error::Category::Eof | serde_json::error::Category::Syntax => {
-                Problem::bad_request(format!("The body is not valid JSON: {inner}"))
-            }
-            serde_json::error::Category::Io => Problem::bad_request(inner.to_string()),
-        }
-    })?;
+        })?;
     deserializer
         .end()
         .map_err(|err| Problem::bad_request(format!("Trailing data after the JSON body: {err}")))?;
     Ok(value)
+}
+
+/// A deserializer that reads the body's struct only from a JSON object. serde also reads a
+/// struct from an array of its fields in order (`[null, null]` for `{a, b}`), which no OpenAPI
+/// document describes; schemathesis found such a body accepted. (Only the outermost value:
+/// structs inside it are read by serde_json itself.)
+struct ObjectsOnly<D>(D);
+
+macro_rules! forward {
+    ($($method:ident),* $(,)?) => {
+        $(
+            fn $method<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+                self.0.$method(visitor)
+            }
+        )*
+    };
+}
+
+impl<'de, D: serde::Deserializer<'de>> serde::Deserializer<'de> for ObjectsOnly<D> {
+    type Error = D::Error;
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_map(visitor)
+    }
+
+    forward!(
+        deserialize_any,
+        deserialize_bool,
+        deserialize_i8,
+        deserialize_i16,
+        deserialize_i32,
+        deserialize_i64,
+        deserialize_i128,
+        deserialize_u8,
+        deserialize_u16,
+        deserialize_u32,
+        deserialize_u64,
+        deserialize_u128,
+        deserialize_f32,
+        deserialize_f64,
+        deserialize_char,
+        deserialize_str,
+        deserialize_string,
+        deserialize_bytes,
+        deserialize_byte_buf,
+        deserialize_option,
+        deserialize_unit,
+        deserialize_seq,
+        deserialize_map,
+        deserialize_identifier,
+        deserialize_ignored_any,
+    );
+
+    fn deserialize_unit_struct<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_unit_struct(name, visitor)
+    }
+
+    fn deserialize_newtype_struct<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_newtype_struct(name, visitor)
+    }
+
+    fn deserialize_tuple<V: serde::de::Visitor<'de>>(
+        self,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_tuple(len, visitor)
+    }
+
+    fn deserialize_tuple_struct<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_tuple_struct(name, len, visitor)
+    }
+
+    fn deserialize_enum<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_enum(name, variants, visitor)
+    }
+
+    fn is_human_readable(&self) -> bool {
+        self.0.is_human_readable()
+    }
 }
 
 /// Where the first string (or object key) holding U+0000 is, if any: `None` quickly for the
@@ -268,6 +372,18 @@ mod tests {
         // An escaped backslash followed by the text `u0000` is no NUL.
         let v: serde_json::Value = from_slice(br#"{"name":"C:\\u0000"}"#).unwrap();
         assert_eq!(v["name"], "C:\\u0000");
+    }
+
+    #[test]
+    fn a_struct_is_read_only_from_an_object_never_from_an_array_of_its_fields() {
+        let p = from_slice::<Body>(br#"["x", []]"#).unwrap_err();
+        assert_eq!(p.status, 422, "{p:?}");
+        assert_eq!(p.errors[0].field, "body");
+        let body: Body = from_slice(br#"{"name": "x", "variants": []}"#).unwrap();
+        assert_eq!(body.name, "x");
+        // A body that is an array by contract still is one.
+        let list: Vec<String> = from_slice(br#"["a", "b"]"#).unwrap();
+        assert_eq!(list, ["a", "b"]);
     }
 
     #[test]
