@@ -16,18 +16,11 @@ fn code_for(secret_base32: &str) -> String {
         .to_string()
 }
 
-#[tokio::test]
-async fn totp_enrolment_then_login_needs_a_code_and_recovery_codes_work_once() {
-    let app = spawn_app().await;
-    app.register("ada@example.com").await;
-    let pair: Value = app
-        .login("ada@example.com", PASSWORD)
-        .await
-        .json()
-        .await
-        .unwrap();
+/// Registers `email`, signs in and starts TOTP enrolment: the access token and the enrolment.
+async fn enrol(app: &crate::helpers::TestApp, email: &str) -> (String, Value) {
+    app.register(email).await;
+    let pair: Value = app.login(email, PASSWORD).await.json().await.unwrap();
     let token = pair["access_token"].as_str().unwrap().to_owned();
-
     let enrolment: Value = app
         .http
         .post(app.url("/v1/auth/mfa/totp"))
@@ -38,6 +31,13 @@ async fn totp_enrolment_then_login_needs_a_code_and_recovery_codes_work_once() {
         .json()
         .await
         .unwrap();
+    (token, enrolment)
+}
+
+#[tokio::test]
+async fn totp_enrolment_then_login_needs_a_code_and_recovery_codes_work_once() {
+    let app = spawn_app().await;
+    let (token, enrolment) = enrol(&app, "ada@example.com").await;
     let secret = enrolment["secret"].as_str().unwrap().to_owned();
     assert!(
         enrolment["otpauth_uri"]
@@ -262,24 +262,7 @@ async fn totp_enrolment_then_login_needs_a_code_and_recovery_codes_work_once() {
 #[tokio::test]
 async fn wrong_second_factor_codes_are_counted_and_a_correct_password_does_not_reset_them() {
     let app = spawn_app().await;
-    app.register("ada@example.com").await;
-    let pair: Value = app
-        .login("ada@example.com", PASSWORD)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let token = pair["access_token"].as_str().unwrap().to_owned();
-    let enrolment: Value = app
-        .http
-        .post(app.url("/v1/auth/mfa/totp"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (token, enrolment) = enrol(&app, "ada@example.com").await;
     let secret = enrolment["secret"].as_str().unwrap().to_owned();
     let verified = app
         .http
