@@ -171,6 +171,11 @@ pub async fn login(
     Json(body): Json<LoginRequest>,
 ) -> Result<Json<LoginResponse>, Error> {
     let email = body.email.trim().to_lowercase();
+    if email.len() > 254 {
+        // No account has such an address (registration refuses it), and counting it would let
+        // a client store a megabyte-long key per attempt.
+        return Err(Error::InvalidCredentials);
+    }
     let throttle = Throttle::new(&email, client);
     let (attempt, user) = {
         let mut conn = state.db.acquire().await?;

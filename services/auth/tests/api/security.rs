@@ -662,3 +662,21 @@ async fn guessing_the_current_password_through_a_password_change_is_throttled() 
     }
     assert_eq!(statuses, [422, 422, 422, 422, 422, 429]);
 }
+
+/// Every failed sign-in stores a row keyed by the email: an address no account can have (over
+/// 254 characters) is refused before anything is stored, or each attempt could store up to a
+/// megabyte.
+#[tokio::test]
+async fn an_over_long_email_is_refused_without_storing_anything() {
+    let app = spawn_app().await;
+    let email = format!("{}@example.com", "a".repeat(100_000));
+    let response = app
+        .login_from("203.0.113.5", &email, "wrong wrong wrong")
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM sign_in_failures")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+}
