@@ -131,7 +131,7 @@ pub fn credentials_secret(
 pub const TRUSTED_PROXIES: &str = "GATEWAY_TRUSTED_PROXIES";
 
 /// The private address ranges a cluster's pods use (RFC 1918, and IPv6 unique local).
-pub const PRIVATE_RANGES: &str = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7";
+pub use tienda_kit::net::PRIVATE_RANGES;
 
 /// A component's environment in a pod: [`component_environment`] with Secrets and fields
 /// referenced, cluster addresses filled in, and the user's `env` after it. A user entry with

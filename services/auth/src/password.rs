@@ -88,8 +88,8 @@ impl Hasher {
         }
     }
 
-    /// How many hashes may run at once.
-    pub fn capacity(&self) -> usize {
+    /// How many more hashes may start now.
+    pub fn room_left(&self) -> usize {
         self.room.available_permits()
     }
 
@@ -155,7 +155,7 @@ mod tests {
     #[tokio::test]
     async fn hashing_beyond_the_memory_budget_is_refused_as_busy_until_room_frees() {
         let hasher = Hasher::new(40, std::time::Duration::ZERO);
-        assert_eq!(hasher.capacity(), 2, "two 19 MiB hashes fit in 40 MiB");
+        assert_eq!(hasher.room_left(), 2, "two 19 MiB hashes fit in 40 MiB");
         let one = hasher.room().await.unwrap();
         let two = hasher.room().await.unwrap();
         let busy = hasher.hash("correct horse battery staple 42".into()).await;
@@ -177,7 +177,7 @@ mod tests {
 
         let problem = tienda_kit::Problem::from(crate::error::Error::Busy);
         assert_eq!(problem.status, 503);
-        assert!(hasher.capacity() == 2, "every permit came back");
+        assert!(hasher.room_left() == 2, "every permit came back");
         let waiting = Hasher::new(19, std::time::Duration::from_millis(200));
         let held = waiting.room().await.unwrap();
         let release = tokio::spawn(async move {

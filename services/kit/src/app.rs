@@ -503,7 +503,7 @@ impl Application {
 /// (utoipa writes `application/json` for every body), and every operation gets a `default`
 /// response — a problem document — for the answers any route can give besides those it lists
 /// (400 for a malformed URL, 413, 415, 429 at the gateway, 503 while shutting down).
-pub fn problems_as_served(openapi: &mut serde_json::Value) {
+fn problems_as_served(openapi: &mut serde_json::Value) {
     let problem = serde_json::json!({"$ref": "#/components/schemas/Problem"});
     let Some(paths) = openapi.get_mut("paths").and_then(|p| p.as_object_mut()) else {
         return;

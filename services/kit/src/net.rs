@@ -11,10 +11,20 @@ use axum::{
 };
 use ipnet::IpNet;
 
+/// The private address ranges a cluster's pods use (RFC 1918, and IPv6 unique local).
+macro_rules! private_ranges {
+    () => {
+        "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+    };
+}
+
+/// The private address ranges a cluster's pods use (RFC 1918, and IPv6 unique local): what the
+/// operator trusts in front of a shop's gateway.
+pub const PRIVATE_RANGES: &str = private_ranges!();
+
 /// Where a service's gateway may be (`TRUSTED_PROXIES`' default): loopback (a local run) and
 /// the private ranges pods get their addresses from.
-pub const DEFAULT_TRUSTED_PROXIES: &str =
-    "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7";
+pub const DEFAULT_TRUSTED_PROXIES: &str = concat!("127.0.0.0/8,::1/128,", private_ranges!());
 
 /// Whether `ip` is a public unicast address: not loopback, private (RFC 1918, IPv6 unique
 /// local), link-local (cloud metadata at 169.254.169.254 among them), shared (carrier-grade
@@ -92,16 +102,10 @@ impl TrustedProxies {
             .get("x-real-ip")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<IpAddr>().ok());
-        let last_hop = || {
-            headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|h| h.trim().parse::<IpAddr>().ok())
-                .next_back()
-        };
-        real_ip.or_else(last_hop).unwrap_or(peer).to_canonical()
+        real_ip
+            .or_else(|| forwarded_for(headers).last())
+            .unwrap_or(peer)
+            .to_canonical()
     }
 
     /// The client: the peer, unless it is a trusted proxy — then the nearest address in
@@ -112,14 +116,7 @@ impl TrustedProxies {
         if !self.trusts(peer) {
             return peer;
         }
-        let hops: Vec<IpAddr> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|h| h.trim().parse::<IpAddr>().ok())
-            .map(|ip| ip.to_canonical())
-            .collect();
+        let hops: Vec<IpAddr> = forwarded_for(headers).map(|ip| ip.to_canonical()).collect();
         hops.iter()
             .rev()
             .copied()
@@ -127,6 +124,16 @@ impl TrustedProxies {
             .or_else(|| hops.first().copied())
             .unwrap_or(peer)
     }
+}
+
+/// The well-formed addresses in `X-Forwarded-For`, client-most first.
+fn forwarded_for(headers: &HeaderMap) -> impl Iterator<Item = IpAddr> + '_ {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|h| h.trim().parse::<IpAddr>().ok())
 }
 
 /// The address of the client a request comes from, as [`TrustedProxies::client_of_service`]

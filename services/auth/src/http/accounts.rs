@@ -17,7 +17,7 @@ use crate::{
     account::NewAccount,
     error::Error,
     keys::SigningKey,
-    lockout::Throttle,
+    lockout::{Attempt, Throttle},
     role::Role,
     rotation::{self, Redeemed},
     store::{self, accounts::User},
@@ -186,22 +186,9 @@ pub async fn login(
         )
         // The connection goes back to the pool before the slow hash.
     };
-    // Unknown emails verify against a dummy hash: same path, same time as a wrong password.
-    let stored = user
-        .as_ref()
-        .and_then(|u| u.password_hash.clone())
-        .unwrap_or_else(|| state.dummy_hash.to_string());
-    let plain = body.password;
-    // Busy (503) leaves the attempt counted: a flood that fills the hasher is slowed too.
-    let matches = state.hasher.verify(stored, plain).await?;
-    let user = match user {
-        Some(user) if matches && user.password_hash.is_some() => user,
-        user => {
-            let mut tx = state.db.begin().await?;
-            throttle.failed(&mut tx, attempt, user.as_ref()).await?;
-            tx.commit().await?;
-            return Err(Error::InvalidCredentials);
-        }
+    let matches = check_password(&state, &throttle, attempt, user.as_ref(), body.password).await?;
+    let Some(user) = user.filter(|_| matches) else {
+        return Err(Error::InvalidCredentials);
     };
     let key = state.keys.active().await?;
     let mut tx = state.db.begin().await?;
@@ -226,18 +213,36 @@ pub(crate) async fn confirm_password(
         let mut conn = state.db.acquire().await?;
         throttle.attempt(&mut conn).await?
     };
-    let stored = user
-        .password_hash
-        .clone()
-        .unwrap_or_else(|| state.dummy_hash.to_string());
-    let matches = state.hasher.verify(stored, password).await? && user.password_hash.is_some();
-    let mut tx = state.db.begin().await?;
+    let matches = check_password(state, &throttle, attempt, Some(user), password).await?;
     if matches {
+        let mut tx = state.db.begin().await?;
         throttle.succeeded(&mut tx).await?;
-    } else {
-        throttle.failed(&mut tx, attempt, Some(user)).await?;
+        tx.commit().await?;
     }
-    tx.commit().await?;
+    Ok(matches)
+}
+
+/// Checks `password` for a counted `attempt`: against `user`'s hash, or — for an unknown email
+/// or an account without a password — a dummy hash, so every path takes the same time. A
+/// wrong password is recorded as a failure; a right one is left for the caller to settle with
+/// [`Throttle::succeeded`] in its own transaction. Busy (503) leaves the attempt counted: a
+/// flood that fills the hasher is slowed too.
+async fn check_password(
+    state: &AppState,
+    throttle: &Throttle,
+    attempt: Attempt,
+    user: Option<&User>,
+    password: String,
+) -> Result<bool, Error> {
+    let hash = user.and_then(|u| u.password_hash.clone());
+    let has_password = hash.is_some();
+    let stored = hash.unwrap_or_else(|| state.dummy_hash.to_string());
+    let matches = state.hasher.verify(stored, password).await? && has_password;
+    if !matches {
+        let mut tx = state.db.begin().await?;
+        throttle.failed(&mut tx, attempt, user).await?;
+        tx.commit().await?;
+    }
     Ok(matches)
 }
 
