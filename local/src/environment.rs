@@ -21,7 +21,8 @@ pub struct Placement<'a> {
     /// The components already running and their base URLs (the gateway's upstreams).
     pub running: &'a BTreeMap<Component, String>,
     /// The component's credentials by key (`DATABASE_URL`, `AUTH_KEY_ENCRYPTION_KEY`), as the
-    /// `<service>-db` Secret holds them in a cluster.
+    /// `<service>-db` Secret holds them in a cluster, and the Shop's shared keys
+    /// (`EVENT_SEALING_KEYS`), as the `<shop>-keys` Secret does.
     pub credentials: BTreeMap<&'static str, String>,
     /// The first admin's email and password (given to auth, which creates the account).
     pub admin: (&'a str, &'a str),
@@ -42,7 +43,9 @@ pub fn environment(
         .filter_map(|(name, value)| {
             let value = match value {
                 Value::Literal(text) => Some(text),
-                Value::Secret { key } => placement.credentials.get(key).cloned(),
+                Value::Secret { key } | Value::ShopKey { key } => {
+                    placement.credentials.get(key).cloned()
+                }
                 // A Secret the user keeps (Stripe's keys): no cluster here, so the variable of
                 // the same name in `tienda up`'s own environment.
                 Value::ShopSecret { .. } => std::env::var(name).ok().filter(|v| !v.is_empty()),

@@ -21,6 +21,10 @@ pub(crate) struct Secrets {
     pub admin_password: String,
     /// Each component's database role password, by component name.
     pub database_passwords: BTreeMap<String, String>,
+    /// The Shop's `EVENT_SEALING_KEYS` (auth and notifications). Made on the first run that
+    /// needs it: older files lack it.
+    #[serde(default)]
+    pub event_sealing_keys: Option<String>,
 }
 
 impl Secrets {
@@ -37,6 +41,7 @@ impl Secrets {
             auth_key_encryption_key: database::generate_key(),
             admin_password: database::generate_password(),
             database_passwords: BTreeMap::new(),
+            event_sealing_keys: Some(tienda_kit::seal::Sealer::generate_key()),
         };
         secrets.save(dir)?;
         Ok(secrets)

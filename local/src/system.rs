@@ -12,7 +12,7 @@ use serde_json::Value;
 use tienda_crds::{Component, service::DatabaseSpec};
 use tienda_provision::{
     database::{self, database_name},
-    environment::{LOCAL_NAMESPACE, var},
+    environment::{LOCAL_NAMESPACE, seals_events, var},
     topology,
 };
 
@@ -249,6 +249,16 @@ impl System {
                 credentials.insert(
                     var::AUTH_KEY_ENCRYPTION_KEY,
                     secrets.auth_key_encryption_key.clone(),
+                );
+            }
+            if seals_events(*component) {
+                if secrets.event_sealing_keys.is_none() {
+                    secrets.event_sealing_keys = Some(tienda_kit::seal::Sealer::generate_key());
+                    secrets.save(data_dir)?;
+                }
+                credentials.insert(
+                    var::EVENT_SEALING_KEYS,
+                    secrets.event_sealing_keys.clone().unwrap_or_default(),
                 );
             }
             credentials_of.push((*component, binary, credentials));

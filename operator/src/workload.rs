@@ -30,7 +30,9 @@ use tienda_crds::{
     shop::{ServiceType, SslMode},
 };
 
-use tienda_provision::environment::{ADMIN_PORT, Placed, Value, component_environment, var};
+use tienda_provision::environment::{
+    ADMIN_PORT, Placed, Value, component_environment, shop_keys_secret_name, var,
+};
 
 use crate::shop::{component_labels, labels, service_name};
 
@@ -127,6 +129,34 @@ pub fn credentials_secret(
     })
 }
 
+/// A new `<shop>-keys` Secret: the keys the whole Shop shares ([`Value::ShopKey`]), random,
+/// made once and never regenerated (the streams hold events sealed with them). Owned by the
+/// Shop, so it goes with it.
+pub fn shop_keys_secret(shop: &Shop) -> Secret {
+    let name = shop.name_any();
+    let mut labels = component_labels(&name, Component::Gateway);
+    labels.remove(crate::shop::labels::COMPONENT);
+    labels.insert(crate::shop::labels::NAME.into(), "tienda".into());
+    let data = [(
+        var::EVENT_SEALING_KEYS.to_owned(),
+        ByteString(tienda_provision::database::generate_key().into_bytes()),
+    )]
+    .into_iter()
+    .collect();
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(shop_keys_secret_name(&name)),
+            namespace: shop.namespace(),
+            labels: Some(labels),
+            owner_references: shop.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Secret::default()
+    }
+}
+
 /// The gateway's setting of the proxies whose `X-Forwarded-For` it believes.
 pub const TRUSTED_PROXIES: &str = "GATEWAY_TRUSTED_PROXIES";
 
@@ -195,6 +225,16 @@ fn env_var(service: &Service, shop: &Shop, name: &str, value: Value) -> EnvVar {
                     name: secret,
                     key: key.into(),
                     optional: Some(optional),
+                }),
+                ..EnvVarSource::default()
+            });
+        }
+        Value::ShopKey { key } => {
+            return source(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: shop_keys_secret_name(&service.spec.shop),
+                    key: key.into(),
+                    optional: Some(false),
                 }),
                 ..EnvVarSource::default()
             });

@@ -51,6 +51,8 @@ pub mod var {
     pub const AUTH_JWKS_URL: &str = "AUTH_JWKS_URL";
     /// The key that encrypts auth's signing keys at rest (also the credentials Secret's key).
     pub const AUTH_KEY_ENCRYPTION_KEY: &str = "AUTH_KEY_ENCRYPTION_KEY";
+    /// The shop's event-sealing keys (auth seals account links, notifications opens them).
+    pub const EVENT_SEALING_KEYS: &str = "EVENT_SEALING_KEYS";
     /// The first admin's email (`tienda up` only: auth creates the account at start).
     pub const TIENDA_ADMIN_EMAIL: &str = "TIENDA_ADMIN_EMAIL";
     /// The first admin's password (`tienda up` only).
@@ -179,6 +181,13 @@ pub enum Value {
         /// Whether the pod starts without it.
         optional: bool,
     },
+    /// A key the whole Shop shares, made once (random) and never regenerated: in a cluster
+    /// the `<shop>-keys` Secret the operator creates ([`shop_keys_secret_name`]), under
+    /// `tienda up` its `secrets.json`.
+    ShopKey {
+        /// The key (also the variable's name).
+        key: &'static str,
+    },
     /// A fact about the running instance: the downward API (`fieldRef`) in a cluster.
     Field {
         /// `metadata.name` or `metadata.namespace`.
@@ -186,6 +195,17 @@ pub enum Value {
     },
     /// Something that depends on where the component runs.
     Placed(Placed),
+}
+
+/// The Secret holding a Shop's shared keys ([`Value::ShopKey`]): `<shop>-keys`.
+pub fn shop_keys_secret_name(shop: &str) -> String {
+    format!("{shop}-keys")
+}
+
+/// The components that get the event-sealing keys: auth seals, notifications opens. No other
+/// component can read an account link from the streams.
+pub fn seals_events(component: Component) -> bool {
+    matches!(component, Component::Auth | Component::Notifications)
 }
 
 /// What a placement decides.
@@ -289,6 +309,14 @@ pub fn component_environment(shop: &Shop, component: Component) -> Vec<(&'static
             var::AUTH_KEY_ENCRYPTION_KEY,
             Value::Secret {
                 key: var::AUTH_KEY_ENCRYPTION_KEY,
+            },
+        ));
+    }
+    if seals_events(component) {
+        vars.push((
+            var::EVENT_SEALING_KEYS,
+            Value::ShopKey {
+                key: var::EVENT_SEALING_KEYS,
             },
         ));
     }

@@ -152,6 +152,11 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
         return Ok(Action::requeue(Duration::from_secs(60)));
     };
 
+    // 0. The Shop's shared keys, for the components that use them (created once).
+    if tienda_provision::environment::seals_events(service.spec.component) {
+        ensure_shop_keys(ctx, &shop, &namespace).await?;
+    }
+
     // 1. Credentials (created once, never regenerated) and the database.
     let mut config: Vec<Vec<u8>> = vec![serde_json::to_vec(&shop.spec.nats).unwrap_or_default()];
     if let Some(db) = &service.spec.database {
@@ -553,6 +558,26 @@ fn owner(shop: &Shop) -> String {
         shop.namespace().unwrap_or_default(),
         shop.name_any()
     )
+}
+
+/// Creates the Shop's `<shop>-keys` Secret unless it exists (another component's reconcile
+/// may have made it a moment ago: a conflict is success). Never updated: events in the streams
+/// are sealed with the keys it holds.
+async fn ensure_shop_keys(ctx: &Ctx, shop: &Shop, namespace: &str) -> Result<()> {
+    let name = tienda_provision::environment::shop_keys_secret_name(&shop.name_any());
+    if ctx.caches.get::<Secret>(namespace, &name).is_some() {
+        return Ok(());
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    match secrets.create(&params, &workload::shop_keys_secret(shop)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Whether `err` is the operator failing to reach PostgreSQL or NATS (or the Secret that opens

@@ -45,6 +45,7 @@ impl NewAccount {
             name: self.name,
             password_hash: Some(password_hash),
             roles: vec![Role::Customer],
+            email_verified: false,
         }
     }
 }

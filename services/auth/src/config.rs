@@ -42,6 +42,13 @@ pub struct Config {
     #[arg(long, env = "AUTH_KEY_ENCRYPTION_KEY", hide_env_values = true)]
     pub key_encryption_key: Secret<String>,
 
+    /// The shop's event-sealing keys: base64 of 32 random bytes each, comma-separated, the
+    /// first sealing. Reset and verification tokens travel in events sealed with them, so the
+    /// streams never hold a working link in clear; notifications gets the same keys to open
+    /// them. The operator keeps them in the `<shop>-keys` Secret, `tienda up` in secrets.json.
+    #[arg(long, env = "EVENT_SEALING_KEYS", hide_env_values = true)]
+    pub event_sealing_keys: Secret<String>,
+
     /// OpenID Connect providers, a JSON array of `{name, issuer, client_id, client_secret?,
     /// redirect_uri?, scopes?}` (default: none). `redirect_uri` defaults to
     /// `<AUTH_ISSUER>/v1/auth/oidc/<name>/callback`.

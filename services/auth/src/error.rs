@@ -40,6 +40,9 @@ pub enum Error {
     /// The provider did not vouch for the email, so it can neither link nor create an account.
     #[error("OIDC email not verified")]
     OidcEmailUnverified,
+    /// The identity's address belongs to a staff account, which is never linked automatically.
+    #[error("staff accounts are not linked automatically")]
+    OidcLinkRefused,
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -121,6 +124,16 @@ impl From<Error> for Problem {
                 "The provider did not verify this account's email address, so it can neither \
                  sign in to nor create a Tienda account. Verify the email with the provider, \
                  or register with a password.",
+            ),
+            Error::OidcLinkRefused => Problem::new(
+                StatusCode::FORBIDDEN,
+                "oidc-link-refused",
+                "This address belongs to a staff account",
+            )
+            .with_detail(
+                "Accounts with the admin or support role are never linked to a sign-in \
+                 provider automatically, whatever the provider says about the address: sign \
+                 in with the account's password.",
             ),
             Error::Database(err) => {
                 tracing::error!(error = %err, "database error");

@@ -21,8 +21,9 @@ pub struct UserRegistered {
 contract!(Event, UserRegistered, "user", "registered", 1, |m| m
     .user_id);
 
-/// Someone asked to reset an account's password; notifications delivers the link. Published
-/// only for existing accounts, while the HTTP answer is the same either way.
+/// Version 1 of `user.password_reset_requested`, with the token in clear. No longer
+/// published (a stream kept it readable for days); notifications still reads it, for messages
+/// published before the upgrade. Version 2 is [`UserPasswordResetRequestedV2`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserPasswordResetRequested {
     /// The account.
@@ -39,6 +40,85 @@ contract!(
     UserPasswordResetRequested,
     "user",
     "password_reset_requested",
+    1,
+    |m| m.user_id
+);
+
+/// Someone asked to reset an account's password; notifications delivers the link. Published
+/// only for existing accounts, while the HTTP answer is the same either way. The token is
+/// sealed with the shop's event-sealing keys (`tienda_kit::seal`, context
+/// [`UserPasswordResetRequestedV2::seal_context`]): only auth and notifications can read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserPasswordResetRequestedV2 {
+    /// The account.
+    pub user_id: Uuid,
+    /// Where to send the link.
+    pub email: String,
+    /// The single-use reset token, sealed (only its hash is stored by auth).
+    pub sealed_token: String,
+    /// When the token stops working.
+    pub expires_at: DateTime<Utc>,
+}
+contract!(
+    Event,
+    UserPasswordResetRequestedV2,
+    "user",
+    "password_reset_requested",
+    2,
+    |m| m.user_id
+);
+
+impl UserPasswordResetRequestedV2 {
+    /// What the sealed token is bound to: this kind of event, for this account.
+    pub fn seal_context(user_id: Uuid) -> String {
+        format!("user.password_reset_requested|{user_id}")
+    }
+}
+
+/// An account's email address needs verifying (a new account, or the owner asked again);
+/// notifications delivers the link. The token is sealed like a reset token's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserEmailVerificationRequested {
+    /// The account.
+    pub user_id: Uuid,
+    /// The address to verify (and send to).
+    pub email: String,
+    /// The single-use verification token, sealed (auth stores only its hash).
+    pub sealed_token: String,
+    /// When the token stops working.
+    pub expires_at: DateTime<Utc>,
+}
+contract!(
+    Event,
+    UserEmailVerificationRequested,
+    "user",
+    "email_verification_requested",
+    1,
+    |m| m.user_id
+);
+
+impl UserEmailVerificationRequested {
+    /// What the sealed token is bound to: this kind of event, for this account.
+    pub fn seal_context(user_id: Uuid) -> String {
+        format!("user.email_verification_requested|{user_id}")
+    }
+}
+
+/// Someone tried to register with an address that already has an account. Registration
+/// answers the same either way (it must not tell who has an account); the owner is told by
+/// email instead, with a way to sign in or reset the password.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRegistrationAttempted {
+    /// The existing account.
+    pub user_id: Uuid,
+    /// Its address.
+    pub email: String,
+}
+contract!(
+    Event,
+    UserRegistrationAttempted,
+    "user",
+    "registration_attempted",
     1,
     |m| m.user_id
 );

@@ -58,6 +58,7 @@ pub mod outbox;
 pub mod policy;
 pub mod problem;
 pub mod resilience;
+pub mod seal;
 pub mod secret;
 pub mod serve;
 pub mod shutdown;

@@ -77,6 +77,12 @@ pub struct Config {
     )]
     pub mail_from: String,
 
+    /// The shop's event-sealing keys (base64 of 32 bytes each, comma-separated), the same as
+    /// auth's: password-reset and verification links arrive sealed with them. Without them
+    /// those events cannot be opened and go to the dead letter with that reason.
+    #[arg(long, env = "EVENT_SEALING_KEYS", hide_env_values = true)]
+    pub event_sealing_keys: Option<Secret<String>>,
+
     /// The shop's public address (the gateway): unsubscribe and password-reset links start
     /// with it (default the gateway under `tienda up`).
     #[arg(

@@ -14,7 +14,10 @@ use tienda_events::{
         OrderCancelled, OrderConfirmed, OrderDelivered, OrderPlaced, OrderRefunded, OrderShipped,
     },
     payment::{PaymentCaptured, PaymentDeclined, PaymentRequiresAction},
-    user::{UserPasswordResetRequested, UserRegistered},
+    user::{
+        UserEmailVerificationRequested, UserPasswordResetRequested, UserPasswordResetRequestedV2,
+        UserRegistered, UserRegistrationAttempted,
+    },
 };
 use tienda_kit::consumer::{Delivery, Handler, HandlerError};
 use uuid::Uuid;
@@ -28,7 +31,7 @@ use crate::{
     preferences, template_store,
     templates::Templates,
     tracking,
-    trigger::{Contact, Links, Trigger},
+    trigger::{AccountLink, Contact, Links, Trigger},
     unsubscribe::Signer,
     webhooks,
 };
@@ -36,6 +39,8 @@ use crate::{
 /// The handler shared by the three consumers.
 #[derive(Debug, Clone)]
 pub struct Notify {
+    /// Opens the tokens of account links (absent: those events are dead-lettered).
+    pub sealer: Option<Arc<tienda_kit::seal::Sealer>>,
     /// The compiled templates.
     pub templates: Arc<Templates>,
     /// Where links point.
@@ -62,7 +67,33 @@ fn decode<T: Message>(delivery: &Delivery) -> Result<(Uuid, String, T), HandlerE
     Ok((envelope.id, envelope.message_type, envelope.data))
 }
 
+/// The envelope's contract version (0 when it has none: decoding then says what is wrong).
+fn version(delivery: &Delivery) -> u16 {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        version: u16,
+    }
+    serde_json::from_slice::<Head>(&delivery.payload).map_or(0, |h| h.version)
+}
+
 impl Notify {
+    /// Opens a sealed token; a token that does not open never will (permanent: dead letter,
+    /// with the reason an operator can act on).
+    fn open(&self, context: &str, sealed: &str) -> Result<String, HandlerError> {
+        let sealer = self.sealer.as_ref().ok_or_else(|| {
+            HandlerError::Permanent(anyhow::anyhow!(
+                "EVENT_SEALING_KEYS is not set: give notifications the same keys as auth, then \
+                 replay this dead letter"
+            ))
+        })?;
+        sealer.open(context, sealed).map_err(|e| {
+            HandlerError::Permanent(anyhow::anyhow!(
+                "{e}: is EVENT_SEALING_KEYS the same as auth's? Fix it, then replay this dead letter"
+            ))
+        })
+    }
+
+
     /// The trigger an event is, if we notify about it; order events also remember the
     /// order's contact for later payment events.
     async fn trigger(
@@ -78,9 +109,45 @@ impl Notify {
                 crate::campaigns::remember(conn, e.user_id, &e.email, &e.name).await?;
                 (id, ty, Trigger::Welcome(e))
             }
-            (Some("user"), Some("password_reset_requested")) => {
+            (Some("user"), Some("password_reset_requested")) if version(delivery) == 1 => {
+                // Published before tokens were sealed; read so none is lost while the stream
+                // still holds them.
                 let (id, ty, e) = decode::<UserPasswordResetRequested>(delivery)?;
-                (id, ty, Trigger::PasswordReset(e))
+                let link = AccountLink {
+                    user_id: e.user_id,
+                    email: e.email,
+                    token: e.token,
+                    expires_at: e.expires_at,
+                };
+                (id, ty, Trigger::PasswordReset(link))
+            }
+            (Some("user"), Some("password_reset_requested")) => {
+                let (id, ty, e) = decode::<UserPasswordResetRequestedV2>(delivery)?;
+                let context = UserPasswordResetRequestedV2::seal_context(e.user_id);
+                let token = self.open(&context, &e.sealed_token)?;
+                let link = AccountLink {
+                    user_id: e.user_id,
+                    email: e.email,
+                    token,
+                    expires_at: e.expires_at,
+                };
+                (id, ty, Trigger::PasswordReset(link))
+            }
+            (Some("user"), Some("email_verification_requested")) => {
+                let (id, ty, e) = decode::<UserEmailVerificationRequested>(delivery)?;
+                let context = UserEmailVerificationRequested::seal_context(e.user_id);
+                let token = self.open(&context, &e.sealed_token)?;
+                let link = AccountLink {
+                    user_id: e.user_id,
+                    email: e.email,
+                    token,
+                    expires_at: e.expires_at,
+                };
+                (id, ty, Trigger::EmailVerification(link))
+            }
+            (Some("user"), Some("registration_attempted")) => {
+                let (id, ty, e) = decode::<UserRegistrationAttempted>(delivery)?;
+                (id, ty, Trigger::RegistrationAttempted(e))
             }
             (Some("order"), Some("placed")) => {
                 let (id, ty, e) = decode::<OrderPlaced>(delivery)?;

@@ -263,7 +263,22 @@ impl Application {
             shop: config.shop_name.clone(),
         };
         platform.start_relay(RelayConfig::default())?;
+        let sealer = match &config.event_sealing_keys {
+            Some(keys) => Some(Arc::new(
+                tienda_kit::seal::Sealer::from_config(keys.expose())
+                    .context("reading EVENT_SEALING_KEYS")?,
+            )),
+            None => {
+                tracing::warn!(
+                    "EVENT_SEALING_KEYS is not set: password-reset and email-verification \
+                     links cannot be opened and will be dead-lettered; give notifications \
+                     the same keys as auth"
+                );
+                None
+            }
+        };
         let handler = events::Notify {
+            sealer,
             templates: templates.clone(),
             links: links.clone(),
             signer: signer.clone(),

@@ -813,6 +813,68 @@ The link expires at {{ expires_at }}. If it was not you, ignore this message.
 ",
     },
     Source {
+        kind: Kind::EmailVerification,
+        locale: Locale::Es,
+        subject: "Confirma tu dirección en {{ shop }}",
+        text: "Confirma que {{ email }} es tu dirección de correo en {{ shop }}:
+
+{{ verify_url }}
+
+El enlace caduca el {{ expires_at }}. Si no creaste esta cuenta, ignora este mensaje.
+",
+        html: "<p>Confirma que {{ email }} es tu dirección de correo en {{ shop }}.</p>
+<p><a href=\"{{ verify_url }}\">Confirmar mi dirección</a></p>
+<p>El enlace caduca el {{ expires_at }}. Si no creaste esta cuenta, ignora este mensaje.</p>
+",
+    },
+    Source {
+        kind: Kind::EmailVerification,
+        locale: Locale::En,
+        subject: "Confirm your address at {{ shop }}",
+        text: "Confirm that {{ email }} is your email address at {{ shop }}:
+
+{{ verify_url }}
+
+The link expires at {{ expires_at }}. If you did not create this account, ignore this message.
+",
+        html: "<p>Confirm that {{ email }} is your email address at {{ shop }}.</p>
+<p><a href=\"{{ verify_url }}\">Confirm my address</a></p>
+<p>The link expires at {{ expires_at }}. If you did not create this account, ignore this message.</p>
+",
+    },
+    Source {
+        kind: Kind::RegistrationAttempted,
+        locale: Locale::Es,
+        subject: "Alguien intentó registrarse en {{ shop }} con tu dirección",
+        text: "Alguien intentó crear una cuenta en {{ shop }} con {{ email }}, que ya tiene una.
+
+Si fuiste tú, inicia sesión: {{ sign_in_url }}
+¿Olvidaste la contraseña? Restablécela: {{ reset_url }}
+
+Si no fuiste tú, no tienes que hacer nada: tu cuenta no ha cambiado.
+",
+        html: "<p>Alguien intentó crear una cuenta en {{ shop }} con {{ email }}, que ya tiene una.</p>
+<p>Si fuiste tú, <a href=\"{{ sign_in_url }}\">inicia sesión</a> o <a href=\"{{ reset_url }}\">restablece la contraseña</a>.</p>
+<p>Si no fuiste tú, no tienes que hacer nada: tu cuenta no ha cambiado.</p>
+",
+    },
+    Source {
+        kind: Kind::RegistrationAttempted,
+        locale: Locale::En,
+        subject: "Someone tried to sign up at {{ shop }} with your address",
+        text: "Someone tried to create a {{ shop }} account with {{ email }}, which already has one.
+
+If it was you, sign in: {{ sign_in_url }}
+Forgot the password? Reset it: {{ reset_url }}
+
+If it was not you, there is nothing to do: your account has not changed.
+",
+        html: "<p>Someone tried to create a {{ shop }} account with {{ email }}, which already has one.</p>
+<p>If it was you, <a href=\"{{ sign_in_url }}\">sign in</a> or <a href=\"{{ reset_url }}\">reset the password</a>.</p>
+<p>If it was not you, there is nothing to do: your account has not changed.</p>
+",
+    },
+    Source {
         kind: Kind::OrderPlaced,
         locale: Locale::Es,
         subject: "Hemos recibido tu pedido {{ order_id }}",

@@ -10,7 +10,7 @@ use tienda_events::{
         OrderShipped,
     },
     payment::{PaymentCaptured, PaymentDeclined, PaymentRequiresAction},
-    user::{UserPasswordResetRequested, UserRegistered},
+    user::{UserRegistered, UserRegistrationAttempted},
 };
 use uuid::Uuid;
 
@@ -23,6 +23,10 @@ pub enum Kind {
     Welcome,
     /// `user.password_reset_requested`.
     PasswordReset,
+    /// `user.email_verification_requested`.
+    EmailVerification,
+    /// `user.registration_attempted`: someone tried to register the address again.
+    RegistrationAttempted,
     /// `order.placed`.
     OrderPlaced,
     /// `order.confirmed`.
@@ -45,9 +49,11 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind (each has templates in every locale).
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Welcome,
         Kind::PasswordReset,
+        Kind::EmailVerification,
+        Kind::RegistrationAttempted,
         Kind::OrderPlaced,
         Kind::OrderConfirmed,
         Kind::OrderCancelled,
@@ -64,6 +70,8 @@ impl Kind {
         match self {
             Kind::Welcome => "welcome",
             Kind::PasswordReset => "password_reset",
+            Kind::EmailVerification => "email_verification",
+            Kind::RegistrationAttempted => "registration_attempted",
             Kind::OrderPlaced => "order_placed",
             Kind::OrderConfirmed => "order_confirmed",
             Kind::OrderCancelled => "order_cancelled",
@@ -85,7 +93,9 @@ impl Kind {
     pub fn category(self) -> Category {
         match self {
             Kind::Welcome => Category::Account,
-            Kind::PasswordReset => Category::Security,
+            Kind::PasswordReset | Kind::EmailVerification | Kind::RegistrationAttempted => {
+                Category::Security
+            }
             Kind::OrderShipped | Kind::OrderDelivered => Category::Shipping,
             Kind::OrderPlaced
             | Kind::OrderConfirmed
@@ -103,16 +113,19 @@ impl Kind {
     /// later) stay in the mailbox.
     pub fn channels(self) -> &'static [Channel] {
         match self {
-            Kind::Welcome | Kind::PasswordReset | Kind::OrderPlaced | Kind::InvoiceReady => {
-                &[Channel::Email]
-            }
+            Kind::Welcome
+            | Kind::PasswordReset
+            | Kind::EmailVerification
+            | Kind::RegistrationAttempted
+            | Kind::OrderPlaced
+            | Kind::InvoiceReady => &[Channel::Email],
             _ => &[Channel::Email, Channel::Sms, Channel::Push],
         }
     }
 
     /// Whether the message grants access (its body is blanked once sent).
     pub fn sensitive(self) -> bool {
-        self == Kind::PasswordReset
+        matches!(self, Kind::PasswordReset | Kind::EmailVerification)
     }
 }
 
@@ -134,13 +147,31 @@ pub struct Contact {
     pub email: String,
 }
 
+/// A link that grants something (a password reset, an address verified), with its token
+/// opened: it exists in clear only here, in memory, and in the message sent.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct AccountLink {
+    /// The account.
+    pub user_id: Uuid,
+    /// Where the link goes.
+    pub email: String,
+    /// The token, opened.
+    pub token: String,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
+}
+
 /// An event that becomes a message, with what its templates need.
 #[derive(Debug, Clone)]
 pub enum Trigger {
     /// `user.registered`.
     Welcome(UserRegistered),
-    /// `user.password_reset_requested`.
-    PasswordReset(UserPasswordResetRequested),
+    /// `user.password_reset_requested`, its token opened.
+    PasswordReset(AccountLink),
+    /// `user.email_verification_requested`, its token opened.
+    EmailVerification(AccountLink),
+    /// `user.registration_attempted`.
+    RegistrationAttempted(UserRegistrationAttempted),
     /// `order.placed`.
     OrderPlaced(OrderPlaced),
     /// `order.confirmed`.
@@ -167,6 +198,8 @@ impl Trigger {
         match self {
             Trigger::Welcome(_) => Kind::Welcome,
             Trigger::PasswordReset(_) => Kind::PasswordReset,
+            Trigger::EmailVerification(_) => Kind::EmailVerification,
+            Trigger::RegistrationAttempted(_) => Kind::RegistrationAttempted,
             Trigger::OrderPlaced(_) => Kind::OrderPlaced,
             Trigger::OrderConfirmed(_) => Kind::OrderConfirmed,
             Trigger::OrderCancelled(_) => Kind::OrderCancelled,
@@ -204,6 +237,11 @@ impl Trigger {
             Kind::PasswordReset => Trigger::PasswordReset(from(json!({
                 "user_id": customer, "email": "ada@example.com", "token": "sample-token",
                 "expires_at": "2026-11-29T13:00:00Z"}))),
+            Kind::EmailVerification => Trigger::EmailVerification(from(json!({
+                "user_id": customer, "email": "ada@example.com", "token": "sample-token",
+                "expires_at": "2026-12-01T12:00:00Z"}))),
+            Kind::RegistrationAttempted => Trigger::RegistrationAttempted(from(json!({
+                "user_id": customer, "email": "ada@example.com"}))),
             Kind::OrderPlaced => Trigger::OrderPlaced(from(json!({
                 "order_id": order, "customer_id": customer, "email": "ada@example.com",
                 "items": items, "total": total}))),
@@ -250,7 +288,10 @@ impl Trigger {
     pub fn recipient(&self) -> Contact {
         let (user_id, email) = match self {
             Trigger::Welcome(e) => (Some(e.user_id), &e.email),
-            Trigger::PasswordReset(e) => (Some(e.user_id), &e.email),
+            Trigger::PasswordReset(e) | Trigger::EmailVerification(e) => {
+                (Some(e.user_id), &e.email)
+            }
+            Trigger::RegistrationAttempted(e) => (Some(e.user_id), &e.email),
             Trigger::OrderPlaced(e) => (e.customer_id, &e.email),
             Trigger::OrderConfirmed(e) => (e.customer_id, &e.email),
             Trigger::OrderCancelled(e) => (e.customer_id, &e.email),
@@ -290,6 +331,16 @@ impl Trigger {
                 "email": e.email,
                 "reset_url": format!("{}/reset-password?token={}", links.public_url, e.token),
                 "expires_at": date(&e.expires_at),
+            }),
+            Trigger::EmailVerification(e) => json!({
+                "email": e.email,
+                "verify_url": format!("{}/verify-email?token={}", links.public_url, e.token),
+                "expires_at": date(&e.expires_at),
+            }),
+            Trigger::RegistrationAttempted(e) => json!({
+                "email": e.email,
+                "sign_in_url": format!("{}/sign-in", links.public_url),
+                "reset_url": format!("{}/reset-password", links.public_url),
             }),
             Trigger::OrderPlaced(e) => json!({
                 "order_id": e.order_id, "order_url": order_url(&e.order_id),
@@ -364,7 +415,7 @@ mod tests {
 
     #[test]
     fn a_password_reset_links_to_the_shop_with_its_token() {
-        let trigger = Trigger::PasswordReset(UserPasswordResetRequested {
+        let trigger = Trigger::PasswordReset(AccountLink {
             user_id: Uuid::now_v7(),
             email: "ana@example.com".into(),
             token: "tok123".into(),

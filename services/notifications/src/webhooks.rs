@@ -16,7 +16,8 @@
 //! upstream while every endpoint is a different one. A failing endpoint only delays its own
 //! deliveries (retries with backoff, then the dead letter).
 //!
-//! `user.password_reset_requested` is never sent: it carries a reset token.
+//! Only the types in [`EVENT_TYPES`] are sent: never `user.password_reset_requested` or
+//! `user.email_verification_requested`, which carry (sealed) account-access tokens.
 
 use std::{
     net::{IpAddr, SocketAddr},

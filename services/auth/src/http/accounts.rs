@@ -7,7 +7,10 @@ use axum::{
 };
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use tienda_events::{Envelope, user::UserRegistered};
+use tienda_events::{
+    Envelope,
+    user::{UserEmailVerificationRequested, UserRegistered, UserRegistrationAttempted},
+};
 use tienda_kit::{Problem, json::Json, jwt::Claims, net::ClientIp, outbox};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -49,7 +52,31 @@ pub struct Me {
     pub roles: Vec<Role>,
     /// Whether TOTP is on.
     pub mfa_enabled: bool,
+    /// Whether the email address is verified (`POST /v1/auth/email/verify` with the link's
+    /// token; a new link: `POST /v1/auth/email/verify/resend`).
+    pub email_verified: bool,
 }
+
+/// The answer to a registration: the same whether or not the address already had an account,
+/// so registration cannot be used to learn who has one.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Registration {
+    /// The address, as the login knows it (trimmed, lower-cased).
+    pub email: String,
+    /// What happens next.
+    pub detail: String,
+}
+
+/// `POST /v1/auth/email/verify`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyEmail {
+    /// The token from the verification link.
+    pub token: String,
+}
+
+/// How long a verification link works.
+const VERIFICATION_TTL_HOURS: i64 = 48;
 
 /// `POST /v1/auth/login`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -104,30 +131,132 @@ fn profile(user: &User) -> Me {
         name: user.name.clone(),
         roles: user.roles.clone(),
         mfa_enabled: false,
+        email_verified: user.email_verified,
     }
 }
 
-/// Creates an account.
+/// Creates an account and sends a link to verify its address; the new account can sign in
+/// at once. When the address already has an account nothing changes, its owner is told by
+/// email, and the answer is the same — `202` either way, after the same work (the password is
+/// hashed in both cases), so registration tells no one who has an account.
 #[utoipa::path(post, path = "/v1/auth/register", tag = "accounts", request_body = RegisterRequest,
-    responses((status = 201, body = Me), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 202, body = Registration), (status = 422, body = Problem),
+        (status = 503, description = "Too many passwords are being hashed at once; retry after `Retry-After`", body = Problem)))]
 pub async fn register(
     State(state): State<AppState>,
     Json(body): Json<RegisterRequest>,
-) -> Result<(StatusCode, Json<Me>), Error> {
+) -> Result<(StatusCode, Json<Registration>), Error> {
     let new = NewAccount::parse(&body.email, &body.name, &body.password)?;
     let hash = state.hasher.hash(body.password).await?;
     let user = new.into_user(hash);
     let mut tx = state.db.begin().await?;
-    store::accounts::create_user(&mut tx, &user).await?;
-    let event = UserRegistered {
+    if store::accounts::create_user_if_new(&mut tx, &user).await? {
+        let event = UserRegistered {
+            user_id: user.id,
+            email: user.email.clone(),
+            name: user.name.clone(),
+            roles: Role::names(&user.roles),
+        };
+        outbox::enqueue(&mut tx, Envelope::new("auth", event)).await?;
+        request_verification(&state, &mut tx, &user).await?;
+    } else if let Some(owner) = store::accounts::user_by_email(&mut tx, &user.email).await? {
+        let event = UserRegistrationAttempted {
+            user_id: owner.id,
+            email: owner.email,
+        };
+        outbox::enqueue(&mut tx, Envelope::new("auth", event)).await?;
+    }
+    tx.commit().await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Registration {
+            email: user.email,
+            detail: "Check your inbox: a link to verify the address is on its way. If the \
+                     address already had an account, its owner got a note instead."
+                .into(),
+        }),
+    ))
+}
+
+/// Makes a verification token for `user`'s address (voiding older ones) and queues the
+/// `user.email_verification_requested` event carrying it sealed, in `tx`.
+pub(crate) async fn request_verification(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    user: &User,
+) -> Result<(), Error> {
+    let (token, hash) = tokens::opaque_token();
+    let expires_at = Utc::now() + chrono::Duration::hours(VERIFICATION_TTL_HOURS);
+    store::email_verifications::insert(tx, user.id, &user.email, &hash, expires_at).await?;
+    let event = UserEmailVerificationRequested {
         user_id: user.id,
         email: user.email.clone(),
-        name: user.name.clone(),
-        roles: Role::names(&user.roles),
+        sealed_token: state.sealer.seal(
+            &UserEmailVerificationRequested::seal_context(user.id),
+            &token,
+        ),
+        expires_at,
     };
-    outbox::enqueue(&mut tx, Envelope::new("auth", event)).await?;
-    tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(profile(&user))))
+    outbox::enqueue(tx, Envelope::new("auth", event)).await?;
+    Ok(())
+}
+
+/// Verifies an address with the token from its link. The token works once, for 48 hours, and
+/// only while the account still has the address it was sent to.
+#[utoipa::path(post, path = "/v1/auth/email/verify", tag = "accounts", request_body = VerifyEmail,
+    responses((status = 204), (status = 400, body = Problem), (status = 422, body = Problem)))]
+pub async fn verify_email(
+    State(state): State<AppState>,
+    Json(body): Json<VerifyEmail>,
+) -> Result<StatusCode, Problem> {
+    let invalid = || {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-verification-token",
+            "Invalid verification token",
+        )
+        .with_detail(
+            "The link is unknown, used or expired; sign in and ask for a new one \
+             (POST /v1/auth/email/verify/resend).",
+        )
+    };
+    let hash = tokens::hash_opaque_token(body.token.trim());
+    let mut tx = state.db.begin().await.map_err(Error::from)?;
+    let Some((user_id, email)) = store::email_verifications::consume(&mut tx, &hash).await? else {
+        return Err(invalid());
+    };
+    if !store::accounts::mark_verified(&mut tx, user_id, &email).await? {
+        return Err(invalid());
+    }
+    tx.commit().await.map_err(Error::from)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sends a new verification link to the signed-in account's address (older links stop
+/// working).
+#[utoipa::path(post, path = "/v1/auth/email/verify/resend", tag = "accounts",
+    responses((status = 202), (status = 401, body = Problem), (status = 409, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn resend_verification(
+    State(state): State<AppState>,
+    Extension(claims): Extension<Claims>,
+) -> Result<StatusCode, Problem> {
+    let id: Uuid = claims.sub.parse().map_err(|_| Error::InvalidCredentials)?;
+    let mut tx = state.db.begin().await.map_err(Error::from)?;
+    let user = store::accounts::user_by_id(&mut tx, id)
+        .await?
+        .ok_or(Error::InvalidCredentials)?;
+    if user.email_verified {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "already-verified",
+            "Address already verified",
+        )
+        .with_detail("This account's address is verified; there is nothing to send."));
+    }
+    request_verification(&state, &mut tx, &user).await?;
+    tx.commit().await.map_err(Error::from)?;
+    Ok(StatusCode::ACCEPTED)
 }
 
 /// Signs an access token and stores a new refresh token in `conn`'s transaction. The signing

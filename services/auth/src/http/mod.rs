@@ -36,6 +36,8 @@ pub struct AppState {
     pub hasher: crate::password::Hasher,
     /// The configured OpenID Connect providers.
     pub oidc: crate::oidc::Providers,
+    /// Seals the tokens events carry.
+    pub sealer: Arc<tienda_kit::seal::Sealer>,
 }
 
 /// The API and its OpenAPI document, both from one list of handlers.
@@ -46,6 +48,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(sessions::list, sessions::end_others))
         .routes(routes!(sessions::end))
         .routes(routes!(passwords::change))
+        .routes(routes!(accounts::resend_verification))
         .routes(routes!(mfa::enroll, mfa::disable))
         .routes(routes!(mfa::verify))
         .route_layer(middleware::from_fn_with_state(
@@ -68,6 +71,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(accounts::refresh))
         .routes(routes!(passwords::request_reset))
         .routes(routes!(passwords::confirm_reset))
+        .routes(routes!(accounts::verify_email))
         .routes(routes!(oidc::start))
         .routes(routes!(oidc::callback))
         .routes(routes!(jwks::jwks))

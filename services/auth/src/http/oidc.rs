@@ -308,8 +308,14 @@ async fn verify(
     Ok(identity)
 }
 
-/// The account of `identity`: the linked one, else the one with its verified email (now
-/// linked), else a new one.
+/// The account of `identity`: the linked one, else the one with its email (now linked), else
+/// a new one. Only an address the provider verified is matched, and:
+/// - a staff account (admin, support) is never linked automatically: whoever controls an
+///   address at a provider does not thereby become an admin here;
+/// - an account whose address was never verified here is someone's claim on the address that
+///   the provider now disproves (pre-registration takeover: an attacker registers the victim's
+///   address first and waits). The verified identity wins, and everything the unverified
+///   holder set up goes: the password, TOTP and recovery codes, every session, pending links.
 async fn link(
     conn: &mut sqlx::PgConnection,
     issuer: &str,
@@ -324,6 +330,21 @@ async fn link(
         _ => return Err(Error::OidcEmailUnverified),
     };
     let user = match store::accounts::user_by_email(conn, &email).await? {
+        Some(user) if user.roles.iter().any(|r| *r != Role::Customer) => {
+            tracing::warn!(user = %user.id, issuer, "OIDC identity not linked to a staff account");
+            return Err(Error::OidcLinkRefused);
+        }
+        Some(user) if !user.email_verified => {
+            take_over(conn, &user).await?;
+            tracing::warn!(user = %user.id, issuer,
+                "OIDC identity verified an unverified account's address: its password, second \
+                 factor and sessions were removed");
+            User {
+                password_hash: None,
+                email_verified: true,
+                ..user
+            }
+        }
         Some(user) => user,
         None => {
             let name = identity
@@ -337,6 +358,8 @@ async fn link(
                 name: name.chars().take(100).collect(),
                 password_hash: None,
                 roles: vec![Role::Customer],
+                // The provider verified it (checked above).
+                email_verified: true,
             };
             store::accounts::create_user(conn, &user).await?;
             let event = UserRegistered {
@@ -359,6 +382,19 @@ async fn link(
     .await?;
     tracing::info!(user = %user.id, issuer, "OIDC identity linked");
     Ok(user)
+}
+
+/// Removes what the holder of an unverified account set up, and marks its address verified
+/// (the provider vouched for it).
+async fn take_over(conn: &mut sqlx::PgConnection, user: &User) -> Result<(), Error> {
+    store::accounts::clear_password(conn, user.id).await?;
+    store::mfa::delete_totp(conn, user.id).await?;
+    store::sessions::revoke_other_sessions(conn, user.id, None, "address verified by a provider")
+        .await?;
+    store::password_resets::void_resets(conn, user.id).await?;
+    store::email_verifications::void(conn, user.id).await?;
+    store::accounts::mark_verified(conn, user.id, &user.email).await?;
+    Ok(())
 }
 
 fn state_cookie(state: &AppState, value: &str, max_age: i64) -> HeaderValue {

@@ -3,7 +3,7 @@
 use axum::{Extension, extract::State, http::StatusCode};
 use chrono::Utc;
 use serde::Deserialize;
-use tienda_events::{Envelope, user::UserPasswordResetRequested};
+use tienda_events::{Envelope, user::UserPasswordResetRequestedV2};
 use tienda_kit::{Problem, json::Json, jwt::Claims, net::ClientIp, outbox};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -87,7 +87,8 @@ pub async fn change(
 }
 
 /// Starts a reset: if the account exists, a single-use token goes to the notifications service
-/// through the `user.password_reset_requested` event. The answer is the same either way.
+/// through the `user.password_reset_requested` event, sealed. The answer is the same either
+/// way.
 #[utoipa::path(post, path = "/v1/auth/password/reset", tag = "passwords", request_body = ResetRequest,
     responses((status = 202, description = "Accepted whether or not the account exists")))]
 pub async fn request_reset(
@@ -103,10 +104,14 @@ pub async fn request_reset(
         // stops working.
         store::password_resets::void_resets(&mut tx, user.id).await?;
         store::password_resets::insert_reset(&mut tx, user.id, &hash, expires_at).await?;
-        let event = UserPasswordResetRequested {
+        // Sealed: the stream keeps the event for days, and a readable token there would be
+        // a working way into the account for anyone who can read the stream.
+        let event = UserPasswordResetRequestedV2 {
             user_id: user.id,
             email: user.email,
-            token,
+            sealed_token: state
+                .sealer
+                .seal(&UserPasswordResetRequestedV2::seal_context(user.id), &token),
             expires_at,
         };
         outbox::enqueue(&mut tx, Envelope::new("auth", event)).await?;
@@ -115,7 +120,8 @@ pub async fn request_reset(
     Ok(StatusCode::ACCEPTED)
 }
 
-/// Completes a reset: sets the password and signs out every session.
+/// Completes a reset: sets the password, signs out every session and marks the address
+/// verified (the link reached it).
 #[utoipa::path(post, path = "/v1/auth/password/reset/confirm", tag = "passwords", request_body = ResetConfirm,
     responses((status = 204), (status = 400, body = Problem), (status = 422, body = Problem)))]
 pub async fn confirm_reset(
@@ -153,6 +159,8 @@ pub async fn confirm_reset(
     store::accounts::set_password(&mut tx, user_id, &new).await?;
     store::password_resets::void_resets(&mut tx, user_id).await?;
     store::sessions::revoke_other_sessions(&mut tx, user_id, None, "password reset").await?;
+    // The link reached the mailbox: the address is the account holder's.
+    store::accounts::mark_verified(&mut tx, user_id, &user.email).await?;
     tx.commit().await.map_err(Error::from)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -61,5 +61,6 @@ pub async fn set_roles(
         name: user.name,
         roles: user.roles,
         mfa_enabled: false,
+        email_verified: user.email_verified,
     }))
 }

@@ -22,24 +22,64 @@ pub struct User {
     pub password_hash: Option<String>,
     /// Roles.
     pub roles: Vec<Role>,
+    /// Whether the address is verified (a link sent to it was followed, a provider vouched
+    /// for it, a reset link reached it, or configuration made the account).
+    pub email_verified: bool,
 }
 
-const COLUMNS: &str = "id, email, name, password_hash, roles";
+const COLUMNS: &str =
+    "id, email, name, password_hash, roles, (email_verified_at IS NOT NULL) AS email_verified";
 
 /// Inserts an account; a taken email is [`Error::EmailTaken`].
 pub async fn create_user(conn: &mut PgConnection, user: &User) -> Result<()> {
     sqlx::query(
-        "INSERT INTO users (id, email, name, password_hash, roles) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO users (id, email, name, password_hash, roles, email_verified_at) \
+         VALUES ($1, $2, $3, $4, $5, CASE WHEN $6 THEN now() END)",
     )
     .bind(user.id)
     .bind(&user.email)
     .bind(&user.name)
     .bind(&user.password_hash)
     .bind(&user.roles)
+    .bind(user.email_verified)
     .execute(conn)
     .await
     .map_err(|e| constraint::translate(e, &[("users_email_key", || Error::EmailTaken)]))?;
     Ok(())
+}
+
+/// Inserts an account unless its email is taken; `false` when taken (nothing changed, and the
+/// transaction stays usable).
+pub async fn create_user_if_new(conn: &mut PgConnection, user: &User) -> Result<bool> {
+    Ok(sqlx::query(
+        "INSERT INTO users (id, email, name, password_hash, roles, email_verified_at) \
+         VALUES ($1, $2, $3, $4, $5, CASE WHEN $6 THEN now() END) \
+         ON CONFLICT (email) DO NOTHING",
+    )
+    .bind(user.id)
+    .bind(&user.email)
+    .bind(&user.name)
+    .bind(&user.password_hash)
+    .bind(&user.roles)
+    .bind(user.email_verified)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Marks the address of `user_id` verified, if it is still `email`; `false` otherwise.
+pub async fn mark_verified(conn: &mut PgConnection, user_id: Uuid, email: &str) -> Result<bool> {
+    Ok(sqlx::query(
+        "UPDATE users SET email_verified_at = coalesce(email_verified_at, now()), \
+         updated_at = now() WHERE id = $1 AND email = $2",
+    )
+    .bind(user_id)
+    .bind(email)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
 }
 
 /// An account by email.
@@ -80,6 +120,16 @@ pub async fn set_password(conn: &mut PgConnection, user_id: Uuid, hash: &str) ->
     sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
         .bind(user_id)
         .bind(hash)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Removes a user's password (the account then signs in only through a provider, or after a
+/// reset).
+pub async fn clear_password(conn: &mut PgConnection, user_id: Uuid) -> Result<()> {
+    sqlx::query("UPDATE users SET password_hash = NULL, updated_at = now() WHERE id = $1")
+        .bind(user_id)
         .execute(conn)
         .await?;
     Ok(())

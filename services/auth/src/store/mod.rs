@@ -2,6 +2,7 @@
 //! runs on, so the caller decides what commits together.
 
 pub mod accounts;
+pub mod email_verifications;
 pub mod mfa;
 pub mod oidc;
 pub mod password_resets;

@@ -68,7 +68,8 @@ pub async fn user_by_identity(
     subject: &str,
 ) -> Result<Option<User>> {
     Ok(sqlx::query_as(
-        "SELECT u.id, u.email, u.name, u.password_hash, u.roles FROM user_identities i \
+        "SELECT u.id, u.email, u.name, u.password_hash, u.roles, \
+         (u.email_verified_at IS NOT NULL) AS email_verified FROM user_identities i \
          JOIN users u ON u.id = i.user_id WHERE i.issuer = $1 AND i.subject = $2",
     )
     .bind(issuer)

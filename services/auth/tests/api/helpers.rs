@@ -5,6 +5,13 @@ use tienda_kit::testing::TestDatabase;
 
 pub const ADMIN_EMAIL: &str = "root@shop.test";
 pub const ADMIN_PASSWORD: &str = "an admin passphrase nobody guesses 9";
+/// The shop's event-sealing key in these tests (notifications would have the same).
+pub const SEALING_KEYS: &str = "c2VhbGluZy1rZXktZm9yLXRoZS1hdXRoLXRlc3RzISE=";
+
+/// Opens sealed tokens as notifications does.
+pub fn sealer() -> tienda_kit::seal::Sealer {
+    tienda_kit::seal::Sealer::from_config(SEALING_KEYS).unwrap()
+}
 
 pub struct TestApp {
     pub base: String,
@@ -65,6 +72,7 @@ async fn start(
         "--log-filter=warn".into(),
         "--issuer=http://auth.test".into(),
         "--key-encryption-key=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into(),
+        format!("--event-sealing-keys={SEALING_KEYS}"),
         format!("--admin-email={ADMIN_EMAIL}"),
         format!("--admin-password={ADMIN_PASSWORD}"),
     ];
@@ -118,6 +126,37 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// The newest `message_type` event (a reset or a verification) sent to `email`, as
+    /// notifications reads it: the payload as stored, and its token opened.
+    pub async fn account_link(&self, message_type: &str, email: &str) -> (Value, String) {
+        let payload: Value = sqlx::query_scalar(
+            "SELECT payload FROM tienda_outbox WHERE message_type = $1 \
+             AND payload->'data'->>'email' = $2 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(message_type)
+        .bind(email)
+        .fetch_one(&self.db)
+        .await
+        .unwrap_or_else(|e| panic!("no {message_type} event for {email}: {e}"));
+        let data = &payload["data"];
+        let context = format!("{message_type}|{}", data["user_id"].as_str().unwrap());
+        let token = sealer()
+            .open(&context, data["sealed_token"].as_str().unwrap())
+            .unwrap();
+        (payload, token)
+    }
+
+    /// Follows the newest verification link sent to `email`.
+    pub async fn verify_email(&self, email: &str) {
+        let (_, token) = self
+            .account_link("user.email_verification_requested", email)
+            .await;
+        let response = self
+            .post("/v1/auth/email/verify", json!({"token": token}))
+            .await;
+        assert_eq!(response.status(), reqwest::StatusCode::NO_CONTENT);
     }
 
     /// A verifier as another service would build it: JWKS over HTTP.

@@ -193,6 +193,7 @@ async fn a_new_verified_identity_creates_an_account_and_signs_in_to_it_again() {
     assert_eq!(profile["roles"], json!(["customer"]));
 
     let again: Value = sign_in(&setup, "carol").await.json().await.unwrap();
+    assert!(again.get("access_token").is_some(), "{again}");
     let second = me(&setup.app, again["access_token"].as_str().unwrap()).await;
     assert_eq!(
         second["id"], profile["id"],
@@ -214,19 +215,21 @@ async fn a_new_verified_identity_creates_an_account_and_signs_in_to_it_again() {
     assert_eq!(login.status(), StatusCode::UNAUTHORIZED);
 }
 
+/// The id of the account `email` signs in to with the test password.
+async fn account_id(app: &TestApp, email: &str) -> Value {
+    let pair: Value = app.login(email, PASSWORD).await.json().await.unwrap();
+    me(app, pair["access_token"].as_str().unwrap()).await["id"].clone()
+}
+
 #[tokio::test]
-async fn a_verified_email_links_to_the_existing_account() {
+async fn a_verified_email_links_to_the_existing_verified_account() {
     let setup = setup().await;
-    let registered: Value = setup
-        .app
-        .register("alice@example.com")
-        .await
-        .json()
-        .await
-        .unwrap();
+    setup.app.register("alice@example.com").await;
+    setup.app.verify_email("alice@example.com").await;
+    let registered = account_id(&setup.app, "alice@example.com").await;
     let pair: Value = sign_in(&setup, "alice").await.json().await.unwrap();
     let profile = me(&setup.app, pair["access_token"].as_str().unwrap()).await;
-    assert_eq!(profile["id"], registered["id"]);
+    assert_eq!(profile["id"], registered);
     assert_eq!(
         profile["name"], "Ada",
         "linking keeps the account as it was"
@@ -236,6 +239,112 @@ async fn a_verified_email_links_to_the_existing_account() {
         password_login.status(),
         StatusCode::OK,
         "the password still works"
+    );
+}
+
+/// Pre-registration takeover: an attacker registers the victim's address first, with a
+/// password of their own (and a session, and TOTP), and waits for the victim to sign in with
+/// a provider. The provider's verified address wins: the account is the victim's, and nothing
+/// the attacker set up still works.
+#[tokio::test]
+async fn a_verified_identity_takes_an_unverified_account_from_whoever_registered_it() {
+    let setup = setup().await;
+    let app = &setup.app;
+    app.register("alice@example.com").await;
+    let attacker: Value = app
+        .login("alice@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let attackers_token = attacker["access_token"].as_str().unwrap();
+    let enrolled = app
+        .http
+        .post(app.url("/v1/auth/mfa/totp"))
+        .bearer_auth(attackers_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(enrolled.status(), StatusCode::OK);
+    let enrolment: Value = enrolled.json().await.unwrap();
+    let secret = totp_rs::Secret::try_from_base32(enrolment["secret"].as_str().unwrap()).unwrap();
+    let code = totp_rs::Builder::new()
+        .with_secret(secret)
+        .build()
+        .unwrap()
+        .generate_current()
+        .to_string();
+    let on = app
+        .http
+        .post(app.url("/v1/auth/mfa/totp/verify"))
+        .bearer_auth(attackers_token)
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on.status(), StatusCode::OK);
+
+    let victim = sign_in(&setup, "alice").await;
+    assert_eq!(victim.status(), StatusCode::OK);
+    let victim: Value = victim.json().await.unwrap();
+    assert!(
+        victim.get("access_token").is_some(),
+        "the attacker's TOTP is gone, not asked of the victim: {victim}"
+    );
+    let profile = me(app, victim["access_token"].as_str().unwrap()).await;
+    assert_eq!(profile["email_verified"], true);
+    assert_eq!(profile["mfa_enabled"], false);
+    assert_eq!(
+        app.login("alice@example.com", PASSWORD).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "the attacker's password no longer works"
+    );
+    let refresh = app
+        .post(
+            "/v1/auth/refresh",
+            json!({"refresh_token": attacker["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(
+        refresh.status(),
+        StatusCode::UNAUTHORIZED,
+        "the attacker's session is revoked"
+    );
+}
+
+/// A staff account is never linked to a provider identity automatically, even a verified one:
+/// controlling an address at a provider must not make anyone an admin here.
+#[tokio::test]
+async fn a_staff_account_is_never_linked_automatically() {
+    let setup = setup().await;
+    setup.app.register("alice@example.com").await;
+    setup.app.verify_email("alice@example.com").await;
+    sqlx::query("UPDATE users SET roles = '{admin}' WHERE email = 'alice@example.com'")
+        .execute(&setup.app.db)
+        .await
+        .unwrap();
+    let response = sign_in(&setup, "alice").await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let problem: Value = response.json().await.unwrap();
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("oidc-link-refused"),
+        "{problem}"
+    );
+    let identities: i64 = sqlx::query_scalar("SELECT count(*) FROM user_identities")
+        .fetch_one(&setup.app.db)
+        .await
+        .unwrap();
+    assert_eq!(identities, 0);
+    assert_eq!(
+        setup
+            .app
+            .login("alice@example.com", PASSWORD)
+            .await
+            .status(),
+        StatusCode::OK
     );
 }
 
@@ -374,6 +483,7 @@ async fn a_forged_code_and_a_refusal_are_rejected() {
 async fn totp_is_still_asked_after_the_provider() {
     let setup = setup().await;
     setup.app.register("dave@example.com").await;
+    setup.app.verify_email("dave@example.com").await;
     let pair: Value = setup
         .app
         .login("dave@example.com", PASSWORD)

@@ -278,15 +278,12 @@ async fn a_reset_does_not_reveal_whether_the_account_exists_and_its_token_works_
     assert_eq!(unknown.status(), StatusCode::ACCEPTED);
     assert_eq!(known.text().await.unwrap(), unknown.text().await.unwrap());
 
-    // The token travels to notifications in the event; read it where that service would.
-    let event: Value = sqlx::query_scalar(
-        "SELECT payload FROM tienda_outbox WHERE message_type = 'user.password_reset_requested'",
-    )
-    .fetch_one(&app.db)
-    .await
-    .unwrap();
-    assert_eq!(event["data"]["email"], "ada@example.com");
-    let token = event["data"]["token"].as_str().unwrap();
+    // The token travels to notifications in the event, sealed; read it as that service would.
+    let (event, token) = app
+        .account_link("user.password_reset_requested", "ada@example.com")
+        .await;
+    assert_eq!(event["version"], 2);
+    let token = token.as_str();
 
     let weak = app
         .post(
@@ -566,7 +563,15 @@ async fn reset_tokens(app: &TestApp) -> Vec<String> {
     .unwrap();
     events
         .iter()
-        .map(|e| e["data"]["token"].as_str().unwrap().to_owned())
+        .map(|e| {
+            let context = format!(
+                "user.password_reset_requested|{}",
+                e["data"]["user_id"].as_str().unwrap()
+            );
+            crate::helpers::sealer()
+                .open(&context, e["data"]["sealed_token"].as_str().unwrap())
+                .unwrap()
+        })
         .collect()
 }
 
@@ -679,4 +684,166 @@ async fn an_over_long_email_is_refused_without_storing_anything() {
         .await
         .unwrap();
     assert_eq!(stored, 0);
+}
+
+/// A reset or verification token must not rest readable in a stream kept for days: the event
+/// carries it sealed, bound to its account and its kind of event.
+#[tokio::test]
+async fn account_links_travel_sealed_and_open_only_for_their_own_account() {
+    let app = spawn_app().await;
+    app.register("ada@example.com").await;
+    app.register("bob@example.com").await;
+    app.post(
+        "/v1/auth/password/reset",
+        json!({"email": "ada@example.com"}),
+    )
+    .await;
+    for kind in [
+        "user.password_reset_requested",
+        "user.email_verification_requested",
+    ] {
+        let (event, token) = app.account_link(kind, "ada@example.com").await;
+        // What the relay publishes is the stored payload: the token is nowhere in it.
+        let published = event.to_string();
+        assert!(!published.contains(&token), "{kind} carries its token in clear");
+        assert!(event["data"].get("token").is_none(), "{event}");
+        let sealed = event["data"]["sealed_token"].as_str().unwrap();
+        // Moved to another account's event, or to the other kind of event: it does not open.
+        let (bob, _) = app
+            .account_link("user.email_verification_requested", "bob@example.com")
+            .await;
+        let bobs = format!("{kind}|{}", bob["data"]["user_id"].as_str().unwrap());
+        assert!(crate::helpers::sealer().open(&bobs, sealed).is_err());
+        let ada = event["data"]["user_id"].as_str().unwrap();
+        let other = if kind.contains("reset") {
+            "user.email_verification_requested"
+        } else {
+            "user.password_reset_requested"
+        };
+        assert!(
+            crate::helpers::sealer()
+                .open(&format!("{other}|{ada}"), sealed)
+                .is_err()
+        );
+    }
+}
+
+/// Registration must not tell who has an account: a taken address gets the same answer as a
+/// free one, changes nothing, and its owner is told by email instead.
+#[tokio::test]
+async fn registering_a_taken_address_answers_as_a_new_one_and_changes_nothing() {
+    let app = spawn_app().await;
+    app.register("ada@example.com").await;
+    let attempt = |email: &'static str| {
+        app.post(
+            "/v1/auth/register",
+            json!({"email": email, "password": "an attacker's own password 77", "name": "Mallory"}),
+        )
+    };
+    let taken = attempt("ada@example.com").await;
+    let free = attempt("eve@example.com").await;
+    assert_eq!(taken.status(), StatusCode::ACCEPTED);
+    assert_eq!(free.status(), StatusCode::ACCEPTED);
+    let (taken, free): (Value, Value) = (taken.json().await.unwrap(), free.json().await.unwrap());
+    assert_eq!(taken["detail"], free["detail"]);
+    assert_eq!(
+        taken.as_object().unwrap().keys().collect::<Vec<_>>(),
+        free.as_object().unwrap().keys().collect::<Vec<_>>()
+    );
+    // Ada's account is as it was: her password works, the attacker's does not.
+    assert_eq!(
+        app.login("ada@example.com", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.login("ada@example.com", "an attacker's own password 77")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let owner_told: Vec<Value> = sqlx::query_scalar(
+        "SELECT payload FROM tienda_outbox WHERE message_type = 'user.registration_attempted'",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(owner_told.len(), 1);
+    assert_eq!(owner_told[0]["data"]["email"], "ada@example.com");
+}
+
+/// An address is verified by following the newest link sent to it, once; a completed reset
+/// verifies it too (the link reached the mailbox).
+#[tokio::test]
+async fn an_address_is_verified_only_by_its_newest_link_once() {
+    let app = spawn_app().await;
+    let token = signed_in(&app, "ada@example.com").await;
+    let bearer = bearer(&token);
+    let verified = || async {
+        let me: Value = app
+            .http
+            .get(app.url("/v1/auth/me"))
+            .bearer_auth(&bearer)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        me["email_verified"].as_bool().unwrap()
+    };
+    assert!(!verified().await);
+    let verify = |token: String| app.post("/v1/auth/email/verify", json!({"token": token}));
+    assert_eq!(
+        verify("made-up".into()).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    let (_, first) = app
+        .account_link("user.email_verification_requested", "ada@example.com")
+        .await;
+    let resend = || {
+        app.http
+            .post(app.url("/v1/auth/email/verify/resend"))
+            .bearer_auth(&bearer)
+            .send()
+    };
+    assert_eq!(resend().await.unwrap().status(), StatusCode::ACCEPTED);
+    let (_, newest) = app
+        .account_link("user.email_verification_requested", "ada@example.com")
+        .await;
+    assert_ne!(first, newest);
+    assert_eq!(
+        verify(first).await.status(),
+        StatusCode::BAD_REQUEST,
+        "an older link is void"
+    );
+    assert!(!verified().await);
+    assert_eq!(verify(newest.clone()).await.status(), StatusCode::NO_CONTENT);
+    assert!(verified().await);
+    assert_eq!(verify(newest).await.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(resend().await.unwrap().status(), StatusCode::CONFLICT);
+
+    // A completed reset verifies the address as well.
+    app.register("bob@example.com").await;
+    app.post(
+        "/v1/auth/password/reset",
+        json!({"email": "bob@example.com"}),
+    )
+    .await;
+    let (_, reset) = app
+        .account_link("user.password_reset_requested", "bob@example.com")
+        .await;
+    let done = app
+        .post(
+            "/v1/auth/password/reset/confirm",
+            json!({"token": reset, "password": "a new and long password 31"}),
+        )
+        .await;
+    assert_eq!(done.status(), StatusCode::NO_CONTENT);
+    let bob: bool = sqlx::query_scalar(
+        "SELECT email_verified_at IS NOT NULL FROM users WHERE email = 'bob@example.com'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(bob);
 }

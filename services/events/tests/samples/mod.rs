@@ -94,6 +94,22 @@ pub fn user(v: &mut impl Visit) {
         token: "q8p1n3-reset-token".into(),
         expires_at: at(13),
     });
+    v.check(UserPasswordResetRequestedV2 {
+        user_id: id(1),
+        email: "ada@example.com".into(),
+        sealed_token: "v1.5f1c2a9b.q8p1n3-sealed".into(),
+        expires_at: at(13),
+    });
+    v.check(UserEmailVerificationRequested {
+        user_id: id(1),
+        email: "ada@example.com".into(),
+        sealed_token: "v1.5f1c2a9b.v3r1fy-sealed".into(),
+        expires_at: at(13),
+    });
+    v.check(UserRegistrationAttempted {
+        user_id: id(1),
+        email: "ada@example.com".into(),
+    });
     v.check(UserLocked {
         user_id: id(1),
         until: at(12),

@@ -5,11 +5,14 @@ use tienda_events::{
     money::Money,
     order::{OrderDelivered, OrderLine, OrderPlaced, OrderRefunded, OrderShipped},
     payment::{PaymentCaptured, PaymentDeclined},
-    user::UserPasswordResetRequested,
+    user::{
+        UserEmailVerificationRequested, UserPasswordResetRequested, UserPasswordResetRequestedV2,
+        UserRegistrationAttempted,
+    },
 };
 use uuid::Uuid;
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use crate::helpers::{sealer, spawn_app, spawn_app_with};
 
 fn eur(amount: i64) -> Money {
     serde_json::from_value(serde_json::json!({"amount": amount, "currency": "EUR"})).unwrap()
@@ -343,4 +346,121 @@ async fn a_password_reset_is_mailed_with_its_link_and_blanked_once_sent() {
         row.body_text, "",
         "the reset link does not rest in the database"
     );
+}
+
+/// Auth seals the tokens of account links (the stream keeps events for days); notifications
+/// opens them with the shared keys, mails the link, and keeps it nowhere.
+#[tokio::test]
+async fn sealed_account_links_are_opened_mailed_and_blanked() {
+    let app = spawn_app().await;
+    let ada = Uuid::now_v7();
+    let reset = app
+        .publish(
+            "auth",
+            UserPasswordResetRequestedV2 {
+                user_id: ada,
+                email: "ada@example.com".into(),
+                sealed_token: sealer().seal(
+                    &UserPasswordResetRequestedV2::seal_context(ada),
+                    "reset-tok-9",
+                ),
+                expires_at: Utc::now(),
+            },
+        )
+        .await;
+    let verify = app
+        .publish(
+            "auth",
+            UserEmailVerificationRequested {
+                user_id: ada,
+                email: "ada@example.com".into(),
+                sealed_token: sealer().seal(
+                    &UserEmailVerificationRequested::seal_context(ada),
+                    "verify-tok-7",
+                ),
+                expires_at: Utc::now(),
+            },
+        )
+        .await;
+    let attempted = app
+        .publish(
+            "auth",
+            UserRegistrationAttempted {
+                user_id: ada,
+                email: "ada@example.com".into(),
+            },
+        )
+        .await;
+    let mail = app.mail_for(reset).await;
+    assert!(
+        mail.part("text/plain")
+            .contains("http://shop.test/reset-password?token=reset-tok-9")
+    );
+    let mail = app.mail_for(verify).await;
+    assert!(
+        mail.part("text/plain")
+            .contains("http://shop.test/verify-email?token=verify-tok-7"),
+        "{}",
+        mail.part("text/plain")
+    );
+    for event in [reset, verify] {
+        assert_eq!(app.settled(event).await.body_text, "", "not kept once sent");
+    }
+    let mail = app.mail_for(attempted).await;
+    assert!(mail.part("text/plain").contains("http://shop.test/reset-password"));
+    assert!(mail.part("text/plain").contains("already has one"));
+}
+
+/// A token sealed with other keys (notifications misconfigured), or moved into another
+/// account's event, never opens: the event goes to the dead letter, nothing is mailed.
+#[tokio::test]
+async fn a_link_that_does_not_open_is_dead_lettered_not_mailed() {
+    let app = spawn_app().await;
+    let (ada, eve) = (Uuid::now_v7(), Uuid::now_v7());
+    let foreign = tienda_kit::seal::Sealer::from_config(&tienda_kit::seal::Sealer::generate_key())
+        .unwrap()
+        .seal(&UserPasswordResetRequestedV2::seal_context(ada), "tok");
+    let moved = sealer().seal(&UserPasswordResetRequestedV2::seal_context(eve), "eves-tok");
+    let mut events = Vec::new();
+    for sealed_token in [foreign, moved] {
+        events.push(
+            app.publish(
+                "auth",
+                UserPasswordResetRequestedV2 {
+                    user_id: ada,
+                    email: "ada@example.com".into(),
+                    sealed_token,
+                    expires_at: Utc::now(),
+                },
+            )
+            .await,
+        );
+    }
+    app.drained("USER", "notifications-user-events").await;
+    let admin = app.issuer.token(&Uuid::now_v7().to_string(), &["admin"]);
+    let letters: serde_json::Value = app
+        .http
+        .get(format!("{}/admin/dead-letters", app.admin_base))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = letters["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{letters}");
+    assert!(
+        items[0].to_string().contains("EVENT_SEALING_KEYS"),
+        "the reason says what to fix: {letters}"
+    );
+    for event in events {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE event_id = $1")
+            .bind(event)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+        assert_eq!(rows, 0);
+    }
+    assert!(app.mails().is_empty());
 }

@@ -24,6 +24,14 @@ pub struct TestApp {
 }
 
 /// A notifications service writing `.eml` files into a fresh directory.
+/// The shop's event-sealing key in these tests (auth would seal with it).
+pub const SEALING_KEYS: &str = "c2VhbGluZy1rZXktZm9yLXRoZS1hdXRoLXRlc3RzISE=";
+
+/// Seals as auth does.
+pub fn sealer() -> tienda_kit::seal::Sealer {
+    tienda_kit::seal::Sealer::from_config(SEALING_KEYS).unwrap()
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
@@ -58,6 +66,7 @@ pub async fn try_spawn_app_with(extra: &[&str]) -> anyhow::Result<TestApp> {
         format!("--auth-audience={}", tienda_kit::testing::AUDIENCE),
         format!("--outbox-dir={}", outbox.display()),
         format!("--public-url={PUBLIC_URL}"),
+        format!("--event-sealing-keys={SEALING_KEYS}"),
         "--shop-name=Tienda Test".into(),
         "--poll-interval-ms=100".into(),
     ];

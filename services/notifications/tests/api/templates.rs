@@ -39,7 +39,7 @@ async fn an_admin_edits_a_template_and_the_next_message_uses_the_new_version() {
     let (status, list) = call(&app, Method::GET, "/v1/notifications/templates", None).await;
     assert_eq!(status, StatusCode::OK, "{list}");
     let items = list["items"].as_array().unwrap();
-    assert_eq!(items.len(), 22, "eleven kinds in two locales");
+    assert_eq!(items.len(), 26, "thirteen kinds in two locales");
     assert!(items.iter().all(|i| i["version"] == 1));
     let customer = app.issuer.token(&Uuid::now_v7().to_string(), &["customer"]);
     let refused = app
