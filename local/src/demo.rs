@@ -452,19 +452,24 @@ async fn stockless(api: &Api, endpoints: &Endpoints, sku: &str) -> anyhow::Resul
     }
 }
 
-/// Registers the demo customer unless the email is taken; whether it was registered now.
-/// One that exists but no longer takes the documented password is said, not fatal.
+/// Registers the demo customer unless it signs in already; whether it was registered now.
+/// (Registration answers the same for a taken address, so signing in is how to tell.) One that
+/// exists but no longer takes the documented password is said, not fatal.
 async fn ensure_customer(
     api: &Api,
     endpoints: &Endpoints,
     customer: &Customer,
 ) -> anyhow::Result<bool> {
+    let login_url = format!("{}/v1/auth/login", endpoints.auth);
+    let login = json!({"email": customer.email, "password": customer.password});
+    if api.call(Method::POST, &login_url, Some(&login)).await?.0 == StatusCode::OK {
+        return Ok(false);
+    }
     let body =
         json!({"email": customer.email, "password": customer.password, "name": customer.name});
     let url = format!("{}/v1/auth/register", endpoints.auth);
-    let registered = match api.call(Method::POST, &url, Some(&body)).await? {
-        (StatusCode::CREATED, _) => true,
-        (StatusCode::CONFLICT, _) => false,
+    match api.call(Method::POST, &url, Some(&body)).await? {
+        (StatusCode::ACCEPTED, _) => {}
         (status, body) => {
             return Err(unexpected(
                 &format!("registering the demo customer {}", customer.email),
@@ -472,20 +477,17 @@ async fn ensure_customer(
                 &body,
             ));
         }
-    };
-    if !registered {
-        let url = format!("{}/v1/auth/login", endpoints.auth);
-        let body = json!({"email": customer.email, "password": customer.password});
-        let (status, _) = api.call(Method::POST, &url, Some(&body)).await?;
-        if status != StatusCode::OK {
-            eprintln!(
-                "tienda: the demo customer {} exists but does not sign in with the documented \
-                 password (answer {status}); it was changed — kept as it is",
-                customer.email
-            );
-        }
     }
-    Ok(registered)
+    let (status, _) = api.call(Method::POST, &login_url, Some(&login)).await?;
+    if status == StatusCode::OK {
+        return Ok(true);
+    }
+    eprintln!(
+        "tienda: the demo customer {} exists but does not sign in with the documented \
+         password (answer {status}); it was changed — kept as it is",
+        customer.email
+    );
+    Ok(false)
 }
 
 /// The HTTP client: JSON in and out, a bearer token once signed in, and patience with a

@@ -33,7 +33,7 @@ async fn a_customer_signs_up_secures_the_account_and_shops_while_an_admin_stocks
             json!({"email": email, "password": password, "name": "Ada"}),
         )
         .await;
-    assert_eq!(status, 201, "{me}");
+    assert_eq!(status, 202, "{me}");
     let (_, pair) = shop
         .post(
             shop.url(Auth, "/v1/auth/login"),

@@ -219,7 +219,7 @@ impl Shop {
                 json!({"email": email, "password": password, "name": "Ada"}),
             )
             .await;
-        assert_eq!(status, 201, "register {email}: {body}");
+        assert_eq!(status, 202, "register {email}: {body}");
         let (status, pair) = self
             .post(
                 self.direct(Component::Auth, "/v1/auth/login"),

@@ -573,7 +573,10 @@ async fn ensure_shop_keys(ctx: &Ctx, shop: &Shop, namespace: &str) -> Result<()>
         field_manager: Some(FIELD_MANAGER.into()),
         ..PostParams::default()
     };
-    match secrets.create(&params, &workload::shop_keys_secret(shop)).await {
+    match secrets
+        .create(&params, &workload::shop_keys_secret(shop))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
         Err(e) => Err(e.into()),

@@ -235,10 +235,11 @@ fn first_reconcile_script(
     stored: &Service,
 ) -> Vec<crate::verifier::Exchange> {
     let _ = shop;
+    let secrets = format!("/api/v1/namespaces/{NS}/secrets?fieldManager=tienda-operator");
     vec![
-        post(&format!(
-            "/api/v1/namespaces/{NS}/secrets?fieldManager=tienda-operator"
-        )),
+        // The Shop's keys (auth seals account links with them), then the credentials.
+        post(&secrets),
+        post(&secrets),
         get(&base("admin", name), admin_secret(pg)),
         event(NS),
         event(NS),
@@ -265,7 +266,7 @@ struct FirstPass {
 
 impl FirstPass {
     fn new(name: &str, seen: Vec<crate::verifier::Recorded>) -> Self {
-        let children = [4, 5, 6, 7, 8, 9].map(|i| seen[i].body.clone());
+        let children = [5, 6, 7, 8, 9, 10].map(|i| seen[i].body.clone());
         Self {
             name: name.to_owned(),
             seen,
@@ -275,14 +276,16 @@ impl FirstPass {
 
     /// The status the first reconcile wrote.
     fn status(&self) -> Value {
-        self.seen[10].body["status"].clone()
+        self.seen[11].body["status"].clone()
     }
 
     /// Fills the caches as the watches would after the first reconcile: `shop`, the
     /// credentials Secret, and each child as applied, the Deployment being `deployment`.
     fn seed(&self, writers: &mut Writers, shop: &Shop, deployment: Value) {
         writers.put(shop.clone());
-        writers.put::<Secret>(serde_json::from_value(stored(&self.seen[0].body)).unwrap());
+        for secret in &self.seen[..2] {
+            writers.put::<Secret>(serde_json::from_value(stored(&secret.body)).unwrap());
+        }
         let mut children = self.children.clone();
         children[2] = deployment;
         for child in &children {
@@ -346,8 +349,16 @@ async fn a_new_service_gets_its_secret_database_streams_workload_and_status_and_
     drop(ctx);
     let seen = server.await.unwrap();
 
+    // The Shop's keys: made once, owned by the Shop, a 32-byte event-sealing key.
+    let keys: Secret = serde_json::from_value(seen[0].body.clone()).unwrap();
+    assert_eq!(keys.name_any(), format!("{name}-keys"));
+    assert_eq!(keys.owner_references()[0].kind, "Shop");
+    let sealing =
+        String::from_utf8(keys.data.clone().unwrap()["EVENT_SEALING_KEYS"].0.clone()).unwrap();
+    tienda_kit::seal::Sealer::from_config(&sealing).expect("a usable sealing key");
+
     // The credentials Secret: created once, with a DATABASE_URL for the component's role.
-    let secret: Secret = serde_json::from_value(seen[0].body.clone()).unwrap();
+    let secret: Secret = serde_json::from_value(seen[1].body.clone()).unwrap();
     let data = secret.data.clone().unwrap();
     let database = format!("shops_{name}_auth");
     let password = String::from_utf8(data["password"].0.clone()).unwrap();
@@ -380,12 +391,12 @@ async fn a_new_service_gets_its_secret_database_streams_workload_and_status_and_
 
     // Server-side apply of each child, owned by the Service, with the applied hash.
     for (i, kind) in [
-        (4, "ServiceAccount"),
-        (5, "Service"),
-        (6, "Deployment"),
-        (7, "PodDisruptionBudget"),
-        (8, "Role"),
-        (9, "RoleBinding"),
+        (5, "ServiceAccount"),
+        (6, "Service"),
+        (7, "Deployment"),
+        (8, "PodDisruptionBudget"),
+        (9, "Role"),
+        (10, "RoleBinding"),
     ] {
         assert_eq!(seen[i].body["kind"], kind);
         assert_eq!(
@@ -397,7 +408,7 @@ async fn a_new_service_gets_its_secret_database_streams_workload_and_status_and_
             "{kind}"
         );
     }
-    let container = &seen[6].body["spec"]["template"]["spec"]["containers"][0];
+    let container = &seen[7].body["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], "ghcr.io/tienda-dev/tienda-auth:0.1.0");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     let env: Vec<&str> = container["env"]
@@ -418,9 +429,19 @@ async fn a_new_service_gets_its_secret_database_streams_workload_and_status_and_
         .collect();
     assert_eq!(nats_url.len(), 1, "{env:?}");
     assert_eq!(nats_url[0]["value"], "nats://nats.elsewhere:4222");
+    let sealing_env = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "EVENT_SEALING_KEYS")
+        .expect("auth gets the sealing keys");
+    assert_eq!(
+        sealing_env["valueFrom"]["secretKeyRef"]["name"],
+        format!("{name}-keys")
+    );
 
     // Status: observedGeneration and the conditions.
-    let role = &seen[8].body;
+    let role = &seen[9].body;
     assert_eq!(
         role["rules"][0]["resources"],
         json!(["ratelimitpolicies", "circuitpolicies"]),
@@ -430,7 +451,7 @@ async fn a_new_service_gets_its_secret_database_streams_workload_and_status_and_
         role["rules"][2].is_null(),
         "no EndpointSlices but for gateways"
     );
-    let status = &seen[10].body["status"];
+    let status = &seen[11].body["status"];
     assert_eq!(status["observedGeneration"], 1);
     let condition = |t: &str| {
         status["conditions"]

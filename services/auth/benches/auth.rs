@@ -44,7 +44,7 @@ fn main() -> anyhow::Result<()> {
                 .json(&json!({"email": format!("user{i}@bench.test"), "password": "correct horse battery staple 42", "name": "Bench"}))
                 .send()
                 .await?;
-            anyhow::ensure!(response.status() == 201, "registration failed: {}", response.status());
+            anyhow::ensure!(response.status() == 202, "registration failed: {}", response.status());
             latencies.push(started.elapsed());
         }
         latencies.sort();

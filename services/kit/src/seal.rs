@@ -61,7 +61,10 @@ pub struct Sealer {
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sealer")
-            .field("kids", &self.keys.iter().map(|k| &k.kid).collect::<Vec<_>>())
+            .field(
+                "kids",
+                &self.keys.iter().map(|k| &k.kid).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -177,7 +180,10 @@ mod tests {
             Err(SealError::Forged)
         );
         // Two seals of one value differ (fresh nonce).
-        assert_ne!(sealed, s.seal("user.password_reset_requested|u1", "the-token"));
+        assert_ne!(
+            sealed,
+            s.seal("user.password_reset_requested|u1", "the-token")
+        );
     }
 
     #[test]
@@ -192,7 +198,16 @@ mod tests {
             Err(SealError::Forged)
         );
         assert_eq!(s.open("c", "the-token"), Err(SealError::Malformed));
-        assert_eq!(s.open("c", "v1.abcd.%%%"), Err(SealError::Malformed));
+        let kid = sealed.split('.').nth(1).unwrap();
+        assert_eq!(
+            s.open("c", &format!("v1.{kid}.%%%")),
+            Err(SealError::Malformed)
+        );
+        assert_eq!(
+            s.open("c", &format!("v1.{kid}.AAAA")),
+            Err(SealError::Malformed),
+            "shorter than a nonce"
+        );
         assert!(matches!(
             sealer().open("c", &sealed),
             Err(SealError::UnknownKey(_))
@@ -206,7 +221,12 @@ mod tests {
         let rotated = Sealer::from_config(&format!("{new}, {old}")).unwrap();
         assert_eq!(rotated.open("c", &before).unwrap(), "x");
         let after = rotated.seal("c", "y");
-        assert!(Sealer::from_config(&old).unwrap().open("c", &after).is_err());
+        assert!(
+            Sealer::from_config(&old)
+                .unwrap()
+                .open("c", &after)
+                .is_err()
+        );
     }
 
     #[test]

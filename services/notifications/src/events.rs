@@ -93,7 +93,6 @@ impl Notify {
         })
     }
 
-
     /// The trigger an event is, if we notify about it; order events also remember the
     /// order's contact for later payment events.
     async fn trigger(

@@ -705,7 +705,10 @@ async fn account_links_travel_sealed_and_open_only_for_their_own_account() {
         let (event, token) = app.account_link(kind, "ada@example.com").await;
         // What the relay publishes is the stored payload: the token is nowhere in it.
         let published = event.to_string();
-        assert!(!published.contains(&token), "{kind} carries its token in clear");
+        assert!(
+            !published.contains(&token),
+            "{kind} carries its token in clear"
+        );
         assert!(event["data"].get("token").is_none(), "{event}");
         let sealed = event["data"]["sealed_token"].as_str().unwrap();
         // Moved to another account's event, or to the other kind of event: it does not open.
@@ -817,7 +820,10 @@ async fn an_address_is_verified_only_by_its_newest_link_once() {
         "an older link is void"
     );
     assert!(!verified().await);
-    assert_eq!(verify(newest.clone()).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        verify(newest.clone()).await.status(),
+        StatusCode::NO_CONTENT
+    );
     assert!(verified().await);
     assert_eq!(verify(newest).await.status(), StatusCode::BAD_REQUEST);
     assert_eq!(resend().await.unwrap().status(), StatusCode::CONFLICT);

@@ -407,7 +407,10 @@ async fn sealed_account_links_are_opened_mailed_and_blanked() {
         assert_eq!(app.settled(event).await.body_text, "", "not kept once sent");
     }
     let mail = app.mail_for(attempted).await;
-    assert!(mail.part("text/plain").contains("http://shop.test/reset-password"));
+    assert!(
+        mail.part("text/plain")
+            .contains("http://shop.test/reset-password")
+    );
     assert!(mail.part("text/plain").contains("already has one"));
 }
 
