@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::core::v1::{EnvVar, ResourceRequirements},
-    apimachinery::pkg::apis::meta::v1::Condition,
+    apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector},
 };
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -116,6 +116,36 @@ pub struct ShopSpec {
     /// only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<ShopNotifications>,
+
+    /// Who may reach the shop's pods. By default the operator keeps a NetworkPolicy per
+    /// component: its public port only from the gateway and the components that call it (the
+    /// gateway's from anywhere), its admin port only from the operator and Prometheus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<ShopNetworkPolicy>,
+}
+
+/// The NetworkPolicies the operator keeps for a Shop.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShopNetworkPolicy {
+    /// Whether to keep them (default true). Off, the operator deletes the ones it made.
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+
+    /// The namespaces whose pods may scrape the admin port (`/metrics`), as a namespace
+    /// selector (default: every namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_namespaces: Option<LabelSelector>,
+
+    /// The pods that may scrape the admin port, as a pod selector within those namespaces
+    /// (default: `app.kubernetes.io/name: prometheus`, the label of the Prometheus pods the
+    /// Prometheus Operator runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_pods: Option<LabelSelector>,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 /// The notifications component's settings.

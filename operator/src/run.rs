@@ -225,6 +225,7 @@ pub async fn run_with(client: Client, metrics_addr: SocketAddr) -> anyhow::Resul
         pdbs,
         roles,
         role_bindings,
+        network_policies,
         ingresses,
     } = writers;
     // One watch and one cached copy of the Services, for both controllers.
@@ -245,6 +246,7 @@ pub async fn run_with(client: Client, metrics_addr: SocketAddr) -> anyhow::Resul
         .owns_stream(slimmed(&client, ours(), pdbs).touched_objects())
         .owns_stream(slimmed(&client, ours(), roles).touched_objects())
         .owns_stream(slimmed(&client, ours(), role_bindings).touched_objects())
+        .owns_stream(slimmed(&client, ours(), network_policies).touched_objects())
         .owns_stream(
             watcher(Api::<Secret>::all(client.clone()), ours())
                 .default_backoff()

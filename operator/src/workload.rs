@@ -15,11 +15,15 @@ use k8s_openapi::{
             Service as KubeService, ServiceAccount, ServicePort, ServiceSpec as KubeServiceSpec,
             Volume, VolumeMount,
         },
+        networking::v1::{
+            NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+            NetworkPolicySpec,
+        },
         policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
         rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
     },
     apimachinery::pkg::{
-        apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
+        apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference},
         util::intstr::IntOrString,
     },
 };
@@ -154,6 +158,99 @@ pub fn shop_keys_secret(shop: &Shop) -> Secret {
         type_: Some("Opaque".into()),
         data: Some(data),
         ..Secret::default()
+    }
+}
+
+/// The labels of the operator's pods (the chart's selector labels), whatever its namespace.
+const OPERATOR_POD: (&str, &str) = ("app.kubernetes.io/name", "tienda-operator");
+/// The default label of the pods that may scrape admin ports: the Prometheus Operator's.
+const PROMETHEUS_POD: (&str, &str) = ("app.kubernetes.io/name", "prometheus");
+
+/// Whether the Shop wants the operator's NetworkPolicies (the default).
+pub fn network_policies_enabled(shop: &Shop) -> bool {
+    shop.spec.network_policy.as_ref().is_none_or(|n| n.enabled)
+}
+
+/// The component's NetworkPolicy, named like the Service: its pods take traffic on the public
+/// port only from the gateway and the components that call it (the gateway's own public port
+/// from anywhere: it is the shop's front door), and on the admin port only from the operator
+/// and Prometheus. Egress is not restricted (providers, SMTP and webhooks are anywhere).
+pub fn network_policy(service: &Service, shop: &Shop) -> NetworkPolicy {
+    let component = service.spec.component;
+    let shop_name = &service.spec.shop;
+    let port = |name: &str| NetworkPolicyPort {
+        port: Some(IntOrString::String(name.into())),
+        protocol: Some("TCP".into()),
+        ..NetworkPolicyPort::default()
+    };
+    let labelled = |labels: &[(&str, &str)]| LabelSelector {
+        match_labels: Some(
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        ),
+        ..LabelSelector::default()
+    };
+    let any_namespace = || Some(LabelSelector::default());
+    let public_from = (component != Component::Gateway).then(|| {
+        let callers: Vec<String> = tienda_provision::environment::callers(shop, component)
+            .into_iter()
+            .map(|c| c.to_string())
+            .collect();
+        vec![NetworkPolicyPeer {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(
+                    [(labels::INSTANCE.to_owned(), shop_name.clone())]
+                        .into_iter()
+                        .collect(),
+                ),
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: labels::COMPONENT.into(),
+                    operator: "In".into(),
+                    values: Some(callers),
+                }]),
+            }),
+            ..NetworkPolicyPeer::default()
+        }]
+    });
+    let settings = shop.spec.network_policy.as_ref();
+    let metrics = NetworkPolicyPeer {
+        namespace_selector: settings
+            .and_then(|n| n.metrics_namespaces.clone())
+            .or_else(any_namespace),
+        pod_selector: Some(
+            settings
+                .and_then(|n| n.metrics_pods.clone())
+                .unwrap_or_else(|| labelled(&[PROMETHEUS_POD])),
+        ),
+        ..NetworkPolicyPeer::default()
+    };
+    let operator = NetworkPolicyPeer {
+        namespace_selector: any_namespace(),
+        pod_selector: Some(labelled(&[OPERATOR_POD])),
+        ..NetworkPolicyPeer::default()
+    };
+    NetworkPolicy {
+        metadata: meta(service, service.name_any()),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector(service)),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    ports: Some(vec![port("http")]),
+                    from: public_from,
+                },
+                NetworkPolicyIngressRule {
+                    ports: Some(vec![port("admin")]),
+                    from: Some(vec![operator, metrics]),
+                },
+            ]),
+            ..NetworkPolicySpec::default()
+        }),
     }
 }
 
@@ -994,6 +1091,7 @@ mod tests {
                 credentials: [
                     (var::DATABASE_URL, "postgres://local".to_owned()),
                     (var::AUTH_KEY_ENCRYPTION_KEY, "a2V5".to_owned()),
+                    (var::EVENT_SEALING_KEYS, "a2V5".to_owned()),
                 ]
                 .into(),
                 admin: ("admin@tienda.local", "pw"),

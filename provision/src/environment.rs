@@ -208,6 +208,22 @@ pub fn seals_events(component: Component) -> bool {
     matches!(component, Component::Auth | Component::Notifications)
 }
 
+/// The components of `shop` that call `target` directly (its URL is in their environment:
+/// everyone reads auth's JWKS, orders prices from products), and the gateway, which routes
+/// the public's requests to every component. What a NetworkPolicy must let through.
+pub fn callers(shop: &Shop, target: Component) -> Vec<Component> {
+    Component::ALL
+        .into_iter()
+        .filter(|&caller| caller != target)
+        .filter(|&caller| {
+            caller == Component::Gateway
+                || component_environment(shop, caller).iter().any(|(_, value)| {
+                    matches!(value, Value::Placed(Placed::Url { component, .. }) if *component == target)
+                })
+        })
+        .collect()
+}
+
 /// What a placement decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placed {
@@ -507,6 +523,38 @@ mod tests {
 
     fn names(vars: &[(&'static str, Value)]) -> Vec<&'static str> {
         vars.iter().map(|(name, _)| *name).collect()
+    }
+
+    #[test]
+    fn a_component_is_called_by_the_gateway_and_by_whoever_has_its_url() {
+        use Component::*;
+        let callers = |c| callers(&plain(), c);
+        assert_eq!(
+            callers(Auth),
+            [Products, Orders, Payments, Notifications, Gateway],
+            "everyone reads auth's JWKS"
+        );
+        assert_eq!(callers(Products), [Orders, Gateway]);
+        assert_eq!(callers(Orders), [Gateway]);
+        assert_eq!(
+            callers(Gateway),
+            [] as [Component; 0],
+            "no one inside calls the gateway"
+        );
+    }
+
+    #[test]
+    fn only_auth_and_notifications_get_the_event_sealing_keys() {
+        for component in Component::ALL {
+            let has = component_environment(&plain(), component).contains(&(
+                var::EVENT_SEALING_KEYS,
+                Value::ShopKey {
+                    key: var::EVENT_SEALING_KEYS,
+                },
+            ));
+            assert_eq!(has, seals_events(component), "{component}");
+        }
+        assert!(seals_events(Component::Auth) && seals_events(Component::Notifications));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{Secret, Service as KubeService, ServiceAccount},
-    networking::v1::Ingress,
+    networking::v1::{Ingress, NetworkPolicy},
     policy::v1::PodDisruptionBudget,
     rbac::v1::{Role, RoleBinding},
 };
@@ -121,6 +121,7 @@ caches! {
     pdbs: Slim<PodDisruptionBudget>,
     roles: Slim<Role>,
     role_bindings: Slim<RoleBinding>,
+    network_policies: Slim<NetworkPolicy>,
     ingresses: Slim<Ingress>,
 }
 

@@ -10,6 +10,7 @@ use k8s_openapi::{
     api::{
         apps::v1::Deployment,
         core::v1::{Secret, Service as KubeService, ServiceAccount},
+        networking::v1::NetworkPolicy,
         policy::v1::PodDisruptionBudget,
         rbac::v1::{Role, RoleBinding},
     },
@@ -17,7 +18,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, ResourceExt,
-    api::PostParams,
+    api::{DeleteParams, PostParams},
     runtime::{controller::Action, events::EventType},
 };
 use tienda_crds::{
@@ -403,6 +404,23 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
         workload::component_role_binding(&service),
     )
     .await?;
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &namespace);
+    if workload::network_policies_enabled(&shop) {
+        apply_child(ctx, &policies, workload::network_policy(&service, &shop)).await?;
+    } else if ctx
+        .caches
+        .get::<super::cache::Slim<NetworkPolicy>>(&namespace, &service.name_any())
+        .is_some()
+    {
+        match policies
+            .delete(&service.name_any(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
 
     // 4. Status: Ready means the rollout is done and the database and streams are in place.
     let wanted = service.spec.replicas;

@@ -53,6 +53,7 @@ fn the_chart_lets_the_operator_create_what_it_applies() {
         "/apis/policy/v1/namespaces/shops/poddisruptionbudgets/demo-auth",
         "/apis/rbac.authorization.k8s.io/v1/namespaces/shops/roles/demo-auth",
         "/apis/rbac.authorization.k8s.io/v1/namespaces/shops/rolebindings/demo-auth",
+        "/apis/networking.k8s.io/v1/namespaces/shops/networkpolicies/demo-auth",
         "/apis/tienda.dev/v1alpha1/namespaces/shops/tiendaservices/demo-auth",
     ] {
         assert_eq!(

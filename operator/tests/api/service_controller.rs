@@ -36,6 +36,7 @@ macro_rules! typed {
         use k8s_openapi::api::{
             apps::v1::Deployment,
             core::v1::{Service as KubeService, ServiceAccount},
+            networking::v1::NetworkPolicy,
             policy::v1::PodDisruptionBudget,
             rbac::v1::{Role, RoleBinding},
         };
@@ -63,6 +64,10 @@ macro_rules! typed {
             }
             "RoleBinding" => {
                 let $object: RoleBinding = serde_json::from_value(body).unwrap();
+                $then
+            }
+            "NetworkPolicy" => {
+                let $object: NetworkPolicy = serde_json::from_value(body).unwrap();
                 $then
             }
             other => panic!("{other}"),
@@ -186,6 +191,9 @@ fn base(kind: &str, shop: &str) -> String {
         "binding" => {
             format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings/{shop}-auth")
         }
+        "netpol" => {
+            format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/{shop}-auth")
+        }
         other => panic!("{other}"),
     }
 }
@@ -249,6 +257,7 @@ fn first_reconcile_script(
         apply(&base("pdb", name)),
         apply(&base("role", name)),
         apply(&base("binding", name)),
+        apply(&base("netpol", name)),
         apply_status(
             &format!("{}/status", base("service", name)),
             Answer::MergeInto(serde_json::to_value(stored).unwrap()),
@@ -256,17 +265,18 @@ fn first_reconcile_script(
     ]
 }
 
-/// What a first full reconcile of `<shop>-auth` left: every request it sent, and the six
-/// children as applied (ServiceAccount, Service, Deployment, PDB, Role, RoleBinding).
+/// What a first full reconcile of `<shop>-auth` left: every request it sent, and the seven
+/// children as applied (ServiceAccount, Service, Deployment, PDB, Role, RoleBinding,
+/// NetworkPolicy).
 struct FirstPass {
     name: String,
     seen: Vec<crate::verifier::Recorded>,
-    children: [Value; 6],
+    children: [Value; 7],
 }
 
 impl FirstPass {
     fn new(name: &str, seen: Vec<crate::verifier::Recorded>) -> Self {
-        let children = [5, 6, 7, 8, 9, 10].map(|i| seen[i].body.clone());
+        let children = [5, 6, 7, 8, 9, 10, 11].map(|i| seen[i].body.clone());
         Self {
             name: name.to_owned(),
             seen,
@@ -276,7 +286,7 @@ impl FirstPass {
 
     /// The status the first reconcile wrote.
     fn status(&self) -> Value {
-        self.seen[11].body["status"].clone()
+        self.seen[12].body["status"].clone()
     }
 
     /// Fills the caches as the watches would after the first reconcile: `shop`, the
@@ -397,6 +407,7 @@ async fn a_new_service_gets_its_secret_database_streams_workload_and_status_and_
         (8, "PodDisruptionBudget"),
         (9, "Role"),
         (10, "RoleBinding"),
+        (11, "NetworkPolicy"),
     ] {
         assert_eq!(seen[i].body["kind"], kind);
         assert_eq!(
@@ -451,7 +462,41 @@ async fn a_new_service_gets_its_secret_database_streams_workload_and_status_and_
         role["rules"][2].is_null(),
         "no EndpointSlices but for gateways"
     );
-    let status = &seen[11].body["status"];
+    // Who may reach auth: its callers on the public port, the operator and Prometheus on the
+    // admin port.
+    let policy = &seen[11].body["spec"];
+    assert_eq!(
+        policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+        "auth"
+    );
+    assert_eq!(policy["policyTypes"], json!(["Ingress"]));
+    assert_eq!(
+        policy["ingress"][0]["ports"],
+        json!([{"port": "http", "protocol": "TCP"}])
+    );
+    let callers = &policy["ingress"][0]["from"][0]["podSelector"];
+    assert_eq!(
+        callers["matchLabels"],
+        json!({"app.kubernetes.io/instance": name})
+    );
+    assert_eq!(
+        callers["matchExpressions"][0]["values"],
+        json!(["products", "orders", "payments", "notifications", "gateway"])
+    );
+    assert_eq!(
+        policy["ingress"][1]["ports"],
+        json!([{"port": "admin", "protocol": "TCP"}])
+    );
+    assert_eq!(
+        policy["ingress"][1]["from"][0]["podSelector"]["matchLabels"],
+        json!({"app.kubernetes.io/name": "tienda-operator"})
+    );
+    assert_eq!(
+        policy["ingress"][1]["from"][1]["podSelector"]["matchLabels"],
+        json!({"app.kubernetes.io/name": "prometheus"})
+    );
+
+    let status = &seen[12].body["status"];
     assert_eq!(status["observedGeneration"], 1);
     let condition = |t: &str| {
         status["conditions"]
@@ -740,6 +785,7 @@ async fn a_gateway_gets_a_role_and_binding_to_read_policies_and_endpoint_slices(
             apply(&at("pdb")),
             apply(&at("role")),
             apply(&at("binding")),
+            apply(&at("netpol")),
             apply_status(
                 &format!("{}/status", at("service")),
                 Answer::MergeInto(serde_json::to_value(&gateway).unwrap()),
@@ -778,6 +824,13 @@ async fn a_gateway_gets_a_role_and_binding_to_read_policies_and_endpoint_slices(
         seen[2].body["spec"]["template"]["spec"]["serviceAccountName"],
         format!("{name}-gateway")
     );
+    // The front door: its public port from anywhere, its admin port not.
+    let policy = &seen[6].body["spec"];
+    assert_eq!(seen[6].body["kind"], "NetworkPolicy");
+    assert_eq!(policy["ingress"][0]["ports"][0]["port"], "http");
+    assert!(policy["ingress"][0].get("from").is_none(), "{policy}");
+    assert_eq!(policy["ingress"][1]["ports"][0]["port"], "admin");
+    assert_eq!(policy["ingress"][1]["from"].as_array().unwrap().len(), 2);
 }
 
 /// A Service with `reclaimPolicy: Delete` whose cleanup cannot run: its deletion must not wait

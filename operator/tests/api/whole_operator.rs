@@ -174,6 +174,38 @@ async fn a_converged_shop_costs_no_request_and_a_hand_edit_comes_back() {
     })
     .await;
 
+    // Who may reach what: a NetworkPolicy per component, and the Shop's keys, made once.
+    let policy = |component: &str| {
+        server.get(
+            "networking.k8s.io/v1",
+            "NetworkPolicy",
+            NS,
+            &format!("{shop}-{component}"),
+        )
+    };
+    assert!(policy("auth").is_some(), "{:?}", server.requests());
+    until("the re-created gateway's NetworkPolicy", || {
+        policy("gateway").is_some()
+    })
+    .await;
+    let keys = server
+        .get("v1", "Secret", NS, &format!("{shop}-keys"))
+        .expect("the Shop's keys");
+    assert!(keys["data"]["EVENT_SEALING_KEYS"].is_string());
+
+    // Turned off, the operator deletes the policies it made (at the Service's next reconcile:
+    // touch the Deployment's status, as its controller does all day).
+    server.edit("tienda.dev/v1alpha1", "Shop", NS, &shop, |s| {
+        s["spec"]["networkPolicy"] = json!({"enabled": false});
+    });
+    server.edit("apps/v1", "Deployment", NS, &format!("{shop}-auth"), |d| {
+        d["status"]["observedGeneration"] = json!(99);
+    });
+    until("the auth NetworkPolicy being deleted", || {
+        policy("auth").is_none()
+    })
+    .await;
+
     operator.abort();
     rollouts.abort();
 }

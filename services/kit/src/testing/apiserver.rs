@@ -126,6 +126,14 @@ const KINDS: &[Kind] = &[
         true,
         true,
     ),
+    kind(
+        "networking.k8s.io",
+        "v1",
+        "networkpolicies",
+        "NetworkPolicy",
+        true,
+        false,
+    ),
     kind("coordination.k8s.io", "v1", "leases", "Lease", true, false),
     kind("events.k8s.io", "v1", "events", "Event", true, false),
     kind(
