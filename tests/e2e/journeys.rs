@@ -1,6 +1,6 @@
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
-use tienda_crds::Component::{Auth, Products};
+use tienda_crds::Component::{Auth, Orders, Products};
 use tienda_e2e::Shop;
 use uuid::Uuid;
 
@@ -166,6 +166,37 @@ async fn a_customer_signs_up_secures_the_account_and_shops_while_an_admin_stocks
         stock,
         json!({"sku": "TRAIL-42", "on_hand": 3, "reserved": 0, "available": 3})
     );
+
+    // Signing out ends the access token everywhere, not only at auth: orders hears of it
+    // (`user.sessions_revoked`) and refuses the token within moments, not minutes later.
+    let (status, _) = shop
+        .get(shop.url(Orders, "/v1/orders"), Some(&customer))
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = shop
+        .post(
+            shop.url(Auth, "/v1/auth/logout"),
+            Some(&customer),
+            json!(null),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, _) = shop
+            .get(shop.url(Orders, "/v1/orders"), Some(&customer))
+            .await;
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "orders still takes a signed-out token; its log:\n{}",
+            shop.log(Orders)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     shop.stop().await;
 }
 

@@ -123,6 +123,28 @@ contract!(
     |m| m.user_id
 );
 
+/// Sessions ended (sign-out, a session ended from another device, a password changed or
+/// reset, a refresh token reused). Every service refuses the access tokens of these sessions
+/// from the moment it hears this, instead of honouring them until they expire (at most 15
+/// minutes): `tienda_kit::revocation` follows these events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserSessionsRevoked {
+    /// The account.
+    pub user_id: Uuid,
+    /// The sessions (the `sid` claim of their access tokens).
+    pub session_ids: Vec<Uuid>,
+    /// Why, in words (`logout`, `password changed`, ...).
+    pub reason: String,
+}
+contract!(
+    Event,
+    UserSessionsRevoked,
+    "user",
+    "sessions_revoked",
+    1,
+    |m| m.user_id
+);
+
 /// An account was locked after repeated failed logins.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserLocked {

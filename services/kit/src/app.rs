@@ -152,7 +152,7 @@ impl Platform {
             db::PoolMetrics::register(pool, &metrics.registry)
                 .context("registering the pool's metrics")?;
         }
-        Ok(Self {
+        let platform = Self {
             name,
             config,
             db,
@@ -162,7 +162,16 @@ impl Platform {
             shutdown,
             tasks: TaskTracker::new(),
             task_panicked: Default::default(),
-        })
+        };
+        // Every service with NATS hears which sessions ended, so its verifiers refuse their
+        // access tokens at once (see `revocation`).
+        if let Some(nats) = &platform.nats {
+            platform.spawn(crate::revocation::follow(
+                nats.jetstream.clone(),
+                platform.shutdown.clone(),
+            ));
+        }
+        Ok(platform)
     }
 
     /// The database pool; panics if the service did not ask for one (a programming error).

@@ -264,9 +264,17 @@ impl Verifier {
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = self.config.leeway_seconds;
-        decode::<Claims>(token, &key.key, &validation)
+        let claims = decode::<Claims>(token, &key.key, &validation)
             .map(|data| data.claims)
-            .map_err(|e| TokenError::Rejected(e.to_string()))
+            .map_err(|e| TokenError::Rejected(e.to_string()))?;
+        if claims
+            .sid
+            .as_deref()
+            .is_some_and(crate::revocation::is_revoked)
+        {
+            return Err(TokenError::Rejected("its session was ended".into()));
+        }
+        Ok(claims)
     }
 
     /// Verifies the bearer token in `headers`.

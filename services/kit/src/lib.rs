@@ -35,6 +35,7 @@
 //! - [`outbound`]: the HTTP client for calls to other services and providers, applying the
 //!   CircuitPolicy of each destination
 //! - [`secret`]: values that never reach a log
+//! - [`revocation`]: ended sessions, whose access tokens every verifier then refuses
 //! - [`seal`]: secrets an event must carry, sealed with the shop's event-sealing keys
 //! - [`serve`]: the HTTP server loop (header deadline and limits, graceful drain)
 //! - `testing` (feature): a fresh database per test, test configuration
@@ -59,6 +60,7 @@ pub mod outbox;
 pub mod policy;
 pub mod problem;
 pub mod resilience;
+pub mod revocation;
 pub mod seal;
 pub mod secret;
 pub mod serve;

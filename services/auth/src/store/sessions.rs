@@ -2,10 +2,38 @@
 //! revoked together.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{Connection as _, PgConnection};
+use tienda_events::{Envelope, user::UserSessionsRevoked};
 use uuid::Uuid;
 
 use crate::error::Result;
+
+/// Revokes the sessions `sql` selects (it must return `(user_id, id)` of each session it
+/// revoked) and announces them (`user.sessions_revoked`, through the outbox) in one
+/// transaction — a savepoint inside the caller's — so every service stops honouring their
+/// access tokens: a revocation is never stored without being announced.
+async fn revoke_and_announce<'q>(
+    conn: &mut PgConnection,
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, (Uuid, Uuid), sqlx::postgres::PgArguments>,
+    reason: &str,
+) -> Result<Vec<Uuid>> {
+    let mut tx = conn.begin().await?;
+    let revoked: Vec<(Uuid, Uuid)> = query.fetch_all(&mut *tx).await?;
+    let mut by_user: std::collections::BTreeMap<Uuid, Vec<Uuid>> = Default::default();
+    for (user, session) in &revoked {
+        by_user.entry(*user).or_default().push(*session);
+    }
+    for (user_id, session_ids) in by_user {
+        let event = UserSessionsRevoked {
+            user_id,
+            session_ids,
+            reason: reason.to_owned(),
+        };
+        tienda_kit::outbox::enqueue(&mut tx, Envelope::new("auth", event)).await?;
+    }
+    tx.commit().await?;
+    Ok(revoked.into_iter().map(|(_, s)| s).collect())
+}
 
 /// Opens a session (a refresh-token family).
 pub async fn create_session(
@@ -85,11 +113,13 @@ pub async fn mark_used(conn: &mut PgConnection, token_id: Uuid) -> Result<()> {
 
 /// Revokes a session, so every refresh token of its family stops working.
 pub async fn revoke_session(conn: &mut PgConnection, session_id: Uuid, reason: &str) -> Result<()> {
-    sqlx::query("UPDATE sessions SET revoked_at = now(), revoke_reason = $2 WHERE id = $1 AND revoked_at IS NULL")
-        .bind(session_id)
-        .bind(reason)
-        .execute(conn)
-        .await?;
+    let query = sqlx::query_as(
+        "UPDATE sessions SET revoked_at = now(), revoke_reason = $2 \
+         WHERE id = $1 AND revoked_at IS NULL RETURNING user_id, id",
+    )
+    .bind(session_id)
+    .bind(reason);
+    revoke_and_announce(conn, query, reason).await?;
     Ok(())
 }
 
@@ -133,14 +163,14 @@ pub async fn revoke_own_session(
     session_id: Uuid,
     reason: &str,
 ) -> Result<bool> {
-    Ok(sqlx::query("UPDATE sessions SET revoked_at = now(), revoke_reason = $3 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL")
-        .bind(session_id)
-        .bind(user_id)
-        .bind(reason)
-        .execute(conn)
-        .await?
-        .rows_affected()
-        == 1)
+    let query = sqlx::query_as(
+        "UPDATE sessions SET revoked_at = now(), revoke_reason = $3 \
+         WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING user_id, id",
+    )
+    .bind(session_id)
+    .bind(user_id)
+    .bind(reason);
+    Ok(revoke_and_announce(conn, query, reason).await?.len() == 1)
 }
 
 /// Revokes every live session of a user except `keep`; returns how many.
@@ -150,14 +180,13 @@ pub async fn revoke_other_sessions(
     keep: Option<Uuid>,
     reason: &str,
 ) -> Result<u64> {
-    Ok(sqlx::query(
+    let query = sqlx::query_as(
         "UPDATE sessions SET revoked_at = now(), revoke_reason = $3 \
-         WHERE user_id = $1 AND revoked_at IS NULL AND ($2::uuid IS NULL OR id <> $2)",
+         WHERE user_id = $1 AND revoked_at IS NULL AND ($2::uuid IS NULL OR id <> $2) \
+         RETURNING user_id, id",
     )
     .bind(user_id)
     .bind(keep)
-    .bind(reason)
-    .execute(conn)
-    .await?
-    .rows_affected())
+    .bind(reason);
+    Ok(revoke_and_announce(conn, query, reason).await?.len() as u64)
 }

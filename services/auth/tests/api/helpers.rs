@@ -62,6 +62,14 @@ async fn start(
     flags: &[String],
 ) -> (String, String, sqlx::PgPool) {
     let nats = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    // The streams (USER carries the session revocations every verifier follows), once per run.
+    static PROVISIONED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    PROVISIONED
+        .get_or_init(|| async {
+            let client = async_nats::connect(&nats).await.unwrap();
+            tienda_kit::testing::provision_topology(&async_nats::jetstream::new(client)).await;
+        })
+        .await;
     let mut args = vec![
         "tienda-auth".to_owned(),
         format!("--listen-addr={listen_addr}"),

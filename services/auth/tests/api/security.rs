@@ -853,3 +853,84 @@ async fn an_address_is_verified_only_by_its_newest_link_once() {
     .unwrap();
     assert!(bob);
 }
+
+/// An access token stops working when its session ends — sign-out, a session ended from
+/// another device, a password change — not minutes later when it expires: auth announces the
+/// ended sessions and every verifier (here auth's own, fed from the stream like any other
+/// service's) refuses their tokens.
+#[tokio::test]
+async fn ending_a_session_revokes_its_access_tokens_not_only_its_refresh_token() {
+    let app = spawn_app().await;
+    let phone = signed_in(&app, "ada@example.com").await;
+    let laptop: Value = app
+        .login("ada@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let tablet: Value = app
+        .login("ada@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let me = |pair: &Value| {
+        app.http
+            .get(app.url("/v1/auth/me"))
+            .bearer_auth(bearer(pair))
+            .send()
+    };
+    let refused_soon = |pair: Value, what: &'static str| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let status = me(&pair).await.unwrap().status();
+            if status == StatusCode::UNAUTHORIZED {
+                return;
+            }
+            assert_eq!(status, StatusCode::OK);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: the access token still works"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    for pair in [&phone, &laptop, &tablet] {
+        assert_eq!(me(pair).await.unwrap().status(), StatusCode::OK);
+    }
+    let logout = app
+        .http
+        .post(app.url("/v1/auth/logout"))
+        .bearer_auth(bearer(&tablet))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    refused_soon(tablet, "after a sign-out").await;
+
+    let change = app
+        .http
+        .post(app.url("/v1/auth/password"))
+        .bearer_auth(bearer(&phone))
+        .json(
+            &json!({"current_password": PASSWORD, "new_password": "a different long passphrase 8"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(change.status(), StatusCode::NO_CONTENT);
+    refused_soon(laptop, "after a password change on another device").await;
+    assert_eq!(
+        me(&phone).await.unwrap().status(),
+        StatusCode::OK,
+        "the device that changed it stays signed in"
+    );
+    let announced: Vec<Value> = sqlx::query_scalar(
+        "SELECT payload FROM tienda_outbox WHERE message_type = 'user.sessions_revoked' ORDER BY seq",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(announced.len(), 2);
+    assert_eq!(announced[0]["data"]["reason"], "logout");
+}

@@ -110,6 +110,11 @@ pub fn user(v: &mut impl Visit) {
         user_id: id(1),
         email: "ada@example.com".into(),
     });
+    v.check(UserSessionsRevoked {
+        user_id: id(1),
+        session_ids: vec![id(7)],
+        reason: "logout".into(),
+    });
     v.check(UserLocked {
         user_id: id(1),
         until: at(12),
