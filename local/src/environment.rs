@@ -18,6 +18,8 @@ pub struct Placement<'a> {
     pub options: &'a Options,
     /// The NATS the components use.
     pub nats_url: &'a str,
+    /// The component's NATS identity (`.creds`), when `tienda up` runs its own nats-server.
+    pub nats_creds: Option<std::path::PathBuf>,
     /// The components already running and their base URLs (the gateway's upstreams).
     pub running: &'a BTreeMap<Component, String>,
     /// The component's credentials by key (`DATABASE_URL`, `AUTH_KEY_ENCRYPTION_KEY`), as the
@@ -58,6 +60,9 @@ pub fn environment(
             value.map(|v| (name.to_owned(), v))
         })
         .collect();
+    if let Some(creds) = &placement.nats_creds {
+        env.insert(var::NATS_CREDS_FILE.into(), creds.display().to_string());
+    }
     env.insert(
         var::TIENDA_POLICY_PATH.into(),
         placement.options.path.display().to_string(),
@@ -164,6 +169,7 @@ mod tests {
         let placement = Placement {
             options: &options,
             nats_url: "nats://127.0.0.1:4222",
+            nats_creds: None,
             running: &running,
             credentials: BTreeMap::new(),
             admin: ("admin@tienda.local", "pw"),
@@ -177,12 +183,8 @@ mod tests {
             Some("auth=http://127.0.0.1:4001,products=http://127.0.0.1:4002")
         );
         assert_eq!(get(var::GATEWAY_REPLICAS), Some("1"));
-        assert_eq!(get(var::NATS_URL), Some("nats://127.0.0.1:4222"));
-        assert_eq!(
-            get(var::NATS_CREDS_FILE),
-            None,
-            "its NATS needs no credentials"
-        );
+        assert_eq!(get(var::NATS_URL), None, "the gateway never uses NATS");
+        assert_eq!(get(var::NATS_CREDS_FILE), None, "and has no NATS identity");
         assert_eq!(get(var::TIENDA_POLICY_SOURCE), Some("file"));
         assert_eq!(get(var::TIENDA_POLICY_PATH), Some("/shop"));
         assert_eq!(
@@ -209,6 +211,7 @@ mod tests {
         let placement = Placement {
             options: &options,
             nats_url: "nats://127.0.0.1:4222",
+            nats_creds: None,
             running: &running,
             credentials: [
                 (var::DATABASE_URL, "postgres://auth@127.0.0.1/db".to_owned()),

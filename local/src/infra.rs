@@ -199,8 +199,13 @@ pub struct Nats {
 }
 
 impl Nats {
-    /// Starts nats-server with its store in `dir/nats` on `port`.
-    pub async fn start(dir: &Path, port: u16) -> anyhow::Result<Self> {
+    /// Starts nats-server with its store in `dir/nats` on `port`, trusting only the users of
+    /// `account` (each component's own identity; see `tienda_provision::nats_auth`).
+    pub async fn start(
+        dir: &Path,
+        port: u16,
+        account: &tienda_provision::nats_auth::AccountKeys,
+    ) -> anyhow::Result<Self> {
         let binary = tools::nats_server().await?;
         let store = dir.join("nats");
         std::fs::create_dir_all(&store)?;
@@ -208,8 +213,9 @@ impl Nats {
         std::fs::write(
             &config,
             format!(
-                "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n",
-                store
+                "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n{}",
+                store,
+                tienda_provision::nats_auth::server_config(account)?,
             ),
         )?;
         let log = std::fs::File::create(dir.join("nats.log"))?;

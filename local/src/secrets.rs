@@ -25,6 +25,10 @@ pub(crate) struct Secrets {
     /// needs it: older files lack it.
     #[serde(default)]
     pub event_sealing_keys: Option<String>,
+    /// The keys of the private nats-server's account (operator, account, signing key), which
+    /// mint each component's NATS identity. Made on the first run that starts nats-server.
+    #[serde(default)]
+    pub nats_account: Option<tienda_provision::nats_auth::AccountKeys>,
 }
 
 impl Secrets {
@@ -42,6 +46,7 @@ impl Secrets {
             admin_password: database::generate_password(),
             database_passwords: BTreeMap::new(),
             event_sealing_keys: Some(tienda_kit::seal::Sealer::generate_key()),
+            nats_account: None,
         };
         secrets.save(dir)?;
         Ok(secrets)

@@ -13,7 +13,7 @@ use tienda_crds::{Component, service::DatabaseSpec};
 use tienda_provision::{
     database::{self, database_name},
     environment::{LOCAL_NAMESPACE, seals_events, var},
-    topology,
+    nats_auth, topology,
 };
 
 use crate::{
@@ -47,6 +47,9 @@ pub struct System {
     pub database_url: String,
     /// NATS.
     pub nats_url: String,
+    /// The credentials of each component's NATS identity and of `tienda up` itself (which
+    /// may do anything: it provisions), when it runs its own nats-server.
+    pub nats_creds: Option<NatsCreds>,
     /// Components listed in the Shop whose binaries are not built (yet).
     pub missing: Vec<Component>,
     processes: Vec<(Component, Supervised)>,
@@ -64,7 +67,76 @@ fn shop_spec(shop: &shopfile::ShopFile) -> Value {
         .unwrap_or_default()
 }
 
+/// Where the `.creds` files of the NATS identities are (`<data>/nats-creds`, owner only).
+#[derive(Debug, Clone)]
+pub struct NatsCreds {
+    /// The directory: `<component>.creds` for each component but the gateway, and
+    /// `tienda.creds` (everything allowed: provisioning, tests, an operator's `nats` CLI).
+    pub dir: PathBuf,
+}
+
+impl NatsCreds {
+    /// A component's file (None for the gateway, which has no NATS identity).
+    pub fn component(&self, component: Component) -> Option<PathBuf> {
+        (component != Component::Gateway).then(|| self.dir.join(format!("{component}.creds")))
+    }
+
+    /// The all-allowed identity's file.
+    pub fn admin(&self) -> PathBuf {
+        self.dir.join("tienda.creds")
+    }
+}
+
+/// Mints and writes every identity's `.creds` (new users each start: the account trusts any
+/// user its signing key signed, so older files keep working too).
+fn write_nats_creds(
+    data_dir: &Path,
+    account: &nats_auth::AccountKeys,
+) -> anyhow::Result<NatsCreds> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let dir = data_dir.join("nats-creds");
+    std::fs::create_dir_all(&dir)?;
+    let write = |name: &str, text: String| -> anyhow::Result<()> {
+        let path = dir.join(format!("{name}.creds"));
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        file.write_all(text.as_bytes())?;
+        Ok(())
+    };
+    write("tienda", account.user_creds("tienda", None)?)?;
+    for component in Component::ALL {
+        if component != Component::Gateway {
+            let permissions = nats_auth::permissions(component);
+            write(
+                &component.to_string(),
+                account.user_creds(&component.to_string(), Some(&permissions))?,
+            )?;
+        }
+    }
+    Ok(NatsCreds { dir })
+}
+
 impl System {
+    /// A NATS client with everything allowed (as `tienda up` provisions): for tests and tools.
+    pub async fn nats_client(&self) -> anyhow::Result<async_nats::Client> {
+        let mut options = async_nats::ConnectOptions::new().name("tienda-up");
+        if let Some(creds) = &self.nats_creds {
+            options = options
+                .credentials_file(creds.admin())
+                .await
+                .context("reading the NATS credentials tienda up wrote")?;
+        }
+        options
+            .connect(&self.nats_url)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", self.nats_url))
+    }
+
     /// Brings the shop up: infrastructure, provisioning, then each component in order, each
     /// ready (`/readyz`) before the next starts.
     pub async fn start(options: Options) -> anyhow::Result<Self> {
@@ -108,10 +180,22 @@ impl System {
                         "tienda: NATS_URL {url:?} does not answer; starting a private nats-server"
                     );
                 }
-                let n = Nats::start(&data_dir, infra::free_port()?).await?;
+                if secrets.nats_account.is_none() {
+                    secrets.nats_account = Some(nats_auth::AccountKeys::generate());
+                    secrets.save(&data_dir)?;
+                }
+                let account = secrets.nats_account.clone().expect("made above");
+                let n = Nats::start(&data_dir, infra::free_port()?, &account).await?;
                 let url = n.url.clone();
                 (Some(n), url)
             }
+        };
+        // Our own nats-server trusts only the users its account mints: one per component,
+        // allowed only its subjects, and this process's, which provisions. A NATS given in
+        // NATS_URL is used as it is configured.
+        let nats_creds = match (&nats, &secrets.nats_account) {
+            (Some(_), Some(account)) => Some(write_nats_creds(&data_dir, account)?),
+            _ => None,
         };
         let mut system = Self {
             urls: BTreeMap::new(),
@@ -121,6 +205,7 @@ impl System {
             demo: None,
             database_url: database_url.clone(),
             nats_url: nats_url.clone(),
+            nats_creds,
             missing: Vec::new(),
             processes: Vec::new(),
             postgres,
@@ -183,9 +268,7 @@ impl System {
         secrets: &mut Secrets,
     ) -> anyhow::Result<()> {
         // Streams and consumers, as the operator makes them.
-        let client = async_nats::connect(&self.nats_url)
-            .await
-            .with_context(|| format!("connecting to NATS at {}", self.nats_url))?;
+        let client = self.nats_client().await?;
         let js = async_nats::jetstream::new(client);
         for item in topology::provision_all(&js).await {
             item.result
@@ -269,6 +352,10 @@ impl System {
             let placement = Placement {
                 options,
                 nats_url: &self.nats_url,
+                nats_creds: self
+                    .nats_creds
+                    .as_ref()
+                    .and_then(|c| c.component(component)),
                 running: &self.urls,
                 credentials,
                 admin: (&self.admin.0, &self.admin.1),

@@ -96,6 +96,13 @@ fn print_summary(system: &System, options: &Options) {
     eprintln!("  data           {}", options.data_dir.display());
     eprintln!("  PostgreSQL     {}", redact(&system.database_url));
     eprintln!("  NATS           {}", system.nats_url);
+    if let Some(creds) = &system.nats_creds {
+        eprintln!(
+            "                 one identity per component, allowed only its subjects \
+             (the gateway none); all-allowed: {}",
+            creds.admin().display()
+        );
+    }
     eprintln!();
     eprintln!("  try:  curl {entry}/v1/products");
     if let Some(customer) = &customer {

@@ -407,7 +407,10 @@ pub fn deployment(service: &Service, shop: &Shop, config_hash: &str) -> Deployme
         mount_path: "/tmp".into(),
         ..VolumeMount::default()
     }];
-    if let Some(creds) = &shop.spec.nats.credentials_secret_ref {
+    // The gateway never uses NATS: it gets no credentials.
+    if let Some(creds) = &shop.spec.nats.credentials_secret_ref
+        && service.spec.component != Component::Gateway
+    {
         volumes.push(Volume {
             name: "nats-creds".into(),
             secret: Some(SecretVolumeSource {
@@ -1087,6 +1090,7 @@ mod tests {
             let placement = tienda_local::environment::Placement {
                 options: &options,
                 nats_url: "nats://127.0.0.1:4222",
+                nats_creds: None,
                 running: &running,
                 credentials: [
                     (var::DATABASE_URL, "postgres://local".to_owned()),

@@ -263,7 +263,6 @@ pub fn component_environment(shop: &Shop, component: Component) -> Vec<(&'static
         (var::LISTEN_ADDR, placed(Placed::ListenAddr)),
         (var::ADMIN_ADDR, placed(Placed::AdminAddr)),
         (var::LOG_FORMAT, placed(Placed::LogFormat)),
-        (var::NATS_URL, placed(Placed::NatsUrl)),
         (var::TIENDA_SHOP, Value::Literal(shop_name)),
         (var::TIENDA_COMPONENT, Value::Literal(component.to_string())),
         (var::TIENDA_POLICY_SOURCE, placed(Placed::PolicySource)),
@@ -280,6 +279,10 @@ pub fn component_environment(shop: &Shop, component: Component) -> Vec<(&'static
             },
         ),
     ];
+    // The gateway never uses NATS (and has no NATS identity).
+    if component != Component::Gateway {
+        vars.push((var::NATS_URL, placed(Placed::NatsUrl)));
+    }
     if component == Component::Gateway {
         // Rate limits are stated for the whole shop; each replica enforces its share (the
         // gateway corrects the count from its EndpointSlice while it runs).
@@ -346,7 +349,7 @@ pub fn component_environment(shop: &Shop, component: Component) -> Vec<(&'static
     {
         vars.extend(notifications_environment(notifications));
     }
-    if shop.spec.nats.credentials_secret_ref.is_some() {
+    if shop.spec.nats.credentials_secret_ref.is_some() && component != Component::Gateway {
         vars.push((var::NATS_CREDS_FILE, placed(Placed::NatsCredsFile)));
     }
     if let Some(telemetry) = &shop.spec.telemetry {

@@ -17,6 +17,7 @@
 
 pub mod database;
 pub mod environment;
+pub mod nats_auth;
 pub mod stable_hash;
 pub mod streams;
 pub mod topology;

@@ -324,7 +324,7 @@ async fn a_service_killed_mid_journey_loses_nothing_it_acknowledged_and_a_second
     // The events it owed went out too (the outbox survived the crash): every acknowledged
     // product's `product.created` arrives, each product's once, and every event names a
     // product that exists (a creation cut off after its commit is there, with its event).
-    let client = async_nats::connect(&shop.system.nats_url).await.unwrap();
+    let client = shop.system.nats_client().await.unwrap();
     let js = async_nats::jetstream::new(client);
     let created_events = || {
         let js = js.clone();

@@ -4,6 +4,7 @@
 mod checkout;
 mod demo;
 mod faults;
+mod identities;
 mod journeys;
 mod notifications;
 mod operations;

@@ -387,7 +387,7 @@ async fn killing_notifications_mid_batch_and_redelivering_every_event_sends_no_d
     // A campaign goes to the people notifications knows when it sends: wait until it has
     // handled every registration (after the crashes it may still be catching up), or one
     // registered just before the campaign is rightly not in it and the count below is off.
-    let js = async_nats::jetstream::new(async_nats::connect(&shop.system.nats_url).await.unwrap());
+    let js = async_nats::jetstream::new(shop.system.nats_client().await.unwrap());
     drained(&js, "USER", "notifications-user-events").await;
 
     // A campaign to everyone, in batches of four a second, killed mid-batch twice (once the

@@ -244,9 +244,33 @@ impl Shop {
         body["access_token"].as_str().unwrap().to_owned()
     }
 
-    /// Stops the shop and removes its scratch directory.
+    /// The permission violations the shop's nats-server logged so far: a component refused a
+    /// subject (its NATS identity lacks something it uses), or a test's probe.
+    pub fn nats_violations(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("data").join("nats.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("Violation"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Stops the shop and removes its scratch directory. Fails the test when a component's
+    /// NATS identity was refused anything (connections other than the components', such as
+    /// a test's probe named `probe`, do not count).
     pub async fn stop(mut self) {
+        let refused: Vec<String> = self
+            .nats_violations()
+            .into_iter()
+            .filter(|l| !l.contains(":probe\""))
+            .collect();
         self.system.stop().await;
+        assert!(
+            refused.is_empty(),
+            "a component's NATS identity was refused what it uses (add it to \
+             provision::nats_auth::permissions):\n{}",
+            refused.join("\n")
+        );
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -24,6 +24,9 @@ impl Nats {
     pub async fn connect(config: &CommonConfig, name: &str) -> anyhow::Result<Self> {
         let mut options = ConnectOptions::new()
             .name(name)
+            // Replies (JetStream acks, pulled messages) arrive under the component's own
+            // prefix, which its NATS identity alone may subscribe to (provision::nats_auth).
+            .custom_inbox_prefix(format!("_INBOX_{name}"))
             .retry_on_initial_connect()
             .max_reconnects(None)
             .event_callback(|event| async move {
