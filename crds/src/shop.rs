@@ -486,6 +486,15 @@ pub struct NatsRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
 
+    /// For a NATS run with decentralized JWT authorization (operator mode): a Secret with
+    /// the shop's account public key (key `account`, `A…`) and one of its signing keys' seed
+    /// (key `signingKey`, `SA…`). The operator then mints each component its own NATS user,
+    /// allowed only the subjects it publishes and consumes (the gateway none), into
+    /// `<service>-nats`; `credentialsSecretRef` remains the operator's own, to provision.
+    /// Without it every component uses `credentialsSecretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_signing_key_secret_ref: Option<SecretRef>,
+
     /// Replicas of every stream unless a stream says otherwise: 1, 3 or 5 (default 1).
     #[serde(default = "default_stream_replicas")]
     #[x_kube(validation = Rule::new("self in [1, 3, 5]").message("must be 1, 3 or 5"))]

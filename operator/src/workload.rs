@@ -133,6 +133,56 @@ pub fn credentials_secret(
     })
 }
 
+/// The Secret of a component's own NATS identity: `<service>-nats` (key `nats.creds`).
+pub fn nats_secret_name(service: &Service) -> String {
+    format!("{}-nats", service.name_any())
+}
+
+/// Whether the component gets its own NATS identity (the Shop's NATS is in operator mode and
+/// the component uses NATS: every one but the gateway).
+pub fn has_own_nats_identity(service: &Service, shop: &Shop) -> bool {
+    shop.spec.nats.account_signing_key_secret_ref.is_some()
+        && service.spec.component != Component::Gateway
+}
+
+/// What a component's NATS identity is minted from: its permissions and the signing Secret's
+/// name. A change (an upgrade that adds a subject, another Secret) mints it again.
+pub fn nats_identity_fingerprint(service: &Service, shop: &Shop) -> String {
+    let permissions = tienda_provision::nats_auth::permissions(service.spec.component);
+    let reference = shop
+        .spec
+        .nats
+        .account_signing_key_secret_ref
+        .as_ref()
+        .map(|r| r.name.as_str())
+        .unwrap_or_default();
+    config_hash(&[
+        permissions.publish.join(",").as_bytes(),
+        permissions.subscribe.join(",").as_bytes(),
+        reference.as_bytes(),
+    ])
+}
+
+/// The `<service>-nats` Secret: the minted `.creds` (key `nats.creds`, where the pod mounts
+/// it) and the fingerprint it was minted for. Owned by the Service.
+pub fn nats_secret(service: &Service, creds: String, fingerprint: String) -> Secret {
+    let data = [
+        ("nats.creds".to_owned(), ByteString(creds.into_bytes())),
+        (
+            "fingerprint".to_owned(),
+            ByteString(fingerprint.into_bytes()),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    Secret {
+        metadata: meta(service, nats_secret_name(service)),
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Secret::default()
+    }
+}
+
 /// A new `<shop>-keys` Secret: the keys the whole Shop shares ([`Value::ShopKey`]), random,
 /// made once and never regenerated (the streams hold events sealed with them). Owned by the
 /// Shop, so it goes with it.
@@ -407,14 +457,23 @@ pub fn deployment(service: &Service, shop: &Shop, config_hash: &str) -> Deployme
         mount_path: "/tmp".into(),
         ..VolumeMount::default()
     }];
-    // The gateway never uses NATS: it gets no credentials.
-    if let Some(creds) = &shop.spec.nats.credentials_secret_ref
-        && service.spec.component != Component::Gateway
-    {
+    // The component's own NATS identity, else the Shop's shared credentials. The gateway
+    // never uses NATS: it gets none.
+    let nats_secret = if has_own_nats_identity(service, shop) {
+        Some(nats_secret_name(service))
+    } else {
+        shop.spec
+            .nats
+            .credentials_secret_ref
+            .as_ref()
+            .filter(|_| service.spec.component != Component::Gateway)
+            .map(|r| r.name.clone())
+    };
+    if let Some(secret_name) = nats_secret {
         volumes.push(Volume {
             name: "nats-creds".into(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(creds.name.clone()),
+                secret_name: Some(secret_name),
                 ..SecretVolumeSource::default()
             }),
             ..Volume::default()

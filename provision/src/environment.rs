@@ -349,7 +349,10 @@ pub fn component_environment(shop: &Shop, component: Component) -> Vec<(&'static
     {
         vars.extend(notifications_environment(notifications));
     }
-    if shop.spec.nats.credentials_secret_ref.is_some() && component != Component::Gateway {
+    let nats = &shop.spec.nats;
+    if (nats.credentials_secret_ref.is_some() || nats.account_signing_key_secret_ref.is_some())
+        && component != Component::Gateway
+    {
         vars.push((var::NATS_CREDS_FILE, placed(Placed::NatsCredsFile)));
     }
     if let Some(telemetry) = &shop.spec.telemetry {

@@ -228,28 +228,49 @@ impl AccountKeys {
         name: &str,
         permissions: Option<&Permissions>,
     ) -> Result<String, KeyError> {
-        let signing = pair(&self.signing_seed, "signing")?;
-        let user = KeyPair::new_user();
-        let mut nats = json!({
-            "type": "user", "version": 2,
-            "issuer_account": self.account_public_key()?,
-            "subs": -1, "data": -1, "payload": -1,
-        });
-        if let Some(p) = permissions {
-            nats["pub"] = json!({"allow": p.publish});
-            nats["sub"] = json!({"allow": p.subscribe});
-        }
-        let jwt = encode(&signing, &user.public_key(), name, nats)?;
-        let seed = user.seed().map_err(|e| KeyError(e.to_string()))?;
-        Ok(format!(
-            "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+        user_creds(
+            &self.signing_seed,
+            &self.account_public_key()?,
+            name,
+            permissions,
+        )
+    }
+}
+
+/// A user of `account` (a public key, `A…`) signed by the account signing key `signing_seed`,
+/// with `permissions` (everything, when None), as the text of a `.creds` file.
+pub fn user_creds(
+    signing_seed: &str,
+    account: &str,
+    name: &str,
+    permissions: Option<&Permissions>,
+) -> Result<String, KeyError> {
+    let signing = pair(signing_seed, "signing")?;
+    if !account.trim().starts_with('A') {
+        return Err(KeyError(format!(
+            "account {account:?} is not an account public key (A…)"
+        )));
+    }
+    let user = KeyPair::new_user();
+    let mut nats = json!({
+        "type": "user", "version": 2,
+        "issuer_account": account.trim(),
+        "subs": -1, "data": -1, "payload": -1,
+    });
+    if let Some(p) = permissions {
+        nats["pub"] = json!({"allow": p.publish});
+        nats["sub"] = json!({"allow": p.subscribe});
+    }
+    let jwt = encode(&signing, &user.public_key(), name, nats)?;
+    let seed = user.seed().map_err(|e| KeyError(e.to_string()))?;
+    Ok(format!(
+        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
              ************************* IMPORTANT *************************\n\
              NKEY Seed printed below can be used to sign and prove identity.\n\
              NKEYs are sensitive and should be treated as secrets.\n\n\
              -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n\
              *************************************************************\n"
-        ))
-    }
+    ))
 }
 
 /// A NATS JWT: `{"typ":"JWT","alg":"ed25519-nkey"}`, the claims, signed by `issuer`.

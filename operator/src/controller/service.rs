@@ -158,8 +158,18 @@ async fn apply(service: Arc<Service>, ctx: &Ctx) -> Result<Action> {
         ensure_shop_keys(ctx, &shop, &namespace).await?;
     }
 
+    // 0b. The component's own NATS identity, when the Shop's NATS is in operator mode.
+    let mut nats_identity = None;
+    if workload::has_own_nats_identity(&service, &shop) {
+        let fingerprint = workload::nats_identity_fingerprint(&service, &shop);
+        ensure_nats_identity(ctx, &shop, &service, &namespace, &fingerprint).await?;
+        nats_identity = Some(fingerprint);
+    }
+
     // 1. Credentials (created once, never regenerated) and the database.
     let mut config: Vec<Vec<u8>> = vec![serde_json::to_vec(&shop.spec.nats).unwrap_or_default()];
+    // A new identity rolls the pods onto it.
+    config.extend(nats_identity.map(String::into_bytes));
     if let Some(db) = &service.spec.database {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
         let name = workload::credentials_secret_name(&service);
@@ -576,6 +586,68 @@ fn owner(shop: &Shop) -> String {
         shop.namespace().unwrap_or_default(),
         shop.name_any()
     )
+}
+
+/// Mints the component's NATS user into `<service>-nats` unless the one there was minted for
+/// the same permissions (`fingerprint`): reads the Shop's account signing key, signs a user
+/// allowed only the component's subjects, applies the Secret.
+async fn ensure_nats_identity(
+    ctx: &Ctx,
+    shop: &Shop,
+    service: &Service,
+    namespace: &str,
+    fingerprint: &str,
+) -> Result<()> {
+    let name = workload::nats_secret_name(service);
+    if ctx
+        .caches
+        .get::<Secret>(namespace, &name)
+        .and_then(|s| secret_text(&s, "fingerprint"))
+        .as_deref()
+        == Some(fingerprint)
+    {
+        return Ok(());
+    }
+    let reference = shop
+        .spec
+        .nats
+        .account_signing_key_secret_ref
+        .as_ref()
+        .expect("checked by has_own_nats_identity");
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let signing = secrets.get(&reference.name).await?;
+    let key = |key: &str| {
+        secret_text(&signing, key).ok_or_else(|| Error::SecretKey {
+            secret: reference.name.clone(),
+            key: key.into(),
+            hint: "the account signing Secret needs `account` (the account's public key, A…) and `signingKey` (a signing key's seed, SA…), as `nsc` shows them",
+        })
+    };
+    let (account, seed) = (key("account")?, key("signingKey")?);
+    let component = service.spec.component;
+    let creds = tienda_provision::nats_auth::user_creds(
+        &seed,
+        &account,
+        &format!("{}-{component}", service.spec.shop),
+        Some(&tienda_provision::nats_auth::permissions(component)),
+    )
+    .map_err(|e| {
+        tracing::warn!(secret = %reference.name, error = %e, "cannot mint a NATS user");
+        Error::SecretKey {
+            secret: reference.name.clone(),
+            key: "signingKey".into(),
+            hint: "`signingKey` must be an account signing key's seed (SA…) and `account` the account's public key (A…)",
+        }
+    })?;
+    let secret = workload::nats_secret(service, creds, fingerprint.to_owned());
+    secrets
+        .patch(
+            &name,
+            &kube::api::PatchParams::apply(FIELD_MANAGER).force(),
+            &kube::api::Patch::Apply(&secret),
+        )
+        .await?;
+    Ok(())
 }
 
 /// Creates the Shop's `<shop>-keys` Secret unless it exists (another component's reconcile

@@ -6,6 +6,7 @@ mod cluster;
 mod events;
 mod leader_election;
 mod nats_accounts;
+mod nats_identities;
 mod policy_controller;
 mod rbac;
 mod service_controller;
