@@ -54,16 +54,21 @@ impl Secrets {
 
     /// Writes them to `dir/secrets.json`, readable by the owner only.
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
-        use std::{io::Write, os::unix::fs::OpenOptionsExt};
-        let path = dir.join(FILE);
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        file.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
-        Ok(())
+        write_private(&dir.join(FILE), &serde_json::to_string_pretty(self)?)
     }
+}
+
+/// Writes `text` to `path`, readable by the owner only (mode 0600 from the start, never
+/// readable by others even for a moment).
+pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
 }

@@ -93,20 +93,10 @@ fn write_nats_creds(
     data_dir: &Path,
     account: &nats_auth::AccountKeys,
 ) -> anyhow::Result<NatsCreds> {
-    use std::{io::Write, os::unix::fs::OpenOptionsExt};
     let dir = data_dir.join("nats-creds");
     std::fs::create_dir_all(&dir)?;
-    let write = |name: &str, text: String| -> anyhow::Result<()> {
-        let path = dir.join(format!("{name}.creds"));
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        file.write_all(text.as_bytes())?;
-        Ok(())
+    let write = |name: &str, text: String| {
+        crate::secrets::write_private(&dir.join(format!("{name}.creds")), &text)
     };
     write("tienda", account.user_creds("tienda", None)?)?;
     for component in Component::ALL {

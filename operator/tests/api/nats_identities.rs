@@ -69,15 +69,9 @@ async fn each_component_gets_its_own_nats_user_allowed_only_its_subjects() {
     let nats = operator_mode_nats(&keys);
     let server =
         std::sync::Arc::new(ApiServer::with_rules(operator_rules().clone(), OPERATOR_USER).await);
-    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL: run the tests with tests/run");
-    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
-    let userinfo = url.split("://").nth(1).unwrap().split_once('@').unwrap().0;
-    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let options = crate::whole_operator::store_pg_admin(&server);
     use base64::Engine as _;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    server.create(json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "pg-admin", "namespace": NS},
-        "data": {"username": b64(user), "password": b64(password)}}));
     // The operator's own user (it provisions streams), and the account signing key, as an
     // administrator would store them from `nsc`.
     server.create(json!({"apiVersion": "v1", "kind": "Secret",

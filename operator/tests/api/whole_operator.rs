@@ -43,12 +43,9 @@ async fn until(what: &str, mut check: impl FnMut() -> bool) {
     panic!("{what} did not happen within a minute");
 }
 
-#[tokio::test]
-async fn a_converged_shop_costs_no_request_and_a_hand_edit_comes_back() {
-    tienda_kit::install_crypto_provider();
-    let server =
-        std::sync::Arc::new(ApiServer::with_rules(operator_rules().clone(), OPERATOR_USER).await);
-    let nats = NatsServer::start();
+/// Stores the `pg-admin` Secret of the test PostgreSQL (`DATABASE_URL`) in `server`; returns
+/// where that PostgreSQL is.
+pub(crate) fn store_pg_admin(server: &ApiServer) -> sqlx::postgres::PgConnectOptions {
     let url = std::env::var("DATABASE_URL").expect("DATABASE_URL: run the tests with tests/run");
     let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
     let userinfo = url.split("://").nth(1).unwrap().split_once('@').unwrap().0;
@@ -58,6 +55,16 @@ async fn a_converged_shop_costs_no_request_and_a_hand_edit_comes_back() {
     server.create(json!({"apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "pg-admin", "namespace": NS},
         "data": {"username": b64(user), "password": b64(password)}}));
+    options
+}
+
+#[tokio::test]
+async fn a_converged_shop_costs_no_request_and_a_hand_edit_comes_back() {
+    tienda_kit::install_crypto_provider();
+    let server =
+        std::sync::Arc::new(ApiServer::with_rules(operator_rules().clone(), OPERATOR_USER).await);
+    let nats = NatsServer::start();
+    let options = store_pg_admin(&server);
     let shop = format!("w{}", &uuid::Uuid::now_v7().simple().to_string()[23..]);
     server.create(json!({"apiVersion": "tienda.dev/v1alpha1", "kind": "Shop",
         "metadata": {"name": shop, "namespace": NS},

@@ -77,6 +77,23 @@ fn version(delivery: &Delivery) -> u16 {
 }
 
 impl Notify {
+    /// The account link of an event whose token is sealed for `context`.
+    fn opened(
+        &self,
+        context: &str,
+        user_id: Uuid,
+        email: String,
+        sealed: &str,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<AccountLink, HandlerError> {
+        Ok(AccountLink {
+            user_id,
+            email,
+            token: self.open(context, sealed)?,
+            expires_at,
+        })
+    }
+
     /// Opens a sealed token; a token that does not open never will (permanent: dead letter,
     /// with the reason an operator can act on).
     fn open(&self, context: &str, sealed: &str) -> Result<String, HandlerError> {
@@ -123,25 +140,15 @@ impl Notify {
             (Some("user"), Some("password_reset_requested")) => {
                 let (id, ty, e) = decode::<UserPasswordResetRequestedV2>(delivery)?;
                 let context = UserPasswordResetRequestedV2::seal_context(e.user_id);
-                let token = self.open(&context, &e.sealed_token)?;
-                let link = AccountLink {
-                    user_id: e.user_id,
-                    email: e.email,
-                    token,
-                    expires_at: e.expires_at,
-                };
+                let link =
+                    self.opened(&context, e.user_id, e.email, &e.sealed_token, e.expires_at)?;
                 (id, ty, Trigger::PasswordReset(link))
             }
             (Some("user"), Some("email_verification_requested")) => {
                 let (id, ty, e) = decode::<UserEmailVerificationRequested>(delivery)?;
                 let context = UserEmailVerificationRequested::seal_context(e.user_id);
-                let token = self.open(&context, &e.sealed_token)?;
-                let link = AccountLink {
-                    user_id: e.user_id,
-                    email: e.email,
-                    token,
-                    expires_at: e.expires_at,
-                };
+                let link =
+                    self.opened(&context, e.user_id, e.email, &e.sealed_token, e.expires_at)?;
                 (id, ty, Trigger::EmailVerification(link))
             }
             (Some("user"), Some("registration_attempted")) => {

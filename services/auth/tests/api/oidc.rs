@@ -215,6 +215,35 @@ async fn a_new_verified_identity_creates_an_account_and_signs_in_to_it_again() {
     assert_eq!(login.status(), StatusCode::UNAUTHORIZED);
 }
 
+/// Enrols TOTP for the holder of `token` and turns it on with a current code.
+async fn turn_on_totp(app: &TestApp, token: &str) {
+    let enrolled = app
+        .http
+        .post(app.url("/v1/auth/mfa/totp"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(enrolled.status(), StatusCode::OK);
+    let enrolment: Value = enrolled.json().await.unwrap();
+    let secret = totp_rs::Secret::try_from_base32(enrolment["secret"].as_str().unwrap()).unwrap();
+    let code = totp_rs::Builder::new()
+        .with_secret(secret)
+        .build()
+        .unwrap()
+        .generate_current()
+        .to_string();
+    let on = app
+        .http
+        .post(app.url("/v1/auth/mfa/totp/verify"))
+        .bearer_auth(token)
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on.status(), StatusCode::OK);
+}
+
 /// The id of the account `email` signs in to with the test password.
 async fn account_id(app: &TestApp, email: &str) -> Value {
     let pair: Value = app.login(email, PASSWORD).await.json().await.unwrap();
@@ -258,31 +287,7 @@ async fn a_verified_identity_takes_an_unverified_account_from_whoever_registered
         .await
         .unwrap();
     let attackers_token = attacker["access_token"].as_str().unwrap();
-    let enrolled = app
-        .http
-        .post(app.url("/v1/auth/mfa/totp"))
-        .bearer_auth(attackers_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(enrolled.status(), StatusCode::OK);
-    let enrolment: Value = enrolled.json().await.unwrap();
-    let secret = totp_rs::Secret::try_from_base32(enrolment["secret"].as_str().unwrap()).unwrap();
-    let code = totp_rs::Builder::new()
-        .with_secret(secret)
-        .build()
-        .unwrap()
-        .generate_current()
-        .to_string();
-    let on = app
-        .http
-        .post(app.url("/v1/auth/mfa/totp/verify"))
-        .bearer_auth(attackers_token)
-        .json(&json!({"code": code}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(on.status(), StatusCode::OK);
+    turn_on_totp(app, attackers_token).await;
 
     let victim = sign_in(&setup, "alice").await;
     assert_eq!(victim.status(), StatusCode::OK);
@@ -492,34 +497,7 @@ async fn totp_is_still_asked_after_the_provider() {
         .await
         .unwrap();
     let token = pair["access_token"].as_str().unwrap();
-    let enrolment: Value = setup
-        .app
-        .http
-        .post(setup.app.url("/v1/auth/mfa/totp"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let secret = totp_rs::Secret::try_from_base32(enrolment["secret"].as_str().unwrap()).unwrap();
-    let code = totp_rs::Builder::new()
-        .with_secret(secret)
-        .build()
-        .unwrap()
-        .generate_current()
-        .to_string();
-    let verified = setup
-        .app
-        .http
-        .post(setup.app.url("/v1/auth/mfa/totp/verify"))
-        .bearer_auth(token)
-        .json(&json!({"code": code}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(verified.status(), StatusCode::OK);
+    turn_on_totp(&setup.app, token).await;
 
     let answer: Value = sign_in(&setup, "dave").await.json().await.unwrap();
     assert_eq!(answer["mfa_required"], true, "{answer}");
