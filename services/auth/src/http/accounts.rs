@@ -159,7 +159,10 @@ pub async fn register(
         };
         outbox::enqueue(&mut tx, Envelope::new("auth", event)).await?;
         request_verification(&state, &mut tx, &user).await?;
-    } else if let Some(owner) = store::accounts::user_by_email(&mut tx, &user.email).await? {
+    } else if let Some(owner) = store::accounts::user_by_email(&mut tx, &user.email).await?
+        // One note an hour: registration must not become a way to flood a mailbox.
+        && store::accounts::note_registration_attempt(&mut tx, owner.id).await?
+    {
         let event = UserRegistrationAttempted {
             user_id: owner.id,
             email: owner.email,

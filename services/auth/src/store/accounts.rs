@@ -134,3 +134,17 @@ pub async fn clear_password(conn: &mut PgConnection, user_id: Uuid) -> Result<()
         .await?;
     Ok(())
 }
+
+/// Records that the owner of `user_id` is being told of a registration attempt, unless they
+/// were told within the hour; whether to tell them now.
+pub async fn note_registration_attempt(conn: &mut PgConnection, user_id: Uuid) -> Result<bool> {
+    Ok(sqlx::query(
+        "UPDATE users SET registration_notice_at = now() WHERE id = $1 \
+         AND (registration_notice_at IS NULL OR registration_notice_at < now() - interval '1 hour')",
+    )
+    .bind(user_id)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
