@@ -29,6 +29,7 @@ fn main() -> anyhow::Result<()> {
             &format!("--nats-url={nats}"),
             "--log-filter=error",
             "--key-encryption-key=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+            "--event-sealing-keys=c2VhbGluZy1rZXktZm9yLXRoZS1hdXRoLXRlc3RzISE=",
         ]);
         let app = Application::build(config).await?;
         let base = format!("http://127.0.0.1:{}", app.port());
