@@ -215,12 +215,13 @@ async fn a_declined_payment_is_mailed_to_the_address_its_order_was_placed_with()
 
 #[tokio::test]
 async fn a_mail_server_that_refuses_connections_is_retried_and_the_failure_recorded() {
-    // A port nothing listens on: bound, then released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port nothing listens on, held for the whole test: bound but never listening, so a
+    // connection is refused at once. (Bound, then released, the port could be taken by another
+    // test's server running alongside, which accepts and never speaks SMTP: the delivery then
+    // hung past the test's deadline in CI.)
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = reserved.local_addr().unwrap().port();
     let smtp = format!("--smtp-url=smtp://127.0.0.1:{port}");
     let app = spawn_app_with(&[
         &smtp,
@@ -254,6 +255,7 @@ async fn a_mail_server_that_refuses_connections_is_retried_and_the_failure_recor
         "{delivery:?}"
     );
     assert!(app.mails().is_empty());
+    drop(reserved);
 }
 
 #[tokio::test]
