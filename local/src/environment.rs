@@ -60,6 +60,9 @@ pub fn environment(
             value.map(|v| (name.to_owned(), v))
         })
         .collect();
+    // Traces go where `tienda up` was told (its own OTEL_* variables); the Shop's `env`
+    // below may still say otherwise per component.
+    env.extend(placement.options.telemetry.clone());
     if let Some(creds) = &placement.nats_creds {
         env.insert(var::NATS_CREDS_FILE.into(), creds.display().to_string());
     }
@@ -229,5 +232,33 @@ mod tests {
         assert_eq!(get(var::TIENDA_ADMIN_EMAIL), Some("admin@tienda.local"));
         assert_eq!(get(var::TIENDA_ADMIN_PASSWORD), Some("pw"));
         assert_eq!(get(var::POD_NAMESPACE), Some(LOCAL_NAMESPACE));
+    }
+
+    #[test]
+    fn every_component_gets_tienda_ups_opentelemetry_variables() {
+        let mut options = options();
+        options.telemetry = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let running = BTreeMap::new();
+        let placement = Placement {
+            options: &options,
+            nats_url: "nats://127.0.0.1:4222",
+            nats_creds: None,
+            running: &running,
+            credentials: BTreeMap::new(),
+            admin: ("admin@tienda.local", "pw"),
+        };
+        for component in Component::ALL {
+            let env = environment(&shop(), component, &placement);
+            for (name, value) in &options.telemetry {
+                assert_eq!(env.get(name), Some(value), "{component} {name}");
+            }
+        }
     }
 }

@@ -36,6 +36,10 @@ pub struct Options {
     /// Load the demo catalog and customer once the shop is ready (`--demo`, `TIENDA_DEMO=1`);
     /// see [`crate::demo`].
     pub demo: bool,
+    /// OpenTelemetry's variables (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_TRACES_SAMPLER`, …)
+    /// handed to every component: by default those of `tienda up`'s own environment, but
+    /// `OTEL_SERVICE_NAME` (each component names itself).
+    pub telemetry: std::collections::BTreeMap<String, String>,
 }
 
 impl Options {
@@ -53,9 +57,19 @@ impl Options {
                 .unwrap_or_else(|_| "admin@tienda.local".into()),
             admin_password: std::env::var("TIENDA_ADMIN_PASSWORD").ok(),
             demo: false,
+            telemetry: telemetry_from_env(),
         }
     }
+}
 
+/// The `OTEL_*` variables of this process, but `OTEL_SERVICE_NAME`.
+pub fn telemetry_from_env() -> std::collections::BTreeMap<String, String> {
+    std::env::vars()
+        .filter(|(name, _)| name.starts_with("OTEL_") && name != "OTEL_SERVICE_NAME")
+        .collect()
+}
+
+impl Options {
     /// The component's public port: `base_port + index`, gateway first.
     pub fn port(&self, component: Component) -> u16 {
         self.base_port + index(component)

@@ -103,6 +103,8 @@ fn print_summary(system: &System, options: &Options) {
             creds.admin().display()
         );
     }
+    eprintln!("  metrics        <admin>/metrics of each component (the admin column above)");
+    eprintln!("  traces         {}", traces_summary(&options.telemetry));
     eprintln!();
     eprintln!("  try:  curl {entry}/v1/products");
     if let Some(customer) = &customer {
@@ -119,6 +121,23 @@ fn print_summary(system: &System, options: &Options) {
     }
     eprintln!("  stop: Ctrl-C");
     eprintln!();
+}
+
+/// Where traces go, from the OTEL_* variables handed to the components.
+fn traces_summary(telemetry: &std::collections::BTreeMap<String, String>) -> String {
+    let lookup = |name: &str| {
+        telemetry
+            .get(name)
+            .filter(|v| !v.trim().is_empty())
+            .cloned()
+    };
+    match tienda_kit::telemetry::TraceExport::from_lookup(lookup) {
+        Ok(Some(export)) => format!("{} over OTLP ({})", export.endpoint, export.protocol),
+        Ok(None) => "off (run with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 and a \
+                     collector, Jaeger or Tempo listening there)"
+            .into(),
+        Err(error) => format!("off: {error:#}"),
+    }
 }
 
 /// One line on what `--demo` did.

@@ -76,11 +76,16 @@ fn main() -> anyhow::Result<()> {
             metrics_addr,
             log_filter,
         } => {
-            tracing_subscriber::fmt()
-                .json()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(log_filter))
-                .init();
-            tokio::runtime::Runtime::new()?.block_on(tienda_operator::run::run(metrics_addr))?;
+            tokio::runtime::Runtime::new()?.block_on(async {
+                // JSON logs with trace ids; reconciles traced over OTLP when
+                // OTEL_EXPORTER_OTLP_ENDPOINT is set.
+                tienda_kit::telemetry::init(
+                    "operator",
+                    tienda_kit::config::LogFormat::Json,
+                    &log_filter,
+                );
+                tienda_operator::run::run(metrics_addr).await
+            })?;
         }
         Command::Up {
             path,

@@ -25,7 +25,7 @@ use crate::{
     controller::{
         Context,
         cache::{Caches, Slim, Writers, slim_event, strip, strip_secret},
-        policy, service, shop,
+        policy, service, shop, traced,
     },
     leader::LeaseLock,
 };
@@ -313,21 +313,36 @@ pub async fn run_with(client: Client, metrics_addr: SocketAddr) -> anyhow::Resul
 
     tracing::info!(%metrics_addr, "tienda operator starting");
     let shops = shops
-        .run(shop::reconcile, shop::error_policy, ctx.clone())
+        .run(
+            |o, c| traced("Shop", o, c, shop::reconcile),
+            shop::error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| async {});
     let services = services
-        .run(service::reconcile, service::error_policy, ctx.clone())
+        .run(
+            |o, c| traced("Service", o, c, service::reconcile),
+            service::error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| async {});
     let rate_limits = rate_limits
         .run(
-            policy::reconcile::<RateLimitPolicy>,
+            |o, c| {
+                traced(
+                    "RateLimitPolicy",
+                    o,
+                    c,
+                    policy::reconcile::<RateLimitPolicy>,
+                )
+            },
             policy::error_policy::<RateLimitPolicy>,
             ctx.clone(),
         )
         .for_each(|_| async {});
     let circuits = circuits
         .run(
-            policy::reconcile::<CircuitPolicy>,
+            |o, c| traced("CircuitPolicy", o, c, policy::reconcile::<CircuitPolicy>),
             policy::error_policy::<CircuitPolicy>,
             ctx,
         )

@@ -10,3 +10,4 @@ mod notifications;
 mod operations;
 mod policies;
 mod shopfile;
+mod traces;

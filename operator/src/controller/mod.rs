@@ -198,6 +198,45 @@ fn object_key<K: kube::Resource>(kind: &str, object: &K) -> String {
     )
 }
 
+/// Runs `reconcile` for `object` in a span of its own (a trace per reconcile, exported when
+/// OpenTelemetry's variables ask for it): the object, its generation and the outcome.
+pub async fn traced<K, F>(
+    kind: &'static str,
+    object: std::sync::Arc<K>,
+    ctx: std::sync::Arc<context::Context>,
+    reconcile: impl FnOnce(std::sync::Arc<K>, std::sync::Arc<context::Context>) -> F,
+) -> Result<kube::runtime::controller::Action>
+where
+    K: kube::Resource<DynamicType = ()>,
+    F: Future<Output = Result<kube::runtime::controller::Action>>,
+{
+    use tienda_kit::trace_context::{Kind, Span};
+    let mut span = Span::start(format!("reconcile {kind}"), Kind::Internal, None);
+    if span.is_recording() {
+        let meta = object.meta();
+        span.set(
+            "k8s.namespace.name",
+            meta.namespace.clone().unwrap_or_default(),
+        );
+        span.set("tienda.object.kind", kind);
+        span.set("tienda.object.name", meta.name.clone().unwrap_or_default());
+        span.set(
+            "tienda.object.generation",
+            meta.generation.unwrap_or_default(),
+        );
+    }
+    let context = span.context();
+    let result = context.scope(reconcile(object, ctx)).await;
+    match &result {
+        Ok(action) => span.set("tienda.reconcile.next", format!("{action:?}")),
+        Err(error) => {
+            span.set("tienda.reconcile.error", error.reason());
+            span.fail(error.to_string());
+        }
+    }
+    result
+}
+
 /// Runs a reconcile through kube's finalizer helper (deletion first) with metrics, and forgets
 /// the object's past failures when it succeeds.
 pub async fn with_finalizer<K, Apply, Cleanup, ApplyFut, CleanupFut>(

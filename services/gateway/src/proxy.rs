@@ -36,7 +36,7 @@ use tienda_kit::{
         rate_limit::{self, Pass, RequestFacts},
     },
     resilience::{Admission, Circuit, Failure, may_retry},
-    trace_context::TraceContext,
+    trace_context::{Kind, Span},
 };
 
 use crate::{
@@ -403,11 +403,7 @@ fn forward_headers(headers: &mut HeaderMap, peer: SocketAddr, trusted_peer: bool
         headers.insert("x-forwarded-host", host);
     }
     headers.remove(header::HOST);
-    if let Some(context) = TraceContext::current()
-        && let Ok(v) = HeaderValue::from_str(&context.child().to_header())
-    {
-        headers.insert(tienda_kit::trace_context::HEADER, v);
-    }
+    // `traceparent` is set per attempt, naming the attempt's client span (see `call`).
 }
 
 /// Gives back a half-open probe if the call is dropped before its outcome is known.
@@ -694,11 +690,39 @@ async fn call(
         let per_try = retry
             .and_then(|r| r.per_try_timeout)
             .map_or(left, |t| t.min(left));
+        // One client span per attempt, so a retried request shows each try in the trace.
+        let mut span = Span::child(format!("{} {service}", parts.method), Kind::Client);
+        if span.is_recording() {
+            span.set("http.request.method", parts.method.to_string());
+            span.set("server.address", endpoint.base.clone());
+            span.set("url.path", path_and_query.path().to_owned());
+            span.set("tienda.upstream", service.to_owned());
+            span.set("tienda.attempt", i64::from(attempt));
+        }
+        if let Ok(v) = HeaderValue::from_str(&span.context().to_header()) {
+            upstream_request
+                .headers_mut()
+                .insert(tienda_kit::trace_context::HEADER, v);
+        }
         let sent = Instant::now();
         let result = {
             let _in_flight = endpoint.start();
             tokio::time::timeout(per_try, proxy.client.request(upstream_request)).await
         };
+        match &result {
+            Ok(Ok(response)) => {
+                span.set(
+                    "http.response.status_code",
+                    i64::from(response.status().as_u16()),
+                );
+                if response.status().is_server_error() {
+                    span.fail(response.status().to_string());
+                }
+            }
+            Ok(Err(error)) => span.fail(error.to_string()),
+            Err(_) => span.fail("timed out"),
+        }
+        span.end();
         proxy.metrics.upstream_latency(service, sent.elapsed());
         let failure = match &result {
             Ok(Ok(response)) => {

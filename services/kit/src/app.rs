@@ -54,7 +54,6 @@ use crate::{
     serve,
     shutdown::Shutdown,
     trace_context,
-    trace_context::TraceContext,
 };
 
 /// The request id header, generated when the client sends none and echoed in the response.
@@ -376,12 +375,7 @@ impl Application {
                             .get(REQUEST_ID)
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or_default();
-                        let trace_id = request
-                            .extensions()
-                            .get::<TraceContext>()
-                            .map(TraceContext::trace_id)
-                            .unwrap_or_default();
-                        tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id, trace_id)
+                        tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id)
                     }))
                     .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                     .layer(CatchPanicLayer::custom(|_| Problem::internal().into_response()))
@@ -495,6 +489,10 @@ impl Application {
         if let Some(db) = &platform.db {
             db.close().await;
         }
+        // The spans of the drain go out before the process does.
+        tokio::task::spawn_blocking(crate::telemetry::flush)
+            .await
+            .ok();
         tracing::info!(service = platform.name, "stopped");
         if platform
             .task_panicked

@@ -28,7 +28,12 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 pub use crate::consumer_config::ConsumerConfig;
-use crate::{dead_letter, resilience::Backoff, shutdown::Shutdown, trace_context::TraceContext};
+use crate::{
+    dead_letter,
+    resilience::Backoff,
+    shutdown::Shutdown,
+    trace_context::{self, TraceContext},
+};
 
 /// A message as the handler sees it.
 #[derive(Debug, Clone)]
@@ -370,11 +375,13 @@ pub(crate) fn message_id(headers: &HeaderMap, stream: &str, sequence: u64) -> St
         .unwrap_or_else(|| format!("{stream}:{sequence}"))
 }
 
-/// A received message ready to apply: its delivery, trace context and span.
+/// A received message ready to apply: its delivery, its span (exported, a child of the
+/// publishing span named by its `traceparent`) and the log span.
 struct Received {
     message: jetstream::Message,
     delivery: Delivery,
     context: TraceContext,
+    trace: trace_context::Span,
     span: tracing::Span,
 }
 
@@ -409,12 +416,29 @@ async fn receive<H: Handler>(
             .with_label_values(&[consumer_label])
             .inc();
     }
-    let context = delivery
+    let parent = delivery
         .headers
         .get(header::TRACEPARENT)
-        .and_then(|v| TraceContext::parse(v.as_str()))
-        .map(|parent| parent.child())
-        .unwrap_or_else(TraceContext::new_root);
+        .and_then(|v| TraceContext::parse(v.as_str()));
+    let mut trace = trace_context::Span::start(
+        format!("process {}", delivery.subject),
+        trace_context::Kind::Consumer,
+        parent,
+    );
+    if trace.is_recording() {
+        trace.set("messaging.system", "nats");
+        trace.set("messaging.operation.type", "process");
+        trace.set("messaging.destination.name", delivery.subject.clone());
+        trace.set(
+            "messaging.consumer.group.name",
+            shared.config.durable.clone(),
+        );
+        trace.set("messaging.message.id", delivery.message_id.clone());
+        trace.set("tienda.stream", shared.config.stream.clone());
+        trace.set("tienda.stream.sequence", sequence as i64);
+        trace.set("tienda.delivery.count", delivered);
+    }
+    let context = trace.context();
     let span = tracing::info_span!(
         "consume",
         consumer = %consumer_label,
@@ -427,6 +451,7 @@ async fn receive<H: Handler>(
         message,
         delivery,
         context,
+        trace,
         span,
     })
 }
@@ -449,6 +474,7 @@ async fn apply_and_settle<H: Handler>(
         message,
         delivery,
         context,
+        trace,
         span,
     } = received;
     let started = std::time::Instant::now();
@@ -460,7 +486,16 @@ async fn apply_and_settle<H: Handler>(
         .duration
         .with_label_values(&[consumer_label])
         .observe(started.elapsed().as_secs_f64());
-    settle(shared, consumer_label, &message, &delivery, outcome, span).await;
+    settle(
+        shared,
+        consumer_label,
+        &message,
+        &delivery,
+        outcome,
+        trace,
+        span,
+    )
+    .await;
 }
 
 /// Messages already received, applied in order in one transaction with one commit
@@ -540,6 +575,7 @@ async fn process_batch<H: Handler>(shared: &Shared<H>, messages: Vec<jetstream::
                     &received.message,
                     &received.delivery,
                     outcome,
+                    received.trace,
                     received.span,
                 )
                 .await;
@@ -568,15 +604,17 @@ async fn settle<H: Handler>(
     message: &jetstream::Message,
     delivery: &Delivery,
     outcome: Applied,
+    mut trace: trace_context::Span,
     span: tracing::Span,
 ) {
     let (sequence, delivered) = (delivery.stream_sequence, delivery.delivered);
+    let context = trace.context();
 
     // The acknowledgement and its logs belong to the message's span. Never `span.enter()`
     // here: a guard held across an `.await` corrupts the span stack of whatever task runs
     // next on the thread (tracing-subscriber then panics, "tried to clone a span that already
     // closed", killing that task — the outbox relay, say).
-    async {
+    let settled = async {
         let result = match outcome {
             Applied::Processed | Applied::Duplicate => {
                 let label = if matches!(outcome, Applied::Processed) {
@@ -593,6 +631,7 @@ async fn settle<H: Handler>(
                 // is lost only brings the message back after its ack wait, and the inbox
                 // answers the repeat as a duplicate. The reply would cost a round trip per
                 // message for nothing.
+                trace.set("tienda.outcome", label);
                 message.ack().await
             }
             Applied::Failed(HandlerError::Transient(err))
@@ -601,6 +640,8 @@ async fn settle<H: Handler>(
                 let delay = Backoff::new(shared.config.retry_base, shared.config.retry_max)
                     .delay(delivered as u32);
                 tracing::warn!(error = %format!("{err:#}"), retry_in_ms = delay.as_millis() as u64, "handler failed; will retry");
+                trace.set("tienda.outcome", "retried");
+                trace.fail(format!("{err:#}"));
                 shared
                     .metrics
                     .messages
@@ -631,6 +672,8 @@ async fn settle<H: Handler>(
                 match dead_letter::publish(&shared.jetstream, &shared.config.component, copy).await {
                     Ok(()) => {
                         tracing::error!(%reason, "message dead-lettered");
+                        trace.set("tienda.outcome", "dead_lettered");
+                        trace.fail(reason.clone());
                         shared
                             .metrics
                             .messages
@@ -641,6 +684,8 @@ async fn settle<H: Handler>(
                     Err(dlq_err) => {
                         // Never drop a message we could not park: retry it instead.
                         tracing::error!(error = %dlq_err, %reason, "cannot dead-letter; retrying the message");
+                        trace.set("tienda.outcome", "retried");
+                        trace.fail(reason.clone());
                         shared
                             .metrics
                             .messages
@@ -658,8 +703,9 @@ async fn settle<H: Handler>(
             tracing::warn!(error = %err, "acknowledging failed");
         }
     }
-    .instrument(span)
-    .await;
+    .instrument(span);
+    context.scope(settled).await;
+    trace.end();
 }
 
 enum Applied {

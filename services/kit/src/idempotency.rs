@@ -454,7 +454,13 @@ impl Guard {
         S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
         S::Future: Send + 'static,
     {
-        let task = tokio::spawn(async move { self.execute(owner, inner, request).await });
+        // A task of its own, so a client hanging up does not cancel work half done; it keeps
+        // the request's trace (task-locals do not cross `spawn`).
+        let work = async move { self.execute(owner, inner, request).await };
+        let task = match crate::trace_context::TraceContext::current() {
+            Some(context) => tokio::spawn(context.scope(work)),
+            None => tokio::spawn(work),
+        };
         match task.await {
             Ok(response) => response,
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),

@@ -137,13 +137,17 @@ pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next)
     // Decremented on drop: a client that hangs up cancels this future mid-request.
     let _in_flight = InFlight::enter(metrics.in_flight.with_label_values(&[method, &route]));
     let started = Instant::now();
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
     metrics.observe(
         method,
         &route,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
+    // For the server span, which runs outside the router and cannot see the route.
+    response
+        .extensions_mut()
+        .insert(crate::trace_context::MatchedRoute(route));
     response
 }
 

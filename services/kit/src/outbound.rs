@@ -32,7 +32,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, 
 use crate::{
     policy::{Policies, PolicyConfig, Scope},
     resilience::{Admission, Breaker, Circuit, Deadline, Failure, may_retry},
-    trace_context::{self, TraceContext},
+    trace_context::{self, Kind, Span},
 };
 
 /// Where a call goes: the policy target it is governed by.
@@ -323,9 +323,25 @@ impl Outbound {
             target: label.clone(),
             timeout: deadline.instant().saturating_duration_since(started),
         };
+        // One client span for the call, retries included (each retry is an event on it).
+        let method = crate::metrics::method_label(request.method());
+        let (Target::Service(name) | Target::External(name)) = target;
+        let mut span = Span::child(format!("{method} {name}"), Kind::Client);
+        if span.is_recording() {
+            let url = request.url();
+            span.set("http.request.method", method);
+            span.set(
+                "server.address",
+                url.host_str().unwrap_or_default().to_owned(),
+            );
+            span.set(
+                "url.full",
+                format!("{}://{}{}", url.scheme(), url.authority(), url.path()),
+            );
+            span.set("tienda.target", label.clone());
+        }
         if !request.headers().contains_key(trace_context::HEADER)
-            && let Some(context) = TraceContext::current()
-            && let Ok(value) = HeaderValue::from_str(&context.child().to_header())
+            && let Ok(value) = HeaderValue::from_str(&span.context().to_header())
         {
             request.headers_mut().insert(trace_context::HEADER, value);
         }
@@ -395,6 +411,13 @@ impl Outbound {
                     let pause = r.backoff.delay(attempt);
                     if deadline.allows(pause) {
                         tracing::debug!(target = %label, attempt, failure = f.label(), pause_ms = pause.as_millis() as u64, "retrying");
+                        span.event(
+                            "retry",
+                            vec![
+                                opentelemetry::KeyValue::new("tienda.attempt", i64::from(attempt)),
+                                opentelemetry::KeyValue::new("tienda.failure", f.label()),
+                            ],
+                        );
                         self.metrics.retries.with_label_values(&[&label]).inc();
                         previous = Some(self.settle(&label, sent, &timed_out));
                         tokio::time::sleep(pause).await;
@@ -433,6 +456,19 @@ impl Outbound {
             .observe(started.elapsed().as_secs_f64());
         if let Err(error) = &result {
             tracing::warn!(target = %label, %error, "outbound call failed");
+        }
+        span.set("tienda.outcome", outcome);
+        match &result {
+            Ok(response) => {
+                span.set(
+                    "http.response.status_code",
+                    i64::from(response.status().as_u16()),
+                );
+                if response.status().is_server_error() {
+                    span.fail(response.status().to_string());
+                }
+            }
+            Err(error) => span.fail(error.to_string()),
         }
         result
     }

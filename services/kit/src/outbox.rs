@@ -22,14 +22,19 @@ use sqlx::{PgConnection, PgPool, Row, postgres::PgListener};
 use tienda_events::{Envelope, Message, header};
 use uuid::Uuid;
 
-use crate::{resilience::Backoff, shutdown::Shutdown, trace_context::TraceContext};
+use crate::{
+    resilience::Backoff,
+    shutdown::Shutdown,
+    trace_context::{self, TraceContext},
+};
 
 /// The channel the relay listens on.
 pub const CHANNEL: &str = "tienda_outbox";
 
 /// Writes `envelope` to the outbox inside the caller's transaction. It is published after the
-/// transaction commits, and never if it rolls back. The current trace context (if any) goes
-/// with it as a `traceparent` header.
+/// transaction commits, and never if it rolls back. The current trace context (if any) is
+/// kept with it: the relay's publish span is its child, and the message carries that span as
+/// its `traceparent`.
 pub async fn enqueue<T: Message + Serialize>(
     conn: &mut PgConnection,
     envelope: Envelope<T>,
@@ -44,7 +49,7 @@ pub async fn enqueue<T: Message + Serialize>(
         envelope.correlation_id.to_string(),
     );
     if let Some(context) = TraceContext::current() {
-        headers.insert(header::TRACEPARENT.to_owned(), context.child().to_header());
+        headers.insert(header::TRACEPARENT.to_owned(), context.to_header());
     }
     let envelope = envelope.into_json();
     // One round trip: the insert and the notification (delivered at commit, dropped on
@@ -297,12 +302,33 @@ impl Relay {
 
         let started = std::time::Instant::now();
         let mut pending_acks = Vec::with_capacity(claimed.len());
+        let mut spans = Vec::with_capacity(claimed.len());
         for row in &claimed {
             let mut headers = HeaderMap::new();
             for (name, value) in &row.headers {
                 headers.insert(name.as_str(), value.as_str());
             }
             let id = row.id.to_string();
+            // The publish is a span of the trace that wrote the row; the message names it
+            // as the consumer's parent.
+            let parent = row
+                .headers
+                .get(header::TRACEPARENT)
+                .and_then(|v| TraceContext::parse(v));
+            let mut span = trace_context::Span::start(
+                format!("send {}", row.subject),
+                trace_context::Kind::Producer,
+                parent,
+            );
+            if span.is_recording() {
+                span.set("messaging.system", "nats");
+                span.set("messaging.operation.type", "send");
+                span.set("messaging.destination.name", row.subject.clone());
+                span.set("messaging.message.id", id.clone());
+                span.set("tienda.outbox.attempt", i64::from(row.attempts) + 1);
+            }
+            headers.insert(header::TRACEPARENT, span.context().to_header().as_str());
+            spans.push(span);
             headers.insert(header::MSG_ID, id.as_str());
             let sent = self
                 .jetstream
@@ -331,10 +357,11 @@ impl Relay {
             .observe(started.elapsed().as_secs_f64());
 
         let mut published = Vec::new();
-        for (row, ack) in claimed.iter().zip(acks) {
+        for ((row, ack), mut span) in claimed.iter().zip(acks).zip(spans) {
             match ack {
                 Ok(()) => published.push(row.id),
                 Err(error) => {
+                    span.fail(error.clone());
                     self.metrics.failures.inc();
                     let delay = Backoff::new(self.config.retry_base, self.config.retry_max)
                         .delay(row.attempts as u32 + 1);

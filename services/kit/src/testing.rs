@@ -2,6 +2,7 @@
 //! both from the servers `tests/run` starts (`DATABASE_URL` is an admin connection there).
 
 pub mod apiserver;
+pub mod otlp;
 pub mod rbac;
 
 use std::net::SocketAddr;

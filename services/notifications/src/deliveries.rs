@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool};
+use tienda_kit::trace_context::TraceContext;
 use uuid::Uuid;
 
 use crate::channel::Outgoing;
@@ -115,9 +116,9 @@ pub async fn record(conn: &mut PgConnection, new: &NewDelivery) -> Result<bool, 
     let inserted = sqlx::query(
         "INSERT INTO deliveries (id, event_id, event_type, kind, category, critical, sensitive,
              channel, recipient, user_id, locale, template_version, subject, body_text,
-             body_html, unsubscribe_url, status, status_reason, next_attempt_at)
+             body_html, unsubscribe_url, status, status_reason, next_attempt_at, traceparent)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $19, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                 $17, coalesce($18, now()))
+                 $17, coalesce($18, now()), $20)
          ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING",
     )
     .bind(o.id)
@@ -139,6 +140,7 @@ pub async fn record(conn: &mut PgConnection, new: &NewDelivery) -> Result<bool, 
     .bind(new.status.reason())
     .bind(new.not_before)
     .bind(new.channel.as_str())
+    .bind(TraceContext::current().map(|c| c.to_header()))
     .execute(&mut *conn)
     .await?
     .rows_affected()
@@ -168,6 +170,8 @@ pub struct Claimed {
     pub outgoing: Outgoing,
     /// Attempts so far, this one included.
     pub attempts: u32,
+    /// The trace of the event that caused it.
+    pub trace: Option<TraceContext>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -180,6 +184,7 @@ struct ClaimedRow {
     body_html: String,
     unsubscribe_url: Option<String>,
     attempts: i32,
+    traceparent: Option<String>,
 }
 
 /// Claims up to `limit` due deliveries for one attempt each. The lease (`next_attempt_at`
@@ -198,7 +203,7 @@ pub async fn claim(
                       ORDER BY next_attempt_at LIMIT $1
                       FOR UPDATE SKIP LOCKED)
          RETURNING id, channel, recipient, subject, body_text, body_html, unsubscribe_url,
-                   attempts",
+                   attempts, traceparent",
     )
     .bind(limit)
     .bind(lease.as_secs_f64())
@@ -217,6 +222,7 @@ pub async fn claim(
                 unsubscribe_url: r.unsubscribe_url,
             },
             attempts: u32::try_from(r.attempts).unwrap_or(u32::MAX),
+            trace: r.traceparent.as_deref().and_then(TraceContext::parse),
         })
         .collect())
 }

@@ -139,9 +139,9 @@ pub async fn fan_out(
         let new = sqlx::query(
             "INSERT INTO deliveries (id, event_id, event_type, kind, category, critical,
                  sensitive, channel, recipient, locale, template_version, subject, body_text,
-                 body_html, status)
+                 body_html, status, traceparent)
              VALUES ($1, $2, $3, $3, 'integration', true, false, 'webhook', $4, 'en', 0, $3,
-                     $5, '', 'queued')
+                     $5, '', 'queued', $6)
              ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING",
         )
         .bind(id)
@@ -149,6 +149,7 @@ pub async fn fan_out(
         .bind(event_type)
         .bind(endpoint.to_string())
         .bind(body.as_ref())
+        .bind(tienda_kit::trace_context::TraceContext::current().map(|c| c.to_header()))
         .execute(&mut *conn)
         .await?
         .rows_affected()

@@ -14,6 +14,7 @@ use sqlx::{PgPool, postgres::PgListener};
 use tienda_kit::{
     Shutdown,
     resilience::{Admission, Backoff},
+    trace_context::{Kind, Span},
 };
 
 use crate::{
@@ -171,6 +172,22 @@ impl Worker {
 
     /// One attempt at one delivery, and its outcome recorded.
     async fn attempt(&self, delivery: Claimed) {
+        // The attempt is a client span of the trace that queued the delivery.
+        let mut span = Span::start(
+            format!("deliver {}", delivery.channel),
+            Kind::Client,
+            delivery.trace,
+        );
+        if span.is_recording() {
+            span.set("tienda.delivery.id", delivery.outgoing.id.to_string());
+            span.set("tienda.delivery.channel", delivery.channel.clone());
+            span.set("tienda.delivery.attempt", i64::from(delivery.attempts));
+        }
+        let context = span.context();
+        context.scope(self.attempt_in(delivery, &mut span)).await;
+    }
+
+    async fn attempt_in(&self, delivery: Claimed, span: &mut Span) {
         let id = delivery.outgoing.id;
         let result = match delivery.channel.as_str() {
             crate::webhooks::CHANNEL => {
@@ -198,6 +215,10 @@ impl Worker {
                 Err(e) => Err(e),
             },
         };
+        match &result {
+            Ok(provider_ref) => span.set("tienda.delivery.reference", provider_ref.clone()),
+            Err(error) => span.fail(error.to_string()),
+        }
         let recorded = match result {
             Ok(provider_ref) => {
                 tracing::info!(delivery = %id, to = %delivery.outgoing.to, via = %provider_ref, "sent");

@@ -32,6 +32,7 @@ use tienda_kit::{
     Shutdown,
     consumer::{Delivery, Handler, HandlerError},
     outbox,
+    trace_context::{Kind, Span},
 };
 use uuid::Uuid;
 
@@ -155,23 +156,53 @@ async fn react(
     cause: Uuid,
     timeouts: Timeouts,
 ) -> Result<(), Error> {
-    let Some(mut saga) = store::lock_saga(conn, key).await? else {
-        tracing::debug!(?key, "a reply for no order's saga");
-        return Ok(());
-    };
-    let mut order = store::lock(conn, saga.order_id)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("the saga's order {}", saga.order_id)))?;
-    let decision = decide(order.status, &reply);
-    apply(
-        conn,
-        &mut saga,
-        &mut order,
-        &decision,
-        Some(cause),
-        timeouts,
-    )
-    .await
+    // A saga step is a span: the commands it sends are its children, so the checkout's trace
+    // runs on through the services they go to.
+    let mut span = Span::child(format!("saga {}", variant(&reply)), Kind::Internal);
+    let context = span.context();
+    let result: Result<(), Error> = context
+        .scope(async {
+            let Some(mut saga) = store::lock_saga(conn, key).await? else {
+                tracing::debug!(?key, "a reply for no order's saga");
+                span.set("tienda.saga.decision", "no saga");
+                return Ok(());
+            };
+            let mut order = store::lock(conn, saga.order_id)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("the saga's order {}", saga.order_id)))?;
+            let decision = decide(order.status, &reply);
+            if span.is_recording() {
+                span.set("tienda.order.id", order.id.to_string());
+                span.set("tienda.order.status", order.status.to_string());
+                span.set("tienda.saga.decision", variant(&decision));
+            }
+            apply(
+                conn,
+                &mut saga,
+                &mut order,
+                &decision,
+                Some(cause),
+                timeouts,
+            )
+            .await?;
+            span.set("tienda.saga.step", variant(&saga.step));
+            Ok(())
+        })
+        .await;
+    if let Err(error) = &result {
+        span.fail(error.to_string());
+    }
+    result
+}
+
+/// An enum value's variant name (`Reserved` of `Reserved { expires_at }`), for span names
+/// and attributes.
+fn variant(value: &impl std::fmt::Debug) -> String {
+    let text = format!("{value:?}");
+    let end = text
+        .find(|c: char| !c.is_alphanumeric() && c != '_')
+        .unwrap_or(text.len());
+    text[..end].to_owned()
 }
 
 fn authorize_command(order: &OrderRow, saga: &Saga, deadline: DateTime<Utc>) -> AuthorizePayment {
@@ -644,15 +675,29 @@ async fn sweep_one(db: &PgPool, order_id: Uuid, timeouts: Timeouts) -> Result<bo
         Reply::RetryDue
     };
     let decision = decide(order.status, &reply);
-    if decision == Decision::Ignore {
-        // The order moved on without the step being closed; stop watching it.
-        saga.deadline = None;
-        saga.retry_at = None;
-        store::save_saga(&mut tx, &saga).await?;
-    } else {
-        apply(&mut tx, &mut saga, &mut order, &decision, None, timeouts).await?;
+    // A step the sweeper takes is a trace of its own (nothing caused it but the clock).
+    let mut span = Span::start(format!("saga {}", variant(&reply)), Kind::Internal, None);
+    if span.is_recording() {
+        span.set("tienda.order.id", order.id.to_string());
+        span.set("tienda.order.status", order.status.to_string());
+        span.set("tienda.saga.decision", variant(&decision));
     }
-    tx.commit().await?;
+    let context = span.context();
+    context
+        .scope(async {
+            if decision == Decision::Ignore {
+                // The order moved on without the step being closed; stop watching it.
+                saga.deadline = None;
+                saga.retry_at = None;
+                store::save_saga(&mut tx, &saga).await?;
+            } else {
+                apply(&mut tx, &mut saga, &mut order, &decision, None, timeouts).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, Error>(())
+        })
+        .await
+        .inspect_err(|error| span.fail(error.to_string()))?;
     Ok(true)
 }
 

@@ -5,6 +5,10 @@ use tienda_payments::{Application, config::Config};
 async fn main() -> anyhow::Result<()> {
     tienda_kit::install_crypto_provider();
     let config = Config::parse();
-    tienda_kit::telemetry::init(config.common.log_format, &config.common.log_filter);
+    tienda_kit::telemetry::init(
+        "payments",
+        config.common.log_format,
+        &config.common.log_filter,
+    );
     Application::build(config).await?.run_until_stopped().await
 }

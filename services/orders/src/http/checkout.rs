@@ -7,7 +7,14 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use tienda_events::order::OrderPlaced;
-use tienda_kit::{Problem, idempotency, json::Json, jwt::Claims, net::ClientIp, outbox};
+use tienda_kit::{
+    Problem, idempotency,
+    json::Json,
+    jwt::Claims,
+    net::ClientIp,
+    outbox,
+    trace_context::{Kind, Span},
+};
 use uuid::Uuid;
 
 use super::{AppState, cart::price_lines, customer_id};
@@ -78,47 +85,56 @@ pub async fn checkout(
         from_cart: from_cart.is_some(),
         client_ip: Some(client.to_string()),
     };
-    let mut tx = state.db.begin().await?;
-    if let Some(cart) = from_cart {
-        // The lines priced are the cart's only if it has not changed since they were read;
-        // placing the order empties it, so a second checkout of the same cart finds it empty.
-        if cart::lock(&mut tx, cart.id).await? != Some(cart.version) {
-            return Err(Error::Conflict(
-                "The cart changed during checkout; read it and check out again.".into(),
-            ));
-        }
-        cart::clear(&mut tx, cart.id).await?;
-        cart::touch(&mut tx, cart.id).await?;
-    }
-    let id = match store::place(&mut tx, id, &placed).await? {
-        Ok(order) => {
-            let mut event = tienda_events::Envelope::new(
-                crate::SOURCE,
-                OrderPlaced {
-                    order_id: id,
-                    customer_id: Some(customer),
-                    email: request.email.clone(),
-                    items: lines
-                        .iter()
-                        .map(|l| tienda_events::order::OrderLine {
-                            sku: l.sku.clone(),
-                            name: l.name.clone(),
-                            quantity: l.quantity,
-                            unit_price: l.unit_price,
-                        })
-                        .collect(),
-                    total: totals.total,
-                },
-            );
-            event.correlation_id = id;
-            outbox::enqueue(&mut tx, event).await?;
-            saga::begin(&mut tx, &order, &lines, state.timeouts).await?;
-            id
-        }
-        // Placed before with this key (its stored answer was lost): answer with that order.
-        Err(existing) => existing,
-    };
-    tx.commit().await?;
+    // The transaction that places the order and starts its saga, as a span of its own.
+    let place = Span::child("place order", Kind::Internal);
+    let id = place
+        .run_fallible(async {
+            let mut tx = state.db.begin().await?;
+            if let Some(cart) = from_cart {
+                // The lines priced are the cart's only if it has not changed since they
+                // were read; placing the order empties it, so a second checkout of the same
+                // cart finds it empty.
+                if cart::lock(&mut tx, cart.id).await? != Some(cart.version) {
+                    return Err(Error::Conflict(
+                        "The cart changed during checkout; read it and check out again.".into(),
+                    ));
+                }
+                cart::clear(&mut tx, cart.id).await?;
+                cart::touch(&mut tx, cart.id).await?;
+            }
+            let id = match store::place(&mut tx, id, &placed).await? {
+                Ok(order) => {
+                    let mut event = tienda_events::Envelope::new(
+                        crate::SOURCE,
+                        OrderPlaced {
+                            order_id: id,
+                            customer_id: Some(customer),
+                            email: request.email.clone(),
+                            items: lines
+                                .iter()
+                                .map(|l| tienda_events::order::OrderLine {
+                                    sku: l.sku.clone(),
+                                    name: l.name.clone(),
+                                    quantity: l.quantity,
+                                    unit_price: l.unit_price,
+                                })
+                                .collect(),
+                            total: totals.total,
+                        },
+                    );
+                    event.correlation_id = id;
+                    outbox::enqueue(&mut tx, event).await?;
+                    saga::begin(&mut tx, &order, &lines, state.timeouts).await?;
+                    id
+                }
+                // Placed before with this key (its stored answer was lost): answer with
+                // that order.
+                Err(existing) => existing,
+            };
+            tx.commit().await?;
+            Ok::<_, Error>(id)
+        })
+        .await?;
     answer(&state, id).await
 }
 
