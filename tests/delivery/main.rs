@@ -4,10 +4,12 @@
 //! `kubernetes-validate --strict`, the values schema, custom resources against our CRD schemas
 //! and CEL rules, the Tiltfile evaluated as Starlark.
 //!
-//! Helm and kubernetes-validate come from `tests/tools/install` (`HELM`, `KUBERNETES_VALIDATE`;
+//! Helm, kubernetes-validate and promtool come from `tests/tools/install` (`HELM`,
+//! `KUBERNETES_VALIDATE`, `PROMTOOL`;
 //! `tests/run` exports them). The Tiltfile is evaluated by `tests/tiltfile`, a workspace of its
 //! own (see there why).
 
+mod alerts;
 mod chart;
 mod dockerfile;
 mod examples;

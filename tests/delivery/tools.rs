@@ -12,7 +12,8 @@ pub fn root() -> PathBuf {
     tienda_e2e::repo_root()
 }
 
-fn tool(var: &str, fallback: &str) -> PathBuf {
+/// A tool from `tests/tools/install`: `$var`, else its place in the tools cache.
+pub fn tool(var: &str, fallback: &str) -> PathBuf {
     if let Ok(path) = std::env::var(var) {
         return PathBuf::from(path);
     }

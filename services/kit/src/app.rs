@@ -88,6 +88,8 @@ pub struct Platform {
     pub nats: Option<Nats>,
     /// Prometheus registry and HTTP metrics.
     pub metrics: Metrics,
+    /// The metrics every consumer of this process counts into.
+    pub consumer_metrics: crate::consumer::ConsumerMetrics,
     /// Readiness checks.
     pub health: Health,
     /// The process's shutdown signal.
@@ -151,11 +153,13 @@ impl Platform {
             db::PoolMetrics::register(pool, &metrics.registry)
                 .context("registering the pool's metrics")?;
         }
+        let consumer_metrics = crate::consumer::ConsumerMetrics::new(&metrics.registry);
         let platform = Self {
             name,
             config,
             db,
             nats,
+            consumer_metrics,
             metrics,
             health,
             shutdown,
@@ -208,12 +212,12 @@ impl Platform {
     ) -> anyhow::Result<()> {
         let pool = self.db().clone();
         let client = self.nats()?.client.clone();
-        let registry = self.metrics.registry.clone();
+        let metrics = self.consumer_metrics.clone();
         let shutdown = self.shutdown.clone();
         self.spawn(async move {
             let mut attempt = 0u32;
             while !shutdown.is_triggered() {
-                let consumer = Consumer::new(pool.clone(), client.clone(), config.clone(), handler.clone(), &registry);
+                let consumer = Consumer::with_metrics(pool.clone(), client.clone(), config.clone(), handler.clone(), metrics.clone());
                 match consumer.run(shutdown.clone()).await {
                     Ok(()) => return,
                     Err(err) => {

@@ -101,10 +101,13 @@ pub struct ConsumerMetrics {
     duration: HistogramVec,
     pending: IntGaugeVec,
     batches: IntCounterVec,
+    dead_letters: IntGaugeVec,
 }
 
 impl ConsumerMetrics {
-    /// Registers (or reuses) the consumer metrics.
+    /// Registers the consumer metrics in `registry`. Make one per registry and hand it to every
+    /// consumer ([`Consumer::with_metrics`]): a second set registered in the same registry is
+    /// refused by it, and what it counts is never exported.
     pub fn new(registry: &Registry) -> Self {
         let messages = IntCounterVec::new(
             Opts::new(
@@ -150,14 +153,25 @@ impl ConsumerMetrics {
             &["consumer", "outcome"],
         )
         .unwrap();
+        let dead_letters = IntGaugeVec::new(
+            Opts::new(
+                "dead_letters_waiting",
+                "Messages parked in a dead-letter stream, waiting for a replay or a discard",
+            ),
+            &["stream"],
+        )
+        .unwrap();
         for metric in [
             Box::new(messages.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(redeliveries.clone()),
             Box::new(duration.clone()),
             Box::new(pending.clone()),
             Box::new(batches.clone()),
+            Box::new(dead_letters.clone()),
         ] {
-            let _ = registry.register(metric);
+            if let Err(error) = registry.register(metric) {
+                tracing::warn!(%error, "consumer metrics registered twice; the second set is not exported");
+            }
         }
         Self {
             messages,
@@ -165,6 +179,7 @@ impl ConsumerMetrics {
             duration,
             pending,
             batches,
+            dead_letters,
         }
     }
 }
@@ -206,13 +221,30 @@ impl<H: Handler> Consumer<H> {
         handler: H,
         registry: &Registry,
     ) -> Self {
+        Self::with_metrics(
+            pool,
+            client,
+            config,
+            handler,
+            ConsumerMetrics::new(registry),
+        )
+    }
+
+    /// Like [`Consumer::new`], counting into `metrics` (shared by a process's consumers).
+    pub fn with_metrics(
+        pool: PgPool,
+        client: async_nats::Client,
+        config: ConsumerConfig,
+        handler: H,
+        metrics: ConsumerMetrics,
+    ) -> Self {
         Self {
             pool,
             jetstream: jetstream::new(client.clone()),
             client,
             config,
             handler: Arc::new(handler),
-            metrics: ConsumerMetrics::new(registry),
+            metrics,
         }
     }
 
@@ -259,9 +291,15 @@ impl<H: Handler> Consumer<H> {
             config.clone(),
             shutdown.clone(),
         ));
+        let dead_letter_stream = tienda_events::dead_letter::stream(&config.component);
         let lag = tokio::spawn(track_lag(
             consumer.clone(),
             metrics.pending.with_label_values(&[&name]),
+            jetstream.clone(),
+            metrics
+                .dead_letters
+                .with_label_values(&[&dead_letter_stream]),
+            dead_letter_stream,
             shutdown.clone(),
         ));
 
@@ -352,10 +390,27 @@ impl<H: Handler> Consumer<H> {
     }
 }
 
-async fn track_lag(mut consumer: PullConsumer, gauge: prometheus::IntGauge, shutdown: Shutdown) {
+/// Every 5 s: the consumer's lag, and what waits in its component's dead-letter stream.
+async fn track_lag(
+    mut consumer: PullConsumer,
+    gauge: prometheus::IntGauge,
+    jetstream: jetstream::Context,
+    dead_letters: prometheus::IntGauge,
+    dead_letter_stream: String,
+    shutdown: Shutdown,
+) {
     while !shutdown.is_triggered() {
         if let Ok(info) = consumer.info().await {
             gauge.set(info.num_pending as i64);
+        }
+        match jetstream.get_stream(&dead_letter_stream).await {
+            Ok(mut stream) => {
+                if let Ok(info) = stream.info().await {
+                    dead_letters.set(info.state.messages as i64);
+                }
+            }
+            // No dead letter yet: the stream is made with the first.
+            Err(_) => dead_letters.set(0),
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(5)) => {}

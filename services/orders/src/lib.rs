@@ -8,6 +8,7 @@
 //! - [`store`]: SQL: orders, lines, the event log, saga state
 //! - [`catalog`]: prices from products over HTTP (the kit's outbound client)
 //! - [`saga`]: the saga's consumers (inventory and payment replies) and deadline sweeper
+//! - [`metrics`]: the saga's steps, settle times and sagas in flight
 //! - [`aftersale`]: capture at shipping, refunds, returns and their restock
 //! - [`cart`]: carts in PostgreSQL (guest tokens, lines with the price seen)
 //! - [`timeline`]: an order's log as customers read it, and the feed of appends
@@ -21,6 +22,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod saga;
 pub mod store;
 pub mod timeline;
@@ -70,6 +72,9 @@ impl Application {
         )
         .await?;
         platform.start_relay(RelayConfig::default())?;
+        metrics::SAGA
+            .register(&platform.metrics.registry)
+            .map_err(|e| anyhow::anyhow!("registering the saga's metrics: {e}"))?;
         let timeouts = Timeouts {
             reserve: Duration::from_millis(config.reserve_timeout_ms),
             authorize: Duration::from_millis(config.authorize_timeout_ms),

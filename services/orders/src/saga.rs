@@ -171,6 +171,10 @@ async fn react(
                 .await?
                 .ok_or_else(|| Error::NotFound(format!("the saga's order {}", saga.order_id)))?;
             let decision = decide(order.status, &reply);
+            crate::metrics::SAGA
+                .steps
+                .with_label_values(&[&variant(&reply), &variant(&decision)])
+                .inc();
             if span.is_recording() {
                 span.set("tienda.order.id", order.id.to_string());
                 span.set("tienda.order.status", order.status.to_string());
@@ -193,6 +197,15 @@ async fn react(
         span.fail(error.to_string());
     }
     result
+}
+
+/// Counts an order settled, by `outcome`, with the time since it was placed.
+fn settled(order: &OrderRow, outcome: &str) {
+    let seconds = (Utc::now() - order.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+    crate::metrics::SAGA
+        .settled
+        .with_label_values(&[outcome])
+        .observe(seconds);
 }
 
 /// An enum value's variant name (`Reserved` of `Reserved { expires_at }`), for span names
@@ -361,6 +374,7 @@ async fn apply(
                 payment_id: saga.payment_id,
             };
             outbox::enqueue(conn, about(confirmed, id, cause)).await?;
+            settled(order, "confirmed");
             saga.step = Step::Completed;
             saga.deadline = None;
             saga.retry_at = None;
@@ -372,6 +386,11 @@ async fn apply(
             void,
             restock,
         } => {
+            // A cancellation before confirmation ends the checkout; one after (a customer's,
+            // an admin's) is after-sale.
+            if saga.step.is_waiting() && saga.step != Step::Compensating {
+                settled(order, "cancelled");
+            }
             if *void {
                 compensate(conn, saga, Compensation::Void, cause, now, t).await?;
             }
@@ -675,6 +694,10 @@ async fn sweep_one(db: &PgPool, order_id: Uuid, timeouts: Timeouts) -> Result<bo
         Reply::RetryDue
     };
     let decision = decide(order.status, &reply);
+    crate::metrics::SAGA
+        .steps
+        .with_label_values(&[&variant(&reply), &variant(&decision)])
+        .inc();
     // A step the sweeper takes is a trace of its own (nothing caused it but the clock).
     let mut span = Span::start(format!("saga {}", variant(&reply)), Kind::Internal, None);
     if span.is_recording() {
@@ -723,14 +746,24 @@ pub async fn sweep(db: &PgPool, timeouts: Timeouts) -> Result<usize, Error> {
     Ok(due.len())
 }
 
-/// Runs [`sweep`] every `every` until shutdown.
+/// How often the in-flight gauges are read.
+const METRICS_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs [`sweep`] every `every` until shutdown, and refreshes the in-flight gauges.
 pub async fn sweeper(db: PgPool, timeouts: Timeouts, every: Duration, shutdown: Shutdown) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut measured = tokio::time::Instant::now() - METRICS_EVERY;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = shutdown.wait() => return,
+        }
+        if measured.elapsed() >= METRICS_EVERY {
+            measured = tokio::time::Instant::now();
+            if let Err(e) = crate::metrics::SAGA.refresh(&db).await {
+                tracing::warn!(error = %e, "reading the sagas in flight failed");
+            }
         }
         // Full batches are followed by another, a bounded number of times per tick (sagas
         // another replica holds stay due and must not spin this loop).

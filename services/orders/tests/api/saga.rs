@@ -191,6 +191,48 @@ async fn reserved_authorized_then_committed_confirms_the_order() {
             "confirmed"
         ]
     );
+
+    // The steps are counted, the settle time measured, and both consumers report their lag
+    // (the second consumer's metrics were once registered twice and never exported).
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.admin_base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (name, labels) in [
+        (
+            "saga_steps_total",
+            &["decision=\"Authorize\"", "reply=\"Reserved\""][..],
+        ),
+        (
+            "saga_steps_total",
+            &["decision=\"Confirm\"", "reply=\"Committed\""],
+        ),
+        (
+            "saga_settle_duration_seconds_count",
+            &["outcome=\"confirmed\""],
+        ),
+        (
+            "consumer_pending_messages",
+            &["consumer=\"INVENTORY/orders-inventory-events\""],
+        ),
+        (
+            "consumer_pending_messages",
+            &["consumer=\"PAYMENT/orders-payment-events\""],
+        ),
+        ("saga_in_flight", &["step=\"reserving\""]),
+        ("dead_letters_waiting", &["stream=\"DLQ_ORDERS\""]),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&format!("{name}{{"))
+                && labels.iter().all(|label| l.contains(label))),
+            "{name} {labels:?} is not exported:\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test]
