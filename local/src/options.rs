@@ -10,6 +10,9 @@ use crate::supervisor::Logs;
 /// How far above a component's public port its admin port is (gateway 3000 → admin 3100).
 pub const ADMIN_PORT_OFFSET: u16 = 100;
 
+/// How far above the base port the operations console listens (3000 → 3110).
+pub const CONSOLE_PORT_OFFSET: u16 = 110;
+
 /// What `tienda up` runs and where.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -80,11 +83,17 @@ impl Options {
         self.base_port + ADMIN_PORT_OFFSET + index(component)
     }
 
-    /// Every port `tienda up` would listen on, public and admin.
+    /// The operations console's port: `base_port + 110` (3110).
+    pub fn console_port(&self) -> u16 {
+        self.base_port + CONSOLE_PORT_OFFSET
+    }
+
+    /// Every port `tienda up` would listen on: public, admin, the console.
     pub fn ports(&self) -> Vec<u16> {
         Component::ALL
             .into_iter()
             .flat_map(|c| [self.port(c), self.admin_port(c)])
+            .chain([self.console_port()])
             .collect()
     }
 }
@@ -132,7 +141,8 @@ mod tests {
         let mut all = options.ports();
         all.sort();
         all.dedup();
-        assert_eq!(all.len(), 12, "no two listeners share a port");
+        assert_eq!(all.len(), 13, "no two listeners share a port");
+        assert_eq!(options.console_port(), 3110, "the operations console");
         assert!(public.iter().zip(&admin).all(|(p, a)| a - p == 100));
     }
 }

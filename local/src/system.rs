@@ -52,6 +52,10 @@ pub struct System {
     pub nats_creds: Option<NatsCreds>,
     /// Components listed in the Shop whose binaries are not built (yet).
     pub missing: Vec<Component>,
+    /// The operations console (`http://127.0.0.1:3110/console`), when auth runs to sign in
+    /// with.
+    pub console_url: Option<String>,
+    console: Option<tokio::task::JoinHandle<()>>,
     processes: Vec<(Component, Supervised)>,
     postgres: Option<Postgres>,
     nats: Option<Nats>,
@@ -197,6 +201,8 @@ impl System {
             nats_url: nats_url.clone(),
             nats_creds,
             missing: Vec::new(),
+            console_url: None,
+            console: None,
             processes: Vec::new(),
             postgres,
             nats,
@@ -206,6 +212,10 @@ impl System {
             .provision_and_run(&options, &shop, &data_dir, &mut secrets)
             .await
         {
+            system.stop().await;
+            return Err(e);
+        }
+        if let Err(e) = system.start_console(&options).await {
             system.stop().await;
             return Err(e);
         }
@@ -404,7 +414,60 @@ impl System {
         self.shop_spec = spec;
         self.provision_and_run(options, &shop, &data_dir, &mut secrets)
             .await?;
+        self.start_console(options).await?;
         Ok(true)
+    }
+
+    /// Serves the operations console over what runs now (again after a reload): on loopback,
+    /// beside the admin listeners, never through the gateway.
+    async fn start_console(&mut self, options: &Options) -> anyhow::Result<()> {
+        if let Some(console) = self.console.take() {
+            console.abort();
+            let _ = console.await;
+        }
+        self.console_url = None;
+        let Some(auth) = self.urls.get(&Component::Auth).cloned() else {
+            // No one to sign in with.
+            return Ok(());
+        };
+        let components = self
+            .admin_urls
+            .iter()
+            .map(|(component, url)| tienda_kit::console::Watched {
+                name: component.to_string(),
+                admin_url: url.clone(),
+            })
+            .collect();
+        let verifier = tienda_kit::TokenConfig {
+            jwks_url: format!("{auth}/.well-known/jwks.json"),
+            issuer: auth.clone(),
+            audience: "tienda".into(),
+        }
+        .verifier();
+        let jetstream = async_nats::jetstream::new(self.nats_client().await?);
+        let console = tienda_kit::console::Console::new(
+            components,
+            format!("{auth}/v1/auth/login"),
+            Some(jetstream),
+            verifier,
+        );
+        let port = options.console_port();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .with_context(|| {
+                format!(
+                    "binding the operations console to 127.0.0.1:{port}: is another process \
+                     using it? (--base-port moves every port)"
+                )
+            })?;
+        let router = console.router();
+        self.console = Some(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                eprintln!("tienda: the operations console stopped: {e}");
+            }
+        }));
+        self.console_url = Some(format!("http://127.0.0.1:{port}/console"));
+        Ok(())
     }
 
     /// The supervised process of `component`.
@@ -417,6 +480,9 @@ impl System {
 
     /// Stops the components in reverse start order, then the private servers.
     pub async fn stop(&mut self) {
+        if let Some(console) = self.console.take() {
+            console.abort();
+        }
         while let Some((_, process)) = self.processes.pop() {
             process.stop(Duration::from_secs(15)).await;
         }

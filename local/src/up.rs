@@ -103,6 +103,9 @@ fn print_summary(system: &System, options: &Options) {
             creds.admin().display()
         );
     }
+    if let Some(console) = &system.console_url {
+        eprintln!("  console        {console}   (sign in as the admin account)");
+    }
     eprintln!("  metrics        <admin>/metrics of each component (the admin column above)");
     eprintln!("  traces         {}", traces_summary(&options.telemetry));
     eprintln!();

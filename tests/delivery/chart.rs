@@ -16,6 +16,8 @@ const ALL_ON: &[&str] = &[
     "--set",
     "metrics.prometheusRule.enabled=true",
     "--set",
+    "metrics.dashboards.enabled=true",
+    "--set",
     "networkPolicy.enabled=true",
     "--set",
     "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/x",

@@ -11,6 +11,7 @@
 
 mod alerts;
 mod chart;
+mod dashboards;
 mod dockerfile;
 mod examples;
 mod tools;

@@ -2,10 +2,12 @@
 //! real PostgreSQL and NATS — driven the way users drive it: through the gateway.
 
 mod checkout;
+mod console;
 mod demo;
 mod faults;
 mod identities;
 mod journeys;
+mod metrics;
 mod notifications;
 mod operations;
 mod policies;

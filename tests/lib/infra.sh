@@ -2,7 +2,7 @@
 # on free loopback ports in a scratch directory (unless DATABASE_URL / NATS_URL point at
 # reachable servers), and stop them on exit. Source it after `set -euo pipefail`.
 #
-# After `infra_start [fast]`: DATABASE_URL, NATS_URL, NATS_SERVER, PG_BIN, KUBERNETES_VALIDATE, NODE, HELM, PROMTOOL,
+# After `infra_start [fast]`: DATABASE_URL, NATS_URL, NATS_SERVER, PG_BIN, KUBERNETES_VALIDATE, NODE, HELM, PROMTOOL, CHROMIUM, CHROMEDRIVER,
 # AIOSMTPD_PYTHON, LOCALSTRIPE_PYTHON are exported and `$scratch` holds the servers' data and logs. `fast` turns PostgreSQL's fsync
 # off (tests only; benchmarks and `tienda up` keep it on).
 
@@ -42,7 +42,7 @@ infra_start() {
   local mode="${1:-}"
   step "tools"
   eval "$(tests/tools/install)"
-  export PG_BIN NATS_SERVER KUBERNETES_VALIDATE NODE HELM AIOSMTPD_PYTHON LOCALSTRIPE_PYTHON PROMTOOL
+  export PG_BIN NATS_SERVER KUBERNETES_VALIDATE NODE HELM AIOSMTPD_PYTHON LOCALSTRIPE_PYTHON PROMTOOL CHROMIUM CHROMEDRIVER
 
   scratch="$(mktemp -d /tmp/tienda-test.XXXXXX)"
   trap infra_cleanup EXIT

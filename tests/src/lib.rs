@@ -4,8 +4,10 @@
 //!
 //! The service binaries must be built (`cargo build --workspace --bins`; `tests/run` does).
 
+pub mod dashboards;
 pub mod load;
 pub mod timeline;
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 

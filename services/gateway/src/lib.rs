@@ -98,8 +98,11 @@ impl Application {
                 platform.shutdown.clone(),
             ));
         }
+        let gateway_metrics = metrics::GatewayMetrics::new(&platform.metrics.registry);
+        gateway_metrics.upstreams(&proxy::UPSTREAMS);
         platform.spawn(forget_idle_clients(
             policies.clone(),
+            gateway_metrics.clone(),
             platform.shutdown.clone(),
         ));
 
@@ -112,7 +115,7 @@ impl Application {
             client: proxy::client(config.upstream_http2),
             default_timeout: Duration::from_secs(config.upstream_timeout_seconds),
             body_limits: Arc::new(body_limits),
-            metrics: metrics::GatewayMetrics::new(&platform.metrics.registry),
+            metrics: gateway_metrics,
         };
         let router = Router::new()
             .route("/v1/{*rest}", any(forward))
@@ -143,14 +146,25 @@ impl Application {
 }
 
 /// Every minute, drops rate-limit state of clients that have gone quiet.
-async fn forget_idle_clients(policies: Arc<Policies>, shutdown: tienda_kit::shutdown::Shutdown) {
+/// Every minute: forgets clients idle long enough (their counters are full again); every
+/// 5 s: makes the refusal series of the rate-limit rules in force exist at 0.
+async fn forget_idle_clients(
+    policies: Arc<Policies>,
+    metrics: metrics::GatewayMetrics,
+    shutdown: tienda_kit::shutdown::Shutdown,
+) {
+    let mut ticks = 0u32;
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(60)) => {}
-            () = shutdown.wait() => return,
-        }
         for limit in &policies.current().limits {
-            limit.forget_idle();
+            metrics.rate_limit_rule(&limit.policy, &limit.rule.name, limit.rule.shadow);
+            if ticks % 12 == 11 {
+                limit.forget_idle();
+            }
+        }
+        ticks = ticks.wrapping_add(1);
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            () = shutdown.wait() => return,
         }
     }
 }

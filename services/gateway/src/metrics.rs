@@ -135,6 +135,25 @@ impl GatewayMetrics {
             .inc();
     }
 
+    /// Creates every per-upstream series at 0 (closed circuit, no retries, refusals or
+    /// ejections), so they exist before the first event and `rate()` and alerts see it.
+    pub fn upstreams(&self, upstreams: &[&str]) {
+        for upstream in upstreams {
+            self.circuit.with_label_values(&[upstream]);
+            self.retries.with_label_values(&[upstream]);
+            self.ejections.with_label_values(&[upstream]);
+            for reason in ["circuit-open", "bulkhead-full"] {
+                self.refused.with_label_values(&[upstream, reason]);
+            }
+        }
+    }
+
+    /// Creates the refusal series of a rate-limit rule in force at 0.
+    pub fn rate_limit_rule(&self, policy: &str, rule: &str, shadow: bool) {
+        self.rate_limited
+            .with_label_values(&[policy, rule, if shadow { "true" } else { "false" }]);
+    }
+
     /// The breaker's state.
     pub fn circuit_state(&self, upstream: &str, phase: Phase) {
         self.circuit

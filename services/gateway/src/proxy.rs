@@ -67,6 +67,9 @@ const ROUTES: [(&str, &str); 12] = [
     ("/v1/notifications", "notifications"),
 ];
 
+/// Every service the gateway routes to.
+pub const UPSTREAMS: [&str; 5] = ["auth", "products", "orders", "payments", "notifications"];
+
 /// The route a path belongs to: `(prefix, service)`.
 pub fn route(path: &str) -> Option<(&'static str, &'static str)> {
     ROUTES
@@ -811,6 +814,13 @@ async fn call(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_route_goes_to_a_listed_upstream() {
+        for (_, service) in ROUTES {
+            assert!(UPSTREAMS.contains(&service), "{service}");
+        }
+    }
 
     #[test]
     fn paths_route_to_their_services() {

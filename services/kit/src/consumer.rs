@@ -291,6 +291,16 @@ impl<H: Handler> Consumer<H> {
             config.clone(),
             shutdown.clone(),
         ));
+        // Every series of this consumer exists from the start at 0, so rates and alerts work
+        // before the first failure (a series that appears with its first increment is missed
+        // by `rate()`).
+        for outcome in ["processed", "duplicate", "retried", "dead_lettered"] {
+            metrics.messages.with_label_values(&[&name, outcome]);
+        }
+        metrics.redeliveries.with_label_values(&[&name]);
+        for outcome in ["committed", "split"] {
+            metrics.batches.with_label_values(&[&name, outcome]);
+        }
         let dead_letter_stream = tienda_events::dead_letter::stream(&config.component);
         let lag = tokio::spawn(track_lag(
             consumer.clone(),

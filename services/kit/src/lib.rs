@@ -22,6 +22,7 @@
 //! - [`shutdown`]: SIGTERM/Ctrl-C and the drain deadline
 //! - [`db`]: PostgreSQL pool and migrations
 //! - [`nats`]: NATS connection and JetStream context
+//! - [`console`]: the operations console (streams, dead letters, sagas, circuits, policies)
 //! - [`consumer`]: durable pull consumers applied exactly once through the inbox
 //! - [`consumer_config`]: which consumer to run and how (read by `consumer` and `dead_letter`)
 //! - [`dead_letter`]: the dead-letter stream and its admin API
@@ -42,6 +43,7 @@
 
 pub mod app;
 pub mod config;
+pub mod console;
 pub mod constraint;
 pub mod consumer;
 pub mod consumer_config;

@@ -311,6 +311,9 @@ impl Outbound {
             Target::External(name) => set.externals.get(name),
         };
         let label = target.to_string();
+        self.report_circuit(&label, circuit.and_then(|c| c.breaker.as_deref()));
+        // The target's retry series exists from its first call, at 0.
+        self.metrics.retries.with_label_values(&[&label]);
         let started = Instant::now();
         let timeout = circuit
             .and_then(|c| c.timeout)
@@ -491,12 +494,9 @@ impl Outbound {
         }
     }
 
+    /// The target's breaker state (0, closed, for a target without a breaker: calls always go).
     fn report_circuit(&self, label: &str, breaker: Option<&Breaker>) {
-        if let Some(breaker) = breaker {
-            self.metrics
-                .circuit
-                .with_label_values(&[label])
-                .set(breaker.phase(Instant::now()) as i64);
-        }
+        let phase = breaker.map_or(0, |b| b.phase(Instant::now()) as i64);
+        self.metrics.circuit.with_label_values(&[label]).set(phase);
     }
 }

@@ -329,9 +329,15 @@ async fn a_client_body_over_the_limit_is_the_clients_fault_not_the_services() {
     }
     // The breaker stayed closed and the endpoint in rotation: the service did nothing wrong.
     assert_eq!(gw.status("/v1/payments/p1", &[]).await, 200);
+    let metrics = gw.metrics().await;
+    let ejections: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("gateway_endpoint_ejections_total{") && l.contains("payments"))
+        .collect();
+    assert_eq!(ejections.len(), 1, "{metrics}");
     assert!(
-        !gw.metrics()
-            .await
-            .contains("gateway_endpoint_ejections_total")
+        ejections[0].ends_with(" 0"),
+        "no ejection: {}",
+        ejections[0]
     );
 }

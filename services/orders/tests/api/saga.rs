@@ -155,6 +155,36 @@ async fn reserved_authorized_then_committed_confirms_the_order() {
 
     reserved(&app, &reserve).await;
     let authorize = app.bus.expect("tienda.payment.cmd.authorize", id).await;
+    // The operations console lists it, waiting for the payment (admins only).
+    let sagas = |token: Option<String>| {
+        let mut request = app.http.get(format!("{}/admin/sagas", app.admin_base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    assert_eq!(sagas(None).await.unwrap().status(), 401);
+    assert_eq!(
+        sagas(Some(app.customer.clone())).await.unwrap().status(),
+        403
+    );
+    let in_flight: Value = sagas(Some(app.admin.clone()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = in_flight["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["order_id"] == id.to_string())
+        .unwrap_or_else(|| panic!("{in_flight}"));
+    assert_eq!(listed["step"], "authorizing");
+    assert_eq!(listed["status"], "reserved");
+    assert!(listed["age_seconds"].as_f64().unwrap() >= 0.0);
+    assert!(listed["deadline"].is_string());
+    assert!(in_flight["total"].as_i64().unwrap() >= 1);
     authorized(&app, &authorize).await;
     // Authorized is not confirmed: the stock must be committed first.
     app.wait_for_status(id, "authorized").await;
