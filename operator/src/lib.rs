@@ -7,10 +7,12 @@
 //! - [`leader`]: leader election on a coordination.k8s.io Lease
 //! - [`run`]: `tienda run`: controllers, probes, metrics
 //! - [`conditions`]: standard conditions with honest transition times
+//! - [`console`]: each Shop's operations console, on the metrics listener
 //! - [`shop`]: a Shop's desired Service resources, names, labels, database names
 //! - [`workload`]: a Service's Deployment, Kubernetes Service, ServiceAccount, PDB, Secret
 
 pub mod conditions;
+pub mod console;
 pub mod controller;
 pub mod exposure;
 pub mod leader;

@@ -198,11 +198,14 @@ pub async fn run_with(client: Client, metrics_addr: SocketAddr) -> anyhow::Resul
         registry,
     };
 
+    // The metrics listener also serves each Shop's operations console
+    // (`/shops/<namespace>/<shop>/console`): the operator may reach every admin port.
     let app = Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(probe.clone());
+        .with_state(probe.clone())
+        .merge(crate::console::Consoles::new(ctx.clone()).router());
     let listener = tokio::net::TcpListener::bind(metrics_addr)
         .await
         .with_context(|| format!("binding {metrics_addr}"))?;

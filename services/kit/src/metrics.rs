@@ -1,7 +1,19 @@
 //! Prometheus metrics: one registry per process (per application in tests), the HTTP request
 //! metrics every service gets, and the `/metrics` endpoint.
+//!
+//! `/metrics` answers in Prometheus' text format, or in OpenMetrics when the scraper asks for
+//! it (`Accept: application/openmetrics-text`, as Prometheus does with exemplar storage on):
+//! then the buckets of `http_request_duration_seconds` carry exemplars — the trace id of a
+//! recent request that landed in each, when traces are exported — so a latency panel links
+//! to a trace. The `prometheus` crate writes no OpenMetrics, so that encoder is here.
 
-use std::time::Instant;
+use std::{
+    fmt::Write as _,
+    sync::Arc,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use dashmap::DashMap;
 
 use axum::{
     extract::{MatchedPath, Request, State},
@@ -26,6 +38,19 @@ pub struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     in_flight: IntGaugeVec,
+    exemplars: Arc<DashMap<ExemplarKey, Exemplar>>,
+}
+
+/// A request duration bucket: method, route, status, bucket index (the `+Inf` bucket is the
+/// number of bounds).
+type ExemplarKey = (&'static str, String, u16, usize);
+
+/// The last sampled request of a bucket.
+#[derive(Debug, Clone)]
+struct Exemplar {
+    trace_id: String,
+    seconds: f64,
+    at: f64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -83,7 +108,135 @@ impl Metrics {
             requests,
             duration,
             in_flight,
+            exemplars: Arc::default(),
         }
+    }
+
+    /// Keeps the current trace as the exemplar of the bucket `seconds` falls in, when traces
+    /// are exported and this one is sampled (an exemplar must name a trace one can open).
+    fn exemplar(&self, method: &'static str, route: &str, status: u16, seconds: f64) {
+        if !crate::telemetry::tracing_enabled() {
+            return;
+        }
+        let Some(context) = crate::trace_context::TraceContext::current() else {
+            return;
+        };
+        if !context.sampled {
+            return;
+        }
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|le| seconds <= *le)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.exemplars.insert(
+            (method, route.to_owned(), status, bucket),
+            Exemplar {
+                trace_id: context.trace_id(),
+                seconds,
+                at,
+            },
+        );
+    }
+
+    /// Every metric in the OpenMetrics text format, with the request durations' exemplars.
+    pub fn render_openmetrics(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        for family in self.registry.gather() {
+            let name = family.name();
+            let kind = family.get_field_type();
+            let (type_name, family_name) = match kind {
+                prometheus::proto::MetricType::COUNTER => match name.strip_suffix("_total") {
+                    Some(base) => ("counter", base),
+                    None => ("unknown", name),
+                },
+                prometheus::proto::MetricType::GAUGE => ("gauge", name),
+                prometheus::proto::MetricType::HISTOGRAM => ("histogram", name),
+                // Summaries and untyped metrics: none are registered.
+                _ => continue,
+            };
+            let _ = writeln!(out, "# TYPE {family_name} {type_name}");
+            if !family.help().is_empty() {
+                let _ = writeln!(out, "# HELP {family_name} {}", escape_help(family.help()));
+            }
+            for metric in family.get_metric() {
+                let labels: Vec<(&str, &str)> = metric
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
+                match kind {
+                    prometheus::proto::MetricType::COUNTER => {
+                        let _ = writeln!(
+                            out,
+                            "{name}{} {}",
+                            label_set(&labels, None),
+                            number(metric.get_counter().get_value())
+                        );
+                    }
+                    prometheus::proto::MetricType::GAUGE => {
+                        let _ = writeln!(
+                            out,
+                            "{name}{} {}",
+                            label_set(&labels, None),
+                            number(metric.get_gauge().get_value())
+                        );
+                    }
+                    prometheus::proto::MetricType::HISTOGRAM => {
+                        let histogram = metric.get_histogram();
+                        let exemplar_of = |index: usize| {
+                            if name != "http_request_duration_seconds" {
+                                return None;
+                            }
+                            let label = |key: &str| {
+                                labels.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+                            };
+                            let method = method_label(
+                                &label("method")?.parse::<Method>().ok()?,
+                            );
+                            let status = label("status")?.parse::<u16>().ok()?;
+                            let key = (method, label("route")?.to_owned(), status, index);
+                            self.exemplars.get(&key).map(|e| e.clone())
+                        };
+                        let buckets = histogram.get_bucket();
+                        for (index, bucket) in buckets.iter().enumerate() {
+                            let le = number(bucket.upper_bound());
+                            let _ = write!(
+                                out,
+                                "{name}_bucket{} {}",
+                                label_set(&labels, Some(&le)),
+                                bucket.cumulative_count()
+                            );
+                            write_exemplar(&mut out, exemplar_of(index));
+                        }
+                        let _ = write!(
+                            out,
+                            "{name}_bucket{} {}",
+                            label_set(&labels, Some("+Inf")),
+                            histogram.get_sample_count()
+                        );
+                        write_exemplar(&mut out, exemplar_of(buckets.len()));
+                        let _ = writeln!(
+                            out,
+                            "{name}_count{} {}",
+                            label_set(&labels, None),
+                            histogram.get_sample_count()
+                        );
+                        let _ = writeln!(
+                            out,
+                            "{name}_sum{} {}",
+                            label_set(&labels, None),
+                            number(histogram.get_sample_sum())
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out.push_str("# EOF\n");
+        out
     }
 
     /// Records one answered request. `route` is the route template (`/v1/products/{id}`),
@@ -138,12 +291,9 @@ pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next)
     let _in_flight = InFlight::enter(metrics.in_flight.with_label_values(&[method, &route]));
     let started = Instant::now();
     let mut response = next.run(request).await;
-    metrics.observe(
-        method,
-        &route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    let seconds = started.elapsed().as_secs_f64();
+    metrics.observe(method, &route, response.status().as_u16(), seconds);
+    metrics.exemplar(method, &route, response.status().as_u16(), seconds);
     // For the server span, which runs outside the router and cannot see the route.
     response
         .extensions_mut()
@@ -167,15 +317,92 @@ impl Drop for InFlight {
     }
 }
 
-/// `GET /metrics`.
-pub async fn endpoint(State(metrics): State<Metrics>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
-        metrics.render(),
-    )
+fn number(value: f64) -> String {
+    if value.is_infinite() {
+        if value > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else if value.is_nan() {
+        "NaN".to_owned()
+    } else {
+        format!("{value}")
+    }
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn escape_help(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn label_set(labels: &[(&str, &str)], le: Option<&str>) -> String {
+    if labels.is_empty() && le.is_none() {
+        return String::new();
+    }
+    let mut out = String::from("{");
+    for (i, (name, value)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{name}=\"{}\"", escape(value));
+    }
+    if let Some(le) = le {
+        if !labels.is_empty() {
+            out.push(',');
+        }
+        let _ = write!(out, "le=\"{le}\"");
+    }
+    out.push('}');
+    out
+}
+
+fn write_exemplar(out: &mut String, exemplar: Option<Exemplar>) {
+    match exemplar {
+        Some(e) => {
+            let _ = writeln!(
+                out,
+                " # {{trace_id=\"{}\"}} {} {:.3}",
+                e.trace_id,
+                number(e.seconds),
+                e.at
+            );
+        }
+        None => out.push('\n'),
+    }
+}
+
+/// `GET /metrics`: OpenMetrics (with exemplars) when the scraper accepts it, else Prometheus'
+/// text format.
+pub async fn endpoint(
+    State(metrics): State<Metrics>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            )],
+            metrics.render_openmetrics(),
+        )
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            )],
+            metrics.render(),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use opentelemetry::{KeyValue, trace::TracerProvider as _};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::{
     Resource,
-    trace::{SdkTracer, SdkTracerProvider},
+    trace::{Sampler, SdkTracer, SdkTracerProvider},
 };
 use tracing::{Event, Subscriber};
 use tracing_subscriber::{
@@ -124,13 +124,16 @@ pub fn flush() {
 }
 
 /// Where and how spans go, read from OpenTelemetry's environment variables.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TraceExport {
     /// Where spans are sent: for HTTP the full URL (`OTEL_EXPORTER_OTLP_ENDPOINT` plus
     /// `/v1/traces`, or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as written), for gRPC the server.
     pub endpoint: String,
     /// `grpc`, `http/protobuf` or `http/json`.
     pub protocol: String,
+    /// The share of new traces sampled, 0 to 1 (a span with a caller follows the caller's
+    /// decision); `None`: as `OTEL_TRACES_SAMPLER` says (by default, every trace).
+    pub sample_ratio: Option<f64>,
 }
 
 impl TraceExport {
@@ -182,7 +185,11 @@ impl TraceExport {
                  (OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318, say)"
             );
         }
-        Ok(Some(Self { endpoint, protocol }))
+        Ok(Some(Self {
+            endpoint,
+            protocol,
+            sample_ratio: None,
+        }))
     }
 }
 
@@ -214,10 +221,15 @@ fn start_exporter(service: &str, export: &TraceExport) -> anyhow::Result<()> {
         .build();
     // The sampler comes from OTEL_TRACES_SAMPLER (the SDK reads it): by default a span follows
     // its caller's decision, and a new trace is sampled.
-    let provider = SdkTracerProvider::builder()
+    let mut provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_resource(resource)
-        .build();
+        .with_resource(resource);
+    if let Some(ratio) = export.sample_ratio {
+        provider = provider.with_sampler(Sampler::ParentBased(Box::new(
+            Sampler::TraceIdRatioBased(ratio),
+        )));
+    }
+    let provider = provider.build();
     let tracer = provider.tracer("tienda");
     if TRACER.set(tracer).is_ok()
         && let Ok(mut slot) = PROVIDER.lock()

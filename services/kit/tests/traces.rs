@@ -96,6 +96,7 @@ async fn one_request_is_one_trace_from_http_through_the_outbox_and_jetstream_to_
         Ok(Some(TraceExport {
             endpoint: format!("{}/v1/traces", receiver.http_endpoint()),
             protocol: "http/protobuf".into(),
+            sample_ratio: None,
         })),
     );
     assert!(telemetry::tracing_enabled());
@@ -220,6 +221,55 @@ async fn one_request_is_one_trace_from_http_through_the_outbox_and_jetstream_to_
         spans.iter().all(|s| s.start <= s.end && s.start > 0),
         "every span has a start and an end"
     );
+
+    // Prometheus asking for OpenMetrics gets the request durations with exemplars: the
+    // bucket the request landed in names its trace.
+    let scraped = app
+        .http
+        .get(app.admin_url("/metrics"))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        scraped.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = scraped.text().await.unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(text.contains("# TYPE http_requests counter\n"), "{text}");
+    let exemplar = format!("# {{trace_id=\"{trace_id}\"}}");
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("http_request_duration_seconds_bucket{")
+                && l.contains("route=\"/v1/items\"")
+                && l.contains(&exemplar)
+        })
+        .unwrap_or_else(|| panic!("no exemplar for the request's bucket:\n{text}"));
+    let value: f64 = line
+        .split(&exemplar)
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(value > 0.0 && value < 10.0, "{line}");
+    // The plain text format, as before, for scrapers that do not ask.
+    let plain = app
+        .http
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!plain.contains("# EOF") && !plain.contains("trace_id"));
 
     // A caller that did not sample its trace is followed: nothing of it is recorded (though
     // its ids still travel).

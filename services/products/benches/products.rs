@@ -9,6 +9,10 @@
 //! for throughput; open loop at a fixed rate, latency measured from each request's scheduled
 //! start (so a stall counts against every request it delays). A benchmark, not a test: it
 //! prints numbers and asserts nothing about time.
+//!
+//! Environment: `BENCH_TRACING` = `off` (default), `1` or `100` — spans exported over OTLP to a
+//! receiver inside the bench, sampling 1 % or 100 % of requests (the tracing overhead);
+//! `BENCH_READS_ONLY=1` skips the searches; `BENCH_PRODUCTS` sizes the catalog (100,000).
 
 use std::{
     sync::Arc,
@@ -21,7 +25,12 @@ use tienda_kit::testing::{NatsServer, TestDatabase};
 use tienda_products::{Application, config::Config};
 use uuid::Uuid;
 
-const PRODUCTS: usize = 100_000;
+fn products() -> usize {
+    std::env::var("BENCH_PRODUCTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -58,8 +67,8 @@ async fn seed(db: &sqlx::PgPool) -> anyhow::Result<Vec<Uuid>> {
             .await?;
         categories.push(id);
     }
-    let mut ids = Vec::with_capacity(PRODUCTS);
-    for batch in 0..PRODUCTS / 10_000 {
+    let mut ids = Vec::with_capacity(products());
+    for batch in 0..products().div_ceil(10_000) {
         let mut id = Vec::new();
         let mut name = Vec::new();
         let mut description = Vec::new();
@@ -254,6 +263,37 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let nats = NatsServer::start_with(true);
+    let tracing = std::env::var("BENCH_TRACING").unwrap_or_else(|_| "off".into());
+    let receiver = match tracing.as_str() {
+        "off" => None,
+        percent => {
+            let ratio: f64 = percent
+                .parse::<f64>()
+                .map_err(|_| anyhow::anyhow!("BENCH_TRACING is off, 1 or 100"))?
+                / 100.0;
+            // The receiver (a collector's stand-in) on a runtime of its own.
+            let collector = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            let receiver = collector.block_on(tienda_kit::testing::otlp::Receiver::start());
+            std::mem::forget(collector);
+            server.block_on(async {
+                tienda_kit::telemetry::init_with_traces(
+                    "products",
+                    tienda_kit::config::LogFormat::Json,
+                    "error",
+                    Ok(Some(tienda_kit::telemetry::TraceExport {
+                        endpoint: format!("{}/v1/traces", receiver.http_endpoint()),
+                        protocol: "http/protobuf".into(),
+                        sample_ratio: Some(ratio),
+                    })),
+                )
+            });
+            Some(receiver)
+        }
+    };
+    eprintln!("tracing: {tracing}");
     let (database, base, db) = server.block_on(async {
         let client = async_nats::connect(nats.url()).await?;
         let js = async_nats::jetstream::new(client);
@@ -279,7 +319,8 @@ fn main() -> anyhow::Result<()> {
     let seeding = Instant::now();
     let ids = server.block_on(seed(&db))?;
     eprintln!(
-        "seeded {PRODUCTS} products in {:.1} s",
+        "seeded {} products in {:.1} s",
+        products(),
         seeding.elapsed().as_secs_f64()
     );
 
@@ -303,6 +344,9 @@ fn main() -> anyhow::Result<()> {
         open_loop(&http, reads.clone(), 1000, Duration::from_secs(10))
             .await
             .row("GET /v1/products/{id}, open loop 1000 rps");
+        if std::env::var_os("BENCH_READS_ONLY").is_some() {
+            return anyhow::Ok(());
+        }
 
         let words = [
             "leather",
@@ -351,6 +395,11 @@ fn main() -> anyhow::Result<()> {
             .row("search with facets=true, uncached, 1 connection");
         anyhow::Ok(())
     })?;
+    if let Some(receiver) = &receiver {
+        server
+            .block_on(async { tokio::task::spawn_blocking(tienda_kit::telemetry::flush).await })?;
+        eprintln!("spans exported: {}", receiver.spans().len());
+    }
     if std::env::var_os("TIENDA_BENCH_KEEP_DB").is_some() {
         eprintln!("kept the database: {}", database.url);
         std::mem::forget(database);
