@@ -190,12 +190,9 @@ impl Metrics {
                             if name != "http_request_duration_seconds" {
                                 return None;
                             }
-                            let label = |key: &str| {
-                                labels.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
-                            };
-                            let method = method_label(
-                                &label("method")?.parse::<Method>().ok()?,
-                            );
+                            let label =
+                                |key: &str| labels.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+                            let method = method_label(&label("method")?.parse::<Method>().ok()?);
                             let status = label("status")?.parse::<u16>().ok()?;
                             let key = (method, label("route")?.to_owned(), status, index);
                             self.exemplars.get(&key).map(|e| e.clone())
