@@ -39,6 +39,9 @@ pub struct Options {
     /// Load the demo catalog and customer once the shop is ready (`--demo`, `TIENDA_DEMO=1`);
     /// see [`crate::demo`].
     pub demo: bool,
+    /// Run the console's own trace viewer and send every component's traces to it
+    /// (`--traces`, `TIENDA_TRACES=1`), unless `telemetry` names an endpoint already.
+    pub traces: bool,
     /// OpenTelemetry's variables (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_TRACES_SAMPLER`, …)
     /// handed to every component: by default those of `tienda up`'s own environment, but
     /// `OTEL_SERVICE_NAME` (each component names itself).
@@ -60,6 +63,7 @@ impl Options {
                 .unwrap_or_else(|_| "admin@tienda.local".into()),
             admin_password: std::env::var("TIENDA_ADMIN_PASSWORD").ok(),
             demo: false,
+            traces: false,
             telemetry: telemetry_from_env(),
         }
     }

@@ -56,6 +56,10 @@ pub struct System {
     /// with.
     pub console_url: Option<String>,
     console: Option<tokio::task::JoinHandle<()>>,
+    /// The console's trace viewer (`--traces`): the components export to it.
+    pub trace_store: Option<tienda_kit::console::traces::TraceStore>,
+    /// The OTEL_* variables the components get (the viewer's endpoint with `--traces`).
+    telemetry: BTreeMap<String, String>,
     processes: Vec<(Component, Supervised)>,
     postgres: Option<Postgres>,
     nats: Option<Nats>,
@@ -133,7 +137,31 @@ impl System {
 
     /// Brings the shop up: infrastructure, provisioning, then each component in order, each
     /// ready (`/readyz`) before the next starts.
-    pub async fn start(options: Options) -> anyhow::Result<Self> {
+    pub async fn start(mut options: Options) -> anyhow::Result<Self> {
+        // `--traces`: the components send their spans to the console's viewer, unless the
+        // environment names a trace store already.
+        let trace_store = (options.traces
+            && tienda_kit::telemetry::TraceExport::from_lookup(|name| {
+                options.telemetry.get(name).cloned()
+            })
+            .ok()
+            .flatten()
+            .is_none())
+        .then(|| {
+            let endpoint = format!("http://127.0.0.1:{}", options.console_port());
+            for (name, value) in [
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                // Spans show up within half a second rather than the default five.
+                ("OTEL_BSP_SCHEDULE_DELAY", "500"),
+            ] {
+                options
+                    .telemetry
+                    .entry(name.to_owned())
+                    .or_insert_with(|| value.to_owned());
+            }
+            tienda_kit::console::traces::TraceStore::new(500)
+        });
         let shop = shopfile::load(&options.path)?;
         std::fs::create_dir_all(&options.data_dir)
             .with_context(|| format!("creating {}", options.data_dir.display()))?;
@@ -203,6 +231,8 @@ impl System {
             missing: Vec::new(),
             console_url: None,
             console: None,
+            trace_store,
+            telemetry: options.telemetry.clone(),
             processes: Vec::new(),
             postgres,
             nats,
@@ -398,6 +428,9 @@ impl System {
     /// byte of data stay. Policy files need none of this: the gateway applies them itself.
     /// Returns whether it restarted. An invalid file is an error and changes nothing.
     pub async fn reload(&mut self, options: &Options) -> anyhow::Result<bool> {
+        let mut options = options.clone();
+        options.telemetry = self.telemetry.clone();
+        let options = &options;
         let shop = shopfile::load(&options.path)?;
         let spec = shop_spec(&shop);
         if spec == self.shop_spec {
@@ -445,12 +478,15 @@ impl System {
         }
         .verifier();
         let jetstream = async_nats::jetstream::new(self.nats_client().await?);
-        let console = tienda_kit::console::Console::new(
+        let mut console = tienda_kit::console::Console::new(
             components,
             format!("{auth}/v1/auth/login"),
             Some(jetstream),
             verifier,
         );
+        if let Some(store) = &self.trace_store {
+            console = console.with_traces(store.clone());
+        }
         let port = options.console_port();
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await

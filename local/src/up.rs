@@ -107,7 +107,12 @@ fn print_summary(system: &System, options: &Options) {
         eprintln!("  console        {console}   (sign in as the admin account)");
     }
     eprintln!("  metrics        <admin>/metrics of each component (the admin column above)");
-    eprintln!("  traces         {}", traces_summary(&options.telemetry));
+    match (&system.trace_store, &system.console_url) {
+        (Some(_), Some(console)) => {
+            eprintln!("  traces         the console's trace viewer, {console} (--traces)")
+        }
+        _ => eprintln!("  traces         {}", traces_summary(&options.telemetry)),
+    }
     eprintln!();
     eprintln!("  try:  curl {entry}/v1/products");
     if let Some(customer) = &customer {

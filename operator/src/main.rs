@@ -50,6 +50,11 @@ enum Command {
         /// directory. `TIENDA_DEMO` takes 1/0, true/false, yes/no, on/off.
         #[arg(long, env = "TIENDA_DEMO", value_parser = clap::builder::BoolishValueParser::new())]
         demo: bool,
+        /// Trace the whole shop into the operations console's own trace viewer (recent
+        /// traces, in memory), unless OTEL_EXPORTER_OTLP_ENDPOINT names a trace store.
+        /// `TIENDA_TRACES` takes 1/0, true/false, yes/no, on/off.
+        #[arg(long, env = "TIENDA_TRACES", value_parser = clap::builder::BoolishValueParser::new())]
+        traces: bool,
     },
     /// Remove what `tienda up` keeps (`--purge`: databases, streams, secrets, logs).
     Down {
@@ -92,11 +97,13 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             base_port,
             demo,
+            traces,
         } => {
             let mut options = tienda_local::Options::new(path);
             options.data_dir = data_dir;
             options.base_port = base_port;
             options.demo = demo;
+            options.traces = traces;
             tokio::runtime::Runtime::new()?.block_on(tienda_local::up(options))?;
         }
         Command::Down { purge, data_dir } => tienda_local::down(&data_dir, purge)?,

@@ -228,3 +228,109 @@ async fn a_checkout_is_one_trace_from_the_gateway_through_jetstream_to_payments_
     }
     shop.stop().await;
 }
+
+/// `tienda up --traces`: with no trace store named, every component sends its spans to the
+/// operations console's own viewer, which lists the trace and draws it in the browser.
+#[tokio::test]
+async fn tienda_up_traces_traces_the_shop_into_the_consoles_viewer() {
+    use tienda_e2e::webdriver::Browser;
+
+    let shop = Shop::start_with(|options| {
+        options.traces = true;
+        options.telemetry.clear();
+    })
+    .await;
+    let console = shop.system.console_url.clone().expect("the console runs");
+    let trace_id = Uuid::new_v4().simple().to_string();
+    let listed = shop
+        .http
+        .get(shop.url(Products, "/v1/products"))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    let admin = shop.admin_token().await;
+    let api = console.replace("/console", "/console/api/traces");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let summary = loop {
+        let traces: serde_json::Value = shop
+            .http
+            .get(&api)
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let found = traces["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["trace_id"] == trace_id.as_str())
+            .cloned();
+        if let Some(found) = found
+            && found["services"].as_array().unwrap().len() == 2
+        {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the trace never reached the viewer: {traces}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        summary["services"],
+        json!(["tienda-gateway", "tienda-products"])
+    );
+    let trace: serde_json::Value = shop
+        .http
+        .get(format!("{api}/{trace_id}"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let spans = trace["spans"].as_array().unwrap();
+    let server = spans
+        .iter()
+        .find(|s| s["service"] == "tienda-products" && s["kind"] == "server")
+        .unwrap_or_else(|| panic!("{trace}"));
+    let client = spans
+        .iter()
+        .find(|s| s["span_id"] == server["parent_span_id"])
+        .unwrap_or_else(|| panic!("{trace}"));
+    assert_eq!(client["service"], "tienda-gateway");
+    assert_eq!(client["kind"], "client");
+    // Anyone else is refused.
+    assert_eq!(shop.http.get(&api).send().await.unwrap().status(), 401);
+
+    // In the browser: the trace is listed, and a click draws its spans.
+    let browser = Browser::start().await;
+    browser.go(&console).await;
+    let email = browser.wait_for("#email", Duration::from_secs(10)).await;
+    browser.type_into(&email, &shop.system.admin.0).await;
+    let password = browser.wait_for("#password", Duration::from_secs(1)).await;
+    browser.type_into(&password, &shop.system.admin.1).await;
+    let submit = browser
+        .wait_for("#sign-in button[type=submit]", Duration::from_secs(1))
+        .await;
+    browser.click(&submit).await;
+    let row = browser
+        .wait_for(
+            &format!("#traces tr[data-trace=\"{trace_id}\"]"),
+            Duration::from_secs(15),
+        )
+        .await;
+    browser.click(&row).await;
+    browser
+        .wait_for("#trace-detail .span-row", Duration::from_secs(10))
+        .await;
+    assert!(browser.all("#trace-detail .span-row").await.len() >= 3);
+    browser.close().await;
+    shop.stop().await;
+}

@@ -99,12 +99,21 @@ impl Shop {
                 binary.display()
             );
         }
-        let system = match System::start(options.clone()).await {
-            Ok(system) => system,
-            Err(e) => panic!(
-                "the shop did not start: {e:#}\nlogs in {}",
-                dir.join("logs").display()
-            ),
+        // Free ports are chosen before they are bound: a shop of another test may take one
+        // in between. Then this shop starts again on other ports.
+        let mut attempts = 0;
+        let system = loop {
+            attempts += 1;
+            match System::start(options.clone()).await {
+                Ok(system) => break system,
+                Err(e) if attempts < 3 && format!("{e:#}").contains("Address already in use") => {
+                    options.base_port = free_base_port();
+                }
+                Err(e) => panic!(
+                    "the shop did not start: {e:#}\nlogs in {}",
+                    dir.join("logs").display()
+                ),
+            }
         };
         Self {
             system,

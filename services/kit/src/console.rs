@@ -37,6 +37,10 @@ use crate::{
     problem::Problem,
 };
 
+pub mod traces;
+
+use traces::TraceStore;
+
 /// A component the console looks at: its name and its admin listener's base URL.
 #[derive(Debug, Clone)]
 pub struct Watched {
@@ -59,6 +63,7 @@ pub struct Console {
     pub verifier: Verifier,
     http: reqwest::Client,
     refusals: Arc<Mutex<Refusals>>,
+    traces: Option<TraceStore>,
 }
 
 impl std::fmt::Debug for Console {
@@ -106,7 +111,15 @@ impl Console {
                 .build()
                 .expect("a client with the ring TLS provider installed"),
             refusals: Arc::default(),
+            traces: None,
         }
+    }
+
+    /// With a trace viewer: spans sent to `POST /v1/traces` (OTLP/HTTP) are kept in `store`
+    /// and shown on the page. The receiver takes no token: serve it on loopback only.
+    pub fn with_traces(mut self, store: TraceStore) -> Self {
+        self.traces = Some(store);
+        self
     }
 
     /// `/console` (the page, no token needed to load it), `/console/api/login`, and the
@@ -123,6 +136,8 @@ impl Console {
                 "/console/api/dead-letters/{component}/{sequence}",
                 delete(discard),
             )
+            .route("/console/api/traces", get(recent_traces))
+            .route("/console/api/traces/{trace_id}", get(one_trace))
             .route_layer(axum::middleware::from_fn_with_state(
                 RequireRole {
                     verifier,
@@ -130,11 +145,21 @@ impl Console {
                 },
                 require_role,
             ));
+        let ingest = match self.traces.clone() {
+            Some(store) => Router::new().route(
+                "/v1/traces",
+                post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                    traces::ingest(store.clone(), headers, body)
+                }),
+            ),
+            None => Router::new(),
+        };
         Router::new()
             .route("/console", get(page))
             .route("/console/api/login", post(login))
             .merge(admin_only)
             .with_state(Arc::new(self))
+            .merge(ingest)
     }
 
     fn admin_url(&self, component: &str) -> Option<&str> {
@@ -400,9 +425,30 @@ async fn state(
         "signed_in_as": claims.sub,
         "streams": streams,
         "streams_error": streams_error,
+        "traces": console.traces.is_some(),
         "components": components,
     }))
     .into_response()
+}
+
+/// `GET /console/api/traces`: the 100 most recent traces the viewer holds.
+async fn recent_traces(State(console): State<Arc<Console>>) -> Response {
+    match &console.traces {
+        Some(store) => axum::Json(json!({"items": store.recent(100)})).into_response(),
+        None => Problem::not_found(
+            "This console keeps no traces: start `tienda up --traces`, or open the trace store \
+             OTEL_EXPORTER_OTLP_ENDPOINT points at.",
+        )
+        .into_response(),
+    }
+}
+
+/// `GET /console/api/traces/{trace_id}`: one trace's spans, by start.
+async fn one_trace(State(console): State<Arc<Console>>, Path(trace_id): Path<String>) -> Response {
+    match console.traces.as_ref().and_then(|s| s.trace(&trace_id)) {
+        Some(spans) => axum::Json(json!({"trace_id": trace_id, "spans": spans})).into_response(),
+        None => Problem::not_found(format!("No trace {trace_id} is kept here.")).into_response(),
+    }
 }
 
 /// Hands a dead-letter action to the component's admin API, with the admin's token.
