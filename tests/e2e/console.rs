@@ -2,7 +2,7 @@
 //! admin signs in, sees a dead letter with its reason, replays it — the poison message comes
 //! back as a new dead letter, as it must — discards that one and sees it gone; the sagas,
 //! streams, circuits and policies are on the same page. The test leaves a screenshot for the
-//! README (`$TIENDA_CONSOLE_SCREENSHOT`, default target/console.png).
+//! README (`$TIENDA_CONSOLE_SCREENSHOT`, default target/tmp/console.png).
 
 use std::time::Duration;
 
@@ -59,15 +59,9 @@ async fn an_admin_sees_a_dead_letter_in_the_console_replays_and_discards_it() {
     .unwrap();
 
     let browser = Browser::start().await;
-    browser.go(&console).await;
-    let email = browser.wait_for("#email", Duration::from_secs(10)).await;
-    browser.type_into(&email, &shop.system.admin.0).await;
-    let password = browser.wait_for("#password", Duration::from_secs(1)).await;
-    browser.type_into(&password, &shop.system.admin.1).await;
-    let submit = browser
-        .wait_for("#sign-in button[type=submit]", Duration::from_secs(1))
+    browser
+        .sign_in_to_console(&console, &shop.system.admin.0, &shop.system.admin.1)
         .await;
-    browser.click(&submit).await;
 
     let letter = browser
         .wait_for(
@@ -95,12 +89,9 @@ async fn an_admin_sees_a_dead_letter_in_the_console_replays_and_discards_it() {
         .await;
     let screenshot = browser.screenshot().await;
     assert!(screenshot.starts_with(b"\x89PNG"), "a PNG");
-    let path = std::env::var("TIENDA_CONSOLE_SCREENSHOT").unwrap_or_else(|_| {
-        format!(
-            "{}/console.png",
-            std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into())
-        )
-    });
+    // Cargo's scratch directory for integration tests (target/tmp), unless told where.
+    let path = std::env::var("TIENDA_CONSOLE_SCREENSHOT")
+        .unwrap_or_else(|_| format!("{}/console.png", env!("CARGO_TARGET_TMPDIR")));
     std::fs::write(&path, &screenshot).unwrap();
 
     // Replay: it leaves the dead letters, goes back to products — and, still unreadable,

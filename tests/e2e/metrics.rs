@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
-use tienda_crds::Component::{self, Orders, Products};
+use tienda_crds::Component::{self, Orders};
 use tienda_e2e::{Shop, dashboards};
 use uuid::Uuid;
 
@@ -42,27 +42,8 @@ async fn checkout(shop: &Shop, token: &str, product: &str, card: &str) -> String
 #[tokio::test]
 async fn every_metric_the_dashboards_and_alerts_read_is_exported_by_a_running_shop() {
     let shop = Shop::start().await;
-    let admin = shop.admin_token().await;
-    let (status, product) = shop
-        .post(
-            shop.url(Products, "/v1/products"),
-            Some(&admin),
-            json!({"name": "Taza KPI", "status": "active", "variants": [
-                {"sku": "MUG-KPI", "price": {"amount": 700, "currency": "EUR"}}]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{product}");
-    let stocked = shop
-        .http
-        .put(shop.url(Products, "/v1/inventory/MUG-KPI"))
-        .bearer_auth(&admin)
-        .json(&json!({"on_hand": 5, "reason": "delivery"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stocked.status(), 200);
+    let product = shop.stocked_product("Taza KPI", "MUG-KPI", 700, 5).await;
     let token = shop.customer("kpi@e2e.test").await;
-    let product = product["id"].as_str().unwrap().to_owned();
     let orders = [
         checkout(&shop, &token, &product, "pm_card_visa").await,
         checkout(&shop, &token, &product, "pm_card_chargeDeclined").await,

@@ -40,25 +40,9 @@ async fn a_checkout_is_one_trace_from_the_gateway_through_jetstream_to_payments_
         .collect();
     })
     .await;
-    let admin = shop.admin_token().await;
-    let (status, product) = shop
-        .post(
-            shop.url(Products, "/v1/products"),
-            Some(&admin),
-            json!({"name": "Taza trazada", "status": "active", "variants": [
-                {"sku": "MUG-TRACE", "price": {"amount": 900, "currency": "EUR"}}]}),
-        )
+    let product = shop
+        .stocked_product("Taza trazada", "MUG-TRACE", 900, 5)
         .await;
-    assert_eq!(status, 201, "{product}");
-    let stocked = shop
-        .http
-        .put(shop.url(Products, "/v1/inventory/MUG-TRACE"))
-        .bearer_auth(&admin)
-        .json(&json!({"on_hand": 5, "reason": "delivery"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stocked.status(), 200);
     let token = shop.customer("grace@e2e.test").await;
 
     let trace_id = Uuid::new_v4().simple().to_string();
@@ -74,7 +58,7 @@ async fn a_checkout_is_one_trace_from_the_gateway_through_jetstream_to_payments_
             "shipping_address": {"name": "Grace Hopper", "line1": "Calle Mayor 2",
                                  "city": "Madrid", "postal_code": "28013", "country": "ES"},
             "payment_method": "pm_card_visa",
-            "items": [{"product_id": product["id"], "sku": "MUG-TRACE", "quantity": 1}],
+            "items": [{"product_id": product, "sku": "MUG-TRACE", "quantity": 1}],
         }))
         .send()
         .await
@@ -311,15 +295,9 @@ async fn tienda_up_traces_traces_the_shop_into_the_consoles_viewer() {
 
     // In the browser: the trace is listed, and a click draws its spans.
     let browser = Browser::start().await;
-    browser.go(&console).await;
-    let email = browser.wait_for("#email", Duration::from_secs(10)).await;
-    browser.type_into(&email, &shop.system.admin.0).await;
-    let password = browser.wait_for("#password", Duration::from_secs(1)).await;
-    browser.type_into(&password, &shop.system.admin.1).await;
-    let submit = browser
-        .wait_for("#sign-in button[type=submit]", Duration::from_secs(1))
+    browser
+        .sign_in_to_console(&console, &shop.system.admin.0, &shop.system.admin.1)
         .await;
-    browser.click(&submit).await;
     let row = browser
         .wait_for(
             &format!("#traces tr[data-trace=\"{trace_id}\"]"),

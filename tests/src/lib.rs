@@ -152,6 +152,31 @@ impl Shop {
         format!("{}{path}", self.system.admin_urls[&component])
     }
 
+    /// An active product with one variant `sku` at `cents` EUR and `on_hand` in stock, made
+    /// by the admin through the gateway; returns its id.
+    pub async fn stocked_product(&self, name: &str, sku: &str, cents: i64, on_hand: i64) -> String {
+        let admin = self.admin_token().await;
+        let (status, product) = self
+            .post(
+                self.url(Component::Products, "/v1/products"),
+                Some(&admin),
+                json!({"name": name, "status": "active", "variants": [
+                    {"sku": sku, "price": {"amount": cents, "currency": "EUR"}}]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{product}");
+        let stocked = self
+            .http
+            .put(self.url(Component::Products, &format!("/v1/inventory/{sku}")))
+            .bearer_auth(&admin)
+            .json(&json!({"on_hand": on_hand, "reason": "delivery"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stocked.status(), 200);
+        product["id"].as_str().unwrap().to_owned()
+    }
+
     /// Writes `yaml` to `file` in the shop's directory the way editors save (write aside,
     /// rename over); the gateway applies policy changes live.
     pub fn write_file(&self, file: &str, yaml: &str) {

@@ -209,6 +209,19 @@ impl Browser {
         .map(str::to_owned)
     }
 
+    /// Opens the operations console at `url` and signs in with `email` and `password`.
+    pub async fn sign_in_to_console(&self, url: &str, email: &str, password: &str) {
+        self.go(url).await;
+        let field = self.wait_for("#email", Duration::from_secs(10)).await;
+        self.type_into(&field, email).await;
+        let field = self.wait_for("#password", Duration::from_secs(1)).await;
+        self.type_into(&field, password).await;
+        let submit = self
+            .wait_for("#sign-in button[type=submit]", Duration::from_secs(1))
+            .await;
+        self.click(&submit).await;
+    }
+
     /// A PNG of the window.
     pub async fn screenshot(&self) -> Vec<u8> {
         let encoded = self

@@ -102,6 +102,50 @@ fn kind(value: i32) -> &'static str {
     }
 }
 
+/// The spans of an OTLP export, each with its trace id (hex), as kept.
+pub fn spans_of(request: ExportTraceServiceRequest) -> Vec<(String, KeptSpan)> {
+    let mut out = Vec::new();
+    for resource_spans in request.resource_spans {
+        let service = resource_spans
+            .resource
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .find(|a| a.key == "service.name")
+            .map(|a| text(a.value.as_ref().and_then(|v| v.value.as_ref())))
+            .unwrap_or_default();
+        for scope in resource_spans.scope_spans {
+            for span in scope.spans {
+                let status = span.status.unwrap_or_default();
+                let kept = KeptSpan {
+                    service: service.clone(),
+                    name: span.name,
+                    kind: kind(span.kind),
+                    span_id: hex::encode(&span.span_id),
+                    parent_span_id: (!span.parent_span_id.is_empty())
+                        .then(|| hex::encode(&span.parent_span_id)),
+                    start: span.start_time_unix_nano,
+                    end: span.end_time_unix_nano,
+                    // STATUS_CODE_ERROR
+                    failed: status.code == 2,
+                    status: status.message,
+                    attributes: span
+                        .attributes
+                        .iter()
+                        .map(|a| {
+                            (
+                                a.key.clone(),
+                                text(a.value.as_ref().and_then(|v| v.value.as_ref())),
+                            )
+                        })
+                        .collect(),
+                };
+                out.push((hex::encode(&span.trace_id), kept));
+            }
+        }
+    }
+    out
+}
+
 impl TraceStore {
     /// A store keeping the last `capacity` traces.
     pub fn new(capacity: usize) -> Self {
@@ -114,53 +158,18 @@ impl TraceStore {
     /// Keeps the spans of an export.
     pub fn keep(&self, request: ExportTraceServiceRequest) {
         let mut inner = self.inner.lock().expect("not poisoned");
-        for resource_spans in request.resource_spans {
-            let service = resource_spans
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|a| a.key == "service.name")
-                .map(|a| text(a.value.as_ref().and_then(|v| v.value.as_ref())))
-                .unwrap_or_default();
-            for scope in resource_spans.scope_spans {
-                for span in scope.spans {
-                    let trace_id = hex::encode(&span.trace_id);
-                    let status = span.status.unwrap_or_default();
-                    let kept = KeptSpan {
-                        service: service.clone(),
-                        name: span.name,
-                        kind: kind(span.kind),
-                        span_id: hex::encode(&span.span_id),
-                        parent_span_id: (!span.parent_span_id.is_empty())
-                            .then(|| hex::encode(&span.parent_span_id)),
-                        start: span.start_time_unix_nano,
-                        end: span.end_time_unix_nano,
-                        failed: status.code == 2,
-                        status: status.message,
-                        attributes: span
-                            .attributes
-                            .iter()
-                            .map(|a| {
-                                (
-                                    a.key.clone(),
-                                    text(a.value.as_ref().and_then(|v| v.value.as_ref())),
-                                )
-                            })
-                            .collect(),
-                    };
-                    if !inner.traces.contains_key(&trace_id) {
-                        inner.order.push_back(trace_id.clone());
-                        while inner.order.len() > self.capacity {
-                            if let Some(oldest) = inner.order.pop_front() {
-                                inner.traces.remove(&oldest);
-                            }
-                        }
-                    }
-                    let spans = inner.traces.entry(trace_id).or_default();
-                    if spans.len() < SPANS_PER_TRACE {
-                        spans.push(kept);
+        for (trace_id, kept) in spans_of(request) {
+            if !inner.traces.contains_key(&trace_id) {
+                inner.order.push_back(trace_id.clone());
+                while inner.order.len() > self.capacity {
+                    if let Some(oldest) = inner.order.pop_front() {
+                        inner.traces.remove(&oldest);
                     }
                 }
+            }
+            let spans = inner.traces.entry(trace_id).or_default();
+            if spans.len() < SPANS_PER_TRACE {
+                spans.push(kept);
             }
         }
     }
@@ -208,8 +217,12 @@ impl TraceStore {
     }
 }
 
-/// `POST /v1/traces`: OTLP over HTTP, protobuf or JSON, as the exporters send it.
-pub async fn ingest(store: TraceStore, headers: HeaderMap, body: Bytes) -> Response {
+/// An OTLP/HTTP export's body decoded (protobuf, or JSON when `Content-Type` says so), and
+/// whether it was JSON (the answer is in the same encoding).
+pub fn decode(
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<(ExportTraceServiceRequest, bool), String> {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -219,24 +232,32 @@ pub async fn ingest(store: TraceStore, headers: HeaderMap, body: Bytes) -> Respo
     } else {
         ExportTraceServiceRequest::decode(body).map_err(|e| e.to_string())
     };
-    match decoded {
-        Ok(request) => {
-            store.keep(request);
-            if json {
-                ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
-            } else {
-                (
-                    [(header::CONTENT_TYPE, "application/x-protobuf")],
-                    ExportTraceServiceResponse::default().encode_to_vec(),
-                )
-                    .into_response()
-            }
-        }
-        Err(error) => (
-            StatusCode::BAD_REQUEST,
-            format!("not an OTLP trace export: {error}"),
+    decoded
+        .map(|request| (request, json))
+        .map_err(|error| format!("not an OTLP trace export: {error}"))
+}
+
+/// The answer to an export: success, in the encoding it came in.
+pub fn accepted(json: bool) -> Response {
+    if json {
+        ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            ExportTraceServiceResponse::default().encode_to_vec(),
         )
-            .into_response(),
+            .into_response()
+    }
+}
+
+/// `POST /v1/traces`: OTLP over HTTP, protobuf or JSON, as the exporters send it.
+pub async fn ingest(store: TraceStore, headers: HeaderMap, body: Bytes) -> Response {
+    match decode(&headers, body) {
+        Ok((request, json)) => {
+            store.keep(request);
+            accepted(json)
+        }
+        Err(error) => (StatusCode::BAD_REQUEST, error).into_response(),
     }
 }
 

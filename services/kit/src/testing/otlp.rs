@@ -13,18 +13,14 @@ use std::{
 use axum::{
     Router,
     body::Bytes,
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, StatusCode},
     response::IntoResponse,
     routing::post,
 };
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
-    },
-    common::v1::any_value::Value as AnyValue,
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+    trace_service_server::{TraceService, TraceServiceServer},
 };
-use prost::Message as _;
 
 /// A span as received.
 #[derive(Debug, Clone)]
@@ -79,65 +75,22 @@ impl Drop for Receiver {
     }
 }
 
-fn text(value: Option<&AnyValue>) -> String {
-    match value {
-        Some(AnyValue::StringValue(s)) => s.clone(),
-        Some(AnyValue::BoolValue(b)) => b.to_string(),
-        Some(AnyValue::IntValue(i)) => i.to_string(),
-        Some(AnyValue::DoubleValue(d)) => d.to_string(),
-        Some(other) => format!("{other:?}"),
-        None => String::new(),
-    }
-}
-
 fn keep(store: &Store, request: ExportTraceServiceRequest) {
-    let mut kept = Vec::new();
-    for resource_spans in request.resource_spans {
-        let service = resource_spans
-            .resource
-            .iter()
-            .flat_map(|r| &r.attributes)
-            .find(|a| a.key == "service.name")
-            .map(|a| text(a.value.as_ref().and_then(|v| v.value.as_ref())))
-            .unwrap_or_default();
-        for scope in resource_spans.scope_spans {
-            for span in scope.spans {
-                let kind = match span.kind {
-                    1 => "internal",
-                    2 => "server",
-                    3 => "client",
-                    4 => "producer",
-                    5 => "consumer",
-                    _ => "unspecified",
-                };
-                let status = span.status.unwrap_or_default();
-                kept.push(ReceivedSpan {
-                    service: service.clone(),
-                    name: span.name,
-                    kind,
-                    trace_id: hex::encode(&span.trace_id),
-                    span_id: hex::encode(&span.span_id),
-                    parent_span_id: (!span.parent_span_id.is_empty())
-                        .then(|| hex::encode(&span.parent_span_id)),
-                    attributes: span
-                        .attributes
-                        .iter()
-                        .map(|a| {
-                            (
-                                a.key.clone(),
-                                text(a.value.as_ref().and_then(|v| v.value.as_ref())),
-                            )
-                        })
-                        .collect(),
-                    // STATUS_CODE_ERROR
-                    failed: status.code == 2,
-                    status_message: status.message,
-                    start: span.start_time_unix_nano,
-                    end: span.end_time_unix_nano,
-                });
-            }
-        }
-    }
+    let kept = crate::console::traces::spans_of(request)
+        .into_iter()
+        .map(|(trace_id, span)| ReceivedSpan {
+            service: span.service,
+            name: span.name,
+            kind: span.kind,
+            trace_id,
+            span_id: span.span_id,
+            parent_span_id: span.parent_span_id,
+            attributes: span.attributes,
+            failed: span.failed,
+            status_message: span.status,
+            start: span.start,
+            end: span.end,
+        });
     store.lock().expect("not poisoned").extend(kept);
 }
 
@@ -146,27 +99,10 @@ async fn http_export(
     headers: HeaderMap,
     body: Bytes,
 ) -> axum::response::Response {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    let decoded = if json {
-        serde_json::from_slice::<ExportTraceServiceRequest>(&body).map_err(|e| e.to_string())
-    } else {
-        ExportTraceServiceRequest::decode(body).map_err(|e| e.to_string())
-    };
-    match decoded {
-        Ok(request) => {
+    match crate::console::traces::decode(&headers, body) {
+        Ok((request, json)) => {
             keep(&store, request);
-            if json {
-                ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
-            } else {
-                (
-                    [(header::CONTENT_TYPE, "application/x-protobuf")],
-                    ExportTraceServiceResponse::default().encode_to_vec(),
-                )
-                    .into_response()
-            }
+            crate::console::traces::accepted(json)
         }
         Err(error) => (StatusCode::BAD_REQUEST, error).into_response(),
     }
