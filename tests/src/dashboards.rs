@@ -60,124 +60,50 @@ pub fn concrete(expr: &str) -> String {
         .replace("$service", ".*")
 }
 
-const KEYWORDS: &[&str] = &[
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "bool",
-    "offset",
-    "and",
-    "or",
-    "unless",
-    "inf",
-    "nan",
-];
-
-/// Aggregation operators, which may be followed by `by (...)` before their parenthesis.
-const AGGREGATIONS: &[&str] = &[
-    "sum",
-    "min",
-    "max",
-    "avg",
-    "group",
-    "stddev",
-    "stdvar",
-    "count",
-    "count_values",
-    "bottomk",
-    "topk",
-    "quantile",
-    "limitk",
-    "limit_ratio",
-];
-
-/// The metric names `expr` reads (Grafana's `label_values(metric, label)` included).
+/// The metric names `expr` reads, by Prometheus' grammar (`promql-parser`); Grafana's
+/// variables are replaced first ([`concrete`]), and `label_values(selector, label)` reads its
+/// selector. Panics naming the expression when it is not PromQL.
 pub fn metric_names(expr: &str) -> BTreeSet<String> {
-    let chars: Vec<char> = expr.chars().collect();
-    let mut names = BTreeSet::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if c == '"' || c == '\'' {
-            // A string: skip to its end.
-            i += 1;
-            while i < chars.len() && chars[i] != c {
-                if chars[i] == '\\' {
-                    i += 1;
+    use promql_parser::parser::{Expr, parse};
+
+    fn walk(expr: &Expr, names: &mut BTreeSet<String>) {
+        match expr {
+            Expr::Aggregate(e) => {
+                walk(&e.expr, names);
+                if let Some(param) = &e.param {
+                    walk(param, names);
                 }
-                i += 1;
             }
-            i += 1;
-        } else if c == '{' || c == '[' {
-            // Matchers and ranges.
-            let close = if c == '{' { '}' } else { ']' };
-            while i < chars.len() && chars[i] != close {
-                if chars[i] == '"' {
-                    i += 1;
-                    while i < chars.len() && chars[i] != '"' {
-                        if chars[i] == '\\' {
-                            i += 1;
-                        }
-                        i += 1;
-                    }
+            Expr::Unary(e) => walk(&e.expr, names),
+            Expr::Binary(e) => {
+                walk(&e.lhs, names);
+                walk(&e.rhs, names);
+            }
+            Expr::Paren(e) => walk(&e.expr, names),
+            Expr::Subquery(e) => walk(&e.expr, names),
+            Expr::VectorSelector(vs) => names.extend(vs.name.clone()),
+            Expr::MatrixSelector(ms) => names.extend(ms.vs.name.clone()),
+            Expr::Call(call) => {
+                for arg in &call.args.args {
+                    walk(arg, names);
                 }
-                i += 1;
             }
-            i += 1;
-        } else if c == '$' {
-            while i < chars.len()
-                && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '$')
-            {
-                i += 1;
-            }
-        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
-            let start = i;
-            while i < chars.len()
-                && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
-            {
-                i += 1;
-            }
-            let word: String = chars[start..i].iter().collect();
-            let mut j = i;
-            while j < chars.len() && chars[j].is_whitespace() {
-                j += 1;
-            }
-            let call = j < chars.len() && chars[j] == '(';
-            let lower = word.to_ascii_lowercase();
-            if KEYWORDS.contains(&lower.as_str()) {
-                // `by (...)`, `without (...)`, `on (...)`, `ignoring (...)` and
-                // `group_*(...)` hold labels: skip the list.
-                let holds_labels = matches!(
-                    lower.as_str(),
-                    "by" | "without" | "on" | "ignoring" | "group_left" | "group_right"
-                );
-                if holds_labels && call {
-                    while i < chars.len() && chars[i] != ')' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
-            } else if !call && !AGGREGATIONS.contains(&lower.as_str()) {
-                names.insert(word);
-            }
-        } else if c.is_ascii_digit() || c == '.' {
-            // Numbers and durations (5m, 1e3).
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
-                i += 1;
-            }
-        } else {
-            i += 1;
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
         }
     }
-    // `label_values(metric, label)`: the label is not a metric.
-    if let Some(rest) = expr.trim().strip_prefix("label_values(")
-        && let Some((_, label)) = rest.trim_end_matches(')').rsplit_once(',')
-    {
-        names.remove(label.trim());
-    }
+
+    let expr = concrete(expr);
+    let promql = match expr.trim().strip_prefix("label_values(") {
+        Some(rest) => rest
+            .trim_end_matches(')')
+            .rsplit_once(',')
+            .map_or(rest, |(selector, _)| selector)
+            .to_owned(),
+        None => expr,
+    };
+    let parsed = parse(&promql).unwrap_or_else(|e| panic!("{promql:?} is not PromQL: {e}"));
+    let mut names = BTreeSet::new();
+    walk(&parsed, &mut names);
     names
 }
 

@@ -445,7 +445,6 @@ pub(crate) fn message_id(headers: &HeaderMap, stream: &str, sequence: u64) -> St
 struct Received {
     message: jetstream::Message,
     delivery: Delivery,
-    context: TraceContext,
     trace: trace_context::Span,
     span: tracing::Span,
 }
@@ -515,7 +514,6 @@ async fn receive<H: Handler>(
     Some(Received {
         message,
         delivery,
-        context,
         trace,
         span,
     })
@@ -538,12 +536,12 @@ async fn apply_and_settle<H: Handler>(
     let Received {
         message,
         delivery,
-        context,
         trace,
         span,
     } = received;
     let started = std::time::Instant::now();
-    let outcome = context
+    let outcome = trace
+        .context()
         .scope(apply(shared, &message, &delivery).instrument(span.clone()))
         .await;
     shared
@@ -600,7 +598,8 @@ async fn process_batch<H: Handler>(shared: &Shared<H>, messages: Vec<jetstream::
                 continue;
             }
             let handled = received
-                .context
+                .trace
+                .context()
                 .scope(
                     shared
                         .handler

@@ -41,9 +41,9 @@ pub struct Metrics {
     exemplars: Arc<DashMap<ExemplarKey, Exemplar>>,
 }
 
-/// A request duration bucket: method, route, status, bucket index (the `+Inf` bucket is the
-/// number of bounds).
-type ExemplarKey = (&'static str, String, u16, usize);
+/// A request duration bucket: the series' method, route and status labels and the bucket's
+/// index (the `+Inf` bucket is the number of bounds).
+type ExemplarKey = (String, String, String, usize);
 
 /// The last sampled request of a bucket.
 #[derive(Debug, Clone)]
@@ -132,7 +132,12 @@ impl Metrics {
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         self.exemplars.insert(
-            (method, route.to_owned(), status, bucket),
+            (
+                method.to_owned(),
+                route.to_owned(),
+                status.to_string(),
+                bucket,
+            ),
             Exemplar {
                 trace_id: context.trace_id(),
                 seconds,
@@ -190,11 +195,13 @@ impl Metrics {
                             if name != "http_request_duration_seconds" {
                                 return None;
                             }
-                            let label =
-                                |key: &str| labels.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
-                            let method = method_label(&label("method")?.parse::<Method>().ok()?);
-                            let status = label("status")?.parse::<u16>().ok()?;
-                            let key = (method, label("route")?.to_owned(), status, index);
+                            let label = |key: &str| {
+                                labels
+                                    .iter()
+                                    .find(|(k, _)| *k == key)
+                                    .map(|(_, v)| (*v).to_owned())
+                            };
+                            let key = (label("method")?, label("route")?, label("status")?, index);
                             self.exemplars.get(&key).map(|e| e.clone())
                         };
                         let buckets = histogram.get_bucket();

@@ -14,10 +14,7 @@
 //! `OTEL_EXPORTER_OTLP_TIMEOUT` and `OTEL_BSP_*` mean what the specification says. With none
 //! of them set, nothing is exported and spans cost an id and a task-local.
 
-use std::{
-    fmt,
-    sync::{Mutex, OnceLock},
-};
+use std::{fmt, sync::OnceLock};
 
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
@@ -37,7 +34,7 @@ use tracing_subscriber::{
 use crate::{config::LogFormat, trace_context::TraceContext};
 
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();
-static PROVIDER: Mutex<Option<SdkTracerProvider>> = Mutex::new(None);
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
 /// The tracer spans are exported through, when tracing is on.
 pub(crate) fn tracer() -> Option<&'static SdkTracer> {
@@ -102,24 +99,14 @@ pub fn init_with_traces(
     }
 }
 
-/// Exports the spans still buffered and stops the exporter (on shutdown). Spans ended after
-/// this are not exported.
-pub fn shutdown() {
-    let provider = PROVIDER.lock().ok().and_then(|mut p| p.take());
-    if let Some(provider) = provider {
-        // The batch processor's thread blocks on the export: keep it off the runtime's workers.
-        let stopped = std::thread::spawn(move || provider.shutdown());
-        if let Ok(Err(error)) = stopped.join() {
-            tracing::warn!(%error, "flushing the last spans");
-        }
-    }
-}
-
-/// Exports the spans ended so far without stopping (tests, before reading what a receiver got).
+/// Exports the spans ended so far (before a process exits; in tests, before reading what a
+/// receiver got). It blocks until the export is done: call it off the runtime's workers
+/// (`spawn_blocking`).
 pub fn flush() {
-    let provider = PROVIDER.lock().ok().and_then(|p| p.clone());
-    if let Some(provider) = provider {
-        let _ = std::thread::spawn(move || provider.force_flush()).join();
+    if let Some(provider) = PROVIDER.get()
+        && let Err(error) = provider.force_flush()
+    {
+        tracing::warn!(%error, "exporting the last spans");
     }
 }
 
@@ -231,10 +218,8 @@ fn start_exporter(service: &str, export: &TraceExport) -> anyhow::Result<()> {
     }
     let provider = provider.build();
     let tracer = provider.tracer("tienda");
-    if TRACER.set(tracer).is_ok()
-        && let Ok(mut slot) = PROVIDER.lock()
-    {
-        *slot = Some(provider);
+    if TRACER.set(tracer).is_ok() {
+        let _ = PROVIDER.set(provider);
     }
     tracing::info!(
         endpoint = export.endpoint,
@@ -302,7 +287,7 @@ mod tests {
     }
 
     #[derive(Clone, Default)]
-    struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
     impl std::io::Write for Captured {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

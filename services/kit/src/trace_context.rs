@@ -3,7 +3,7 @@
 //! exported over OTLP when [`crate::telemetry`] turns export on.
 //!
 //! The current context lives in a task-local for the duration of a request, a message handler
-//! or a [`Span::run`]; [`crate::outbox::enqueue`], the outbound client and the gateway read it,
+//! or a [`Span::run_fallible`]; [`crate::outbox::enqueue`], the outbound client and the gateway read it,
 //! and every log line written under it carries its `trace_id` and `span_id`.
 //!
 //! Spans are OpenTelemetry SDK spans started with an explicit parent — this task-local context
@@ -280,15 +280,8 @@ impl Span {
     /// Ends it now.
     pub fn end(self) {}
 
-    /// Runs `future` with this span current (its children and log lines are under it), then
-    /// ends it.
-    pub async fn run<F: Future>(self, future: F) -> F::Output {
-        let output = self.context.scope(future).await;
-        drop(self);
-        output
-    }
-
-    /// Like [`Span::run`], marking the span failed when `future` returns an error.
+    /// Runs `future` with this span current (its children and log lines are under it), marks
+    /// the span failed when `future` returns an error, then ends it.
     pub async fn run_fallible<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
         mut self,
         future: F,
@@ -301,20 +294,14 @@ impl Span {
     }
 }
 
-/// Runs `future` in a new internal span under the current context: a saga step, a
-/// transaction that matters.
-pub async fn in_span<F: Future>(name: impl Into<Cow<'static, str>>, future: F) -> F::Output {
-    Span::child(name, Kind::Internal).run(future).await
-}
-
 /// The route template a request matched, left in the response's extensions by the metrics
 /// layer (which runs inside the router) for the server span (which runs outside it).
 #[derive(Debug, Clone)]
 pub struct MatchedRoute(pub String);
 
 /// Middleware: continues the caller's trace (or starts one) in a server span, makes it
-/// current for the handler and stores its context in the request's extensions.
-pub async fn layer(mut request: Request, next: Next) -> Response {
+/// current for the handler.
+pub async fn layer(request: Request, next: Next) -> Response {
     let parent = request
         .headers()
         .get(HEADER)
@@ -327,7 +314,6 @@ pub async fn layer(mut request: Request, next: Next) -> Response {
         span.set("url.path", request.uri().path().to_owned());
     }
     let context = span.context();
-    request.extensions_mut().insert(context);
     let response = context.scope(next.run(request)).await;
     if span.is_recording() {
         let status = response.status();

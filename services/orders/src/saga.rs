@@ -171,15 +171,7 @@ async fn react(
                 .await?
                 .ok_or_else(|| Error::NotFound(format!("the saga's order {}", saga.order_id)))?;
             let decision = decide(order.status, &reply);
-            crate::metrics::SAGA
-                .steps
-                .with_label_values(&[&variant(&reply), &variant(&decision)])
-                .inc();
-            if span.is_recording() {
-                span.set("tienda.order.id", order.id.to_string());
-                span.set("tienda.order.status", order.status.to_string());
-                span.set("tienda.saga.decision", variant(&decision));
-            }
+            decided(&mut span, &order, &reply, &decision);
             apply(
                 conn,
                 &mut saga,
@@ -197,6 +189,19 @@ async fn react(
         span.fail(error.to_string());
     }
     result
+}
+
+/// Counts a saga step and describes it on its span: the order, its status, the decision.
+fn decided(span: &mut Span, order: &OrderRow, reply: &Reply, decision: &Decision) {
+    crate::metrics::SAGA
+        .steps
+        .with_label_values(&[&variant(reply), &variant(decision)])
+        .inc();
+    if span.is_recording() {
+        span.set("tienda.order.id", order.id.to_string());
+        span.set("tienda.order.status", order.status.to_string());
+        span.set("tienda.saga.decision", variant(decision));
+    }
 }
 
 /// Counts an order settled, by `outcome`, with the time since it was placed.
@@ -694,17 +699,9 @@ async fn sweep_one(db: &PgPool, order_id: Uuid, timeouts: Timeouts) -> Result<bo
         Reply::RetryDue
     };
     let decision = decide(order.status, &reply);
-    crate::metrics::SAGA
-        .steps
-        .with_label_values(&[&variant(&reply), &variant(&decision)])
-        .inc();
     // A step the sweeper takes is a trace of its own (nothing caused it but the clock).
     let mut span = Span::start(format!("saga {}", variant(&reply)), Kind::Internal, None);
-    if span.is_recording() {
-        span.set("tienda.order.id", order.id.to_string());
-        span.set("tienda.order.status", order.status.to_string());
-        span.set("tienda.saga.decision", variant(&decision));
-    }
+    decided(&mut span, &order, &reply, &decision);
     let context = span.context();
     context
         .scope(async {
