@@ -369,9 +369,18 @@ pub async fn check_categories_exist(conn: &mut PgConnection, ids: &[Uuid]) -> Re
 /// Inserts a product with its variants, categories and (empty) stock rows.
 pub async fn insert(conn: &mut PgConnection, id: Uuid, new: &NewProduct) -> Result<(), Error> {
     let (min_price, currency) = price_summary(&new.variants);
+    // The search summaries the triggers keep, written with the row so that adding its
+    // variants and categories does not write it a second time.
+    let attributes: BTreeSet<String> = new
+        .variants
+        .iter()
+        .flat_map(|v| v.attributes.iter().map(|(k, v)| format!("{k}={v}")))
+        .collect();
+    let categories: BTreeSet<Uuid> = new.category_ids.iter().copied().collect();
     sqlx::query(
-        "INSERT INTO products (id, name, description, status, images, min_price, currency) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO products (id, name, description, status, images, min_price, currency, \
+             attribute_summary, category_ids) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(id)
     .bind(new.name.trim())
@@ -380,6 +389,8 @@ pub async fn insert(conn: &mut PgConnection, id: Uuid, new: &NewProduct) -> Resu
     .bind(&new.images)
     .bind(min_price)
     .bind(currency)
+    .bind(attributes.into_iter().collect::<Vec<_>>())
+    .bind(categories.into_iter().collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
     set_categories(conn, id, &new.category_ids).await?;

@@ -251,3 +251,204 @@ async fn paging_returns_each_product_once_while_products_are_added() {
         .await;
     assert_eq!(wrong.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn relevance_pages_name_matches_before_description_matches_each_once() {
+    let app = spawn_app().await;
+    let mut in_name = BTreeSet::new();
+    let mut in_description = BTreeSet::new();
+    for i in 0..9 {
+        let mut body =
+            crate::helpers::product(&format!("Lantern {i}"), &[(&format!("LN-{i}"), 900)]);
+        in_name.insert(
+            app.create_product(body.clone()).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        body = crate::helpers::product(&format!("Camp light {i}"), &[(&format!("CL-{i}"), 900)]);
+        body["description"] = json!("Brighter than a lantern.");
+        in_description.insert(
+            app.create_product(body).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let mut order = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = "/v1/products?q=lantern&limit=4".to_owned();
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let page = app.get_json(&path).await;
+        order.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(order.len(), 18, "each match once: {order:?}");
+    let first: BTreeSet<String> = order[..9].iter().cloned().collect();
+    let rest: BTreeSet<String> = order[9..].iter().cloned().collect();
+    assert_eq!(
+        first, in_name,
+        "every name match comes before any description match"
+    );
+    assert_eq!(rest, in_description);
+    let mut newest_first = order[..9].to_vec();
+    newest_first.sort_by(|a, b| b.cmp(a));
+    assert_eq!(order[..9], newest_first, "newest first within a tier");
+}
+
+#[tokio::test]
+async fn attribute_and_category_filters_follow_variant_and_category_changes() {
+    let app = spawn_app().await;
+    let category = |name: &'static str| {
+        let app = &app;
+        async move {
+            app.send(
+                Method::POST,
+                "/v1/categories",
+                Some(&app.admin),
+                Some(json!({"name": name})),
+            )
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let (hats, sale) = (category("Hats").await, category("Sale").await);
+    let created = app
+        .create_product(json!({
+            "name": "Felt Hat", "status": "active", "category_ids": [hats],
+            "variants": [
+                {"sku": "HAT-RED-S", "attributes": {"color": "red", "size": "S"},
+                 "price": {"amount": 2000, "currency": "EUR"}},
+                {"sku": "HAT-BLUE-M", "attributes": {"color": "blue", "size": "M"},
+                 "price": {"amount": 2000, "currency": "EUR"}}]}))
+        .await;
+    let found = |path: String| {
+        let app = &app;
+        async move { names(&app.get_json(&path).await) }
+    };
+    assert_eq!(
+        found("/v1/products?attr.color=red".into()).await,
+        ["Felt Hat"]
+    );
+    assert_eq!(
+        found("/v1/products?attr.color=red&attr.size=S".into()).await,
+        ["Felt Hat"]
+    );
+    assert!(
+        found("/v1/products?attr.color=red&attr.size=M".into())
+            .await
+            .is_empty(),
+        "red and M are on different variants"
+    );
+    assert_eq!(
+        found(format!("/v1/products?category={hats}")).await,
+        ["Felt Hat"]
+    );
+    assert!(
+        found(format!("/v1/products?category={sale}"))
+            .await
+            .is_empty()
+    );
+
+    // The red variant goes, the product moves to Sale.
+    let patched = app
+        .http
+        .patch(app.url(&format!("/v1/products/{}", created["id"].as_str().unwrap())))
+        .bearer_auth(&app.admin)
+        .header(reqwest::header::IF_MATCH, "\"1\"")
+        .json(&json!({"category_ids": [sale], "variants": [
+            {"sku": "HAT-BLUE-M", "attributes": {"color": "blue", "size": "M"},
+             "price": {"amount": 2000, "currency": "EUR"}}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), StatusCode::OK);
+    assert!(found("/v1/products?attr.color=red".into()).await.is_empty());
+    assert_eq!(
+        found("/v1/products?attr.color=blue".into()).await,
+        ["Felt Hat"]
+    );
+    assert!(
+        found(format!("/v1/products?category={hats}"))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        found(format!("/v1/products?category={sale}")).await,
+        ["Felt Hat"]
+    );
+    let facets = &app.get_json("/v1/products?q=hat&facets=true").await["facets"];
+    assert_eq!(facets["categories"], json!([{"id": sale, "count": 1}]));
+    assert_eq!(
+        facets["attributes"],
+        json!([{"name": "color", "value": "blue", "count": 1},
+               {"name": "size", "value": "M", "count": 1}])
+    );
+}
+
+#[tokio::test]
+async fn typos_are_corrected_from_the_words_of_names_as_they_change() {
+    let app = spawn_app().await;
+    seed(&app).await;
+    let corrected = names(&app.get_json("/v1/products?q=lether%20bots").await);
+    assert_eq!(
+        corrected[0], "Leather Boots",
+        "each word corrected; both in the name ranks first"
+    );
+    assert_eq!(
+        corrected[1..].iter().collect::<BTreeSet<_>>(),
+        ["Suede Boots", "Wool Socks"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .iter()
+            .collect(),
+        "then both anywhere; never only one (Leather Wallet)"
+    );
+    assert_eq!(
+        app.get_json("/v1/products?q=lether%20qwzx").await["items"],
+        json!([]),
+        "a word nothing is close to matches nothing"
+    );
+    let wallet = app.get_json("/v1/products?q=wallet").await["items"][0].clone();
+    let renamed = app
+        .http
+        .patch(app.url(&format!("/v1/products/{}", wallet["id"].as_str().unwrap())))
+        .bearer_auth(&app.admin)
+        .header(reqwest::header::IF_MATCH, "\"1\"")
+        .json(&json!({"name": "Leather Billfold"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), StatusCode::OK);
+    app.create_product(crate::helpers::product(
+        "Rain Poncho",
+        &[("PONCHO-1", 2500)],
+    ))
+    .await;
+    assert_eq!(
+        names(&app.get_json("/v1/products?q=bilfold").await),
+        ["Leather Billfold"]
+    );
+    assert_eq!(
+        names(&app.get_json("/v1/products?q=ponco").await),
+        ["Rain Poncho"]
+    );
+}
