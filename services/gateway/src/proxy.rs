@@ -554,7 +554,7 @@ async fn call(
         .and_then(|c| c.retry.as_ref())
         .filter(|r| r.attempts > 1 && may_retry(request.method(), request.headers()))
         .filter(|_| max_body <= proxy.body_limits.common() || fits_in_memory);
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let mut streamed = None;
     let mut buffered = None;
     if retry.is_some() {
@@ -687,7 +687,12 @@ async fn call(
         });
         *upstream_request.method_mut() = parts.method.clone();
         *upstream_request.uri_mut() = uri;
-        *upstream_request.headers_mut() = parts.headers.clone();
+        // Only a request that may be retried needs its headers again.
+        *upstream_request.headers_mut() = if retry.is_some() {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
 
         let left = deadline.saturating_duration_since(Instant::now());
         let per_try = retry
