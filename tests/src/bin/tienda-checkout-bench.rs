@@ -138,6 +138,21 @@ async fn steps(orders_db: &sqlx::PgPool, ids: &[Uuid]) -> anyhow::Result<Value> 
         .collect())
 }
 
+/// Committed and rolled-back transactions so far in each service's database (by its name's
+/// last part: `orders`, `products`, ...).
+async fn transactions(pool: &sqlx::PgPool) -> anyhow::Result<BTreeMap<String, i64>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT datname, (xact_commit + xact_rollback)::int8 FROM pg_stat_database \
+          WHERE datname NOT IN ('postgres', 'template0', 'template1')",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, n)| (name.rsplit('_').next().unwrap_or(&name).to_owned(), n))
+        .collect())
+}
+
 async fn run(seconds: u64, rates: Vec<u64>, out: std::path::PathBuf) -> anyhow::Result<()> {
     let shop = Shop::start().await;
     shop.write_file("ratelimitpolicy.yaml", BENCH_POLICIES);
@@ -225,6 +240,7 @@ async fn run(seconds: u64, rates: Vec<u64>, out: std::path::PathBuf) -> anyhow::
                 load::cpu_seconds(std::process::id()),
             ];
             let machine_before = load::machine_ticks();
+            let transactions_before = transactions(&orders_db).await?;
             let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
             let total = (length * rate) as usize;
             let started = Instant::now();
@@ -261,6 +277,16 @@ async fn run(seconds: u64, rates: Vec<u64>, out: std::path::PathBuf) -> anyhow::
                 / (machine_after.1 - machine_before.1).max(1) as f64
                 * 100.0;
             let infra_ms = |after: f64, i: usize| (after - infra_before[i]) * 1000.0 / total as f64;
+            // PostgreSQL publishes its counters about once a second: wait for this phase's.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let transactions_after = transactions(&orders_db).await?;
+            let transactions_per_checkout: BTreeMap<String, f64> = transactions_after
+                .iter()
+                .map(|(db, after)| {
+                    let before = transactions_before.get(db).copied().unwrap_or(0);
+                    (db.clone(), (after - before) as f64 / total as f64)
+                })
+                .collect();
             let infra = json!({
                 "postgres": infra_ms(load::cpu_seconds_of("postgres"), 0),
                 "nats-server": infra_ms(load::cpu_seconds_of("nats-server"), 1),
@@ -288,6 +314,7 @@ async fn run(seconds: u64, rates: Vec<u64>, out: std::path::PathBuf) -> anyhow::
                 "steps": steps(&orders_db, &orders).await?,
                 "machine_busy_percent": busy,
                 "infra_cpu_ms_per_checkout": infra,
+                "postgres_transactions_per_checkout": transactions_per_checkout,
             });
             eprintln!(
                 "{rate}/s: confirmed p95 {:.1} ms, p99 {:.1} ms; {} not confirmed",
@@ -338,6 +365,20 @@ async fn run(seconds: u64, rates: Vec<u64>, out: std::path::PathBuf) -> anyhow::
             f("machine_busy_percent"),
             cpu.join(", ")
         );
+    }
+    let _ = writeln!(
+        md,
+        "\nPostgreSQL transactions per checkout, per database:\n"
+    );
+    for r in &results {
+        let per_db: Vec<String> = r["postgres_transactions_per_checkout"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, v)| v.as_f64().unwrap_or(0.0) > 0.005)
+            .map(|(k, v)| format!("{k} {:.2}", v.as_f64().unwrap_or(0.0)))
+            .collect();
+        let _ = writeln!(md, "- {}/s: {}", r["rate"], per_db.join(", "));
     }
     let _ = writeln!(
         md,

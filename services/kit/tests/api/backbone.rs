@@ -269,6 +269,10 @@ async fn committed_events_reach_the_stream_exactly_once_even_when_the_relay_is_k
         metric(&env.registry, "outbox_duplicates_total", "") >= 1.0,
         "rows published before a kill were published again and dropped by the stream"
     );
+    assert!(
+        metric(&env.registry, "outbox_atomic_batches_total", "") >= 1.0,
+        "the provisioned stream takes atomic batches, and the relay sends them"
+    );
 
     let published = stream_messages(&env.js, "INVENTORY").await;
     let ids: BTreeSet<String> = published.iter().map(|(id, _)| id.clone()).collect();
@@ -281,6 +285,90 @@ async fn committed_events_reach_the_stream_exactly_once_even_when_the_relay_is_k
     for (id, envelope) in &published {
         assert_eq!(&envelope["id"], id, "Nats-Msg-Id is the envelope id");
     }
+}
+
+#[tokio::test]
+async fn a_stream_without_atomic_batches_gets_every_event_once_one_by_one() {
+    let env = env().await;
+    // Made by hand, as a NATS older than 2.12 or an unmanaged stream would be.
+    env.js
+        .create_stream(jetstream::stream::Config {
+            name: "INVENTORY".into(),
+            subjects: vec!["tienda.inventory.>".into()],
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut committed = BTreeSet::new();
+    let mut tx = env.pool.begin().await.unwrap();
+    for i in 0..100 {
+        let envelope = adjusted(&format!("SKU-{i}"), 1);
+        committed.insert(envelope.id.to_string());
+        enqueue(&mut tx, envelope).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let relay = quick_relay(&env);
+    // The first round learns the stream refuses batches, or asks it; either way nothing
+    // is lost or doubled.
+    drain(&env, &relay).await;
+    let published = stream_messages(&env.js, "INVENTORY").await;
+    let ids: BTreeSet<String> = published.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(published.len(), 100, "each committed event exactly once");
+    assert_eq!(ids, committed);
+    assert_eq!(
+        metric(&env.registry, "outbox_atomic_batches_total", ""),
+        0.0
+    );
+    assert_eq!(
+        metric(&env.registry, "outbox_publish_failures_total", ""),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_stops_taking_batches_still_gets_every_event_once() {
+    let env = env().await;
+    provision(&env, json!({"name": "unused", "stream": "INVENTORY"})).await;
+    let relay = quick_relay(&env);
+    let mut committed = BTreeSet::new();
+    let mut write = |n: usize| {
+        let pool = env.pool.clone();
+        let envelopes: Vec<_> = (0..n).map(|i| adjusted(&format!("SKU-{i}"), 1)).collect();
+        committed.extend(envelopes.iter().map(|e| e.id.to_string()));
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            for envelope in envelopes {
+                enqueue(&mut tx, envelope).await.unwrap();
+            }
+            tx.commit().await.unwrap();
+        }
+    };
+    write(30).await;
+    drain(&env, &relay).await;
+    assert!(metric(&env.registry, "outbox_atomic_batches_total", "") >= 1.0);
+    // Batches switched off under the relay, which still believes the stream takes them:
+    // its next batch is refused whole and published one message at a time.
+    let mut config = env
+        .js
+        .get_stream("INVENTORY")
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    config.allow_atomic_publish = false;
+    env.js.update_stream(config).await.unwrap();
+    write(30).await;
+    drain(&env, &relay).await;
+    let published = stream_messages(&env.js, "INVENTORY").await;
+    let ids: BTreeSet<String> = published.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(published.len(), 60, "each committed event exactly once");
+    assert_eq!(ids, committed);
+    assert_eq!(
+        metric(&env.registry, "outbox_publish_failures_total", ""),
+        0.0
+    );
 }
 
 #[tokio::test]
