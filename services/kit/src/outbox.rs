@@ -189,22 +189,13 @@ pub struct Relay {
     jetstream: jetstream::Context,
     config: RelayConfig,
     metrics: RelayMetrics,
-    /// Per subject: the stream that stores it and whether it takes atomic batches.
-    streams: Arc<Mutex<HashMap<String, Destination>>>,
+    /// Subjects whose stream refused atomic batches, and since when: published one by one
+    /// until [`RECHECK_AFTER`] has passed (the operator may have updated the stream).
+    unbatched: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
-/// Where a subject's messages go, as far as batching is concerned.
-#[derive(Debug, Clone)]
-enum Destination {
-    /// A stream that takes atomic batches (`allow_atomic`, NATS ≥ 2.12).
-    Atomic(String),
-    /// No stream found, or its batches were refused: published one by one; asked again
-    /// after [`RECHECK_AFTER`] (the operator may have updated the stream).
-    Plain(Instant),
-}
-
-/// How long a subject whose stream refused batches is published one by one before asking
-/// again.
+/// How long a subject whose stream refused batches is published one by one before a batch
+/// is tried again.
 const RECHECK_AFTER: Duration = Duration::from_secs(300);
 
 /// The most messages NATS takes in one atomic batch (its `max_batch_size` default).
@@ -270,7 +261,7 @@ impl Relay {
             jetstream,
             config,
             metrics: RelayMetrics::new(registry),
-            streams: Arc::default(),
+            unbatched: Arc::default(),
         }
     }
 
@@ -452,25 +443,25 @@ impl Relay {
         Ok(claimed.len())
     }
 
-    /// Publishes `messages`, returning each one's outcome. Messages bound for a stream that
-    /// takes atomic batches go in batches, which the server stores (and, with
-    /// `sync_interval: always`, syncs to disk) once per batch instead of once per message.
-    /// A batch that is not stored whole — a stream without atomic batches, a message id it
-    /// has already seen, a timeout — is published again one message at a time, where each
-    /// repeat is dropped by the stream's duplicate window: never lost, never twice.
+    /// Publishes `messages`, returning each one's outcome. The messages of one subject go in
+    /// an atomic batch (a subject is stored in one stream, and a batch must stay in one), which
+    /// the server stores and, with `sync_interval: always`, syncs to disk once per batch
+    /// instead of once per message. A batch that is not stored whole — a stream without
+    /// atomic batches, a message id it has already seen, a timeout — is published again one
+    /// message at a time, where each repeat is dropped by the stream's duplicate window: never
+    /// lost, never twice. No stream lookup: the component's NATS identity may not ask.
     async fn send(&self, messages: Vec<Outgoing>) -> Vec<Result<(), String>> {
-        let mut by_stream: BTreeMap<Option<String>, Vec<usize>> = BTreeMap::new();
+        let mut by_subject: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, message) in messages.iter().enumerate() {
-            let stream = self.atomic_stream(&message.subject).await;
-            by_stream.entry(stream).or_default().push(i);
+            by_subject.entry(&message.subject).or_default().push(i);
         }
         let mut outcomes: Vec<Option<Result<(), String>>> = vec![None; messages.len()];
         let mut one_by_one = Vec::new();
-        for (stream, indexes) in by_stream {
-            let Some(stream) = stream.filter(|_| indexes.len() > 1) else {
+        for (subject, indexes) in by_subject {
+            if indexes.len() < 2 || !self.takes_batches(subject) {
                 one_by_one.extend(indexes);
                 continue;
-            };
+            }
             for chunk in indexes.chunks(ATOMIC_MAX) {
                 match self.publish_atomic(&messages, chunk).await {
                     Ok(()) => {
@@ -485,12 +476,15 @@ impl Relay {
                             BatchRefused::Other(reason) => reason.as_str(),
                         };
                         tracing::debug!(
-                            stream,
+                            subject,
                             reason,
                             "atomic batch not stored; publishing one by one"
                         );
                         if matches!(refused, BatchRefused::Disabled) {
-                            self.publish_plainly(&messages[chunk[0]].subject);
+                            self.unbatched
+                                .lock()
+                                .expect("not poisoned")
+                                .insert(subject.to_owned(), Instant::now());
                         }
                         one_by_one.extend_from_slice(chunk);
                     }
@@ -534,45 +528,17 @@ impl Relay {
             .collect()
     }
 
-    /// The stream `subject` is stored in, if it takes atomic batches (asked once, then
-    /// remembered).
-    async fn atomic_stream(&self, subject: &str) -> Option<String> {
-        let known = self
-            .streams
-            .lock()
-            .expect("not poisoned")
-            .get(subject)
-            .cloned();
-        match known {
-            Some(Destination::Atomic(stream)) => return Some(stream),
-            Some(Destination::Plain(since)) if since.elapsed() < RECHECK_AFTER => return None,
-            _ => {}
+    /// Whether `subject` is sent in batches: yes, unless its stream refused one lately.
+    fn takes_batches(&self, subject: &str) -> bool {
+        let mut unbatched = self.unbatched.lock().expect("not poisoned");
+        match unbatched.get(subject) {
+            Some(since) if since.elapsed() < RECHECK_AFTER => false,
+            Some(_) => {
+                unbatched.remove(subject);
+                true
+            }
+            None => true,
         }
-        let destination = match self.jetstream.stream_by_subject(subject).await {
-            Ok(name) => match self.jetstream.get_stream(&name).await {
-                Ok(stream) if stream.cached_info().config.allow_atomic_publish => {
-                    Destination::Atomic(name)
-                }
-                _ => Destination::Plain(Instant::now()),
-            },
-            Err(_) => Destination::Plain(Instant::now()),
-        };
-        self.streams
-            .lock()
-            .expect("not poisoned")
-            .insert(subject.to_owned(), destination.clone());
-        match destination {
-            Destination::Atomic(stream) => Some(stream),
-            Destination::Plain(_) => None,
-        }
-    }
-
-    /// Publishes `subject` one message at a time for a while.
-    fn publish_plainly(&self, subject: &str) {
-        self.streams
-            .lock()
-            .expect("not poisoned")
-            .insert(subject.to_owned(), Destination::Plain(Instant::now()));
     }
 
     /// One atomic batch (ADR-50): every message but the last is sent without a reply
