@@ -5,6 +5,9 @@
 //!
 //!     tests/bench checkout [--seconds 10] [--rates 50,200] [--out target/bench/checkout]
 //!
+//! `BENCH_DATABASE_URL` runs it against a PostgreSQL of one's own instead of a private one,
+//! for profiling (`pg_stat_statements`); the numbers in docs/benchmarks.md use the private one.
+//!
 //! Coordinated omission is avoided as in `tienda-bench`: a checkout sent late because the
 //! machine stalled counts the stall in its latency.
 
@@ -154,7 +157,12 @@ async fn transactions(pool: &sqlx::PgPool) -> anyhow::Result<BTreeMap<String, i6
 }
 
 async fn run(seconds: u64, rates: Vec<u64>, out: std::path::PathBuf) -> anyhow::Result<()> {
-    let shop = Shop::start().await;
+    // For profiling only: `BENCH_DATABASE_URL` points the shop at a PostgreSQL of one's own
+    // (say, one with `pg_stat_statements` loaded); it must have fsync on for honest numbers.
+    let shop = Shop::start_with(|options| {
+        options.database_url = std::env::var("BENCH_DATABASE_URL").ok();
+    })
+    .await;
     shop.write_file("ratelimitpolicy.yaml", BENCH_POLICIES);
     shop.wait_for_policy("bench-checkout", 1).await;
     let components = [Gateway, Auth, Products, Orders, Payments, Notifications];
