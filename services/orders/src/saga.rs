@@ -162,14 +162,11 @@ async fn react(
     let context = span.context();
     let result: Result<(), Error> = context
         .scope(async {
-            let Some(mut saga) = store::lock_saga(conn, key).await? else {
+            let Some((mut saga, mut order)) = store::lock_saga_and_order(conn, key).await? else {
                 tracing::debug!(?key, "a reply for no order's saga");
                 span.set("tienda.saga.decision", "no saga");
                 return Ok(());
             };
-            let mut order = store::lock(conn, saga.order_id)
-                .await?
-                .ok_or_else(|| Error::NotFound(format!("the saga's order {}", saga.order_id)))?;
             let decision = decide(order.status, &reply);
             decided(&mut span, &order, &reply, &decision);
             apply(
@@ -292,6 +289,18 @@ fn settle_step(saga: &mut Saga, now: DateTime<Utc>, timeouts: Timeouts) {
     }
 }
 
+/// Applies `event` to `order` in memory, its entry kept in `staged` for [`store::save_saga`]
+/// to write. A decision appends at most one entry.
+fn stage(
+    staged: &mut Option<store::Entry>,
+    order: &mut OrderRow,
+    event: &OrderEvent,
+) -> Result<(), Error> {
+    assert!(staged.is_none(), "one log entry per saga decision");
+    *staged = Some(store::stage(order, event)?);
+    Ok(())
+}
+
 /// Carries out `decision` for `order` (locked) and its `saga` (locked), and saves the saga.
 async fn apply(
     conn: &mut PgConnection,
@@ -303,6 +312,8 @@ async fn apply(
 ) -> Result<(), Error> {
     let now = Utc::now();
     let id = order.id;
+    // The decision's log entry, written with the saga's state in one statement at the end.
+    let mut staged = None;
     match decision {
         Decision::Authorize {
             reservation_expires_at,
@@ -312,7 +323,7 @@ async fn apply(
                 reservation_id: saga.reservation_id,
                 expires_at: Some(*reservation_expires_at),
             };
-            store::append(conn, order, &reserved).await?;
+            stage(&mut staged, order, &reserved)?;
             let deadline = payment_deadline(
                 Timeouts::after(now, t.authorize),
                 saga.reservation_expires_at,
@@ -343,7 +354,7 @@ async fn apply(
                 until,
                 action_url: Some(action_url.clone()),
             };
-            store::append(conn, order, &event).await?;
+            stage(&mut staged, order, &event)?;
             saga.step = Step::Authorizing;
             saga.deadline = Some(until);
         }
@@ -351,7 +362,7 @@ async fn apply(
             let authorized = OrderEvent::PaymentAuthorized {
                 payment_id: saga.payment_id,
             };
-            store::append(conn, order, &authorized).await?;
+            stage(&mut staged, order, &authorized)?;
             let commit = CommitReservation {
                 reservation_id: saga.reservation_id,
             };
@@ -368,7 +379,7 @@ async fn apply(
             saga.deadline = Some(Timeouts::after(now, t.resend));
         }
         Decision::Confirm => {
-            store::append(conn, order, &OrderEvent::Confirmed).await?;
+            stage(&mut staged, order, &OrderEvent::Confirmed)?;
             let lines = store::lines(conn, id).await?;
             let confirmed = OrderConfirmed {
                 order_id: id,
@@ -409,7 +420,7 @@ async fn apply(
                 reason: *reason,
                 detail: detail.clone(),
             };
-            store::append(conn, order, &event).await?;
+            stage(&mut staged, order, &event)?;
             let cancelled = OrderCancelled {
                 order_id: id,
                 customer_id: Some(order.customer_id),
@@ -450,7 +461,7 @@ async fn apply(
                 let event = OrderEvent::LateReplyCompensated {
                     compensation: *compensation,
                 };
-                store::append(conn, order, &event).await?;
+                stage(&mut staged, order, &event)?;
                 settle_step(saga, now, t);
             }
         }
@@ -462,7 +473,7 @@ async fn apply(
             };
             if *pending {
                 *pending = false;
-                store::append(conn, order, &event).await?;
+                stage(&mut staged, order, &event)?;
                 settle_step(saga, now, t);
             }
         }
@@ -483,7 +494,7 @@ async fn apply(
             return Ok(());
         }
     }
-    store::save_saga(conn, saga).await
+    store::save_saga(conn, saga, order, staged).await
 }
 
 /// Cancels `order` (locked) at a customer's or an admin's request, as
@@ -709,7 +720,7 @@ async fn sweep_one(db: &PgPool, order_id: Uuid, timeouts: Timeouts) -> Result<bo
                 // The order moved on without the step being closed; stop watching it.
                 saga.deadline = None;
                 saga.retry_at = None;
-                store::save_saga(&mut tx, &saga).await?;
+                store::save_saga(&mut tx, &saga, &order, None).await?;
             } else {
                 apply(&mut tx, &mut saga, &mut order, &decision, None, timeouts).await?;
             }

@@ -343,9 +343,54 @@ impl OrderRow {
     }
 }
 
-/// Writes a new order's projection (row and lines), or finds the order this customer already
-/// placed with this key (`Err(id)`).
-async fn write_placed(conn: &mut PgConnection, placed: &Placed) -> Result<Result<(), Uuid>, Error> {
+/// The projection's columns [`OrderRow::apply`] changes, `$1` to `$14` ([`bind_order`]). A
+/// macro, so that [`append`] can put its log entry in front of it in one statement.
+macro_rules! update_order {
+    () => {
+        "UPDATE orders SET status = $2, version = $3, cancel_reason = $4, cancel_detail = $5, \
+                           payment_action_url = $6, payment_action_expires_at = $7, \
+                           updated_at = $8, carrier = $9, tracking_number = $10, \
+                           shipped_at = $11, delivered_at = $12, captured = $13, refunded = $14 \
+         WHERE id = $1"
+    };
+}
+
+/// The head of a statement appending to the log, its values in this order.
+macro_rules! insert_order_event {
+    () => {
+        "INSERT INTO order_events (order_id, seq, kind, data, occurred_at) "
+    };
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds `$1` to `$14` of [`update_order!`].
+fn bind_order<'q>(query: PgQuery<'q>, order: &'q OrderRow) -> PgQuery<'q> {
+    query
+        .bind(order.id)
+        .bind(order.status)
+        .bind(order.version)
+        .bind(order.cancel_reason.as_ref().map(|r| reason_code(r.0)))
+        .bind(&order.cancel_detail)
+        .bind(&order.payment_action_url)
+        .bind(order.payment_action_expires_at)
+        .bind(order.updated_at)
+        .bind(&order.carrier)
+        .bind(&order.tracking_number)
+        .bind(order.shipped_at)
+        .bind(order.delivered_at)
+        .bind(order.captured)
+        .bind(order.refunded)
+}
+
+/// Writes a new order's projection (row and lines) and, given its `placed` entry, that entry
+/// as the first of its log (in the statement that writes the lines); or finds the order this
+/// customer already placed with this key (`Err(id)`, nothing written).
+async fn write_placed(
+    conn: &mut PgConnection,
+    placed: &Placed,
+    entry: Option<&OrderEvent>,
+) -> Result<Result<(), Uuid>, Error> {
     let row = &placed.row;
     let inserted = sqlx::query_scalar::<_, Uuid>(
         "INSERT INTO orders (id, customer_id, checkout_key, email, shipping_address, \
@@ -395,70 +440,46 @@ async fn write_placed(conn: &mut PgConnection, placed: &Placed) -> Result<Result
         quantities.push(line.quantity as i32);
         prices.push(line.unit_price.amount);
     }
-    sqlx::query(
-        "INSERT INTO order_lines (order_id, line_no, product_id, sku, name, quantity, unit_price) \
-         SELECT $1, * FROM unnest($2::int[], $3::uuid[], $4::text[], $5::text[], $6::int[], \
-                                  $7::bigint[])",
-    )
-    .bind(row.id)
-    .bind(&line_nos)
-    .bind(&product_ids)
-    .bind(&skus)
-    .bind(&names)
-    .bind(&quantities)
-    .bind(&prices)
-    .execute(&mut *conn)
-    .await?;
+    macro_rules! insert_lines {
+        () => {
+            "INSERT INTO order_lines (order_id, line_no, product_id, sku, name, quantity, \
+                                      unit_price) \
+             SELECT $1, * FROM unnest($2::int[], $3::uuid[], $4::text[], $5::text[], \
+                                      $6::int[], $7::bigint[])"
+        };
+    }
+    let query = match entry {
+        None => sqlx::query(insert_lines!()),
+        Some(_) => sqlx::query(concat!(
+            "WITH entry AS (",
+            insert_order_event!(),
+            "VALUES ($1, 1, $8, $9, $10)) ",
+            insert_lines!()
+        )),
+    };
+    let mut query = query
+        .bind(row.id)
+        .bind(&line_nos)
+        .bind(&product_ids)
+        .bind(&skus)
+        .bind(&names)
+        .bind(&quantities)
+        .bind(&prices);
+    if let Some(event) = entry {
+        query = query
+            .bind(event.kind())
+            .bind(Json(event))
+            .bind(row.created_at);
+    }
+    query.execute(&mut *conn).await?;
     Ok(Ok(()))
 }
 
 /// Writes what [`OrderRow::apply`] changed.
 async fn write(conn: &mut PgConnection, order: &OrderRow) -> Result<(), Error> {
-    sqlx::query(
-        "UPDATE orders SET status = $2, version = $3, cancel_reason = $4, cancel_detail = $5, \
-                           payment_action_url = $6, payment_action_expires_at = $7, \
-                           updated_at = $8, carrier = $9, tracking_number = $10, \
-                           shipped_at = $11, delivered_at = $12, captured = $13, refunded = $14 \
-         WHERE id = $1",
-    )
-    .bind(order.id)
-    .bind(order.status)
-    .bind(order.version)
-    .bind(order.cancel_reason.as_ref().map(|r| reason_code(r.0)))
-    .bind(&order.cancel_detail)
-    .bind(&order.payment_action_url)
-    .bind(order.payment_action_expires_at)
-    .bind(order.updated_at)
-    .bind(&order.carrier)
-    .bind(&order.tracking_number)
-    .bind(order.shipped_at)
-    .bind(order.delivered_at)
-    .bind(order.captured)
-    .bind(order.refunded)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// Appends entry `seq` to order `id`'s log.
-async fn log(
-    conn: &mut PgConnection,
-    id: Uuid,
-    seq: i32,
-    event: &OrderEvent,
-    at: DateTime<Utc>,
-) -> Result<(), Error> {
-    sqlx::query(
-        "INSERT INTO order_events (order_id, seq, kind, data, occurred_at) \
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(id)
-    .bind(seq)
-    .bind(event.kind())
-    .bind(Json(event))
-    .bind(at)
-    .execute(&mut *conn)
-    .await?;
+    bind_order(sqlx::query(update_order!()), order)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -472,11 +493,38 @@ pub async fn place(
 ) -> Result<Result<OrderRow, Uuid>, Error> {
     let at = entry_time();
     let placed = Placed::from_entry(id, event, at).expect("checkout writes complete entries");
-    if let Err(existing) = write_placed(conn, &placed).await? {
+    if let Err(existing) = write_placed(conn, &placed, Some(event)).await? {
         return Ok(Err(existing));
     }
-    log(conn, id, 1, event, at).await?;
     Ok(Ok(placed.row))
+}
+
+/// A log entry applied to an order in memory ([`stage`]) and not written yet: [`append`] or
+/// [`save_saga`] writes it with the projection it changed.
+#[derive(Debug)]
+pub struct Entry {
+    seq: i32,
+    kind: &'static str,
+    data: Json<serde_json::Value>,
+    at: DateTime<Utc>,
+}
+
+/// Applies `event` to `order` in memory ([`OrderRow::apply`]) and returns the log entry to
+/// write with it: a transition the order's state does not allow is refused and `order` is
+/// left as it was.
+pub fn stage(order: &mut OrderRow, event: &OrderEvent) -> Result<Entry, Error> {
+    let at = entry_time();
+    let seq = order.version + 1;
+    let mut next = order.clone();
+    next.apply(seq, event, at)?;
+    let data = serde_json::to_value(event).expect("order events serialize");
+    *order = next;
+    Ok(Entry {
+        seq,
+        kind: event.kind(),
+        data: Json(data),
+        at,
+    })
 }
 
 /// Appends `event` to the order's log and updates the projection ([`OrderRow::apply`]): a
@@ -487,14 +535,34 @@ pub async fn append(
     order: &mut OrderRow,
     event: &OrderEvent,
 ) -> Result<(), Error> {
-    let at = entry_time();
-    let seq = order.version + 1;
     let mut next = order.clone();
-    next.apply(seq, event, at)?;
-    log(conn, order.id, seq, event, at).await?;
-    write(conn, &next).await?;
+    let entry = stage(&mut next, event)?;
+    // One statement, one round trip: the entry and the projection it changes.
+    bind_entry(
+        bind_order(
+            sqlx::query(concat!(
+                "WITH entry AS (",
+                insert_order_event!(),
+                "VALUES ($1, $15, $16, $17, $18)) ",
+                update_order!()
+            )),
+            &next,
+        ),
+        &entry,
+    )
+    .execute(&mut *conn)
+    .await?;
     *order = next;
     Ok(())
+}
+
+/// Binds `$15` to `$18`: the entry's values after [`bind_order`]'s.
+fn bind_entry<'q>(query: PgQuery<'q>, entry: &'q Entry) -> PgQuery<'q> {
+    query
+        .bind(entry.seq)
+        .bind(entry.kind)
+        .bind(&entry.data)
+        .bind(entry.at)
 }
 
 /// Empties the `orders` and `order_lines` projections and rebuilds them from the log, every
@@ -549,7 +617,7 @@ pub async fn rebuild(conn: &mut PgConnection) -> Result<u64, Error> {
             row.apply(seq, &event, at)
                 .map_err(|e| unbuildable(&format!("entry {seq}: {e}")))?;
         }
-        if write_placed(conn, &placed).await?.is_err() {
+        if write_placed(conn, &placed, None).await?.is_err() {
             return Err(unbuildable(
                 "another order was placed with its Idempotency-Key",
             ));
@@ -804,24 +872,91 @@ pub async fn lock_saga(conn: &mut PgConnection, key: SagaKey) -> Result<Option<S
     .await?)
 }
 
-/// Writes the saga's state (step, deadline, expiry, pending compensations, retry).
-pub async fn save_saga(conn: &mut PgConnection, saga: &Saga) -> Result<(), Error> {
-    sqlx::query(
-        "UPDATE sagas SET step = $2, deadline = $3, reservation_expires_at = $4, \
-                void_pending = $5, release_pending = $6, retry_at = $7, restock_pending = $8, \
-                updated_at = now() \
-         WHERE order_id = $1",
-    )
-    .bind(saga.order_id)
-    .bind(saga.step)
-    .bind(saga.deadline)
-    .bind(saga.reservation_expires_at)
-    .bind(saga.void_pending)
-    .bind(saga.release_pending)
-    .bind(saga.retry_at)
-    .bind(saga.restock_pending)
-    .execute(&mut *conn)
+/// The saga `key` names and its order, both locked (the saga first, as every path locks
+/// them), in one statement.
+pub async fn lock_saga_and_order(
+    conn: &mut PgConnection,
+    key: SagaKey,
+) -> Result<Option<(Saga, OrderRow)>, Error> {
+    let (column, id) = match key {
+        SagaKey::Reservation(id) => ("reservation_id", id),
+        SagaKey::Payment(id) => ("payment_id", id),
+        SagaKey::Order(id) => ("order_id", id),
+    };
+    // A locking clause reaches into the subquery; rows are locked in the order of the range
+    // table, so `sagas` before `orders`.
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {SAGA_COLUMNS}, o.* FROM sagas s, \
+                LATERAL (SELECT {ORDER_COLUMNS} FROM orders WHERE orders.id = s.order_id) o \
+          WHERE s.{column} = $1 FOR UPDATE"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *conn)
     .await?;
+    Ok(match row {
+        Some(row) => Some((Saga::from_row(&row)?, OrderRow::from_row(&row)?)),
+        None => None,
+    })
+}
+
+/// The saga's columns [`save_saga`] writes with an entry, from `$19` on (after the order's
+/// and the entry's).
+macro_rules! update_saga {
+    () => {
+        "UPDATE sagas SET step = $19, deadline = $20, reservation_expires_at = $21, \
+                void_pending = $22, release_pending = $23, retry_at = $24, \
+                restock_pending = $25, updated_at = now() \
+         WHERE order_id = $1"
+    };
+}
+
+/// Writes the saga's state (step, deadline, expiry, pending compensations, retry) and, with
+/// `staged`, the order's log entry and projection, in one statement. `order` is the saga's,
+/// as [`stage`] left it.
+pub async fn save_saga(
+    conn: &mut PgConnection,
+    saga: &Saga,
+    order: &OrderRow,
+    staged: Option<Entry>,
+) -> Result<(), Error> {
+    debug_assert_eq!(saga.order_id, order.id);
+    let Some(entry) = &staged else {
+        sqlx::query(
+            "UPDATE sagas SET step = $2, deadline = $3, reservation_expires_at = $4, \
+                    void_pending = $5, release_pending = $6, retry_at = $7, \
+                    restock_pending = $8, updated_at = now() \
+             WHERE order_id = $1",
+        )
+        .bind(saga.order_id)
+        .bind(saga.step)
+        .bind(saga.deadline)
+        .bind(saga.reservation_expires_at)
+        .bind(saga.void_pending)
+        .bind(saga.release_pending)
+        .bind(saga.retry_at)
+        .bind(saga.restock_pending)
+        .execute(&mut *conn)
+        .await?;
+        return Ok(());
+    };
+    let query = sqlx::query(concat!(
+        "WITH entry AS (",
+        insert_order_event!(),
+        "VALUES ($1, $15, $16, $17, $18)), projection AS (",
+        update_order!(),
+        ") ",
+        update_saga!()
+    ));
+    bind_entry(bind_order(query, order), entry)
+        .bind(saga.step)
+        .bind(saga.deadline)
+        .bind(saga.reservation_expires_at)
+        .bind(saga.void_pending)
+        .bind(saga.release_pending)
+        .bind(saga.retry_at)
+        .bind(saga.restock_pending)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

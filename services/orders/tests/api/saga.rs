@@ -856,3 +856,48 @@ async fn a_restarted_orders_process_resumes_the_sagas_in_flight() {
         ]
     );
 }
+
+/// A reply locks its saga and order in one statement: both rows must be locked by it (the
+/// HTTP cancel and the sweeper take the same locks), whichever key names the saga.
+#[tokio::test]
+async fn a_reply_locks_the_saga_and_its_order_in_one_statement() {
+    use tienda_orders::store::{self, SagaKey};
+    let app = spawn_app().await;
+    let id = app.placed_order("MUG-1", 1250, 1).await;
+    let reserve = app.bus.expect("tienda.inventory.cmd.reserve", id).await;
+    let reservation: Uuid = reserve.data["reservation_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for key in [SagaKey::Reservation(reservation), SagaKey::Order(id)] {
+        let mut tx = app.db.begin().await.unwrap();
+        let (saga, order) = store::lock_saga_and_order(&mut tx, key)
+            .await
+            .unwrap()
+            .expect("the saga and its order");
+        assert_eq!((saga.order_id, order.id), (id, id));
+        assert_eq!(order.status.to_string(), "pending");
+        for table in ["sagas WHERE order_id", "orders WHERE id"] {
+            let mut other = app.db.begin().await.unwrap();
+            let locked = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT 1 FROM {table} = $1 FOR UPDATE NOWAIT"
+            )))
+            .bind(id)
+            .execute(&mut *other)
+            .await
+            .expect_err("the row is locked by the reply's transaction");
+            assert_eq!(
+                locked.as_database_error().and_then(|e| e.code()).as_deref(),
+                Some("55P03"),
+                "{table}: {locked}"
+            );
+        }
+        tx.rollback().await.unwrap();
+    }
+    let mut conn = app.db.acquire().await.unwrap();
+    let none = store::lock_saga_and_order(&mut conn, SagaKey::Payment(Uuid::now_v7()))
+        .await
+        .unwrap();
+    assert!(none.is_none());
+}
