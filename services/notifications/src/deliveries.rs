@@ -93,33 +93,31 @@ pub struct NewDelivery {
     pub not_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// Whether `(event, recipient, channel)` already has a delivery.
-pub async fn exists(
-    conn: &mut PgConnection,
-    event_id: Uuid,
-    recipient: &str,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM deliveries
-                        WHERE event_id = $1 AND recipient = $2 AND channel = 'email')",
-    )
-    .bind(event_id)
-    .bind(recipient)
-    .fetch_one(conn)
-    .await
-}
-
-/// Records a delivery (nothing when the event already has one for this recipient) and, when
-/// queued, wakes the worker once the transaction commits.
+/// Records a delivery (nothing when the event already has one for this recipient) with the
+/// first entry of its history and, when queued, wakes the worker once the transaction
+/// commits: one statement, as it runs for every message of every event.
 pub async fn record(conn: &mut PgConnection, new: &NewDelivery) -> Result<bool, sqlx::Error> {
     let o = &new.outgoing;
-    let inserted = sqlx::query(
-        "INSERT INTO deliveries (id, event_id, event_type, kind, category, critical, sensitive,
-             channel, recipient, user_id, locale, template_version, subject, body_text,
-             body_html, unsubscribe_url, status, status_reason, next_attempt_at, traceparent)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $19, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                 $17, coalesce($18, now()), $20)
-         ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING",
+    let held = new
+        .not_before
+        .map(|t| format!("quiet hours: held until {}", t.to_rfc3339()));
+    let detail = new.status.reason().or(held.as_deref());
+    // A `SELECT` in `WITH` runs only when read: the last line reads `woken`.
+    let (inserted, _woken): (i64, i64) = sqlx::query_as(
+        "WITH delivery AS (
+             INSERT INTO deliveries (id, event_id, event_type, kind, category, critical,
+                 sensitive, channel, recipient, user_id, locale, template_version, subject,
+                 body_text, body_html, unsubscribe_url, status, status_reason, next_attempt_at,
+                 traceparent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $19, $8, $9, $10, $11, $12, $13, $14, $15,
+                     $16, $17, coalesce($18, now()), $20)
+             ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING
+             RETURNING id, status),
+         history AS (
+             INSERT INTO delivery_events (delivery_id, status, detail)
+             SELECT id, status, $21 FROM delivery),
+         woken AS (SELECT pg_notify($22, '') FROM delivery WHERE status = 'queued')
+         SELECT (SELECT count(*) FROM delivery), (SELECT count(*) FROM woken)",
     )
     .bind(o.id)
     .bind(new.event_id)
@@ -141,24 +139,11 @@ pub async fn record(conn: &mut PgConnection, new: &NewDelivery) -> Result<bool, 
     .bind(new.not_before)
     .bind(new.channel.as_str())
     .bind(TraceContext::current().map(|c| c.to_header()))
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    if inserted {
-        let held = new
-            .not_before
-            .map(|t| format!("quiet hours: held until {}", t.to_rfc3339()));
-        let detail = new.status.reason().or(held.as_deref());
-        log(conn, o.id, new.status.as_str(), detail).await?;
-    }
-    if inserted && new.status == Status::Queued {
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(QUEUED_CHANNEL)
-            .execute(conn)
-            .await?;
-    }
-    Ok(inserted)
+    .bind(detail)
+    .bind(QUEUED_CHANNEL)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(inserted == 1)
 }
 
 /// A delivery claimed for one attempt.
@@ -229,32 +214,33 @@ pub async fn claim(
 
 /// Marks a delivery sent; bodies that grant access are blanked.
 pub async fn sent(pool: &PgPool, id: Uuid, provider_ref: &str) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
     // Not waiting for the WAL flush: only a crash of PostgreSQL itself in the next few
     // hundred milliseconds could lose this record, and then the message is sent again with
     // the same Message-ID — the at-least-once the provider hand-off already is. It saves a
     // disk flush per message (docs/benchmarks.md).
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
+    let mut tx = pool
+        .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
         .await?;
-    let changed = sqlx::query(
-        "UPDATE deliveries
-         SET status = 'sent', sent_at = now(), updated_at = now(), provider_ref = $2,
-             last_error = NULL,
-             body_text = CASE WHEN sensitive THEN '' ELSE body_text END,
-             body_html = CASE WHEN sensitive THEN '' ELSE body_html END
-         WHERE id = $1
-           AND (status = 'queued'
-                -- A cancelled campaign's message already on its way: the record says so.
-                OR (status = 'suppressed' AND status_reason = 'campaign_cancelled'))",
+    // The status and its history entry in one statement.
+    sqlx::query(
+        "WITH changed AS (
+             UPDATE deliveries
+             SET status = 'sent', sent_at = now(), updated_at = now(), provider_ref = $2,
+                 last_error = NULL,
+                 body_text = CASE WHEN sensitive THEN '' ELSE body_text END,
+                 body_html = CASE WHEN sensitive THEN '' ELSE body_html END
+             WHERE id = $1
+               AND (status = 'queued'
+                    -- A cancelled campaign's message already on its way: the record says so.
+                    OR (status = 'suppressed' AND status_reason = 'campaign_cancelled'))
+             RETURNING id)
+         INSERT INTO delivery_events (delivery_id, status, detail)
+         SELECT id, 'sent', $2 FROM changed",
     )
     .bind(id)
     .bind(provider_ref)
     .execute(&mut *tx)
     .await?;
-    if changed.rows_affected() == 1 {
-        log(&mut tx, id, "sent", Some(provider_ref)).await?;
-    }
     tx.commit().await
 }
 

@@ -96,11 +96,3 @@ pub async fn remove(conn: &mut PgConnection, user_id: Uuid, id: Uuid) -> Result<
             == 1,
     )
 }
-
-/// Whether a person has a device.
-pub async fn any(conn: &mut PgConnection, user_id: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM push_devices WHERE user_id = $1)")
-        .bind(user_id)
-        .fetch_one(conn)
-        .await
-}

@@ -50,6 +50,13 @@ impl Window {
         }
     }
 
+    /// The window a stored name stands for.
+    pub fn parse(name: &str) -> Option<Window> {
+        [Window::Hourly, Window::Daily]
+            .into_iter()
+            .find(|w| w.as_str() == name)
+    }
+
     /// The window holding `at` for someone in `tz`: its start and end.
     pub fn around(self, at: DateTime<Utc>, tz: Tz) -> (DateTime<Utc>, DateTime<Utc>) {
         match self {
@@ -90,12 +97,7 @@ pub async fn settings(
     Ok(rows
         .into_iter()
         .filter_map(|(category, window)| {
-            let window = match window.as_str() {
-                "hourly" => Window::Hourly,
-                "daily" => Window::Daily,
-                _ => return None,
-            };
-            Some((Category::parse(&category)?, window))
+            Some((Category::parse(&category)?, Window::parse(&window)?))
         })
         .collect())
 }

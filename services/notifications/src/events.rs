@@ -26,11 +26,9 @@ use crate::{
     channel::{Channel, Outgoing},
     contacts,
     deliveries::{self, NewDelivery, Status},
-    devices,
     locale::Locale,
     preferences, template_store,
     templates::Templates,
-    tracking,
     trigger::{AccountLink, Contact, Links, Trigger},
     unsubscribe::Signer,
     webhooks,
@@ -240,43 +238,39 @@ impl Handler for Notify {
             return Ok(());
         };
         let recipient = trigger.recipient();
-        if deliveries::exists(conn, event_id, &recipient.email).await? {
-            return Ok(());
-        }
         let kind = trigger.kind();
         let category = kind.category();
         let mut subjects = vec![preferences::email_subject(&recipient.email)];
-        let mut locale = self.default_locale;
         if let Some(user_id) = recipient.user_id {
             subjects.insert(0, preferences::user_subject(user_id));
-            locale = preferences::locale(conn, user_id).await?.unwrap_or(locale);
         }
-        let opted_out = preferences::opted_out(conn, &subjects).await?;
-        let chosen = match recipient.user_id {
-            Some(user_id) => preferences::channel_choices(conn, user_id).await?,
-            None => Vec::new(),
-        };
-        // A category the person takes as a digest: its email waits in the window's digest.
+        let reach = preferences::reach(conn, event_id, &recipient, &subjects).await?;
+        if reach.delivered {
+            return Ok(());
+        }
+        let locale = reach.locale.unwrap_or(self.default_locale);
         let digest = match recipient.user_id {
-            Some(user_id) if !category.critical() => crate::digests::settings(conn, user_id)
-                .await?
-                .into_iter()
+            Some(_) if !category.critical() => reach
+                .digests
+                .iter()
                 .find(|(c, _)| *c == category)
-                .map(|(_, window)| window),
+                .map(|&(_, window)| window),
             _ => None,
         };
-        let zone = match (digest, recipient.user_id) {
-            (Some(_), Some(user_id)) => preferences::timezone(conn, user_id)
-                .await?
+        let zone = match digest {
+            Some(_) => reach
+                .timezone
+                .as_deref()
+                .and_then(crate::quiet::zone)
                 .unwrap_or(self.default_timezone),
-            _ => self.default_timezone,
+            None => self.default_timezone,
         };
-        // Non-critical messages wait for the end of the recipient's quiet hours.
         let mut not_before = None;
-        if let (Some(user_id), false) = (recipient.user_id, category.critical())
-            && let Some((timezone, quiet)) = preferences::quiet_hours(conn, user_id).await?
+        if !category.critical()
+            && let Some(quiet) = &reach.quiet_hours
         {
-            let zone = timezone
+            let zone = reach
+                .timezone
                 .as_deref()
                 .and_then(crate::quiet::zone)
                 .unwrap_or(self.default_timezone);
@@ -316,21 +310,23 @@ impl Handler for Notify {
         for &channel in kind.channels() {
             let address = match (channel, recipient.user_id) {
                 (Channel::Email, _) => Some(recipient.email.clone()),
-                (Channel::Sms, Some(user_id)) => preferences::phone(conn, user_id).await?,
-                (Channel::Push, Some(user_id)) if devices::any(conn, user_id).await? => {
+                (Channel::Sms, Some(_)) => reach.phone.clone(),
+                (Channel::Push, Some(user_id)) if reach.has_device => {
                     Some(preferences::user_subject(user_id))
                 }
                 _ => None,
             };
             let Some(address) = address else { continue };
-            let status = match tracking::suppressed(conn, channel.as_str(), &address).await? {
-                Some(reason) => Status::Suppressed(match reason.as_str() {
+            let status = match reach.suppression(channel, &address) {
+                Some(reason) => Status::Suppressed(match reason {
                     "complaint" => "complaint",
                     "unsubscribed" => "unsubscribed",
                     _ => "hard_bounce",
                 }),
-                None if !category.is_sent_despite(&opted_out) => Status::Suppressed("opted_out"),
-                None if !preferences::enabled(&chosen, category, channel) => {
+                None if !category.is_sent_despite(&reach.opted_out) => {
+                    Status::Suppressed("opted_out")
+                }
+                None if !preferences::enabled(&reach.chosen, category, channel) => {
                     Status::Suppressed("channel_off")
                 }
                 None => Status::Queued,

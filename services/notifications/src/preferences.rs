@@ -205,19 +205,6 @@ pub async fn opted_out(
     Ok(names.iter().filter_map(|n| Category::parse(n)).collect())
 }
 
-/// A user's time zone, when they chose one.
-pub async fn timezone(
-    conn: &mut PgConnection,
-    user_id: Uuid,
-) -> Result<Option<chrono_tz::Tz>, sqlx::Error> {
-    let zone: Option<Option<String>> =
-        sqlx::query_scalar("SELECT timezone FROM preferences WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_optional(conn)
-            .await?;
-    Ok(zone.flatten().as_deref().and_then(crate::quiet::zone))
-}
-
 /// A user's phone number.
 pub async fn phone(conn: &mut PgConnection, user_id: Uuid) -> Result<Option<String>, sqlx::Error> {
     let phone: Option<Option<String>> =
@@ -270,6 +257,143 @@ pub async fn locale(conn: &mut PgConnection, user_id: Uuid) -> Result<Option<Loc
             .fetch_optional(conn)
             .await?;
     Ok(locale.flatten().and_then(|l| l.parse().ok()))
+}
+
+/// What decides how one recipient of a message is reached: their settings, the categories
+/// they opted out of, which of their addresses are suppressed, and whether the message was
+/// recorded already. Read in one statement for each message (the consumer's path), where
+/// reading it piece by piece took up to ten round trips (docs/benchmarks.md, "Checkout").
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reach {
+    /// Their chosen locale.
+    pub locale: Option<Locale>,
+    /// Their time zone, as they stored it.
+    pub timezone: Option<String>,
+    /// Their quiet hours, when they set them.
+    pub quiet_hours: Option<QuietHours>,
+    /// Their verified phone number.
+    pub phone: Option<String>,
+    /// Whether they registered a push device.
+    pub has_device: bool,
+    /// Their explicit choices per category and channel.
+    pub chosen: ChannelChoices,
+    /// Their digest choices.
+    pub digests: Vec<(Category, crate::digests::Window)>,
+    /// The categories any of the subjects opted out of.
+    pub opted_out: Vec<Category>,
+    /// Why each of their suppressed addresses gets nothing: `(channel, address, reason)`.
+    pub suppressed: Vec<(String, String, String)>,
+    /// Whether the event already has its email delivery to them (a redelivered event).
+    pub delivered: bool,
+}
+
+impl Reach {
+    /// Why `address` gets nothing on `channel`, if it is suppressed (as
+    /// [`crate::tracking::suppressed`] reads it).
+    pub fn suppression(&self, channel: Channel, address: &str) -> Option<&str> {
+        let address = address.trim().to_lowercase();
+        self.suppressed
+            .iter()
+            .find(|(c, a, _)| c == channel.as_str() && *a == address)
+            .map(|(_, _, reason)| reason.as_str())
+    }
+}
+
+/// [`Reach`] of event `event_id`'s message to `recipient`, whose opt-outs are under
+/// `subjects`.
+pub async fn reach(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    recipient: &crate::trigger::Contact,
+    subjects: &[String],
+) -> Result<Reach, sqlx::Error> {
+    let (user_id, email) = (recipient.user_id, recipient.email.as_str());
+    type Row = (
+        Option<String>,
+        Option<String>,
+        Option<chrono::NaiveTime>,
+        Option<chrono::NaiveTime>,
+        Option<String>,
+        bool,
+        sqlx::types::Json<Vec<(String, String, bool)>>,
+        sqlx::types::Json<Vec<(String, String)>>,
+        Vec<String>,
+        sqlx::types::Json<Vec<(String, String, String)>>,
+        bool,
+    );
+    // `$1` is null for a guest: every lookup by user finds nothing.
+    let row: Row = sqlx::query_as(
+        "SELECT p.locale, p.timezone, p.quiet_start, p.quiet_end, p.phone, \
+                EXISTS (SELECT 1 FROM push_devices d WHERE d.user_id = $1), \
+                COALESCE((SELECT json_agg(json_build_array(c.category, c.channel, c.enabled) \
+                                     ORDER BY c.category, c.channel) \
+                            FROM channel_preferences c WHERE c.user_id = $1), '[]'), \
+                COALESCE((SELECT json_agg(json_build_array(g.category, g.window_kind) \
+                                     ORDER BY g.category) \
+                            FROM digest_settings g WHERE g.user_id = $1), '[]'), \
+                ARRAY(SELECT DISTINCT o.category FROM opt_outs o WHERE o.subject = ANY($2) \
+                      ORDER BY 1), \
+                COALESCE((SELECT json_agg(json_build_array(s.channel, s.recipient, s.reason) \
+                                     ORDER BY s.channel, s.recipient) \
+                            FROM suppressions s \
+                           WHERE (s.channel = 'email' AND s.recipient = $3) \
+                              OR (s.channel = 'sms' AND s.recipient = p.phone) \
+                              OR (s.channel = 'push' AND s.recipient = $4)), '[]'), \
+                EXISTS (SELECT 1 FROM deliveries \
+                         WHERE event_id = $5 AND recipient = $6 AND channel = 'email') \
+           FROM (VALUES (1)) AS one (x) LEFT JOIN preferences p ON p.user_id = $1",
+    )
+    .bind(user_id)
+    .bind(subjects)
+    .bind(email.trim().to_lowercase())
+    .bind(user_id.map(user_subject))
+    .bind(event_id)
+    .bind(email)
+    .fetch_one(conn)
+    .await?;
+    let (
+        locale,
+        timezone,
+        start,
+        end,
+        phone,
+        has_device,
+        chosen,
+        digests,
+        out,
+        suppressed,
+        delivered,
+    ) = row;
+    Ok(Reach {
+        locale: locale.and_then(|l| l.parse().ok()),
+        timezone,
+        quiet_hours: match (start, end) {
+            (Some(start), Some(end)) => Some(QuietHours { start, end }),
+            _ => None,
+        },
+        phone,
+        has_device,
+        chosen: chosen
+            .0
+            .into_iter()
+            .filter_map(|(category, channel, on)| {
+                Some((Category::parse(&category)?, Channel::parse(&channel)?, on))
+            })
+            .collect(),
+        digests: digests
+            .0
+            .into_iter()
+            .filter_map(|(category, window)| {
+                Some((
+                    Category::parse(&category)?,
+                    crate::digests::Window::parse(&window)?,
+                ))
+            })
+            .collect(),
+        opted_out: out.iter().filter_map(|n| Category::parse(n)).collect(),
+        suppressed: suppressed.0,
+        delivered,
+    })
 }
 
 /// A user's preferences as they read them.

@@ -469,3 +469,82 @@ async fn a_link_that_does_not_open_is_dead_lettered_not_mailed() {
     }
     assert!(app.mails().is_empty());
 }
+
+/// Recording a delivery is one statement: the row, the first entry of its history (with why
+/// it was held or suppressed) and, for a queued one, the worker's wake-up at commit. Recorded
+/// again, nothing changes.
+#[tokio::test]
+async fn a_recorded_delivery_has_its_history_and_wakes_the_worker_once_committed() {
+    use tienda_notifications::{
+        channel::{Channel, Outgoing},
+        deliveries::{self, NewDelivery, Status},
+    };
+    let app = spawn_app().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.db)
+        .await
+        .unwrap();
+    listener.listen(deliveries::QUEUED_CHANNEL).await.unwrap();
+    let new = |status: Status, to: &str, not_before| NewDelivery {
+        event_id: Uuid::now_v7(),
+        event_type: "order.shipped".into(),
+        kind: "order_shipped",
+        category: "shipping",
+        critical: false,
+        sensitive: false,
+        user_id: None,
+        channel: Channel::Email,
+        outgoing: Outgoing {
+            id: Uuid::now_v7(),
+            to: to.into(),
+            subject: "Shipped".into(),
+            text: "On its way".into(),
+            html: String::new(),
+            unsubscribe_url: None,
+        },
+        locale: "en",
+        template_version: 0,
+        status,
+        not_before,
+    };
+    let held_until = Utc::now() + chrono::Duration::hours(3);
+    let suppressed = new(Status::Suppressed("opted_out"), "a@example.com", None);
+    let held = new(Status::Queued, "b@example.com", Some(held_until));
+    let mut tx = app.db.begin().await.unwrap();
+    assert!(deliveries::record(&mut tx, &suppressed).await.unwrap());
+    assert!(deliveries::record(&mut tx, &held).await.unwrap());
+    // The same delivery again (a redelivered event): nothing new.
+    assert!(!deliveries::record(&mut tx, &held).await.unwrap());
+    tx.commit().await.unwrap();
+
+    let woken = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+        .await
+        .expect("a queued delivery wakes the worker")
+        .unwrap();
+    assert_eq!(woken.channel(), deliveries::QUEUED_CHANNEL);
+    let history: Vec<(Uuid, String, Option<String>)> = sqlx::query_as(
+        "SELECT delivery_id, status, detail FROM delivery_events \
+         WHERE delivery_id = ANY($1) ORDER BY delivery_id",
+    )
+    .bind(vec![suppressed.outgoing.id, held.outgoing.id])
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        history,
+        vec![
+            (
+                suppressed.outgoing.id,
+                "suppressed".to_owned(),
+                Some("opted_out".to_owned())
+            ),
+            (
+                held.outgoing.id,
+                "queued".to_owned(),
+                Some(format!(
+                    "quiet hours: held until {}",
+                    held_until.to_rfc3339()
+                ))
+            ),
+        ]
+    );
+}

@@ -347,3 +347,138 @@ async fn quiet_hours_hold_a_shipping_mail_until_they_end_and_never_a_password_re
         .unwrap();
     assert_eq!(app.settled(shipping).await.status, "sent");
 }
+
+/// The consumer reads how a recipient is reached in one statement; every part of it is
+/// read, for a signed-in customer and for a guest, and nothing of one person leaks into
+/// another's.
+#[tokio::test]
+async fn how_a_recipient_is_reached_is_read_whole_in_one_statement() {
+    use tienda_notifications::{
+        category::Category,
+        channel::Channel,
+        digests::Window,
+        preferences::{self, Reach},
+        quiet::QuietHours,
+        trigger::Contact,
+    };
+    let app = spawn_app().await;
+    let (user, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let event = Uuid::now_v7();
+    let setup = format!(
+        "INSERT INTO preferences (user_id, locale, timezone, quiet_start, quiet_end, phone) \
+             VALUES ('{user}', 'es', 'Europe/Madrid', '22:00', '07:00', '+34600111222'), \
+                    ('{other}', 'de', NULL, NULL, NULL, '+34600999999'); \
+         INSERT INTO channel_preferences (user_id, category, channel, enabled) \
+             VALUES ('{user}', 'shipping', 'sms', false), ('{other}', 'shipping', 'push', false); \
+         INSERT INTO digest_settings (user_id, category, window_kind) \
+             VALUES ('{user}', 'marketing', 'daily'), ('{other}', 'shipping', 'hourly'); \
+         INSERT INTO opt_outs (subject, category, source) \
+             VALUES ('user:{user}', 'marketing', 'preferences'), \
+                    ('email:ana@example.com', 'shipping', 'unsubscribe'), \
+                    ('user:{other}', 'account', 'preferences'); \
+         INSERT INTO push_devices (id, user_id, provider, token) \
+             VALUES (gen_random_uuid(), '{user}', 'fcm', 'device-1'); \
+         INSERT INTO suppressions (channel, recipient, reason) \
+             VALUES ('email', 'ana@example.com', 'hard_bounce'), \
+                    ('sms', '+34600111222', 'unsubscribed'), \
+                    ('push', 'user:{user}', 'unsubscribed'), \
+                    ('sms', '+34600999999', 'unsubscribed'), \
+                    ('email', 'someone@example.com', 'complaint')"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(setup))
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let mut conn = app.db.acquire().await.unwrap();
+
+    let customer = Contact {
+        user_id: Some(user),
+        email: " Ana@Example.com".into(),
+    };
+    let subjects = [
+        preferences::user_subject(user),
+        preferences::email_subject("ana@example.com"),
+    ];
+    let reach = preferences::reach(&mut conn, event, &customer, &subjects)
+        .await
+        .unwrap();
+    assert_eq!(
+        reach,
+        Reach {
+            locale: Some("es".parse().unwrap()),
+            timezone: Some("Europe/Madrid".into()),
+            quiet_hours: Some(
+                serde_json::from_value::<QuietHours>(json!({"start": "22:00", "end": "07:00"}))
+                    .unwrap()
+            ),
+            phone: Some("+34600111222".into()),
+            has_device: true,
+            chosen: vec![(Category::Shipping, Channel::Sms, false)],
+            digests: vec![(Category::Marketing, Window::Daily)],
+            opted_out: vec![Category::Marketing, Category::Shipping],
+            suppressed: vec![
+                (
+                    "email".into(),
+                    "ana@example.com".into(),
+                    "hard_bounce".into()
+                ),
+                ("push".into(), format!("user:{user}"), "unsubscribed".into()),
+                ("sms".into(), "+34600111222".into(), "unsubscribed".into()),
+            ],
+            delivered: false,
+        }
+    );
+    assert_eq!(
+        reach.suppression(Channel::Email, "ANA@example.com "),
+        Some("hard_bounce")
+    );
+    assert_eq!(reach.suppression(Channel::Sms, "+34600999999"), None);
+
+    // A guest: their address's opt-outs and suppression, nobody's settings.
+    let guest = Contact {
+        user_id: None,
+        email: "someone@example.com".into(),
+    };
+    let reach = preferences::reach(
+        &mut conn,
+        event,
+        &guest,
+        &[preferences::email_subject("someone@example.com")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        reach,
+        Reach {
+            suppressed: vec![(
+                "email".into(),
+                "someone@example.com".into(),
+                "complaint".into()
+            )],
+            ..Reach::default()
+        }
+    );
+
+    // The event's email to them recorded: a redelivery is known as one.
+    sqlx::query(
+        "INSERT INTO deliveries (id, event_id, event_type, kind, category, critical, sensitive, \
+             channel, recipient, locale, template_version, subject, body_text, body_html, status) \
+         VALUES ($1, $2, 'order.placed', 'order_placed', 'orders', true, false, 'email', $3, \
+                 'en', 0, 's', 't', '', 'queued')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(event)
+    .bind(&guest.email)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let again = preferences::reach(
+        &mut conn,
+        event,
+        &guest,
+        &[preferences::email_subject("someone@example.com")],
+    )
+    .await
+    .unwrap();
+    assert!(again.delivered);
+}
