@@ -13,53 +13,78 @@ use crate::{
 /// history before it (their account's, or their email's for a guest) — payments in the
 /// velocity window, the run of declines, authorized payments in its currency — the card's
 /// other customers, the cards tried from its address, and the countries (`ip_country` from
-/// the GeoIP table).
+/// the GeoIP table). One statement: it runs for every authorization.
 pub async fn signals(
     conn: &mut PgConnection,
     payment: &Payment,
     ip_country: Option<String>,
 ) -> Result<Signals, sqlx::Error> {
-    let mut signals = customer_history(
-        conn,
-        payment.id,
-        payment.customer_id,
-        &payment.email,
-        payment.currency.as_str(),
-    )
-    .await?;
-    if let Some(fingerprint) = &payment.card_fingerprint {
-        // Customers are accounts, or emails for guests.
-        signals.card_other_customers = sqlx::query_scalar(
-            "SELECT count(DISTINCT coalesce(customer_id::text, email)) FROM payments \
-             WHERE card_fingerprint = $1 AND id <> $2 \
-               AND created_at > now() - make_interval(hours => $3) \
-               AND coalesce(customer_id::text, email) <> coalesce($4::uuid::text, $5)",
-        )
-        .bind(fingerprint)
-        .bind(payment.id)
-        .bind(i32::try_from(Rules::CARD_WINDOW_HOURS).unwrap_or(i32::MAX))
-        .bind(payment.customer_id)
-        .bind(&payment.email)
-        .fetch_one(&mut *conn)
-        .await?;
-        if let Some(ip) = payment.client_ip.as_deref().filter(|ip| {
+    // The address counts only when it is a customer's (not ours, not private) and the card
+    // is known.
+    let address = payment
+        .client_ip
+        .as_deref()
+        .filter(|ip| {
             ip.parse()
                 .is_ok_and(crate::domain::fraud::is_customer_address)
-        }) {
-            let others: i64 = sqlx::query_scalar(
-                "SELECT count(DISTINCT card_fingerprint) FROM payments \
-                 WHERE client_ip = $1 AND id <> $2 AND card_fingerprint IS NOT NULL \
-                   AND card_fingerprint <> $3 \
-                   AND created_at > now() - make_interval(mins => $4)",
-            )
-            .bind(ip)
-            .bind(payment.id)
-            .bind(fingerprint)
-            .bind(i32::try_from(Rules::ADDRESS_WINDOW_MINUTES).unwrap_or(i32::MAX))
-            .fetch_one(&mut *conn)
-            .await?;
-            signals.address_cards = others + 1;
-        }
+        })
+        .filter(|_| payment.card_fingerprint.is_some());
+    // `mine`: the customer's payments (accounts; emails for guests), this one left out.
+    // Customers of a card are accounts, or emails for guests.
+    type Row = (i64, Vec<String>, i64, Option<i64>, i64, Option<i64>);
+    let (recent, statuses, prior_authorized, average_authorized, card_others, address_others): Row =
+        sqlx::query_as(
+            "WITH mine AS ( \
+                 SELECT created_at, status, currency, amount FROM payments \
+                  WHERE id <> $1 \
+                    AND (($2::uuid IS NOT NULL AND customer_id = $2) \
+                         OR ($2::uuid IS NULL AND customer_id IS NULL AND email = $3))) \
+             SELECT (SELECT count(*) FROM mine \
+                      WHERE created_at > now() - make_interval(mins => $4)), \
+                    ARRAY(SELECT status FROM mine \
+                           WHERE status NOT IN ('pending', 'requires_action') \
+                           ORDER BY created_at DESC LIMIT 20), \
+                    (SELECT count(*) FROM mine WHERE currency = $5 AND status IN \
+                        ('authorized', 'partially_captured', 'captured', 'partially_refunded', \
+                         'refunded')), \
+                    (SELECT avg(amount)::bigint FROM mine WHERE currency = $5 AND status IN \
+                        ('authorized', 'partially_captured', 'captured', 'partially_refunded', \
+                         'refunded')), \
+                    CASE WHEN $6::text IS NULL THEN 0 ELSE \
+                        (SELECT count(DISTINCT coalesce(customer_id::text, email)) FROM payments \
+                          WHERE card_fingerprint = $6 AND id <> $1 \
+                            AND created_at > now() - make_interval(hours => $7) \
+                            AND coalesce(customer_id::text, email) <> coalesce($2::uuid::text, $3)) \
+                    END, \
+                    CASE WHEN $8::text IS NULL THEN NULL ELSE \
+                        (SELECT count(DISTINCT card_fingerprint) FROM payments \
+                          WHERE client_ip = $8 AND id <> $1 AND card_fingerprint IS NOT NULL \
+                            AND card_fingerprint <> $6 \
+                            AND created_at > now() - make_interval(mins => $9)) \
+                    END",
+        )
+        .bind(payment.id)
+        .bind(payment.customer_id)
+        .bind(&payment.email)
+        .bind(i32::try_from(Rules::VELOCITY_WINDOW_MINUTES).unwrap_or(i32::MAX))
+        .bind(payment.currency.as_str())
+        .bind(&payment.card_fingerprint)
+        .bind(i32::try_from(Rules::CARD_WINDOW_HOURS).unwrap_or(i32::MAX))
+        .bind(address)
+        .bind(i32::try_from(Rules::ADDRESS_WINDOW_MINUTES).unwrap_or(i32::MAX))
+        .fetch_one(&mut *conn)
+        .await?;
+    let consecutive_declines = statuses.iter().take_while(|s| *s == "declined").count() as i64;
+    let mut signals = Signals {
+        recent,
+        consecutive_declines,
+        prior_authorized,
+        average_authorized,
+        card_other_customers: card_others,
+        ..Signals::default()
+    };
+    if let Some(others) = address_others {
+        signals.address_cards = others + 1;
     }
     signals.countries = Countries {
         card: payment.card_country.clone(),
@@ -67,55 +92,6 @@ pub async fn signals(
         ip: ip_country,
     };
     Ok(signals)
-}
-
-async fn customer_history(
-    conn: &mut PgConnection,
-    id: Uuid,
-    customer_id: Option<Uuid>,
-    email: &str,
-    currency: &str,
-) -> Result<Signals, sqlx::Error> {
-    // One customer's payments, newest first, this one left out.
-    const MINE: &str = "FROM payments WHERE id <> $1 AND \
-        (($2::uuid IS NOT NULL AND customer_id = $2) OR ($2::uuid IS NULL AND customer_id IS NULL AND email = $3))";
-    let recent: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) {MINE} AND created_at > now() - make_interval(mins => $4)"
-    )))
-    .bind(id)
-    .bind(customer_id)
-    .bind(email)
-    .bind(i32::try_from(Rules::VELOCITY_WINDOW_MINUTES).unwrap_or(i32::MAX))
-    .fetch_one(&mut *conn)
-    .await?;
-    let statuses: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT status {MINE} AND status NOT IN ('pending', 'requires_action') \
-         ORDER BY created_at DESC LIMIT 20"
-    )))
-    .bind(id)
-    .bind(customer_id)
-    .bind(email)
-    .fetch_all(&mut *conn)
-    .await?;
-    let consecutive_declines = statuses.iter().take_while(|s| *s == "declined").count() as i64;
-    let (prior_authorized, average_authorized): (i64, Option<i64>) =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*), avg(amount)::bigint {MINE} AND currency = $4 AND status IN \
-             ('authorized', 'partially_captured', 'captured', 'partially_refunded', 'refunded')"
-        )))
-        .bind(id)
-        .bind(customer_id)
-        .bind(email)
-        .bind(currency)
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(Signals {
-        recent,
-        consecutive_declines,
-        prior_authorized,
-        average_authorized,
-        ..Signals::default()
-    })
 }
 
 /// Records payment `id`'s decision (once: a repeated authorize keeps the first).

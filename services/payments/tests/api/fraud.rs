@@ -377,3 +377,34 @@ async fn rejecting_a_review_tells_orders_to_cancel_the_order() {
     // Nothing moved at payments itself: orders' cancellation voids it.
     assert_eq!(app.payment(id).await["status"], "authorized");
 }
+
+/// The customer's average is read from their authorized payments in the same currency, this
+/// one left out: ten times it is held for review.
+#[tokio::test]
+async fn ten_times_a_customers_average_is_held_for_review() {
+    let mut app = spawn_app().await;
+    let customer = Uuid::now_v7();
+    for amount in [1_000, 2_000, 3_000] {
+        let (_, reply) = pay(&mut app, customer, "pm_card_visa", amount).await;
+        assert_eq!(reply.name(), "authorized");
+    }
+    // 19,000 is 9.5× the average of 2,000: below the factor.
+    let (below, reply) = pay(&mut app, customer, "pm_card_visa", 19_000).await;
+    assert_eq!(reply.name(), "authorized");
+    let (verdict, reasons, _) = decision(&app, below).await;
+    assert_eq!(
+        (verdict.as_str(), reasons.len()),
+        ("allow", 0),
+        "{reasons:?}"
+    );
+    // The average is now (1,000 + 2,000 + 3,000 + 19,000) / 4 = 6,250: 62,500 is 10×.
+    let (held, reply) = pay(&mut app, customer, "pm_card_visa", 62_500).await;
+    assert_eq!(
+        reply.name(),
+        "authorized",
+        "a review does not stop the payment"
+    );
+    let (verdict, reasons, _) = decision(&app, held).await;
+    assert_eq!(verdict, "review");
+    assert_eq!(reasons, vec!["amount".to_owned()]);
+}
