@@ -676,62 +676,105 @@ async fn views(conn: &mut PgConnection, rows: Vec<OrderRow>) -> Result<Vec<Order
             let items = lines
                 .iter()
                 .filter(|l| l.order_id == row.id)
-                .map(|l| OrderItem {
-                    product_id: l.product_id,
-                    sku: l.sku.clone(),
-                    name: l.name.clone(),
-                    quantity: l.quantity as u32,
-                    unit_price: row.money(l.unit_price),
-                    line_total: row.money(l.unit_price * i64::from(l.quantity)),
+                .map(|l| {
+                    item(
+                        &row,
+                        l.product_id,
+                        &l.sku,
+                        &l.name,
+                        l.quantity as u32,
+                        l.unit_price,
+                    )
                 })
                 .collect();
-            Order {
-                id: row.id,
-                status: row.status,
-                customer_id: row.customer_id,
-                email: row.email.clone(),
-                shipping_address: row.shipping_address.0.clone(),
-                items,
-                totals: Totals {
-                    subtotal: row.money(row.subtotal),
-                    total: row.money(row.total),
-                },
-                cancellation: row.cancel_reason.map(|reason| Cancellation {
-                    reason: reason.0,
-                    detail: row.cancel_detail.clone().unwrap_or_default(),
-                }),
-                payment_action: match (
-                    row.status,
-                    &row.payment_action_url,
-                    row.payment_action_expires_at,
-                ) {
-                    (Status::AwaitingPaymentAction, Some(url), Some(expires_at)) => {
-                        Some(PaymentAction {
-                            url: url.clone(),
-                            expires_at,
-                        })
-                    }
-                    _ => None,
-                },
-                shipment: match (&row.carrier, &row.tracking_number, row.shipped_at) {
-                    (Some(carrier), Some(tracking_number), Some(shipped_at)) => Some(Shipment {
-                        carrier: carrier.clone(),
-                        tracking_number: tracking_number.clone(),
-                        shipped_at,
-                        delivered_at: row.delivered_at,
-                    }),
-                    _ => None,
-                },
-                payment: PaymentSummary {
-                    captured: row.money(row.captured),
-                    refunded: row.money(row.refunded),
-                },
-                tracking_url: tracking_url(row.id),
-                created_at: row.created_at,
-                updated_at: row.updated_at,
-            }
+            view(&row, items)
         })
         .collect())
+}
+
+/// One line as clients see it.
+fn item(
+    row: &OrderRow,
+    product_id: Uuid,
+    sku: &str,
+    name: &str,
+    quantity: u32,
+    unit_price: i64,
+) -> OrderItem {
+    OrderItem {
+        product_id,
+        sku: sku.to_owned(),
+        name: name.to_owned(),
+        quantity,
+        unit_price: row.money(unit_price),
+        line_total: row.money(unit_price * i64::from(quantity)),
+    }
+}
+
+/// The order as clients see it, from its row and its lines.
+fn view(row: &OrderRow, items: Vec<OrderItem>) -> Order {
+    Order {
+        id: row.id,
+        status: row.status,
+        customer_id: row.customer_id,
+        email: row.email.clone(),
+        shipping_address: row.shipping_address.0.clone(),
+        items,
+        totals: Totals {
+            subtotal: row.money(row.subtotal),
+            total: row.money(row.total),
+        },
+        cancellation: row.cancel_reason.map(|reason| Cancellation {
+            reason: reason.0,
+            detail: row.cancel_detail.clone().unwrap_or_default(),
+        }),
+        payment_action: match (
+            row.status,
+            &row.payment_action_url,
+            row.payment_action_expires_at,
+        ) {
+            (Status::AwaitingPaymentAction, Some(url), Some(expires_at)) => Some(PaymentAction {
+                url: url.clone(),
+                expires_at,
+            }),
+            _ => None,
+        },
+        shipment: match (&row.carrier, &row.tracking_number, row.shipped_at) {
+            (Some(carrier), Some(tracking_number), Some(shipped_at)) => Some(Shipment {
+                carrier: carrier.clone(),
+                tracking_number: tracking_number.clone(),
+                shipped_at,
+                delivered_at: row.delivered_at,
+            }),
+            _ => None,
+        },
+        payment: PaymentSummary {
+            captured: row.money(row.captured),
+            refunded: row.money(row.refunded),
+        },
+        tracking_url: tracking_url(row.id),
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    }
+}
+
+/// A just-placed order as clients see it, from what placing it wrote (no read back): the
+/// row [`place`] returned and the lines it was placed with, in order.
+pub fn placed_view(row: &OrderRow, lines: &[PricedLine]) -> Order {
+    let items = lines
+        .iter()
+        .map(|l| {
+            item(
+                row,
+                l.product_id,
+                &l.sku,
+                &l.name,
+                l.quantity,
+                l.unit_price.amount,
+            )
+        })
+        .collect();
+    view(row, items)
 }
 
 /// Whose order `id` is, from its log (the projection may be being rebuilt).

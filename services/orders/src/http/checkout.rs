@@ -87,7 +87,7 @@ pub async fn checkout(
     };
     // The transaction that places the order and starts its saga, as a span of its own.
     let place = Span::child("place order", Kind::Internal);
-    let id = place
+    let outcome = place
         .run_fallible(async {
             let mut tx = state.db.begin().await?;
             if let Some(cart) = from_cart {
@@ -102,7 +102,7 @@ pub async fn checkout(
                 cart::clear(&mut tx, cart.id).await?;
                 cart::touch(&mut tx, cart.id).await?;
             }
-            let id = match store::place(&mut tx, id, &placed).await? {
+            let outcome = match store::place(&mut tx, id, &placed).await? {
                 Ok(order) => {
                     let mut event = tienda_events::Envelope::new(
                         crate::SOURCE,
@@ -125,31 +125,40 @@ pub async fn checkout(
                     event.correlation_id = id;
                     outbox::enqueue(&mut tx, event).await?;
                     saga::begin(&mut tx, &order, &lines, state.timeouts).await?;
-                    id
+                    // What was written is the answer: no need to read it back.
+                    Ok(store::placed_view(&order, &lines))
                 }
                 // Placed before with this key (its stored answer was lost): answer with
                 // that order.
-                Err(existing) => existing,
+                Err(existing) => Err(existing),
             };
             tx.commit().await?;
-            Ok::<_, Error>(id)
+            Ok::<_, Error>(outcome)
         })
         .await?;
-    answer(&state, id).await
+    match outcome {
+        Ok(order) => Ok(accepted(order)),
+        Err(existing) => answer(&state, existing).await,
+    }
 }
 
-/// `202` with the order.
+/// `202` with order `id`, read.
 async fn answer(state: &AppState, id: Uuid) -> Result<Response, Error> {
     let order = store::get(&mut *state.db.acquire().await?, id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("No order {id}.")))?;
+    Ok(accepted(order))
+}
+
+/// `202` with the order.
+fn accepted(order: store::Order) -> Response {
     let location = header::HeaderValue::from_str(&order.tracking_url).expect("ascii");
-    Ok((
+    (
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
         Json(order),
     )
-        .into_response())
+        .into_response()
 }
 
 /// The customer's cart priced for checkout (a guest cart named by `Cart-Token` merged into
