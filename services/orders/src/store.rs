@@ -964,22 +964,14 @@ pub async fn save_saga(
 ) -> Result<(), Error> {
     debug_assert_eq!(saga.order_id, order.id);
     let Some(entry) = &staged else {
-        sqlx::query(
+        let query = sqlx::query(
             "UPDATE sagas SET step = $2, deadline = $3, reservation_expires_at = $4, \
                     void_pending = $5, release_pending = $6, retry_at = $7, \
                     restock_pending = $8, updated_at = now() \
              WHERE order_id = $1",
         )
-        .bind(saga.order_id)
-        .bind(saga.step)
-        .bind(saga.deadline)
-        .bind(saga.reservation_expires_at)
-        .bind(saga.void_pending)
-        .bind(saga.release_pending)
-        .bind(saga.retry_at)
-        .bind(saga.restock_pending)
-        .execute(&mut *conn)
-        .await?;
+        .bind(saga.order_id);
+        bind_saga(query, saga).execute(&mut *conn).await?;
         return Ok(());
     };
     let query = sqlx::query(concat!(
@@ -990,7 +982,16 @@ pub async fn save_saga(
         ") ",
         update_saga!()
     ));
-    bind_entry(bind_order(query, order), entry)
+    bind_saga(bind_entry(bind_order(query, order), entry), saga)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Binds the saga's state after what is bound already (`$2` to `$8` alone, `$19` to `$25`
+/// after an order and an entry).
+fn bind_saga<'q>(query: PgQuery<'q>, saga: &'q Saga) -> PgQuery<'q> {
+    query
         .bind(saga.step)
         .bind(saga.deadline)
         .bind(saga.reservation_expires_at)
@@ -998,9 +999,6 @@ pub async fn save_saga(
         .bind(saga.release_pending)
         .bind(saga.retry_at)
         .bind(saga.restock_pending)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
 }
 
 /// Up to `limit` orders whose saga has a deadline or a retry due, soonest first (not locked:

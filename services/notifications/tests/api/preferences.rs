@@ -439,14 +439,10 @@ async fn how_a_recipient_is_reached_is_read_whole_in_one_statement() {
         user_id: None,
         email: "someone@example.com".into(),
     };
-    let reach = preferences::reach(
-        &mut conn,
-        event,
-        &guest,
-        &[preferences::email_subject("someone@example.com")],
-    )
-    .await
-    .unwrap();
+    let guest_subjects = [preferences::email_subject("someone@example.com")];
+    let reach = preferences::reach(&mut conn, event, &guest, &guest_subjects)
+        .await
+        .unwrap();
     assert_eq!(
         reach,
         Reach {
@@ -472,13 +468,8 @@ async fn how_a_recipient_is_reached_is_read_whole_in_one_statement() {
     .execute(&app.db)
     .await
     .unwrap();
-    let again = preferences::reach(
-        &mut conn,
-        event,
-        &guest,
-        &[preferences::email_subject("someone@example.com")],
-    )
-    .await
-    .unwrap();
+    let again = preferences::reach(&mut conn, event, &guest, &guest_subjects)
+        .await
+        .unwrap();
     assert!(again.delivered);
 }
