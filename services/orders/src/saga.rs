@@ -521,11 +521,10 @@ async fn review_rejected(
     e: &PaymentReviewRejected,
     timeouts: Timeouts,
 ) -> Result<(), Error> {
-    let Some(mut saga) = store::lock_saga(conn, SagaKey::Payment(e.payment_id)).await? else {
+    let Some((mut saga, mut order)) =
+        store::lock_saga_and_order(conn, SagaKey::Payment(e.payment_id)).await?
+    else {
         tracing::warn!(payment_id = %e.payment_id, "a rejected review names no order here");
-        return Ok(());
-    };
-    let Some(mut order) = store::lock(conn, saga.order_id).await? else {
         return Ok(());
     };
     let decision = match cancel_requested(order.status, Requester::Admin) {

@@ -515,10 +515,9 @@ pub struct Entry {
 pub fn stage(order: &mut OrderRow, event: &OrderEvent) -> Result<Entry, Error> {
     let at = entry_time();
     let seq = order.version + 1;
-    let mut next = order.clone();
-    next.apply(seq, event, at)?;
+    // `apply` refuses before it changes anything.
+    order.apply(seq, event, at)?;
     let data = serde_json::to_value(event).expect("order events serialize");
-    *order = next;
     Ok(Entry {
         seq,
         kind: event.kind(),

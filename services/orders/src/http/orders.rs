@@ -209,10 +209,7 @@ pub async fn cancel(
     let order_id = order_id(&id)?;
     let mut tx = state.db.begin().await?;
     // The saga before the order, as the saga's consumers lock them.
-    let mut saga = store::lock_saga(&mut tx, SagaKey::Order(order_id))
-        .await?
-        .ok_or_else(not_found)?;
-    let mut order = store::lock(&mut tx, order_id)
+    let (mut saga, mut order) = store::lock_saga_and_order(&mut tx, SagaKey::Order(order_id))
         .await?
         .ok_or_else(not_found)?;
     let owner = claims.sub.parse::<Uuid>().ok() == Some(order.customer_id);
