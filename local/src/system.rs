@@ -390,7 +390,11 @@ impl System {
                 credentials,
                 admin: (&self.admin.0, &self.admin.1),
             };
-            let env: Env = environment(&shop.shop, component, &placement);
+            let mut env: Env = environment(&shop.shop, component, &placement);
+            // `/readyz` echoes it: readiness counts only from the process started here, not
+            // from another program that holds the port (ours then cannot bind it).
+            let instance = instance_name(component);
+            env.insert("TIENDA_INSTANCE".into(), instance.clone());
             for skipped in shop
                 .shop
                 .spec
@@ -416,7 +420,7 @@ impl System {
                 colour: [36, 33, 32, 35, 34, 31][i % 6],
             });
             self.processes.push((component, process));
-            wait_ready(component, &url, options).await?;
+            wait_ready(component, &url, &admin_url, &instance, options).await?;
             self.urls.insert(component, url);
             self.admin_urls.insert(component, admin_url);
         }
@@ -537,16 +541,64 @@ fn reachable_url(url: &str, default_port: u16) -> bool {
     infra::host_port(url, default_port).is_some_and(|(h, p)| infra::reachable(&h, p))
 }
 
-async fn wait_ready(component: Component, url: &str, options: &Options) -> anyhow::Result<()> {
+/// A name no other process answering on a component's port has: the component, this
+/// process's id and the time.
+fn instance_name(component: Component) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{component}-{}-{nanos:x}", std::process::id())
+}
+
+/// Waits until the process started as `instance` answers `/readyz` at `url`. A ready answer
+/// from another process (another `tienda up`'s component, any other server on the port, on
+/// the public or the admin port) is an error at once: ours cannot bind the port, and its
+/// traffic would go to a stranger.
+async fn wait_ready(
+    component: Component,
+    url: &str,
+    admin_url: &str,
+    instance: &str,
+    options: &Options,
+) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()?;
+    // Who answers `/readyz` at `base` (`None`: nobody) and whether it is ready.
+    let probe = async |base: &str| {
+        let r = http.get(format!("{base}/readyz")).send().await.ok()?;
+        let answered_by = r
+            .headers()
+            .get(tienda_kit::health::INSTANCE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Some((answered_by, r.status().is_success()))
+    };
+    let stranger = |base: &str, port: u16| {
+        anyhow::anyhow!(
+            "{base} answers, but not from the {component} this `tienda up` started \
+             (Address already in use): another program holds port {port}. Stop it (an \
+             earlier `tienda up`? Ctrl-C stops it), or start on other ports with --base-port"
+        )
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {
-        if let Ok(r) = http.get(format!("{url}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return Ok(());
+        match probe(url).await {
+            Some((by, ready)) if by.as_deref() == Some(instance) => {
+                if ready {
+                    return Ok(());
+                }
+            }
+            Some(_) => return Err(stranger(url, options.port(component))),
+            // Nobody yet; but when a stranger holds the admin port, ours never starts.
+            None => {
+                if let Some((by, _)) = probe(admin_url).await
+                    && by.as_deref() != Some(instance)
+                {
+                    return Err(stranger(admin_url, options.admin_port(component)));
+                }
+            }
         }
         if std::time::Instant::now() > deadline {
             let hint = match &options.logs {
@@ -556,5 +608,151 @@ async fn wait_ready(component: Component, url: &str, options: &Options) -> anyho
             bail!("{component} did not become ready at {url}/readyz within 90 s{hint}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{Router, http::StatusCode, routing::get};
+
+    use super::*;
+
+    /// A server on a free loopback port whose `/readyz` answers `status`, naming `instance`
+    /// when given; returns its URL.
+    async fn readyz_server(status: StatusCode, instance: Option<&'static str>) -> String {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = Router::new().route(
+            "/readyz",
+            get(move || async move {
+                let mut response = axum::response::IntoResponse::into_response(status);
+                if let Some(name) = instance {
+                    response
+                        .headers_mut()
+                        .insert(tienda_kit::health::INSTANCE, name.parse().unwrap());
+                }
+                response
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    /// A loopback URL nothing listens on.
+    async fn nobody() -> String {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_stranger_on_the_admin_port_is_reported_at_once() {
+        tienda_kit::install_crypto_provider();
+        let options = Options::new(PathBuf::from("shop"));
+        let admin = readyz_server(StatusCode::OK, Some("auth-2-b")).await;
+        let error = tokio::time::timeout(
+            Duration::from_secs(10),
+            wait_ready(
+                Component::Auth,
+                &nobody().await,
+                &admin,
+                "auth-1-a",
+                &options,
+            ),
+        )
+        .await
+        .expect("reported at once, not after 90 s")
+        .expect_err("ours cannot start beside it");
+        let message = format!("{error:#}");
+        assert!(message.contains("Address already in use"), "{message}");
+        assert!(message.contains(&admin), "{message}");
+    }
+
+    #[tokio::test]
+    async fn readiness_counts_only_from_the_process_started_here() {
+        tienda_kit::install_crypto_provider();
+        let options = Options::new(PathBuf::from("shop"));
+        let ours = readyz_server(StatusCode::OK, Some("auth-1-a")).await;
+        wait_ready(
+            Component::Auth,
+            &ours,
+            &nobody().await,
+            "auth-1-a",
+            &options,
+        )
+        .await
+        .expect("our own process is ready");
+
+        // Another shop's auth, or any server, on the port: ours could not bind it.
+        for stranger in [
+            readyz_server(StatusCode::OK, Some("auth-2-b")).await,
+            readyz_server(StatusCode::OK, None).await,
+            readyz_server(StatusCode::SERVICE_UNAVAILABLE, None).await,
+        ] {
+            let error = tokio::time::timeout(
+                Duration::from_secs(10),
+                wait_ready(
+                    Component::Auth,
+                    &stranger,
+                    &nobody().await,
+                    "auth-1-a",
+                    &options,
+                ),
+            )
+            .await
+            .expect("a stranger is reported at once, not after 90 s")
+            .expect_err("a stranger's readiness is not ours");
+            let message = format!("{error:#}");
+            assert!(message.contains("Address already in use"), "{message}");
+            assert!(message.contains("--base-port"), "{message}");
+        }
+    }
+
+    #[tokio::test]
+    async fn our_process_not_ready_yet_is_waited_for() {
+        tienda_kit::install_crypto_provider();
+        let options = Options::new(PathBuf::from("shop"));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = calls.clone();
+        let app = Router::new().route(
+            "/readyz",
+            get(move || {
+                let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    let status = if n < 3 {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        StatusCode::OK
+                    };
+                    ([(tienda_kit::health::INSTANCE, "orders-1-c")], status)
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        wait_ready(
+            Component::Orders,
+            &url,
+            &nobody().await,
+            "orders-1-c",
+            &options,
+        )
+        .await
+        .expect("ready once its checks pass");
+        assert!(calls.load(std::sync::atomic::Ordering::SeqCst) >= 4);
+    }
+
+    #[test]
+    fn instance_names_differ_between_starts() {
+        let first = instance_name(Component::Auth);
+        std::thread::sleep(Duration::from_millis(1));
+        assert_ne!(first, instance_name(Component::Auth));
+        assert!(first.starts_with("auth-"), "{first}");
     }
 }

@@ -227,10 +227,9 @@ pub async fn forward(
         match proxy.verifier.verify_headers(headers).await {
             Ok(claims) => Some(claims),
             Err(error) => {
+                // 401, or 503 when auth's keys could not be fetched: the token may be fine.
                 tracing::info!(%error, "token refused at the gateway");
-                return unauthorized(
-                    "The access token is invalid or expired; sign in again or refresh it.",
-                );
+                return tienda_kit::jwt::refusal(&error);
             }
         }
     } else {

@@ -121,6 +121,9 @@ impl Platform {
     ) -> anyhow::Result<Self> {
         let shutdown = Shutdown::new();
         let mut health = Health::new(shutdown.clone());
+        if let Some(instance) = &config.instance {
+            health.set_instance(instance)?;
+        }
         let db = match needs.database {
             Some(migrator) => {
                 let url = config.database_url.as_ref().context(

@@ -38,6 +38,12 @@ pub struct CommonConfig {
     #[arg(long, env = "NATS_CREDS_FILE")]
     pub nats_creds_file: Option<std::path::PathBuf>,
 
+    /// A name for this process that `/readyz` echoes in its `Tienda-Instance` header, so the
+    /// supervisor that started it (`tienda up`) can tell its own process from another program
+    /// answering on the same port. Unset under Kubernetes, whose probes reach the pod itself.
+    #[arg(long, env = "TIENDA_INSTANCE")]
+    pub instance: Option<String>,
+
     /// Log line format: `json` (default, one object per line) or `pretty` (for a terminal).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,

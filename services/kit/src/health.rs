@@ -7,7 +7,12 @@
 
 use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderValue, StatusCode},
+    response::IntoResponse,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -15,6 +20,10 @@ use crate::shutdown::Shutdown;
 
 type CheckFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
 type CheckFn = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
+
+/// The header in which `/readyz` names the process (`TIENDA_INSTANCE`), so a supervisor
+/// knows the answer came from the process it started.
+pub const INSTANCE: &str = "tienda-instance";
 
 /// How long one check may take before it counts as failing.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -31,6 +40,7 @@ struct Check {
 pub struct Health {
     checks: Vec<Check>,
     shutdown: Shutdown,
+    instance: Option<HeaderValue>,
 }
 
 impl std::fmt::Debug for Health {
@@ -67,7 +77,18 @@ impl Health {
         Self {
             checks: Vec::new(),
             shutdown,
+            instance: None,
         }
+    }
+
+    /// Has `/readyz` answer with `Tienda-Instance: <instance>` (see
+    /// [`CommonConfig::instance`](crate::config::CommonConfig::instance)). A value that is not
+    /// a valid header value is refused.
+    pub fn set_instance(&mut self, instance: &str) -> anyhow::Result<()> {
+        let value = HeaderValue::from_str(instance)
+            .map_err(|_| anyhow::anyhow!("TIENDA_INSTANCE {instance:?} is not a valid header value; use letters, digits and dashes"))?;
+        self.instance = Some(value);
+        Ok(())
     }
 
     /// Adds a check; `critical` ones decide readiness. The closure returns what it saw.
@@ -140,8 +161,10 @@ pub async fn livez() -> impl IntoResponse {
 /// `GET /readyz`: every critical dependency answers.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "Ready for traffic", body = Report),
-        (status = 503, description = "Not ready; the failing checks say why", body = Report)))]
+        (status = 200, description = "Ready for traffic", body = Report,
+            headers(("Tienda-Instance" = String, description = "The process's `TIENDA_INSTANCE`, when set"))),
+        (status = 503, description = "Not ready; the failing checks say why", body = Report,
+            headers(("Tienda-Instance" = String, description = "The process's `TIENDA_INSTANCE`, when set")))))]
 pub async fn readyz(State(health): State<Health>) -> impl IntoResponse {
     let (ready, report) = health.report().await;
     let status = if ready {
@@ -149,5 +172,27 @@ pub async fn readyz(State(health): State<Health>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(report))
+    let mut response = (status, Json(report)).into_response();
+    if let Some(instance) = health.instance {
+        response.headers_mut().insert(INSTANCE, instance);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_process_that_is_not_ready_still_says_who_it_is() {
+        let mut health = Health::new(Shutdown::new());
+        health.add("database", true, || async {
+            Err("connection refused".into())
+        });
+        health.set_instance("orders-7-ff").unwrap();
+        let response = readyz(State(health)).await.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[INSTANCE], "orders-7-ff");
+        assert!(Health::default().set_instance("two\nlines").is_err());
+    }
 }

@@ -100,7 +100,13 @@ struct Key {
 struct Cache {
     keys: HashMap<String, Arc<Key>>,
     fetched_at: Option<Instant>,
+    /// Why the last fetch failed; `None` when it succeeded.
+    failed: Option<String>,
 }
+
+/// After a failed fetch, the least time before the next (auth restarting must not cost its
+/// users the whole [`VerifierConfig::min_refresh_interval`] of refusals).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(500);
 
 /// Where the public keys come from: auth's JWKS over HTTP, or (inside auth itself) its own
 /// key store.
@@ -177,10 +183,22 @@ impl Verifier {
 
     async fn refresh(&self) -> Result<(), TokenError> {
         let _one_at_a_time = self.refreshing.lock().await;
-        if let Some(at) = self.cache.read().await.fetched_at
-            && at.elapsed() < self.config.min_refresh_interval
         {
-            return Ok(());
+            let cache = self.cache.read().await;
+            let interval = match cache.failed {
+                Some(_) => self.config.min_refresh_interval.min(RETRY_AFTER_FAILURE),
+                None => self.config.min_refresh_interval,
+            };
+            if let Some(at) = cache.fetched_at
+                && at.elapsed() < interval
+            {
+                // Too soon to ask again. A token we cannot check because auth did not
+                // answer is not a bad token: say the keys are unavailable.
+                return match &cache.failed {
+                    Some(why) => Err(TokenError::KeysUnavailable(why.clone())),
+                    None => Ok(()),
+                };
+            }
         }
         let result = async {
             let set = self.source.fetch().await?;
@@ -209,9 +227,13 @@ impl Verifier {
         match result {
             Ok(keys) => {
                 cache.keys = keys;
+                cache.failed = None;
                 Ok(())
             }
-            Err(err) => Err(TokenError::KeysUnavailable(err)),
+            Err(err) => {
+                cache.failed = Some(err.clone());
+                Err(TokenError::KeysUnavailable(err))
+            }
         }
     }
 
@@ -294,6 +316,12 @@ impl Verifier {
     }
 }
 
+/// The answer to a request whose token `error` refused: 401 with `WWW-Authenticate: Bearer`,
+/// or 503 with `Retry-After` when the keys could not be fetched (the token may be fine).
+pub fn refusal(error: &TokenError) -> Response {
+    unauthorized(error)
+}
+
 fn unauthorized(error: &TokenError) -> Response {
     tracing::info!(%error, "token refused");
     let detail = match error {
@@ -305,10 +333,15 @@ fn unauthorized(error: &TokenError) -> Response {
         TokenError::KeysUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::UNAUTHORIZED,
     };
-    Problem::new(status, "unauthorized", "Unauthorized")
-        .with_detail(detail)
-        .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
-        .into_response()
+    let problem = Problem::new(status, "unauthorized", "Unauthorized").with_detail(detail);
+    match error {
+        TokenError::KeysUnavailable(_) => problem
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+            .into_response(),
+        _ => problem
+            .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+            .into_response(),
+    }
 }
 
 /// A route layer's state: the verifier and the role a route needs.

@@ -147,6 +147,7 @@ pub fn config(database_url: Option<&str>) -> CommonConfig {
         database_max_connections: 5,
         nats_url: std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
         nats_creds_file: None,
+        instance: None,
         log_format: LogFormat::Pretty,
         log_filter: "warn".into(),
         shutdown_timeout_seconds: 5,

@@ -49,6 +49,43 @@ async fn access_rules_need_a_user_or_a_role_before_the_service_is_called() {
 }
 
 #[tokio::test]
+async fn a_token_that_cannot_be_checked_while_auth_is_down_is_a_503_not_a_401() {
+    let orders = upstream("orders", Seen::default()).await;
+    // Auth's JWKS on a port nobody listens on.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks = format!(
+        "http://{}/.well-known/jwks.json",
+        closed.local_addr().unwrap()
+    );
+    drop(closed);
+    let gw = Gateway::start(
+        &format!("orders={}", orders.url),
+        "",
+        &[&format!("--auth-jwks-url={jwks}")],
+    )
+    .await;
+    let token = format!("Bearer {}", gw.issuer.token("c1", &["customer"]));
+    for _ in 0..3 {
+        let response = gw.get("/v1/orders", &[("authorization", &token)]).await;
+        assert_eq!(response.status().as_u16(), 503);
+        assert_eq!(response.headers()["retry-after"], "1");
+        let problem: serde_json::Value = response.json().await.unwrap();
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("retry shortly"),
+            "{problem}"
+        );
+    }
+    assert_eq!(
+        orders.hits(),
+        0,
+        "an unchecked token never reaches a service"
+    );
+}
+
+#[tokio::test]
 async fn a_body_over_the_limit_is_refused_and_the_service_never_sees_it() {
     let products = upstream("products", Seen::default()).await;
     let gw = Gateway::start(

@@ -188,6 +188,13 @@ impl Gateway {
             "--policy-poll-ms=50".into(),
             "--shop=local".into(),
         ];
+        // A flag in `extra` replaces the default one.
+        let flag = |arg: &str| arg.split('=').next().unwrap_or_default().to_owned();
+        args.retain(|a| {
+            !extra
+                .iter()
+                .any(|e| e.starts_with("--") && flag(e) == flag(a))
+        });
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let app = Application::build(Config::parse_from(args))
             .await

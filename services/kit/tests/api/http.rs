@@ -374,3 +374,35 @@ async fn a_rejected_request_writes_no_event() {
         .unwrap();
     assert_eq!(events, 0);
 }
+
+#[tokio::test]
+async fn readiness_names_the_process_when_its_supervisor_gave_it_a_name() {
+    tienda_kit::install_crypto_provider();
+    let db = tienda_kit::testing::TestDatabase::create().await;
+    let mut config = tienda_kit::testing::config(Some(&db.url));
+    config.instance = Some("products-4242-1a2b".into());
+    let named = crate::example::spawn_app(crate::example::build(config, false).await.unwrap(), db);
+    for url in [named.url("/readyz"), named.admin_url("/readyz")] {
+        let ready = named.http.get(url).send().await.unwrap();
+        assert_eq!(ready.status(), StatusCode::OK);
+        assert_eq!(ready.headers()["tienda-instance"], "products-4242-1a2b");
+    }
+
+    let unnamed = spawn().await;
+    let ready = unnamed
+        .http
+        .get(unnamed.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert!(!ready.headers().contains_key("tienda-instance"));
+
+    let db = tienda_kit::testing::TestDatabase::create().await;
+    let mut config = tienda_kit::testing::config(Some(&db.url));
+    config.instance = Some("line\nbreak".into());
+    let refused = crate::example::build(config, false).await.unwrap_err();
+    assert!(
+        format!("{refused:#}").contains("TIENDA_INSTANCE"),
+        "{refused:#}"
+    );
+}

@@ -174,6 +174,71 @@ impl JwksSource for CountingJwks {
     }
 }
 
+/// Auth down, then back: fetches fail while `down` is set.
+struct FlakyJwks {
+    jwks: Arc<Mutex<serde_json::Value>>,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl JwksSource for FlakyJwks {
+    fn fetch(&self) -> BoxFuture<'_, Result<JwkSet, String>> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        let result = if self.down.load(Ordering::SeqCst) {
+            Err("connection refused".to_owned())
+        } else {
+            serde_json::from_value(self.jwks.lock().unwrap().clone()).map_err(|e| e.to_string())
+        };
+        Box::pin(async move { result })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_auth_is_down_a_good_token_is_unverifiable_not_invalid_and_accepted_soon_after() {
+    let issuer = TokenIssuer::start().await;
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let verifier = Verifier::with_source(
+        VerifierConfig {
+            jwks_url: String::new(),
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            min_refresh_interval: Duration::from_secs(60),
+            leeway_seconds: 0,
+        },
+        Arc::new(FlakyJwks {
+            jwks: issuer.jwks.clone(),
+            down: down.clone(),
+            fetches: fetches.clone(),
+        }),
+    );
+    let token = issuer.token("u", &[]);
+    for _ in 0..10 {
+        // The first asks auth; the rest, inside the retry interval, do not. None of them
+        // calls the token invalid (a 401 would send the user to sign in again for nothing).
+        assert!(matches!(
+            verifier.verify(&token).await,
+            Err(TokenError::KeysUnavailable(why)) if why.contains("connection refused")
+        ));
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+
+    // Auth is back: within a second, not the minute between refreshes, the token is good.
+    down.store(false, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_millis(600)).await;
+    verifier
+        .verify(&token)
+        .await
+        .expect("verified once auth answers");
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+
+    // And the refused answer is a 503 asking for a retry, not a 401.
+    let response = tienda_kit::jwt::refusal(&TokenError::KeysUnavailable("down".into()));
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert!(!response.headers().contains_key("www-authenticate"));
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_unknown_kid_refetches_at_most_once_per_interval_on_a_paused_clock() {
     let old = TokenIssuer::start().await;
