@@ -75,4 +75,11 @@ pub struct Config {
     /// (default 5).
     #[arg(long, env = "GATEWAY_HEALTH_CHECK_SECONDS", default_value_t = 5)]
     pub health_check_seconds: u64,
+
+    /// Threads serving the public listener, each with a single-threaded runtime and its own
+    /// upstream connection pool, so a proxied request never wakes another thread (7 % more
+    /// throughput, docs/benchmarks.md "Gateway"). 0 serves on the shared multi-threaded
+    /// runtime. Default: one per available core (the container's CPU limit counts).
+    #[arg(long, env = "GATEWAY_SERVE_THREADS")]
+    pub serve_threads: Option<usize>,
 }

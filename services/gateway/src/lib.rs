@@ -106,13 +106,18 @@ impl Application {
             platform.shutdown.clone(),
         ));
 
+        let serve_threads = config.serve_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
         let proxy = Proxy {
             upstreams,
             policies: policies.clone(),
             verifier: config.tokens.verifier(),
             access: Arc::new(access),
             trusted: Arc::new(trusted),
-            client: proxy::client(config.upstream_http2),
+            clients: (0..serve_threads.max(1))
+                .map(|_| proxy::client(config.upstream_http2))
+                .collect(),
             default_timeout: Duration::from_secs(config.upstream_timeout_seconds),
             body_limits: Arc::new(body_limits),
             metrics: gateway_metrics,
@@ -125,7 +130,8 @@ impl Application {
         let admin = Router::new().route("/policies", get(self::policies).with_state(policies));
         Ok(Self(
             tienda_kit::Application::build_with_admin(platform, router, admin, ApiDoc::openapi())
-                .await?,
+                .await?
+                .serve_on_threads(serve_threads),
         ))
     }
 

@@ -94,14 +94,24 @@ pub struct Proxy {
     pub access: Arc<AccessRules>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted: Arc<TrustedProxies>,
-    /// The HTTP client (pooled connections).
-    pub client: Client<HttpConnector, Body>,
+    /// The HTTP clients (pooled connections): one per serving thread
+    /// ([`tienda_kit::serve::serving_thread`]), so a connection's task runs on the thread
+    /// whose requests use it.
+    pub clients: Vec<Client<HttpConnector, Body>>,
     /// Deadline when no CircuitPolicy sets one.
     pub default_timeout: Duration,
     /// Largest request body per route.
     pub body_limits: Arc<BodyLimits>,
     /// Per-route and per-upstream metrics.
     pub metrics: GatewayMetrics,
+}
+
+impl Proxy {
+    /// The client of the serving thread this runs on.
+    fn client(&self) -> &Client<HttpConnector, Body> {
+        let thread = tienda_kit::serve::serving_thread().unwrap_or(0);
+        &self.clients[thread % self.clients.len()]
+    }
 }
 
 /// An HTTP client for upstreams: pooled keep-alive HTTP/1.1 connections, or with `http2`
@@ -714,7 +724,7 @@ async fn call(
         let sent = Instant::now();
         let result = {
             let _in_flight = endpoint.start();
-            tokio::time::timeout(per_try, proxy.client.request(upstream_request)).await
+            tokio::time::timeout(per_try, proxy.client().request(upstream_request)).await
         };
         match &result {
             Ok(Ok(response)) => {

@@ -264,6 +264,8 @@ impl Platform {
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
+    /// Threads serving the public listener, each with its own runtime; 0: the main runtime.
+    serve_threads: usize,
     port: u16,
     router: Router,
     admin_listener: TcpListener,
@@ -391,6 +393,7 @@ impl Application {
         tracing::info!(service = platform.name, port, admin_port, "listening");
         Ok(Self {
             listener,
+            serve_threads: 0,
             port,
             router,
             admin_listener,
@@ -398,6 +401,13 @@ impl Application {
             admin_router,
             platform,
         })
+    }
+
+    /// Serves the public listener from `threads` threads, each with a single-threaded runtime
+    /// of its own (see [`serve::serve_on_threads`]); 0 serves it on the main runtime.
+    pub fn serve_on_threads(mut self, threads: usize) -> Self {
+        self.serve_threads = threads;
+        self
     }
 
     /// The port the public listener is bound to (tests bind port 0).
@@ -421,6 +431,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let Self {
             listener,
+            serve_threads,
             router,
             admin_listener,
             admin_router,
@@ -443,7 +454,17 @@ impl Application {
             limits,
             stop.clone(),
         ));
-        let mut server = tokio::spawn(serve::serve(listener, router, limits, stop));
+        let mut server = if serve_threads == 0 {
+            tokio::spawn(serve::serve(listener, router, limits, stop))
+        } else {
+            tokio::spawn(async move {
+                if let Err(error) =
+                    serve::serve_on_threads(listener, router, limits, stop, serve_threads).await
+                {
+                    tracing::error!(%error, "starting the serving threads failed");
+                }
+            })
+        };
 
         // Shutdown first: the server also ends on the shutdown signal, and seeing its end
         // before the signal's would take a clean SIGTERM for a crash.

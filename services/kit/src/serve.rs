@@ -13,7 +13,7 @@ use hyper_util::{
     server::{conn::auto::Builder, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt as _;
 
 use crate::shutdown::Shutdown;
@@ -29,8 +29,31 @@ pub struct Limits {
     pub max_headers: usize,
 }
 
+/// Where connections come from: a listener, or an acceptor handing them over.
+enum Connections {
+    Listener(TcpListener),
+    Handed(tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>),
+}
+
+impl Connections {
+    /// The next connection; `None` once an acceptor has stopped handing them over.
+    async fn next(&mut self) -> Option<std::io::Result<(TcpStream, SocketAddr)>> {
+        match self {
+            Self::Listener(listener) => Some(listener.accept().await),
+            Self::Handed(handed) => {
+                let (stream, remote) = handed.recv().await?;
+                Some(TcpStream::from_std(stream).map(|stream| (stream, remote)))
+            }
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `stop` triggers, then drains open connections.
 pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: Shutdown) {
+    serve_incoming(Connections::Listener(listener), router, limits, stop).await;
+}
+
+async fn serve_incoming(mut incoming: Connections, router: Router, limits: Limits, stop: Shutdown) {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -46,9 +69,14 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: 
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
+            accepted = incoming.next() => match accepted {
+                Some(Ok(pair)) => pair,
+                None => break,
+                Some(Err(error)) if matches!(incoming, Connections::Handed(_)) => {
+                    tracing::warn!(%error, "taking over a connection failed");
+                    continue;
+                }
+                Some(Err(error)) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(%error, "accepting a connection failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -77,6 +105,89 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: 
             }
         });
     }
-    drop(listener);
+    drop(incoming);
     graceful.shutdown().await;
+}
+
+thread_local! {
+    /// Which of [`serve_on_threads`]'s threads this is; `None` elsewhere.
+    static SERVING_THREAD: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// The index of the serving thread the caller runs on (`0..threads` of
+/// [`serve_on_threads`]), or `None` off those threads. A handler keeps per-thread state (the
+/// gateway: an upstream connection pool) by it.
+pub fn serving_thread() -> Option<usize> {
+    SERVING_THREAD.with(std::cell::Cell::get)
+}
+
+/// Serves `router` on `listener` from `threads` threads, each with a single-threaded runtime,
+/// until `stop` triggers; returns once every thread has drained. The caller's runtime accepts
+/// and deals the connections out in turn (the kernel, left to choose among threads waiting on
+/// one socket, gave one thread four connections in five). A connection and every task it
+/// spawns (a client's connection to an upstream) stay on its thread: no wakeups cross
+/// threads, which on a proxy cost more than the work-stealing scheduler gains. Tasks the
+/// handlers spawn end with their thread.
+pub async fn serve_on_threads(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    stop: Shutdown,
+    threads: usize,
+) -> std::io::Result<()> {
+    let mut dealt = Vec::with_capacity(threads);
+    let mut done = Vec::with_capacity(threads);
+    for index in 0..threads.max(1) {
+        let (router, stop) = (router.clone(), stop.clone());
+        let (hand, handed) = tokio::sync::mpsc::unbounded_channel();
+        let (finished, receiver) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("serve-{index}"))
+            .spawn(move || {
+                SERVING_THREAD.with(|t| t.set(Some(index)));
+                runtime.block_on(serve_incoming(
+                    Connections::Handed(handed),
+                    router,
+                    limits,
+                    stop,
+                ));
+                let _ = finished.send(());
+            })?;
+        dealt.push(hand);
+        done.push(receiver);
+    }
+    let mut turn = 0;
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stop.wait() => break,
+        };
+        // Nonblocking, as the receiving thread's reactor needs it.
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        if dealt[turn % dealt.len()].send((stream, remote)).is_err() {
+            // That thread has ended (it panicked): the process must be restarted.
+            tracing::error!(thread = turn % dealt.len(), "a serving thread has ended");
+            break;
+        }
+        turn += 1;
+    }
+    drop(listener);
+    drop(dealt);
+    for thread in done {
+        // A thread that panicked dropped its sender: it has ended too.
+        let _ = thread.await;
+    }
+    Ok(())
 }

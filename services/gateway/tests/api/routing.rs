@@ -264,3 +264,42 @@ async fn upstreams_can_be_spoken_to_over_http2() {
         assert_eq!(answer["version"], "HTTP/2.0");
     }
 }
+
+#[tokio::test]
+async fn serving_from_threads_of_its_own_proxies_every_request_once() {
+    let products = crate::helpers::upstream("products", crate::helpers::Seen::default()).await;
+    let gw = crate::helpers::Gateway::start(
+        &format!("products={}", products.url),
+        "",
+        &["--serve-threads=2"],
+    )
+    .await;
+    let token = format!("Bearer {}", gw.issuer.token("c1", &["customer"]));
+    let mut requests = tokio::task::JoinSet::new();
+    for n in 0..16 {
+        // A client each: sixteen connections, spread over the two threads' accepts.
+        let (base, token) = (gw.base.clone(), token.clone());
+        requests.spawn(async move {
+            let http = reqwest::Client::new();
+            for i in 0..10 {
+                let answer: Value = http
+                    .get(format!("{base}/v1/products/{n}-{i}"))
+                    .header("authorization", &token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .error_for_status()
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert_eq!(answer["uri"], format!("/v1/products/{n}-{i}"));
+                assert_eq!(answer["headers"]["x-tienda-user-id"], "c1");
+            }
+        });
+    }
+    while let Some(done) = requests.join_next().await {
+        done.unwrap();
+    }
+    assert_eq!(products.hits(), 160, "each request reached products once");
+}

@@ -4,7 +4,21 @@ use crate::example::spawn;
 
 #[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish_then_stops_accepting() {
-    let app = spawn().await;
+    drains_then_stops(spawn().await).await;
+}
+
+#[tokio::test]
+async fn served_from_threads_of_its_own_shutdown_drains_the_same_way() {
+    tienda_kit::install_crypto_provider();
+    let db = tienda_kit::testing::TestDatabase::create().await;
+    let app = crate::example::build(tienda_kit::testing::config(Some(&db.url)), false)
+        .await
+        .unwrap()
+        .serve_on_threads(2);
+    drains_then_stops(crate::example::spawn_app(app, db)).await;
+}
+
+async fn drains_then_stops(app: crate::example::Running) {
     let slow = tokio::spawn({
         let (http, url) = (app.http.clone(), app.url("/v1/slow"));
         async move { http.get(url).send().await }
