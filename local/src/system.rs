@@ -617,9 +617,12 @@ mod tests {
 
     use super::*;
 
-    /// A server on a free loopback port whose `/readyz` answers `status`, naming `instance`
-    /// when given; returns its URL.
-    async fn readyz_server(status: StatusCode, instance: Option<&'static str>) -> String {
+    /// A server on a free loopback port whose `/readyz` answers 200 when `ready()` says so
+    /// and 503 otherwise, naming `instance` when given; returns its URL.
+    async fn readyz_server(
+        ready: impl Fn() -> bool + Clone + Send + Sync + 'static,
+        instance: Option<&'static str>,
+    ) -> String {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
             .unwrap();
@@ -627,6 +630,11 @@ mod tests {
         let app = Router::new().route(
             "/readyz",
             get(move || async move {
+                let status = if ready() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
                 let mut response = axum::response::IntoResponse::into_response(status);
                 if let Some(name) = instance {
                     response
@@ -652,7 +660,7 @@ mod tests {
     async fn a_stranger_on_the_admin_port_is_reported_at_once() {
         tienda_kit::install_crypto_provider();
         let options = Options::new(PathBuf::from("shop"));
-        let admin = readyz_server(StatusCode::OK, Some("auth-2-b")).await;
+        let admin = readyz_server(|| true, Some("auth-2-b")).await;
         let error = tokio::time::timeout(
             Duration::from_secs(10),
             wait_ready(
@@ -675,7 +683,7 @@ mod tests {
     async fn readiness_counts_only_from_the_process_started_here() {
         tienda_kit::install_crypto_provider();
         let options = Options::new(PathBuf::from("shop"));
-        let ours = readyz_server(StatusCode::OK, Some("auth-1-a")).await;
+        let ours = readyz_server(|| true, Some("auth-1-a")).await;
         wait_ready(
             Component::Auth,
             &ours,
@@ -688,9 +696,9 @@ mod tests {
 
         // Another shop's auth, or any server, on the port: ours could not bind it.
         for stranger in [
-            readyz_server(StatusCode::OK, Some("auth-2-b")).await,
-            readyz_server(StatusCode::OK, None).await,
-            readyz_server(StatusCode::SERVICE_UNAVAILABLE, None).await,
+            readyz_server(|| true, Some("auth-2-b")).await,
+            readyz_server(|| true, None).await,
+            readyz_server(|| false, None).await,
         ] {
             let error = tokio::time::timeout(
                 Duration::from_secs(10),
@@ -715,27 +723,14 @@ mod tests {
     async fn our_process_not_ready_yet_is_waited_for() {
         tienda_kit::install_crypto_provider();
         let options = Options::new(PathBuf::from("shop"));
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        // Not ready for its first three probes (its database still starting), then ready.
         let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
         let counted = calls.clone();
-        let app = Router::new().route(
-            "/readyz",
-            get(move || {
-                let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                async move {
-                    let status = if n < 3 {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    } else {
-                        StatusCode::OK
-                    };
-                    ([(tienda_kit::health::INSTANCE, "orders-1-c")], status)
-                }
-            }),
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = readyz_server(
+            move || counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 3,
+            Some("orders-1-c"),
+        )
+        .await;
         wait_ready(
             Component::Orders,
             &url,

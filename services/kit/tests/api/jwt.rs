@@ -174,6 +174,17 @@ impl JwksSource for CountingJwks {
     }
 }
 
+/// A verifier's settings for keys served from memory: a minute between refreshes.
+fn in_memory_config() -> VerifierConfig {
+    VerifierConfig {
+        jwks_url: String::new(),
+        issuer: ISSUER.into(),
+        audience: AUDIENCE.into(),
+        min_refresh_interval: Duration::from_secs(60),
+        leeway_seconds: 0,
+    }
+}
+
 /// Auth down, then back: fetches fail while `down` is set.
 struct FlakyJwks {
     jwks: Arc<Mutex<serde_json::Value>>,
@@ -199,13 +210,7 @@ async fn while_auth_is_down_a_good_token_is_unverifiable_not_invalid_and_accepte
     let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let fetches = Arc::new(AtomicUsize::new(0));
     let verifier = Verifier::with_source(
-        VerifierConfig {
-            jwks_url: String::new(),
-            issuer: ISSUER.into(),
-            audience: AUDIENCE.into(),
-            min_refresh_interval: Duration::from_secs(60),
-            leeway_seconds: 0,
-        },
+        in_memory_config(),
         Arc::new(FlakyJwks {
             jwks: issuer.jwks.clone(),
             down: down.clone(),
@@ -245,13 +250,7 @@ async fn an_unknown_kid_refetches_at_most_once_per_interval_on_a_paused_clock() 
     let new = TokenIssuer::start().await;
     let fetches = Arc::new(AtomicUsize::new(0));
     let verifier = Verifier::with_source(
-        VerifierConfig {
-            jwks_url: String::new(),
-            issuer: ISSUER.into(),
-            audience: AUDIENCE.into(),
-            min_refresh_interval: Duration::from_secs(60),
-            leeway_seconds: 0,
-        },
+        in_memory_config(),
         Arc::new(CountingJwks {
             jwks: old.jwks.clone(),
             fetches: fetches.clone(),
