@@ -66,6 +66,11 @@ pub fn environment(
     if let Some(creds) = &placement.nats_creds {
         env.insert(var::NATS_CREDS_FILE.into(), creds.display().to_string());
     }
+    // One runtime worker each: on one machine the components, PostgreSQL and NATS share the
+    // cores, and a second worker only adds wakeups between threads (a checkout at 50/s:
+    // p95 67-91 ms with one, 100-110 ms with one per core; docs/benchmarks.md). The Shop's
+    // `env` below may set another count per component.
+    env.insert("TOKIO_WORKER_THREADS".into(), "1".into());
     env.insert(
         var::TIENDA_POLICY_PATH.into(),
         placement.options.path.display().to_string(),
@@ -150,6 +155,7 @@ mod tests {
                         {"name": "auth"},
                         {"name": "gateway", "replicas": 3, "env": [
                             {"name": "GATEWAY_CORS_ORIGINS", "value": "*"},
+                            {"name": "TOKIO_WORKER_THREADS", "value": "4"},
                             {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}]}
         }))
         .unwrap()
@@ -201,6 +207,11 @@ mod tests {
         );
         assert_eq!(get("FROM_SECRET"), None, "valueFrom has no meaning here");
         assert_eq!(
+            get("TOKIO_WORKER_THREADS"),
+            Some("4"),
+            "the user's count replaces the local default"
+        );
+        assert_eq!(
             get(var::TIENDA_ADMIN_PASSWORD),
             None,
             "only auth makes the admin"
@@ -232,6 +243,11 @@ mod tests {
         assert_eq!(get(var::TIENDA_ADMIN_EMAIL), Some("admin@tienda.local"));
         assert_eq!(get(var::TIENDA_ADMIN_PASSWORD), Some("pw"));
         assert_eq!(get(var::POD_NAMESPACE), Some(LOCAL_NAMESPACE));
+        assert_eq!(
+            get("TOKIO_WORKER_THREADS"),
+            Some("1"),
+            "one runtime worker on a shared machine"
+        );
     }
 
     #[test]
