@@ -70,7 +70,7 @@ pub fn environment(
     // cores, and a second worker only adds wakeups between threads (a checkout at 50/s:
     // p95 67-91 ms with one, 100-110 ms with one per core; docs/benchmarks.md). The Shop's
     // `env` below may set another count per component.
-    env.insert("TOKIO_WORKER_THREADS".into(), "1".into());
+    env.insert(var::TOKIO_WORKER_THREADS.into(), "1".into());
     env.insert(
         var::TIENDA_POLICY_PATH.into(),
         placement.options.path.display().to_string(),
@@ -207,7 +207,7 @@ mod tests {
         );
         assert_eq!(get("FROM_SECRET"), None, "valueFrom has no meaning here");
         assert_eq!(
-            get("TOKIO_WORKER_THREADS"),
+            get(var::TOKIO_WORKER_THREADS),
             Some("4"),
             "the user's count replaces the local default"
         );
@@ -244,7 +244,7 @@ mod tests {
         assert_eq!(get(var::TIENDA_ADMIN_PASSWORD), Some("pw"));
         assert_eq!(get(var::POD_NAMESPACE), Some(LOCAL_NAMESPACE));
         assert_eq!(
-            get("TOKIO_WORKER_THREADS"),
+            get(var::TOKIO_WORKER_THREADS),
             Some("1"),
             "one runtime worker on a shared machine"
         );

@@ -1167,6 +1167,7 @@ mod tests {
                 var::TIENDA_ADMIN_EMAIL,
                 var::TIENDA_ADMIN_PASSWORD,
                 var::NOTIFICATIONS_OUTBOX_DIR,
+                var::TOKIO_WORKER_THREADS,
             ];
             let mut cluster_names: Vec<&str> = cluster.iter().map(|v| v.name.as_str()).collect();
             cluster_names.sort();

@@ -37,6 +37,8 @@ pub mod var {
     /// Where notifications writes mail as `.eml` files when no SMTP server is configured
     /// (`tienda up`: under its data directory).
     pub const NOTIFICATIONS_OUTBOX_DIR: &str = "NOTIFICATIONS_OUTBOX_DIR";
+    /// tokio's runtime worker count (`tienda up`: 1, as every process shares the machine).
+    pub const TOKIO_WORKER_THREADS: &str = "TOKIO_WORKER_THREADS";
     /// Where orders reaches products (checkout prices lines from the catalog).
     pub const PRODUCTS_URL: &str = "PRODUCTS_URL";
     /// The pod's name (the gateway reports applied policy generations under it).

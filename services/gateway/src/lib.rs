@@ -106,9 +106,7 @@ impl Application {
             platform.shutdown.clone(),
         ));
 
-        let serve_threads = config.serve_threads.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-        });
+        let serve_threads = config.serve_threads;
         let proxy = Proxy {
             upstreams,
             policies: policies.clone(),

@@ -277,8 +277,11 @@ pub async fn forward(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > max_body) {
-        return too_large(max_body);
+    if let Some(declared) = declared
+        && declared > max_body
+    {
+        let expects_continue = headers.contains_key(header::EXPECT);
+        return refuse_declared_too_large(request, declared, max_body, expects_continue).await;
     }
 
     let facts = RequestFacts {
@@ -459,6 +462,37 @@ fn client_body_failed(error: &(dyn std::error::Error + 'static)) -> bool {
         source = e.source();
     }
     false
+}
+
+/// A declared body up to this size is read and dropped before its 413 is sent (see
+/// [`refuse_declared_too_large`]); a larger one is answered at once.
+const LINGER_BYTES: usize = 16 * 1024 * 1024;
+/// The longest a refused body is read for.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Answers 413 for a body declared over the route's limit, and closes the connection. A server
+/// that closes a connection with unread bytes resets it, and the reset can reach the client
+/// before it reads the answer: it sees "broken pipe" instead of the problem. So, as nginx's
+/// lingering close does, the body is read and dropped first — up to [`LINGER_BYTES`] and
+/// [`LINGER_TIME`] — unless the client waits for `100 Continue` and has sent nothing.
+async fn refuse_declared_too_large(
+    request: Request,
+    declared: usize,
+    limit: usize,
+    expects_continue: bool,
+) -> Response {
+    if declared <= LINGER_BYTES && !expects_continue {
+        let mut body = request.into_body().into_data_stream();
+        let _ = tokio::time::timeout(LINGER_TIME, async {
+            while let Some(Ok(_)) = futures::StreamExt::next(&mut body).await {}
+        })
+        .await;
+    }
+    let mut response = too_large(limit);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// The answer for a body over the route's limit.
