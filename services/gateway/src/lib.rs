@@ -106,14 +106,13 @@ impl Application {
             platform.shutdown.clone(),
         ));
 
-        let serve_threads = config.serve_threads;
         let proxy = Proxy {
             upstreams,
             policies: policies.clone(),
             verifier: config.tokens.verifier(),
             access: Arc::new(access),
             trusted: Arc::new(trusted),
-            clients: (0..serve_threads.max(1))
+            clients: (0..config.serve_threads.max(1))
                 .map(|_| proxy::client(config.upstream_http2))
                 .collect(),
             default_timeout: Duration::from_secs(config.upstream_timeout_seconds),
@@ -129,7 +128,7 @@ impl Application {
         Ok(Self(
             tienda_kit::Application::build_with_admin(platform, router, admin, ApiDoc::openapi())
                 .await?
-                .serve_on_threads(serve_threads),
+                .serve_on_threads(config.serve_threads),
         ))
     }
 

@@ -319,10 +319,6 @@ impl Verifier {
 /// The answer to a request whose token `error` refused: 401 with `WWW-Authenticate: Bearer`,
 /// or 503 with `Retry-After` when the keys could not be fetched (the token may be fine).
 pub fn refusal(error: &TokenError) -> Response {
-    unauthorized(error)
-}
-
-fn unauthorized(error: &TokenError) -> Response {
     tracing::info!(%error, "token refused");
     let detail = match error {
         TokenError::Missing => "Send an access token: `Authorization: Bearer <token>`.",
@@ -373,7 +369,7 @@ pub async fn require_role(
                 .with_detail(format!("This needs the {} role.", rule.role))
                 .into_response()
         }
-        Err(error) => unauthorized(&error),
+        Err(error) => refusal(&error),
     }
 }
 
@@ -390,7 +386,7 @@ pub async fn authenticate(
             request.extensions_mut().insert(claims);
             next.run(request).await
         }
-        Err(error) => unauthorized(&error),
+        Err(error) => refusal(&error),
     }
 }
 
@@ -411,6 +407,6 @@ pub async fn authenticate_optional(
             request.extensions_mut().insert(claims);
             next.run(request).await
         }
-        Err(error) => unauthorized(&error),
+        Err(error) => refusal(&error),
     }
 }

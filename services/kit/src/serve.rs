@@ -39,10 +39,24 @@ impl Connections {
     /// The next connection; `None` once an acceptor has stopped handing them over.
     async fn next(&mut self) -> Option<std::io::Result<(TcpStream, SocketAddr)>> {
         match self {
-            Self::Listener(listener) => Some(listener.accept().await),
+            Self::Listener(listener) => Some(Ok(accept(listener).await)),
             Self::Handed(handed) => {
                 let (stream, remote) = handed.recv().await?;
                 Some(TcpStream::from_std(stream).map(|stream| (stream, remote)))
+            }
+        }
+    }
+}
+
+/// The next connection on `listener`. A failed accept (out of file descriptors and the like)
+/// is logged and retried after a pause instead of spinning.
+async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(pair) => return pair,
+            Err(error) => {
+                tracing::warn!(%error, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
@@ -72,14 +86,8 @@ async fn serve_incoming(mut incoming: Connections, router: Router, limits: Limit
             accepted = incoming.next() => match accepted {
                 Some(Ok(pair)) => pair,
                 None => break,
-                Some(Err(error)) if matches!(incoming, Connections::Handed(_)) => {
-                    tracing::warn!(%error, "taking over a connection failed");
-                    continue;
-                }
                 Some(Err(error)) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tracing::warn!(%error, "taking over a connection failed");
                     continue;
                 }
             },
@@ -162,14 +170,7 @@ pub async fn serve_on_threads(
     let mut turn = 0;
     loop {
         let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    tracing::warn!(%error, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = accept(&listener) => accepted,
             () = stop.wait() => break,
         };
         // Nonblocking, as the receiving thread's reactor needs it.
