@@ -77,11 +77,14 @@ pub struct Config {
     pub health_check_seconds: u64,
 
     /// Threads serving the public listener, each with a single-threaded runtime and its own
-    /// upstream connection pool, so a proxied request never wakes another thread (7 % more
-    /// throughput, docs/benchmarks.md "Gateway"). 0 (the default) serves on the shared
-    /// multi-threaded runtime. Not the default yet: on these threads a 413 for a body streamed
-    /// over its limit was lost to the connection's reset more often (3 runs in 40 of its test
-    /// under load, none on the shared runtime); a lingering close comes first.
-    #[arg(long, env = "GATEWAY_SERVE_THREADS", default_value_t = 0)]
+    /// upstream connection pool, so a proxied request never wakes another thread
+    /// (docs/benchmarks.md "Gateway"). The default is one per core the process may use
+    /// (its CPU quota included); 0 serves on the shared multi-threaded runtime.
+    #[arg(long, env = "GATEWAY_SERVE_THREADS", default_value_t = cores())]
     pub serve_threads: usize,
+}
+
+/// The cores this process may use: the CPU set and cgroup quota included.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }

@@ -1,10 +1,18 @@
 //! The HTTP server loop every service runs: HTTP/1.1 and HTTP/2 (cleartext, by preface) on
 //! one listener, with the limits `axum::serve` does not expose — a deadline for reading a
 //! request's headers (slowloris: a client trickling headers holds a connection, and with
-//! enough of them every worker), a bound on header bytes and count — and graceful shutdown
-//! that stops accepting, lets open requests finish and closes idle keep-alive connections.
+//! enough of them every worker), a bound on header bytes and count, a lingering close (see
+//! [`Lingering`]) — and graceful shutdown that stops accepting, lets open requests finish and
+//! closes idle keep-alive connections.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    future::Future as _,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll, ready},
+    time::Duration,
+};
 
 use axum::{Router, extract::ConnectInfo};
 use hyper::body::Incoming;
@@ -13,7 +21,10 @@ use hyper_util::{
     server::{conn::auto::Builder, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+};
 use tower::ServiceExt as _;
 
 use crate::shutdown::Shutdown;
@@ -104,7 +115,10 @@ async fn serve_incoming(mut incoming: Connections, router: Router, limits: Limit
                     request
                 });
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .serve_connection_with_upgrades(
+                TokioIo::new(Lingering::new(stream)),
+                TowerToHyperService::new(service),
+            )
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -115,6 +129,115 @@ async fn serve_incoming(mut incoming: Connections, router: Router, limits: Limit
     }
     drop(incoming);
     graceful.shutdown().await;
+}
+
+/// Longest a closing connection keeps reading what its client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes a closing connection reads and drops before it gives up on a clean close.
+const LINGER_BYTES: usize = 16 * 1024 * 1024;
+
+/// A connection that closes the way nginx's `lingering_close` does. When the server closes
+/// first — an answer sent before the request's body was read (a 413, a refusal before the
+/// upload), `Connection: close` — it shuts its sending side, then reads and drops what the
+/// client is still sending until the client closes too, for at most [`LINGER`] and
+/// [`LINGER_BYTES`]. Closing a socket with unread bytes makes the kernel send a reset
+/// instead, which can reach the client before the answer and destroy it: the client, still
+/// writing its body, sees "connection reset" and never reads the 413.
+///
+/// Hand-written: hyper closes with a plain `shutdown` and no library offers the drain.
+struct Lingering {
+    stream: TcpStream,
+    /// The client has closed its side: nothing more can arrive, so nothing to linger for.
+    read_closed: bool,
+    /// Our sending side is shut.
+    write_shut: bool,
+    /// When lingering ends, once it has begun.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    drained: usize,
+}
+
+impl Lingering {
+    fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            read_closed: false,
+            write_shut: false,
+            deadline: None,
+            drained: 0,
+        }
+    }
+}
+
+impl AsyncRead for Lingering {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.stream).poll_read(cx, buf))?;
+        if buf.filled().len() == before && buf.remaining() > 0 {
+            this.read_closed = true;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Lingering {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.write_shut {
+            ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
+            this.write_shut = true;
+        }
+        if this.read_closed {
+            return Poll::Ready(Ok(()));
+        }
+        let deadline = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(LINGER)));
+        let mut scratch = [0_u8; 8192];
+        loop {
+            if this.drained >= LINGER_BYTES || deadline.as_mut().poll(cx).is_ready() {
+                // The client keeps sending: close anyway (the kernel resets).
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match ready!(Pin::new(&mut this.stream).poll_read(cx, &mut buf)) {
+                Ok(()) if !buf.filled().is_empty() => this.drained += buf.filled().len(),
+                // The client has closed (or broken) its side: a clean close now.
+                Ok(()) | Err(_) => {
+                    this.read_closed = true;
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+    }
 }
 
 thread_local! {

@@ -406,3 +406,48 @@ async fn readiness_names_the_process_when_its_supervisor_gave_it_a_name() {
         "{refused:#}"
     );
 }
+
+/// A client uploading a body the service refuses on sight (its declared length is over the
+/// limit) keeps writing while the 413 travels back. The server must read and drop the rest
+/// before it closes: closing on unread bytes makes the kernel reset the connection, and the
+/// client, mid-write, sees "connection reset" instead of the answer.
+#[tokio::test]
+async fn a_refused_upload_is_read_to_its_end_so_the_client_gets_the_413_not_a_reset() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const LEN: usize = 8 * 1024 * 1024;
+    let app = spawn().await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+
+    for attempt in 0..3 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream
+            .write_all(
+                format!(
+                    "POST /v1/items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                     Content-Length: {LEN}\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let chunk = vec![b' '; 64 * 1024];
+        for sent in (0..LEN).step_by(chunk.len()) {
+            if let Err(error) = stream.write_all(&chunk).await {
+                panic!("attempt {attempt}: writing the body failed after {sent} bytes: {error}");
+            }
+        }
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .await
+            .unwrap_or_else(|error| panic!("attempt {attempt}: reading the answer: {error}"));
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 413"),
+            "attempt {attempt}: {answer}"
+        );
+        assert!(answer.contains("application/problem+json"), "{answer}");
+    }
+    assert_eq!(item_count(&app).await, 0);
+}
