@@ -60,7 +60,10 @@ pub struct Draft {
     pub short: Option<String>,
 }
 
-/// The compiled templates: the shipped ones, and edited versions compiled on first use.
+/// The templates: the shipped ones and edited versions, each compiled on first use. A
+/// process mails a few kinds in a few locales; compiling every kind in every locale at start
+/// held about 2 MiB of compiled templates in every process, idle or not (docs/benchmarks.md,
+/// "Memory at idle").
 #[derive(Debug)]
 pub struct Templates {
     env: Environment<'static>,
@@ -112,22 +115,49 @@ fn add(
                 .map_err(|e| ("short", e))?;
         }
     }
-    env.add_template_owned(
-        text,
-        format!(
-            "{{% extends \"layout.txt\" %}}{{% block body %}}{}{{% endblock %}}",
-            draft.body_text
-        ),
-    )
-    .map_err(|e| ("body_text", e))?;
-    env.add_template_owned(
-        html,
-        format!(
-            "{{% extends \"layout.html\" %}}{{% block body %}}{}{{% endblock %}}",
-            draft.body_html
-        ),
-    )
-    .map_err(|e| ("body_html", e))
+    env.add_template_owned(text, extend("layout.txt", &draft.body_text))
+        .map_err(|e| ("body_text", e))?;
+    env.add_template_owned(html, extend("layout.html", &draft.body_html))
+        .map_err(|e| ("body_html", e))
+}
+
+/// `body` as the body block of `layout`, on the body's own first line, so an error's line is
+/// the line of the body as written.
+fn extend(layout: &str, body: &str) -> String {
+    format!("{{% extends \"{layout}\" %}}{{% block body %}}{body}{{% endblock %}}")
+}
+
+/// The source of the shipped template called `name` (see [`names`]; digests are
+/// `digest/{locale}/…`), or `None` when nothing shipped has that name.
+fn builtin_source(name: &str) -> Option<String> {
+    let mut parts = name.split('/');
+    let (family, locale, part) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let locale = Locale::ALL.into_iter().find(|l| l.as_str() == locale)?;
+    if family == "digest" {
+        let (_, subject, text, html) = DIGEST.iter().find(|(l, ..)| *l == locale)?;
+        return match part {
+            "subject.txt" => Some((*subject).to_owned()),
+            "body.txt" => Some(extend("layout.txt", text)),
+            "body.html" => Some(extend("layout.html", html)),
+            _ => None,
+        };
+    }
+    let kind = Kind::parse(family)?;
+    let source = SOURCES
+        .iter()
+        .find(|s| s.kind == kind && s.locale == locale)?;
+    match part {
+        "subject.txt" => Some(source.subject.to_owned()),
+        "body.txt" => Some(extend("layout.txt", source.text)),
+        "body.html" => Some(extend("layout.html", source.html)),
+        "short.txt" if kind.channels().len() > 1 => {
+            builtin_short(kind, locale).map(str::to_owned)
+        }
+        _ => None,
+    }
 }
 
 /// An error as an editor reads it: the line and what is wrong.
@@ -197,24 +227,11 @@ fn builtin_short(kind: Kind, locale: Locale) -> Option<&'static str> {
 }
 
 impl Templates {
-    /// Compiles the shipped templates; an error names the template and line.
+    /// The shipped templates, each compiled when first rendered (every one compiles and
+    /// renders: tested); the layouts are compiled here, and an error names the line.
     pub fn builtin() -> Result<Self, minijinja::Error> {
         let mut env = environment()?;
-        for source in SOURCES {
-            add(&mut env, source.kind, source.locale, &source.draft()).map_err(|(_, e)| e)?;
-        }
-        for (locale, subject, text, html) in DIGEST {
-            let base = format!("digest/{}", locale.as_str());
-            env.add_template_owned(format!("{base}/subject.txt"), *subject)?;
-            env.add_template_owned(
-                format!("{base}/body.txt"),
-                format!("{{% extends \"layout.txt\" %}}{{% block body %}}{text}{{% endblock %}}"),
-            )?;
-            env.add_template_owned(
-                format!("{base}/body.html"),
-                format!("{{% extends \"layout.html\" %}}{{% block body %}}{html}{{% endblock %}}"),
-            )?;
-        }
+        env.set_loader(|name| Ok(builtin_source(name)));
         Ok(Self {
             env,
             edited: Mutex::default(),
@@ -1257,6 +1274,42 @@ mod tests {
         assert!(rendered.text.contains("https://s/r?token=t"));
         assert!(!rendered.text.contains("Darse de baja"));
         assert!(rendered.subject.starts_with("Restablece"));
+    }
+
+    #[test]
+    fn every_shipped_template_compiles_on_first_use_and_nothing_else_is_found() {
+        let templates = Templates::builtin().unwrap();
+        let mut found = 0;
+        for locale in Locale::ALL {
+            let mut families = vec![(format!("digest/{}", locale.as_str()), false)];
+            for kind in Kind::ALL {
+                let [subject, ..] = names(kind, locale);
+                let base = subject.trim_end_matches("/subject.txt").to_owned();
+                families.push((base, kind.channels().len() > 1));
+            }
+            for (base, short) in families {
+                for part in ["subject.txt", "body.txt", "body.html"] {
+                    let name = format!("{base}/{part}");
+                    templates.env.get_template(&name).unwrap_or_else(|e| {
+                        panic!("{name}: {}", describe(&e));
+                    });
+                    found += 1;
+                }
+                let short_one = templates.env.get_template(&format!("{base}/short.txt"));
+                assert_eq!(short_one.is_ok(), short, "{base}/short.txt");
+            }
+        }
+        assert_eq!(found, 3 * Locale::ALL.len() * (Kind::ALL.len() + 1));
+        for unknown in [
+            "welcome/fr/subject.txt",
+            "welcome/es/footer.txt",
+            "nope/es/subject.txt",
+            "welcome/es/subject.txt/x",
+            "welcome",
+            "digest/en/short.txt",
+        ] {
+            assert!(templates.env.get_template(unknown).is_err(), "{unknown}");
+        }
     }
 
     #[test]
