@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1.7
-# Tienda's images: every binary built once (profile `dist`: LTO, one codegen unit; auth
-# `dist-small`, sized for its idle memory — see Cargo.toml), then one small non-root image per
-# binary.
+# Tienda's images: every binary built once (profile `dist`: LTO, one codegen unit; auth,
+# orders and notifications `dist-small`, sized for their idle memory — see Cargo.toml and
+# docs/benchmarks.md "Memory at idle"), then one small non-root image per binary.
 #
 #   docker build --target operator -t ghcr.io/tienda-dev/tienda-operator:0.1.0 .
 #   docker build --target gateway  -t ghcr.io/tienda-dev/tienda-gateway:0.1.0 .
@@ -22,12 +22,16 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --profile dist --locked --bins \
- && cargo build --profile dist-small --locked -p tienda-auth --bins \
+      -p tienda-operator -p tienda-gateway -p tienda-products -p tienda-payments \
+ && cargo build --profile dist-small --locked --bins \
+      -p tienda-auth -p tienda-orders -p tienda-notifications \
  && mkdir -p /out \
- && for bin in tienda tienda-gateway tienda-products tienda-orders tienda-payments tienda-notifications; do \
-      if [ -f "target/dist/$bin" ]; then cp "target/dist/$bin" /out/; fi; \
+ && for bin in tienda tienda-gateway tienda-products tienda-payments; do \
+      cp "target/dist/$bin" /out/; \
     done \
- && cp target/dist-small/tienda-auth /out/
+ && for bin in tienda-auth tienda-orders tienda-notifications; do \
+      cp "target/dist-small/$bin" /out/; \
+    done
 
 FROM docker.io/library/debian:${DEBIAN_VERSION}-slim AS runtime
 ARG VERSION
