@@ -153,9 +153,7 @@ fn builtin_source(name: &str) -> Option<String> {
         "subject.txt" => Some(source.subject.to_owned()),
         "body.txt" => Some(extend("layout.txt", source.text)),
         "body.html" => Some(extend("layout.html", source.html)),
-        "short.txt" if kind.channels().len() > 1 => {
-            builtin_short(kind, locale).map(str::to_owned)
-        }
+        "short.txt" if kind.channels().len() > 1 => builtin_short(kind, locale).map(str::to_owned),
         _ => None,
     }
 }
