@@ -303,3 +303,19 @@ async fn serving_from_threads_of_its_own_proxies_every_request_once() {
     }
     assert_eq!(products.hits(), 160, "each request reached products once");
 }
+
+#[test]
+fn the_public_port_is_served_from_one_thread_per_core_unless_set() {
+    use clap::Parser as _;
+    use tienda_gateway::config::Config;
+
+    let parse = |extra: &[&str]| {
+        let mut args = vec!["tienda-gateway", "--auth-jwks-url=http://127.0.0.1:9/jwks"];
+        args.extend_from_slice(extra);
+        Config::parse_from(args).serve_threads
+    };
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(parse(&[]), cores);
+    assert_eq!(parse(&["--serve-threads=0"]), 0, "0: the shared runtime");
+    assert_eq!(parse(&["--serve-threads=3"]), 3);
+}
