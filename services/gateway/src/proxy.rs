@@ -277,11 +277,8 @@ pub async fn forward(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if let Some(declared) = declared
-        && declared > max_body
-    {
-        let expects_continue = headers.contains_key(header::EXPECT);
-        return refuse_declared_too_large(request, declared, max_body, expects_continue).await;
+    if declared.is_some_and(|n| n > max_body) {
+        return refuse_declared_too_large(max_body);
     }
 
     let facts = RequestFacts {
@@ -464,30 +461,10 @@ fn client_body_failed(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// A declared body up to this size is read and dropped before its 413 is sent (see
-/// [`refuse_declared_too_large`]); a larger one is answered at once.
-const LINGER_BYTES: usize = 16 * 1024 * 1024;
-/// The longest a refused body is read for.
-const LINGER_TIME: Duration = Duration::from_secs(2);
-
-/// Answers 413 for a body declared over the route's limit, and closes the connection. A server
-/// that closes a connection with unread bytes resets it, and the reset can reach the client
-/// before it reads the answer: it sees "broken pipe" instead of the problem. So, as nginx's
-/// lingering close does, the body is read and dropped first — up to [`LINGER_BYTES`] and
-/// [`LINGER_TIME`] — unless the client waits for `100 Continue` and has sent nothing.
-async fn refuse_declared_too_large(
-    request: Request,
-    declared: usize,
-    limit: usize,
-    expects_continue: bool,
-) -> Response {
-    if declared <= LINGER_BYTES && !expects_continue {
-        let mut body = request.into_body().into_data_stream();
-        let _ = tokio::time::timeout(LINGER_TIME, async {
-            while let Some(Ok(_)) = futures::StreamExt::next(&mut body).await {}
-        })
-        .await;
-    }
+/// Answers 413 for a body declared over the route's limit, unread, and closes the
+/// connection. What the client still sends is drained by the kit's lingering close
+/// (`tienda_kit::serve`), so the answer is not lost to a reset.
+fn refuse_declared_too_large(limit: usize) -> Response {
     let mut response = too_large(limit);
     response
         .headers_mut()

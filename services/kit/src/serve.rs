@@ -149,9 +149,7 @@ struct Lingering {
     stream: TcpStream,
     /// The client has closed its side: nothing more can arrive, so nothing to linger for.
     read_closed: bool,
-    /// Our sending side is shut.
-    write_shut: bool,
-    /// When lingering ends, once it has begun.
+    /// When lingering ends, set once our sending side is shut.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     drained: usize,
 }
@@ -161,7 +159,6 @@ impl Lingering {
         Self {
             stream,
             read_closed: false,
-            write_shut: false,
             deadline: None,
             drained: 0,
         }
@@ -211,16 +208,16 @@ impl AsyncWrite for Lingering {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.write_shut {
-            ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
-            this.write_shut = true;
-        }
+        let deadline = match &mut this.deadline {
+            Some(deadline) => deadline,
+            None => {
+                ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
+                this.deadline.insert(Box::pin(tokio::time::sleep(LINGER)))
+            }
+        };
         if this.read_closed {
             return Poll::Ready(Ok(()));
         }
-        let deadline = this
-            .deadline
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(LINGER)));
         let mut scratch = [0_u8; 8192];
         loop {
             if this.drained >= LINGER_BYTES || deadline.as_mut().poll(cx).is_ready() {
